@@ -1,0 +1,50 @@
+"""Wire models of `POST /api/v1/telemetry`, used by the edge to send and the cloud to accept.
+
+Floats are finite (``allow_inf_nan=False``) and timestamps must carry a zone: a naive timestamp
+from a bench PC is ambiguous by hours, so it is rejected rather than guessed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+#: Most readings one telemetry request may carry; more is answered with 413.
+MAX_READINGS_PER_BATCH = 10_000
+#: Most bytes one telemetry request body may have; more is answered with 413.
+MAX_TELEMETRY_BODY_BYTES = 8 * 1024 * 1024
+#: Path of the ingest endpoint, relative to the cloud's base URL.
+TELEMETRY_PATH = "/api/v1/telemetry"
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Reading(WireModel):
+    timestamp: AwareDatetime
+    raw_value: float
+    meta: dict[str, Any] | None = None
+
+
+class TelemetryBatch(WireModel):
+    sensor_id: UUID
+    run_id: UUID
+    capture_session_id: UUID
+    readings: list[Reading] = Field(min_length=1)
+
+
+class TelemetryAccepted(BaseModel):
+    """The 202 answer to a telemetry batch."""
+
+    accepted: int
+    late: int
+    sensor_id: UUID
+    run_id: UUID
+    capture_session_id: UUID
+    profile_version: str
+    first_timestamp: datetime
+    last_timestamp: datetime
