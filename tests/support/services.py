@@ -1,0 +1,133 @@
+"""Real services for integration tests: a throw-away PostgreSQL database, a private Mosquitto.
+
+On a developer's laptop a missing service makes its tests skip with the reason; in CI
+(``BENCHLINK_REQUIRE_SERVICES=1``) it is a failure, so a green run never hides one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_DSN = os.environ.get("BENCHLINK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def services_required() -> bool:
+    return os.environ.get("BENCHLINK_REQUIRE_SERVICES", "") not in ("", "0", "false", "no")
+
+
+def unavailable(what: str, reason: str) -> None:
+    """Skip (laptop) or fail (CI) because ``what`` cannot be reached."""
+    message = f"{what} unavailable: {reason}"
+    if services_required():
+        pytest.fail(message + " (BENCHLINK_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """Create ``benchlink_test_<random>``, yield its SQLAlchemy URL, drop it afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=3)
+    except Exception as exc:  # the driver raises several kinds; all mean "not here"
+        unavailable("PostgreSQL", f"{PG_ADMIN_DSN}: {exc}")
+        raise  # unreachable: unavailable() skips or fails
+    name = f"benchlink_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+        try:
+            yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+    topic_prefix: str
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+
+@contextlib.contextmanager
+def private_mosquitto(config: Path | None = None) -> Iterator[Broker]:
+    """Start ``mosquitto`` on a free port with the project's limits; stop it afterwards.
+
+    The machine's shared broker keeps Debian's ``max_queued_messages 1000``, which drops QoS 1
+    messages for a slow subscriber, so tests that push many messages use their own.
+    """
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if binary is None:
+        unavailable("Mosquitto", "the mosquitto binary is not installed")
+        raise AssertionError("unreachable")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="benchlink-mosq-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        lines = [
+            f"listener {port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {tmp}/",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "log_dest stderr",
+            "log_type error",
+        ]
+        if config is not None:
+            lines.append(f"# based on {config}")
+        conf.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE)
+        try:
+            if not wait_port("127.0.0.1", port):
+                proc.kill()
+                unavailable("Mosquitto", f"did not start: {proc.stderr.read() if proc.stderr else ''}")
+            yield Broker("127.0.0.1", port, f"benchlink-test/{uuid.uuid4().hex[:10]}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def shared_mosquitto() -> Broker:
+    """The machine's broker on 1883, with a unique topic prefix for this test."""
+    if not wait_port("127.0.0.1", 1883, timeout=2):
+        unavailable("Mosquitto", "nothing listens on 127.0.0.1:1883")
+    return Broker("127.0.0.1", 1883, f"benchlink-test/{uuid.uuid4().hex[:10]}")
