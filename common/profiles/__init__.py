@@ -79,3 +79,4 @@ def build_converter(
 
 # Registration happens on import of the modules that define the kinds.
 from common.profiles import basic as _basic  # noqa: E402, F401
+from common.profiles import thermocouple as _thermocouple  # noqa: E402, F401

@@ -1,0 +1,136 @@
+"""The ``thermocouple`` kind: raw emf (or a MAX31855 reading) to a temperature.
+
+Payload::
+
+    {"type": "K",                 # B E J K N R S T
+     "cold_junction_c": 24.5,     # optional; else each reading's meta["cold_junction_c"]
+     "display": "C",              # C F K; default: the sensor's display unit, else C
+     "input": "mV"}               # "mV": raw is the emf in mV; "max31855": raw is the
+                                  # chip's hot-junction °C, corrected with NIST
+
+A payload ``cold_junction_c`` wins over the reading's meta: it is the operator's statement of
+where the reference junction is (an ice bath, a thermostatted block).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from common.profiles import ConversionError, parse_payload, register
+from hardware.thermocouple import (
+    TYPES,
+    ThermocoupleRangeError,
+    compensated_temperature_c,
+    get_type,
+    max31855_corrected_c,
+)
+
+DisplayUnit = Literal["C", "F", "K"]
+InputKind = Literal["mV", "max31855"]
+
+_UNIT_ALIASES: dict[str, DisplayUnit] = {
+    "c": "C",
+    "°c": "C",
+    "degc": "C",
+    "deg c": "C",
+    "celsius": "C",
+    "f": "F",
+    "°f": "F",
+    "degf": "F",
+    "deg f": "F",
+    "fahrenheit": "F",
+    "k": "K",
+    "kelvin": "K",
+}
+
+
+def display_unit_of(unit: str | None) -> DisplayUnit | None:
+    """The C/F/K a sensor's free-text display unit means, or None if it means none of them."""
+    if unit is None:
+        return None
+    return _UNIT_ALIASES.get(unit.strip().lower())
+
+
+class ThermocouplePayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    type: str
+    cold_junction_c: float | None = None
+    display: DisplayUnit | None = None
+    input: InputKind = "mV"
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: object) -> str:
+        if isinstance(value, str) and value.strip().upper() in TYPES:
+            return value.strip().upper()
+        raise ValueError(f"unknown thermocouple type {value!r}; one of {', '.join(TYPES)}")
+
+    @field_validator("cold_junction_c")
+    @classmethod
+    def _cold_junction_in_range(cls, cj: float | None, info: ValidationInfo) -> float | None:
+        type_name = info.data.get("type")
+        if cj is None or type_name is None:  # an invalid type is reported on its own
+            return cj
+        tc = get_type(type_name)
+        if not (tc.t_min <= cj <= tc.t_max):
+            raise ValueError(
+                f"{cj} °C is outside type {type_name}'s range {tc.t_min:g} to {tc.t_max:g} °C"
+            )
+        return cj
+
+
+def _to_display(t_c: float, unit: DisplayUnit) -> float:
+    if unit == "F":
+        return t_c * 9.0 / 5.0 + 32.0
+    if unit == "K":
+        return t_c + 273.15
+    return t_c
+
+
+@dataclass(frozen=True)
+class Thermocouple:
+    type: str
+    cold_junction_c: float | None
+    display: DisplayUnit
+    input: InputKind
+
+    def _cold_junction(self, meta: Mapping[str, Any] | None) -> float:
+        if self.cold_junction_c is not None:
+            return self.cold_junction_c
+        if meta is None or "cold_junction_c" not in meta:
+            raise ConversionError(
+                "cold_junction_c is required: the profile sets none, so the reading's "
+                'meta must carry it (meta["cold_junction_c"])'
+            )
+        value = meta["cold_junction_c"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConversionError(f'meta["cold_junction_c"] must be a number, not {value!r}')
+        if not math.isfinite(value):
+            raise ConversionError(f'meta["cold_junction_c"] must be finite, not {value}')
+        return float(value)
+
+    def convert(self, raw: float, meta: Mapping[str, Any] | None = None) -> float:
+        if not math.isfinite(raw):
+            raise ConversionError(f"raw value must be finite, not {raw}")
+        cj = self._cold_junction(meta)
+        try:
+            if self.input == "max31855":
+                t_c = max31855_corrected_c(raw, cj, self.type)
+            else:
+                t_c = compensated_temperature_c(self.type, raw, cj)
+        except ThermocoupleRangeError as exc:
+            raise ConversionError(str(exc)) from None
+        return _to_display(t_c, self.display)
+
+
+@register("thermocouple")
+def _thermocouple(payload: Mapping[str, Any], display_unit: str | None) -> Thermocouple:
+    p = parse_payload(ThermocouplePayload, payload)
+    display: DisplayUnit = p.display or display_unit_of(display_unit) or "C"
+    return Thermocouple(p.type, p.cold_junction_c, display, p.input)
