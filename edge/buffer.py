@@ -1,0 +1,558 @@
+"""The durable SQLite buffer (sqlite-utils, WAL): sensors, readings, sealed batches, dead letters.
+
+Every method here is synchronous and runs one transaction. The daemon calls them on one
+dedicated thread (:meth:`Buffer.call`) so the event loop never blocks on an fsync; the CLI
+calls them directly, from its own process, which WAL allows next to a running daemon.
+
+Life of a reading: committed by :meth:`commit` with ``batch_id`` NULL -> cut into a batch by
+:meth:`seal` (one transaction assigns a stable uuid to up to ``batch_size`` readings of one
+sensor+run+session, in arrival order) -> the batch goes ``pending`` -> ``inflight`` ->
+``synced`` or ``dead``. A sealed batch is never re-cut: after a crash the same id with the same
+readings is sent again and the cloud's idempotency drops the copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import sqlite_utils
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: batch states
+PENDING, INFLIGHT, SYNCED, DEAD = "pending", "inflight", "synced", "dead"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sensors (
+    sensor_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    source TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    capture_session_id TEXT NOT NULL,
+    config_run_id TEXT,
+    config_session_id TEXT,
+    bound_at REAL
+);
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,
+    sensor_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    capture_session_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    raw_value REAL NOT NULL,
+    meta TEXT,
+    arrived REAL NOT NULL,
+    batch_id TEXT
+);
+CREATE INDEX IF NOT EXISTS readings_unsealed ON readings (sensor_id, id) WHERE batch_id IS NULL;
+CREATE INDEX IF NOT EXISTS readings_batch ON readings (batch_id);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    sensor_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    capture_session_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_ts TEXT NOT NULL,
+    last_ts TEXT NOT NULL,
+    sealed_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    last_attempt_at REAL,
+    synced_at REAL,
+    accepted INTEGER,
+    late INTEGER
+);
+CREATE INDEX IF NOT EXISTS batches_queue ON batches (sensor_id, state, seq);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    sensor_id TEXT,
+    batch_id TEXT,
+    origin TEXT,
+    payload TEXT,
+    reason TEXT NOT NULL,
+    retried_at REAL
+);
+CREATE TABLE IF NOT EXISTS mqtt_inbox (
+    mid INTEGER PRIMARY KEY,
+    digest TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+class BufferFull(Exception):
+    """The disk budget (``buffer.max_bytes``) is reached; new readings are refused."""
+
+    def __init__(self, used: int, limit: int) -> None:
+        self.used, self.limit = used, limit
+        super().__init__(f"buffer full: {used} of {limit} bytes used by unsynced data")
+
+
+def ts_text(ts: datetime) -> str:
+    """UTC, fixed width, so that text order is time order (``replay --since`` compares text)."""
+    if ts.tzinfo is None:
+        raise ValueError("naive timestamp")
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+@dataclass(frozen=True)
+class NewReading:
+    sensor_id: str
+    timestamp: datetime
+    raw_value: float
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    kind: str  # mqtt_payload | serial | batch
+    reason: str
+    sensor_id: str | None = None
+    origin: str | None = None  # topic or port
+    payload: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass
+class Write:
+    """One unit a source hands to the writer; acked (future resolved) after the commit."""
+
+    readings: list[NewReading] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    #: MQTT (mid, digest) recorded in the same transaction, to drop a redelivered copy
+    inbox: tuple[int, str] | None = None
+    #: the broker flagged the message DUP: it may be one we committed but could not ack
+    redelivered: bool = False
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    committed: int  # readings
+    dead: int
+    duplicate: bool = False  # an MQTT redelivery of a message already committed
+
+
+@dataclass(frozen=True)
+class Batch:
+    seq: int
+    id: str
+    sensor_id: str
+    run_id: str
+    capture_session_id: str
+    state: str
+    count: int
+    attempts: int
+
+
+def message_digest(topic: str, payload: bytes) -> str:
+    return hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+
+
+class Buffer:
+    def __init__(self, path: Path | str, *, max_bytes: int = 2_000_000_000) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The buffer holds sensor tokens: create it (and its WAL/SHM) readable by us only.
+        old_umask = os.umask(0o077)
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL, not NORMAL: in WAL mode NORMAL skips the fsync of the WAL on commit, so a
+            # power cut can lose the last commits -- which are exactly the readings we already
+            # acknowledged to a device. Group commit keeps the cost at one fsync per batch.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(SCHEMA)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        self.conn = conn
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` on the buffer's own thread (one at a time, never on the event loop)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="buffer")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def used_bytes(self) -> int:
+        """Bytes of live pages (freed pages are reused, so they do not count)."""
+        c = self.conn
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        total = c.execute("PRAGMA page_count").fetchone()[0]
+        free = c.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((total - free) * page)
+
+    # -- sensors and bindings --------------------------------------------------------------------
+
+    def upsert_sensor(
+        self, sensor_id: str, token: str, source: str, run_id: str, session_id: str
+    ) -> None:
+        """Register a configured sensor. The config's binding wins only when it changed in the
+        config since it was last applied; otherwise a runtime ``bind`` survives a restart."""
+        with self.tx() as c:
+            row = c.execute(
+                "SELECT config_run_id, config_session_id FROM sensors WHERE sensor_id = ?",
+                (sensor_id,),
+            ).fetchone()
+            if row is None:
+                c.execute(
+                    "INSERT INTO sensors VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (sensor_id, token, source, run_id, session_id, run_id, session_id, time.time()),
+                )
+            elif tuple(row) != (run_id, session_id):
+                c.execute(
+                    "UPDATE sensors SET token = ?, source = ?, run_id = ?, capture_session_id = ?,"
+                    " config_run_id = ?, config_session_id = ?, bound_at = ? WHERE sensor_id = ?",
+                    (token, source, run_id, session_id, run_id, session_id, time.time(), sensor_id),
+                )
+            else:
+                c.execute(
+                    "UPDATE sensors SET token = ?, source = ? WHERE sensor_id = ?",
+                    (token, source, sensor_id),
+                )
+
+    def bind(self, sensor_id: str, run_id: str, session_id: str) -> None:
+        """Move a sensor's next readings to another run/session; the running daemon stamps
+        every commit with the binding it reads inside that commit's transaction."""
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE sensors SET run_id = ?, capture_session_id = ?, bound_at = ?"
+                " WHERE sensor_id = ?",
+                (run_id, session_id, time.time(), sensor_id),
+            )
+            if cur.rowcount == 0:
+                raise KeyError(f"unknown sensor {sensor_id}")
+
+    def sensors(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM sensors ORDER BY sensor_id"))
+
+    def token(self, sensor_id: str) -> str:
+        row = self.conn.execute(
+            "SELECT token FROM sensors WHERE sensor_id = ?", (sensor_id,)
+        ).fetchone()
+        if row is None:
+            raise KeyError(sensor_id)
+        return str(row[0])
+
+    # -- the group commit ------------------------------------------------------------------------
+
+    def commit(self, writes: Sequence[Write]) -> list[WriteResult | BufferFull]:
+        """Commit many writes in one transaction (one fsync) and say what became of each."""
+        results: list[WriteResult | BufferFull] = []
+        full: BufferFull | None = None
+        used = self.used_bytes()
+        if used >= self.max_bytes:
+            self.prune(retention_s=0)  # synced rows go first, whatever their age
+            used = self.used_bytes()
+            if used >= self.max_bytes:
+                full = BufferFull(used, self.max_bytes)
+        now = time.time()
+        with self.tx() as c:
+            bindings = {
+                r[0]: (r[1], r[2])
+                for r in c.execute("SELECT sensor_id, run_id, capture_session_id FROM sensors")
+            }
+            for w in writes:
+                if full is not None:
+                    results.append(full)
+                    continue
+                if w.inbox is not None and w.redelivered and self._seen(c, *w.inbox):
+                    results.append(WriteResult(0, 0, duplicate=True))
+                    continue
+                rows = []
+                dead = list(w.dead)
+                for r in w.readings:
+                    bound = bindings.get(r.sensor_id)
+                    if bound is None:
+                        dead.append(DeadLetter("reading", "unknown sensor", sensor_id=r.sensor_id))
+                        continue
+                    rows.append(
+                        (
+                            r.sensor_id,
+                            bound[0],
+                            bound[1],
+                            ts_text(r.timestamp),
+                            r.raw_value,
+                            None if r.meta is None else json.dumps(r.meta),
+                            now,
+                        )
+                    )
+                c.executemany(
+                    "INSERT INTO readings (sensor_id, run_id, capture_session_id, ts, raw_value,"
+                    " meta, arrived) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._dead_letters(c, dead, now)
+                if w.inbox is not None:
+                    c.execute("INSERT OR REPLACE INTO mqtt_inbox VALUES (?, ?, ?)", (*w.inbox, now))
+                results.append(WriteResult(len(rows), len(dead)))
+        return results
+
+    @staticmethod
+    def _seen(c: sqlite3.Connection, mid: int, digest: str) -> bool:
+        row = c.execute("SELECT digest FROM mqtt_inbox WHERE mid = ?", (mid,)).fetchone()
+        return row is not None and row[0] == digest
+
+    @staticmethod
+    def _dead_letters(c: sqlite3.Connection, dead: Sequence[DeadLetter], now: float) -> None:
+        c.executemany(
+            "INSERT INTO dead_letter (at, kind, sensor_id, batch_id, origin, payload, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(now, d.kind, d.sensor_id, d.batch_id, d.origin, d.payload, d.reason) for d in dead],
+        )
+
+    # -- sealing and the send queue --------------------------------------------------------------
+
+    def seal(self, sensor_id: str, batch_size: int, *, older_than: float | None = None) -> int:
+        """Cut the sensor's unsealed readings into batches; return how many were made.
+
+        With ``older_than`` (unix time), a last partial batch is only cut when its oldest
+        reading arrived before then, so a busy sensor fills its batches."""
+        made = 0
+        with self.tx() as c:
+            rows = c.execute(
+                "SELECT id, run_id, capture_session_id, ts, arrived FROM readings"
+                " WHERE sensor_id = ? AND batch_id IS NULL ORDER BY id",
+                (sensor_id,),
+            ).fetchall()
+            groups: list[list[tuple[Any, ...]]] = []
+            for row in rows:
+                key = (row[1], row[2])
+                if (
+                    groups
+                    and (groups[-1][0][1], groups[-1][0][2]) == key
+                    and len(groups[-1]) < batch_size
+                ):
+                    groups[-1].append(row)
+                else:
+                    groups.append([row])
+            now = time.time()
+            for i, g in enumerate(groups):
+                partial = len(g) < batch_size and i == len(groups) - 1
+                if partial and older_than is not None and g[0][4] > older_than:
+                    break
+                batch_id = str(uuid.uuid4())
+                ts = sorted(r[3] for r in g)
+                c.execute(
+                    "INSERT INTO batches (id, sensor_id, run_id, capture_session_id, state,"
+                    " count, first_ts, last_ts, sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (batch_id, sensor_id, g[0][1], g[0][2], PENDING, len(g), ts[0], ts[-1], now),
+                )
+                c.executemany(
+                    "UPDATE readings SET batch_id = ? WHERE id = ?", [(batch_id, r[0]) for r in g]
+                )
+                made += 1
+        return made
+
+    def next_batch(self, sensor_id: str) -> Batch | None:
+        """The oldest batch of this sensor still to send (pending or left inflight by a crash)."""
+        row = self.conn.execute(
+            "SELECT seq, id, sensor_id, run_id, capture_session_id, state, count, attempts"
+            " FROM batches WHERE sensor_id = ? AND state IN (?, ?) ORDER BY seq LIMIT 1",
+            (sensor_id, PENDING, INFLIGHT),
+        ).fetchone()
+        return None if row is None else Batch(*row)
+
+    def batch_body(self, batch_id: str) -> dict[str, Any]:
+        """The JSON body of a sealed batch; the same bytes every time it is sent."""
+        b = self.conn.execute(
+            "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        if b is None:
+            raise KeyError(batch_id)
+        readings = []
+        for ts, raw, meta in self.conn.execute(
+            "SELECT ts, raw_value, meta FROM readings WHERE batch_id = ? ORDER BY id", (batch_id,)
+        ):
+            reading: dict[str, Any] = {"timestamp": ts, "raw_value": raw}
+            if meta is not None:
+                reading["meta"] = json.loads(meta)
+            readings.append(reading)
+        return {"sensor_id": b[0], "run_id": b[1], "capture_session_id": b[2], "readings": readings}
+
+    def mark_inflight(self, batch_id: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE batches SET state = ?, attempts = attempts + 1, last_attempt_at = ?"
+                " WHERE id = ?",
+                (INFLIGHT, time.time(), batch_id),
+            )
+
+    def mark_synced(self, batch_id: str, accepted: int | None, late: int | None) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE batches SET state = ?, synced_at = ?, accepted = ?, late = ?,"
+                " last_error = NULL WHERE id = ?",
+                (SYNCED, time.time(), accepted, late, batch_id),
+            )
+
+    def mark_retry(self, batch_id: str, error: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE batches SET state = ?, last_error = ? WHERE id = ?",
+                (PENDING, error, batch_id),
+            )
+
+    def mark_dead(self, batch_id: str, reason: str) -> None:
+        with self.tx() as c:
+            row = c.execute("SELECT sensor_id FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            c.execute(
+                "UPDATE batches SET state = ?, last_error = ? WHERE id = ?",
+                (DEAD, reason, batch_id),
+            )
+            self._dead_letters(
+                c,
+                [DeadLetter("batch", reason, sensor_id=row[0] if row else None, batch_id=batch_id)],
+                time.time(),
+            )
+
+    # -- operator actions ------------------------------------------------------------------------
+
+    def retry_dead(self, ids: Sequence[int] | None = None) -> int:
+        """Put dead-lettered batches back in the queue (same id, same readings)."""
+        with self.tx() as c:
+            where = "kind = 'batch' AND retried_at IS NULL"
+            params: list[Any] = []
+            if ids:
+                where += f" AND id IN ({','.join('?' * len(ids))})"
+                params += list(ids)
+            rows = c.execute(f"SELECT id, batch_id FROM dead_letter WHERE {where}", params)
+            picked = rows.fetchall()
+            now = time.time()
+            for dl_id, batch_id in picked:
+                c.execute(
+                    "UPDATE batches SET state = ?, attempts = 0 WHERE id = ? AND state = ?",
+                    (PENDING, batch_id, DEAD),
+                )
+                c.execute("UPDATE dead_letter SET retried_at = ? WHERE id = ?", (now, dl_id))
+        return len(picked)
+
+    def requeue_range(self, since: str, until: str, sensor_id: str | None = None) -> int:
+        """Mark the synced batches that overlap [since, until] for sending again."""
+        sql = "UPDATE batches SET state = ?, attempts = 0 WHERE state = ? AND first_ts <= ?"
+        sql += " AND last_ts >= ?"
+        params: list[Any] = [PENDING, SYNCED, until, since]
+        if sensor_id is not None:
+            sql += " AND sensor_id = ?"
+            params.append(sensor_id)
+        with self.tx() as c:
+            return c.execute(sql, params).rowcount
+
+    def prune(self, retention_s: float) -> int:
+        """Delete synced batches (and their readings) older than the retention period."""
+        cutoff = time.time() - retention_s
+        with self.tx() as c:
+            ids = [
+                r[0]
+                for r in c.execute(
+                    "SELECT id FROM batches WHERE state = ? AND synced_at <= ?", (SYNCED, cutoff)
+                )
+            ]
+            for batch_id in ids:
+                c.execute("DELETE FROM readings WHERE batch_id = ?", (batch_id,))
+            c.executemany("DELETE FROM batches WHERE id = ?", [(i,) for i in ids])
+            c.execute("DELETE FROM mqtt_inbox WHERE at < ?", (time.time() - 7 * 24 * 3600,))
+        return len(ids)
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    def status(self, rate_window_s: float = 60.0) -> dict[str, Any]:
+        c = self.conn
+        since = time.time() - rate_window_s
+        per_sensor: dict[str, dict[str, Any]] = {}
+        for s in self.sensors():
+            sid = s["sensor_id"]
+            counts = dict(
+                c.execute(
+                    "SELECT state, COALESCE(SUM(count), 0) FROM batches WHERE sensor_id = ?"
+                    " GROUP BY state",
+                    (sid,),
+                ).fetchall()
+            )
+            unsealed = c.execute(
+                "SELECT COUNT(*) FROM readings WHERE sensor_id = ? AND batch_id IS NULL", (sid,)
+            ).fetchone()[0]
+            recent = c.execute(
+                "SELECT COUNT(*) FROM readings WHERE sensor_id = ? AND arrived >= ?", (sid, since)
+            ).fetchone()[0]
+            err = c.execute(
+                "SELECT last_error FROM batches WHERE sensor_id = ? AND last_error IS NOT NULL"
+                " ORDER BY last_attempt_at DESC LIMIT 1",
+                (sid,),
+            ).fetchone()
+            per_sensor[sid] = {
+                "source": s["source"],
+                "run_id": s["run_id"],
+                "capture_session_id": s["capture_session_id"],
+                "pending": int(counts.get(PENDING, 0)) + int(unsealed),
+                "inflight": int(counts.get(INFLIGHT, 0)),
+                "synced": int(counts.get(SYNCED, 0)),
+                "dead": int(counts.get(DEAD, 0)),
+                "rate_per_s": round(recent / rate_window_s, 3),
+                "last_error": err[0] if err else None,
+            }
+        dead_letters = c.execute(
+            "SELECT COUNT(*) FROM dead_letter WHERE retried_at IS NULL"
+        ).fetchone()[0]
+        return {
+            "buffer": str(self.path),
+            "used_bytes": self.used_bytes(),
+            "max_bytes": self.max_bytes,
+            "dead_letters": int(dead_letters),
+            "sensors": per_sensor,
+        }
+
+    def unsent_batches(self) -> int:
+        return int(
+            self.conn.execute(
+                "SELECT COUNT(*) FROM batches WHERE state IN (?, ?)", (PENDING, INFLIGHT)
+            ).fetchone()[0]
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(
+            self.db.query(
+                "SELECT id, at, kind, sensor_id, batch_id, origin, payload, reason, retried_at"
+                " FROM dead_letter ORDER BY id DESC LIMIT ?",
+                [limit],
+            )
+        )

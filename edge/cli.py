@@ -1,0 +1,205 @@
+"""``benchlink-edge``: run the daemon and operate its buffer.
+
+Every command takes ``--config`` (default ``$BENCHLINK_EDGE_CONFIG`` or
+``/etc/benchlink/edge.toml``); the operator commands open the buffer it names, next to a
+running daemon or without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from edge.buffer import Buffer, ts_text
+from edge.config import EdgeConfig, load_config
+from edge.metrics import EdgeMetrics
+from edge.sync import FlushReport, flush, make_client
+
+DEFAULT_CONFIG = "/etc/benchlink/edge.toml"
+
+
+def _buffer(cfg: EdgeConfig) -> Buffer:
+    return Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+
+
+def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    from edge.daemon import Daemon
+
+    async def main() -> None:
+        await Daemon(cfg).run()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    buf = _buffer(cfg)
+    try:
+        status = buf.status()
+    finally:
+        buf.close()
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"buffer {status['buffer']}: {status['used_bytes']} of {status['max_bytes']} bytes")
+    print(f"dead letters: {status['dead_letters']}")
+    header = f"{'sensor':36}  {'source':6}  {'pending':>8}  {'inflight':>8}  {'synced':>9}"
+    print(header + f"  {'dead':>6}  {'rate/s':>7}  last error")
+    for sid, s in status["sensors"].items():
+        print(
+            f"{sid:36}  {s['source']:6}  {s['pending']:>8}  {s['inflight']:>8}  {s['synced']:>9}"
+            f"  {s['dead']:>6}  {s['rate_per_s']:>7}  {s['last_error'] or '-'}"
+        )
+    return 0
+
+
+def cmd_bind(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    buf = _buffer(cfg)
+    try:
+        buf.bind(args.sensor, args.run_id, args.capture_session_id)
+    except KeyError:
+        print(f"unknown sensor {args.sensor} (is it in the config, and has the daemon run?)")
+        return 2
+    finally:
+        buf.close()
+    print(f"{args.sensor} -> run {args.run_id}, capture session {args.capture_session_id}")
+    return 0
+
+
+def _progress_bar(out: Callable[[str], object]) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        out(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} batches")
+
+    return show
+
+
+def _send_all(cfg: EdgeConfig) -> FlushReport:
+    async def main() -> FlushReport:
+        buf = _buffer(cfg)
+        try:
+            async with make_client(cfg.cloud) as client:
+                return await flush(
+                    buf, client, cfg.sync, EdgeMetrics(), progress=_progress_bar(sys.stderr.write)
+                )
+        finally:
+            buf.close()
+
+    report = asyncio.run(main())
+    sys.stderr.write("\n")
+    return report
+
+
+def _print_report(report: FlushReport) -> int:
+    print(f"synced {report.synced} batch(es), dead-lettered {report.dead}, of {report.total}")
+    for sid, err in report.failed.items():
+        print(f"sensor {sid}: gave up for now: {err}")
+    return 1 if report.failed else 0
+
+
+def cmd_flush(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    return _print_report(_send_all(cfg))
+
+
+def cmd_dead_letter(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    buf = _buffer(cfg)
+    try:
+        if args.action == "list":
+            rows = buf.dead_letters(args.limit)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for r in [] if args.json else rows:
+                at = datetime.fromtimestamp(r["at"], UTC).isoformat(timespec="seconds")
+                what = r["batch_id"] or r["origin"] or ""
+                retried = " (retried)" if r["retried_at"] else ""
+                print(f"{r['id']:>6}  {at}  {r['kind']:12}  {what}  {r['reason']}{retried}")
+            return 0
+        n = buf.retry_dead(args.ids or None)
+        print(f"{n} batch(es) queued again (same batch ids)")
+        return 0
+    finally:
+        buf.close()
+
+
+def _when(text: str) -> str:
+    ts = datetime.fromisoformat(text)
+    if ts.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a zone, e.g. 2026-01-01T10:00:00Z")
+    return ts_text(ts)
+
+
+def cmd_replay(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    buf = _buffer(cfg)
+    try:
+        n = buf.requeue_range(args.since, args.until, args.sensor)
+    finally:
+        buf.close()
+    print(f"{n} synced batch(es) overlap the range; re-sending with their original ids")
+    return _print_report(_send_all(cfg))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchlink-edge", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--config",
+        default=os.environ.get("BENCHLINK_EDGE_CONFIG", DEFAULT_CONFIG),
+        help="edge TOML config (default: $BENCHLINK_EDGE_CONFIG or %(default)s)",
+    )
+    p.add_argument("--log-level", default=os.environ.get("BENCHLINK_EDGE_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the daemon").set_defaults(fn=cmd_run)
+    st = sub.add_parser("status", help="pending, in flight, synced, dead-letter, rate per sensor")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+    b = sub.add_parser("bind", help="move a sensor to another run / capture session")
+    b.add_argument("sensor")
+    b.add_argument("--run-id", required=True)
+    b.add_argument("--capture-session-id", required=True)
+    b.set_defaults(fn=cmd_bind)
+    sub.add_parser("flush", help="seal and sync everything now").set_defaults(fn=cmd_flush)
+    dl = sub.add_parser("dead-letter", help="list or retry dead-lettered items")
+    dl.add_argument("action", choices=["list", "retry"])
+    dl.add_argument("ids", nargs="*", type=int, help="retry: dead-letter ids (default: all)")
+    dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(fn=cmd_dead_letter)
+    r = sub.add_parser("replay", help="re-send the synced batches of a time range")
+    r.add_argument("--since", required=True, type=_when)
+    r.add_argument("--until", required=True, type=_when)
+    r.add_argument("--sensor")
+    r.set_defaults(fn=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO; keep the journal for what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.Formatter.converter = time.gmtime
+    try:
+        cfg = load_config(Path(args.config))
+    except (FileNotFoundError, ValidationError) as exc:
+        print(f"config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    return int(args.fn(cfg, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading sources: a serial port (pyserial + the hardware decoders) and an MQTT subscription."""

@@ -1,0 +1,267 @@
+"""Sync: seal readings into batches and send them to the cloud, in order, once.
+
+One :class:`SensorSync` loop per sensor keeps at most one batch of that sensor in flight, so
+the cloud receives each sensor's batches in order; sensors run in parallel, so a sensor whose
+token was revoked does not hold back the others. Each batch is sent with its stable id as
+``Idempotency-Key``: a retry after a lost response is dropped by the cloud, never doubled.
+
+Outcomes of one attempt::
+
+    202            -> synced
+    transport error, timeout, 408, 429, 5xx, 409 idempotency-in-flight
+                   -> retry the same batch (Retry-After honoured, else jittered backoff)
+    other 4xx      -> dead-letter the batch with the cloud's reason, go on with the next
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from common.wire import TELEMETRY_PATH
+from edge.backoff import Backoff, parse_retry_after
+from edge.buffer import Batch, Buffer
+from edge.config import CloudConfig, SyncConfig
+from edge.metrics import EdgeMetrics
+
+log = logging.getLogger("benchlink.edge.sync")
+
+#: longest wait honoured from a Retry-After header
+MAX_RETRY_AFTER_S = 300.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: Literal["synced", "retry", "dead"]
+    detail: str = ""
+    retry_after: float | None = None
+    accepted: int | None = None
+    late: int | None = None
+
+
+def problem_reason(response: httpx.Response) -> str:
+    """A one-line reason from a problem+json answer (or the raw text)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return f"{response.status_code}: {response.text[:300]}"
+    if not isinstance(body, dict):
+        return f"{response.status_code}: {str(body)[:300]}"
+    parts = [f"{response.status_code} {body.get('title') or response.reason_phrase}"]
+    if body.get("detail"):
+        parts.append(str(body["detail"]))
+    errors = body.get("errors") or []
+    if errors:
+        parts.append("; ".join(f"{e.get('field')}: {e.get('reason')}" for e in errors[:5]))
+    return ": ".join(parts)[:1000]
+
+
+def classify(response: httpx.Response) -> Outcome:
+    status = response.status_code
+    if status in (200, 201, 202):
+        try:
+            body = response.json()
+            return Outcome("synced", accepted=body.get("accepted"), late=body.get("late"))
+        except (ValueError, AttributeError):
+            return Outcome("synced")
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    reason = problem_reason(response)
+    if status in (408, 429) or status >= 500:
+        return Outcome("retry", reason, retry_after)
+    if status == 409:
+        try:
+            kind = str(response.json().get("type", ""))
+        except (ValueError, AttributeError):
+            kind = ""
+        if kind.endswith("idempotency-in-flight"):
+            return Outcome("retry", reason, retry_after)
+    return Outcome("dead", reason)
+
+
+def make_client(cloud: CloudConfig) -> httpx.AsyncClient:
+    verify: ssl.SSLContext | bool = True
+    if cloud.ca_bundle is not None:
+        verify = ssl.create_default_context(cafile=str(cloud.ca_bundle))
+    return httpx.AsyncClient(
+        base_url=cloud.url,
+        verify=verify,
+        timeout=httpx.Timeout(cloud.timeout_s),
+        headers={"User-Agent": "benchlink-edge"},
+    )
+
+
+async def send_batch(client: httpx.AsyncClient, buffer: Buffer, batch: Batch) -> Outcome:
+    """One attempt at one batch. The token goes in a header only (never in URL or logs)."""
+    body, token = await buffer.call(
+        lambda: (buffer.batch_body(batch.id), buffer.token(batch.sensor_id))
+    )
+    await buffer.call(buffer.mark_inflight, batch.id)
+    try:
+        response = await client.post(
+            TELEMETRY_PATH,
+            content=json.dumps(body, separators=(",", ":")),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": batch.id,
+                "Content-Type": "application/json",
+            },
+        )
+    except httpx.TransportError as exc:
+        return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
+    return classify(response)
+
+
+class SensorSync:
+    """The send loop of one sensor. ``state`` says what it is doing, for status and tests."""
+
+    def __init__(
+        self,
+        sensor_id: str,
+        buffer: Buffer,
+        client: httpx.AsyncClient,
+        sync: SyncConfig,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.sensor_id = sensor_id
+        self.buffer, self.client, self.cfg, self.metrics = buffer, client, sync, metrics
+        self.backoff = Backoff(sync.backoff_initial_s, sync.backoff_max_s)
+        self.state: Literal["idle", "sending", "backoff", "stopped"] = "idle"
+        self.wake = asyncio.Event()
+
+    async def seal(self, *, everything: bool = False) -> int:
+        # Half the interval for the last partial batch plus half for the send loop's tick:
+        # a reading waits at most about ``interval_s`` before it leaves.
+        older_than = None if everything else time.time() - self.cfg.interval_s / 2
+        return await self.buffer.call(
+            self.buffer.seal, self.sensor_id, self.cfg.batch_size, older_than=older_than
+        )
+
+    async def step(self) -> Outcome | None:
+        """Send the next batch once; None when there is nothing to send."""
+        batch = await self.buffer.call(self.buffer.next_batch, self.sensor_id)
+        if batch is None:
+            return None
+        self.state = "sending"
+        outcome = await send_batch(self.client, self.buffer, batch)
+        await self.record(batch, outcome)
+        return outcome
+
+    async def record(self, batch: Batch, outcome: Outcome) -> None:
+        if outcome.kind == "synced":
+            await self.buffer.call(
+                self.buffer.mark_synced, batch.id, outcome.accepted, outcome.late
+            )
+            self.metrics.synced.labels(self.sensor_id).inc(batch.count)
+            self.backoff.reset()
+        elif outcome.kind == "dead":
+            await self.buffer.call(self.buffer.mark_dead, batch.id, outcome.detail)
+            self.metrics.dead_lettered.labels("batch").inc()
+            log.error(
+                "batch %s of sensor %s (%d readings) dead-lettered: %s",
+                batch.id,
+                self.sensor_id,
+                batch.count,
+                outcome.detail,
+            )
+        else:
+            await self.buffer.call(self.buffer.mark_retry, batch.id, outcome.detail)
+            self.metrics.errors.labels("sync_retry").inc()
+
+    def retry_delay(self, outcome: Outcome) -> float:
+        delay = self.backoff.next()
+        if outcome.retry_after is not None:
+            delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER_S))
+        return delay
+
+    async def run(self) -> None:
+        tick = self.cfg.interval_s / 2
+        try:
+            while True:
+                await self.seal()
+                outcome = await self.step()
+                if outcome is None:
+                    self.state = "idle"
+                    await self._sleep(tick)
+                elif outcome.kind == "retry":
+                    self.state = "backoff"
+                    delay = self.retry_delay(outcome)
+                    log.warning(
+                        "sensor %s: sync failed (%s); retrying in %.1fs",
+                        self.sensor_id,
+                        outcome.detail,
+                        delay,
+                    )
+                    await self._sleep(delay)
+        finally:
+            self.state = "stopped"
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wake.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+        except TimeoutError:
+            pass
+
+
+@dataclass
+class FlushReport:
+    total: int = 0
+    synced: int = 0
+    dead: int = 0
+    #: sensor id -> the last error of a sensor that gave up
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+async def flush(
+    buffer: Buffer,
+    client: httpx.AsyncClient,
+    sync: SyncConfig,
+    metrics: EdgeMetrics,
+    *,
+    max_attempts: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+) -> FlushReport:
+    """Seal everything and send every unsent batch now (the ``flush`` and ``replay`` CLI).
+
+    Sensors go in parallel; a sensor gives up after ``max_attempts`` retryable failures in a
+    row (its batches stay queued for the daemon)."""
+    sensor_ids = [s["sensor_id"] for s in await buffer.call(buffer.sensors)]
+    loops = [SensorSync(sid, buffer, client, sync, metrics) for sid in sensor_ids]
+    for loop in loops:
+        await loop.seal(everything=True)
+    report = FlushReport(total=await buffer.call(buffer.unsent_batches))
+
+    async def drain(loop: SensorSync) -> None:
+        failures = 0
+        while True:
+            outcome = await loop.step()
+            if outcome is None:
+                return
+            if outcome.kind == "retry":
+                failures += 1
+                if failures >= max_attempts:
+                    report.failed[loop.sensor_id] = outcome.detail
+                    return
+                await asyncio.sleep(loop.retry_delay(outcome))
+                continue
+            failures = 0
+            if outcome.kind == "synced":
+                report.synced += 1
+            else:
+                report.dead += 1
+            if progress is not None:
+                progress(report.synced + report.dead, report.total)
+
+    async with asyncio.TaskGroup() as tg:
+        for loop in loops:
+            tg.create_task(drain(loop), name=f"flush:{loop.sensor_id}")
+    return report

@@ -1,0 +1,25 @@
+"""Edge fixtures: a fresh buffer per test, sensor ids, a config writer."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.buffer import Buffer
+
+
+@pytest.fixture
+def buffer(tmp_path: Path) -> Iterator[Buffer]:
+    buf = Buffer(tmp_path / "buffer.db")
+    yield buf
+    buf.close()
+
+
+@pytest.fixture
+def sensor(buffer: Buffer) -> str:
+    sid = str(uuid.uuid4())
+    buffer.upsert_sensor(sid, "secret-token", "mqtt", str(uuid.uuid4()), str(uuid.uuid4()))
+    return sid

@@ -1,0 +1,225 @@
+"""The SQLite buffer on real files: group commit, sealing, bindings, budget, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.buffer import (
+    DEAD,
+    PENDING,
+    SYNCED,
+    Buffer,
+    BufferFull,
+    NewReading,
+    Write,
+    message_digest,
+    ts_text,
+)
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def readings(sid: str, n: int, start: int = 0) -> list[NewReading]:
+    return [
+        NewReading(sid, T0 + timedelta(seconds=i), float(i), {"seq": i})
+        for i in range(start, start + n)
+    ]
+
+
+def test_file_mode_is_private_and_wal(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "sub" / "b.db")
+    try:
+        assert stat.S_IMODE(os.stat(tmp_path / "sub" / "b.db").st_mode) == 0o600
+        assert buf.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert buf.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        buf.close()
+
+
+def test_group_commit_and_seal_keep_arrival_order(buffer: Buffer, sensor: str) -> None:
+    res = buffer.commit([Write(readings(sensor, 5)), Write(readings(sensor, 5, start=5))])
+    assert [r.committed for r in res] == [5, 5]  # type: ignore[union-attr]
+    assert buffer.seal(sensor, 4) == 3
+    seqs = []
+    while (b := buffer.next_batch(sensor)) is not None:
+        body = buffer.batch_body(b.id)
+        seqs.append([r["meta"]["seq"] for r in body["readings"]])
+        buffer.mark_synced(b.id, b.count, 0)
+    assert seqs == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_seal_waits_for_a_young_partial_batch(buffer: Buffer, sensor: str) -> None:
+    buffer.commit([Write(readings(sensor, 3))])
+    assert buffer.seal(sensor, 2, older_than=0.0) == 1  # the full batch only
+    assert buffer.seal(sensor, 2) == 1
+
+
+def test_sealed_batch_is_stable(buffer: Buffer, sensor: str, tmp_path: Path) -> None:
+    buffer.commit([Write(readings(sensor, 3))])
+    buffer.seal(sensor, 10)
+    b = buffer.next_batch(sensor)
+    assert b is not None
+    buffer.mark_inflight(b.id)
+    body = buffer.batch_body(b.id)
+    buffer.commit([Write(readings(sensor, 3, start=3))])
+    # a "crash": reopen the file; the inflight batch comes back with the same id and body
+    again = Buffer(buffer.path)
+    try:
+        assert again.seal(sensor, 10) == 1
+        b2 = again.next_batch(sensor)
+        assert b2 is not None and b2.id == b.id and b2.attempts == 1
+        assert again.batch_body(b.id) == body
+    finally:
+        again.close()
+
+
+def test_bind_changes_following_readings_only(buffer: Buffer, sensor: str) -> None:
+    buffer.commit([Write(readings(sensor, 2))])
+    run2, ses2 = str(uuid.uuid4()), str(uuid.uuid4())
+    buffer.bind(sensor, run2, ses2)
+    buffer.commit([Write(readings(sensor, 2, start=2))])
+    buffer.seal(sensor, 100)
+    first = buffer.next_batch(sensor)
+    assert first is not None and first.count == 2 and first.run_id != run2
+    buffer.mark_synced(first.id, 2, 0)
+    second = buffer.next_batch(sensor)
+    assert second is not None and (second.run_id, second.capture_session_id) == (run2, ses2)
+    with pytest.raises(KeyError):
+        buffer.bind(str(uuid.uuid4()), run2, ses2)
+
+
+def test_config_binding_wins_only_when_the_config_changed(buffer: Buffer, sensor: str) -> None:
+    row = buffer.sensors()[0]
+    buffer.bind(sensor, "r-cli", "s-cli")
+    buffer.upsert_sensor(
+        sensor, "new-token", "mqtt", row["config_run_id"], row["config_session_id"]
+    )
+    row = buffer.sensors()[0]
+    assert (row["run_id"], row["token"]) == ("r-cli", "new-token")
+    buffer.upsert_sensor(sensor, "new-token", "mqtt", "r-cfg", "s-cfg")
+    assert buffer.sensors()[0]["run_id"] == "r-cfg"
+
+
+def test_unknown_sensor_reading_is_dead_lettered(buffer: Buffer) -> None:
+    (res,) = buffer.commit([Write(readings(str(uuid.uuid4()), 1))])
+    assert not isinstance(res, BufferFull) and res.committed == 0 and res.dead == 1
+    assert buffer.dead_letters()[0]["reason"] == "unknown sensor"
+
+
+def test_mqtt_redelivery_is_stored_once(buffer: Buffer, sensor: str) -> None:
+    digest = message_digest("t", b"1.5")
+    w = Write(readings(sensor, 1), inbox=(7, digest))
+    buffer.commit([w])
+    dup = Write(readings(sensor, 1), inbox=(7, digest), redelivered=True)
+    (res,) = buffer.commit([dup])
+    assert not isinstance(res, BufferFull) and res.duplicate and res.committed == 0
+    # the same bytes without DUP are a new message that reuses the packet id
+    (res,) = buffer.commit([Write(readings(sensor, 1), inbox=(7, digest))])
+    assert not isinstance(res, BufferFull) and res.committed == 1
+    # DUP with another payload is not the same message
+    (res,) = buffer.commit([Write(readings(sensor, 1), inbox=(7, "other"), redelivered=True)])
+    assert not isinstance(res, BufferFull) and res.committed == 1
+
+
+def test_budget_refuses_loudly_and_prunes_synced_first(tmp_path: Path, sensor: str) -> None:
+    buf = Buffer(tmp_path / "small.db", max_bytes=1)
+    try:
+        buf.upsert_sensor(sensor, "t", "mqtt", "r", "s")
+        buf.max_bytes = buf.used_bytes() + 40_000
+        results = [buf.commit([Write(readings(sensor, 200, start=i * 200))])[0] for i in range(20)]
+        refused = [r for r in results if isinstance(r, BufferFull)]
+        assert refused, "the budget must refuse once reached"
+        stored = buf.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        assert stored == 200 * (20 - len(refused))
+        # syncing everything makes room again: synced rows go before new ones are refused
+        buf.seal(sensor, 1000)
+        while (b := buf.next_batch(sensor)) is not None:
+            buf.mark_synced(b.id, b.count, 0)
+        (res,) = buf.commit([Write(readings(sensor, 10, start=10_000))])
+        assert not isinstance(res, BufferFull) and res.committed == 10
+    finally:
+        buf.close()
+
+
+def test_retention_prunes_only_synced(buffer: Buffer, sensor: str) -> None:
+    buffer.commit([Write(readings(sensor, 4))])
+    buffer.seal(sensor, 2)
+    b = buffer.next_batch(sensor)
+    assert b is not None
+    buffer.mark_synced(b.id, 2, 0)
+    assert buffer.prune(retention_s=3600) == 0
+    assert buffer.prune(retention_s=0) == 1
+    assert buffer.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 2
+
+
+def test_dead_letter_retry_and_replay_requeue(buffer: Buffer, sensor: str) -> None:
+    buffer.commit([Write(readings(sensor, 4))])
+    buffer.seal(sensor, 2)
+    b1 = buffer.next_batch(sensor)
+    assert b1 is not None
+    buffer.mark_dead(b1.id, "401 Unauthorized")
+    b2 = buffer.next_batch(sensor)
+    assert b2 is not None and b2.id != b1.id  # a dead batch does not block the next
+    buffer.mark_synced(b2.id, 2, 0)
+    assert buffer.status()["sensors"][sensor]["dead"] == 2
+    assert buffer.retry_dead() == 1
+    assert buffer.retry_dead() == 0
+    again = buffer.next_batch(sensor)
+    assert again is not None and again.id == b1.id and again.state == PENDING
+    buffer.mark_synced(b1.id, 2, 0)
+    n = buffer.requeue_range(ts_text(T0 + timedelta(seconds=2)), ts_text(T0 + timedelta(hours=1)))
+    assert n == 1
+    nb = buffer.next_batch(sensor)
+    assert nb is not None and nb.id == b2.id
+    states = dict(buffer.conn.execute("SELECT id, state FROM batches").fetchall())
+    assert states == {b1.id: SYNCED, b2.id: PENDING}
+    assert DEAD not in states.values()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=8),
+    batch_size=st.integers(1, 17),
+    rebind_after=st.integers(0, 8),
+)
+def test_sealing_partitions_every_reading_once_in_order(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], batch_size: int, rebind_after: int
+) -> None:
+    buf = Buffer(tmp_path_factory.mktemp("h") / "b.db")
+    try:
+        sid = str(uuid.uuid4())
+        buf.upsert_sensor(sid, "t", "mqtt", "r0", "s0")
+        start = 0
+        for i, n in enumerate(sizes):
+            if i == rebind_after:
+                buf.bind(sid, "r1", "s1")
+            buf.commit([Write(readings(sid, n, start))])
+            start += n
+            buf.seal(sid, batch_size, older_than=0.0 if i % 2 else None)
+        buf.seal(sid, batch_size)
+        seen: list[int] = []
+        while (b := buf.next_batch(sid)) is not None:
+            body = buf.batch_body(b.id)
+            assert 1 <= len(body["readings"]) <= batch_size
+            seen += [r["meta"]["seq"] for r in body["readings"]]
+            buf.mark_synced(b.id, b.count, 0)
+        assert seen == list(range(start))
+    finally:
+        buf.close()
+
+
+def test_ts_text_is_utc_and_sortable() -> None:
+    a = datetime(2026, 1, 1, 13, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert ts_text(a) == "2026-01-01T11:00:00.000000+00:00"
+    with pytest.raises(ValueError):
+        ts_text(datetime(2026, 1, 1))
+    assert json.loads(json.dumps(ts_text(T0)))
