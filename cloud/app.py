@@ -1,0 +1,114 @@
+"""The FastAPI application: wiring only; behaviour lives in routers and services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from cloud import problems
+from cloud.db.engine import make_engine, make_sessionmaker
+from cloud.db.models import Base
+from cloud.middleware import IdempotencyMiddleware, RequestBodyMiddleware, TimingMiddleware
+from cloud.observability import Stats
+from cloud.routers import (
+    capture_sessions,
+    events,
+    experiments,
+    metrics,
+    ops,
+    projects,
+    runs,
+    sensors,
+    telemetry,
+)
+from cloud.settings import Settings
+
+log = logging.getLogger("benchlink.cloud")
+
+PURGE_EVERY_S = 600
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = engine or make_engine(settings.sqlalchemy_url)
+    sessions = make_sessionmaker(engine)
+    stats = Stats()
+    if settings.create_schema:
+        Base.metadata.create_all(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tg:
+            purge = tg.create_task(_purge_loop(app), name="idempotency-purge")
+            for start in app.state.startup_hooks:
+                await start(app)
+            try:
+                yield
+            finally:
+                for stop in reversed(app.state.shutdown_hooks):
+                    await stop(app)
+                purge.cancel()
+
+    app = FastAPI(
+        title="benchlink cloud",
+        version="0.1.0",
+        description="Projects, experiments, runs, capture sessions, sensors, telemetry, "
+        "metrics and the event journal of laboratory bench data.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = sessions
+    app.state.stats = stats
+    #: Called with each stored telemetry batch after its commit (the live stream subscribes).
+    app.state.ingest_listeners = []
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+
+    problems.install(app)
+    for module in (
+        projects,
+        sensors,
+        experiments,
+        runs,
+        capture_sessions,
+        telemetry,
+        metrics,
+        events,
+        ops,
+    ):
+        app.include_router(module.router)
+
+    # Outermost last: timing sees everything, bodies are read before idempotency hashes them.
+    app.add_middleware(IdempotencyMiddleware, settings=settings, sessions=sessions, stats=stats)
+    app.add_middleware(RequestBodyMiddleware, settings=settings)
+    app.add_middleware(TimingMiddleware, stats=stats)
+
+    async def _purge_loop(app: FastAPI) -> None:
+        while True:
+            await asyncio.sleep(PURGE_EVERY_S)
+            try:
+                mw = _find_idempotency(app)
+                if mw is not None:
+                    removed = await asyncio.to_thread(mw.purge_expired)
+                    if removed:
+                        log.info("purged %d expired idempotency keys", removed)
+            except Exception:
+                log.exception("idempotency purge failed")
+
+    return app
+
+
+def _find_idempotency(app: FastAPI) -> IdempotencyMiddleware | None:
+    node: Any = app.middleware_stack
+    while node is not None:
+        if isinstance(node, IdempotencyMiddleware):
+            return node
+        node = getattr(node, "app", None)
+    return None

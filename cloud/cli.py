@@ -1,0 +1,89 @@
+"""``benchlink-cloud``: serve the API, or migrate its database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sqlalchemy.engine import make_url
+
+from cloud.settings import Settings, normalize_database_url
+
+DEFAULT_PORT = 8002
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchlink-cloud", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--database-url", default=None, help="default: BENCHLINK_DATABASE_URL or a SQLite file"
+    )
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--migrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="apply migrations before serving (default: on for SQLite, off for PostgreSQL, "
+        "where bin/migrate.py is run once by the operator)",
+    )
+    serve.add_argument(
+        "--dev-identity",
+        action="store_true",
+        default=None,
+        help="let the portal work in a plain browser without a gateway (development only)",
+    )
+    serve.add_argument("--log-level", default="info")
+    migrate = sub.add_parser("migrate", help="apply Alembic migrations up to head")
+    migrate.add_argument("--database-url", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    if getattr(args, "dev_identity", None):
+        overrides["dev_identity"] = True
+    settings = Settings(**overrides)
+    url = normalize_database_url(settings.database_url)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    from cloud.migrate import upgrade
+
+    if args.command == "migrate":
+        upgrade(url)
+        print(f"migrated {make_url(url).render_as_string(hide_password=True)} to head")
+        return 0
+    migrate = (
+        args.migrate if args.migrate is not None else make_url(url).get_backend_name() == "sqlite"
+    )
+    if migrate:
+        upgrade(url)
+    import os
+
+    import uvicorn
+
+    # Workers re-create the app from the environment, so hand the settings down that way.
+    os.environ["BENCHLINK_DATABASE_URL"] = settings.database_url
+    if settings.dev_identity:
+        os.environ["BENCHLINK_DEV_IDENTITY"] = "1"
+    uvicorn.run(
+        "cloud.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        proxy_headers=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

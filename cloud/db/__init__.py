@@ -1,0 +1,1 @@
+"""Persistence: engine, types, tables and the unit of work."""

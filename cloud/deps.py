@@ -1,0 +1,152 @@
+"""Request dependencies: the database transaction and who is calling.
+
+Routes read like the API they serve::
+
+    def create(body: ExperimentIn, db: DbSession, caller: Editor) -> ExperimentOut: ...
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from cloud.db.uow import transaction
+from cloud.errors import Forbidden, InvalidInput, Unauthenticated, invalid
+from cloud.settings import Settings
+
+
+class Role(IntEnum):
+    viewer = 1
+    editor = 2
+    owner = 3
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: uuid.UUID
+    project_id: uuid.UUID
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class User:
+    """A caller known only by ``X-User-Id`` (creating or listing projects)."""
+
+    user_id: uuid.UUID
+    project_id: uuid.UUID | None
+    role: Role | None
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    yield from transaction(request.app.state.sessionmaker)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+# scope="function": commit right after the route returns, before the response goes out.
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
+
+
+def _check_gateway(request: Request, settings: Settings) -> None:
+    if settings.gateway_secret is None:
+        return
+    given = request.headers.get("x-gateway-secret", "")
+    if not hmac.compare_digest(given.encode(), settings.gateway_secret.encode()):
+        raise Unauthenticated("identity headers are accepted only from the gateway")
+
+
+def _uuid_header(request: Request, name: str, *, required: bool) -> uuid.UUID | None:
+    raw = request.headers.get(name)
+    if raw is None or raw.strip() == "":
+        if required:
+            raise Unauthenticated(f"missing {name} header")
+        return None
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError:
+        raise invalid(f"header.{name}", "must be a UUID") from None
+
+
+def _role_header(request: Request, *, required: bool) -> Role | None:
+    raw = request.headers.get("X-Project-Role")
+    if raw is None or raw.strip() == "":
+        if required:
+            raise Unauthenticated("missing X-Project-Role header")
+        return None
+    try:
+        return Role[raw.strip().lower()]
+    except KeyError:
+        raise invalid("header.X-Project-Role", "must be one of owner, editor, viewer") from None
+
+
+def _identity(request: Request, settings: Settings) -> Principal:
+    _check_gateway(request, settings)
+    errors = []
+    parsed: dict[str, object] = {}
+    # Report every bad header at once; absence (401) wins over malformation (422).
+    for name, parse in (
+        ("X-User-Id", lambda: _uuid_header(request, "X-User-Id", required=True)),
+        ("X-Project-Id", lambda: _uuid_header(request, "X-Project-Id", required=True)),
+        ("X-Project-Role", lambda: _role_header(request, required=True)),
+    ):
+        try:
+            parsed[name] = parse()
+        except InvalidInput as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise InvalidInput("malformed identity headers", errors=errors)
+    return Principal(
+        user_id=parsed["X-User-Id"],  # type: ignore[arg-type]
+        project_id=parsed["X-Project-Id"],  # type: ignore[arg-type]
+        role=parsed["X-Project-Role"],  # type: ignore[arg-type]
+    )
+
+
+def require(role: Role) -> Callable[[Request, Settings], Principal]:
+    def dependency(request: Request, settings: SettingsDep) -> Principal:
+        principal = _identity(request, settings)
+        if principal.role < role:
+            raise Forbidden(
+                f"this action needs the {role.name} role; the caller is {principal.role.name}"
+            )
+        return principal
+
+    return dependency
+
+
+def current_user(request: Request, settings: SettingsDep) -> User:
+    _check_gateway(request, settings)
+    user_id = _uuid_header(request, "X-User-Id", required=True)
+    assert user_id is not None
+    return User(
+        user_id=user_id,
+        project_id=_uuid_header(request, "X-Project-Id", required=False),
+        role=_role_header(request, required=False),
+    )
+
+
+Viewer = Annotated[Principal, Depends(require(Role.viewer))]
+Editor = Annotated[Principal, Depends(require(Role.editor))]
+Owner = Annotated[Principal, Depends(require(Role.owner))]
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def same_project(principal: Principal, body_project_id: uuid.UUID | None) -> None:
+    """A body ``project_id`` other than ``X-Project-Id`` is refused (403)."""
+    if body_project_id is not None and body_project_id != principal.project_id:
+        raise Forbidden("project_id in the body differs from X-Project-Id")

@@ -1,0 +1,98 @@
+"""The one place where errors become ``application/problem+json`` responses."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloud.errors import DomainError, FieldError
+
+log = logging.getLogger("benchlink.cloud")
+
+PROBLEM_TYPE_BASE = "https://benchlink.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + (slug or _slug(status)),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "errors": [{"field": e.field, "reason": e.reason} for e in errors or []],
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _slug(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "-")
+    except ValueError:
+        return "error"
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if (parts and parts[0] == "body") or (parts and parts[0] in ("query", "path", "header")):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def validation_errors(exc: RequestValidationError) -> tuple[str, list[FieldError]]:
+    errors: list[FieldError] = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            reason = err.get("ctx", {}).get("error", "malformed JSON")
+            return f"request body is not valid JSON: {reason}", [FieldError("body", str(reason))]
+        errors.append(FieldError(_field_name(loc), str(err.get("msg", "invalid"))))
+    detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+    if len(errors) > 5:
+        detail += f"; and {len(errors) - 5} more"
+    return detail or "invalid request", errors
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            exc.title,
+            exc.detail,
+            slug=exc.slug,
+            errors=exc.errors,
+            headers=exc.headers,
+            **exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail, errors = validation_errors(exc)
+        return problem_response(422, "Invalid input", detail, slug="invalid-input", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code < 600 else "Error"
+        detail = exc.detail if isinstance(exc.detail, str) else phrase
+        return problem_response(exc.status_code, phrase, detail, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(500, "Internal server error", "an unexpected error occurred")

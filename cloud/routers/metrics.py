@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from cloud.deps import DbSession, Editor, Viewer
+from cloud.schemas import MetricsAccepted, MetricSeries, MetricsIn, MetricSummary
+from cloud.services import metrics
+
+router = APIRouter(prefix="/api/v1/runs/{run_id}/metrics", tags=["metrics"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def log_metrics(
+    run_id: uuid.UUID, body: MetricsIn, db: DbSession, caller: Editor
+) -> MetricsAccepted:
+    names = metrics.log(db, caller, run_id, body.metrics)
+    return MetricsAccepted(accepted=len(body.metrics), names=names)
+
+
+@router.get("")
+def get_metrics(
+    run_id: uuid.UUID,
+    db: DbSession,
+    caller: Viewer,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: str | None = None,
+    max_points: Annotated[int | None, Query(ge=2, le=20_000)] = None,
+) -> MetricSeries:
+    """Points in step order (by name, then step). With ``max_points`` the whole series is
+    read and downsampled keeping each bucket's min and max; pagination then does not apply."""
+    if max_points is not None:
+        pts, nxt = metrics.points(db, caller, run_id, name, 1_000_000, None)
+        down = metrics.downsample(pts, max_points)
+        return MetricSeries(run_id=run_id, name=name, points=down, downsampled=len(down) < len(pts))
+    pts, nxt = metrics.points(db, caller, run_id, name, limit, cursor)
+    return MetricSeries(run_id=run_id, name=name, points=pts, next_cursor=nxt)
+
+
+@router.get("/summary")
+def metrics_summary(run_id: uuid.UUID, db: DbSession, caller: Viewer) -> list[MetricSummary]:
+    """Every metric name of the run with its count, last, min and max."""
+    return metrics.summary(db, caller, run_id)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from cloud.db import models
+from cloud.deps import DbSession, Editor, Owner, Viewer, same_project
+from cloud.schemas import ProfileIn, ProfileOut, SensorIn, SensorOut, SensorPatch, SensorWithToken
+from cloud.services import sensors
+from cloud.services.scope import get_in_project
+
+router = APIRouter(prefix="/api/v1/sensors", tags=["sensors"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def register_sensor(body: SensorIn, db: DbSession, caller: Editor) -> SensorWithToken:
+    """Register a sensor. The token is in this response only; the server keeps its hash."""
+    same_project(caller, body.project_id)
+    sensor, token = sensors.register(db, caller, body)
+    return SensorWithToken(sensor=sensors.to_out(db, sensor), token=token)
+
+
+@router.get("")
+def list_sensors(db: DbSession, caller: Viewer) -> list[SensorOut]:
+    return [sensors.to_out(db, s) for s in sensors.list_sensors(db, caller)]
+
+
+@router.get("/{sensor_id}")
+def get_sensor(sensor_id: uuid.UUID, db: DbSession, caller: Viewer) -> SensorOut:
+    return sensors.to_out(db, get_in_project(db, models.Sensor, sensor_id, caller.project_id))
+
+
+@router.patch("/{sensor_id}")
+def patch_sensor(
+    sensor_id: uuid.UUID, body: SensorPatch, db: DbSession, caller: Editor
+) -> SensorOut:
+    return sensors.to_out(db, sensors.patch(db, caller, sensor_id, body))
+
+
+@router.post("/{sensor_id}/rotate-token")
+def rotate_token(sensor_id: uuid.UUID, db: DbSession, caller: Owner) -> SensorWithToken:
+    """Issue a new token; the old one stops working at once."""
+    sensor, token = sensors.rotate(db, caller, sensor_id)
+    return SensorWithToken(sensor=sensors.to_out(db, sensor), token=token)
+
+
+@router.post("/{sensor_id}/revoke-token")
+def revoke_token(sensor_id: uuid.UUID, db: DbSession, caller: Owner) -> SensorOut:
+    return sensors.to_out(db, sensors.revoke(db, caller, sensor_id))
+
+
+@router.put("/{sensor_id}/conversion-profile")
+def set_conversion_profile(
+    sensor_id: uuid.UUID, body: ProfileIn, db: DbSession, caller: Editor
+) -> SensorOut:
+    """Add a new profile version and make it current; earlier versions are kept."""
+    return sensors.to_out(db, sensors.set_profile(db, caller, sensor_id, body))
+
+
+@router.get("/{sensor_id}/conversion-profiles")
+def list_conversion_profiles(
+    sensor_id: uuid.UUID, db: DbSession, caller: Viewer
+) -> list[ProfileOut]:
+    return [ProfileOut.model_validate(p) for p in sensors.profiles(db, caller, sensor_id)]

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, ValidationError
+
+from cloud.db import models
+from cloud.db.uow import after_commit
+from cloud.deps import DbSession, SettingsDep, Viewer
+from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
+from cloud.schemas import TelemetryPage, TelemetrySeries
+from cloud.services import telemetry
+from cloud.services.scope import get_in_project
+from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch
+
+router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _parse_batch(raw: bytes) -> TelemetryBatch:
+    if not raw.strip():
+        raise invalid("body", "empty body; expected a JSON telemetry batch")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(
+            f"request body is not valid JSON: {exc}", errors=[FieldError("body", str(exc))]
+        ) from None
+    readings = data.get("readings") if isinstance(data, dict) else None
+    if isinstance(readings, list) and len(readings) > MAX_READINGS_PER_BATCH:
+        raise PayloadTooLarge(
+            f"{len(readings)} readings in one batch; at most {MAX_READINGS_PER_BATCH} are accepted",
+            errors=[FieldError("readings", f"at most {MAX_READINGS_PER_BATCH} readings")],
+        )
+    try:
+        return TelemetryBatch.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": TelemetryBatch.model_json_schema()}},
+        }
+    },
+    responses={401: {"description": "missing, unknown, rotated or revoked token"}},
+)
+async def ingest(request: Request, db: DbSession, settings: SettingsDep) -> TelemetryAccepted:
+    """Accept a batch of readings from a sensor (``Authorization: Bearer <sensor token>``).
+
+    A running session takes any reading; an ended one takes readings inside its
+    started_at..stopped_at window (late data from offline capture, marked ``late``)."""
+    batch = _parse_batch(await request.body())
+    token = _bearer(request)
+    key = request.headers.get("idempotency-key")
+    tolerance = timedelta(seconds=settings.future_tolerance_s)
+
+    def work() -> tuple[TelemetryAccepted, telemetry.IngestedBatch | None]:
+        return telemetry.ingest(db, token, batch, key, tolerance)
+
+    from starlette.concurrency import run_in_threadpool
+
+    accepted, published = await run_in_threadpool(work)
+    listeners = request.app.state.ingest_listeners
+    if published is not None and listeners:
+        after_commit(db, lambda: [listener(published) for listener in listeners])
+    request.app.state.stats.readings_ingested(published)
+    return accepted
+
+
+def _filter(
+    caller: Any,
+    run_id: uuid.UUID | None,
+    sensor_id: uuid.UUID | None,
+    capture_session_id: uuid.UUID | None,
+    since: AwareDatetime | None,
+    until: AwareDatetime | None,
+) -> telemetry.ReadingFilter:
+    return telemetry.ReadingFilter(
+        project_id=caller.project_id,
+        run_id=run_id,
+        sensor_id=sensor_id,
+        capture_session_id=capture_session_id,
+        since=since,
+        until=until,
+    )
+
+
+@router.get("")
+def query_telemetry(
+    db: DbSession,
+    caller: Viewer,
+    run_id: uuid.UUID | None = None,
+    sensor_id: uuid.UUID | None = None,
+    capture_session_id: uuid.UUID | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: str | None = None,
+) -> TelemetryPage:
+    """Readings in time order, by run / sensor / capture session and time range [since, until)."""
+    f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
+    items, nxt = telemetry.query(db, f, limit, cursor)
+    return TelemetryPage(items=items, next_cursor=nxt)
+
+
+@router.get("/series")
+def telemetry_series(
+    db: DbSession,
+    caller: Viewer,
+    sensor_id: uuid.UUID,
+    run_id: uuid.UUID | None = None,
+    capture_session_id: uuid.UUID | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    max_points: Annotated[int, Query(ge=2, le=20_000)] = 2000,
+) -> TelemetrySeries:
+    """One sensor's values for a chart, downsampled server-side to about ``max_points``
+    (min, max and mean per time bucket, so peaks are kept)."""
+    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
+    points, total, down = telemetry.series(db, f, max_points)
+    return TelemetrySeries(
+        sensor_id=sensor.id,
+        display_unit=sensor.display_unit,
+        points=points,
+        total=total,
+        downsampled=down,
+    )
+
+
+@router.get("/export.csv", response_class=StreamingResponse)
+def export_csv(
+    db: DbSession,
+    caller: Viewer,
+    run_id: uuid.UUID | None = None,
+    sensor_id: uuid.UUID | None = None,
+    capture_session_id: uuid.UUID | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> StreamingResponse:
+    f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
+    f.where()  # validate the filter before the response starts
+    # Read everything inside the request's transaction, then stream the text out.
+    rows = list(telemetry.iter_all(db, f))
+
+    def lines() -> Iterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(
+            [
+                "timestamp",
+                "sensor_id",
+                "run_id",
+                "capture_session_id",
+                "raw_value",
+                "value",
+                "profile_version",
+                "late",
+            ]
+        )
+        for i, r in enumerate(rows):
+            writer.writerow(
+                [
+                    r.timestamp.isoformat(),
+                    r.sensor_id,
+                    r.run_id,
+                    r.capture_session_id,
+                    repr(r.raw_value),
+                    repr(r.value),
+                    r.profile_version,
+                    str(r.late).lower(),
+                ]
+            )
+            if i % 1000 == 999:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="telemetry.csv"'},
+    )

@@ -1,0 +1,326 @@
+"""Request and response bodies of the REST API (the telemetry wire models live in common/)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+
+T = TypeVar("T")
+
+RunStatus = Literal["draft", "running", "succeeded", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+SessionStatus = Literal["draft", "running", "succeeded", "failed", "cancelled"]
+StopStatus = Literal["succeeded", "failed", "cancelled"]
+
+Name = Field(min_length=1, max_length=200)
+Tag = Field(min_length=1, max_length=100)
+
+
+class In(BaseModel):
+    """Input bodies refuse unknown fields and non-finite numbers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+# --- projects -----------------------------------------------------------------------------
+
+
+class ProjectIn(In):
+    name: str = Name
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class ProjectOut(Out):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    owner_user_id: uuid.UUID
+    created_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def project_id(self) -> uuid.UUID:
+        return self.id
+
+
+# --- sensors ------------------------------------------------------------------------------
+
+
+class ProfileIn(In):
+    version: str = Field(min_length=1, max_length=64)
+    kind: str = Field(min_length=1, max_length=32)
+    payload: dict[str, Any]
+
+
+class ProfileOut(Out):
+    version: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class SensorIn(In):
+    project_id: uuid.UUID | None = None
+    name: str = Name
+    type: str = Field(min_length=1, max_length=100)
+    input_unit: str = Field(min_length=1, max_length=32)
+    display_unit: str = Field(min_length=1, max_length=32)
+    conversion_profile: ProfileIn
+
+
+class SensorPatch(In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    type: str | None = Field(default=None, min_length=1, max_length=100)
+    input_unit: str | None = Field(default=None, min_length=1, max_length=32)
+    display_unit: str | None = Field(default=None, min_length=1, max_length=32)
+
+
+class SensorOut(Out):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    type: str
+    input_unit: str
+    display_unit: str
+    token_preview: str | None
+    token_status: str
+    token_issued_at: datetime | None
+    conversion_profile: ProfileOut
+    created_at: datetime
+    updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def sensor_id(self) -> uuid.UUID:
+        return self.id
+
+
+class SensorWithToken(BaseModel):
+    sensor: SensorOut
+    token: str
+
+
+# --- experiments --------------------------------------------------------------------------
+
+
+class ExperimentIn(In):
+    project_id: uuid.UUID | None = None
+    name: str = Name
+    description: str | None = Field(default=None, max_length=10_000)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ExperimentPatch(In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    tags: list[str] | None = Field(default=None, max_length=50)
+
+
+class ExperimentOut(Out):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    description: str | None
+    tags: list[str]
+    status: str
+    archived_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def experiment_id(self) -> uuid.UUID:
+        return self.id
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+class RunIn(In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    status: Literal["draft", "running"] = "running"
+
+
+class RunPatch(In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    params: dict[str, Any] | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+    status: RunStatus | None = None
+
+
+class RunOut(Out):
+    id: uuid.UUID
+    experiment_id: uuid.UUID
+    project_id: uuid.UUID
+    name: str | None
+    params: dict[str, Any]
+    tags: list[str]
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def run_id(self) -> uuid.UUID:
+        return self.id
+
+
+class BatchStatusIn(In):
+    run_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+    status: RunStatus
+
+
+class BatchStatusResult(BaseModel):
+    run_id: uuid.UUID
+    ok: bool
+    status: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchStatusOut(BaseModel):
+    results: list[BatchStatusResult]
+    succeeded: int
+    failed: int
+
+
+# --- capture sessions ---------------------------------------------------------------------
+
+
+class CaptureSessionIn(In):
+    ordinal_number: int = Field(ge=1, le=1_000_000)
+    status: Literal["draft", "running"] = "running"
+    notes: str | None = Field(default=None, max_length=10_000)
+
+
+class CaptureSessionStop(In):
+    status: StopStatus = "succeeded"
+    stopped_at: AwareDatetime | None = None
+
+
+class CaptureSessionOut(Out):
+    id: uuid.UUID
+    run_id: uuid.UUID
+    project_id: uuid.UUID
+    ordinal_number: int
+    status: str
+    notes: str | None
+    started_at: datetime | None
+    stopped_at: datetime | None
+    created_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def capture_session_id(self) -> uuid.UUID:
+        return self.id
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+class MetricPoint(In):
+    name: str = Field(min_length=1, max_length=200)
+    step: int = Field(ge=0, le=2**62)
+    value: float
+    timestamp: AwareDatetime | None = None
+
+
+class MetricsIn(In):
+    metrics: list[MetricPoint] = Field(min_length=1, max_length=10_000)
+
+
+class MetricsAccepted(BaseModel):
+    accepted: int
+    names: list[str]
+
+
+class MetricPointOut(BaseModel):
+    name: str
+    step: int
+    value: float
+    timestamp: datetime
+
+
+class MetricSeries(BaseModel):
+    run_id: uuid.UUID
+    name: str | None
+    points: list[MetricPointOut]
+    next_cursor: str | None = None
+    downsampled: bool = False
+
+
+class MetricSummary(BaseModel):
+    name: str
+    count: int
+    last: float
+    last_step: int
+    min: float
+    max: float
+
+
+# --- telemetry ----------------------------------------------------------------------------
+
+
+class ReadingOut(BaseModel):
+    id: int
+    sensor_id: uuid.UUID
+    run_id: uuid.UUID
+    capture_session_id: uuid.UUID
+    timestamp: datetime
+    raw_value: float
+    value: float
+    profile_version: str
+    late: bool
+    meta: dict[str, Any] | None = None
+
+
+class TelemetryPage(BaseModel):
+    items: list[ReadingOut]
+    next_cursor: str | None = None
+
+
+class ChartPoint(BaseModel):
+    timestamp: datetime
+    value: float
+    min: float
+    max: float
+    count: int
+
+
+class TelemetrySeries(BaseModel):
+    sensor_id: uuid.UUID
+    display_unit: str
+    points: list[ChartPoint]
+    total: int
+    downsampled: bool
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class EventOut(Out):
+    id: int
+    project_id: uuid.UUID
+    experiment_id: uuid.UUID | None
+    run_id: uuid.UUID | None
+    capture_session_id: uuid.UUID | None
+    sensor_id: uuid.UUID | None
+    kind: str
+    payload: dict[str, Any]
+    actor: str | None
+    created_at: datetime

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.deps import Principal
+from cloud.errors import Conflict, FieldError, NotFound, invalid
+from cloud.schemas import TERMINAL, CaptureSessionIn, CaptureSessionStop
+from cloud.services import journal
+from cloud.services.scope import get_in_project
+
+
+def get(
+    db: Session, caller: Principal, run_id: uuid.UUID, session_id: uuid.UUID, *, lock: bool = False
+) -> models.CaptureSession:
+    get_in_project(db, models.Run, run_id, caller.project_id)
+    session = db.get(models.CaptureSession, session_id, with_for_update=lock)
+    if session is None or session.run_id != run_id:
+        raise NotFound(f"capture session {session_id} not found in run {run_id}")
+    return session
+
+
+def start(
+    db: Session, caller: Principal, run_id: uuid.UUID, body: CaptureSessionIn
+) -> models.CaptureSession:
+    run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
+    if run.status in TERMINAL:
+        raise Conflict(f"run {run.id} is {run.status}; it takes no new capture sessions")
+    taken = db.scalars(
+        select(models.CaptureSession.id).where(
+            models.CaptureSession.run_id == run.id,
+            models.CaptureSession.ordinal_number == body.ordinal_number,
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(
+            f"ordinal_number {body.ordinal_number} is already used in run {run.id}",
+            errors=[FieldError("ordinal_number", "already used in this run")],
+        )
+    if body.status == "running":
+        running = db.scalars(
+            select(models.CaptureSession.id).where(
+                models.CaptureSession.run_id == run.id, models.CaptureSession.status == "running"
+            )
+        ).first()
+        if running is not None:
+            raise Conflict(
+                f"run {run.id} already has a running capture session ({running}); stop it first",
+                errors=[FieldError("status", "another session of this run is running")],
+                running_capture_session_id=str(running),
+            )
+    now = datetime.now(UTC)
+    session = models.CaptureSession(
+        run_id=run.id,
+        project_id=run.project_id,
+        ordinal_number=body.ordinal_number,
+        status=body.status,
+        notes=body.notes,
+        started_at=now if body.status == "running" else None,
+        created_by=caller.user_id,
+    )
+    db.add(session)
+    db.flush()
+    if body.status == "running" and run.status == "draft":
+        run.status, run.started_at = "running", run.started_at or now
+        journal.record(
+            db,
+            "run.status_changed",
+            project_id=run.project_id,
+            actor=caller.actor,
+            experiment_id=run.experiment_id,
+            run_id=run.id,
+            status="running",
+            previous="draft",
+        )
+    journal.record(
+        db,
+        "capture_session.started" if body.status == "running" else "capture_session.created",
+        project_id=run.project_id,
+        actor=caller.actor,
+        experiment_id=run.experiment_id,
+        run_id=run.id,
+        capture_session_id=session.id,
+        ordinal_number=session.ordinal_number,
+        status=session.status,
+    )
+    return session
+
+
+def stop(
+    db: Session,
+    caller: Principal,
+    run_id: uuid.UUID,
+    session_id: uuid.UUID,
+    body: CaptureSessionStop,
+    future_tolerance: timedelta,
+) -> models.CaptureSession:
+    session = get(db, caller, run_id, session_id, lock=True)
+    if session.status != "running":
+        raise Conflict(f"capture session {session.id} is {session.status}, not running")
+    now = datetime.now(UTC)
+    stopped_at = body.stopped_at or now
+    if session.started_at is not None and stopped_at < session.started_at:
+        raise invalid(
+            "stopped_at", f"is before the session started ({session.started_at.isoformat()})"
+        )
+    if stopped_at > now + future_tolerance:
+        raise invalid("stopped_at", "is in the future")
+    session.status, session.stopped_at = body.status, stopped_at
+    run = db.get(models.Run, run_id)
+    journal.record(
+        db,
+        "capture_session.stopped",
+        project_id=session.project_id,
+        actor=caller.actor,
+        experiment_id=run.experiment_id if run else None,
+        run_id=run_id,
+        capture_session_id=session.id,
+        status=body.status,
+        stopped_at=stopped_at,
+    )
+    return session
+
+
+def list_sessions(db: Session, caller: Principal, run_id: uuid.UUID) -> list[models.CaptureSession]:
+    get_in_project(db, models.Run, run_id, caller.project_id)
+    return list(
+        db.scalars(
+            select(models.CaptureSession)
+            .where(models.CaptureSession.run_id == run_id)
+            .order_by(models.CaptureSession.ordinal_number)
+        )
+    )
+
+
+def list_in_project(
+    db: Session, caller: Principal, status: str | None, limit: int
+) -> list[tuple[models.CaptureSession, models.Run, models.Experiment]]:
+    """Capture sessions across runs (the portal's /tests page), newest first."""
+    q = (
+        select(models.CaptureSession, models.Run, models.Experiment)
+        .join(models.Run, models.Run.id == models.CaptureSession.run_id)
+        .join(models.Experiment, models.Experiment.id == models.Run.experiment_id)
+        .where(models.CaptureSession.project_id == caller.project_id)
+        .order_by(models.CaptureSession.created_at.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        q = q.where(models.CaptureSession.status == status)
+    return [(s, r, e) for s, r, e in db.execute(q).all()]

@@ -1,0 +1,86 @@
+"""The event journal: every state change is recorded in the same transaction as the change."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.pagination import decode, encode
+
+
+def record(
+    db: Session,
+    kind: str,
+    *,
+    project_id: uuid.UUID,
+    actor: str | None,
+    experiment_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    capture_session_id: uuid.UUID | None = None,
+    sensor_id: uuid.UUID | None = None,
+    **payload: Any,
+) -> models.Event:
+    event = models.Event(
+        project_id=project_id,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        capture_session_id=capture_session_id,
+        sensor_id=sensor_id,
+        kind=kind,
+        payload=_jsonable(payload),
+        actor=actor,
+    )
+    db.add(event)
+    return event
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def list_events(
+    db: Session,
+    project_id: uuid.UUID,
+    *,
+    experiment_id: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    capture_session_id: uuid.UUID | None = None,
+    kind: str | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> tuple[list[models.Event], str | None]:
+    q = select(models.Event).where(models.Event.project_id == project_id)
+    if experiment_id is not None:
+        q = q.where(models.Event.experiment_id == experiment_id)
+    if run_id is not None:
+        q = q.where(models.Event.run_id == run_id)
+    if capture_session_id is not None:
+        q = q.where(models.Event.capture_session_id == capture_session_id)
+    if kind is not None:
+        q = q.where(models.Event.kind == kind)
+    if after_id is not None:
+        q = q.where(models.Event.id > after_id)
+    key = decode(cursor, 1)
+    if after_id is not None:
+        # Polling forwards ("what is new since id N") reads oldest first.
+        q = q.order_by(models.Event.id.asc())
+    else:
+        if key is not None:
+            q = q.where(models.Event.id < int(key[0]))
+        q = q.order_by(models.Event.id.desc())
+    rows = list(db.scalars(q.limit(limit + 1)))
+    next_cursor = encode(rows[limit - 1].id) if len(rows) > limit and after_id is None else None
+    return rows[:limit], next_cursor

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.deps import Principal
+from cloud.pagination import decode, encode
+from cloud.schemas import MetricPoint, MetricPointOut, MetricSummary
+from cloud.services import journal
+from cloud.services.scope import get_in_project
+
+M = models.Metric
+
+
+def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPoint]) -> list[str]:
+    run = get_in_project(db, models.Run, run_id, caller.project_id)
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "run_id": run.id,
+            "project_id": run.project_id,
+            "name": p.name,
+            "step": p.step,
+            "value": p.value,
+            "ts": p.timestamp or now,
+        }
+        for p in points
+    ]
+    db.execute(insert(M), rows)
+    names = sorted({p.name for p in points})
+    journal.record(
+        db,
+        "metrics.logged",
+        project_id=run.project_id,
+        actor=caller.actor,
+        experiment_id=run.experiment_id,
+        run_id=run.id,
+        count=len(rows),
+        names=names,
+        steps=[min(p.step for p in points), max(p.step for p in points)],
+    )
+    return names
+
+
+def points(
+    db: Session,
+    caller: Principal,
+    run_id: uuid.UUID,
+    name: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[MetricPointOut], str | None]:
+    get_in_project(db, models.Run, run_id, caller.project_id)
+    q = select(M).where(M.run_id == run_id)
+    if name is not None:
+        q = q.where(M.name == name)
+    key = decode(cursor, 3)
+    if key is not None:
+        k_name, k_step, k_id = str(key[0]), int(key[1]), int(key[2])
+        q = q.where(
+            or_(
+                M.name > k_name,
+                and_(M.name == k_name, M.step > k_step),
+                and_(M.name == k_name, M.step == k_step, M.id > k_id),
+            )
+        )
+    rows = list(db.scalars(q.order_by(M.name, M.step, M.id).limit(limit + 1)))
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = encode(last.name, last.step, last.id)
+    return [
+        MetricPointOut(name=r.name, step=r.step, value=r.value, timestamp=r.ts)
+        for r in rows[:limit]
+    ], nxt
+
+
+def downsample(pts: list[MetricPointOut], max_points: int) -> list[MetricPointOut]:
+    """Keep the first, last, and the min and max of each bucket, so spikes stay visible."""
+    if len(pts) <= max_points:
+        return pts
+    buckets = max(1, max_points // 2)
+    size = len(pts) / buckets
+    kept: dict[int, MetricPointOut] = {}
+    for b in range(buckets):
+        chunk = pts[int(b * size) : int((b + 1) * size)] or []
+        if not chunk:
+            continue
+        lo = min(range(len(chunk)), key=lambda i: chunk[i].value)
+        hi = max(range(len(chunk)), key=lambda i: chunk[i].value)
+        base = int(b * size)
+        kept[base + lo] = chunk[lo]
+        kept[base + hi] = chunk[hi]
+    kept[0], kept[len(pts) - 1] = pts[0], pts[-1]
+    return [kept[i] for i in sorted(kept)]
+
+
+def summary(db: Session, caller: Principal, run_id: uuid.UUID) -> list[MetricSummary]:
+    get_in_project(db, models.Run, run_id, caller.project_id)
+    stats = db.execute(
+        select(M.name, func.count(), func.min(M.value), func.max(M.value), func.max(M.step))
+        .where(M.run_id == run_id)
+        .group_by(M.name)
+        .order_by(M.name)
+    ).all()
+    out = []
+    for name, count, lo, hi, last_step in stats:
+        last = db.scalars(
+            select(M.value)
+            .where(M.run_id == run_id, M.name == name, M.step == last_step)
+            .order_by(M.id.desc())
+            .limit(1)
+        ).one()
+        out.append(
+            MetricSummary(name=name, count=count, last=last, last_step=last_step, min=lo, max=hi)
+        )
+    return out

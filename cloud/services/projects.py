@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.deps import User
+from cloud.errors import NotFound
+from cloud.schemas import ProjectIn
+from cloud.services import journal
+
+
+def create(db: Session, user: User, body: ProjectIn) -> models.Project:
+    project = models.Project(
+        name=body.name, description=body.description, owner_user_id=user.user_id
+    )
+    db.add(project)
+    db.flush()
+    journal.record(
+        db, "project.created", project_id=project.id, actor=f"user:{user.user_id}", name=body.name
+    )
+    return project
+
+
+def _visible(user: User):  # type: ignore[no-untyped-def]
+    # The gateway vouches for X-Project-Id; the caller also sees the projects they own.
+    cond = models.Project.owner_user_id == user.user_id
+    if user.project_id is not None:
+        cond = or_(cond, models.Project.id == user.project_id)
+    return cond
+
+
+def list_projects(db: Session, user: User, name: str | None) -> list[models.Project]:
+    q = select(models.Project).where(_visible(user)).order_by(models.Project.created_at)
+    if name is not None:
+        q = q.where(models.Project.name == name)
+    return list(db.scalars(q))
+
+
+def get(db: Session, user: User, project_id: uuid.UUID) -> models.Project:
+    project = db.scalars(
+        select(models.Project).where(models.Project.id == project_id, _visible(user))
+    ).first()
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    return project

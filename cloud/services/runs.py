@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.deps import Principal
+from cloud.errors import Conflict, DomainError, FieldError
+from cloud.pagination import decode, encode
+from cloud.schemas import TERMINAL, BatchStatusResult, RunIn, RunPatch
+from cloud.services import journal
+from cloud.services.experiments import ensure_open
+from cloud.services.scope import get_in_project
+
+
+def create(db: Session, caller: Principal, experiment_id: uuid.UUID, body: RunIn) -> models.Run:
+    experiment = get_in_project(db, models.Experiment, experiment_id, caller.project_id)
+    ensure_open(experiment)
+    now = datetime.now(UTC)
+    run = models.Run(
+        experiment_id=experiment.id,
+        project_id=caller.project_id,
+        name=body.name,
+        params=body.params,
+        tags=body.tags,
+        status=body.status,
+        started_at=now if body.status == "running" else None,
+        created_by=caller.user_id,
+    )
+    db.add(run)
+    db.flush()
+    journal.record(
+        db,
+        "run.created",
+        project_id=caller.project_id,
+        actor=caller.actor,
+        experiment_id=experiment.id,
+        run_id=run.id,
+        status=run.status,
+        name=run.name,
+    )
+    return run
+
+
+def list_runs(
+    db: Session,
+    caller: Principal,
+    experiment_id: uuid.UUID,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[models.Run], str | None]:
+    get_in_project(db, models.Experiment, experiment_id, caller.project_id)
+    R = models.Run
+    q = select(R).where(R.experiment_id == experiment_id)
+    if status is not None:
+        q = q.where(R.status == status)
+    key = decode(cursor, 2)
+    if key is not None:
+        created, last_id = datetime.fromisoformat(key[0]), uuid.UUID(key[1])
+        q = q.where(or_(R.created_at < created, and_(R.created_at == created, R.id < last_id)))
+    rows = list(db.scalars(q.order_by(R.created_at.desc(), R.id.desc()).limit(limit + 1)))
+    nxt = (
+        encode(rows[limit - 1].created_at.isoformat(), rows[limit - 1].id)
+        if len(rows) > limit
+        else None
+    )
+    return rows[:limit], nxt
+
+
+def change_status(db: Session, caller: Principal, run: models.Run, status: str) -> None:
+    """Apply the lifecycle: draft -> running -> succeeded | failed | cancelled (final)."""
+    if status == run.status:
+        return
+    if run.status in TERMINAL:
+        raise Conflict(
+            f"run {run.id} is {run.status}, a final state; it cannot become {status}",
+            errors=[FieldError("status", f"{run.status} is final")],
+        )
+    if run.status == "running" and status == "draft":
+        raise Conflict(
+            f"run {run.id} is running; it cannot go back to draft",
+            errors=[FieldError("status", "running cannot go back to draft")],
+        )
+    now = datetime.now(UTC)
+    previous, run.status = run.status, status
+    if status == "running" and run.started_at is None:
+        run.started_at = now
+    if status in TERMINAL:
+        run.ended_at = now
+        _stop_running_sessions(db, caller, run, status, now)
+    run.updated_at = now
+    journal.record(
+        db,
+        "run.status_changed",
+        project_id=run.project_id,
+        actor=caller.actor,
+        experiment_id=run.experiment_id,
+        run_id=run.id,
+        status=status,
+        previous=previous,
+    )
+
+
+def _stop_running_sessions(
+    db: Session, caller: Principal, run: models.Run, status: str, now: datetime
+) -> None:
+    # A run that ended cannot still be capturing: its running session ends with it.
+    sessions = db.scalars(
+        select(models.CaptureSession).where(
+            models.CaptureSession.run_id == run.id, models.CaptureSession.status == "running"
+        )
+    )
+    for session in sessions:
+        session.status, session.stopped_at = status, now
+        journal.record(
+            db,
+            "capture_session.stopped",
+            project_id=run.project_id,
+            actor=caller.actor,
+            experiment_id=run.experiment_id,
+            run_id=run.id,
+            capture_session_id=session.id,
+            status=status,
+            reason="run ended",
+        )
+
+
+def patch(db: Session, caller: Principal, run_id: uuid.UUID, body: RunPatch) -> models.Run:
+    run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
+    changes = body.model_dump(exclude_unset=True)
+    for key in ("name", "params", "tags"):
+        if changes.get(key) is not None:
+            setattr(run, key, changes[key])
+    if changes.get("status") is not None:
+        change_status(db, caller, run, changes["status"])
+    run.updated_at = datetime.now(UTC)
+    return run
+
+
+def batch_status(
+    db: Session, caller: Principal, run_ids: list[uuid.UUID], status: str
+) -> list[BatchStatusResult]:
+    results = []
+    for run_id in dict.fromkeys(run_ids):
+        nested = db.begin_nested()  # one run's failure leaves the others applied
+        try:
+            run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
+            change_status(db, caller, run, status)
+            db.flush()
+            nested.commit()
+            results.append(BatchStatusResult(run_id=run_id, ok=True, status=run.status))
+        except DomainError as exc:
+            nested.rollback()
+            results.append(
+                BatchStatusResult(
+                    run_id=run_id,
+                    ok=False,
+                    error={"status": exc.status, "title": exc.title, "detail": exc.detail},
+                )
+            )
+    return results

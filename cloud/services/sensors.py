@@ -1,0 +1,228 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.deps import Principal
+from cloud.errors import Conflict, FieldError, InvalidInput
+from cloud.schemas import ProfileIn, SensorIn, SensorOut, SensorPatch
+from cloud.services import journal
+from cloud.services.scope import get_in_project, require_project
+from common.profiles import ProfileError, build_converter
+
+TOKEN_PREFIX = "bls_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> tuple[str, str, str]:
+    """(token, its hash, a preview safe to show). 32 random bytes = 256 bits."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_token(token), f"{token[:8]}…{token[-4:]}"
+
+
+def validate_profile(profile: ProfileIn, display_unit: str) -> None:
+    try:
+        build_converter(profile.kind, profile.payload, display_unit)
+    except ProfileError as exc:
+        raise InvalidInput(
+            f"invalid conversion profile: {exc}",
+            errors=[
+                FieldError(
+                    "conversion_profile."
+                    + ("payload." + f if f and f != "kind" else f or "payload"),
+                    reason,
+                )
+                for f, reason in exc.errors
+            ],
+        ) from None
+
+
+def to_out(db: Session, sensor: models.Sensor) -> SensorOut:
+    profile = current_profile(db, sensor)
+    return SensorOut.model_validate(
+        {
+            **{c: getattr(sensor, c) for c in SensorOut.model_fields if c != "conversion_profile"},
+            "conversion_profile": profile,
+        }
+    )
+
+
+def current_profile(db: Session, sensor: models.Sensor) -> models.SensorProfile:
+    profile = db.scalars(
+        select(models.SensorProfile).where(
+            models.SensorProfile.sensor_id == sensor.id,
+            models.SensorProfile.version == sensor.profile_version,
+        )
+    ).one()
+    return profile
+
+
+def register(db: Session, caller: Principal, body: SensorIn) -> tuple[models.Sensor, str]:
+    require_project(db, caller.project_id)
+    validate_profile(body.conversion_profile, body.display_unit)
+    _unique_name(db, caller.project_id, body.name)
+    token, token_hash, preview = new_token()
+    sensor = models.Sensor(
+        project_id=caller.project_id,
+        name=body.name,
+        type=body.type,
+        input_unit=body.input_unit,
+        display_unit=body.display_unit,
+        token_hash=token_hash,
+        token_preview=preview,
+        token_status="active",
+        token_issued_at=datetime.now(UTC),
+        profile_version=body.conversion_profile.version,
+    )
+    db.add(sensor)
+    db.flush()
+    _add_profile(db, sensor, body.conversion_profile, caller)
+    journal.record(
+        db,
+        "sensor.registered",
+        project_id=caller.project_id,
+        actor=caller.actor,
+        sensor_id=sensor.id,
+        name=sensor.name,
+        profile_version=sensor.profile_version,
+    )
+    return sensor, token
+
+
+def _unique_name(
+    db: Session, project_id: uuid.UUID, name: str, *, but: uuid.UUID | None = None
+) -> None:
+    q = select(models.Sensor.id).where(
+        models.Sensor.project_id == project_id, models.Sensor.name == name
+    )
+    existing = db.scalars(q).first()
+    if existing is not None and existing != but:
+        raise Conflict(f"a sensor named {name!r} already exists in this project")
+
+
+def _add_profile(db: Session, sensor: models.Sensor, profile: ProfileIn, caller: Principal) -> None:
+    db.add(
+        models.SensorProfile(
+            sensor_id=sensor.id,
+            version=profile.version,
+            kind=profile.kind,
+            payload=profile.payload,
+            created_by=caller.user_id,
+        )
+    )
+
+
+def list_sensors(db: Session, caller: Principal) -> list[models.Sensor]:
+    q = (
+        select(models.Sensor)
+        .where(models.Sensor.project_id == caller.project_id)
+        .order_by(models.Sensor.created_at, models.Sensor.id)
+    )
+    return list(db.scalars(q))
+
+
+def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatch) -> models.Sensor:
+    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "name" in changes:
+        _unique_name(db, caller.project_id, changes["name"], but=sensor.id)
+    if "display_unit" in changes:
+        # The current profile must still make sense in the new display unit.
+        profile = current_profile(db, sensor)
+        validate_profile(
+            ProfileIn(version=profile.version, kind=profile.kind, payload=profile.payload),
+            changes["display_unit"],
+        )
+    for key, value in changes.items():
+        setattr(sensor, key, value)
+    journal.record(
+        db,
+        "sensor.updated",
+        project_id=caller.project_id,
+        actor=caller.actor,
+        sensor_id=sensor.id,
+        changes=changes,
+    )
+    return sensor
+
+
+def rotate(db: Session, caller: Principal, sensor_id: uuid.UUID) -> tuple[models.Sensor, str]:
+    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    token, token_hash, preview = new_token()
+    sensor.token_hash, sensor.token_preview = token_hash, preview
+    sensor.token_status, sensor.token_issued_at = "active", datetime.now(UTC)
+    journal.record(
+        db,
+        "sensor.token_rotated",
+        project_id=caller.project_id,
+        actor=caller.actor,
+        sensor_id=sensor.id,
+        token_preview=preview,
+    )
+    return sensor, token
+
+
+def revoke(db: Session, caller: Principal, sensor_id: uuid.UUID) -> models.Sensor:
+    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    sensor.token_hash = None
+    sensor.token_status = "revoked"
+    journal.record(
+        db,
+        "sensor.token_revoked",
+        project_id=caller.project_id,
+        actor=caller.actor,
+        sensor_id=sensor.id,
+    )
+    return sensor
+
+
+def set_profile(
+    db: Session, caller: Principal, sensor_id: uuid.UUID, body: ProfileIn
+) -> models.Sensor:
+    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    validate_profile(body, sensor.display_unit)
+    exists = db.scalars(
+        select(models.SensorProfile.id).where(
+            models.SensorProfile.sensor_id == sensor.id,
+            models.SensorProfile.version == body.version,
+        )
+    ).first()
+    if exists is not None:
+        raise Conflict(
+            f"profile version {body.version!r} already exists for this sensor; versions are "
+            "immutable, use a new one",
+            errors=[FieldError("version", "already used")],
+        )
+    previous = sensor.profile_version
+    _add_profile(db, sensor, body, caller)
+    sensor.profile_version = body.version
+    journal.record(
+        db,
+        "sensor.profile_changed",
+        project_id=caller.project_id,
+        actor=caller.actor,
+        sensor_id=sensor.id,
+        version=body.version,
+        previous_version=previous,
+        kind=body.kind,
+    )
+    return sensor
+
+
+def profiles(db: Session, caller: Principal, sensor_id: uuid.UUID) -> list[models.SensorProfile]:
+    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    q = (
+        select(models.SensorProfile)
+        .where(models.SensorProfile.sensor_id == sensor.id)
+        .order_by(models.SensorProfile.id)
+    )
+    return list(db.scalars(q))

@@ -1,0 +1,447 @@
+"""Telemetry ingest (the hot path) and queries.
+
+Ingest validates and converts a whole batch in Python, then writes it with one statement:
+COPY on PostgreSQL, one executemany on SQLite — never one ORM object per reading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from cloud.pagination import decode, encode
+from cloud.schemas import ChartPoint, ReadingOut
+from common.profiles import ConversionError, Converter, build_converter
+from common.wire import TelemetryAccepted, TelemetryBatch
+
+
+@dataclass(frozen=True)
+class IngestedBatch:
+    """What was stored, handed to live subscribers after the commit."""
+
+    project_id: uuid.UUID
+    sensor_id: uuid.UUID
+    run_id: uuid.UUID
+    capture_session_id: uuid.UUID
+    display_unit: str
+    profile_version: str
+    rows: list[dict[str, Any]]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _converter(
+    sensor_id: uuid.UUID, version: str, kind: str, payload_json: str, unit: str
+) -> Converter:
+    # Profile versions are immutable, so (sensor, version) identifies a converter for good.
+    return build_converter(kind, json.loads(payload_json), unit)
+
+
+def authenticate(db: Session, token: str | None, sensor_id: uuid.UUID) -> models.Sensor:
+    if not token:
+        raise Unauthenticated(
+            "telemetry needs the sensor's token: Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    sensor = db.scalars(
+        select(models.Sensor).where(models.Sensor.token_hash == hash_token(token))
+    ).first()
+    if sensor is None:
+        raise Unauthenticated(
+            "unknown, rotated or revoked sensor token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    if sensor.id != sensor_id:
+        raise Forbidden("this token belongs to another sensor than sensor_id")
+    return sensor
+
+
+def _window(
+    session: models.CaptureSession, batch: TelemetryBatch, now: datetime, tolerance: timedelta
+) -> list[bool]:
+    """Whether each reading is late; raises if a reading cannot be taken at all."""
+    if session.status == "draft":
+        raise Conflict(
+            f"capture session {session.id} has not started (draft); start it before sending"
+        )
+    errors: list[FieldError] = []
+    late: list[bool] = []
+    if session.status == "running":
+        limit = now + tolerance
+        for i, r in enumerate(batch.readings):
+            if r.timestamp > limit:
+                errors.append(FieldError(f"readings.{i}.timestamp", "is in the future"))
+            late.append(False)
+    else:
+        start, stop = session.started_at, session.stopped_at
+        assert start is not None and stop is not None
+        for i, r in enumerate(batch.readings):
+            if not start <= r.timestamp <= stop:
+                errors.append(
+                    FieldError(
+                        f"readings.{i}.timestamp",
+                        f"capture session ended ({session.status}); only readings inside its "
+                        f"window {start.isoformat()}..{stop.isoformat()} are accepted",
+                    )
+                )
+            late.append(True)
+    if errors:
+        raise InvalidInput(
+            f"{len(errors)} of {len(batch.readings)} readings cannot be accepted: "
+            f"{errors[0].field} {errors[0].reason}",
+            errors=errors[:100],
+        )
+    return late
+
+
+def ingest(
+    db: Session,
+    token: str | None,
+    batch: TelemetryBatch,
+    idempotency_key: str | None,
+    future_tolerance: timedelta,
+) -> tuple[TelemetryAccepted, IngestedBatch | None]:
+    """Store a batch; returns the answer and what to publish (None for a re-sent batch)."""
+    sensor = authenticate(db, token, batch.sensor_id)
+    run = db.get(models.Run, batch.run_id)
+    if run is None or run.project_id != sensor.project_id:
+        raise NotFound(f"run {batch.run_id} not found")
+    session = db.get(models.CaptureSession, batch.capture_session_id)
+    if session is None or session.run_id != run.id:
+        raise NotFound(f"capture session {batch.capture_session_id} not found in run {run.id}")
+
+    if idempotency_key is not None:
+        previous = db.scalars(
+            select(models.TelemetryBatch).where(
+                models.TelemetryBatch.sensor_id == sensor.id,
+                models.TelemetryBatch.idempotency_key == idempotency_key,
+            )
+        ).first()
+        if previous is not None:
+            return _accepted(previous), None
+
+    now = datetime.now(UTC)
+    late = _window(session, batch, now, future_tolerance)
+    profile = db.scalars(
+        select(models.SensorProfile).where(
+            models.SensorProfile.sensor_id == sensor.id,
+            models.SensorProfile.version == sensor.profile_version,
+        )
+    ).one()
+    converter = _converter(
+        sensor.id,
+        profile.version,
+        profile.kind,
+        json.dumps(profile.payload, sort_keys=True),
+        sensor.display_unit,
+    )
+    values, errors = [], []
+    for i, r in enumerate(batch.readings):
+        try:
+            values.append(converter.convert(r.raw_value, r.meta))
+        except ConversionError as exc:
+            errors.append(FieldError(f"readings.{i}.raw_value", str(exc)))
+    if errors:
+        raise InvalidInput(
+            f"{len(errors)} readings cannot be converted by profile {profile.version} "
+            f"({profile.kind}): {errors[0].reason}",
+            errors=errors[:100],
+        )
+
+    stamps = [r.timestamp.astimezone(UTC) for r in batch.readings]
+    record = models.TelemetryBatch(
+        sensor_id=sensor.id,
+        run_id=run.id,
+        capture_session_id=session.id,
+        idempotency_key=idempotency_key,
+        count=len(stamps),
+        late=sum(late),
+        profile_version=profile.version,
+        first_ts=min(stamps),
+        last_ts=max(stamps),
+        received_at=now,
+    )
+    db.add(record)
+    db.flush()
+    rows = [
+        {
+            "project_id": sensor.project_id,
+            "sensor_id": sensor.id,
+            "run_id": run.id,
+            "capture_session_id": session.id,
+            "batch_id": record.id,
+            "ts": ts,
+            "raw_value": r.raw_value,
+            "value": value,
+            "profile_version": profile.version,
+            "late": is_late,
+            "meta": r.meta,
+        }
+        for r, ts, value, is_late in zip(batch.readings, stamps, values, late, strict=True)
+    ]
+    write_readings(db, rows)
+    from cloud.services import journal  # local: journal imports nothing of ours back
+
+    journal.record(
+        db,
+        "telemetry.ingested",
+        project_id=sensor.project_id,
+        actor=f"sensor:{sensor.id}",
+        experiment_id=run.experiment_id,
+        run_id=run.id,
+        capture_session_id=session.id,
+        sensor_id=sensor.id,
+        count=record.count,
+        late=record.late,
+        first_timestamp=record.first_ts,
+        last_timestamp=record.last_ts,
+        profile_version=profile.version,
+    )
+    published = IngestedBatch(
+        project_id=sensor.project_id,
+        sensor_id=sensor.id,
+        run_id=run.id,
+        capture_session_id=session.id,
+        display_unit=sensor.display_unit,
+        profile_version=profile.version,
+        rows=rows,
+    )
+    return _accepted(record), published
+
+
+def _accepted(record: models.TelemetryBatch) -> TelemetryAccepted:
+    return TelemetryAccepted(
+        accepted=record.count,
+        late=record.late,
+        sensor_id=record.sensor_id,
+        run_id=record.run_id,
+        capture_session_id=record.capture_session_id,
+        profile_version=record.profile_version,
+        first_timestamp=record.first_ts,
+        last_timestamp=record.last_ts,
+    )
+
+
+COLUMNS = (
+    "project_id",
+    "sensor_id",
+    "run_id",
+    "capture_session_id",
+    "batch_id",
+    "ts",
+    "raw_value",
+    "value",
+    "profile_version",
+    "late",
+    "meta",
+)
+
+
+def write_readings(db: Session, rows: Sequence[dict[str, Any]]) -> None:
+    conn = db.connection()
+    if conn.dialect.name == "postgresql":
+        _copy_rows(conn.connection.driver_connection, rows)
+    else:
+        db.execute(insert(models.TelemetryReading), list(rows))
+
+
+def _copy_rows(pg: Any, rows: Sequence[dict[str, Any]]) -> None:
+    from psycopg.types.json import Jsonb
+
+    with (
+        pg.cursor() as cur,
+        cur.copy(
+            f"COPY telemetry_readings ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(
+            [
+                "uuid",
+                "uuid",
+                "uuid",
+                "uuid",
+                "int8",
+                "timestamptz",
+                "float8",
+                "float8",
+                "text",
+                "bool",
+                "jsonb",
+            ]
+        )
+        for row in rows:
+            meta = row["meta"]
+            copy.write_row(
+                (
+                    row["project_id"],
+                    row["sensor_id"],
+                    row["run_id"],
+                    row["capture_session_id"],
+                    row["batch_id"],
+                    row["ts"],
+                    row["raw_value"],
+                    row["value"],
+                    row["profile_version"],
+                    row["late"],
+                    Jsonb(meta) if meta is not None else None,
+                )
+            )
+
+
+# --- queries ------------------------------------------------------------------------------
+
+T = models.TelemetryReading
+
+
+@dataclass(frozen=True)
+class ReadingFilter:
+    project_id: uuid.UUID
+    run_id: uuid.UUID | None = None
+    sensor_id: uuid.UUID | None = None
+    capture_session_id: uuid.UUID | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> list[Any]:
+        if self.run_id is None and self.sensor_id is None and self.capture_session_id is None:
+            raise InvalidInput(
+                "give at least one of run_id, sensor_id, capture_session_id",
+                errors=[FieldError("run_id", "one of run_id, sensor_id, capture_session_id")],
+            )
+        conds: list[Any] = [T.project_id == self.project_id]
+        if self.run_id is not None:
+            conds.append(T.run_id == self.run_id)
+        if self.sensor_id is not None:
+            conds.append(T.sensor_id == self.sensor_id)
+        if self.capture_session_id is not None:
+            conds.append(T.capture_session_id == self.capture_session_id)
+        if self.since is not None:
+            conds.append(T.ts >= self.since)
+        if self.until is not None:
+            conds.append(T.ts < self.until)
+        return conds
+
+
+def _reading_out(r: Any) -> ReadingOut:
+    return ReadingOut(
+        id=r.id,
+        sensor_id=r.sensor_id,
+        run_id=r.run_id,
+        capture_session_id=r.capture_session_id,
+        timestamp=r.ts,
+        raw_value=r.raw_value,
+        value=r.value,
+        profile_version=r.profile_version,
+        late=r.late,
+        meta=r.meta,
+    )
+
+
+def query(
+    db: Session, f: ReadingFilter, limit: int, cursor: str | None
+) -> tuple[list[ReadingOut], str | None]:
+    q = select(T).where(*f.where())
+    key = decode(cursor, 2)
+    if key is not None:
+        ts, last = datetime.fromisoformat(key[0]), int(key[1])
+        q = q.where(or_(T.ts > ts, and_(T.ts == ts, T.id > last)))
+    rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
+    nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
+    return [_reading_out(r) for r in rows[:limit]], nxt
+
+
+def iter_all(db: Session, f: ReadingFilter, chunk: int = 5000) -> Iterator[ReadingOut]:
+    cursor: str | None = None
+    while True:
+        page, cursor = query(db, f, chunk, cursor)
+        yield from page
+        if cursor is None:
+            return
+
+
+def _epoch(db: Session, column: Any) -> Any:
+    if db.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", column)
+    # SQLite keeps naive UTC text: julianday() reads it, 2440587.5 is the Unix epoch.
+    return (func.julianday(column) - 2440587.5) * 86400.0
+
+
+def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
+    """Readings for a chart: all of them if few, else min/max/mean per time bucket so that
+    peaks survive the downsampling."""
+    conds = f.where()
+    total, tmin, tmax = db.execute(
+        select(func.count(), func.min(T.ts), func.max(T.ts)).where(*conds)
+    ).one()
+    if total == 0:
+        return [], 0, False
+    if total <= max_points:
+        rows = db.execute(select(T.ts, T.value).where(*conds).order_by(T.ts, T.id)).all()
+        return (
+            [ChartPoint(timestamp=t, value=v, min=v, max=v, count=1) for t, v in rows],
+            total,
+            False,
+        )
+    if tmin.tzinfo is None:
+        tmin, tmax = tmin.replace(tzinfo=UTC), tmax.replace(tzinfo=UTC)
+    buckets = max(1, max_points)
+    span = max((tmax - tmin).total_seconds(), 1e-6)
+    width = span / buckets
+    start = tmin.timestamp()
+    bucket = func.floor((_epoch(db, T.ts) - start) / width)
+    rows = db.execute(
+        select(
+            bucket.label("b"), func.avg(T.value), func.min(T.value), func.max(T.value), func.count()
+        )
+        .where(*conds)
+        .group_by("b")
+        .order_by("b")
+    ).all()
+    points = []
+    for b, mean, lo, hi, n in rows:
+        b = min(int(b), buckets - 1)
+        mid = start + (b + 0.5) * width
+        points.append(
+            ChartPoint(
+                timestamp=datetime.fromtimestamp(mid, UTC),
+                value=float(mean),
+                min=float(lo),
+                max=float(hi),
+                count=int(n),
+            )
+        )
+    return _merge_edge(points), total, True
+
+
+def _merge_edge(points: list[ChartPoint]) -> list[ChartPoint]:
+    # The newest reading lands in bucket == buckets (floor of span/width); clamping puts it
+    # in the last bucket, which may then appear twice: merge neighbours with the same time.
+    merged: list[ChartPoint] = []
+    for p in points:
+        if merged and merged[-1].timestamp == p.timestamp:
+            q = merged[-1]
+            n = q.count + p.count
+            merged[-1] = ChartPoint(
+                timestamp=q.timestamp,
+                value=(q.value * q.count + p.value * p.count) / n,
+                min=min(q.min, p.min),
+                max=max(q.max, p.max),
+                count=n,
+            )
+        else:
+            merged.append(p)
+    return merged

@@ -1,0 +1,58 @@
+"""Settings of the cloud service, from the environment (prefix ``BENCHLINK_``) or the CLI."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE = Path("var") / "benchlink.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BENCHLINK_", extra="ignore")
+
+    #: ``development`` allows conveniences that are unsafe behind a real gateway.
+    environment: str = "development"
+    database_url: str = f"sqlite:///{DEFAULT_SQLITE}"
+    #: When set, identity headers are trusted only with ``X-Gateway-Secret`` equal to it.
+    #: Must be set whenever the API is reachable by anything but the gateway.
+    gateway_secret: str | None = None
+    #: How long an Idempotency-Key and its response are kept.
+    idempotency_ttl_s: int = 24 * 3600
+    #: How long an in-flight key is held before a crashed request's claim may be taken over.
+    idempotency_lease_s: int = 60
+    #: Readings whose timestamp lies further than this in the future are rejected.
+    future_tolerance_s: int = 300
+    #: Largest request body for endpoints other than telemetry ingest.
+    max_body_bytes: int = 1024 * 1024
+    #: Secret that signs the short-lived stream tickets for browsers.
+    stream_ticket_secret: str | None = None
+    #: Development identity for the portal in a plain browser (no gateway). Off by default.
+    dev_identity: bool = False
+    create_schema: bool = Field(
+        default=False, description="create tables without Alembic (tests only)"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if not self.gateway_secret:
+                raise ValueError("BENCHLINK_GATEWAY_SECRET must be set in production")
+            if self.dev_identity:
+                raise ValueError("BENCHLINK_DEV_IDENTITY must be off in production")
+        return self
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        return normalize_database_url(self.database_url)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the DSNs people type (``postgres://``, ``postgresql://``) and pick psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
