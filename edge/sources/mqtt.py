@@ -222,6 +222,8 @@ class MqttSource:
             if result.committed:
                 self.metrics.committed.labels("mqtt").inc(result.committed)
             self.dead_lettered += result.dead
-            self.duplicates += int(result.duplicate)
+            if result.duplicate:
+                self.duplicates += 1
+                log.info("MQTT: dropped a re-delivered copy of message %d", message.mid)
             client.ack(message)
             self.acked += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.buffer import Buffer
+from tests.edge.helpers import RealCloud
 
 
 @pytest.fixture
@@ -23,3 +24,12 @@ def sensor(buffer: Buffer) -> str:
     sid = str(uuid.uuid4())
     buffer.upsert_sensor(sid, "secret-token", "mqtt", str(uuid.uuid4()), str(uuid.uuid4()))
     return sid
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[RealCloud]:
+    """The real cloud app on SQLite in a subprocess (stop()/start() for an outage)."""
+    c = RealCloud(tmp_path)
+    c.start()
+    yield c
+    c.stop()

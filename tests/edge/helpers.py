@@ -1,0 +1,275 @@
+"""Helpers for the edge tests: a fake cloud for MockTransport, a real cloud in a subprocess,
+the daemon in a subprocess, configs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.services import free_port, unavailable, wait_port
+
+BIN = Path(sys.executable).parent
+
+
+class FakeCloud:
+    """Accepts batches like the cloud does (idempotent by key), with scripted faults first."""
+
+    def __init__(self) -> None:
+        self.faults: list[Callable[[httpx.Request], httpx.Response | None]] = []
+        self.committed: dict[str, list[dict[str, object]]] = {}
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.faults:
+            answer = self.faults.pop(0)(request)
+            if answer is not None:
+                return answer
+        return self.accept(request)
+
+    def accept(self, request: httpx.Request) -> httpx.Response:
+        key = request.headers["Idempotency-Key"]
+        body = json.loads(request.content)
+        replay = key in self.committed
+        self.committed.setdefault(key, body["readings"])
+        headers = {"Idempotent-Replayed": "true"} if replay else {}
+        n = len(body["readings"])
+        return httpx.Response(202, json={"accepted": n, "late": 0}, headers=headers)
+
+    def values(self) -> list[object]:
+        return [r["raw_value"] for batch in self.committed.values() for r in batch]
+
+
+@dataclass
+class Bound:
+    """A sensor registered in the real cloud with a run and a running capture session."""
+
+    sensor_id: str
+    token: str
+    run_id: str
+    session_id: str
+    project_id: str
+    user: dict[str, str]
+
+
+class RealCloud:
+    """``benchlink-cloud serve`` on SQLite in a subprocess; stop/start simulate an outage."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = tmp / "cloud.db"
+        self.log = tmp / "cloud.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        exe = BIN / "benchlink-cloud"
+        if not exe.exists():
+            unavailable("cloud", f"{exe} not installed")
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(exe),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--database-url",
+                    f"sqlite:///{self.db}",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        if not wait_port("127.0.0.1", self.port, timeout=30):
+            self.stop()
+            raise AssertionError(f"cloud did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def client(self, **headers: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def bootstrap(self, n_sensors: int = 1, profile: dict[str, Any] | None = None) -> list[Bound]:
+        user = str(uuid.uuid4())
+        with self.client(**{"X-User-Id": user}) as c:
+            project = _ok(c.post("/api/v1/projects", json={"name": f"p-{user[:8]}"}))
+            pid = project.get("project_id") or project["id"]
+            h = {"X-User-Id": user, "X-Project-Id": pid, "X-Project-Role": "owner"}
+            c.headers.update(h)
+            exp = _ok(
+                c.post("/api/v1/experiments", json={"project_id": pid, "name": "e", "tags": []})
+            )
+            run = _ok(c.post(f"/api/v1/experiments/{exp.get('experiment_id') or exp['id']}/runs"))
+            run_id = run.get("run_id") or run["id"]
+            ses = _ok(
+                c.post(
+                    f"/api/v1/runs/{run_id}/capture-sessions",
+                    json={"ordinal_number": 1, "status": "running"},
+                )
+            )
+            ses_id = ses.get("capture_session_id") or ses["id"]
+            out = []
+            for i in range(n_sensors):
+                body = {
+                    "project_id": pid,
+                    "name": f"s{i}",
+                    "type": "thermocouple",
+                    "input_unit": "mV",
+                    "display_unit": "C",
+                    "conversion_profile": profile
+                    or {"version": "1", "kind": "linear", "payload": {"a": 2.0, "b": 1.0}},
+                }
+                sensor = _ok(c.post("/api/v1/sensors", json=body))
+                out.append(Bound(sensor["sensor"]["id"], sensor["token"], run_id, ses_id, pid, h))
+            return out
+
+    def stop_session(self, b: Bound) -> None:
+        with self.client(**b.user) as c:
+            _ok(
+                c.post(
+                    f"/api/v1/runs/{b.run_id}/capture-sessions/{b.session_id}/stop",
+                    json={"status": "succeeded"},
+                )
+            )
+
+    def telemetry(self, b: Bound) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        with self.client(**b.user) as c:
+            while True:
+                params = {
+                    "run_id": b.run_id,
+                    "sensor_id": b.sensor_id,
+                    "capture_session_id": b.session_id,
+                    "limit": 10000,
+                }
+                if cursor:
+                    params["cursor"] = cursor
+                page = _ok(c.get("/api/v1/telemetry", params=params))
+                items += page["items"]
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return items
+
+
+def _ok(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code < 300, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def write_config(
+    path: Path,
+    *,
+    cloud_url: str,
+    buffer: Path,
+    sensors: list[dict[str, Any]],
+    mqtt_url: str = "mqtt://127.0.0.1:1883",
+    client_id: str | None = None,
+    interval_s: float = 0.2,
+    batch_size: int = 100,
+    extra: str = "",
+) -> Path:
+    lines = [
+        "[cloud]",
+        f'url = "{cloud_url}"',
+        "timeout_s = 5",
+        "[buffer]",
+        f'path = "{buffer}"',
+        "[sync]",
+        f"batch_size = {batch_size}",
+        f"interval_s = {interval_s}",
+        "backoff_initial_s = 0.1",
+        "backoff_max_s = 1.0",
+        "[mqtt]",
+        f'url = "{mqtt_url}"',
+        f'client_id = "{client_id or "edge-" + uuid.uuid4().hex[:8]}"',
+        "[metrics]",
+        "port = 0",
+    ]
+    for s in sensors:
+        lines.append("[[sensors]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in s.items()]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+class EdgeProcess:
+    """``benchlink-edge run`` in a subprocess (so kill -9 is a real crash)."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "benchlink-edge"), "--config", str(self.config), "run"],
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        rc = self.proc.wait(20)
+        self.proc = None
+        return rc
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "benchlink-edge"), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def running(edge: EdgeProcess) -> Iterator[EdgeProcess]:
+    edge.start()
+    try:
+        yield edge
+    finally:
+        if edge.proc is not None:
+            edge.proc.kill()
+            edge.proc.wait()
