@@ -1,0 +1,169 @@
+"""The serial source on a real pseudo-terminal with the hardware decoders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.buffer import Buffer
+from edge.config import SensorConfig
+from edge.metrics import EdgeMetrics
+from edge.sources.serial import SerialSource
+from edge.writer import Writer
+
+
+class Pty:
+    """A device on a pty, reached through a symlink that can vanish (an unplugged adapter)."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master = -1
+        self.plug()
+
+    def plug(self) -> None:
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.slave_path = os.ttyname(slave)
+        os.close(slave)
+        self.link.unlink(missing_ok=True)
+        self.link.symlink_to(self.slave_path)
+
+    def unplug(self) -> None:
+        self.link.unlink()
+        os.close(self.master)
+        self.master = -1
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        if self.master >= 0:
+            os.close(self.master)
+
+
+def serial_sensor(
+    sid: str, port: Path, protocol: str = "value", channel: str | None = None
+) -> SensorConfig:
+    return SensorConfig.model_validate(
+        {
+            "sensor_id": sid,
+            "token": "t",
+            "run_id": "00000000-0000-4000-8000-000000000001",
+            "capture_session_id": "00000000-0000-4000-8000-000000000002",
+            "source": "serial",
+            "port": str(port),
+            "protocol": protocol,
+            "channel": channel,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def capture(
+    buffer: Buffer, sensors: list[SensorConfig], port: Path
+) -> AsyncIterator[SerialSource]:
+    for s in sensors:
+        buffer.upsert_sensor(
+            str(s.sensor_id), "t", "serial", str(s.run_id), str(s.capture_session_id)
+        )
+    metrics = EdgeMetrics()
+    writer = Writer(buffer, metrics)
+    src = SerialSource(
+        str(port), sensors, writer, metrics, backoff_initial_s=0.05, backoff_max_s=0.2
+    )
+    async with asyncio.TaskGroup() as tg:
+        wt = tg.create_task(writer.run())
+        st = tg.create_task(src.run())
+        try:
+            yield src
+        finally:
+            st.cancel()
+            await writer.close()
+            await wt
+
+
+def rows(buffer: Buffer) -> list[tuple[str, float]]:
+    return [
+        tuple(r)
+        for r in buffer.conn.execute("SELECT sensor_id, raw_value FROM readings ORDER BY id")
+    ]
+
+
+async def wait_until(pred: object, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+
+async def test_values_garbage_and_unplug(buffer: Buffer, tmp_path: Path) -> None:
+    port = tmp_path / "ttyBENCH"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-00000000000a"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"1.25\r\n\x00\xff\xfegarbage\n2.5\n")
+            await wait_until(lambda: src.readings_committed == 2)
+            assert src.metrics.serial_skipped.labels(str(port))._value.get() >= 1
+            dev.unplug()
+            await wait_until(lambda: src.state == "backoff")
+            await asyncio.sleep(0.3)  # a few failed reopen attempts
+            dev.plug()
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"3.75\n")
+            await wait_until(lambda: src.readings_committed == 3)
+    finally:
+        dev.close()
+    assert rows(buffer) == [(sid, 1.25), (sid, 2.5), (sid, 3.75)]
+    ts = [r[0] for r in buffer.conn.execute("SELECT ts FROM readings")]
+    assert all(t.endswith("+00:00") for t in ts)  # stamped in UTC at the edge
+
+
+async def test_csv_channels_map_to_sensors_and_faults_are_not_readings(
+    buffer: Buffer, tmp_path: Path
+) -> None:
+    port = tmp_path / "ttyCSV"
+    dev = Pty(port)
+    s1, s2 = "00000000-0000-4000-8000-0000000000c1", "00000000-0000-4000-8000-0000000000c2"
+    sensors = [serial_sensor(s1, port, "csv", "1"), serial_sensor(s2, port, "csv", "2")]
+    try:
+        async with capture(buffer, sensors, port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"1,0.5\n2,0.75\n3,9.0\n1,1.5,2026-01-01T00:00:00Z\n")
+            await wait_until(lambda: src.readings_committed == 3)
+    finally:
+        dev.close()
+    assert rows(buffer) == [(s1, 0.5), (s2, 0.75), (s1, 1.5)]
+    assert buffer.conn.execute("SELECT ts FROM readings WHERE raw_value = 1.5").fetchone()[0] == (
+        "2026-01-01T00:00:00.000000+00:00"
+    )
+
+
+@pytest.mark.parametrize("protocol", ["max31855-hex"])
+async def test_device_faults_are_counted(buffer: Buffer, tmp_path: Path, protocol: str) -> None:
+    port = tmp_path / "ttyMAX"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000f1"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port, protocol)], port) as src:
+            await wait_until(lambda: src.state == "open")
+            # 0x00010001: fault bit (16) and OC bit (0) set -> an open-circuit fault
+            dev.write(b"00010001\n01900000\n")
+            await wait_until(lambda: src.readings_committed == 1)
+            faults = {
+                m.labels["kind"]: m.value
+                for metric in src.metrics.registry.collect()
+                if metric.name == "benchlink_edge_serial_faults"
+                for m in metric.samples
+                if m.name.endswith("_total")
+            }
+    finally:
+        dev.close()
+    assert faults == {"open_circuit": 1.0}
+    assert rows(buffer) == [(sid, 25.0)]
