@@ -15,6 +15,7 @@ from cloud.pagination import decode, encode
 def record(
     db: Session,
     kind: str,
+    /,
     *,
     project_id: uuid.UUID,
     actor: str | None,

@@ -133,9 +133,19 @@ def _stop_running_sessions(
 def patch(db: Session, caller: Principal, run_id: uuid.UUID, body: RunPatch) -> models.Run:
     run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
     changes = body.model_dump(exclude_unset=True)
-    for key in ("name", "params", "tags"):
-        if changes.get(key) is not None:
-            setattr(run, key, changes[key])
+    edited = {k: changes[k] for k in ("name", "params", "tags") if changes.get(k) is not None}
+    for key, value in edited.items():
+        setattr(run, key, value)
+    if edited:
+        journal.record(
+            db,
+            "run.updated",
+            project_id=run.project_id,
+            actor=caller.actor,
+            experiment_id=run.experiment_id,
+            run_id=run.id,
+            changes=edited,
+        )
     if changes.get("status") is not None:
         change_status(db, caller, run, changes["status"])
     run.updated_at = datetime.now(UTC)

@@ -1,0 +1,297 @@
+"""The access model (SPEC §2): roles, 401/403/404/422 rules, project isolation, gateway secret.
+
+Every endpoint is called by every role and from another project; writes refused for a role
+must leave nothing behind (the journal, which records every change, does not grow).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.cloud.conftest import Api, Identity, assert_problem, make_client
+
+ROLES = ("viewer", "editor", "owner")
+RANK = {r: i for i, r in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # {sensor} {experiment} {run} {session} filled from a fresh stack
+    min_role: str
+    body: Callable[[Identity, dict[str, str]], Any] | None = None
+    query: str = ""
+
+
+def _profile(_: Identity, __: dict[str, str]) -> Any:
+    return {"version": f"v-{uuid.uuid4().hex[:6]}", "kind": "linear", "payload": {"a": 1}}
+
+
+def _sensor(who: Identity, _: dict[str, str]) -> Any:
+    return {
+        "project_id": who.project_id,
+        "name": f"s-{uuid.uuid4().hex[:6]}",
+        "type": "t",
+        "input_unit": "mV",
+        "display_unit": "C",
+        "conversion_profile": {"version": "v1", "kind": "linear", "payload": {"a": 1, "b": 0}},
+    }
+
+
+ENDPOINTS = [
+    Endpoint("GET", "/api/v1/sensors", "viewer"),
+    Endpoint("GET", "/api/v1/sensors/{sensor}", "viewer"),
+    Endpoint("POST", "/api/v1/sensors", "editor", _sensor),
+    Endpoint("PATCH", "/api/v1/sensors/{sensor}", "editor", lambda w, i: {"type": "K"}),
+    Endpoint("POST", "/api/v1/sensors/{sensor}/rotate-token", "owner"),
+    Endpoint("POST", "/api/v1/sensors/{sensor}/revoke-token", "owner"),
+    Endpoint("PUT", "/api/v1/sensors/{sensor}/conversion-profile", "editor", _profile),
+    Endpoint("GET", "/api/v1/sensors/{sensor}/conversion-profiles", "viewer"),
+    Endpoint(
+        "POST",
+        "/api/v1/experiments",
+        "editor",
+        lambda w, i: {"project_id": w.project_id, "name": "x", "tags": ["a"]},
+    ),
+    Endpoint("GET", "/api/v1/experiments", "viewer"),
+    Endpoint("GET", "/api/v1/experiments/{experiment}", "viewer"),
+    Endpoint("PATCH", "/api/v1/experiments/{experiment}", "editor", lambda w, i: {"name": "y"}),
+    Endpoint("POST", "/api/v1/experiments/{experiment}/archive", "owner"),
+    Endpoint("POST", "/api/v1/experiments/{experiment}/unarchive", "owner"),
+    Endpoint("POST", "/api/v1/experiments/{experiment}/runs", "editor"),
+    Endpoint("GET", "/api/v1/experiments/{experiment}/runs", "viewer"),
+    Endpoint("GET", "/api/v1/experiments/{experiment}/events", "viewer"),
+    Endpoint("GET", "/api/v1/runs/{run}", "viewer"),
+    Endpoint("PATCH", "/api/v1/runs/{run}", "editor", lambda w, i: {"params": {"lr": 0.1}}),
+    Endpoint(
+        "POST",
+        "/api/v1/runs:batch-status",
+        "owner",
+        lambda w, i: {"run_ids": [i["run"]], "status": "succeeded"},
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/runs/{run}/capture-sessions",
+        "editor",
+        lambda w, i: {"ordinal_number": 2, "status": "draft"},
+    ),
+    Endpoint("GET", "/api/v1/runs/{run}/capture-sessions", "viewer"),
+    Endpoint("GET", "/api/v1/runs/{run}/capture-sessions/{session}", "viewer"),
+    Endpoint(
+        "POST",
+        "/api/v1/runs/{run}/capture-sessions/{session}/stop",
+        "editor",
+        lambda w, i: {"status": "succeeded"},
+    ),
+    Endpoint("GET", "/api/v1/capture-sessions", "viewer"),
+    Endpoint(
+        "POST",
+        "/api/v1/runs/{run}/metrics",
+        "editor",
+        lambda w, i: {"metrics": [{"name": "loss", "step": 1, "value": 0.5}]},
+    ),
+    Endpoint("GET", "/api/v1/runs/{run}/metrics", "viewer", query="?name=loss"),
+    Endpoint("GET", "/api/v1/runs/{run}/metrics/summary", "viewer"),
+    Endpoint("GET", "/api/v1/runs/{run}/events", "viewer"),
+    Endpoint("GET", "/api/v1/telemetry", "viewer", query="?run_id={run}"),
+    Endpoint("GET", "/api/v1/telemetry/series", "viewer", query="?sensor_id={sensor}"),
+    Endpoint("GET", "/api/v1/telemetry/export.csv", "viewer", query="?run_id={run}"),
+    Endpoint("GET", "/api/v1/events", "viewer"),
+]
+ADDRESSED = [e for e in ENDPOINTS if "{" in e.path]
+
+
+def _stack(api: Api, who: Identity) -> dict[str, str]:
+    s = api.stack(who)
+    ids = {
+        "sensor": s["sensor_id"],
+        "experiment": s["experiment_id"],
+        "run": s["run_id"],
+        "session": s["capture_session_id"],
+        "token": s["token"],
+    }
+    ts = datetime.now(UTC).isoformat()
+    assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
+    return ids
+
+
+def _call(api: Api, e: Endpoint, who: Identity, ids: dict[str, str], role: str) -> Any:
+    url = (e.path + e.query).format(**ids)
+    body = e.body(who, ids) if e.body else None
+    return api.request(
+        e.method, url, headers=who.headers(role), **({"json": body} if body is not None else {})
+    )
+
+
+def _journal_size(api: Api, who: Identity) -> int:
+    """The newest event id of the project: grows with every recorded change."""
+    r = api.get("/api/v1/events?limit=1", headers=who.headers())
+    items = r.json()["items"]
+    return int(items[0]["id"]) if items else 0
+
+
+def test_every_endpoint_by_every_role(api: Api) -> None:
+    owner = api.project()
+    for e in ENDPOINTS:
+        for role in ROLES:
+            ids = _stack(api, owner)
+            if e.path.endswith("/unarchive"):  # something to undo, else it is a no-op
+                api.post(
+                    f"/api/v1/experiments/{ids['experiment']}/archive", headers=owner.headers()
+                )
+            before = _journal_size(api, owner)
+            r = _call(api, e, owner, ids, role)
+            if RANK[role] < RANK[e.min_role]:
+                assert_problem(r, 403)
+                assert _journal_size(api, owner) == before, f"{role} {e.method} {e.path} wrote"
+            else:
+                assert r.status_code in (200, 201, 202), (role, e.method, e.path, r.text)
+                if e.method != "GET":
+                    assert _journal_size(api, owner) > before, f"{e.method} {e.path} unjournaled"
+            if e.method == "GET" and r.status_code == 200 and "csv" not in e.path:
+                assert r.json() is not None
+
+
+def test_no_endpoint_reaches_into_another_project(api: Api) -> None:
+    alice, mallory = api.project("alice"), api.project("mallory")
+    ids = _stack(api, alice)
+    _stack(api, mallory)  # mallory has data of her own
+    for e in ADDRESSED:
+        if "{" not in e.path:  # only query-addressed: checked below
+            continue
+        before = _journal_size(api, alice)
+        r = _call(api, e, mallory, ids, "owner")
+        assert_problem(r, 404)
+        assert "mallory" not in r.text and ids["token"] not in r.text
+        assert _journal_size(api, alice) == before
+    # Lists and query filters show only the caller's project.
+    assert all(
+        s["project_id"] == mallory.project_id
+        for s in api.get("/api/v1/sensors", headers=mallory.headers()).json()
+    )
+    for path in ("/api/v1/telemetry?run_id={run}", "/api/v1/events?run_id={run}"):
+        r = api.get(path.format(**ids), headers=mallory.headers())
+        assert r.status_code == 200 and r.json()["items"] == []
+    exps = api.get("/api/v1/experiments", headers=mallory.headers()).json()["items"]
+    assert ids["experiment"] not in [x["id"] for x in exps]
+    sessions = api.get("/api/v1/capture-sessions", headers=mallory.headers()).json()
+    assert ids["session"] not in [s["id"] for s in sessions]
+    # Batch status over someone else's run: per-run 404, nothing changed.
+    r = api.post(
+        "/api/v1/runs:batch-status",
+        {"run_ids": [ids["run"]], "status": "failed"},
+        headers=mallory.headers(),
+    )
+    assert r.status_code == 200 and r.json()["results"][0]["error"]["status"] == 404
+    assert api.get(f"/api/v1/runs/{ids['run']}", headers=alice.headers()).json()["status"] == (
+        "running"
+    )
+    # Projects themselves.
+    assert_problem(api.get(f"/api/v1/projects/{alice.project_id}", headers=mallory.headers()), 404)
+    listed = api.get("/api/v1/projects", headers=mallory.headers()).json()
+    assert [p["id"] for p in listed] == [mallory.project_id]
+
+
+def test_sensor_token_cannot_write_into_another_project(api: Api) -> None:
+    alice, mallory = api.project("alice"), api.project("mallory")
+    a, m = api.stack(alice), api.stack(mallory)
+    ts = datetime.now(UTC).isoformat()
+    crossed = {**m, "run_id": a["run_id"], "capture_session_id": a["capture_session_id"]}
+    assert_problem(api.ingest(crossed, [{"timestamp": ts, "raw_value": 1}]), 404)
+    # A session of another run of the same project is refused too.
+    other_run = api.run(mallory, m["experiment_id"])
+    other_session = api.session(mallory, other_run)
+    mixed = {**m, "capture_session_id": other_session}
+    assert_problem(api.ingest(mixed, [{"timestamp": ts, "raw_value": 1}]), 404)
+    # Alice's token naming Mallory's sensor: the token belongs to another sensor.
+    stolen = {**m, "token": a["token"]}
+    assert_problem(api.ingest(stolen, [{"timestamp": ts, "raw_value": 1}]), 403)
+    assert api.readings(alice, run_id=a["run_id"]) == []
+    assert api.readings(mallory, run_id=m["run_id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "field"),
+    [
+        ({}, 401, None),
+        ({"X-User-Id": "u", "X-Project-Id": "p", "X-Project-Role": "owner"}, 422, "X-User-Id"),
+        ({"X-User-Id": str(uuid.uuid4()), "X-Project-Role": "owner"}, 401, None),
+        ({"X-User-Id": str(uuid.uuid4()), "X-Project-Id": str(uuid.uuid4())}, 401, None),
+        (
+            {"X-User-Id": str(uuid.uuid4()), "X-Project-Id": "nope", "X-Project-Role": "owner"},
+            422,
+            "X-Project-Id",
+        ),
+        (
+            {
+                "X-User-Id": str(uuid.uuid4()),
+                "X-Project-Id": str(uuid.uuid4()),
+                "X-Project-Role": "admin",
+            },
+            422,
+            "X-Project-Role",
+        ),
+    ],
+)
+def test_identity_headers(
+    api: Api, headers: dict[str, str], status: int, field: str | None
+) -> None:
+    for path in ("/api/v1/experiments", "/api/v1/sensors", "/api/v1/events"):
+        assert_problem(api.get(path, headers=headers), status, field and f"header.{field}")
+    r = api.post("/api/v1/experiments", {"name": "x"}, headers=headers)
+    assert_problem(r, status)
+
+
+def test_body_project_must_match_header(api: Api) -> None:
+    owner = api.project()
+    other = str(uuid.uuid4())
+    r = api.post("/api/v1/experiments", {"project_id": other, "name": "x"}, headers=owner.headers())
+    assert_problem(r, 403)
+    r = api.post(
+        "/api/v1/sensors", {**_sensor(owner, {}), "project_id": other}, headers=owner.headers()
+    )
+    assert_problem(r, 403)
+    assert api.get("/api/v1/experiments", headers=owner.headers()).json()["items"] == []
+
+
+def test_unknown_ids_are_404(api: Api) -> None:
+    owner = api.project()
+    missing = str(uuid.uuid4())
+    ids = {k: missing for k in ("sensor", "experiment", "run", "session")}
+    for e in ADDRESSED:
+        if "{" in e.query:
+            continue
+        r = _call(api, e, owner, ids, "owner")
+        assert_problem(r, 404)
+    r = api.get("/api/v1/runs/not-a-uuid", headers=owner.headers())
+    assert_problem(r, 422, "run_id")
+
+
+def test_gateway_secret(database_url: str) -> None:
+    with make_client(database_url, gateway_secret="s3cret") as client:
+        api = Api(client)
+        user = str(uuid.uuid4())
+        r = api.post("/api/v1/projects", {"name": "p"}, headers={"X-User-Id": user})
+        assert_problem(r, 401)
+        r = api.post(
+            "/api/v1/projects",
+            {"name": "p"},
+            headers={"X-User-Id": user, "X-Gateway-Secret": "wrong"},
+        )
+        assert_problem(r, 401)
+        r = api.post(
+            "/api/v1/projects",
+            {"name": "p"},
+            headers={"X-User-Id": user, "X-Gateway-Secret": "s3cret"},
+        )
+        assert r.status_code == 201
+        who = Identity(user, r.json()["id"])
+        gw = {"X-Gateway-Secret": "s3cret"}
+        assert_problem(api.get("/api/v1/experiments", headers=who.headers()), 401)
+        assert api.get("/api/v1/experiments", headers={**who.headers(), **gw}).status_code == 200
