@@ -1,0 +1,177 @@
+"""Against the real cloud app: an outage with offline capture, late readings for a session
+stopped meanwhile, a lost response, and the operator CLI (bind, flush, replay, dead-letter)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from edge.buffer import Buffer, NewReading, Write
+from edge.config import SyncConfig
+from edge.metrics import EdgeMetrics
+from edge.sync import SensorSync
+from tests.edge.helpers import Bound, EdgeProcess, RealCloud, write_config
+
+
+def edge_for(cloud: RealCloud, tmp_path: Path, *sensors: Bound) -> EdgeProcess:
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url=cloud.url,
+        buffer=tmp_path / "buffer.db",
+        batch_size=7,
+        sensors=[
+            {
+                "sensor_id": b.sensor_id,
+                "token": b.token,
+                "run_id": b.run_id,
+                "capture_session_id": b.session_id,
+                "source": "mqtt",
+            }
+            for b in sensors
+        ],
+    )
+    return EdgeProcess(cfg, tmp_path / "edge.log")
+
+
+def capture(tmp_path: Path, sensor: Bound, seqs: range, start: datetime) -> None:
+    """Readings committed by a source (the daemon's own commit path, minus the transport)."""
+    buf = Buffer(tmp_path / "buffer.db")
+    try:
+        buf.upsert_sensor(sensor.sensor_id, sensor.token, "mqtt", sensor.run_id, sensor.session_id)
+        buf.commit(
+            [
+                Write(
+                    [
+                        NewReading(
+                            sensor.sensor_id,
+                            start + timedelta(milliseconds=10 * s),
+                            float(s),
+                            {"seq": s},
+                        )
+                        for s in seqs
+                    ]
+                )
+            ]
+        )
+    finally:
+        buf.close()
+
+
+def seqs_in_cloud(cloud: RealCloud, b: Bound) -> list[int]:
+    items = sorted(cloud.telemetry(b), key=lambda i: i["timestamp"])
+    return [int(i["meta"]["seq"]) for i in items]
+
+
+def test_outage_then_flush_syncs_everything_in_order_and_late(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    (a,) = cloud.bootstrap(1)
+    edge = edge_for(cloud, tmp_path, a)
+    t0 = datetime.now(UTC)
+    capture(tmp_path, a, range(0, 20), t0)
+    assert edge.cli("flush").returncode == 0
+    assert seqs_in_cloud(cloud, a) == list(range(20))
+
+    cloud.stop()  # the outage: the bench keeps capturing
+    capture(tmp_path, a, range(20, 60), t0)
+    down = edge.cli("flush")
+    assert down.returncode == 1 and "gave up for now" in down.stdout
+    status = json.loads(edge.cli("status", "--json").stdout)["sensors"][a.sensor_id]
+    assert status["pending"] == 40 and status["last_error"]
+
+    cloud.start()
+    cloud.stop_session(a)  # stopped in the cloud while the bench was offline
+    ok = edge.cli("flush")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert seqs_in_cloud(cloud, a) == list(range(60))  # in order, nothing doubled
+    late = [i for i in cloud.telemetry(a) if i["late"]]
+    assert len(late) == 40
+
+    # replay of the whole range re-sends the original batches: the cloud keeps one copy
+    since = (t0 - timedelta(seconds=1)).isoformat()
+    until = (t0 + timedelta(seconds=5)).isoformat()
+    replay = edge.cli("replay", "--since", since, "--until", until)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "9 synced batch(es)" in replay.stdout  # ceil(20/7) + ceil(40/7)
+    assert seqs_in_cloud(cloud, a) == list(range(60))
+
+
+class LoseFirstResponse(httpx.AsyncBaseTransport):
+    """Forward to the real cloud, then drop the first answer on the floor (a timeout)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.keys: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.keys.append(request.headers["Idempotency-Key"])
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        if len(self.keys) == 1:
+            raise httpx.ReadTimeout("response lost after the cloud committed", request=request)
+        return response
+
+
+async def test_timeout_after_commit_is_not_a_duplicate(cloud: RealCloud, tmp_path: Path) -> None:
+    (a,) = cloud.bootstrap(1)
+    capture(tmp_path, a, range(5), datetime.now(UTC))
+    buf = Buffer(tmp_path / "buffer.db")
+    transport = LoseFirstResponse()
+    try:
+        async with httpx.AsyncClient(base_url=cloud.url, transport=transport) as client:
+            s = SensorSync(a.sensor_id, buf, client, SyncConfig(), EdgeMetrics())
+            await s.seal(everything=True)
+            first = await s.step()
+            second = await s.step()
+    finally:
+        buf.close()
+    assert first is not None and first.kind == "retry"
+    assert second is not None and second.kind == "synced"
+    assert transport.keys[0] == transport.keys[1]
+    assert seqs_in_cloud(cloud, a) == [0, 1, 2, 3, 4]
+
+
+def test_bind_moves_following_readings_and_dead_letter_retry(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    a, b = cloud.bootstrap(2)
+    edge = edge_for(cloud, tmp_path, a)
+    t0 = datetime.now(UTC)
+    capture(tmp_path, a, range(3), t0)
+    # another run/session of the same project, bound at runtime
+    with cloud.client(**a.user) as c:
+        ses = c.post(
+            f"/api/v1/runs/{a.run_id}/capture-sessions/{a.session_id}/stop",
+            json={"status": "succeeded"},
+        )
+        assert ses.status_code < 300
+        s2 = c.post(
+            f"/api/v1/runs/{a.run_id}/capture-sessions",
+            json={"ordinal_number": 2, "status": "running"},
+        ).json()
+    s2_id = s2.get("capture_session_id") or s2["id"]
+    bound = edge.cli("bind", a.sensor_id, "--run-id", a.run_id, "--capture-session-id", s2_id)
+    assert bound.returncode == 0, bound.stdout
+    capture(tmp_path, a, range(3, 6), t0 + timedelta(seconds=5))
+    # a batch for a session that does not exist is refused for good -> dead letter
+    bogus = str(uuid.uuid4())
+    edge.cli("bind", a.sensor_id, "--run-id", a.run_id, "--capture-session-id", bogus)
+    capture(tmp_path, a, range(6, 8), t0 + timedelta(seconds=6))
+    assert edge.cli("flush").returncode == 0
+    assert seqs_in_cloud(cloud, a) == [0, 1, 2]
+    assert [
+        int(i["meta"]["seq"])
+        for i in cloud.telemetry(Bound(a.sensor_id, a.token, a.run_id, s2_id, a.project_id, a.user))
+    ] == [3, 4, 5]
+    listing = edge.cli("dead-letter", "list").stdout
+    assert "batch" in listing and ("404" in listing or "422" in listing), listing
+    assert json.loads(edge.cli("status", "--json").stdout)["sensors"][a.sensor_id]["dead"] == 2
+    retried = edge.cli("dead-letter", "retry")
+    assert "1 batch(es) queued again" in retried.stdout
+    assert edge.cli("flush").returncode == 0  # dead again: the session still does not exist
+    assert json.loads(edge.cli("status", "--json").stdout)["dead_letters"] == 1
+    assert b.sensor_id not in edge.cli("status").stdout
