@@ -1,0 +1,158 @@
+"""Deployment files: the example config loads, the broker config runs, the unit is complete,
+the daemon speaks sd_notify and shuts down gracefully, and every CLI command is documented."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.cli import build_parser
+from edge.config import load_config
+from tests.edge.helpers import BIN, write_config
+from tests.support.services import REPO, free_port, unavailable, wait_port
+
+EDGE = REPO / "edge"
+
+
+def test_example_config_has_the_spec_keys() -> None:
+    cfg = load_config(EDGE / "edge.example.toml")
+    assert cfg.cloud.url == "http://localhost:8002"
+    assert cfg.buffer.max_bytes == 2_000_000_000 and cfg.sync.batch_size == 1000
+    assert cfg.mqtt.client_id == "bench-01"
+    assert [s.source for s in cfg.sensors] == ["mqtt", "serial"]
+    assert "replace-with" not in repr(cfg)  # tokens are redacted
+
+
+def test_env_overrides_and_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCHLINK_EDGE_CLOUD__URL", "https://cloud.example.org/")
+    monkeypatch.setenv("BENCHLINK_EDGE_SYNC__INTERVAL_S", "2.5")
+    cfg = load_config(EDGE / "edge.example.toml")
+    assert cfg.cloud.url == "https://cloud.example.org" and cfg.sync.interval_s == 2.5
+    assert cfg.buffer.path == Path("/var/lib/benchlink/buffer.db")  # the file still applies
+    monkeypatch.setenv("BENCHLINK_EDGE_CLOUD__URL", "https://u:p@cloud.example.org/?token=x")
+    with pytest.raises(ValueError, match="credentials"):
+        load_config(EDGE / "edge.example.toml")
+
+
+def test_mosquitto_config_runs_and_never_drops_qos1(tmp_path: Path) -> None:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        unavailable("Mosquitto", "binary not installed")
+    text = (REPO / "mosquitto" / "mosquitto.conf").read_text()
+    settings = dict(
+        line.split(None, 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+    assert settings["max_queued_messages"] == "0" and settings["max_queued_bytes"] == "0"
+    assert settings["persistence"] == "true"
+    port = free_port()
+    text = text.replace("listener 1883", f"listener {port} 127.0.0.1")
+    text = text.replace("/var/lib/mosquitto/", f"{tmp_path}/").replace(
+        "log_dest syslog", "log_dest stderr"
+    )
+    conf = tmp_path / "m.conf"
+    conf.write_text(text)
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE)
+    try:
+        assert wait_port("127.0.0.1", port), proc.stderr.read() if proc.stderr else ""
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_systemd_unit() -> None:
+    unit = (EDGE / "benchlink-edge.service").read_text()
+    for line in (
+        "Type=notify",
+        "Restart=always",
+        "User=benchlink",
+        "SupplementaryGroups=dialout",
+        "StateDirectory=benchlink",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+    ):
+        assert line in unit.splitlines(), line
+    assert re.search(r"^WatchdogSec=\d+", unit, re.M)
+    analyze = shutil.which("systemd-analyze")
+    if analyze:
+        out = subprocess.run(
+            [analyze, "verify", "--man=no", str(EDGE / "benchlink-edge.service")],
+            capture_output=True,
+            text=True,
+        )
+        # the ExecStart binary does not exist on a build machine; nothing else may be wrong
+        problems = [
+            ln
+            for ln in out.stderr.splitlines()
+            if ln.strip() and "/opt/benchlink" not in ln and "ExecStart" not in ln
+        ]
+        assert not problems, out.stderr
+
+
+def test_docs_cover_every_cli_command() -> None:
+    doc = (REPO / "docs" / "edge.md").read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:  # type: ignore[union-attr]
+        assert "benchlink-edge --config" in doc and f" {name}" in doc, name
+        assert re.search(rf"benchlink-edge[^\n]* {name}\b", doc), f"{name} is not documented"
+    assert "bytes per reading" in doc
+
+
+def test_daemon_notifies_systemd_and_stops_gracefully(tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(20)
+    sid = str(uuid.uuid4())
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url=f"http://127.0.0.1:{free_port()}",  # nothing there: the cloud is down
+        buffer=tmp_path / "buffer.db",
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # nor a broker: the daemon keeps trying
+        sensors=[
+            {
+                "sensor_id": sid,
+                "token": "t",
+                "run_id": sid,
+                "capture_session_id": sid,
+                "source": "mqtt",
+            }
+        ],
+    )
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    env.pop("WATCHDOG_PID", None)
+    log = tmp_path / "edge.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "benchlink-edge"), "--config", str(cfg), "run"], stderr=out, env=env
+        )
+    try:
+        messages = [sock.recv(100).decode() for _ in range(3)]
+        assert messages[0] == "READY=1" and messages[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        rest = []
+        while True:
+            try:
+                rest.append(sock.recv(100).decode())
+            except TimeoutError:
+                break
+            if rest[-1] == "STOPPING=1":
+                break
+        assert "STOPPING=1" in rest
+        text = log.read_text()
+        assert "stopping: sources first" in text and "stopped" in text
+        assert "Traceback" not in text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
