@@ -211,9 +211,9 @@ class IdempotencyMiddleware:
         except BaseException:
             await run_in_threadpool(self._release, principal, key)
             raise
-        # Remember final answers; let a retry run again after a server error or a refusal
-        # that depends on credentials rather than on the request.
-        if 200 <= status < 500 and status not in (401, 429):
+        # Remember final answers; let a retry run again after a server error, a rate limit, or
+        # a refusal that depends on the caller's credentials or role rather than the request.
+        if 200 <= status < 500 and status not in (401, 403, 429):
             await run_in_threadpool(
                 self._complete, principal, key, status, headers, b"".join(chunks)
             )

@@ -116,7 +116,9 @@ def private_mosquitto(config: Path | None = None) -> Iterator[Broker]:
         try:
             if not wait_port("127.0.0.1", port):
                 proc.kill()
-                unavailable("Mosquitto", f"did not start: {proc.stderr.read() if proc.stderr else ''}")
+                unavailable(
+                    "Mosquitto", f"did not start: {proc.stderr.read() if proc.stderr else ''}"
+                )
             yield Broker("127.0.0.1", port, f"benchlink-test/{uuid.uuid4().hex[:10]}")
         finally:
             proc.terminate()
