@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from cloud import problems
 from cloud.db.engine import make_engine, make_sessionmaker
 from cloud.db.models import Base
+from cloud.live import setup as live
 from cloud.middleware import IdempotencyMiddleware, RequestBodyMiddleware, TimingMiddleware
 from cloud.observability import Stats
 from cloud.routers import (
@@ -23,8 +24,10 @@ from cloud.routers import (
     metrics,
     ops,
     projects,
+    portal,
     runs,
     sensors,
+    stream,
     telemetry,
 )
 from cloud.settings import Settings
@@ -82,8 +85,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         metrics,
         events,
         ops,
+        stream,
+        portal,
     ):
         app.include_router(module.router)
+    live.install(app, settings)
 
     # Outermost last: timing sees everything, bodies are read before idempotency hashes them.
     app.add_middleware(IdempotencyMiddleware, settings=settings, sessions=sessions, stats=stats)

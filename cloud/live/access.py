@@ -1,0 +1,84 @@
+"""Who may watch which readings: identity from headers or a stream ticket, and a filter
+whose ids all belong to the caller's project (anything else is 404, exactly as in REST)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from typing import Any, cast
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+
+from cloud.db import models
+from cloud.deps import Principal, _identity
+from cloud.errors import FieldError, InvalidInput, invalid
+from cloud.live import tickets
+from cloud.live.hub import StreamFilter
+from cloud.services.scope import get_in_project
+from cloud.settings import Settings
+
+log = logging.getLogger("benchlink.live")
+
+FILTER_KEYS = ("sensor_id", "run_id", "capture_session_id")
+
+
+def ticket_secret(app: Any) -> bytes:
+    """The deployment's ticket secret; without one configured, a random per-process secret
+    (fine for one process; several processes must share ``BENCHLINK_STREAM_TICKET_SECRET``)."""
+    secret: bytes | None = getattr(app.state, "stream_ticket_secret", None)
+    if secret is None:
+        settings: Settings = app.state.settings
+        if settings.stream_ticket_secret:
+            secret = settings.stream_ticket_secret.encode()
+        else:
+            secret = secrets.token_bytes(32)
+            log.warning(
+                "BENCHLINK_STREAM_TICKET_SECRET is not set: stream tickets are valid only on "
+                "the process that issued them"
+            )
+        app.state.stream_ticket_secret = secret
+    return secret
+
+
+def principal(conn: HTTPConnection) -> Principal:
+    ticket = conn.query_params.get("ticket")
+    if ticket is not None:
+        return tickets.verify(ticket_secret(conn.app), ticket)
+    # The same header rules as every REST route (gateway secret, 401 / 422).
+    return _identity(cast(Request, conn), conn.app.state.settings)
+
+
+def _uuid_param(conn: HTTPConnection, name: str) -> uuid.UUID | None:
+    raw = conn.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise invalid(name, "must be a UUID") from None
+
+
+async def stream_filter(conn: HTTPConnection, who: Principal) -> StreamFilter:
+    ids = {key: _uuid_param(conn, key) for key in FILTER_KEYS}
+    if all(v is None for v in ids.values()):
+        raise InvalidInput(
+            "give at least one of sensor_id, run_id, capture_session_id",
+            errors=[FieldError("sensor_id", "one of sensor_id, run_id, capture_session_id")],
+        )
+    flt = StreamFilter(project_id=who.project_id, **ids)
+    await asyncio.to_thread(_check_in_project, conn.app.state.sessionmaker, flt)
+    return flt
+
+
+def _check_in_project(sessions: Any, flt: StreamFilter) -> None:
+    with sessions() as db:
+        for model, ident in (
+            (models.Sensor, flt.sensor_id),
+            (models.Run, flt.run_id),
+            (models.CaptureSession, flt.capture_session_id),
+        ):
+            if ident is not None:
+                get_in_project(db, model, ident, flt.project_id)

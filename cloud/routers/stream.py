@@ -1,0 +1,211 @@
+"""Live telemetry: WebSocket and Server-Sent Events, and the tickets browsers use for them.
+
+Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``event:``)::
+
+    {"type": "subscribed", "filter": {...}, "resumed_from": "<event id>" | null}
+    {"type": "reading", "id": "<batch_id>-<index>", "batch_id": 1, "sensor_id": "...",
+     "run_id": "...", "capture_session_id": "...", "timestamp": "...", "raw_value": 1.0,
+     "value": 1.0, "unit": "C", "late": false, "profile_version": "v1"}
+    {"type": "reset", "detail": "..."}      resume point no longer buffered: reload history
+    {"type": "overflow", "dropped": n, ...} the client fell behind and is disconnected
+
+A client resumes with SSE ``Last-Event-ID`` (or ``?last_event_id=`` on either endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket
+from pydantic import BaseModel
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from cloud.deps import Viewer
+from cloud.errors import DomainError
+from cloud.live import access, tickets
+from cloud.live.hub import Hub, LiveEvent, SlowConsumer, StreamFilter, Subscriber, pump
+from cloud.problems import problem_response
+
+router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
+
+#: WebSocket close code for a client that could not keep up (application range 4000-4999).
+CLOSE_TOO_SLOW = 4008
+RESET_DETAIL = "the resume point is no longer buffered; reload history, then follow live"
+
+
+class StreamTicketOut(BaseModel):
+    ticket: str
+    expires_at: float
+    expires_in: int
+
+
+@router.post("/stream-tickets", status_code=201)
+def issue_stream_ticket(request: Request, caller: Viewer) -> StreamTicketOut:
+    """A ticket for ``?ticket=`` on the stream endpoints, valid for a minute, carrying the
+    caller's project, user and role (browsers cannot set headers on WebSocket/EventSource)."""
+    ticket = tickets.issue(access.ticket_secret(request.app), caller)
+    return StreamTicketOut(
+        ticket=ticket.text, expires_at=ticket.expires_at, expires_in=tickets.TICKET_TTL_S
+    )
+
+
+def _hub(conn: Request | WebSocket) -> Hub:
+    hub: Hub = conn.app.state.live_hub
+    return hub
+
+
+def _hello(flt: StreamFilter, resumed_from: str | None) -> dict[str, Any]:
+    return {
+        "type": "subscribed",
+        "filter": {k: str(v) if v else None for k, v in vars(flt).items()},
+        "resumed_from": resumed_from,
+    }
+
+
+def _overflow(exc: SlowConsumer) -> dict[str, Any]:
+    return {
+        "type": "overflow",
+        "dropped": exc.dropped,
+        "detail": "client too slow; reconnect with the last event id to resume",
+    }
+
+
+async def _first_done(*aws: Awaitable[None]) -> None:
+    """Run until the first finishes (raising its error, if any); cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for t in done:
+        t.result()
+
+
+@router.websocket("/telemetry/stream")
+async def stream_websocket(ws: WebSocket) -> None:
+    try:
+        who = access.principal(ws)
+        flt = await access.stream_filter(ws, who)
+    except DomainError as exc:
+        # Refuse the handshake with the same problem+json (401/404/422) as REST would.
+        await ws.send_denial_response(
+            problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+        )
+        return
+    hub = _hub(ws)
+    await ws.accept()
+    last = ws.query_params.get("last_event_id")
+    sub = hub.subscribe(flt, last)
+    try:
+        await ws.send_json(_hello(flt, last))
+        if sub.resume_lost:
+            await ws.send_json({"type": "reset", "detail": RESET_DETAIL})
+
+        async def send(events: Sequence[LiveEvent]) -> None:
+            for ev in events:
+                await ws.send_text(ev.json)
+
+        async def until_closed() -> None:
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+
+        await _first_done(pump(sub, send), until_closed())
+    except SlowConsumer as exc:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await ws.send_json(_overflow(exc))
+                await ws.close(CLOSE_TOO_SLOW, "client too slow")
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.unsubscribe(sub)
+        if ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await ws.close()
+
+
+@router.get(
+    "/telemetry/stream/sse",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_sse(request: Request) -> Response:
+    """The same events as the WebSocket, as ``text/event-stream``; resumes after
+    ``Last-Event-ID`` (header, or ``last_event_id`` query parameter)."""
+    try:
+        who = access.principal(request)
+        flt = await access.stream_filter(request, who)
+    except DomainError as exc:
+        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    sub = _hub(request).subscribe(flt, last or None)
+    return EventStream(_hub(request), sub, _hello(flt, last or None))
+
+
+def sse(data: str, *, event: str | None = None, ident: str | None = None) -> str:
+    head = (f"id: {ident}\n" if ident else "") + (f"event: {event}\n" if event else "")
+    return f"{head}data: {data}\n\n"
+
+
+class EventStream(Response):
+    """A ``text/event-stream`` response fed by a hub subscriber. Unlike a StreamingResponse
+    it notices when its client stalls (the pending write is abandoned on overflow)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, hub: Hub, sub: Subscriber, hello: dict[str, Any]) -> None:
+        super().__init__(
+            media_type=self.media_type,
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        # An endless body has no length.
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.hub, self.sub, self.hello = hub, sub, hello
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            write = _body_writer(send)
+            await write("retry: 2000\n\n" + sse(json.dumps(self.hello), event="subscribed"))
+            if self.sub.resume_lost:
+                await write(
+                    sse(json.dumps({"type": "reset", "detail": RESET_DETAIL}), event="reset")
+                )
+
+            async def events(batch: Sequence[LiveEvent]) -> None:
+                await write("".join(sse(ev.json, event="reading", ident=ev.id) for ev in batch))
+
+            async def keepalive() -> None:
+                await write(f": keepalive {time.time():.0f}\n\n")
+
+            async def until_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+
+            await _first_done(pump(self.sub, events, keepalive=keepalive), until_disconnect())
+        except SlowConsumer as exc:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await write(sse(json.dumps(_overflow(exc)), event="overflow"))
+        finally:
+            self.hub.unsubscribe(self.sub)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _body_writer(send: Send) -> Callable[[str], Awaitable[None]]:
+    async def write(text: str) -> None:
+        await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+    return write

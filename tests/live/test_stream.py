@@ -1,0 +1,175 @@
+"""The live stream against a real server on SQLite: order, filters, isolation, SSE, resume."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.live.helpers import (
+    ingest,
+    next_message,
+    nothing_more,
+    readings,
+    register_sensor,
+    sse_events,
+    take,
+    ws_url,
+)
+from tests.support.cloud import Bench, CloudServer, bootstrap
+
+
+async def test_websocket_pushes_every_reading_in_order_with_converted_values(
+    server: CloudServer, bench: Bench
+) -> None:
+    url = ws_url(server.url, sensor_id=bench.sensor_id)
+    async with connect(url, additional_headers=bench.headers) as ws:
+        hello = await next_message(ws)
+        assert hello["type"] == "subscribed"
+        assert hello["filter"]["sensor_id"] == bench.sensor_id
+        started = time.perf_counter()
+        await ingest(server.url, bench, [0.5])
+        first = (await readings(ws, 1))[0]
+        latency = time.perf_counter() - started
+        for k in range(3):
+            await ingest(server.url, bench, [k * 100 + i for i in range(100)])
+        got = await readings(ws, 300)
+        await nothing_more(ws)
+    assert latency < 1.0, f"first reading took {latency:.3f}s (including the POST)"
+    assert first["raw_value"] == 0.5 and first["value"] == 2.0  # linear a=2, b=1
+    assert [m["raw_value"] for m in got] == [float(i) for i in range(300)]
+    assert all(m["value"] == 2 * m["raw_value"] + 1 for m in got)
+    assert {m["unit"] for m in got} == {"C"}
+    assert {m["capture_session_id"] for m in got} == {bench.capture_session_id}
+    assert {m["run_id"] for m in got} == {bench.run_id}
+    assert {m["late"] for m in got} == {False}
+    ids = [m["id"] for m in [first, *got]]
+    assert len(set(ids)) == len(ids)
+    batches = [int(i.split("-")[0]) for i in ids]
+    assert batches == sorted(batches)
+    assert got[0]["timestamp"].endswith("+00:00")
+
+
+async def test_a_client_sees_only_what_its_filter_names(server: CloudServer, bench: Bench) -> None:
+    other_sensor, other_token = register_sensor(bench)
+    stranger = bootstrap(server.url)
+    headers = bench.headers
+    async with (
+        connect(
+            ws_url(server.url, sensor_id=bench.sensor_id), additional_headers=headers
+        ) as by_sensor,
+        connect(ws_url(server.url, run_id=bench.run_id), additional_headers=headers) as by_run,
+        connect(
+            ws_url(server.url, capture_session_id=bench.capture_session_id, sensor_id=other_sensor),
+            additional_headers=headers,
+        ) as by_session_and_sensor,
+    ):
+        for ws in (by_sensor, by_run, by_session_and_sensor):
+            assert (await next_message(ws))["type"] == "subscribed"
+        await ingest(server.url, stranger, [7.0, 7.0])  # another project entirely
+        await ingest(server.url, bench, [1.0, 2.0])
+        await ingest(server.url, bench, [3.0], sensor_id=other_sensor, token=other_token)
+
+        mine = await readings(by_sensor, 2)
+        whole_run = await readings(by_run, 3)
+        other = await readings(by_session_and_sensor, 1)
+        for ws in (by_sensor, by_run, by_session_and_sensor):
+            await nothing_more(ws, 0.3)
+    assert [m["raw_value"] for m in mine] == [1.0, 2.0]
+    assert {m["sensor_id"] for m in mine} == {bench.sensor_id}
+    assert [m["raw_value"] for m in whole_run] == [1.0, 2.0, 3.0]
+    assert [(m["sensor_id"], m["raw_value"]) for m in other] == [(other_sensor, 3.0)]
+
+
+@pytest.mark.parametrize("key", ["sensor_id", "run_id", "capture_session_id"])
+async def test_another_projects_ids_are_refused_like_rest(
+    server: CloudServer, bench: Bench, key: str
+) -> None:
+    stranger = bootstrap(server.url)
+    foreign = getattr(stranger, key)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url(server.url, **{key: foreign}), additional_headers=bench.headers):
+            pass
+    assert refused.value.response.status_code == 404
+    async with httpx.AsyncClient(base_url=server.url, headers=bench.headers) as c:
+        sse = await c.get("/api/v1/telemetry/stream/sse", params={key: foreign})
+        rest = await c.get("/api/v1/telemetry", params={key: foreign, "limit": 1})
+        series = await c.get("/api/v1/telemetry/series", params={"sensor_id": stranger.sensor_id})
+    assert sse.status_code == 404
+    assert sse.headers["content-type"] == "application/problem+json"
+    assert series.status_code == 404
+    # The REST listing answers an empty page, never the other project's readings.
+    assert rest.status_code in (200, 404) and rest.json().get("items", []) == []
+
+
+async def test_identity_and_filter_are_required(server: CloudServer, bench: Bench) -> None:
+    with pytest.raises(InvalidStatus) as anonymous:
+        async with connect(ws_url(server.url, sensor_id=bench.sensor_id)):
+            pass
+    assert anonymous.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as unfiltered:
+        async with connect(ws_url(server.url), additional_headers=bench.headers):
+            pass
+    assert unfiltered.value.response.status_code == 422
+    with pytest.raises(InvalidStatus) as malformed:
+        async with connect(ws_url(server.url, run_id="nope"), additional_headers=bench.headers):
+            pass
+    assert malformed.value.response.status_code == 422
+
+
+async def test_sse_carries_the_same_events_and_resumes_after_last_event_id(
+    server: CloudServer, bench: Bench
+) -> None:
+    params = {"capture_session_id": bench.capture_session_id}
+    async with httpx.AsyncClient(base_url=server.url, headers=bench.headers, timeout=30) as c:
+        async with c.stream("GET", "/api/v1/telemetry/stream/sse", params=params) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            events = sse_events(r)
+            (hello,) = await take(events, 1)
+            assert hello["event"] == "subscribed"
+            await ingest(server.url, bench, [1.0, 2.0, 3.0])
+            first = await take(events, 3)
+        assert [e["event"] for e in first] == ["reading"] * 3
+        assert [e["data"]["raw_value"] for e in first] == [1.0, 2.0, 3.0]
+        assert all(e["id"] == e["data"]["id"] for e in first)
+
+        # Disconnected: these arrive while nobody listens.
+        await ingest(server.url, bench, [4.0, 5.0])
+        await ingest(server.url, bench, [6.0])
+
+        resume = {"Last-Event-ID": first[-1]["id"]}
+        async with c.stream(
+            "GET", "/api/v1/telemetry/stream/sse", params=params, headers=resume
+        ) as r:
+            events = sse_events(r)
+            (hello,) = await take(events, 1)
+            assert hello["data"]["resumed_from"] == first[-1]["id"]
+            missed = await take(events, 3)
+            await ingest(server.url, bench, [7.0])
+            live = await take(events, 1)
+    values = [e["data"]["raw_value"] for e in [*missed, *live]]
+    assert values == [4.0, 5.0, 6.0, 7.0]  # no gap, nothing twice
+
+
+async def test_websocket_resumes_too_and_an_unknown_resume_point_says_reset(
+    server: CloudServer, bench: Bench
+) -> None:
+    url = ws_url(server.url, sensor_id=bench.sensor_id)
+    async with connect(url, additional_headers=bench.headers) as ws:
+        await next_message(ws)
+        await ingest(server.url, bench, [1.0, 2.0])
+        seen = await readings(ws, 2)
+    await ingest(server.url, bench, [3.0])
+    resumed = ws_url(server.url, sensor_id=bench.sensor_id, last_event_id=seen[0]["id"])
+    async with connect(resumed, additional_headers=bench.headers) as ws:
+        await next_message(ws)
+        assert [m["raw_value"] for m in await readings(ws, 2)] == [2.0, 3.0]
+    lost = ws_url(server.url, sensor_id=bench.sensor_id, last_event_id="1-999999")
+    async with connect(lost, additional_headers=bench.headers) as ws:
+        await next_message(ws)
+        reset = await next_message(ws)
+    assert reset["type"] == "reset"
