@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Seed the demo: ``demo_project``, base experiments and runs, sensors with their tokens.
+
+Works over HTTP against a running cloud (local, or the docker-compose one), so it is the same
+for SQLite and PostgreSQL. Prints ``project_id``, ``owner_user_id`` and the full sensor tokens;
+the server keeps only their hashes, so this is the one time they are shown.
+
+Running it again creates nothing twice: it finds the project (by name, for the same owner),
+the experiments, runs and sensors it made before. Because old tokens cannot be shown again, a
+re-run rotates the demo sensors' tokens and prints the fresh ones (``--keep-tokens`` leaves
+them as they are and prints none).
+
+The owner user id is ``--owner-user-id``, else ``$BENCHLINK_DEMO_OWNER``, else the one saved in
+``--owner-file`` (default ``var/demo_owner``), else a new one that is saved there.
+
+python bin/demo_seed.py --base-url http://localhost:8002
+python bin/demo_seed.py --json          # for machines
+eval "$(python bin/demo_seed.py --env)"  # OWNER, PROJECT, FURNACE_SENSOR, FURNACE_TOKEN, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_NAME = "demo_project"
+DEFAULT_BASE_URL = os.environ.get("BASE", "http://localhost:8002")
+
+#: The demo's sensors. The scenario's own ``temperature_raw`` is registered by its curl line
+#: (docs/demo.md, bin/demo.py), not here: names are unique per project.
+SENSORS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "furnace_tc_k",
+        "type": "thermocouple",
+        "input_unit": "mV",
+        "display_unit": "C",
+        "conversion_profile": {
+            "version": "v1",
+            "kind": "thermocouple",
+            "payload": {"type": "K", "cold_junction_c": 24.5, "display": "C", "input": "mV"},
+        },
+    },
+    {
+        "name": "chamber_mqtt",
+        "type": "temperature",
+        "input_unit": "C",
+        "display_unit": "C",
+        "conversion_profile": {
+            "version": "v1",
+            "kind": "linear",
+            "payload": {"a": 1.0, "b": 0.0},
+        },
+    },
+)
+
+EXPERIMENTS: tuple[dict[str, Any], ...] = (
+    {
+        "name": "Furnace calibration",
+        "description": "Type K thermocouple against the furnace controller, 25 to 420 °C.",
+        "tags": ["furnace", "calibration", "type-k"],
+    },
+    {
+        "name": "Thermal cycling",
+        "description": "Cycling between 120 and 320 °C; chamber sensor over MQTT.",
+        "tags": ["cycling", "mqtt"],
+    },
+)
+
+
+class ApiError(RuntimeError):
+    """A request the cloud answered with an error (problem+json detail kept)."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class Api:
+    """The cloud's REST API as the project owner (identity headers of the gateway)."""
+
+    base_url: str
+    owner_user_id: str
+    project_id: str | None = None
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        h = {"X-User-Id": self.owner_user_id}
+        if self.project_id:
+            h |= {"X-Project-Id": self.project_id, "X-Project-Role": "owner"}
+        if key:
+            h["Idempotency-Key"] = key
+        return h
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, key: str | None = None, **params: Any
+    ) -> Any:
+        url = self.base_url.rstrip("/") + path
+        r = self.http.request(method, url, json=json, params=params, headers=self.headers(key))
+        if r.status_code >= 400:
+            try:
+                detail = str(r.json().get("detail", r.text))
+            except ValueError:
+                detail = r.text[:500]
+            raise ApiError(method, path, r.status_code, detail)
+        return r.json() if r.content else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, **params)
+
+    def post(self, path: str, body: Any = None, *, key: str | None = None) -> Any:
+        return self.request("POST", path, json=body, key=key)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.request("PATCH", path, json=body)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass
+class SeededSensor:
+    name: str
+    id: str
+    kind: str
+    token: str | None
+    token_preview: str | None
+    created: bool
+    rotated: bool
+
+
+@dataclass
+class Seed:
+    base_url: str
+    owner_user_id: str
+    project_id: str
+    project_created: bool
+    experiments: dict[str, str]
+    runs: dict[str, str]
+    sensors: list[SeededSensor]
+
+    def sensor(self, name: str) -> SeededSensor:
+        return next(s for s in self.sensors if s.name == name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- finding or creating each object ------------------------------------------------------
+
+
+def ensure_project(api: Api) -> tuple[str, bool]:
+    found = api.get("/api/v1/projects", name=PROJECT_NAME)
+    if found:
+        return str(found[0]["id"]), False
+    body = {"name": PROJECT_NAME, "description": "The benchlink demo scenario."}
+    created = api.post("/api/v1/projects", body, key=f"demo-seed-project-{api.owner_user_id}")
+    return str(created["id"]), True
+
+
+def find_experiment(api: Api, name: str) -> dict[str, Any] | None:
+    page = api.get("/api/v1/experiments", q=name, include_archived="true", limit=500)
+    return next((e for e in page["items"] if e["name"] == name), None)
+
+
+def ensure_experiment(api: Api, spec: dict[str, Any]) -> str:
+    found = find_experiment(api, spec["name"])
+    if found:
+        return str(found["id"])
+    body = {"project_id": api.project_id, **spec}
+    return str(api.post("/api/v1/experiments", body, key=f"demo-seed-exp-{spec['name']}")["id"])
+
+
+def ensure_run(api: Api, experiment_id: str, name: str) -> str:
+    runs = api.get(f"/api/v1/experiments/{experiment_id}/runs", limit=500)["items"]
+    found = next((r for r in runs if r["name"] == name), None)
+    if found:
+        return str(found["id"])
+    path = f"/api/v1/experiments/{experiment_id}/runs"
+    body = {"name": name, "params": {"seeded": True}}
+    return str(api.post(path, body, key=f"demo-seed-run-{experiment_id}-{name}")["id"])
+
+
+def ensure_sensor(api: Api, spec: dict[str, Any], *, rotate: bool) -> SeededSensor:
+    existing = {s["name"]: s for s in api.get("/api/v1/sensors")}
+    kind = spec["conversion_profile"]["kind"]
+    if spec["name"] not in existing:
+        body = {"project_id": api.project_id, **spec}
+        # No Idempotency-Key: a replayed registration would hand out a token we may have rotated.
+        out = api.post("/api/v1/sensors", body)
+        s = out["sensor"]
+        return SeededSensor(s["name"], s["id"], kind, out["token"], s["token_preview"], True, False)
+    s = existing[spec["name"]]
+    if not rotate:
+        return SeededSensor(s["name"], s["id"], kind, None, s["token_preview"], False, False)
+    out = api.post(f"/api/v1/sensors/{s['id']}/rotate-token")
+    s = out["sensor"]
+    return SeededSensor(s["name"], s["id"], kind, out["token"], s["token_preview"], False, True)
+
+
+def seed(base_url: str, owner_user_id: str, *, rotate: bool = True) -> Seed:
+    api = Api(base_url, owner_user_id)
+    try:
+        project_id, created = ensure_project(api)
+        api.project_id = project_id
+        experiments = {e["name"]: ensure_experiment(api, e) for e in EXPERIMENTS}
+        runs = {name: ensure_run(api, eid, "baseline") for name, eid in experiments.items()}
+        sensors = [ensure_sensor(api, spec, rotate=rotate) for spec in SENSORS]
+    finally:
+        api.close()
+    return Seed(base_url, owner_user_id, project_id, created, experiments, runs, sensors)
+
+
+# --- owner id -----------------------------------------------------------------------------
+
+
+def resolve_owner(explicit: str | None, owner_file: Path) -> str:
+    """The owner id to use, saving a newly generated one so the next run finds the project."""
+    chosen = explicit or os.environ.get("BENCHLINK_DEMO_OWNER")
+    if chosen:
+        return str(uuid.UUID(chosen))
+    if owner_file.is_file():
+        return str(uuid.UUID(owner_file.read_text().strip()))
+    owner = str(uuid.uuid4())
+    owner_file.parent.mkdir(parents=True, exist_ok=True)
+    owner_file.write_text(owner + "\n")
+    return owner
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def env_lines(result: Seed) -> list[str]:
+    values = {
+        "BASE": result.base_url,
+        "OWNER": result.owner_user_id,
+        "PROJECT": result.project_id,
+    }
+    for s in result.sensors:
+        prefix = s.name.split("_")[0].upper()
+        values[f"{prefix}_SENSOR"] = s.id
+        if s.token:
+            values[f"{prefix}_TOKEN"] = s.token
+    return [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+
+
+def human_lines(result: Seed) -> list[str]:
+    state = "created" if result.project_created else "found (re-run: nothing duplicated)"
+    lines = [
+        f"{PROJECT_NAME}: {state}",
+        f"project_id     {result.project_id}",
+        f"owner_user_id  {result.owner_user_id}",
+    ]
+    lines += [f"experiment     {eid}  {name}" for name, eid in result.experiments.items()]
+    lines += [f"run            {rid}  {name} / baseline" for name, rid in result.runs.items()]
+    for s in result.sensors:
+        how = "registered" if s.created else ("token rotated" if s.rotated else "kept")
+        lines.append(f"sensor         {s.id}  {s.name} ({s.kind}, {how})")
+        if s.token:
+            lines.append(f"  token        {s.token}")
+    if any(s.rotated for s in result.sensors):
+        lines.append(
+            "Tokens are shown only once, so the existing sensors got fresh tokens; "
+            "the previous ones no longer work."
+        )
+    lines.append("Save the tokens now: the server keeps only their hashes.")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="default: $BASE or %(default)s")
+    p.add_argument("--owner-user-id", default=None)
+    p.add_argument("--owner-file", type=Path, default=REPO / "var" / "demo_owner")
+    p.add_argument("--keep-tokens", action="store_true", help="on a re-run, do not rotate")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--env", action="store_true", help="print shell `export` lines")
+    args = p.parse_args(argv)
+    owner = resolve_owner(args.owner_user_id, args.owner_file)
+    try:
+        result = seed(args.base_url, owner, rotate=not args.keep_tokens)
+    except (ApiError, httpx.HTTPError) as exc:
+        print(f"demo_seed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print("\n".join(env_lines(result) if args.env else human_lines(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""A demo sensor: a realistic thermocouple signal posted to ``POST /api/v1/telemetry``.
+
+Each request is exactly the scenario's::
+
+    curl -X POST $BASE/api/v1/telemetry -H "Authorization: Bearer <token>" \\
+      -d '{"sensor_id": ..., "run_id": ..., "capture_session_id": ...,
+           "readings": [{"timestamp": "...Z", "raw_value": 1.23, "meta": {"step": 1}}]}'
+
+plus an ``Idempotency-Key`` per batch, so a batch retried after a timeout or a 5xx is
+stored once.
+
+``--mode stream`` samples in real time (``--rate`` Hz) and sends small batches as it goes;
+``--mode batch`` generates ``--duration`` seconds of already-captured data (ending now, or
+starting at ``--start``) and sends it in large batches. With ``--thermocouple-type K`` the raw
+value is the thermocouple emf in mV (NIST ITS-90, cold junction ``--cold-junction-c``), for a
+sensor on the ``thermocouple`` conversion profile; without it the raw value is a plain number
+``(T - offset) / scale`` that a ``linear`` profile {a: scale, b: offset} turns back into °C.
+
+python bin/demo_sensor.py --sensor-id S --token T --run-id R --capture-session-id C \\
+    --mode stream --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+
+from common.wire import MAX_READINGS_PER_BATCH, TELEMETRY_PATH
+from hardware.thermocouple import emf_mv
+
+DEFAULT_BASE_URL = os.environ.get("BASE", "http://localhost:8002")
+#: statuses worth another try: the server or a proxy is struggling, or the same key is in flight
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+# --- the signal ---------------------------------------------------------------------------
+
+
+def heat_profile(t: float, *, ambient_c: float = 25.0, setpoint_c: float = 420.0) -> float:
+    """A furnace heating up under a PID controller: an underdamped second-order step
+    (damping 0.7, so ~4.6 % overshoot near t = 88 s, settled after about two minutes)."""
+    zeta, omega = 0.7, 0.05
+    damped = omega * math.sqrt(1 - zeta**2)
+    envelope = math.exp(-zeta * omega * t)
+    shape = math.cos(damped * t) + zeta / math.sqrt(1 - zeta**2) * math.sin(damped * t)
+    return ambient_c + (setpoint_c - ambient_c) * (1.0 - envelope * shape)
+
+
+def cycle_profile(t: float, *, low_c: float = 120.0, high_c: float = 320.0) -> float:
+    """Thermal cycling: a slow sine between two plateaus (period two minutes)."""
+    mid, amp = (high_c + low_c) / 2, (high_c - low_c) / 2
+    return mid + amp * math.sin(2 * math.pi * t / 120.0)
+
+
+PROFILES: dict[str, Callable[[float], float]] = {"heat": heat_profile, "cycle": cycle_profile}
+
+
+@dataclass
+class Signal:
+    """Temperature over time turned into what the sensor reports, with measurement noise."""
+
+    profile: str = "heat"
+    thermocouple_type: str | None = None
+    cold_junction_c: float = 24.5
+    scale: float = 1.0
+    offset: float = 0.0
+    noise_c: float = 0.4
+    rng: random.Random = field(default_factory=random.Random)
+
+    def temperature(self, t: float) -> float:
+        return PROFILES[self.profile](t) + self.rng.gauss(0.0, self.noise_c)
+
+    def raw(self, t: float) -> float:
+        temp = self.temperature(t)
+        if self.thermocouple_type:
+            # What a voltmeter across the thermocouple reads: hot junction against the cold one.
+            tc = self.thermocouple_type
+            return round(emf_mv(tc, temp) - emf_mv(tc, self.cold_junction_c), 5)
+        return round((temp - self.offset) / self.scale, 4)
+
+    def meta(self, step: int) -> dict[str, Any]:
+        if self.thermocouple_type:
+            return {"step": step, "cold_junction_c": self.cold_junction_c}
+        return {"step": step}
+
+
+def reading(signal: Signal, at: datetime, t: float, step: int) -> dict[str, Any]:
+    return {
+        "timestamp": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "raw_value": signal.raw(t),
+        "meta": signal.meta(step),
+    }
+
+
+def generate(
+    signal: Signal, start: datetime, duration_s: float, rate_hz: float, first_step: int = 1
+) -> Iterator[dict[str, Any]]:
+    """``duration_s`` seconds of readings at ``rate_hz`` from ``start`` (already captured)."""
+    count = max(1, int(duration_s * rate_hz))
+    for i in range(count):
+        t = i / rate_hz
+        yield reading(signal, start + timedelta(seconds=t), t, first_step + i)
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+class TelemetryRejected(RuntimeError):
+    """The cloud refused a batch for good (4xx other than the retryable ones)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class Stats:
+    batches: int = 0
+    sent: int = 0
+    accepted: int = 0
+    late: int = 0
+    retries: int = 0
+    replayed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        return {
+            "batches": self.batches,
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "late": self.late,
+            "retries": self.retries,
+            "replayed": self.replayed,
+            "duration_s": round(elapsed, 2),
+            "rate_per_s": round(self.sent / elapsed, 1),
+        }
+
+
+def _problem_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    return str(body.get("detail") or body) if isinstance(body, dict) else str(body)
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class TelemetryClient:
+    """Posts batches for one sensor / run / capture session, retrying what is worth retrying."""
+
+    base_url: str
+    token: str
+    sensor_id: str
+    run_id: str
+    capture_session_id: str
+    max_retries: int = 8
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 8.0
+    stats: Stats = field(default_factory=Stats)
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def body(self, readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "sensor_id": self.sensor_id,
+            "run_id": self.run_id,
+            "capture_session_id": self.capture_session_id,
+            "readings": list(readings),
+        }
+
+    def send(self, readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Send one batch (one Idempotency-Key for all its attempts); the 202 body."""
+        key = f"demo-sensor-{uuid.uuid4()}"
+        content = json.dumps(self.body(readings))
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+        }
+        url = self.base_url.rstrip("/") + TELEMETRY_PATH
+        for attempt in range(self.max_retries + 1):
+            response: httpx.Response | None = None
+            try:
+                response = self.http.post(url, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 202:
+                    return self._count(response, len(readings))
+                error = f"HTTP {response.status_code}: {_problem_detail(response)}"
+                if response.status_code not in RETRY_STATUSES:
+                    raise TelemetryRejected(response.status_code, _problem_detail(response))
+            if attempt == self.max_retries:
+                raise RuntimeError(f"gave up after {attempt + 1} attempts: {error}")
+            self.stats.retries += 1
+            time.sleep(self._delay(attempt, response))
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        hinted = _retry_after(response)
+        if hinted is not None:
+            return min(hinted, self.backoff_max_s)
+        cap = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
+        return random.uniform(cap / 2, cap)  # jitter, so retrying senders do not march in step
+
+    def _count(self, response: httpx.Response, n: int) -> dict[str, Any]:
+        body: dict[str, Any] = response.json()
+        self.stats.batches += 1
+        self.stats.sent += n
+        self.stats.accepted += int(body["accepted"])
+        self.stats.late += int(body["late"])
+        if response.headers.get("idempotent-replayed") == "true":
+            self.stats.replayed += 1
+        return body
+
+
+def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --- modes --------------------------------------------------------------------------------
+
+
+def run_batch(
+    client: TelemetryClient,
+    signal: Signal,
+    *,
+    duration_s: float,
+    rate_hz: float,
+    batch_size: int,
+    start: datetime | None = None,
+) -> Stats:
+    """Send ``duration_s`` seconds of captured data, ending now unless ``start`` is given."""
+    begin = start or datetime.now(UTC) - timedelta(seconds=duration_s)
+    for batch in chunks(generate(signal, begin, duration_s, rate_hz), batch_size):
+        client.send(batch)
+    return client.stats
+
+
+def run_stream(
+    client: TelemetryClient,
+    signal: Signal,
+    *,
+    duration_s: float,
+    rate_hz: float,
+    batch_size: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_batch: Callable[[dict[str, Any]], None] | None = None,
+) -> Stats:
+    """Sample in real time for ``duration_s`` seconds (0: until stopped), sending as it goes."""
+    t0 = time.monotonic()
+    pending: list[dict[str, Any]] = []
+    step = 0
+    while not should_stop():
+        elapsed = time.monotonic() - t0
+        if duration_s and elapsed >= duration_s:
+            break
+        step += 1
+        pending.append(reading(signal, datetime.now(UTC), elapsed, step))
+        if len(pending) >= batch_size:
+            answer = client.send(pending)
+            pending = []
+            if on_batch:
+                on_batch(answer)
+        next_tick = t0 + step / rate_hz
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+    if pending:
+        client.send(pending)
+    return client.stats
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def add_signal_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=sorted(PROFILES), default="heat")
+    p.add_argument(
+        "--thermocouple-type",
+        default=None,
+        help="send the emf in mV of this type (K, J, T, ...) for a sensor on the thermocouple "
+        "profile; without it, send plain numbers for a linear profile",
+    )
+    p.add_argument("--cold-junction-c", type=float, default=24.5)
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="plain numbers: raw = (T - offset) / scale"
+    )
+    p.add_argument("--offset", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=None, help="noise seed (reproducible signal)")
+
+
+def signal_from(args: argparse.Namespace) -> Signal:
+    return Signal(
+        profile=args.profile,
+        thermocouple_type=args.thermocouple_type,
+        cold_junction_c=args.cold_junction_c,
+        scale=args.scale,
+        offset=args.offset,
+        rng=random.Random(args.seed),
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="default: $BASE or %(default)s")
+    p.add_argument("--sensor-id", required=True)
+    p.add_argument("--token", required=True, help="the sensor's token (or set it in $TOKEN)")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--capture-session-id", required=True)
+    p.add_argument("--mode", choices=("stream", "batch"), default="stream")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds (stream: 0 = forever)")
+    p.add_argument("--rate", type=float, default=None, help="Hz (stream 10, batch 100)")
+    p.add_argument("--batch-size", type=int, default=None, help="readings per request")
+    p.add_argument("--max-retries", type=int, default=8)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_signal_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    rate = args.rate or (10.0 if args.mode == "stream" else 100.0)
+    default_size = max(1, int(rate // 2)) if args.mode == "stream" else 5000
+    batch_size = min(args.batch_size or default_size, MAX_READINGS_PER_BATCH)
+    client = TelemetryClient(
+        args.base_url,
+        args.token,
+        args.sensor_id,
+        args.run_id,
+        args.capture_session_id,
+        max_retries=args.max_retries,
+    )
+    run = run_stream if args.mode == "stream" else run_batch
+    try:
+        stats = run(
+            client, signal_from(args), duration_s=args.duration, rate_hz=rate, batch_size=batch_size
+        )
+    except KeyboardInterrupt:
+        stats = client.stats
+    except (TelemetryRejected, RuntimeError) as exc:
+        print(f"demo_sensor: {exc}", file=sys.stderr)
+        print(json.dumps(client.stats.summary()), file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    summary = {"mode": args.mode, **stats.summary()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            "sent {sent} readings in {batches} batches: accepted {accepted}, late {late}, "
+            "retries {retries}, {rate_per_s}/s over {duration_s} s".format(**summary)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""bin/demo_seed.py against a live cloud: what it creates, and that a re-run duplicates nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.demo.conftest import run_script
+from tests.support.cloud import CloudServer
+
+
+def seed(cloud: CloudServer, owner_file: Path, *extra: str) -> dict[str, Any]:
+    out = run_script(
+        "demo_seed.py", "--base-url", cloud.url, "--owner-file", str(owner_file), "--json", *extra
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def owner_headers(result: dict[str, Any]) -> dict[str, str]:
+    return {
+        "X-User-Id": result["owner_user_id"],
+        "X-Project-Id": result["project_id"],
+        "X-Project-Role": "owner",
+    }
+
+
+def send_one(cloud: CloudServer, result: dict[str, Any], sensor: dict[str, Any]) -> int:
+    """Post one reading with the sensor's token into a fresh capture session; the status."""
+    h = owner_headers(result)
+    run_id = result["runs"]["Furnace calibration"]
+    with httpx.Client(base_url=cloud.url, headers=h) as c:
+        sessions = c.get(f"/api/v1/runs/{run_id}/capture-sessions").json()
+        running = [s for s in sessions if s["status"] == "running"]
+        if running:
+            session_id = running[0]["id"]
+        else:
+            body = {"ordinal_number": len(sessions) + 1, "status": "running"}
+            session_id = c.post(f"/api/v1/runs/{run_id}/capture-sessions", json=body).json()["id"]
+    r = httpx.post(
+        cloud.url + "/api/v1/telemetry",
+        headers={"Authorization": f"Bearer {sensor['token']}"},
+        json={
+            "sensor_id": sensor["id"],
+            "run_id": run_id,
+            "capture_session_id": session_id,
+            "readings": [
+                {"timestamp": datetime.now(UTC).isoformat(), "raw_value": 1.0, "meta": {"step": 1}}
+            ],
+        },
+    )
+    return r.status_code
+
+
+def inventory(cloud: CloudServer, result: dict[str, Any]) -> dict[str, Any]:
+    h = owner_headers(result)
+    with httpx.Client(base_url=cloud.url, headers=h) as c:
+        projects = c.get("/api/v1/projects", params={"name": "demo_project"}).json()
+        experiments = c.get("/api/v1/experiments", params={"include_archived": "true"}).json()
+        runs = {
+            e["name"]: len(c.get(f"/api/v1/experiments/{e['id']}/runs").json()["items"])
+            for e in experiments["items"]
+        }
+        sensors = sorted(s["name"] for s in c.get("/api/v1/sensors").json())
+    return {
+        "projects": [p["id"] for p in projects],
+        "experiments": sorted(e["name"] for e in experiments["items"]),
+        "runs": runs,
+        "sensors": sensors,
+    }
+
+
+def test_seed_creates_the_demo_project_and_prints_working_tokens(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    result = seed(cloud, tmp_path / "owner")
+
+    assert result["project_created"] is True
+    assert (tmp_path / "owner").read_text().strip() == result["owner_user_id"]
+    assert inventory(cloud, result) == {
+        "projects": [result["project_id"]],
+        "experiments": ["Furnace calibration", "Thermal cycling"],
+        "runs": {"Furnace calibration": 1, "Thermal cycling": 1},
+        "sensors": ["chamber_mqtt", "furnace_tc_k"],
+    }
+    kinds = {s["name"]: s["kind"] for s in result["sensors"]}
+    assert kinds == {"furnace_tc_k": "thermocouple", "chamber_mqtt": "linear"}
+    for sensor in result["sensors"]:
+        assert sensor["token"] and sensor["created"]
+        assert send_one(cloud, result, sensor) == 202
+
+
+def test_seed_twice_duplicates_nothing_and_rotates_to_fresh_tokens(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    first = seed(cloud, tmp_path / "owner")
+    before = inventory(cloud, first)
+
+    second = seed(cloud, tmp_path / "owner")
+
+    assert second["project_created"] is False
+    assert second["project_id"] == first["project_id"]
+    assert second["owner_user_id"] == first["owner_user_id"]
+    assert second["experiments"] == first["experiments"]
+    assert second["runs"] == first["runs"]
+    assert inventory(cloud, second) == before
+    for old, new in zip(first["sensors"], second["sensors"], strict=True):
+        assert new["id"] == old["id"] and new["rotated"] and not new["created"]
+        assert new["token"] != old["token"]
+        assert send_one(cloud, second, new) == 202
+        assert send_one(cloud, second, old) == 401  # rotated out
+
+
+def test_keep_tokens_prints_none_and_leaves_them_working(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    owner = str(uuid.uuid4())
+    first = seed(cloud, tmp_path / "unused", "--owner-user-id", owner)
+    kept = seed(cloud, tmp_path / "unused", "--owner-user-id", owner, "--keep-tokens")
+
+    assert not (tmp_path / "unused").exists()  # an explicit owner is not saved
+    assert kept["owner_user_id"] == owner and kept["project_id"] == first["project_id"]
+    assert all(s["token"] is None and not s["rotated"] for s in kept["sensors"])
+    assert all(send_one(cloud, first, s) == 202 for s in first["sensors"])
+
+
+def test_another_owner_gets_its_own_demo_project(cloud: CloudServer, tmp_path: Path) -> None:
+    a = seed(cloud, tmp_path / "a")
+    b = seed(cloud, tmp_path / "b")
+    assert a["owner_user_id"] != b["owner_user_id"]
+    assert a["project_id"] != b["project_id"]
+
+
+def test_human_output_shows_ids_and_tokens_once(cloud: CloudServer, tmp_path: Path) -> None:
+    out = run_script(
+        "demo_seed.py", "--base-url", cloud.url, "--owner-file", str(tmp_path / "o")
+    ).stdout
+    assert "project_id" in out and "owner_user_id" in out
+    assert out.count("token        bls_") == 2
+    again = run_script(
+        "demo_seed.py", "--base-url", cloud.url, "--owner-file", str(tmp_path / "o")
+    ).stdout
+    assert "found (re-run: nothing duplicated)" in again
+    assert "fresh tokens" in again
+
+
+def test_env_output_is_shell_exports(cloud: CloudServer, tmp_path: Path) -> None:
+    out = run_script(
+        "demo_seed.py", "--base-url", cloud.url, "--owner-file", str(tmp_path / "o"), "--env"
+    ).stdout
+    names = {line.split("=")[0].removeprefix("export ") for line in out.splitlines()}
+    assert names == {
+        "BASE",
+        "OWNER",
+        "PROJECT",
+        "FURNACE_SENSOR",
+        "FURNACE_TOKEN",
+        "CHAMBER_SENSOR",
+        "CHAMBER_TOKEN",
+    }
