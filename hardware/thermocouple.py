@@ -786,26 +786,26 @@ def get_type(name: str) -> ThermocoupleType:
     return found
 
 
-def emf_mv(type_name: str, t_c: float) -> float:
+def emf_mv(type: str, t_c: float) -> float:
     """Thermocouple emf in mV at ``t_c`` °C with the reference junction at 0 °C."""
-    return get_type(type_name).emf_mv(t_c)
+    return get_type(type).emf_mv(t_c)
 
 
-def temperature_c(type_name: str, emf: float) -> float:
+def temperature_c(type: str, emf: float) -> float:
     """Temperature in °C for an emf in mV (reference junction at 0 °C)."""
-    return get_type(type_name).temperature_c(emf)
+    return get_type(type).temperature_c(emf)
 
 
-def compensated_temperature_c(type_name: str, measured_mv: float, cold_junction_c: float) -> float:
+def compensated_temperature_c(type: str, measured_mv: float, cold_junction_c: float) -> float:
     """Hot-junction °C from the emf measured against a cold junction at ``cold_junction_c``."""
-    tc = get_type(type_name)
+    tc = get_type(type)
     return tc.temperature_c(measured_mv + tc.emf_mv(cold_junction_c))
 
 
 def max31855_corrected_c(
     hot_c_reported: float,
     cold_junction_c: float,
-    type_name: str = "K",
+    type: str = "K",
     *,
     sensitivity_mv_per_c: float = MAX31855_MV_PER_C,
 ) -> float:
@@ -815,6 +815,6 @@ def max31855_corrected_c(
     K variant), so the measured voltage is ``V = (hot - cj)·S``; adding the cold junction's
     true emf and inverting gives the temperature the linear model gets wrong away from 0 °C.
     """
-    tc = get_type(type_name)
+    tc = get_type(type)
     measured_mv = (hot_c_reported - cold_junction_c) * sensitivity_mv_per_c
     return tc.temperature_c(measured_mv + tc.emf_mv(cold_junction_c))

@@ -308,3 +308,14 @@ def test_max31855_formula_exactly() -> None:
 def test_max31855_out_of_range() -> None:
     with pytest.raises(ThermocoupleRangeError):
         max31855_corrected_c(2000.0, 25.0)
+
+
+def test_keyword_names_of_the_public_functions() -> None:
+    assert emf_mv(type="K", t_c=100.0) == emf_mv("K", 100.0)
+    assert temperature_c(type="K", emf=4.096) == temperature_c("K", 4.096)
+    assert compensated_temperature_c(
+        type="K", measured_mv=3.096, cold_junction_c=25.0
+    ) == compensated_temperature_c("K", 3.096, 25.0)
+    assert max31855_corrected_c(
+        hot_c_reported=100.0, cold_junction_c=25.0, type="J"
+    ) == max31855_corrected_c(100.0, 25.0, "J")
