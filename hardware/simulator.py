@@ -202,7 +202,11 @@ class Simulator:
         self._master, self._slave = master, slave
         self._slave_name = os.ttyname(slave)
         if self.config.link is not None:
-            _point_link(self.config.link, self._slave_name)
+            try:
+                _point_link(self.config.link, self._slave_name)
+            except OSError:
+                self._close_pty()
+                raise
         self.plugged.set()
         if self._on_path is not None:
             self._on_path(self.path)
@@ -212,6 +216,9 @@ class Simulator:
         link = self.config.link
         if link is not None and os.path.islink(link):
             os.unlink(link)
+        self._close_pty()
+
+    def _close_pty(self) -> None:
         for fd in (self._master, self._slave):
             if fd is not None:
                 with contextlib.suppress(OSError):

@@ -324,9 +324,11 @@ def test_stop_removes_the_link_and_closes_the_pty(tmp_path: Path) -> None:
 def test_link_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
     link = tmp_path / "precious"
     link.write_text("data")
+    fds_before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(FileExistsError):
         Simulator(SimConfig(link=str(link), **FAST)).start()  # type: ignore[arg-type]
     assert link.read_text() == "data"
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # the pty was closed again
 
 
 def test_stale_link_is_replaced(tmp_path: Path, running: list[Simulator]) -> None:
