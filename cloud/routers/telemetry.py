@@ -5,6 +5,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -82,8 +83,9 @@ async def ingest(request: Request, db: DbSession, settings: SettingsDep) -> Tele
 
     accepted, published = await run_in_threadpool(work)
     listeners = request.app.state.ingest_listeners
-    if published is not None and listeners:
-        after_commit(db, lambda: [listener(published) for listener in listeners])
+    if published is not None:
+        for listener in listeners:
+            after_commit(db, partial(listener, published))
     request.app.state.stats.readings_ingested(published)
     return accepted
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session
@@ -412,7 +412,8 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
         .order_by("b")
     ).all()
     points = []
-    for b, mean, lo, hi, n in rows:
+    for row in rows:
+        b, mean, lo, hi, n = cast(tuple[float, float, float, float, int], tuple(row))
         b = min(int(b), buckets - 1)
         mid = start + (b + 0.5) * width
         points.append(
