@@ -2,7 +2,8 @@
 
 * :meth:`Hub.on_ingest` is an ``app.state.ingest_listeners`` entry. It runs in the worker
   thread that committed the batch, so it only packs the rows and hands them to the event loop
-  with ``call_soon_threadsafe``: ingest never waits for a subscriber.
+  with ``call_soon_threadsafe`` (or, on PostgreSQL, to the bus that brings them back to every
+  process): ingest never waits for a subscriber.
 * Every subscriber owns a bounded queue. A client that cannot keep up is not waited for: its
   queue overflows, it is marked :class:`SlowConsumer` and disconnected with a notice; it can
   reconnect with the last event id it saw and resume from the ring buffer without a gap.
@@ -164,11 +165,13 @@ class Subscriber:
 
 
 class Bus(Protocol):
-    """Carries batches to the hubs of the other API processes."""
+    """Carries batches to the hubs of every API process."""
 
     async def start(self, hub: Hub) -> None: ...
     async def stop(self) -> None: ...
-    def announce(self, header: BatchHeader, rows: Sequence[Row]) -> None: ...
+    def publish(self, header: BatchHeader, rows: Sequence[Row]) -> bool:
+        """Send (worker thread); True if the bus also delivers it to this process."""
+        ...
 
 
 class Hub:
@@ -208,12 +211,9 @@ class Hub:
         if self.state != "running" or loop is None or not batch.rows:
             return
         header, rows = pack(batch)
-        loop.call_soon_threadsafe(self._publish_local, header, rows)
-
-    def _publish_local(self, header: BatchHeader, rows: list[Row]) -> None:
-        self.dispatch(header, 0, rows)
-        if self.bus is not None:
-            self.bus.announce(header, rows)
+        if self.bus is not None and self.bus.publish(header, rows):
+            return
+        loop.call_soon_threadsafe(self.dispatch, header, 0, rows)
 
     def dispatch(self, header: BatchHeader, start: int, rows: Sequence[Row]) -> None:
         """Record events in the ring buffer and offer them to matching subscribers (loop

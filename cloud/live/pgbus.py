@@ -1,14 +1,18 @@
 """Fan-out across API processes on PostgreSQL: LISTEN/NOTIFY.
 
-The process that stored a batch dispatches it to its own clients at once and NOTIFYs the
-others on channel ``benchlink_telemetry``. A NOTIFY payload is limited to 8000 bytes, so a
-batch travels as consecutive chunks sent in one transaction (delivered together, in commit
-order); each chunk carries the batch header and the index of its first reading, so every
-process derives the same event ids. A process ignores its own notifications by origin id.
+The process that stored a batch NOTIFYs channel ``benchlink_telemetry`` right after the
+commit, from the committing worker thread and before the ingest request answers; every
+process, itself included, dispatches what its LISTEN connection receives. So all processes
+see batches in one order (that of the notifications), and a batch ingested after another
+one was answered is never shown before it, whichever processes took the two requests.
+The cost is one round trip to the database per ingest request, off the event loop.
 
-Each process holds two dedicated connections (psycopg async): one LISTENs, one NOTIFYs. Both
-reconnect with a jittered, capped backoff; while the sender is down, announcements beyond
-its bounded queue are dropped and logged (the readings themselves are safely stored).
+A NOTIFY payload is limited to 8000 bytes, so a batch travels as consecutive chunks sent by
+one statement (delivered together, in order); each chunk carries the batch header and the
+index of its first reading, so every process derives the same event ids.
+
+The LISTEN connection (psycopg async) reconnects with a jittered, capped backoff. While it is
+down, a process dispatches its own batches directly and still notifies the others.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import psycopg
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from cloud.live.hub import BatchHeader, Hub, Row
@@ -32,17 +37,15 @@ log = logging.getLogger("benchlink.live")
 CHANNEL = "benchlink_telemetry"
 #: PostgreSQL refuses payloads of 8000 bytes or more; stay clear of it.
 MAX_PAYLOAD = 7500
-SEND_QUEUE = 10_000
 
 
 def libpq_dsn(sqlalchemy_url: str) -> str:
     return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(False)
 
 
-def chunks(origin: str, header: BatchHeader, rows: Sequence[Row]) -> Iterator[str]:
+def chunks(header: BatchHeader, rows: Sequence[Row]) -> Iterator[str]:
     """JSON payloads below :data:`MAX_PAYLOAD` bytes, together carrying every row."""
     head = {
-        "o": origin,
         "b": header.batch_id,
         "p": str(header.project_id),
         "s": str(header.sensor_id),
@@ -69,7 +72,7 @@ def _payload(head: dict[str, Any], start: int, rows: list[str]) -> str:
     return f'{prefix},"rows":[{",".join(rows)}]}}'
 
 
-def parse(payload: str) -> tuple[str, BatchHeader, int, list[Row]]:
+def parse(payload: str) -> tuple[BatchHeader, int, list[Row]]:
     d = json.loads(payload)
     header = BatchHeader(
         batch_id=int(d["b"]),
@@ -81,53 +84,54 @@ def parse(payload: str) -> tuple[str, BatchHeader, int, list[Row]]:
         profile_version=d["v"],
     )
     rows: list[Row] = [(str(t), float(raw), float(v), bool(late)) for t, raw, v, late in d["rows"]]
-    return d["o"], header, int(d["i"]), rows
+    return header, int(d["i"]), rows
 
 
 def _backoff(attempt: int) -> float:
     return float(min(10.0, 0.2 * 2.0**attempt) * random.uniform(0.5, 1.0))
 
 
+NOTIFY_ALL = text(f"SELECT pg_notify('{CHANNEL}', p) FROM unnest(CAST(:payloads AS text[])) AS p")
+
+
 class PostgresBus:
-    def __init__(self, sqlalchemy_url: str, *, connect_timeout: float = 5.0) -> None:
-        self.dsn = libpq_dsn(sqlalchemy_url)
-        self.origin = uuid.uuid4().hex
+    def __init__(self, engine: Engine, *, connect_timeout: float = 5.0) -> None:
+        self.engine = engine
+        self.dsn = libpq_dsn(engine.url.render_as_string(False))
         self.state: Literal["idle", "running", "stopped"] = "idle"
         self.connect_timeout = connect_timeout
         self._hub: Hub | None = None
-        self._outbox: asyncio.Queue[tuple[BatchHeader, Sequence[Row]]] = asyncio.Queue(SEND_QUEUE)
         self._listening = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self.dropped = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self, hub: Hub) -> None:
         self._hub = hub
         self.state = "running"
-        self._tasks = [
-            asyncio.create_task(self._listen_loop(), name="live-pg-listen"),
-            asyncio.create_task(self._send_loop(), name="live-pg-notify"),
-        ]
-        # Serve only once other processes' batches can reach us; a database that is down now
-        # is not fatal (the loops keep retrying), the stream simply starts later.
+        self._task = asyncio.create_task(self._listen_loop(), name="live-pg-listen")
+        # Serve only once batches can reach us; a database that is down now is not fatal
+        # (the loop keeps retrying), the stream then starts later.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.connect_timeout):
                 await self._listening.wait()
 
     async def stop(self) -> None:
         self.state = "stopped"
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+        if self._task is not None:
+            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+                await self._task
+            self._task = None
 
-    def announce(self, header: BatchHeader, rows: Sequence[Row]) -> None:
+    def publish(self, header: BatchHeader, rows: Sequence[Row]) -> bool:
+        """NOTIFY every process (worker thread). True if this process will receive it too."""
+        listening = self._listening.is_set()
         try:
-            self._outbox.put_nowait((header, rows))
-        except asyncio.QueueFull:
-            self.dropped += 1
-            log.warning("live fan-out queue full; batch %s not announced", header.batch_id)
+            with self.engine.begin() as conn:
+                conn.execute(NOTIFY_ALL, {"payloads": list(chunks(header, rows))})
+        except Exception:  # the readings are stored; only their live delivery elsewhere fails
+            log.exception("live NOTIFY of batch %s failed", header.batch_id)
+            return False
+        return listening
 
     async def _listen_loop(self) -> None:
         attempt = 0
@@ -149,29 +153,9 @@ class PostgresBus:
 
     def _received(self, payload: str) -> None:
         try:
-            origin, header, start, rows = parse(payload)
+            header, start, rows = parse(payload)
         except (ValueError, KeyError, TypeError):
             log.exception("malformed live notification ignored")
             return
-        if origin != self.origin and self._hub is not None:
+        if self._hub is not None:
             self._hub.dispatch(header, start, rows)
-
-    async def _send_loop(self) -> None:
-        attempt = 0
-        pending: tuple[BatchHeader, Sequence[Row]] | None = None
-        while self.state == "running":
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.dsn, connect_timeout=int(self.connect_timeout)
-                ) as conn:
-                    attempt = 0
-                    while True:
-                        pending = pending or await self._outbox.get()
-                        async with conn.transaction():
-                            for payload in chunks(self.origin, *pending):
-                                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                        pending = None
-            except (psycopg.Error, OSError) as exc:
-                log.warning("live NOTIFY connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(_backoff(attempt))
-                attempt += 1

@@ -15,8 +15,9 @@ def install(app: FastAPI, settings: Settings) -> Hub:
     app.state.ingest_listeners.append(hub.on_ingest)
 
     async def start(app: FastAPI) -> None:
-        postgres = settings.sqlalchemy_url.startswith("postgresql")
-        await hub.start(PostgresBus(settings.sqlalchemy_url) if postgres else None)
+        engine = app.state.engine
+        postgres = engine.dialect.name == "postgresql"
+        await hub.start(PostgresBus(engine) if postgres else None)
 
     async def stop(app: FastAPI) -> None:
         await hub.stop()

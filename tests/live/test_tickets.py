@@ -1,0 +1,99 @@
+"""Stream tickets: issued by an authenticated POST, signed, short-lived, project-bound."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from cloud.deps import Principal, Role
+from cloud.errors import Unauthenticated
+from cloud.live import tickets
+from tests.live.helpers import TICKET_SECRET, ingest, next_message, readings, ws_url
+from tests.support.cloud import Bench, CloudServer, bootstrap
+
+SECRET = TICKET_SECRET.encode()
+WHO = Principal(user_id=uuid.uuid4(), project_id=uuid.uuid4(), role=Role.viewer)
+
+
+def test_a_ticket_round_trips_and_expires() -> None:
+    t = tickets.issue(SECRET, WHO, ttl_s=60, now=1000.0)
+    assert tickets.verify(SECRET, t.text, now=1059.0) == WHO
+    with pytest.raises(Unauthenticated, match="expired"):
+        tickets.verify(SECRET, t.text, now=1060.0)
+
+
+def test_a_tampered_or_foreign_ticket_is_refused() -> None:
+    t = tickets.issue(SECRET, WHO).text
+    payload, _, signature = t.partition(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    body["r"] = "owner"  # promote oneself without the secret
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).rstrip(b"=").decode()
+    for bad in (f"{forged}.{signature}", t[:-2] + ("AA" if t[-2:] != "AA" else "BB"), payload, ""):
+        with pytest.raises(Unauthenticated):
+            tickets.verify(SECRET, bad)
+    with pytest.raises(Unauthenticated):
+        tickets.verify(b"another deployment", t)
+
+
+async def _ticket(server: CloudServer, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url) as c:
+        return await c.post("/api/v1/stream-tickets", headers=headers)
+
+
+async def test_a_browser_streams_with_a_ticket_and_no_headers(
+    server: CloudServer, bench: Bench
+) -> None:
+    viewer = {**bench.headers, "X-Project-Role": "viewer"}
+    r = await _ticket(server, viewer)
+    assert r.status_code == 201, r.text
+    assert 55 <= r.json()["expires_in"] <= 60
+    url = ws_url(server.url, run_id=bench.run_id, ticket=r.json()["ticket"])
+    async with connect(url) as ws:
+        assert (await next_message(ws))["type"] == "subscribed"
+        await ingest(server.url, bench, [4.0])
+        assert (await readings(ws, 1))[0]["raw_value"] == 4.0
+    async with (
+        httpx.AsyncClient(base_url=server.url) as c,
+        c.stream(
+            "GET",
+            "/api/v1/telemetry/stream/sse",
+            params={"run_id": bench.run_id, "ticket": r.json()["ticket"]},
+        ) as sse,
+    ):
+        assert sse.status_code == 200
+
+
+async def test_tickets_need_identity_and_expired_or_tampered_ones_are_refused(
+    server: CloudServer, bench: Bench
+) -> None:
+    assert (await _ticket(server, {})).status_code == 401
+    who = Principal(uuid.UUID(bench.owner_user_id), uuid.UUID(bench.project_id), Role.owner)
+    expired = tickets.issue(SECRET, who, now=time.time() - 61).text
+    good = tickets.issue(SECRET, who).text
+    tampered = good[:-3] + ("xyz" if not good.endswith("xyz") else "abc")
+    for bad in (expired, tampered):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(server.url, run_id=bench.run_id, ticket=bad)):
+                pass
+        assert refused.value.response.status_code == 401
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            r = await c.get(
+                "/api/v1/telemetry/stream/sse", params={"run_id": bench.run_id, "ticket": bad}
+            )
+        assert r.status_code == 401
+
+
+async def test_a_ticket_is_bound_to_its_project(server: CloudServer, bench: Bench) -> None:
+    stranger = bootstrap(server.url)
+    ticket = (await _ticket(server, bench.headers)).json()["ticket"]
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url(server.url, sensor_id=stranger.sensor_id, ticket=ticket)):
+            pass
+    assert refused.value.response.status_code == 404
