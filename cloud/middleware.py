@@ -100,7 +100,9 @@ class RequestBodyMiddleware:
         if path.startswith("/api/") and content_type in ("", "application/x-www-form-urlencoded"):
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
             headers.append((b"content-type", b"application/json"))
-            scope = {**scope, "headers": headers}
+            # In place: the router records the matched route in this very scope, and the
+            # timing middleware outside reads it from there.
+            scope["headers"] = headers
         scope[BODY_KEY] = body
         sent = False
 

@@ -1,0 +1,168 @@
+"""No request, however malformed, gets a 500: fuzz every route with Hypothesis.
+
+Bodies are arbitrary JSON (or bytes that are not JSON), path ids arbitrary strings or UUIDs,
+headers valid or not. Every answer must be a 2xx/4xx, and a 4xx must be problem+json.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloud.migrate import upgrade
+from tests.cloud.conftest import Api, Identity, make_client
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "project_id",
+    "name",
+    "type",
+    "input_unit",
+    "display_unit",
+    "conversion_profile",
+    "version",
+    "kind",
+    "payload",
+    "tags",
+    "status",
+    "run_ids",
+    "ordinal_number",
+    "stopped_at",
+    "metrics",
+    "readings",
+    "sensor_id",
+    "run_id",
+    "capture_session_id",
+    "timestamp",
+    "raw_value",
+    "params",
+]
+shaped = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6)
+bodies = (
+    shaped.map(json.dumps)
+    | json_values.map(json.dumps)
+    | st.binary(max_size=64).map(lambda b: b.decode("latin-1"))
+)
+ROUTES = [
+    ("POST", "/api/v1/projects"),
+    ("POST", "/api/v1/sensors"),
+    ("PATCH", "/api/v1/sensors/{id}"),
+    ("PUT", "/api/v1/sensors/{id}/conversion-profile"),
+    ("POST", "/api/v1/sensors/{id}/rotate-token"),
+    ("POST", "/api/v1/experiments"),
+    ("PATCH", "/api/v1/experiments/{id}"),
+    ("POST", "/api/v1/experiments/{id}/runs"),
+    ("PATCH", "/api/v1/runs/{id}"),
+    ("POST", "/api/v1/runs:batch-status"),
+    ("POST", "/api/v1/runs/{id}/capture-sessions"),
+    ("POST", "/api/v1/runs/{id}/capture-sessions/{id}/stop"),
+    ("POST", "/api/v1/runs/{id}/metrics"),
+    ("POST", "/api/v1/telemetry"),
+    ("GET", "/api/v1/telemetry"),
+    ("GET", "/api/v1/telemetry/series"),
+    ("GET", "/api/v1/experiments"),
+    ("GET", "/api/v1/runs/{id}/metrics"),
+    ("GET", "/api/v1/events"),
+]
+
+
+@pytest.fixture(scope="module")
+def fuzz_api(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Api, Identity, dict[str, str]]]:
+    url = f"sqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'fuzz.db'}"
+    upgrade(url)
+    client: TestClient
+    with make_client(url) as client:
+        api = Api(client)
+        who = api.project()
+        yield api, who, api.stack(who)
+
+
+ids = st.sampled_from(["real", "random", "junk"])
+query = st.dictionaries(
+    st.sampled_from(
+        ["run_id", "sensor_id", "limit", "cursor", "since", "max_points", "name", "tag", "q"]
+    ),
+    st.text(max_size=30),
+    max_size=4,
+)
+header_sets = st.sampled_from(["owner", "viewer", "none", "junk", "bearer"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(route=st.sampled_from(ROUTES), body=bodies, which=ids, params=query, hs=header_sets)
+def test_no_request_gets_a_500(
+    fuzz_api: tuple[Api, Identity, dict[str, str]],
+    route: tuple[str, str],
+    body: str,
+    which: str,
+    params: dict[str, str],
+    hs: str,
+) -> None:
+    api, who, real = fuzz_api
+    method, template = route
+    ident = {"real": real["run_id"], "random": str(uuid.uuid4()), "junk": "x%20y"}[which]
+    if "sensors" in template and which == "real":
+        ident = real["sensor_id"]
+    if "experiments/{id}" in template and which == "real":
+        ident = real["experiment_id"]
+    url = template.replace("{id}", ident)
+    headers = {
+        "owner": who.headers(),
+        "viewer": who.headers("viewer"),
+        "none": {},
+        "junk": {"X-User-Id": "\x7f", "X-Project-Id": "1", "X-Project-Role": "god"},
+        "bearer": {"Authorization": f"Bearer {real['token']}"},
+    }[hs]
+    kw: dict[str, object] = {
+        "headers": {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    }
+    if method == "GET":
+        kw["params"] = params
+    else:
+        kw["content"] = body.encode("utf-8", "surrogatepass")
+    r = api.c.request(method, url, **kw)  # type: ignore[arg-type]
+    assert r.status_code < 500, (method, url, body, r.text)
+    if r.status_code >= 400:
+        assert r.headers["content-type"].startswith("application/problem+json"), r.text
+
+
+def test_openapi_and_ops(api: Api) -> None:
+    spec = api.get("/openapi.json").json()
+    assert "/api/v1/telemetry" in spec["paths"] and "/api/v1/runs:batch-status" in spec["paths"]
+    body = spec["paths"]["/api/v1/telemetry"]["post"]["requestBody"]["content"]["application/json"]
+    assert "readings" in json.dumps(body)
+    assert api.get("/docs").status_code == 200
+    assert api.get("/healthz").json() == {"status": "ok"}
+    assert api.get("/readyz").json()["status"] == "ready"
+    api.project()
+    text = api.get("/metrics").text
+    assert (
+        'benchlink_http_requests_total{method="POST",route="/api/v1/projects",status="201"}' in text
+    )
+    r = api.get("/api/v1/nope")
+    assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json")
+    r = api.request("DELETE", "/api/v1/experiments")
+    assert r.status_code == 405 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_readyz_reports_an_unreachable_database() -> None:
+    # Nothing listens on port 1: the process is alive (healthz) but not ready.
+    with make_client("postgresql://postgres@127.0.0.1:1/none") as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "unavailable"
