@@ -1,0 +1,609 @@
+// benchlink portal: plain ES module, no build step. Talks to the same REST API as everyone.
+// Identity: behind a gateway the gateway adds the X-* headers; in development identity mode
+// (server setting BENCHLINK_DEV_IDENTITY) this page stores them in localStorage and sends them.
+
+const IDENTITY_KEY = "benchlink.identity";
+const HISTORY_POINTS = 1500;   // server-side downsampling target per chart
+const LIVE_REFETCH = 20000;    // live points appended before the history is re-downsampled
+const JOURNAL_POLL_MS = 2000;
+const METRICS_POLL_MS = 4000;
+
+const state = { config: { dev_identity: false }, identity: null, cleanup: [] };
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// --- helpers -----------------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+const fmtClock = (iso) => new Date(iso).toLocaleTimeString();
+const short = (id) => (id ? String(id).slice(0, 8) : "");
+const badge = (status) => h("span", { class: `badge ${status}` }, status);
+const fmtNum = (v) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : v.toFixed(3));
+
+function onCleanup(fn) { state.cleanup.push(fn); }
+function runCleanup() { for (const fn of state.cleanup.splice(0)) try { fn(); } catch (e) { console.error(e); } }
+
+class ApiError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+function identityHeaders() {
+  const id = state.identity;
+  if (!state.config.dev_identity || !id) return {};
+  return { "X-User-Id": id.user, "X-Project-Id": id.project, "X-Project-Role": id.role };
+}
+
+async function api(path, { method = "GET", body, params, headers } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params || {})) {
+    if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
+    else if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  }
+  const r = await fetch(url, {
+    method,
+    headers: { ...identityHeaders(), ...(body ? { "Content-Type": "application/json" } : {}), ...headers },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch { /* not JSON */ }
+    throw new ApiError(r.status, detail);
+  }
+  return r.json();
+}
+
+function errorPanel(err) {
+  const hint = err.status === 401 || err.status === 422
+    ? (state.config.dev_identity ? "Set a development identity (top right)." : "Sign in through the gateway.")
+    : "";
+  return h("div", { class: "panel error" }, `${err.message}`, hint ? h("div", { class: "muted" }, hint) : null);
+}
+
+// --- identity ----------------------------------------------------------------------------
+
+function loadIdentity() {
+  try { state.identity = JSON.parse(localStorage.getItem(IDENTITY_KEY)); } catch { state.identity = null; }
+}
+
+function renderIdentity() {
+  const box = $("#identity");
+  box.replaceChildren();
+  if (!state.config.dev_identity) {
+    box.append(h("span", {}, "identity from gateway"));
+    return;
+  }
+  $("#dev-banner").hidden = false;
+  const id = state.identity;
+  box.append(
+    h("span", { class: "dev-chip", title: "development identity mode" }, "DEV IDENTITY"),
+    id ? h("span", { id: "identity-summary" }, `${id.projectName || short(id.project)} · ${id.role} · user ${short(id.user)}`)
+       : h("span", {}, "no identity set"),
+    h("button", { class: "secondary", id: "identity-change", onclick: openIdentityDialog }, id ? "Change" : "Set identity"),
+  );
+}
+
+function openIdentityDialog() {
+  const form = $("#identity-form");
+  const id = state.identity || {};
+  form.user.value = id.user || "";
+  form.project.value = id.project || "";
+  form.role.value = id.role || "viewer";
+  $("#identity-error").hidden = true;
+  $("#identity-dialog").showModal();
+}
+
+function setupIdentityDialog() {
+  const form = $("#identity-form");
+  const err = $("#identity-error");
+  $("#load-projects").addEventListener("click", async () => {
+    err.hidden = true;
+    try {
+      const projects = await api("/api/v1/projects", { headers: { "X-User-Id": form.user.value.trim() } });
+      form.project_select.replaceChildren(
+        h("option", { value: "" }, projects.length ? "— choose a project —" : "— no projects for this user —"),
+        ...projects.map((p) => h("option", { value: p.id }, p.name)),
+      );
+    } catch (e) { err.textContent = e.message; err.hidden = false; }
+  });
+  form.project_select.addEventListener("change", () => { form.project.value = form.project_select.value; });
+  form.addEventListener("submit", (ev) => {
+    const opt = form.project_select.selectedOptions[0];
+    const projectName = opt && opt.value === form.project.value.trim() ? opt.textContent : null;
+    state.identity = { user: form.user.value.trim(), project: form.project.value.trim(), role: form.role.value, projectName };
+    localStorage.setItem(IDENTITY_KEY, JSON.stringify(state.identity));
+    renderIdentity();
+    route();
+  });
+}
+
+// --- routing -----------------------------------------------------------------------------
+
+const routes = [
+  [/^\/$/, viewExperiments, "experiments"],
+  [/^\/tests$/, viewTests, "tests"],
+  [/^\/experiments\/([0-9a-f-]{36})$/, viewExperiment, "experiments"],
+  [/^\/runs\/([0-9a-f-]{36})$/, viewRun, "experiments"],
+];
+
+function navigate(url) { history.pushState({}, "", url); route(); }
+
+async function route() {
+  runCleanup();
+  const view = $("#view");
+  for (const [re, fn, nav] of routes) {
+    const m = location.pathname.match(re);
+    if (!m) continue;
+    document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === nav));
+    view.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    if (state.config.dev_identity && !state.identity) {
+      view.replaceChildren(h("div", { class: "panel empty" }, "Set a development identity to browse a project. ",
+        h("button", { onclick: openIdentityDialog }, "Set identity")));
+      return;
+    }
+    try { await fn(view, ...m.slice(1)); } catch (e) { console.error(e); view.replaceChildren(errorPanel(e)); }
+    return;
+  }
+  view.replaceChildren(h("div", { class: "panel empty" }, "No such page."));
+}
+
+document.addEventListener("click", (ev) => {
+  const a = ev.target.closest("a[data-link]");
+  if (a && !ev.metaKey && !ev.ctrlKey && a.origin === location.origin) { ev.preventDefault(); navigate(a.pathname + a.search); }
+});
+window.addEventListener("popstate", route);
+
+// --- experiments -------------------------------------------------------------------------
+
+async function viewExperiments(view) {
+  const params = new URLSearchParams(location.search);
+  const q = h("input", { type: "search", placeholder: "Search name or description", value: params.get("q") || "", id: "exp-search" });
+  const tag = h("input", { placeholder: "Tag", value: params.get("tag") || "", id: "exp-tag", size: 12 });
+  const status = h("select", { id: "exp-status" },
+    ...["", "active", "archived"].map((s) => h("option", { value: s, selected: params.get("status") === s }, s || "any status")));
+  const archived = h("input", { type: "checkbox", id: "exp-archived", checked: params.get("archived") === "1" });
+  const body = h("tbody");
+  const table = h("table", {}, h("thead", {}, h("tr", {}, ["Experiment", "Tags", "Status", "Created"].map((t) => h("th", {}, t)))), body);
+  view.replaceChildren(
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, "Experiments of the current project"))),
+    h("div", { class: "panel" }, h("div", { class: "filters" }, q, tag, status, h("label", { class: "check" }, archived, "show archived")), table),
+  );
+  let timer;
+  async function load() {
+    const p = { q: q.value.trim(), tag: tag.value.trim() || undefined, status: status.value, include_archived: archived.checked || status.value === "archived" ? "true" : undefined, limit: 200 };
+    const qs = new URLSearchParams({ ...(p.q && { q: p.q }), ...(p.tag && { tag: p.tag }), ...(p.status && { status: p.status }), ...(archived.checked && { archived: "1" }) });
+    history.replaceState({}, "", "/" + (qs.toString() ? "?" + qs : ""));
+    const page = await api("/api/v1/experiments", { params: p });
+    body.replaceChildren(...page.items.map((e) => h("tr", { class: "clickable", dataset: { experimentId: e.id }, onclick: () => navigate(`/experiments/${e.id}`) },
+      h("td", {}, h("a", { href: `/experiments/${e.id}`, "data-link": true }, e.name), e.description ? h("div", { class: "muted" }, e.description) : null),
+      h("td", {}, e.tags.map((t) => h("span", { class: "chip tag" }, t))),
+      h("td", {}, badge(e.status)),
+      h("td", { class: "muted" }, fmtTime(e.created_at)),
+    )));
+    if (!page.items.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No experiments match.")));
+  }
+  const reload = () => { clearTimeout(timer); timer = setTimeout(() => load().catch(console.error), 200); };
+  [q, tag].forEach((el) => el.addEventListener("input", reload));
+  [status, archived].forEach((el) => el.addEventListener("change", reload));
+  await load();
+}
+
+async function viewExperiment(view, id) {
+  const [exp, runs] = await Promise.all([
+    api(`/api/v1/experiments/${id}`),
+    api(`/api/v1/experiments/${id}/runs`, { params: { limit: 200 } }),
+  ]);
+  const rows = runs.items.map((r) => h("tr", { class: "clickable", dataset: { runId: r.id }, onclick: () => navigate(`/runs/${r.id}`) },
+    h("td", {}, h("a", { href: `/runs/${r.id}`, "data-link": true }, r.name || `run ${short(r.id)}`)),
+    h("td", {}, badge(r.status)),
+    h("td", {}, Object.entries(r.params || {}).map(([k, v]) => h("span", { class: "chip kv" }, `${k}=${JSON.stringify(v)}`))),
+    h("td", { class: "muted" }, fmtTime(r.started_at)),
+    h("td", { class: "muted" }, fmtTime(r.ended_at)),
+  ));
+  view.replaceChildren(
+    h("div", { class: "crumbs" }, h("a", { href: "/", "data-link": true }, "Experiments"), " / ", exp.name),
+    h("div", { class: "page-head" },
+      h("div", {}, h("h1", {}, exp.name, " ", badge(exp.status)), exp.description ? h("div", { class: "muted" }, exp.description) : null,
+        h("div", {}, exp.tags.map((t) => h("span", { class: "chip tag" }, t))))),
+    h("div", { class: "panel" }, h("h2", {}, "Runs"),
+      h("table", {}, h("thead", {}, h("tr", {}, ["Run", "Status", "Params", "Started", "Ended"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No runs yet."))))),
+  );
+}
+
+// --- run page ----------------------------------------------------------------------------
+
+async function viewRun(view, runId) {
+  const run = await api(`/api/v1/runs/${runId}`);
+  const [exp, sessions, sensors] = await Promise.all([
+    api(`/api/v1/experiments/${run.experiment_id}`),
+    api(`/api/v1/runs/${runId}/capture-sessions`),
+    api("/api/v1/sensors"),
+  ]);
+  sessions.sort((a, b) => a.ordinal_number - b.ordinal_number);
+  const wanted = new URLSearchParams(location.search).get("session");
+  let current = sessions.find((s) => s.id === wanted) || sessions.find((s) => s.status === "running") || sessions[sessions.length - 1];
+
+  const sessionBar = h("div", { class: "sessions", id: "sessions" });
+  const telemetry = h("div", { id: "telemetry" });
+  const liveState = h("span", { class: "live-dot off", id: "live-state" }, "○ not live");
+  const metricsBox = h("div", { id: "metrics" });
+  const journal = h("ol", { class: "journal", id: "journal" });
+
+  view.replaceChildren(
+    h("div", { class: "crumbs" }, h("a", { href: "/", "data-link": true }, "Experiments"), " / ",
+      h("a", { href: `/experiments/${exp.id}`, "data-link": true }, exp.name), " / ", run.name || `run ${short(run.id)}`),
+    h("div", { class: "page-head" },
+      h("div", {}, h("h1", {}, run.name || `Run ${short(run.id)}`, " ", h("span", { id: "run-status" }, badge(run.status))),
+        h("div", {}, Object.entries(run.params || {}).map(([k, v]) => h("span", { class: "chip kv" }, `${k}=${JSON.stringify(v)}`))),
+        h("div", { class: "muted" }, `started ${fmtTime(run.started_at)}`, run.ended_at ? ` · ended ${fmtTime(run.ended_at)}` : "")),
+    ),
+    h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions")), sessionBar),
+    h("div", { class: "grid" },
+      h("div", {},
+        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), liveState), telemetry),
+        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Metrics")), metricsBox)),
+      h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Event journal")), journal)),
+  );
+
+  let sessionScope = null;
+  function drawSessions() {
+    sessionBar.replaceChildren(...(sessions.length ? sessions.map((s) => h("button", {
+      class: `session-tab${current && s.id === current.id ? " selected" : ""}`,
+      dataset: { sessionId: s.id, ordinal: s.ordinal_number, status: s.status },
+      onclick: () => { current = s; history.replaceState({}, "", `/runs/${runId}?session=${s.id}`); drawSessions(); openSession(); },
+    }, h("strong", {}, `#${s.ordinal_number} `), badge(s.status),
+      h("span", { class: "when" }, `${fmtTime(s.started_at)} → ${s.stopped_at ? fmtTime(s.stopped_at) : "now"}`))) : [h("span", { class: "muted" }, "No capture sessions yet.")]));
+  }
+  function openSession() {
+    if (sessionScope) sessionScope();
+    telemetry.replaceChildren();
+    if (!current) { telemetry.append(h("div", { class: "empty" }, "No telemetry without a capture session.")); return; }
+    sessionScope = showTelemetry(telemetry, liveState, current, sensors);
+  }
+  drawSessions();
+  openSession();
+  onCleanup(() => sessionScope && sessionScope());
+
+  const stopMetrics = showMetrics(metricsBox, run);
+  onCleanup(stopMetrics);
+  const stopJournal = showJournal(journal, runId, async (ev) => {
+    // Keep the session list and run status in step with what the journal reports.
+    if (ev.kind.startsWith("capture_session.") || ev.kind.startsWith("run.")) {
+      const [fresh, r] = await Promise.all([api(`/api/v1/runs/${runId}/capture-sessions`), api(`/api/v1/runs/${runId}`)]);
+      fresh.sort((a, b) => a.ordinal_number - b.ordinal_number);
+      sessions.splice(0, sessions.length, ...fresh);
+      if (current) current = sessions.find((s) => s.id === current.id) || current;
+      drawSessions();
+      $("#run-status").replaceChildren(badge(r.status));
+    }
+  });
+  onCleanup(stopJournal);
+}
+
+function showTelemetry(box, liveState, session, sensors) {
+  const charts = new Map();
+  let closed = false;
+  let socket = null;
+  let retry = null;
+  let lastEventId = null;
+
+  function chartFor(sensor) {
+    if (!charts.has(sensor.id)) {
+      const c = new SensorChart(sensor, session);
+      charts.set(sensor.id, c);
+      box.querySelector(".empty")?.remove();
+      box.append(c.el);
+      c.mount();
+    }
+    return charts.get(sensor.id);
+  }
+
+  (async () => {
+    const series = await Promise.all(sensors.map((s) => api("/api/v1/telemetry/series", {
+      params: { sensor_id: s.id, capture_session_id: session.id, max_points: HISTORY_POINTS },
+    }).then((data) => [s, data])));
+    if (closed) return;
+    for (const [s, data] of series) if (data.total > 0) chartFor(s).setHistory(data);
+    if (!charts.size) box.append(h("div", { class: "empty" }, session.status === "running" ? "Waiting for readings…" : "No readings in this session."));
+    if (session.status === "running") connect();
+  })().catch((e) => box.replaceChildren(errorPanel(e)));
+
+  async function connect() {
+    if (closed) return;
+    try {
+      const { ticket } = await api("/api/v1/stream-tickets", { method: "POST" });
+      const params = new URLSearchParams({ capture_session_id: session.id, ticket });
+      if (lastEventId) params.set("last_event_id", lastEventId);
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      socket = new WebSocket(`${proto}//${location.host}/api/v1/telemetry/stream?${params}`);
+    } catch (e) { console.error(e); return schedule(); }
+    socket.onopen = () => { liveState.className = "live-dot"; liveState.textContent = "● live"; };
+    socket.onmessage = (msg) => {
+      const m = JSON.parse(msg.data);
+      if (m.type === "reading") {
+        lastEventId = m.id;
+        const sensor = sensors.find((s) => s.id === m.sensor_id) || { id: m.sensor_id, name: short(m.sensor_id), display_unit: m.unit };
+        chartFor(sensor).append(m);
+      } else if (m.type === "reset") {
+        for (const c of charts.values()) c.reload();
+      }
+    };
+    socket.onclose = () => { liveState.className = "live-dot off"; liveState.textContent = "○ reconnecting"; schedule(); };
+  }
+  function schedule() { if (!closed) retry = setTimeout(connect, 1500); }
+
+  return () => {
+    closed = true;
+    clearTimeout(retry);
+    if (socket) { socket.onclose = null; socket.close(); }
+    for (const c of charts.values()) c.destroy();
+    liveState.className = "live-dot off";
+    liveState.textContent = "○ not live";
+  };
+}
+
+class SensorChart {
+  constructor(sensor, session) {
+    this.sensor = sensor;
+    this.session = session;
+    this.full = [[], [], [], []];  // x (s), value, min, max
+    this.downsampled = false;
+    this.zoomed = false;
+    this.live = 0;
+    this.pending = false;
+    this.total = 0;
+    this.count = h("span", { class: "points" });
+    this.resetBtn = h("button", { class: "secondary", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
+    this.plotBox = h("div");
+    this.el = h("div", { class: "chart", dataset: { sensorId: sensor.id, points: 0 } },
+      h("div", { class: "chart-head" },
+        h("span", { class: "chart-title" }, `${sensor.name} `, h("span", { class: "muted" }, `(${sensor.display_unit})`)),
+        h("span", { class: "chart-meta" }, this.count, this.resetBtn)),
+      this.plotBox);
+  }
+
+  mount() {
+    const width = Math.max(320, this.el.parentElement.clientWidth - 8);
+    const unit = this.sensor.display_unit;
+    this.plot = new uPlot({
+      width, height: 260,
+      cursor: { drag: { x: true, y: false } },
+      scales: { x: { time: true } },
+      axes: [{}, { label: unit, size: 60 }],
+      series: [
+        {},
+        { label: `value (${unit})`, stroke: "#2563eb", width: 1.5, value: (u, v) => (v == null ? "—" : fmtNum(v)) },
+        { label: "min", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
+        { label: "max", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
+      ],
+      hooks: { setSelect: [(u) => this.onSelect(u)] },
+    }, this.full, this.plotBox);
+    this.onResize = () => this.plot.setSize({ width: Math.max(320, this.el.parentElement.clientWidth - 8), height: 260 });
+    window.addEventListener("resize", this.onResize);
+  }
+
+  static columns(points) {
+    const cols = [[], [], [], []];
+    for (const p of points) {
+      cols[0].push(Date.parse(p.timestamp) / 1000); cols[1].push(p.value); cols[2].push(p.min); cols[3].push(p.max);
+    }
+    return cols;
+  }
+
+  setHistory(data) {
+    this.full = SensorChart.columns(data.points);
+    this.downsampled = data.downsampled;
+    this.total = data.total;
+    this.live = 0;
+    this.plot.setSeries(2, { show: data.downsampled });
+    this.plot.setSeries(3, { show: data.downsampled });
+    this.redraw(true);
+  }
+
+  append(m) {
+    const x = Date.parse(m.timestamp) / 1000;
+    const [xs, vs, lo, hi] = this.full;
+    let i = xs.length;
+    while (i > 0 && xs[i - 1] > x) i--;  // late readings land in place
+    xs.splice(i, 0, x); vs.splice(i, 0, m.value); lo.splice(i, 0, m.value); hi.splice(i, 0, m.value);
+    this.total += 1;
+    this.live += 1;
+    if (this.live > LIVE_REFETCH) { this.reload(); return; }
+    if (!this.pending) {
+      this.pending = true;
+      requestAnimationFrame(() => { this.pending = false; this.redraw(!this.zoomed); });
+    }
+  }
+
+  redraw(rescale) {
+    if (!this.zoomed) this.plot.setData(this.full, rescale);
+    this.el.dataset.points = String(this.full[0].length);
+    this.el.dataset.readings = String(this.total);
+    this.count.textContent = `${this.total.toLocaleString()} readings` +
+      (this.downsampled ? ` · ${this.full[0].length.toLocaleString()} points shown (downsampled)` : "");
+  }
+
+  async reload() {
+    const data = await api("/api/v1/telemetry/series", {
+      params: { sensor_id: this.sensor.id, capture_session_id: this.session.id, max_points: HISTORY_POINTS },
+    });
+    this.zoomed = false;
+    this.resetBtn.hidden = true;
+    this.setHistory(data);
+  }
+
+  async onSelect(u) {
+    if (u.select.width < 5) return;
+    const since = u.posToVal(u.select.left, "x");
+    const until = u.posToVal(u.select.left + u.select.width, "x");
+    u.setSelect({ width: 0, height: 0 }, false);
+    this.zoomed = true;
+    this.resetBtn.hidden = false;
+    // Zooming fetches detail: the same number of points for the narrower window.
+    const data = await api("/api/v1/telemetry/series", {
+      params: {
+        sensor_id: this.sensor.id, capture_session_id: this.session.id, max_points: HISTORY_POINTS,
+        since: new Date(since * 1000).toISOString(), until: new Date(until * 1000 + 1).toISOString(),
+      },
+    });
+    const cols = SensorChart.columns(data.points);
+    this.plot.setData(cols, false);
+    this.plot.setScale("x", { min: since, max: until });
+  }
+
+  resetZoom() {
+    this.zoomed = false;
+    this.resetBtn.hidden = true;
+    this.redraw(true);
+  }
+
+  destroy() {
+    window.removeEventListener("resize", this.onResize);
+    this.plot?.destroy();
+  }
+}
+
+function showMetrics(box, run) {
+  const charts = new Map();
+  let timer = null;
+  let stopped = false;
+  async function refresh() {
+    const summary = await api(`/api/v1/runs/${run.id}/metrics/summary`);
+    if (stopped) return;
+    if (!summary.length && !charts.size) box.replaceChildren(h("div", { class: "empty" }, "No metrics logged."));
+    for (const m of summary) {
+      let c = charts.get(m.name);
+      if (c && c.count === m.count && c.last_step === m.last_step) continue;
+      const series = await api(`/api/v1/runs/${run.id}/metrics`, { params: { name: m.name, max_points: 2000 } });
+      if (stopped) return;
+      const data = [series.points.map((p) => p.step), series.points.map((p) => p.value)];
+      if (!c) {
+        box.querySelector(".empty")?.remove();
+        const plotBox = h("div");
+        const meta = h("span", { class: "chart-meta" });
+        const el = h("div", { class: "chart metric-chart", dataset: { metric: m.name } },
+          h("div", { class: "chart-head" }, h("span", { class: "chart-title" }, m.name), meta), plotBox);
+        box.append(el);
+        const plot = new uPlot({
+          width: Math.max(320, box.clientWidth - 8), height: 200,
+          scales: { x: { time: false } },
+          axes: [{ label: "step" }, { size: 60 }],
+          series: [{ label: "step" }, { label: m.name, stroke: "#7c3aed", width: 1.5 }],
+        }, data, plotBox);
+        c = { el, meta, plot };
+        charts.set(m.name, c);
+      } else {
+        c.plot.setData(data);
+      }
+      Object.assign(c, { count: m.count, last_step: m.last_step });
+      c.el.dataset.points = String(data[0].length);
+      c.meta.textContent = `last ${fmtNum(m.last)} @ step ${m.last_step} · min ${fmtNum(m.min)} · max ${fmtNum(m.max)}`;
+    }
+  }
+  const loop = async () => {
+    try { await refresh(); } catch (e) { console.error(e); }
+    if (!stopped) timer = setTimeout(loop, METRICS_POLL_MS);
+  };
+  loop();
+  return () => { stopped = true; clearTimeout(timer); for (const c of charts.values()) c.plot.destroy(); };
+}
+
+const KIND_LABELS = {
+  "telemetry.ingested": (p, ev) => `${p.count} readings${p.late ? ` (${p.late} late)` : ""} · sensor ${short(ev.sensor_id)}`,
+  "metrics.logged": (p) => `${(p.names || []).join(", ")} · ${p.count} points` + (p.steps ? ` · steps ${p.steps[0]}–${p.steps[1]}` : ""),
+  "run.status_changed": (p) => `${p.previous} → ${p.status}`,
+  "capture_session.started": (p) => `session #${p.ordinal_number} ${p.status}`,
+  "capture_session.created": (p) => `session #${p.ordinal_number} ${p.status}`,
+  "capture_session.stopped": (p, ev) => `session ${short(ev.capture_session_id)} ${p.status}`,
+};
+
+function describe(ev) {
+  const fn = KIND_LABELS[ev.kind];
+  const p = ev.payload || {};
+  if (fn) return fn(p, ev);
+  return Object.entries(p).filter(([, v]) => typeof v !== "object").slice(0, 3).map(([k, v]) => `${k}: ${v}`).join(" · ");
+}
+
+function showJournal(list, runId, onEvent) {
+  let lastId = null;
+  let timer = null;
+  let stopped = false;
+  const item = (ev, fresh) => h("li", { class: fresh ? "fresh" : null, dataset: { kind: ev.kind, eventId: ev.id } },
+    h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)),
+    h("div", {}, h("div", { class: "kind" }, ev.kind), h("div", { class: "detail" }, describe(ev))));
+  async function first() {
+    const page = await api(`/api/v1/runs/${runId}/events`, { params: { limit: 100 } });
+    list.replaceChildren(...page.items.map((ev) => item(ev, false)));
+    lastId = page.items.length ? page.items[0].id : 0;
+  }
+  async function poll() {
+    const page = await api(`/api/v1/runs/${runId}/events`, { params: { after_id: lastId, limit: 200 } });
+    for (const ev of page.items) {  // oldest first: each new one goes on top
+      list.prepend(item(ev, true));
+      lastId = ev.id;
+      onEvent(ev).catch(console.error);
+    }
+    while (list.children.length > 500) list.lastChild.remove();
+  }
+  const loop = async () => {
+    try { await (lastId === null ? first() : poll()); } catch (e) { console.error(e); }
+    if (!stopped) timer = setTimeout(loop, JOURNAL_POLL_MS);
+  };
+  loop();
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+// --- tests (capture sessions across runs) --------------------------------------------------
+
+async function viewTests(view) {
+  const status = h("select", { id: "tests-status" },
+    ...["", "running", "succeeded", "failed", "cancelled", "draft"].map((s) => h("option", { value: s }, s || "any status")));
+  const body = h("tbody");
+  view.replaceChildren(
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Tests"), h("div", { class: "muted" }, "Capture sessions across all runs of the project"))),
+    h("div", { class: "panel" }, h("div", { class: "filters" }, status),
+      h("table", { id: "tests-table" }, h("thead", {}, h("tr", {}, ["Experiment", "Run", "Session", "Status", "Started", "Stopped"].map((t) => h("th", {}, t)))), body)),
+  );
+  let timer = null;
+  async function load() {
+    const rows = await api("/api/v1/capture-sessions", { params: { status: status.value, limit: 500 } });
+    body.replaceChildren(...rows.map((s) => h("tr", { class: "clickable", dataset: { sessionId: s.id, status: s.status }, onclick: () => navigate(`/runs/${s.run.id}?session=${s.id}`) },
+      h("td", {}, s.experiment.name),
+      h("td", {}, h("a", { href: `/runs/${s.run.id}?session=${s.id}`, "data-link": true }, s.run.name || `run ${short(s.run.id)}`), " ", badge(s.run.status)),
+      h("td", {}, `#${s.ordinal_number}`),
+      h("td", {}, badge(s.status)),
+      h("td", { class: "muted" }, fmtTime(s.started_at)),
+      h("td", { class: "muted" }, fmtTime(s.stopped_at)),
+    )));
+    if (!rows.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No capture sessions.")));
+  }
+  status.addEventListener("change", () => load().catch(console.error));
+  const loop = async () => { try { await load(); } catch (e) { console.error(e); } timer = setTimeout(loop, 5000); };
+  await load();
+  timer = setTimeout(loop, 5000);
+  onCleanup(() => clearTimeout(timer));
+}
+
+// --- start -------------------------------------------------------------------------------
+
+(async () => {
+  try { state.config = await (await fetch("/portal/config.json")).json(); } catch { /* gateway mode */ }
+  loadIdentity();
+  setupIdentityDialog();
+  renderIdentity();
+  route();
+})();

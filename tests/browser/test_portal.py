@@ -1,0 +1,200 @@
+"""The portal in a real browser: demo_project's experiment, its run, capture sessions, a chart
+that grows while readings are ingested, the metric chart and the live journal."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import Browser, Page, expect
+
+from tests.support.cloud import CloudServer
+
+TIMEOUT_MS = 10_000
+
+
+class Demo:
+    """demo_project with one experiment, one run, two capture sessions, metrics."""
+
+    def __init__(self, base_url: str) -> None:
+        self.user = str(uuid.uuid4())
+        self.c = httpx.Client(base_url=base_url, timeout=30)
+        r = self.c.post(
+            "/api/v1/projects", headers={"X-User-Id": self.user}, json={"name": "demo_project"}
+        )
+        r.raise_for_status()
+        self.project = r.json()["id"]
+        self.h = {"X-User-Id": self.user, "X-Project-Id": self.project, "X-Project-Role": "owner"}
+        self.sensor, self.token = self._sensor("TC-1 furnace")
+        self.experiment = self._post(
+            "/api/v1/experiments",
+            {
+                "project_id": self.project,
+                "name": "Furnace heat-up",
+                "description": "Type K thermocouple on the furnace wall, 5 C/min ramp",
+                "tags": ["thermal", "demo"],
+            },
+        )["id"]
+        self._post(
+            "/api/v1/experiments",
+            {"project_id": self.project, "name": "Calibration bath", "tags": ["calibration"]},
+        )
+        self.run = self._post(
+            f"/api/v1/experiments/{self.experiment}/runs",
+            {"name": "ramp-80C", "params": {"setpoint_c": 80, "ramp_c_per_min": 5}},
+        )["id"]
+
+    def _post(self, path: str, body: Any) -> Any:
+        r = self.c.post(path, headers=self.h, json=body)
+        assert r.status_code in (200, 201, 202), r.text
+        return r.json()
+
+    def _sensor(self, name: str) -> tuple[str, str]:
+        body = self._post(
+            "/api/v1/sensors",
+            {
+                "project_id": self.project,
+                "name": name,
+                "type": "thermocouple",
+                "input_unit": "mV",
+                "display_unit": "C",
+                "conversion_profile": {
+                    "version": "v1",
+                    "kind": "linear",
+                    "payload": {"a": 24.4, "b": 21.0},
+                },
+            },
+        )
+        return body["sensor"]["id"], body["token"]
+
+    def session(self, ordinal: int) -> str:
+        path = f"/api/v1/runs/{self.run}/capture-sessions"
+        return str(self._post(path, {"ordinal_number": ordinal, "status": "running"})["id"])
+
+    def stop(self, session: str) -> None:
+        self._post(
+            f"/api/v1/runs/{self.run}/capture-sessions/{session}/stop", {"status": "succeeded"}
+        )
+
+    def ingest(self, session: str, start: int, n: int, *, ago_s: float) -> None:
+        t0 = datetime.now(UTC) - timedelta(seconds=ago_s)
+        readings = [
+            {
+                "timestamp": (t0 + timedelta(milliseconds=100 * i)).isoformat(),
+                "raw_value": 0.5 + (start + i) * 0.01 + 0.05 * math.sin((start + i) / 7),
+            }
+            for i in range(n)
+        ]
+        r = self.c.post(
+            "/api/v1/telemetry",
+            headers={"Authorization": f"Bearer {self.token}"},
+            json={
+                "sensor_id": self.sensor,
+                "run_id": self.run,
+                "capture_session_id": session,
+                "readings": readings,
+            },
+        )
+        assert r.status_code == 202, r.text
+
+    def metrics(self, first: int, last: int) -> None:
+        points = [
+            {"name": "loss", "step": s, "value": 2.0 * math.exp(-s / 12) + 0.05}
+            for s in range(first, last)
+        ]
+        self._post(f"/api/v1/runs/{self.run}/metrics", {"metrics": points})
+
+
+def _set_identity(page: Page, demo: Demo) -> None:
+    expect(page.locator(".dev-banner")).to_be_visible()
+    page.locator("#identity-change").click()
+    page.locator("#identity-form input[name=user]").fill(demo.user)
+    page.locator("#load-projects").click()
+    select = page.locator("#identity-form select[name=project_select]")
+    expect(select.locator("option", has_text="demo_project")).to_have_count(1)
+    select.select_option(label="demo_project")
+    page.locator("#identity-form select[name=role]").select_option("viewer")
+    page.locator("#identity-save").click()
+    expect(page.locator("#identity-summary")).to_contain_text("demo_project")
+
+
+def test_an_operator_follows_a_run_live_in_the_portal(
+    portal_server: CloudServer, browser: Browser, artifacts: Path
+) -> None:
+    demo = Demo(portal_server.url)
+    first = demo.session(1)
+    demo.ingest(first, 0, 300, ago_s=120)
+    demo.stop(first)
+    second = demo.session(2)
+    demo.ingest(second, 300, 120, ago_s=40)
+    demo.metrics(0, 40)
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(portal_server.url + "/")
+    _set_identity(page, demo)
+
+    # Experiments: search narrows the list to demo_project's heat-up experiment.
+    rows = page.locator("tr[data-experiment-id]")
+    expect(rows).to_have_count(2)
+    page.locator("#exp-search").fill("heat")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Furnace heat-up")
+    page.screenshot(path=str(artifacts / "portal-experiments.png"))
+    rows.first.click()
+
+    # Experiment -> run (status and params shown).
+    run_row = page.locator(f"tr[data-run-id='{demo.run}']")
+    expect(run_row).to_contain_text("running")
+    expect(run_row).to_contain_text("setpoint_c=80")
+    run_row.click()
+
+    # Run page: the running session #2 is selected, its history drawn, then it follows live.
+    expect(page.locator(".session-tab")).to_have_count(2)
+    expect(page.locator(".session-tab.selected")).to_have_attribute("data-ordinal", "2")
+    chart = page.locator(f".chart[data-sensor-id='{demo.sensor}']")
+    expect(chart).to_have_attribute("data-readings", "120")
+    expect(page.locator("#live-state")).to_have_text("● live")
+    expect(chart.locator("canvas")).to_be_visible()
+
+    metric = page.locator(".metric-chart[data-metric='loss']")
+    expect(metric).to_have_attribute("data-points", "40")
+    journal = page.locator("#journal li")
+    expect(page.locator("#journal li[data-kind='telemetry.ingested']")).to_have_count(2)
+    expect(page.locator("#journal li[data-kind='capture_session.started']")).to_have_count(2)
+    expect(page.locator("#journal li[data-kind='metrics.logged']")).to_have_count(1)
+    before = journal.count()
+
+    # Readings ingested while the page is open make the chart grow, batch by batch.
+    for k in range(3):
+        demo.ingest(second, 420 + 30 * k, 30, ago_s=20 - 5 * k)
+        expect(chart).to_have_attribute("data-readings", str(150 + 30 * k))
+    assert int(chart.get_attribute("data-points") or 0) == 210
+    # ... and the journal shows the new batches without a reload.
+    expect(page.locator("#journal li[data-kind='telemetry.ingested']")).to_have_count(5)
+    assert journal.count() == before + 3
+    demo.metrics(40, 60)
+    expect(metric).to_have_attribute("data-points", "60")
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts / "portal-run.png"), full_page=True)
+
+    # Switching to the finished session #1 shows its own readings, not live.
+    page.locator(".session-tab[data-ordinal='1']").click()
+    expect(page.locator(".session-tab.selected")).to_have_attribute("data-ordinal", "1")
+    expect(page.locator(".session-tab[data-ordinal='1']")).to_contain_text("succeeded")
+    expect(chart).to_have_attribute("data-readings", "300")
+    expect(page.locator("#live-state")).to_have_text("○ not live")
+    page.screenshot(path=str(artifacts / "portal-run-session1.png"), full_page=True)
+
+    # /tests lists the capture sessions across runs with their status.
+    page.goto(portal_server.url + "/tests")
+    expect(page.locator(f"tr[data-session-id='{second}']")).to_contain_text("running")
+    expect(page.locator(f"tr[data-session-id='{first}']")).to_contain_text("succeeded")
+    page.screenshot(path=str(artifacts / "portal-tests.png"), full_page=True)
+    assert errors == []
