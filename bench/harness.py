@@ -1,0 +1,282 @@
+"""Plumbing shared by the benchmarks: a throw-away PostgreSQL database, the cloud with N
+workers in a subprocess, peak RSS of a process tree, concurrent HTTP clients, results.
+
+Services come from ``tests/support`` (free ports, a private Mosquitto, bootstrap through the
+public API) so that the benchmarks and the integration tests start things the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.support.services import free_port, wait_port
+
+REPO = Path(__file__).resolve().parents[1]
+PG_ADMIN_DSN = os.environ.get("BENCHLINK_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Sizes:
+    """How much each benchmark pushes; ``quick`` proves the script works in seconds."""
+
+    ingest_readings: int = 400_000
+    ingest_clients: int = 8
+    metrics_points: int = 300_000
+    capture_messages: int = 60_000
+    sync_backlog: int = 1_000_000
+    sync_sensors: int = 4
+    live_seconds: float = 10.0
+    live_rate: int = 10_000
+    chart_readings: int = 1_000_000
+    repeats: int = 7
+    cloud_workers: int = 2
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            ingest_readings=4_000,
+            ingest_clients=2,
+            metrics_points=4_000,
+            capture_messages=1_000,
+            sync_backlog=4_000,
+            sync_sensors=2,
+            live_seconds=1.0,
+            live_rate=1_000,
+            chart_readings=10_000,
+            repeats=2,
+            cloud_workers=1,
+        )
+
+
+@dataclass
+class Row:
+    """One line of the table. ``ratio`` is figure/ceiling (or, for absolute targets, None)."""
+
+    name: str
+    what: str
+    figure: float | None
+    unit: str
+    ceiling: float | None = None
+    ceiling_what: str = ""
+    target: str = ""
+    passed: bool | None = None
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.figure is None or not self.ceiling:
+            return None
+        return self.figure / self.ceiling
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """Create ``benchlink_bench_<random>``, yield its SQLAlchemy URL, drop it afterwards."""
+    name = f"benchlink_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+        try:
+            yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    kids = [int(p) for p in text.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRss:
+    """Peak resident set of a process and its children (summed), sampled while it runs.
+
+    Each process's own high-water mark (VmHWM) is read, so short peaks between samples count;
+    children that exit early are caught by the sampling."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peaks: dict[int, int] = {}
+
+    def sample(self) -> None:
+        for p in [self.pid, *_children(self.pid)]:
+            kb = _hwm_kb(p)
+            if kb:
+                self.peaks[p] = max(self.peaks.get(p, 0), kb)
+
+    def reset(self) -> None:
+        """Forget peaks so far (resets the kernel's high-water marks, Linux >= 4.0)."""
+        for p in [self.pid, *_children(self.pid)]:
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{p}/clear_refs").write_text("5")
+        self.peaks.clear()
+
+    @property
+    def mb(self) -> float:
+        self.sample()
+        return round(sum(self.peaks.values()) / 1024, 1)
+
+
+# --- the cloud --------------------------------------------------------------------------------
+
+
+class Cloud:
+    """``benchlink-cloud serve --workers N`` on a throw-away database, migrated first."""
+
+    def __init__(self, database_url: str, workers: int, log: Path) -> None:
+        self.database_url, self.workers, self.log = database_url, workers, log
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.rss: PeakRss | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Cloud:
+        from cloud.migrate import upgrade
+
+        upgrade(self.database_url)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(BIN / "benchlink-cloud"),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--database-url",
+                    self.database_url,
+                    "--workers",
+                    str(self.workers),
+                    "--no-migrate",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.rss = PeakRss(self.proc.pid)
+        deadline = time.monotonic() + 60
+        ready = 0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cloud exited: {self.log.read_text()[-2000:]}")
+            if wait_port("127.0.0.1", self.port, timeout=0.2):
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                        ready += 1
+                        # every worker answers readyz; ask a few times so all have started
+                        if ready >= 2 * self.workers:
+                            return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("cloud did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Cloud:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+async def post_all(
+    base_url: str,
+    path: str,
+    bodies: Sequence[bytes],
+    headers: Sequence[dict[str, str]],
+    clients: int,
+    expect: int,
+    sampler: PeakRss | None = None,
+) -> float:
+    """POST every body with ``clients`` concurrent connections; return the elapsed seconds."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(bodies)):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            r = await client.post(path, content=bodies[i], headers=headers[i])
+            if r.status_code != expect:
+                raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:500]}")
+
+    async def watch() -> None:
+        while sampler is not None:
+            sampler.sample()
+            await asyncio.sleep(0.2)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+        # warm every connection (and every worker) before the clock starts
+        await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))
+        watcher = asyncio.create_task(watch())
+        started = time.perf_counter()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(clients):
+                    tg.create_task(worker(client))
+        finally:
+            watcher.cancel()
+        return time.perf_counter() - started

@@ -1,0 +1,130 @@
+"""Live latency: a sender process posts readings at a steady rate (batches of 100 every
+10 ms for 10,000/s), each stamped with the wall clock just before its POST; a WebSocket
+client subscribed by sensor receives them, and latency is receive time minus that stamp.
+
+With more than one cloud worker the POST and the WebSocket usually land in different
+processes, so the figure includes the LISTEN/NOTIFY hop between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from bench.harness import Cloud, Row, Sizes, pg_database
+from tests.support.cloud import Bench, bootstrap
+
+SENDER = """
+import asyncio, json, sys, time
+from datetime import UTC, datetime
+import httpx
+url, token, sensor, run, session = sys.argv[1:6]
+rate, seconds = int(sys.argv[6]), float(sys.argv[7])
+per_tick = max(1, rate // 100)
+async def main():
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        await c.get("/healthz")
+        pending, sent = set(), 0
+        async def post(body):
+            r = await c.post("/api/v1/telemetry", content=body, headers={
+                "Authorization": "Bearer " + token, "Content-Type": "application/json"})
+            if r.status_code != 202:
+                print("error", r.status_code, r.text[:300], file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        ticks = int(seconds * 100)
+        for k in range(ticks):
+            delay = start + k * 0.01 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = datetime.now(UTC).isoformat()
+            body = json.dumps({"sensor_id": sensor, "run_id": run, "capture_session_id": session,
+                "readings": [{"timestamp": now, "raw_value": 20.0 + i * 1e-3}
+                             for i in range(per_tick)]}, separators=(",", ":")).encode()
+            t = asyncio.create_task(post(body))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+            sent += per_tick
+        await asyncio.gather(*pending)
+        print(sent, flush=True)
+asyncio.run(main())
+"""
+
+
+async def _receive(
+    url: str, bench: Bench, rate: int, seconds: float, sampler: object
+) -> tuple[list[float], int]:
+    ws_url = url.replace("http://", "ws://") + f"/api/v1/telemetry/stream?sensor_id={bench.sensor_id}"
+    latencies: list[float] = []
+    async with connect(ws_url, additional_headers=bench.headers, max_queue=None) as ws:
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "subscribed", hello
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SENDER,
+            url,
+            bench.token,
+            bench.sensor_id,
+            bench.run_id,
+            bench.capture_session_id,
+            str(rate),
+            str(seconds),
+            stdout=subprocess.PIPE,
+        )
+        sent_task = asyncio.create_task(sender.communicate())
+
+        async def receive() -> None:
+            async for raw in ws:
+                received = time.time()
+                msg = json.loads(raw)
+                if msg["type"] != "reading":
+                    raise RuntimeError(f"stream sent {msg}")
+                sent_at = datetime.fromisoformat(msg["timestamp"]).timestamp()
+                latencies.append((received - sent_at) * 1000)
+                if len(latencies) % 1000 == 0:
+                    sampler.sample()  # type: ignore[attr-defined]
+
+        receiver = asyncio.create_task(receive())
+        out, _ = await sent_task
+        expected = int(out.split()[0])
+        # everything was sent; give the stream a moment to deliver the rest
+        seen, deadline = -1, time.monotonic() + 5
+        while len(latencies) < expected and time.monotonic() < deadline:
+            if len(latencies) != seen:
+                seen, deadline = len(latencies), time.monotonic() + 5
+            await asyncio.sleep(0.05)
+        receiver.cancel()
+    return latencies, expected
+
+
+def latency(sizes: Sizes, logs: Path) -> Row:
+    with pg_database() as url, Cloud(url, sizes.cloud_workers, logs / "cloud-live.log") as cloud:
+        bench = bootstrap(cloud.url)
+        assert cloud.rss is not None
+        cloud.rss.reset()
+        lat, sent = asyncio.run(
+            _receive(cloud.url, bench, sizes.live_rate, sizes.live_seconds, cloud.rss)
+        )
+        if len(lat) < sent:
+            raise RuntimeError(f"the stream delivered {len(lat)} of {sent} readings")
+        steady = lat[len(lat) // 10 :]  # the first tenth warms connections and caches
+        q = statistics.quantiles(steady, n=100, method="inclusive")
+        p50, p99 = statistics.median(steady), q[98]
+        return Row(
+            name="live_latency",
+            what=f"live latency at {sizes.live_rate:,}/s, ms p99 (p50 {p50:.1f})",
+            figure=p99,
+            unit="ms",
+            target="p99 < 50 ms",
+            passed=p99 < 50,
+            rss_mb={"cloud": cloud.rss.mb},
+            extra={"p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "readings": sent},
+        )
