@@ -375,7 +375,9 @@ def iter_all(db: Session, f: ReadingFilter, chunk: int = 5000) -> Iterator[Readi
 
 def _epoch(db: Session, column: Any) -> Any:
     if db.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", column)
+        # date_part() is float8; EXTRACT() is numeric since PostgreSQL 14 and makes bucketing
+        # a million readings several times slower.
+        return func.date_part("epoch", column)
     # SQLite keeps naive UTC text: julianday() reads it, 2440587.5 is the Unix epoch.
     return (func.julianday(column) - 2440587.5) * 86400.0
 
