@@ -16,6 +16,7 @@ The owner user id is ``--owner-user-id``, else ``$BENCHLINK_DEMO_OWNER``, else t
 python bin/demo_seed.py --base-url http://localhost:8002
 python bin/demo_seed.py --json          # for machines
 eval "$(python bin/demo_seed.py --env)"  # OWNER, PROJECT, FURNACE_SENSOR, FURNACE_TOKEN, ...
+python bin/demo_seed.py --edge-toml var/edge.toml  # and an edge config for the seeded sensors
 """
 
 from __future__ import annotations
@@ -209,6 +210,53 @@ def ensure_sensor(api: Api, spec: dict[str, Any], *, rotate: bool) -> SeededSens
     return SeededSensor(s["name"], s["id"], kind, out["token"], s["token_preview"], False, True)
 
 
+def ensure_running_session(api: Api, run_id: str) -> str:
+    """The run's running capture session, or a new one (the next ordinal)."""
+    base = f"/api/v1/runs/{run_id}/capture-sessions"
+    sessions = api.get(base)
+    running = [s for s in sessions if s["status"] == "running"]
+    if running:
+        return str(running[0]["id"])
+    ordinal = max((s["ordinal_number"] for s in sessions), default=0) + 1
+    return str(api.post(base, {"ordinal_number": ordinal, "status": "running"})["id"])
+
+
+def edge_toml(result: Seed, session_id: str, device: str, mqtt_url: str) -> str:
+    """An edge config for the seeded sensors on the "Furnace calibration" baseline run:
+    furnace_tc_k from the simulator's serial device, chamber_mqtt over MQTT."""
+    run_id = result.runs["Furnace calibration"]
+    furnace, chamber = result.sensor("furnace_tc_k"), result.sensor("chamber_mqtt")
+    if not (furnace.token and chamber.token):
+        raise ValueError("--edge-toml needs the tokens: do not combine it with --keep-tokens")
+
+    def sensor(s: SeededSensor, source: str) -> str:
+        return (
+            f'[[sensors]]\nsensor_id = "{s.id}"\ntoken = "{s.token}"\nrun_id = "{run_id}"\n'
+            f'capture_session_id = "{session_id}"\nsource = "{source}"\n'
+        )
+
+    return (
+        "# Written by bin/demo_seed.py --edge-toml. Holds sensor tokens: keep it private.\n"
+        f'[cloud]\nurl = "{result.base_url}"\n\n'
+        '[buffer]\npath = "/var/lib/benchlink/buffer.db"\n\n'
+        f'[mqtt]\nurl = "{mqtt_url}"\nclient_id = "bench-01"\n\n'
+        + sensor(furnace, "serial")
+        + f'port = "{device}"\nbaudrate = 9600\nprotocol = "value"\n\n'
+        + sensor(chamber, "mqtt")
+    )
+
+
+def write_edge_toml(result: Seed, path: Path, device: str, mqtt_url: str) -> None:
+    api = Api(result.base_url, result.owner_user_id, result.project_id)
+    try:
+        session_id = ensure_running_session(api, result.runs["Furnace calibration"])
+    finally:
+        api.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(edge_toml(result, session_id, device, mqtt_url))
+    path.chmod(0o600)
+
+
 def seed(base_url: str, owner_user_id: str, *, rotate: bool = True) -> Seed:
     api = Api(base_url, owner_user_id)
     try:
@@ -286,6 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--owner-user-id", default=None)
     p.add_argument("--owner-file", type=Path, default=REPO / "var" / "demo_owner")
     p.add_argument("--keep-tokens", action="store_true", help="on a re-run, do not rotate")
+    p.add_argument(
+        "--edge-toml",
+        type=Path,
+        default=None,
+        help="also write an edge config for the seeded sensors (a running capture session on "
+        "the Furnace calibration baseline run is made if there is none)",
+    )
+    p.add_argument("--edge-device", default="/var/lib/benchlink/tty-furnace")
+    p.add_argument("--edge-mqtt-url", default="mqtt://localhost:1883")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--env", action="store_true", help="print shell `export` lines")
@@ -293,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     owner = resolve_owner(args.owner_user_id, args.owner_file)
     try:
         result = seed(args.base_url, owner, rotate=not args.keep_tokens)
-    except (ApiError, httpx.HTTPError) as exc:
+        if args.edge_toml:
+            write_edge_toml(result, args.edge_toml, args.edge_device, args.edge_mqtt_url)
+    except (ApiError, httpx.HTTPError, ValueError) as exc:
         print(f"demo_seed: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -163,3 +163,28 @@ def test_env_output_is_shell_exports(cloud: CloudServer, tmp_path: Path) -> None
         "CHAMBER_SENSOR",
         "CHAMBER_TOKEN",
     }
+
+
+def test_edge_toml_binds_the_seeded_sensors_to_one_running_session(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    from edge.config import load_config
+
+    toml = tmp_path / "edge.toml"
+    first = seed(cloud, tmp_path / "o", "--edge-toml", str(toml), "--edge-device", "/dev/ttyX")
+    cfg = load_config(toml)
+    assert toml.stat().st_mode & 0o777 == 0o600  # it holds tokens
+    assert cfg.cloud.url == cloud.url
+    by_source = {s.source: s for s in cfg.sensors}
+    assert str(by_source["serial"].sensor_id) == first["sensors"][0]["id"]
+    assert by_source["serial"].port == "/dev/ttyX"
+    assert by_source["serial"].token.get_secret_value() == first["sensors"][0]["token"]
+    assert str(by_source["mqtt"].sensor_id) == first["sensors"][1]["id"]
+    session = str(by_source["serial"].capture_session_id)
+
+    seed(cloud, tmp_path / "o", "--edge-toml", str(toml))  # again: the same running session
+    assert str(load_config(toml).sensors[0].capture_session_id) == session
+    run_id = first["runs"]["Furnace calibration"]
+    with httpx.Client(base_url=cloud.url, headers=owner_headers(first)) as c:
+        sessions = c.get(f"/api/v1/runs/{run_id}/capture-sessions").json()
+    assert [s["id"] for s in sessions] == [session]
