@@ -5,8 +5,8 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
-from functools import partial
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
