@@ -29,21 +29,26 @@ def new_token() -> tuple[str, str, str]:
     return token, hash_token(token), f"{token[:8]}…{token[-4:]}"
 
 
-def validate_profile(profile: ProfileIn, display_unit: str) -> None:
+def validate_profile(
+    profile: ProfileIn, display_unit: str, *, at: str = "conversion_profile"
+) -> None:
+    """Refuse a profile its kind cannot build; ``at`` is where the profile sits in the body."""
     try:
         build_converter(profile.kind, profile.payload, display_unit)
     except ProfileError as exc:
+        prefix = f"{at}." if at else ""
         raise InvalidInput(
             f"invalid conversion profile: {exc}",
             errors=[
-                FieldError(
-                    "conversion_profile."
-                    + ("payload." + f if f and f != "kind" else f or "payload"),
-                    reason,
-                )
-                for f, reason in exc.errors
+                FieldError(prefix + _profile_field(field), reason) for field, reason in exc.errors
             ],
         ) from None
+
+
+def _profile_field(field: str) -> str:
+    if field == "kind":
+        return "kind"
+    return f"payload.{field}" if field else "payload"
 
 
 def to_out(db: Session, sensor: models.Sensor) -> SensorOut:
@@ -189,7 +194,7 @@ def set_profile(
     db: Session, caller: Principal, sensor_id: uuid.UUID, body: ProfileIn
 ) -> models.Sensor:
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    validate_profile(body, sensor.display_unit)
+    validate_profile(body, sensor.display_unit, at="")
     exists = db.scalars(
         select(models.SensorProfile.id).where(
             models.SensorProfile.sensor_id == sensor.id,
