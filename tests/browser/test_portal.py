@@ -184,6 +184,19 @@ def test_an_operator_follows_a_run_live_in_the_portal(
     page.wait_for_timeout(300)
     page.screenshot(path=str(artifacts / "portal-run.png"), full_page=True)
 
+    # Dragging across the chart zooms in and fetches detail for that window from the server.
+    box = chart.locator(".u-over").bounding_box()
+    assert box is not None
+    with page.expect_response(lambda r: "/telemetry/series" in r.url and "since=" in r.url):
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
+    reset = chart.get_by_role("button", name="Reset zoom")
+    expect(reset).to_be_visible()
+    reset.click()
+    expect(reset).to_be_hidden()
+
     # Switching to the finished session #1 shows its own readings, not live.
     page.locator(".session-tab[data-ordinal='1']").click()
     expect(page.locator(".session-tab.selected")).to_have_attribute("data-ordinal", "1")
