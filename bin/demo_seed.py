@@ -15,7 +15,7 @@ The owner user id is ``--owner-user-id``, else ``$BENCHLINK_DEMO_OWNER``, else t
 
 python bin/demo_seed.py --base-url http://localhost:8002
 python bin/demo_seed.py --json          # for machines
-eval "$(python bin/demo_seed.py --env)"  # OWNER, PROJECT, FURNACE_SENSOR, FURNACE_TOKEN, ...
+eval "$(python bin/demo_seed.py --env)"  # OWNER, PROJECT, FURNACE_RUN, FURNACE_TOKEN, ...
 python bin/demo_seed.py --edge-toml var/edge.toml  # and an edge config for the seeded sensors
 """
 
@@ -295,6 +295,10 @@ def env_lines(result: Seed) -> list[str]:
         "OWNER": result.owner_user_id,
         "PROJECT": result.project_id,
     }
+    for name, eid in result.experiments.items():
+        prefix = name.split()[0].upper()  # "Furnace calibration" -> FURNACE_EXPERIMENT
+        values[f"{prefix}_EXPERIMENT"] = eid
+        values[f"{prefix}_RUN"] = result.runs[name]
     for s in result.sensors:
         prefix = s.name.split("_")[0].upper()
         values[f"{prefix}_SENSOR"] = s.id

@@ -1,0 +1,137 @@
+"""docs/demo.md is executable: every ``bash`` block runs, in order, in one shell, against a live
+cloud; the other blocks (``make demo``, docker compose) only use scripts and options that
+exist. So the page cannot drift from the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.demo.conftest import BIN, REPO
+from tests.support.cloud import CloudServer
+
+DOC = REPO / "docs" / "demo.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+MARK = "### docs/demo.md block"
+
+
+def blocks(language: str | None = None) -> list[str]:
+    found = [(lang, body) for lang, body in FENCE.findall(DOC.read_text())]
+    return [body for lang, body in found if language is None or lang == language]
+
+
+def test_the_page_has_the_whole_scenario() -> None:
+    text = "\n".join(blocks("bash"))
+    for step in (
+        "bin/migrate.py",
+        "bin/demo_seed.py",
+        "/api/v1/sensors",
+        "/api/v1/experiments",
+        "/capture-sessions",
+        "bin/demo_sensor.py",
+        "/api/v1/telemetry",
+        "/telemetry/stream",
+        "/stop",
+        "/metrics",
+        "metrics?name=loss",
+        "-X PATCH",
+        "/archive",
+        "runs:batch-status",
+        "bin/demo_replay.py",
+    ):
+        assert step in text, f"no bash block does {step}"
+    assert "make demo" in "\n".join(blocks("sh"))
+
+
+def test_images_and_files_it_names_exist() -> None:
+    text = DOC.read_text()
+    for image in re.findall(r"\]\((img/[^)]+)\)", text):
+        assert (DOC.parent / image).is_file(), image
+    for script in set(re.findall(r"bin/[\w.]+\.py", text)):
+        assert (REPO / script).is_file(), script
+
+
+def test_options_in_the_blocks_that_are_not_run_exist() -> None:
+    """``make demo`` and the docker compose section cannot run here; their options must."""
+    helps: dict[str, str] = {}
+    for body in blocks("sh"):
+        for line in body.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            scripts = [w for w in words if w.startswith("bin/") and w.endswith(".py")]
+            demo_args = [w for w in words if w.startswith("DEMO_ARGS=")]
+            if demo_args:  # make demo DEMO_ARGS="..." passes them to bin/demo.py
+                scripts, words = ["bin/demo.py"], shlex.split(demo_args[0].split("=", 1)[1])
+            for script in scripts:
+                if script not in helps:
+                    helps[script] = subprocess.run(
+                        [sys.executable, str(REPO / script), "--help"],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout
+                for option in (w.split("=")[0] for w in words if w.startswith("--")):
+                    assert option in helps[script], f"{script} has no {option}"
+    assert {"bin/demo.py", "bin/demo_seed.py"} <= set(helps)
+
+
+def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path: Path) -> None:
+    script = ["set -euo pipefail"]
+    for i, body in enumerate(blocks("bash"), start=1):
+        script += [f"echo '{MARK} {i}' >&2", body]
+    # What the test checks afterwards: the ids the page's variables ended up with.
+    script.append('echo "IDS $RUN $EXPERIMENT $WARMUP $SESSION $SENSOR $THERMAL_RUN"')
+    env = {
+        **os.environ,
+        "BASE": cloud.url,
+        "DATABASE_URL": cloud.database_url,
+        "DEMO_DURATION": "3",
+        "BENCHLINK_DEMO_OWNER": str(uuid.uuid4()),  # not the developer's var/demo_owner
+        "TMPDIR": str(tmp_path),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    if proc.returncode != 0:
+        failed = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
+        pytest.fail(
+            f"{failed[-1] if failed else 'before the first block'} failed "
+            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    ids = next(line for line in proc.stdout.splitlines() if line.startswith("IDS "))
+    run, experiment, warmup, session, sensor, thermal_run = ids.split()[1:]
+    out = proc.stdout
+    assert "accepted" in out and "sent " in out  # demo_sensor's summaries
+    assert '"accepted":1,"late":0' in out.replace(" ", "")  # the scenario's telemetry curl
+    assert "running\n" in out and "succeeded\n" in out and "archived\n" in out
+
+    owner = re.search(r"owner_user_id=(\S+)", out)
+    project = re.search(r"project_id=(\S+)", out)
+    assert owner and project
+    h = {"X-User-Id": owner[1], "X-Project-Id": project[1], "X-Project-Role": "owner"}
+    with httpx.Client(base_url=cloud.url, headers=h) as c:
+        assert c.get(f"/api/v1/runs/{run}").json()["status"] == "succeeded"
+        assert c.get(f"/api/v1/runs/{warmup}").json()["status"] == "cancelled"
+        assert c.get(f"/api/v1/experiments/{experiment}").json()["status"] == "archived"
+        stopped = c.get(f"/api/v1/runs/{run}/capture-sessions/{session}").json()
+        assert stopped["status"] == "succeeded"
+        series = c.get(
+            "/api/v1/telemetry/series", params={"sensor_id": sensor, "run_id": run}
+        ).json()
+        assert series["total"] >= 6000 + 1 + 25  # batch mode, the curl, ~3 s of stream
+        loss = c.get(f"/api/v1/runs/{run}/metrics", params={"name": "loss"}).json()
+        assert [p["value"] for p in loss["points"]] == [0.42, 0.31]
+        assert c.get(f"/api/v1/runs/{thermal_run}/metrics/summary").json()[0]["count"] == 20
