@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from cloud.db.uow import transaction
 from cloud.errors import Forbidden, InvalidInput, Unauthenticated, invalid
@@ -62,7 +63,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[Session, Depends(db_session, scope="function")]
 
 
-def _check_gateway(request: Request, settings: Settings) -> None:
+def _check_gateway(request: HTTPConnection, settings: Settings) -> None:
     if settings.gateway_secret is None:
         return
     given = request.headers.get("x-gateway-secret", "")
@@ -70,7 +71,7 @@ def _check_gateway(request: Request, settings: Settings) -> None:
         raise Unauthenticated("identity headers are accepted only from the gateway")
 
 
-def _uuid_header(request: Request, name: str, *, required: bool) -> uuid.UUID | None:
+def _uuid_header(request: HTTPConnection, name: str, *, required: bool) -> uuid.UUID | None:
     raw = request.headers.get(name)
     if raw is None or raw.strip() == "":
         if required:
@@ -82,7 +83,7 @@ def _uuid_header(request: Request, name: str, *, required: bool) -> uuid.UUID | 
         raise invalid(f"header.{name}", "must be a UUID") from None
 
 
-def _role_header(request: Request, *, required: bool) -> Role | None:
+def _role_header(request: HTTPConnection, *, required: bool) -> Role | None:
     raw = request.headers.get("X-Project-Role")
     if raw is None or raw.strip() == "":
         if required:
@@ -94,7 +95,8 @@ def _role_header(request: Request, *, required: bool) -> Role | None:
         raise invalid("header.X-Project-Role", "must be one of owner, editor, viewer") from None
 
 
-def _identity(request: Request, settings: Settings) -> Principal:
+def identify(request: HTTPConnection, settings: Settings) -> Principal:
+    """The caller from the gateway's headers (HTTP requests and WebSockets alike)."""
     _check_gateway(request, settings)
     errors = []
     parsed: dict[str, object] = {}
@@ -119,7 +121,7 @@ def _identity(request: Request, settings: Settings) -> Principal:
 
 def require(role: Role) -> Callable[[Request, Settings], Principal]:
     def dependency(request: Request, settings: SettingsDep) -> Principal:
-        principal = _identity(request, settings)
+        principal = identify(request, settings)
         if principal.role < role:
             raise Forbidden(
                 f"this action needs the {role.name} role; the caller is {principal.role.name}"

@@ -90,9 +90,7 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         phrase = HTTPStatus(exc.status_code).phrase if exc.status_code < 600 else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else phrase
-        return problem_response(
-            exc.status_code, phrase, detail, headers=dict(exc.headers or {})
-        )
+        return problem_response(exc.status_code, phrase, detail, headers=dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

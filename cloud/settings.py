@@ -47,6 +47,9 @@ class Settings(BaseSettings):
                 raise ValueError("BENCHLINK_GATEWAY_SECRET must be set in production")
             if self.dev_identity:
                 raise ValueError("BENCHLINK_DEV_IDENTITY must be off in production")
+            if not self.stream_ticket_secret:
+                # Every API process must verify the tickets any other one issued.
+                raise ValueError("BENCHLINK_STREAM_TICKET_SECRET must be set in production")
         return self
 
     @cached_property

@@ -7,13 +7,12 @@ import asyncio
 import logging
 import secrets
 import uuid
-from typing import Any, cast
+from typing import Any
 
-from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from cloud.db import models
-from cloud.deps import Principal, _identity
+from cloud.deps import Principal, identify
 from cloud.errors import FieldError, InvalidInput, invalid
 from cloud.live import tickets
 from cloud.live.hub import StreamFilter
@@ -48,7 +47,7 @@ def principal(conn: HTTPConnection) -> Principal:
     if ticket is not None:
         return tickets.verify(ticket_secret(conn.app), ticket)
     # The same header rules as every REST route (gateway secret, 401 / 422).
-    return _identity(cast(Request, conn), conn.app.state.settings)
+    return identify(conn, conn.app.state.settings)
 
 
 def _uuid_param(conn: HTTPConnection, name: str) -> uuid.UUID | None:

@@ -166,3 +166,24 @@ def test_readyz_reports_an_unreachable_database() -> None:
         assert client.get("/healthz").status_code == 200
         r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "missing"),
+    [
+        ({"stream_ticket_secret": "t"}, "GATEWAY_SECRET"),
+        ({"gateway_secret": "g"}, "STREAM_TICKET_SECRET"),
+        (
+            {"gateway_secret": "g", "stream_ticket_secret": "t", "dev_identity": True},
+            "DEV_IDENTITY",
+        ),
+    ],
+)
+def test_production_refuses_unsafe_settings(overrides: dict[str, object], missing: str) -> None:
+    from pydantic import ValidationError
+
+    from cloud.settings import Settings
+
+    with pytest.raises(ValidationError, match=missing):
+        Settings(environment="production", **overrides)
+    Settings(environment="production", gateway_secret="g", stream_ticket_secret="t")
