@@ -318,11 +318,12 @@ def stream_scenario_sensor(scene: Scene, base_url: str, stop: threading.Event) -
 def publish_mqtt(scene: Scene, url: str, stop: threading.Event) -> None:
     """A device on the chamber: JSON readings on its own topic, QoS 1, twice a second."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     chamber = scene.seed.sensor("chamber_mqtt").id
     topic = f"benchlink/sensors/{chamber}/readings"
     parts = urlsplit(url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-device-{chamber[:8]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-device-{chamber[:8]}")
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
     client.loop_start()
     signal_ = Signal(profile="cycle", noise_c=0.3)

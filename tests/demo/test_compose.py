@@ -159,10 +159,10 @@ def test_the_edge_runs_the_simulator_and_the_daemon(
         {"Furnace calibration": "00000000-0000-4000-8000-0000000000dd"},
         [
             SeededSensor(
-                "furnace_tc_k", "00000000-0000-4000-8000-000000000001", "t", "a", "", 1, 0
+                "furnace_tc_k", "00000000-0000-4000-8000-000000000001", "t", "a", "", True, False
             ),
             SeededSensor(
-                "chamber_mqtt", "00000000-0000-4000-8000-000000000002", "l", "b", "", 1, 0
+                "chamber_mqtt", "00000000-0000-4000-8000-000000000002", "l", "b", "", True, False
             ),
         ],
     )

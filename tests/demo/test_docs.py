@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.demo.conftest import BIN, REPO
+from tests.demo.conftest import REPO
 from tests.support.cloud import CloudServer
 
 DOC = REPO / "docs" / "demo.md"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.demo.conftest import REPO
 from tests.support.services import free_port, unavailable, wait_port
@@ -92,7 +93,7 @@ def broker() -> Iterator[int]:
 def connect(port: int, username: str | None, password: str | None) -> tuple[mqtt.Client, int]:
     """A connected client, and the CONNACK reason (0 = accepted)."""
     result: queue.Queue[int] = queue.Queue()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
     if username:
         client.username_pw_set(username, password)
     client.on_connect = lambda c, u, f, rc, p: result.put(rc.value)
@@ -108,7 +109,7 @@ def edge(broker: int) -> Iterator[queue.Queue[tuple[str, bytes]]]:
     subscribed: queue.Queue[object] = queue.Queue()
     client, rc = connect(broker, "benchlink-edge", "change-me-edge")
     assert rc == 0
-    client.on_message = lambda c, u, m: got.put((m.topic, m.payload))
+    client.on_message = lambda c, u, m: got.put((m.topic, bytes(m.payload)))
     client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(codes)
     client.subscribe("benchlink/sensors/+/readings", qos=1)
     codes = subscribed.get(timeout=10)
@@ -151,7 +152,7 @@ def test_a_device_cannot_read_other_readings(broker: int) -> None:
     got: queue.Queue[bytes] = queue.Queue()
     spy, rc = connect(broker, DEVICE_B, "secret-b")
     assert rc == 0
-    spy.on_message = lambda c, u, m: got.put(m.payload)
+    spy.on_message = lambda c, u, m: got.put(bytes(m.payload))
     spy.subscribe("benchlink/sensors/+/readings", qos=1)
     publish(broker, DEVICE_A, "secret-a", topic(DEVICE_A), "23.0")
     with pytest.raises(queue.Empty):
