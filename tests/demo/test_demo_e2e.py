@@ -70,24 +70,26 @@ def readings(db: Session, sensor_id: str, run_id: str) -> list[models.TelemetryR
     return list(db.scalars(q))
 
 
-def check_database(database_url: str, summary: dict[str, Any], mqtt: bool) -> None:
+def check_database(
+    database_url: str, summary: dict[str, Any], mqtt: bool, seconds: int = 20
+) -> None:
     engine = create_engine(normalize_database_url(database_url))
     run_id, sensors = summary["run_id"], summary["sensors"]
     try:
         with Session(engine) as db:
             scenario = readings(db, sensors["temperature_raw"], run_id)
-            assert len(scenario) >= 100  # 10 Hz for 20 s, less start-up
+            assert len(scenario) >= 5 * seconds  # 10 Hz, less start-up
             for r in scenario:  # the scenario's linear profile a=1.23, b=0.2
                 assert r.value == pytest.approx(1.23 * r.raw_value + 0.2)
                 assert r.profile_version == "v1" and not r.late
 
             furnace = readings(db, sensors["furnace_tc_k"], run_id)
-            assert len(furnace) >= 100  # simulator at 10 Hz, through the edge over serial
+            assert len(furnace) >= 5 * seconds  # simulator at 10 Hz, through the edge
             for r in furnace:  # type K, NIST ITS-90, cold junction 24.5 °C
                 expected = compensated_temperature_c("K", r.raw_value, 24.5)
                 assert r.value == pytest.approx(expected, abs=1e-6)
                 assert 0 < r.value < 460
-            assert max(r.value for r in furnace) > 100  # the furnace heated up
+            assert max(r.value for r in furnace) > 50  # the furnace heated up
 
             chamber = readings(db, sensors["chamber_mqtt"], run_id)
             assert (len(chamber) >= 10) if mqtt else (chamber == [])
@@ -97,7 +99,7 @@ def check_database(database_url: str, summary: dict[str, Any], mqtt: bool) -> No
             loss = db.scalars(
                 select(models.Metric).where(models.Metric.run_id == uuid.UUID(run_id))
             ).all()
-            assert {m.name for m in loss} == {"loss"} and len(loss) >= 8
+            assert {m.name for m in loss} == {"loss"} and len(loss) >= seconds // 2
             assert sorted(m.step for m in loss) == list(range(1, len(loss) + 1))
 
             kinds = set(
@@ -211,3 +213,31 @@ def _cmdline(proc_dir: Path) -> bytes:
         return (proc_dir / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_make_demo_on_a_clean_clone(tmp_path: Path) -> None:
+    """``make demo DURATION=N`` in a fresh clone of the committed tree, on its own defaults
+    (var/ of the clone). The clone's venv is this interpreter, so nothing is downloaded."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    venv_bin = clone / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    python = venv_bin / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    os.utime(clone / "pyproject.toml", (0, 0))  # the install stamp is newer: no `pip install`
+    (clone / ".venv" / ".installed-stamp").touch()
+    port = free_port()
+    proc = subprocess.run(
+        ["make", "demo", "DURATION=10", f"DEMO_ARGS=--port {port}"],
+        cwd=clone,
+        env={k: v for k, v in os.environ.items() if k not in ("DURATION", "PYTHONPATH")},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "== what landed ==" in proc.stdout
+    summary = json.loads((clone / "var" / "demo" / "summary.json").read_text())
+    assert (clone / "var" / "demo_owner").read_text().strip() == summary["owner_user_id"]
+    check_database(f"sqlite:///{clone / 'var' / 'demo.db'}", summary, broker_up(), seconds=10)
