@@ -37,7 +37,8 @@ class Sizes:
     ingest_readings: int = 400_000
     ingest_clients: int = 8
     metrics_points: int = 300_000
-    capture_messages: int = 60_000
+    capture_messages: int = 40_000
+    capture_rounds: int = 3
     sync_backlog: int = 1_000_000
     sync_sensors: int = 4
     live_seconds: float = 10.0
@@ -53,6 +54,7 @@ class Sizes:
             ingest_clients=2,
             metrics_points=4_000,
             capture_messages=1_000,
+            capture_rounds=1,
             sync_backlog=4_000,
             sync_sensors=2,
             live_seconds=1.0,
@@ -254,7 +256,11 @@ async def post_all(
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(len(bodies)):
         queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # A new connection per request: uvicorn's workers share one listening socket, and kept-alive
+    # connections stay with whichever worker accepted them first (often one worker takes them
+    # all). Connecting per request lets an idle worker take the next one, as a load balancer
+    # in front of the workers would; the handshake is a few hundred microseconds per batch.
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=0)
 
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():
@@ -269,8 +275,7 @@ async def post_all(
             await asyncio.sleep(0.2)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
-        # warm every connection (and every worker) before the clock starts
-        await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))
+        await asyncio.gather(*(client.get("/healthz") for _ in range(clients)))  # warm-up
         watcher = asyncio.create_task(watch())
         started = time.perf_counter()
         try:

@@ -291,15 +291,23 @@ class Buffer:
                 r[0]: (r[1], r[2])
                 for r in c.execute("SELECT sensor_id, run_id, capture_session_id FROM sensors")
             }
+            # Rows of all writes go in with one statement per table (in write order, so ids
+            # keep arrival order): per-write statements cost more than the rows under load.
+            rows: list[tuple[Any, ...]] = []
+            dead: list[DeadLetter] = []
+            inbox: list[tuple[int, str, float]] = []
             for w in writes:
                 if full is not None:
                     results.append(full)
                     continue
-                if w.inbox is not None and w.redelivered and self._seen(c, *w.inbox):
-                    results.append(WriteResult(0, 0, duplicate=True))
-                    continue
-                rows = []
-                dead = list(w.dead)
+                if w.inbox is not None and w.redelivered:
+                    # the copy may follow its original within this very group
+                    self._remember(c, inbox)
+                    if self._seen(c, *w.inbox):
+                        results.append(WriteResult(0, 0, duplicate=True))
+                        continue
+                before, dead_before = len(rows), len(dead)
+                dead += w.dead
                 for r in w.readings:
                     bound = bindings.get(r.sensor_id)
                     if bound is None:
@@ -316,16 +324,24 @@ class Buffer:
                             now,
                         )
                     )
-                c.executemany(
-                    "INSERT INTO readings (sensor_id, run_id, capture_session_id, ts, raw_value,"
-                    " meta, arrived) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._dead_letters(c, dead, now)
                 if w.inbox is not None:
-                    c.execute("INSERT OR REPLACE INTO mqtt_inbox VALUES (?, ?, ?)", (*w.inbox, now))
-                results.append(WriteResult(len(rows), len(dead)))
+                    inbox.append((*w.inbox, now))
+                results.append(WriteResult(len(rows) - before, len(dead) - dead_before))
+            c.executemany(
+                "INSERT INTO readings (sensor_id, run_id, capture_session_id, ts, raw_value,"
+                " meta, arrived) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._dead_letters(c, dead, now)
+            self._remember(c, inbox)
         return results
+
+    @staticmethod
+    def _remember(c: sqlite3.Connection, inbox: list[tuple[int, str, float]]) -> None:
+        """Record MQTT (mid, digest) pairs queued so far, then forget them."""
+        if inbox:
+            c.executemany("INSERT OR REPLACE INTO mqtt_inbox VALUES (?, ?, ?)", inbox)
+            inbox.clear()
 
     @staticmethod
     def _seen(c: sqlite3.Connection, mid: int, digest: str) -> bool:
@@ -349,38 +365,41 @@ class Buffer:
         reading arrived before then, so a busy sensor fills its batches."""
         made = 0
         with self.tx() as c:
-            rows = c.execute(
-                "SELECT id, run_id, capture_session_id, ts, arrived FROM readings"
-                " WHERE sensor_id = ? AND batch_id IS NULL ORDER BY id",
-                (sensor_id,),
-            ).fetchall()
-            groups: list[list[tuple[Any, ...]]] = []
-            for row in rows:
-                key = (row[1], row[2])
-                if (
-                    groups
-                    and (groups[-1][0][1], groups[-1][0][2]) == key
-                    and len(groups[-1]) < batch_size
-                ):
-                    groups[-1].append(row)
-                else:
-                    groups.append([row])
+            # One batch at a time, not the whole backlog: after a long outage there may be
+            # millions of unsealed readings, and holding them all in memory is what an edge
+            # box cannot afford. A group is the longest run of the oldest unsealed readings
+            # with one run+session, up to ``batch_size``.
             now = time.time()
-            for i, g in enumerate(groups):
-                partial = len(g) < batch_size and i == len(groups) - 1
-                if partial and older_than is not None and g[0][4] > older_than:
+            while True:
+                rows = c.execute(
+                    "SELECT id, run_id, capture_session_id, ts, arrived FROM readings"
+                    " WHERE sensor_id = ? AND batch_id IS NULL ORDER BY id LIMIT ?",
+                    (sensor_id, batch_size),
+                ).fetchall()
+                if not rows:
+                    break
+                key = (rows[0][1], rows[0][2])
+                g = rows
+                for j, row in enumerate(rows):
+                    if (row[1], row[2]) != key:
+                        g = rows[:j]
+                        break
+                last = len(g) == len(rows) and len(rows) < batch_size  # nothing follows it
+                if last and older_than is not None and g[0][4] > older_than:
                     break
                 batch_id = str(uuid.uuid4())
                 ts = sorted(r[3] for r in g)
                 c.execute(
                     "INSERT INTO batches (id, sensor_id, run_id, capture_session_id, state,"
                     " count, first_ts, last_ts, sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (batch_id, sensor_id, g[0][1], g[0][2], PENDING, len(g), ts[0], ts[-1], now),
+                    (batch_id, sensor_id, key[0], key[1], PENDING, len(g), ts[0], ts[-1], now),
                 )
                 c.executemany(
                     "UPDATE readings SET batch_id = ? WHERE id = ?", [(batch_id, r[0]) for r in g]
                 )
                 made += 1
+                if last:
+                    break
         return made
 
     def next_batch(self, sensor_id: str) -> Batch | None:
