@@ -170,14 +170,15 @@ def start_cloud(children: Children, args: argparse.Namespace) -> str:
 def register_scenario_sensor(api: Api) -> tuple[str, str]:
     """The scenario's curl line: ``-d`` without a content type, Idempotency-Key demo-sensor-1.
 
-    A re-run with the same owner replays the first answer (same sensor, same token); once the
-    key has expired the name is taken (409), so the sensor is found and its token rotated."""
+    A re-run with the same owner replays the first answer: the same sensor, but without its
+    token, which the cloud shows only once; once the key has expired the name is taken (409).
+    Either way the sensor is found and its token rotated."""
     body = json.dumps({**SCENARIO_SENSOR, "project_id": api.project_id})
     headers = api.headers(SCENARIO_KEY) | {"Content-Type": "application/x-www-form-urlencoded"}
     r = api.http.post(api.base_url + "/api/v1/sensors", content=body, headers=headers)
-    if r.status_code == 201:
+    if r.status_code == 201 and r.json()["token"]:
         return str(r.json()["sensor"]["id"]), str(r.json()["token"])
-    if r.status_code != 409:
+    if r.status_code not in (201, 409):
         raise ApiError("POST", "/api/v1/sensors", r.status_code, r.text)
     sensor = next(s for s in api.get("/api/v1/sensors") if s["name"] == "temperature_raw")
     rotated = api.post(f"/api/v1/sensors/{sensor['id']}/rotate-token")

@@ -7,6 +7,7 @@ on, and capture the response without buffering anything else.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -33,6 +34,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BODY_KEY = "benchlink.body"
+#: Set by routes whose answer carries a secret (a sensor token): names of top-level fields
+#: that are kept out of the idempotency store, so tokens stay "hash only at rest".
+SECRET_FIELDS_KEY = "benchlink.secret_fields"
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
 
 
@@ -216,9 +220,8 @@ class IdempotencyMiddleware:
         # Remember final answers; let a retry run again after a server error, a rate limit, or
         # a refusal that depends on the caller's credentials or role rather than the request.
         if 200 <= status < 500 and status not in (401, 403, 429):
-            await run_in_threadpool(
-                self._complete, principal, key, status, headers, b"".join(chunks)
-            )
+            body = _redact(b"".join(chunks), scope.get(SECRET_FIELDS_KEY, ()))
+            await run_in_threadpool(self._complete, principal, key, status, headers, body)
         else:
             await run_in_threadpool(self._release, principal, key)
 
@@ -293,6 +296,25 @@ class IdempotencyMiddleware:
                 delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= datetime.now(UTC))
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _redact(body: bytes, fields: tuple[str, ...]) -> bytes:
+    """The stored copy of an answer without its secrets: a replay says the secret was shown
+    once (rotate to get a new one) instead of keeping it in plain text for a day."""
+    if not fields:
+        return body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict):
+        for name in fields:
+            if name in data:
+                data[name] = None
+                data[f"{name}_redacted"] = (
+                    f"the {name} is shown only once, in the first answer; rotate it for a new one"
+                )
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _field(field: str, reason: str) -> Any:

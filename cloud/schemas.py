@@ -109,7 +109,10 @@ class SensorOut(Out):
 
 class SensorWithToken(BaseModel):
     sensor: SensorOut
-    token: str
+    #: The full token, in this answer only. A replay of the request (same Idempotency-Key)
+    #: answers ``null`` with ``token_redacted``: the server keeps only the token's hash.
+    token: str | None
+    token_redacted: str | None = None
 
 
 # --- experiments --------------------------------------------------------------------------

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from cloud.db import models
 from cloud.deps import DbSession, Editor, Owner, Viewer, same_project
+from cloud.middleware import SECRET_FIELDS_KEY
 from cloud.schemas import ProfileIn, ProfileOut, SensorIn, SensorOut, SensorPatch, SensorWithToken
 from cloud.services import sensors
 from cloud.services.scope import get_in_project
@@ -13,7 +14,13 @@ from cloud.services.scope import get_in_project
 router = APIRouter(prefix="/api/v1/sensors", tags=["sensors"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+def secret_response(request: Request, response: Response) -> None:
+    """The answer carries a token: never cached, never kept by the idempotency store."""
+    response.headers["Cache-Control"] = "no-store"
+    request.scope[SECRET_FIELDS_KEY] = ("token",)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(secret_response)])
 def register_sensor(body: SensorIn, db: DbSession, caller: Editor) -> SensorWithToken:
     """Register a sensor. The token is in this response only; the server keeps its hash."""
     same_project(caller, body.project_id)
@@ -38,7 +45,7 @@ def patch_sensor(
     return sensors.to_out(db, sensors.patch(db, caller, sensor_id, body))
 
 
-@router.post("/{sensor_id}/rotate-token")
+@router.post("/{sensor_id}/rotate-token", dependencies=[Depends(secret_response)])
 def rotate_token(sensor_id: uuid.UUID, db: DbSession, caller: Owner) -> SensorWithToken:
     """Issue a new token; the old one stops working at once."""
     sensor, token = sensors.rotate(db, caller, sensor_id)

@@ -179,3 +179,29 @@ def test_key_length_is_checked(api: Api) -> None:
     )
     assert_problem(r, 422, "header.Idempotency-Key")
     assert _count_experiments(api, owner.headers()) == 0
+
+
+def test_tokens_never_rest_in_the_idempotency_store(api: Api) -> None:
+    owner = api.project()
+    body = {
+        "project_id": owner.project_id, "name": "tc", "type": "t", "input_unit": "mV",
+        "display_unit": "C", "conversion_profile": {"version": "v1", "kind": "linear", "payload": {"a": 1}},
+    }
+    h = {**owner.headers(), "Idempotency-Key": "reg-1"}
+    token = api.post("/api/v1/sensors", body, headers=h).json()["token"]
+    sid = api.get("/api/v1/sensors", headers=owner.headers()).json()[0]["id"]
+    rotated = api.post(
+        f"/api/v1/sensors/{sid}/rotate-token", headers={**owner.headers(), "Idempotency-Key": "rot-1"}
+    ).json()["token"]
+    with api.c.app.state.sessionmaker() as db:  # type: ignore[attr-defined]
+        stored = b"".join(r.response_body or b"" for r in db.scalars(select(IdempotencyRecord)))
+    assert token.encode() not in stored and rotated.encode() not in stored
+    replay = api.post(
+        f"/api/v1/sensors/{sid}/rotate-token", headers={**owner.headers(), "Idempotency-Key": "rot-1"}
+    )
+    assert replay.headers["idempotent-replayed"] == "true" and replay.json()["token"] is None
+    # The rotation was not done twice: the token from the first answer still works.
+    ids = api.stack(owner)
+    ids = {**ids, "sensor_id": sid, "token": rotated}
+    r = api.ingest(ids, [{"timestamp": datetime.now(UTC).isoformat(), "raw_value": 1}])
+    assert r.status_code == 202
