@@ -15,13 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
-from cloud.db.models import IdempotencyRecord
+from cloud.db.models import IdempotencyRecord, Sensor
+from cloud.deps import identify
+from cloud.errors import DomainError, FieldError
 from cloud.problems import problem_response
+from cloud.services.sensors import hash_token
 from cloud.settings import Settings
 from common.wire import MAX_TELEMETRY_BODY_BYTES, TELEMETRY_PATH
 
@@ -122,7 +126,7 @@ class RequestBodyMiddleware:
 
 @dataclass
 class _Claim:
-    outcome: str  # proceed | replay | mismatch | in_flight
+    outcome: str  # proceed | replay | mismatch | in_flight | unknown_token
     record: IdempotencyRecord | None = None
 
 
@@ -160,15 +164,19 @@ class IdempotencyMiddleware:
                 errors=[_field("header.Idempotency-Key", "must be 1 to 255 characters")],
             )
             return
-        principal = _principal(scope)
-        if principal is None:  # authentication will refuse it; nothing to remember
+        caller = _principal(scope, self.settings)
+        if caller is None:  # authentication will refuse it; nothing to remember
             await self.app(scope, receive, send)
             return
+        principal, token_hash = caller
         body: bytes = scope.get(BODY_KEY, b"")
         fingerprint = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
         ).hexdigest()
-        claim = await run_in_threadpool(self._claim, principal, key, fingerprint)
+        claim = await run_in_threadpool(self._claim, principal, key, fingerprint, token_hash)
+        if claim.outcome == "unknown_token":  # revoked or rotated: the route answers 401
+            await self.app(scope, receive, send)
+            return
         if claim.outcome == "mismatch":
             await _send_problem(
                 send,
@@ -217,9 +225,10 @@ class IdempotencyMiddleware:
         except BaseException:
             await run_in_threadpool(self._release, principal, key)
             raise
-        # Remember final answers; let a retry run again after a server error, a rate limit, or
-        # a refusal that depends on the caller's credentials or role rather than the request.
-        if 200 <= status < 500 and status not in (401, 403, 429):
+        # Remember final answers; let a retry run again after a server error, a rate limit, a
+        # conflict with the current state (which may change), or a refusal that depends on
+        # the caller's credentials or role rather than on the request.
+        if 200 <= status < 500 and status not in (401, 403, 409, 429):
             body = _redact(b"".join(chunks), scope.get(SECRET_FIELDS_KEY, ()))
             await run_in_threadpool(self._complete, principal, key, status, headers, body)
         else:
@@ -227,10 +236,16 @@ class IdempotencyMiddleware:
 
     # --- database side (runs in the thread pool) -------------------------------------------
 
-    def _claim(self, principal: str, key: str, fingerprint: str) -> _Claim:
+    def _claim(
+        self, principal: str, key: str, fingerprint: str, token_hash: str | None = None
+    ) -> _Claim:
         now = datetime.now(UTC)
         for _ in range(3):
             with self.sessions.begin() as db:
+                if token_hash is not None and (
+                    db.scalar(select(Sensor.id).where(Sensor.token_hash == token_hash)) is None
+                ):
+                    return _Claim("unknown_token")
                 rec = db.get(IdempotencyRecord, (principal, key), with_for_update=True)
                 if rec is not None and rec.expires_at <= now:
                     db.delete(rec)
@@ -317,22 +332,26 @@ def _redact(body: bytes, fields: tuple[str, ...]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
 
-def _field(field: str, reason: str) -> Any:
-    from cloud.errors import FieldError
-
+def _field(field: str, reason: str) -> FieldError:
     return FieldError(field, reason)
 
 
-def _principal(scope: Scope) -> str | None:
+def _principal(scope: Scope, settings: Settings) -> tuple[str, str | None] | None:
+    """Who is asking, authenticated as far as possible before any stored answer is replayed:
+    (principal, sensor token hash to verify). None when the request will be refused anyway."""
     auth = _header(scope, b"authorization") or ""
     scheme, _, token = auth.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         # The hash, not the token: keys are stored and must not reveal credentials.
-        return "sensor:" + hashlib.sha256(token.strip().encode()).hexdigest()[:40]
-    user = _header(scope, b"x-user-id")
-    if user:
-        return f"user:{user.strip()}:{(_header(scope, b'x-project-id') or '').strip()}"[:128]
-    return None
+        token_hash = hash_token(token.strip())
+        return "sensor:" + token_hash[:40], token_hash
+    try:
+        # The same rules as every route (gateway secret, header formats); the role is part
+        # of the principal, so a viewer never replays what an owner was answered.
+        who = identify(HTTPConnection(scope), settings)
+    except DomainError:
+        return None
+    return f"user:{who.user_id}:{who.project_id}:{who.role.name}", None
 
 
 async def _replay(send: Send, rec: IdempotencyRecord) -> None:

@@ -184,20 +184,26 @@ def test_key_length_is_checked(api: Api) -> None:
 def test_tokens_never_rest_in_the_idempotency_store(api: Api) -> None:
     owner = api.project()
     body = {
-        "project_id": owner.project_id, "name": "tc", "type": "t", "input_unit": "mV",
-        "display_unit": "C", "conversion_profile": {"version": "v1", "kind": "linear", "payload": {"a": 1}},
+        "project_id": owner.project_id,
+        "name": "tc",
+        "type": "t",
+        "input_unit": "mV",
+        "display_unit": "C",
+        "conversion_profile": {"version": "v1", "kind": "linear", "payload": {"a": 1}},
     }
     h = {**owner.headers(), "Idempotency-Key": "reg-1"}
     token = api.post("/api/v1/sensors", body, headers=h).json()["token"]
     sid = api.get("/api/v1/sensors", headers=owner.headers()).json()[0]["id"]
     rotated = api.post(
-        f"/api/v1/sensors/{sid}/rotate-token", headers={**owner.headers(), "Idempotency-Key": "rot-1"}
+        f"/api/v1/sensors/{sid}/rotate-token",
+        headers={**owner.headers(), "Idempotency-Key": "rot-1"},
     ).json()["token"]
     with api.c.app.state.sessionmaker() as db:  # type: ignore[attr-defined]
         stored = b"".join(r.response_body or b"" for r in db.scalars(select(IdempotencyRecord)))
     assert token.encode() not in stored and rotated.encode() not in stored
     replay = api.post(
-        f"/api/v1/sensors/{sid}/rotate-token", headers={**owner.headers(), "Idempotency-Key": "rot-1"}
+        f"/api/v1/sensors/{sid}/rotate-token",
+        headers={**owner.headers(), "Idempotency-Key": "rot-1"},
     )
     assert replay.headers["idempotent-replayed"] == "true" and replay.json()["token"] is None
     # The rotation was not done twice: the token from the first answer still works.
@@ -205,3 +211,49 @@ def test_tokens_never_rest_in_the_idempotency_store(api: Api) -> None:
     ids = {**ids, "sensor_id": sid, "token": rotated}
     r = api.ingest(ids, [{"timestamp": datetime.now(UTC).isoformat(), "raw_value": 1}])
     assert r.status_code == 202
+
+
+def test_a_replay_needs_the_same_authenticated_principal(database_url: str) -> None:
+    """A stored answer is never handed to a caller who would be refused the request itself."""
+    with make_client(database_url, gateway_secret="gw") as client:
+        api = Api(client)
+        gw = {"X-Gateway-Secret": "gw"}
+        user = str(uuid.uuid4())
+        r = api.post("/api/v1/projects", {"name": "p"}, headers={"X-User-Id": user, **gw})
+        from tests.cloud.conftest import Identity
+
+        owner = Identity(user, r.json()["id"])
+        body = {"project_id": owner.project_id, "name": "secret plans"}
+        h = {**owner.headers(), **gw, "Idempotency-Key": "k"}
+        assert api.post("/api/v1/experiments", body, headers=h).status_code == 201
+        # Without the gateway secret: refused, not replayed.
+        no_gw = {**owner.headers(), "Idempotency-Key": "k"}
+        assert_problem(api.post("/api/v1/experiments", body, headers=no_gw), 401)
+        # Same user, lower role: the route's own answer (403), not the owner's 201.
+        viewer = {**owner.headers("viewer"), **gw, "Idempotency-Key": "k"}
+        assert_problem(api.post("/api/v1/experiments", body, headers=viewer), 403)
+        # Malformed identity: 422 from the route.
+        bad = {**h, "X-Project-Role": "root"}
+        assert_problem(api.post("/api/v1/experiments", body, headers=bad), 422)
+    with make_client(database_url) as client:
+        api = Api(client)
+        owner = api.project()
+        ids = api.stack(owner)
+        reading = [{"timestamp": datetime.now(UTC).isoformat(), "raw_value": 1}]
+        assert api.ingest(ids, reading, key="t-1").status_code == 202
+        api.post(f"/api/v1/sensors/{ids['sensor_id']}/revoke-token", headers=owner.headers())
+        # A revoked token replays nothing: 401.
+        assert_problem(api.ingest(ids, reading, key="t-1"), 401)
+
+
+def test_conflicts_are_not_remembered(api: Api) -> None:
+    owner = api.project()
+    run = api.run(owner, api.experiment(owner))
+    first = api.session(owner, run, 1)
+    h = {**owner.headers(), "Idempotency-Key": "second-session"}
+    url = f"/api/v1/runs/{run}/capture-sessions"
+    assert_problem(api.post(url, {"ordinal_number": 2}, headers=h), 409)
+    api.post(f"{url}/{first}/stop", headers=owner.headers())
+    # The state changed: the same request with the same key now succeeds.
+    r = api.post(url, {"ordinal_number": 2}, headers=h)
+    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
