@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from cloud import problems
-from cloud.db.engine import make_engine, make_sessionmaker
+from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.live import setup as live
 from cloud.middleware import IdempotencyMiddleware, RequestBodyMiddleware, TimingMiddleware
@@ -41,6 +41,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     settings = settings or Settings()
     engine = engine or make_engine(settings.sqlalchemy_url)
     sessions = make_sessionmaker(engine)
+    # Reads need no write lock on SQLite; on PostgreSQL one engine serves both.
+    readers = (
+        make_sessionmaker(make_engine(settings.sqlalchemy_url, writer=False))
+        if is_sqlite(settings.sqlalchemy_url)
+        else sessions
+    )
     stats = Stats()
     if settings.create_schema:
         Base.metadata.create_all(engine)
@@ -68,6 +74,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
+    app.state.read_sessionmaker = readers
     app.state.stats = stats
     #: Called with each stored telemetry batch after its commit (the live stream subscribes).
     app.state.ingest_listeners = []

@@ -55,7 +55,9 @@ def get_settings(request: Request) -> Settings:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    yield from transaction(request.app.state.sessionmaker)
+    state = request.app.state
+    reads_only = request.method in ("GET", "HEAD")
+    yield from transaction(state.read_sessionmaker if reads_only else state.sessionmaker)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -57,6 +58,16 @@ async def _send_problem(send: Send, status: int, title: str, detail: str, **kw: 
     await send({"type": "http.response.body", "body": response.body})
 
 
+# An escaped NUL in a JSON string: \u0000 preceded by an even number of backslashes.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _has_nul(body: bytes) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL; refuse it up front on both databases, so
+    the same request gets the same answer everywhere (and never a 500)."""
+    return b"\x00" in body or (b"\\u0000" in body and _JSON_NUL.search(body) is not None)
+
+
 class RequestBodyMiddleware:
     """Reads write requests' bodies under a size limit and treats them as JSON.
 
@@ -69,7 +80,20 @@ class RequestBodyMiddleware:
         self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
+            await _send_problem(
+                send,
+                422,
+                "Invalid input",
+                "NUL characters are not accepted in the URL",
+                slug="invalid-input",
+                errors=[FieldError("query", "contains a NUL character")],
+            )
+            return
+        if scope["method"] not in WRITE_METHODS:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
@@ -104,6 +128,16 @@ class RequestBodyMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if path.startswith("/api/") and _has_nul(body):
+            await _send_problem(
+                send,
+                422,
+                "Invalid input",
+                "NUL characters (\\u0000) are not accepted",
+                slug="invalid-input",
+                errors=[FieldError("body", "contains a NUL character")],
+            )
+            return
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         if path.startswith("/api/") and content_type in ("", "application/x-www-form-urlencoded"):
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]

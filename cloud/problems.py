@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.errors import DomainError, FieldError
@@ -91,6 +92,18 @@ def install(app: FastAPI) -> None:
         phrase = HTTPStatus(exc.status_code).phrase if exc.status_code < 600 else "Error"
         detail = exc.detail if isinstance(exc.detail, str) else phrase
         return problem_response(exc.status_code, phrase, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # Services check for duplicates first; this is the race two requests can still run
+        # into (both checked, one committed first): the database's constraint decides.
+        log.info("integrity conflict: %s", str(exc.orig).splitlines()[0] if exc.orig else exc)
+        return problem_response(
+            409,
+            "Conflict",
+            "the request conflicts with data written at the same time; retry",
+            slug="conflict",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from common.wire import UtcDatetime
 
 T = TypeVar("T")
 
@@ -16,7 +18,6 @@ SessionStatus = Literal["draft", "running", "succeeded", "failed", "cancelled"]
 StopStatus = Literal["succeeded", "failed", "cancelled"]
 
 Name = Field(min_length=1, max_length=200)
-Tag = Field(min_length=1, max_length=100)
 
 
 class In(BaseModel):
@@ -213,7 +214,7 @@ class CaptureSessionIn(In):
 
 class CaptureSessionStop(In):
     status: StopStatus = "succeeded"
-    stopped_at: AwareDatetime | None = None
+    stopped_at: UtcDatetime | None = None
 
 
 class CaptureSessionOut(Out):
@@ -240,7 +241,7 @@ class MetricPoint(In):
     name: str = Field(min_length=1, max_length=200)
     step: int = Field(ge=0, le=2**62)
     value: float
-    timestamp: AwareDatetime | None = None
+    timestamp: UtcDatetime | None = None
 
 
 class MetricsIn(In):

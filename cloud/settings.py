@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,7 +16,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BENCHLINK_", extra="ignore")
 
     #: ``development`` allows conveniences that are unsafe behind a real gateway.
-    environment: str = "development"
+    environment: Literal["development", "test", "production"] = "development"
     database_url: str = f"sqlite:///{DEFAULT_SQLITE}"
     #: When set, identity headers are trusted only with ``X-Gateway-Secret`` equal to it.
     #: Must be set whenever the API is reachable by anything but the gateway.

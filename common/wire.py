@@ -6,11 +6,11 @@ from a bench PC is ambiguous by hours, so it is rejected rather than guessed.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 #: Most readings one telemetry request may carry; more is answered with 413.
 MAX_READINGS_PER_BATCH = 10_000
@@ -20,12 +20,23 @@ MAX_TELEMETRY_BODY_BYTES = 8 * 1024 * 1024
 TELEMETRY_PATH = "/api/v1/telemetry"
 
 
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("timestamp out of range once converted to UTC") from None
+
+
+#: An RFC 3339 timestamp with a zone, normalised to UTC (a naive one is refused).
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Reading(WireModel):
-    timestamp: AwareDatetime
+    timestamp: UtcDatetime
     raw_value: float
     meta: dict[str, Any] | None = None
 

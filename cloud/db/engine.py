@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.settings import normalize_database_url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def is_sqlite(url: str) -> bool:
+    return make_url(normalize_database_url(url)).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, *, writer: bool = True, **kwargs: Any) -> Engine:
+    """An engine for ``url``. On SQLite, ``writer`` engines take the write lock when a
+    transaction begins; readers (``writer=False``) read a WAL snapshot beside the writer."""
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -20,7 +26,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin_immediate if writer else _sqlite_begin)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -45,6 +51,10 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     # locked" when another writer got in between (busy_timeout cannot help an upgrade).
     # Taking the write lock up front turns that into a short wait.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

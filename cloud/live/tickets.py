@@ -61,7 +61,9 @@ def verify(secret: bytes, ticket: str, *, now: float | None = None) -> Principal
     """The principal a ticket stands for; Unauthenticated if forged, malformed or expired."""
     payload, _, signature = ticket.partition(".")
     # Compare the signature before parsing anything an attacker wrote.
-    if not signature or not hmac.compare_digest(signature, _sign(secret, payload)):
+    # As bytes: compare_digest refuses non-ASCII str, and a ticket is attacker-written.
+    expected = _sign(secret, payload).encode()
+    if not signature or not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
         raise Unauthenticated("invalid stream ticket")
     try:
         body = json.loads(_unb64(payload))

@@ -43,6 +43,14 @@ def get_capture_session(
     return CaptureSessionOut.model_validate(capture_sessions.get(db, caller, run_id, session_id))
 
 
+@router.post("/runs/{run_id}/capture-sessions/{session_id}/start")
+def begin_capture_session(
+    run_id: uuid.UUID, session_id: uuid.UUID, db: DbSession, caller: Editor
+) -> CaptureSessionOut:
+    """Start a session created as a draft (at most one running session per run)."""
+    return CaptureSessionOut.model_validate(capture_sessions.begin(db, caller, run_id, session_id))
+
+
 @router.post("/runs/{run_id}/capture-sessions/{session_id}/stop")
 def stop_capture_session(
     run_id: uuid.UUID,

@@ -14,6 +14,7 @@ from cloud.services.scope import get_in_project
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
+AfterId = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
 
 
 def _page(rows: list[models.Event], nxt: str | None) -> Page[EventOut]:
@@ -28,7 +29,7 @@ def project_events(
     run_id: uuid.UUID | None = None,
     capture_session_id: uuid.UUID | None = None,
     kind: str | None = None,
-    after_id: int | None = None,
+    after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
 ) -> Page[EventOut]:
@@ -52,7 +53,7 @@ def run_events(
     run_id: uuid.UUID,
     db: DbSession,
     caller: Viewer,
-    after_id: int | None = None,
+    after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
 ) -> Page[EventOut]:
@@ -69,7 +70,7 @@ def experiment_events(
     experiment_id: uuid.UUID,
     db: DbSession,
     caller: Viewer,
-    after_id: int | None = None,
+    after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
 ) -> Page[EventOut]:

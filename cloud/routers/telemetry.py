@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, ValidationError
+from pydantic import ValidationError
 
 from cloud.db import models
 from cloud.db.uow import after_commit
@@ -21,7 +21,7 @@ from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import telemetry
 from cloud.services.scope import get_in_project
-from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch
+from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
 
@@ -33,6 +33,20 @@ def _bearer(request: Request) -> str | None:
 
 
 def _parse_batch(raw: bytes) -> TelemetryBatch:
+    # Fast path: pydantic parses and validates the JSON in one pass (in Rust), about four
+    # times cheaper per reading than json.loads + model_validate. Anything it refuses, and
+    # an oversize batch, takes the path below, which gives the documented errors.
+    try:
+        batch = TelemetryBatch.model_validate_json(raw)
+    except ValidationError:
+        pass
+    else:
+        if len(batch.readings) <= MAX_READINGS_PER_BATCH:
+            return batch
+    return _parse_batch_slow(raw)
+
+
+def _parse_batch_slow(raw: bytes) -> TelemetryBatch:
     if not raw.strip():
         raise invalid("body", "empty body; expected a JSON telemetry batch")
     try:
@@ -95,8 +109,8 @@ def _filter(
     run_id: uuid.UUID | None,
     sensor_id: uuid.UUID | None,
     capture_session_id: uuid.UUID | None,
-    since: AwareDatetime | None,
-    until: AwareDatetime | None,
+    since: UtcDatetime | None,
+    until: UtcDatetime | None,
 ) -> telemetry.ReadingFilter:
     return telemetry.ReadingFilter(
         project_id=caller.project_id,
@@ -115,8 +129,8 @@ def query_telemetry(
     run_id: uuid.UUID | None = None,
     sensor_id: uuid.UUID | None = None,
     capture_session_id: uuid.UUID | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: str | None = None,
 ) -> TelemetryPage:
@@ -133,8 +147,8 @@ def telemetry_series(
     sensor_id: uuid.UUID,
     run_id: uuid.UUID | None = None,
     capture_session_id: uuid.UUID | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
     max_points: Annotated[int, Query(ge=2, le=20_000)] = 2000,
 ) -> TelemetrySeries:
     """One sensor's values for a chart, downsampled server-side to about ``max_points``
@@ -158,8 +172,8 @@ def export_csv(
     run_id: uuid.UUID | None = None,
     sensor_id: uuid.UUID | None = None,
     capture_session_id: uuid.UUID | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
 ) -> StreamingResponse:
     f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
     f.where()  # validate the filter before the response starts

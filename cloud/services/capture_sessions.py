@@ -42,17 +42,7 @@ def start(
             errors=[FieldError("ordinal_number", "already used in this run")],
         )
     if body.status == "running":
-        running = db.scalars(
-            select(models.CaptureSession.id).where(
-                models.CaptureSession.run_id == run.id, models.CaptureSession.status == "running"
-            )
-        ).first()
-        if running is not None:
-            raise Conflict(
-                f"run {run.id} already has a running capture session ({running}); stop it first",
-                errors=[FieldError("status", "another session of this run is running")],
-                running_capture_session_id=str(running),
-            )
+        _ensure_none_running(db, run)
     now = datetime.now(UTC)
     session = models.CaptureSession(
         run_id=run.id,
@@ -87,6 +77,59 @@ def start(
         capture_session_id=session.id,
         ordinal_number=session.ordinal_number,
         status=session.status,
+    )
+    return session
+
+
+def _ensure_none_running(db: Session, run: models.Run) -> None:
+    running = db.scalars(
+        select(models.CaptureSession.id).where(
+            models.CaptureSession.run_id == run.id, models.CaptureSession.status == "running"
+        )
+    ).first()
+    if running is not None:
+        raise Conflict(
+            f"run {run.id} already has a running capture session ({running}); stop it first",
+            errors=[FieldError("status", "another session of this run is running")],
+            running_capture_session_id=str(running),
+        )
+
+
+def begin(
+    db: Session, caller: Principal, run_id: uuid.UUID, session_id: uuid.UUID
+) -> models.CaptureSession:
+    """Start a session that was created as a draft."""
+    run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
+    session = get(db, caller, run_id, session_id, lock=True)
+    if session.status != "draft":
+        raise Conflict(f"capture session {session.id} is {session.status}; only a draft starts")
+    if run.status in TERMINAL:
+        raise Conflict(f"run {run.id} is {run.status}; it takes no new capture")
+    _ensure_none_running(db, run)
+    now = datetime.now(UTC)
+    session.status, session.started_at = "running", now
+    if run.status == "draft":
+        run.status, run.started_at = "running", run.started_at or now
+        journal.record(
+            db,
+            "run.status_changed",
+            project_id=run.project_id,
+            actor=caller.actor,
+            experiment_id=run.experiment_id,
+            run_id=run.id,
+            status="running",
+            previous="draft",
+        )
+    journal.record(
+        db,
+        "capture_session.started",
+        project_id=run.project_id,
+        actor=caller.actor,
+        experiment_id=run.experiment_id,
+        run_id=run.id,
+        capture_session_id=session.id,
+        ordinal_number=session.ordinal_number,
+        status="running",
     )
     return session
 

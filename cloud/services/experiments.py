@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
 from cloud.errors import Conflict
-from cloud.pagination import decode, encode
+from cloud.pagination import newest_first
 from cloud.schemas import ExperimentIn, ExperimentPatch
 from cloud.services import journal
 from cloud.services.scope import get_in_project, require_project
@@ -66,7 +67,7 @@ def list_experiments(
     include_archived: bool,
     limit: int,
     cursor: str | None,
-) -> tuple[list[models.Experiment], str | None]:
+) -> tuple[Sequence[models.Experiment], str | None]:
     E = models.Experiment
     query = select(E).where(E.project_id == caller.project_id)
     if status is not None:
@@ -82,20 +83,7 @@ def list_experiments(
     if q:
         pattern = f"%{q.strip()}%"
         query = query.where(or_(E.name.ilike(pattern), E.description.ilike(pattern)))
-    key = decode(cursor, 2)
-    if key is not None:
-        created = datetime.fromisoformat(key[0])
-        last_id = uuid.UUID(key[1])
-        query = query.where(
-            or_(E.created_at < created, and_(E.created_at == created, E.id < last_id))
-        )
-    rows = list(db.scalars(query.order_by(E.created_at.desc(), E.id.desc()).limit(limit + 1)))
-    nxt = (
-        encode(rows[limit - 1].created_at.isoformat(), rows[limit - 1].id)
-        if len(rows) > limit
-        else None
-    )
-    return rows[:limit], nxt
+    return newest_first(db, query, E, limit, cursor)
 
 
 def patch(

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.pagination import decode, encode
+from cloud.pagination import decode, encode, int64
 
 
 def record(
@@ -74,13 +74,13 @@ def list_events(
         q = q.where(models.Event.kind == kind)
     if after_id is not None:
         q = q.where(models.Event.id > after_id)
-    key = decode(cursor, 1)
+    key = decode(cursor, int64)
     if after_id is not None:
         # Polling forwards ("what is new since id N") reads oldest first.
         q = q.order_by(models.Event.id.asc())
     else:
         if key is not None:
-            q = q.where(models.Event.id < int(key[0]))
+            q = q.where(models.Event.id < key[0])
         q = q.order_by(models.Event.id.desc())
     rows = list(db.scalars(q.limit(limit + 1)))
     next_cursor = encode(rows[limit - 1].id) if len(rows) > limit and after_id is None else None

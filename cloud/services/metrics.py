@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
-from cloud.pagination import decode, encode
+from cloud.pagination import decode, encode, int64, text
 from cloud.schemas import MetricPoint, MetricPointOut, MetricSummary
 from cloud.services import journal
 from cloud.services.scope import get_in_project
@@ -58,9 +58,9 @@ def points(
     q = select(M).where(M.run_id == run_id)
     if name is not None:
         q = q.where(M.name == name)
-    key = decode(cursor, 3)
+    key = decode(cursor, text, int64, int64)
     if key is not None:
-        k_name, k_step, k_id = str(key[0]), int(key[1]), int(key[2])
+        k_name, k_step, k_id = key
         q = q.where(
             or_(
                 M.name > k_name,

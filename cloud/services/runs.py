@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, FieldError
-from cloud.pagination import decode, encode
+from cloud.pagination import newest_first
 from cloud.schemas import TERMINAL, BatchStatusResult, RunIn, RunPatch
 from cloud.services import journal
 from cloud.services.experiments import ensure_open
@@ -53,23 +54,13 @@ def list_runs(
     status: str | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[models.Run], str | None]:
+) -> tuple[Sequence[models.Run], str | None]:
     get_in_project(db, models.Experiment, experiment_id, caller.project_id)
     R = models.Run
     q = select(R).where(R.experiment_id == experiment_id)
     if status is not None:
         q = q.where(R.status == status)
-    key = decode(cursor, 2)
-    if key is not None:
-        created, last_id = datetime.fromisoformat(key[0]), uuid.UUID(key[1])
-        q = q.where(or_(R.created_at < created, and_(R.created_at == created, R.id < last_id)))
-    rows = list(db.scalars(q.order_by(R.created_at.desc(), R.id.desc()).limit(limit + 1)))
-    nxt = (
-        encode(rows[limit - 1].created_at.isoformat(), rows[limit - 1].id)
-        if len(rows) > limit
-        else None
-    )
-    return rows[:limit], nxt
+    return newest_first(db, q, R, limit, cursor)
 
 
 def change_status(db: Session, caller: Principal, run: models.Run, status: str) -> None:
@@ -111,9 +102,9 @@ def _stop_running_sessions(
 ) -> None:
     # A run that ended cannot still be capturing: its running session ends with it.
     sessions = db.scalars(
-        select(models.CaptureSession).where(
-            models.CaptureSession.run_id == run.id, models.CaptureSession.status == "running"
-        )
+        select(models.CaptureSession)
+        .where(models.CaptureSession.run_id == run.id, models.CaptureSession.status == "running")
+        .with_for_update()
     )
     for session in sessions:
         session.status, session.stopped_at = status, now

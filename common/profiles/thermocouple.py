@@ -111,9 +111,13 @@ class Thermocouple:
         value = meta["cold_junction_c"]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConversionError(f'meta["cold_junction_c"] must be a number, not {value!r}')
-        if not math.isfinite(value):
+        try:
+            cold = float(value)  # a JSON integer can be too large for a float
+        except OverflowError:
+            raise ConversionError('meta["cold_junction_c"] is out of range') from None
+        if not math.isfinite(cold):
             raise ConversionError(f'meta["cold_junction_c"] must be finite, not {value}')
-        return float(value)
+        return cold
 
     def convert(self, raw: float, meta: Mapping[str, Any] | None = None) -> float:
         if not math.isfinite(raw):

@@ -79,8 +79,9 @@ ENDPOINTS = [
         "POST",
         "/api/v1/runs/{run}/capture-sessions",
         "editor",
-        lambda w, i: {"ordinal_number": 2, "status": "draft"},
+        lambda w, i: {"ordinal_number": 3, "status": "draft"},
     ),
+    Endpoint("POST", "/api/v1/runs/{draft_run}/capture-sessions/{draft}/start", "editor"),
     Endpoint("GET", "/api/v1/runs/{run}/capture-sessions", "viewer"),
     Endpoint("GET", "/api/v1/runs/{run}/capture-sessions/{session}", "viewer"),
     Endpoint(
@@ -116,6 +117,9 @@ def _stack(api: Api, who: Identity) -> dict[str, str]:
         "session": s["capture_session_id"],
         "token": s["token"],
     }
+    # A second run with a session still in draft, for the start endpoint.
+    ids["draft_run"] = api.run(who, s["experiment_id"])
+    ids["draft"] = api.session(who, ids["draft_run"], status="draft")
     ts = datetime.now(UTC).isoformat()
     assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
     return ids
@@ -263,7 +267,7 @@ def test_body_project_must_match_header(api: Api) -> None:
 def test_unknown_ids_are_404(api: Api) -> None:
     owner = api.project()
     missing = str(uuid.uuid4())
-    ids = {k: missing for k in ("sensor", "experiment", "run", "session")}
+    ids = {k: missing for k in ("sensor", "experiment", "run", "session", "draft_run", "draft")}
     for e in ADDRESSED:
         if "{" in e.query:
             continue

@@ -182,3 +182,20 @@ def test_projects(api: Api) -> None:
         api.post("/api/v1/projects", {"name": ""}, headers={"X-User-Id": who.user_id}), 422, "name"
     )
     assert_problem(api.post("/api/v1/projects", {"name": "x"}), 401)
+
+
+def test_a_draft_session_can_be_started(api: Api, owner: Identity) -> None:
+    h = owner.headers()
+    run = api.run(owner, api.experiment(owner), {"status": "draft"})
+    draft = api.session(owner, run, 1, status="draft")
+    other = api.session(owner, run, 2, status="draft")
+    url = f"/api/v1/runs/{run}/capture-sessions"
+    r = api.post(f"{url}/{draft}/start", headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "running" and r.json()["started_at"]
+    assert api.get(f"/api/v1/runs/{run}", headers=h).json()["status"] == "running"
+    assert_problem(api.post(f"{url}/{draft}/start", headers=h), 409)
+    assert_problem(api.post(f"{url}/{other}/start", headers=h), 409, "status")
+    api.post(f"{url}/{draft}/stop", headers=h)
+    assert api.post(f"{url}/{other}/start", headers=h).status_code == 200
+    kinds = [e["kind"] for e in api.get(f"/api/v1/runs/{run}/events", headers=h).json()["items"]]
+    assert kinds.count("capture_session.started") == 2

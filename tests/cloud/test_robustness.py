@@ -187,3 +187,116 @@ def test_production_refuses_unsafe_settings(overrides: dict[str, object], missin
     with pytest.raises(ValidationError, match=missing):
         Settings(environment="production", **overrides)
     Settings(environment="production", gateway_secret="g", stream_ticket_secret="t")
+
+
+def _cursor(*key: object) -> str:
+    from cloud.pagination import encode
+
+    return encode(*key)
+
+
+def test_inputs_that_once_caused_500s(api: Api) -> None:
+    """Regressions from review: each of these was a 500 on one database or both."""
+    who = api.project()
+    ids = api.stack(who)
+    h = who.headers()
+    # Timestamps that overflow when converted to UTC.
+    for stamp in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        r = api.ingest(ids, [{"timestamp": stamp, "raw_value": 1}])
+        assert r.status_code == 422, r.text
+        m = {"metrics": [{"name": "l", "step": 1, "value": 1, "timestamp": stamp}]}
+        assert api.post(f"/api/v1/runs/{ids['run_id']}/metrics", m, headers=h).status_code == 422
+        url = f"/api/v1/runs/{ids['run_id']}/capture-sessions/{ids['capture_session_id']}/stop"
+        assert api.post(url, {"stopped_at": stamp}, headers=h).status_code == 422
+        r = api.get(
+            "/api/v1/telemetry", params={"run_id": ids["run_id"], "since": stamp}, headers=h
+        )
+        assert r.status_code == 422, r.text
+    # Cursors that decode but carry the wrong types.
+    for path, params in (
+        ("/api/v1/experiments", {}),
+        (f"/api/v1/experiments/{ids['experiment_id']}/runs", {}),
+        (f"/api/v1/runs/{ids['run_id']}/metrics", {}),
+        ("/api/v1/events", {}),
+        ("/api/v1/telemetry", {"run_id": ids["run_id"]}),
+    ):
+        for key in (
+            ("x", "y"),
+            (1, 2),
+            ([1],),
+            ("2025-01-01T00:00:00", 1),
+            (2**70, 2**70, 1),
+            ("x", "1", 2),
+            (True,),
+        ):
+            r = api.get(path, params={**params, "cursor": _cursor(*key)}, headers=h)
+            assert r.status_code == 422, (path, key, r.text)
+    # Ids beyond 64 bits.
+    assert api.get("/api/v1/events", params={"after_id": 2**63}, headers=h).status_code == 422
+    # NUL characters, which PostgreSQL text and jsonb cannot store.
+    r = api.post("/api/v1/experiments", {"project_id": who.project_id, "name": "a\x00b"}, headers=h)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
+    r = api.ingest(
+        ids, [{"timestamp": "2025-12-05T12:00:00Z", "raw_value": 1, "meta": {"n": "\x00"}}]
+    )
+    assert r.status_code == 422
+    assert api.get("/api/v1/experiments", params={"q": "a\x00"}, headers=h).status_code == 422
+    # An escaped backslash before u0000 is not a NUL: accepted.
+    r = api.post(
+        "/api/v1/experiments", {"project_id": who.project_id, "name": "a\\u0000"}, headers=h
+    )
+    assert r.status_code == 201 and r.json()["name"] == "a\\u0000"
+    # A stream ticket with non-ASCII characters.
+    r = api.get("/api/v1/telemetry/stream/sse", params={"run_id": ids["run_id"], "ticket": "a.é"})
+    assert r.status_code == 401
+    assert api.readings(who, run_id=ids["run_id"]) == []
+
+
+def test_a_huge_cold_junction_is_a_conversion_error(api: Api) -> None:
+    who = api.project()
+    sensor_id, token = api.sensor(
+        who, {"version": "k", "kind": "thermocouple", "payload": {"type": "K"}}
+    )
+    run = api.run(who, api.experiment(who))
+    ids = {
+        "sensor_id": sensor_id,
+        "token": token,
+        "run_id": run,
+        "capture_session_id": api.session(who, run),
+    }
+    raw = (
+        '{"sensor_id":"%s","run_id":"%s","capture_session_id":"%s","readings":[{"timestamp":'
+        '"2025-12-05T12:00:00Z","raw_value":1.0,"meta":{"cold_junction_c":1%s}}]}'
+        % (sensor_id, run, ids["capture_session_id"], "0" * 400)
+    )
+    r = api.ingest(ids, [], raw=raw)
+    assert r.status_code == 422 and "cold_junction_c" in r.text
+
+
+def test_racing_duplicates_are_409_not_500(database_url: str) -> None:
+    import threading
+
+    with make_client(database_url) as client:
+        api = Api(client)
+        who = api.project()
+        body = {
+            "project_id": who.project_id,
+            "name": "same",
+            "type": "t",
+            "input_unit": "mV",
+            "display_unit": "C",
+            "conversion_profile": {"version": "v1", "kind": "linear", "payload": {"a": 1}},
+        }
+        statuses: list[int] = []
+        barrier = threading.Barrier(6)
+
+        def register() -> None:
+            barrier.wait()
+            statuses.append(api.post("/api/v1/sensors", body, headers=who.headers()).status_code)
+
+        threads = [threading.Thread(target=register) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(statuses) == [201, 409, 409, 409, 409, 409], statuses
