@@ -134,11 +134,23 @@ class MqttSource:
         self.acked = 0
         self.dead_lettered = 0
         self.duplicates = 0
+        # topic -> sensor id; the sensors are fixed for the daemon's life, the topics few
+        self._routes: dict[str, str | None] = {}
 
     def topics(self) -> list[str]:
         return [WILDCARD_TOPIC, *sorted(self.custom)]
 
     def sensor_for(self, topic: aiomqtt.Topic) -> str | None:
+        try:
+            return self._routes[topic.value]
+        except KeyError:
+            pass
+        sensor_id = self._route(topic)
+        if len(self._routes) < 10_000:  # a flood of stray topics must not grow it forever
+            self._routes[topic.value] = sensor_id
+        return sensor_id
+
+    def _route(self, topic: aiomqtt.Topic) -> str | None:
         for pattern, sid in self.custom.items():
             if topic.matches(pattern):
                 return sid
@@ -157,13 +169,14 @@ class MqttSource:
         inbox = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
         redelivered = bool(getattr(message, "dup", False))
         sensor_id = self.sensor_for(message.topic)
-        text = payload[:4096].decode("utf-8", "replace")
         if sensor_id is None:
+            text = payload[:4096].decode("utf-8", "replace")
             dead = DeadLetter("mqtt_payload", "unknown sensor / topic", origin=topic, payload=text)
             return Write(dead=[dead], inbox=inbox, redelivered=redelivered)
         try:
             readings = parse_payload(payload, sensor_id, now)
         except PayloadError as exc:
+            text = payload[:4096].decode("utf-8", "replace")
             dead = DeadLetter("mqtt_payload", str(exc), sensor_id, origin=topic, payload=text)
             return Write(dead=[dead], inbox=inbox, redelivered=redelivered)
         return Write(readings=readings, inbox=inbox, redelivered=redelivered)
@@ -229,6 +242,7 @@ class MqttSource:
         acks: asyncio.Queue[tuple[aiomqtt.Message, Write, asyncio.Future[WriteResult]]],
     ) -> None:
         """Ack each message after its commit, in arrival order; hold on while the buffer is full."""
+        committed = self.metrics.committed.labels("mqtt")
         while True:
             message, write, done = await acks.get()
             while True:
@@ -241,7 +255,7 @@ class MqttSource:
                     await asyncio.sleep(1.0)
                     done = self.writer.enqueue(write)
             if result.committed:
-                self.metrics.committed.labels("mqtt").inc(result.committed)
+                committed.inc(result.committed)
             self.dead_lettered += result.dead
             if result.duplicate:
                 self.duplicates += 1
