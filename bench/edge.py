@@ -26,6 +26,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.harness import BIN, Cloud, PeakRss, Row, Sizes, libpq, pg_database
 from tests.support.cloud import Bench, bootstrap
@@ -123,7 +124,7 @@ def wait_for(
 
 def publish(broker: Broker, topic: str, n: int, *, first: int = 0) -> float:
     """Publish ``n`` QoS 1 readings as fast as the broker takes them; return the start time."""
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
     client.connect(broker.host, broker.port)
@@ -145,6 +146,10 @@ def publish(broker: Broker, topic: str, n: int, *, first: int = 0) -> float:
     client.loop_stop()
     client.disconnect()
     return started
+
+
+def _publish_into(started: list[float], broker: Broker, topic: str, n: int) -> None:
+    started.append(publish(broker, topic, n, first=1))
 
 
 BARE_SUBSCRIBER = """
@@ -231,16 +236,14 @@ def capture(sizes: Sizes, logs: Path) -> Row:
                 # a topic of its own, so no persistent session queues the other side's messages
                 bare.append(bare_subscriber(broker, f"bench/bare/{uuid.uuid4().hex}", n))
                 before = _count(buffer, committed)
-                done: dict[str, float] = {}
-                pub = threading.Thread(
-                    target=lambda: done.setdefault("started", publish(broker, topic, n, first=1))
-                )
+                started: list[float] = []
+                pub = threading.Thread(target=_publish_into, args=(started, broker, topic, n))
                 pub.start()
                 finished = wait_for(
                     lambda: _count(buffer, committed), before + n, 300, daemon.rss, step=0.05
                 )
                 pub.join()
-                edge.append(n / (finished - done["started"]))
+                edge.append(n / (finished - started[0]))
             rss = daemon.rss.mb
         finally:
             daemon.stop()
@@ -346,4 +349,3 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
             rss_mb={"edge": rss, "cloud": cloud.rss.mb},
             extra={"sensors": sizes.sync_sensors, "seconds": round(finished - started, 1)},
         )
-

@@ -105,7 +105,13 @@ def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
         cloud.rss.reset()
         elapsed = asyncio.run(
             post_all(
-                cloud.url, "/api/v1/telemetry", bodies, headers, sizes.ingest_clients, 202, cloud.rss
+                cloud.url,
+                "/api/v1/telemetry",
+                bodies,
+                headers,
+                sizes.ingest_clients,
+                202,
+                cloud.rss,
             )
         )
         rate = n / elapsed
@@ -181,13 +187,17 @@ def copy_metrics(url: str, bench: Bench, points: list[tuple[str, int, float, dat
     return len(rows) / elapsed
 
 
-def mlflow_rate(url: str, sizes: Sizes, points: list[tuple[str, int, float, datetime]], logs: Path) -> tuple[float, float]:
+def mlflow_rate(
+    url: str, sizes: Sizes, points: list[tuple[str, int, float, datetime]], logs: Path
+) -> tuple[float, float]:
     """log-batch of 1000 against the MLflow server on the same PostgreSQL; (points/s, RSS MB)."""
     import httpx
 
     with mlflow_server(url, sizes.cloud_workers, logs / "mlflow.log") as server:
         with httpx.Client(base_url=server.url, timeout=60) as c:
-            r = c.post("/api/2.0/mlflow/experiments/create", json={"name": f"bench-{uuid.uuid4().hex[:8]}"})
+            r = c.post(
+                "/api/2.0/mlflow/experiments/create", json={"name": f"bench-{uuid.uuid4().hex[:8]}"}
+            )
             r.raise_for_status()
             exp = r.json()["experiment_id"]
             r = c.post("/api/2.0/mlflow/runs/create", json={"experiment_id": exp})
@@ -290,4 +300,3 @@ def metrics_ingest(sizes: Sizes, logs: Path, peers: bool) -> list[Row]:
                 )
             )
     return rows
-

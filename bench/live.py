@@ -61,7 +61,9 @@ asyncio.run(main())
 async def _receive(
     url: str, bench: Bench, rate: int, seconds: float, sampler: object
 ) -> tuple[list[float], int]:
-    ws_url = url.replace("http://", "ws://") + f"/api/v1/telemetry/stream?sensor_id={bench.sensor_id}"
+    ws_url = (
+        url.replace("http://", "ws://") + f"/api/v1/telemetry/stream?sensor_id={bench.sensor_id}"
+    )
     latencies: list[float] = []
     async with connect(ws_url, additional_headers=bench.headers, max_queue=None) as ws:
         hello = json.loads(await ws.recv())

@@ -31,10 +31,8 @@ def fill(url: str, bench: Bench, n: int, start: datetime) -> None:
             conn.cursor() as cur,
             cur.copy(f"COPY telemetry_readings ({cols}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
-            copy.set_types(
-                ["uuid", "uuid", "uuid", "uuid", "int8", "timestamptz"]
-                + ["float8", "float8", "text", "bool"]
-            )
+            types = ["uuid", "uuid", "uuid", "uuid", "int8", "timestamptz", "float8", "float8"]
+            copy.set_types([*types, "text", "bool"])
             for i in range(n):
                 v = 20 + 5 * math.sin(i / 50_000) + (30 if i % 99_991 == 0 else 0)
                 ts = start + timedelta(microseconds=100 * i)
@@ -66,7 +64,7 @@ def chart(sizes: Sizes, logs: Path) -> Row:
     with pg_database() as url, Cloud(url, sizes.cloud_workers, logs / "cloud-chart.log") as cloud:
         bench = bootstrap(cloud.url)
         fill(url, bench, n, datetime.now(UTC) - timedelta(hours=3))
-        params = {
+        params: dict[str, str | int] = {
             "sensor_id": bench.sensor_id,
             "capture_session_id": bench.capture_session_id,
             "max_points": 2000,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import edge, ingest, live, query  # noqa: E402
-from bench.harness import Row, Sizes  # noqa: E402
+from bench import edge, ingest, live, query
+from bench.harness import Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -41,7 +41,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
         lambda s, logs, peers, done: ingest.metrics_ingest(s, logs, peers),
     ),
     "edge_capture": (("edge_capture",), lambda s, logs, peers, done: [edge.capture(s, logs)]),
-    "sync_drain": (("sync_drain",), lambda s, logs, peers, done: [edge.sync_drain(s, logs, _figure(done, "telemetry_ingest"))]),
+    "sync_drain": (
+        ("sync_drain",),
+        lambda s, logs, peers, done: [edge.sync_drain(s, logs, _figure(done, "telemetry_ingest"))],
+    ),
     "live_latency": (("live_latency",), lambda s, logs, peers, done: [live.latency(s, logs)]),
     "chart_query": (("chart_query",), lambda s, logs, peers, done: [query.chart(s, logs)]),
 }
