@@ -5,6 +5,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any
@@ -13,9 +14,10 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
-from cloud.db.uow import after_commit
+from cloud.db.uow import after_commit, transaction
 from cloud.deps import DbSession, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
@@ -80,7 +82,7 @@ def _parse_batch_slow(raw: bytes) -> TelemetryBatch:
     },
     responses={401: {"description": "missing, unknown, rotated or revoked token"}},
 )
-async def ingest(request: Request, db: DbSession, settings: SettingsDep) -> TelemetryAccepted:
+async def ingest(request: Request, settings: SettingsDep) -> TelemetryAccepted:
     """Accept a batch of readings from a sensor (``Authorization: Bearer <sensor token>``).
 
     A running session takes any reading; an ended one takes readings inside its
@@ -89,17 +91,20 @@ async def ingest(request: Request, db: DbSession, settings: SettingsDep) -> Tele
     token = _bearer(request)
     key = request.headers.get("idempotency-key")
     tolerance = timedelta(seconds=settings.future_tolerance_s)
+    listeners = request.app.state.ingest_listeners
 
     def work() -> tuple[TelemetryAccepted, telemetry.IngestedBatch | None]:
-        return telemetry.ingest(db, token, batch, key, tolerance)
-
-    from starlette.concurrency import run_in_threadpool
+        # The request's one transaction (cloud.db.uow), opened, committed and followed by its
+        # after-commit hooks in this one worker-thread call: as a DbSession dependency it
+        # took two more thread hops per request, which small live batches feel.
+        with contextmanager(transaction)(request.app.state.sessionmaker) as db:
+            accepted, published = telemetry.ingest(db, token, batch, key, tolerance)
+            if published is not None:
+                for listener in listeners:
+                    after_commit(db, partial(listener, published))
+        return accepted, published
 
     accepted, published = await run_in_threadpool(work)
-    listeners = request.app.state.ingest_listeners
-    if published is not None:
-        for listener in listeners:
-            after_commit(db, partial(listener, published))
     request.app.state.stats.readings_ingested(published)
     return accepted
 

@@ -442,17 +442,17 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
         # settings end with this request's transaction.
         db.execute(text("SET LOCAL enable_sort = off"))
         db.execute(text("SET LOCAL jit = off"))
-    rows = db.execute(
+    grouped = db.execute(
         select(
             bucket.label("b"), func.avg(T.value), func.min(T.value), func.max(T.value), func.count()
         )
         .where(*conds)
         .group_by("b")
     ).all()
-    rows.sort(key=lambda row: row[0])
-    total = sum(int(row[4]) for row in rows)
+    per_bucket = sorted((tuple(row) for row in grouped), key=lambda row: float(row[0]))
+    total = sum(int(row[4]) for row in per_bucket)
     points = []
-    for row in rows:
+    for row in per_bucket:
         b, mean, lo, hi, n = cast(tuple[float, float, float, float, int], tuple(row))
         # Float rounding of the epoch can put the first reading at -1 or the last at
         # `buckets`: clamp, and _merge_edge folds the neighbours that then share a time.
