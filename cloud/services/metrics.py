@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session
@@ -19,18 +20,27 @@ M = models.Metric
 def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPoint]) -> list[str]:
     run = get_in_project(db, models.Run, run_id, caller.project_id)
     now = datetime.now(UTC)
-    rows = [
-        {
-            "run_id": run.id,
-            "project_id": run.project_id,
-            "name": p.name,
-            "step": p.step,
-            "value": p.value,
-            "ts": p.timestamp or now,
-        }
-        for p in points
-    ]
-    db.execute(insert(M), rows)
+    run_id, project_id = run.id, run.project_id  # locals: ORM attribute access per point costs
+    conn = db.connection()
+    if conn.dialect.name == "postgresql":
+        # COPY: several times cheaper per point than a multi-row INSERT.
+        rows = [(run_id, project_id, p.name, p.step, p.value, p.timestamp or now) for p in points]
+        _copy_points(conn.connection.driver_connection, rows)
+    else:
+        db.execute(
+            insert(M),
+            [
+                {
+                    "run_id": run_id,
+                    "project_id": project_id,
+                    "name": p.name,
+                    "step": p.step,
+                    "value": p.value,
+                    "ts": p.timestamp or now,
+                }
+                for p in points
+            ],
+        )
     names = sorted({p.name for p in points})
     journal.record(
         db,
@@ -39,11 +49,23 @@ def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPo
         actor=caller.actor,
         experiment_id=run.experiment_id,
         run_id=run.id,
-        count=len(rows),
+        count=len(points),
         names=names,
         steps=[min(p.step for p in points), max(p.step for p in points)],
     )
     return names
+
+
+def _copy_points(pg: Any, rows: list[tuple[Any, ...]]) -> None:
+    with (
+        pg.cursor() as cur,
+        cur.copy(
+            "COPY metrics (run_id, project_id, name, step, value, ts) FROM STDIN (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(["uuid", "uuid", "text", "int8", "float8", "timestamptz"])
+        for row in rows:
+            copy.write_row(row)
 
 
 def points(
