@@ -8,7 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from common.wire import UtcDatetime
+from common.wire import JsonObject, UtcDatetime
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class ProjectOut(Out):
 class ProfileIn(In):
     version: str = Field(min_length=1, max_length=64)
     kind: str = Field(min_length=1, max_length=32)
-    payload: dict[str, Any]
+    payload: JsonObject
 
 
 class ProfileOut(Out):
@@ -154,14 +154,14 @@ class ExperimentOut(Out):
 
 class RunIn(In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JsonObject = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list, max_length=50)
     status: Literal["draft", "running"] = "running"
 
 
 class RunPatch(In):
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    params: dict[str, Any] | None = None
+    params: JsonObject | None = None
     tags: list[str] | None = Field(default=None, max_length=50)
     status: RunStatus | None = None
 

@@ -6,6 +6,7 @@ from a bench PC is ambiguous by hours, so it is rejected rather than guessed.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -31,6 +32,23 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError("NaN and Infinity are not JSON numbers and are not accepted")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+#: A JSON object whose numbers are all finite (Python's json reads NaN; PostgreSQL does not).
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -38,7 +56,7 @@ class WireModel(BaseModel):
 class Reading(WireModel):
     timestamp: UtcDatetime
     raw_value: float
-    meta: dict[str, Any] | None = None
+    meta: JsonObject | None = None
 
 
 class TelemetryBatch(WireModel):

@@ -175,6 +175,8 @@ class TelemetryBatch(Base):
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     capture_session_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    #: SHA-256 of the batch as validated: the same key with another batch is refused.
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(Integer)
     late: Mapped[int] = mapped_column(Integer)
     profile_version: Mapped[str] = mapped_column(String(64))

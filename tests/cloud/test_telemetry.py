@@ -316,3 +316,43 @@ def test_series_downsampling_keeps_peaks(api: Api, owner: Identity, ids: dict[st
         headers=owner.headers(),
     ).json()
     assert small["downsampled"] is False and len(small["points"]) == 3000
+
+
+def test_non_finite_numbers_inside_meta_and_params_are_422(
+    api: Api, owner: Identity, ids: dict[str, str]
+) -> None:
+    raw = (
+        '{"sensor_id":"%s","run_id":"%s","capture_session_id":"%s","readings":'
+        '[{"timestamp":"%s","raw_value":1,"meta":{"deep":[1,{"x":NaN}]}}]}'
+        % (ids["sensor_id"], ids["run_id"], ids["capture_session_id"], ts())
+    )
+    assert_problem(api.ingest(ids, [], raw=raw), 422, "readings.0.meta")
+    r = api.c.post(
+        f"/api/v1/experiments/{ids['experiment_id']}/runs",
+        content='{"params":{"lr":Infinity}}',
+        headers=owner.headers(),
+    )
+    assert_problem(r, 422, "params")
+    assert api.readings(owner, run_id=ids["run_id"]) == []
+
+
+def test_a_key_reused_for_another_batch_is_refused(
+    api: Api, owner: Identity, ids: dict[str, str]
+) -> None:
+    """Even when the idempotency record is gone (token rotated: a new principal; or kept past
+    its 24 h), the batch table itself knows which batch a key carried."""
+    from sqlalchemy import delete
+
+    from cloud.db.models import IdempotencyRecord
+
+    first = [{"timestamp": ts(-1), "raw_value": 1.0}]
+    assert api.ingest(ids, first, key="b-1").status_code == 202
+    r = api.post(f"/api/v1/sensors/{ids['sensor_id']}/rotate-token", headers=owner.headers())
+    token = r.json()["token"]
+    same = api.ingest(ids, first, key="b-1", token=token)  # a new principal: no record
+    assert same.status_code == 202 and same.json()["accepted"] == 1
+    with api.c.app.state.sessionmaker.begin() as db:  # type: ignore[attr-defined]
+        db.execute(delete(IdempotencyRecord))
+    other = [{"timestamp": ts(-1), "raw_value": 2.0}, {"timestamp": ts(), "raw_value": 3.0}]
+    assert_problem(api.ingest(ids, other, key="b-1", token=token), 422, "header.Idempotency-Key")
+    assert [x["raw_value"] for x in api.readings(owner, run_id=ids["run_id"])] == [1.0]

@@ -257,6 +257,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Uuid(), nullable=False),
         sa.Column("capture_session_id", sa.Uuid(), nullable=False),
         sa.Column("idempotency_key", sa.String(length=255), nullable=True),
+        sa.Column("fingerprint", sa.String(length=64), nullable=True),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("late", sa.Integer(), nullable=False),
         sa.Column("profile_version", sa.String(length=64), nullable=False),
