@@ -142,7 +142,7 @@ def _window(
         raise InvalidInput(
             f"{len(errors)} of {len(batch.readings)} readings cannot be accepted: "
             f"{errors[0].field} {errors[0].reason}",
-            errors=errors[:100],
+            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
         )
     return late
 
@@ -187,7 +187,7 @@ def ingest(
         raise InvalidInput(
             f"{len(errors)} readings cannot be converted by profile {profile.version} "
             f"({profile.kind}): {errors[0].reason}",
-            errors=errors[:100],
+            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
         )
 
     stamps = [r.timestamp.astimezone(UTC) for r in batch.readings]

@@ -356,3 +356,10 @@ def test_a_key_reused_for_another_batch_is_refused(
     other = [{"timestamp": ts(-1), "raw_value": 2.0}, {"timestamp": ts(), "raw_value": 3.0}]
     assert_problem(api.ingest(ids, other, key="b-1", token=token), 422, "header.Idempotency-Key")
     assert [x["raw_value"] for x in api.readings(owner, run_id=ids["run_id"])] == [1.0]
+
+
+def test_every_refused_reading_is_named(api: Api, owner: Identity, ids: dict[str, str]) -> None:
+    readings = [{"timestamp": ts(3600 if i % 3 == 0 else -1), "raw_value": i} for i in range(600)]
+    body = assert_problem(api.ingest(ids, readings), 422)
+    named = {int(e["field"].split(".")[1]) for e in body["errors"]}
+    assert named == {i for i in range(600) if i % 3 == 0}
