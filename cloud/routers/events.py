@@ -9,7 +9,6 @@ from cloud.db import models
 from cloud.deps import DbSession, Viewer
 from cloud.schemas import EventOut, Page
 from cloud.services import journal
-from cloud.services.scope import get_in_project
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -57,7 +56,6 @@ def run_events(
     limit: Limit = 100,
     cursor: str | None = None,
 ) -> Page[EventOut]:
-    get_in_project(db, models.Run, run_id, caller.project_id)
     return _page(
         *journal.list_events(
             db, caller.project_id, run_id=run_id, after_id=after_id, limit=limit, cursor=cursor
@@ -74,7 +72,6 @@ def experiment_events(
     limit: Limit = 100,
     cursor: str | None = None,
 ) -> Page[EventOut]:
-    get_in_project(db, models.Experiment, experiment_id, caller.project_id)
     return _page(
         *journal.list_events(
             db,

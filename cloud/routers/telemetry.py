@@ -8,17 +8,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
 from cloud.db.uow import after_commit, transaction
-from cloud.deps import DbSession, SettingsDep, Viewer
+from cloud.deps import DbSession, Principal, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import telemetry
@@ -110,13 +111,24 @@ async def ingest(request: Request, settings: SettingsDep) -> TelemetryAccepted:
 
 
 def _filter(
-    caller: Any,
+    db: Session,
+    caller: Principal,
     run_id: uuid.UUID | None,
     sensor_id: uuid.UUID | None,
     capture_session_id: uuid.UUID | None,
     since: UtcDatetime | None,
     until: UtcDatetime | None,
 ) -> telemetry.ReadingFilter:
+    """The query's filter; a named run, sensor or session outside the project is 404, as
+    everywhere else (an empty answer would not say that the id is wrong)."""
+    named = (
+        (models.Run, run_id),
+        (models.Sensor, sensor_id),
+        (models.CaptureSession, capture_session_id),
+    )
+    for model, ident in named:
+        if ident is not None:
+            get_in_project(db, model, ident, caller.project_id)
     return telemetry.ReadingFilter(
         project_id=caller.project_id,
         run_id=run_id,
@@ -140,7 +152,7 @@ def query_telemetry(
     cursor: str | None = None,
 ) -> TelemetryPage:
     """Readings in time order, by run / sensor / capture session and time range [since, until)."""
-    f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
     items, nxt = telemetry.query(db, f, limit, cursor)
     return TelemetryPage(items=items, next_cursor=nxt)
 
@@ -159,7 +171,7 @@ def telemetry_series(
     """One sensor's values for a chart, downsampled server-side to about ``max_points``
     (min, max and mean per time bucket, so peaks are kept)."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
     points, total, down = telemetry.series(db, f, max_points)
     return TelemetrySeries(
         sensor_id=sensor.id,
@@ -180,7 +192,7 @@ def export_csv(
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
 ) -> StreamingResponse:
-    f = _filter(caller, run_id, sensor_id, capture_session_id, since, until)
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
     f.where()  # validate the filter before the response starts
     # Read everything inside the request's transaction, then stream the text out.
     rows = list(telemetry.iter_all(db, f))

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.pagination import decode, encode, int64
+from cloud.services.scope import get_in_project
 
 
 def record(
@@ -63,6 +64,14 @@ def list_events(
     limit: int = 100,
     cursor: str | None = None,
 ) -> tuple[list[models.Event], str | None]:
+    named = (
+        (models.Experiment, experiment_id),
+        (models.Run, run_id),
+        (models.CaptureSession, capture_session_id),
+    )
+    for model, ident in named:
+        if ident is not None:  # an id of another project is 404, not an empty page
+            get_in_project(db, model, ident, project_id)
     q = select(models.Event).where(models.Event.project_id == project_id)
     if experiment_id is not None:
         q = q.where(models.Event.experiment_id == experiment_id)

@@ -179,9 +179,15 @@ def test_no_endpoint_reaches_into_another_project(api: Api) -> None:
         s["project_id"] == mallory.project_id
         for s in api.get("/api/v1/sensors", headers=mallory.headers()).json()
     )
-    for path in ("/api/v1/telemetry?run_id={run}", "/api/v1/events?run_id={run}"):
-        r = api.get(path.format(**ids), headers=mallory.headers())
-        assert r.status_code == 200 and r.json()["items"] == []
+    for path in (
+        "/api/v1/telemetry?run_id={run}",
+        "/api/v1/telemetry?sensor_id={sensor}",
+        "/api/v1/telemetry?capture_session_id={session}",
+        "/api/v1/telemetry/export.csv?run_id={run}",
+        "/api/v1/events?run_id={run}",
+        "/api/v1/events?experiment_id={experiment}",
+    ):
+        assert_problem(api.get(path.format(**ids), headers=mallory.headers()), 404)
     exps = api.get("/api/v1/experiments", headers=mallory.headers()).json()["items"]
     assert ids["experiment"] not in [x["id"] for x in exps]
     sessions = api.get("/api/v1/capture-sessions", headers=mallory.headers()).json()
