@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import sqlite_utils
+
+from common.wire import MAX_TELEMETRY_BODY_BYTES
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +63,7 @@ CREATE TABLE IF NOT EXISTS readings (
 );
 CREATE INDEX IF NOT EXISTS readings_unsealed ON readings (sensor_id, id) WHERE batch_id IS NULL;
 CREATE INDEX IF NOT EXISTS readings_batch ON readings (batch_id);
+CREATE INDEX IF NOT EXISTS readings_arrived ON readings (sensor_id, arrived);
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -90,12 +94,21 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     reason TEXT NOT NULL,
     retried_at REAL
 );
-CREATE TABLE IF NOT EXISTS mqtt_inbox (
+CREATE TABLE IF NOT EXISTS mqtt_unacked (
     mid INTEGER PRIMARY KEY,
     digest TEXT NOT NULL,
+    conn TEXT NOT NULL,
     at REAL NOT NULL
 );
 """
+
+#: a sealed batch's body stays below this (the cloud answers 413 above MAX_TELEMETRY_BODY_BYTES)
+MAX_BATCH_BYTES = MAX_TELEMETRY_BODY_BYTES // 2
+#: estimated JSON bytes of the batch envelope and of one reading without its meta
+BATCH_OVERHEAD_BYTES, READING_OVERHEAD_BYTES = 200, 120
+
+#: The table of the first version, keyed by packet id for ever (see :meth:`Buffer._migrate`).
+OLD_INBOX = "mqtt_inbox"
 
 
 class BufferFull(Exception):
@@ -107,10 +120,43 @@ class BufferFull(Exception):
 
 
 def ts_text(ts: datetime) -> str:
-    """UTC, fixed width, so that text order is time order (``replay --since`` compares text)."""
-    if ts.tzinfo is None:
+    """UTC, fixed width, so that text order is time order (``replay --since`` compares text).
+
+    ValueError for a naive timestamp or one that leaves the datetime range once in UTC
+    (``9999-12-31T23:59:59-14:00``). The year is zero-padded by hand: ``strftime("%Y")``
+    writes year 999 as ``999`` on glibc, which is neither RFC 3339 nor sortable."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError("naive timestamp")
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    try:
+        u = ts.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range once converted to UTC") from None
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond:06d}+00:00"
+    )
+
+
+def meta_text(meta: dict[str, Any] | None) -> str | None:
+    """``meta`` as stored and sent; ValueError for what the cloud would refuse or what cannot be
+    written at all (NaN/Infinity anywhere inside, an integer over Python's 4,300 digits)."""
+    if meta is None:
+        return None
+    try:
+        return json.dumps(meta, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ValueError("meta: NaN and Infinity are not JSON numbers") from None
+        raise ValueError(f"meta: {str(exc)[:200]}") from None
+    except (TypeError, RecursionError) as exc:
+        raise ValueError(f"meta: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def reading_row_values(r: NewReading) -> tuple[str, float, str | None]:
+    """(ts, raw_value, meta) as stored, or ValueError naming why the reading cannot be sent."""
+    if not isinstance(r.raw_value, int | float) or not math.isfinite(r.raw_value):
+        raise ValueError(f"raw_value: not a finite number: {r.raw_value!r}"[:200])
+    return ts_text(r.timestamp), float(r.raw_value), meta_text(r.meta)
 
 
 @dataclass(frozen=True)
@@ -137,10 +183,20 @@ class Write:
 
     readings: list[NewReading] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    #: MQTT (mid, digest) recorded in the same transaction, to drop a redelivered copy
+    #: MQTT (packet id, digest of topic+payload), recorded in the same transaction while the
+    #: message is committed but not yet acknowledged, to drop its redelivered copy
     inbox: tuple[int, str] | None = None
     #: the broker flagged the message DUP: it may be one we committed but could not ack
     redelivered: bool = False
+    #: the MQTT connection that delivered it (rows of older connections go stale, see below)
+    conn: str = ""
+    #: the first message of its connection without DUP: the broker re-sends the unacked
+    #: messages of a persistent session first, so inbox rows of earlier connections that no
+    #: DUP copy matched so far belong to messages whose PUBACK did reach the broker -- stale
+    fresh: bool = False
+    #: which source wrote it; a source whose write was refused (buffer full) gets nothing
+    #: more committed until it re-submits the refused write (see :class:`edge.writer.Writer`)
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +216,16 @@ class Batch:
     state: str
     count: int
     attempts: int
+
+
+def show(r: NewReading) -> str:
+    """A reading as text for the dead-letter table (never raises: ``str`` of an integer over
+    4,300 digits does)."""
+    try:
+        text = f"timestamp={r.timestamp!r} raw_value={r.raw_value!r} meta={r.meta!r}"
+    except ValueError:
+        text = f"timestamp={r.timestamp!r} (value or meta cannot be printed)"
+    return text[:4096]
 
 
 def message_digest(topic: str, payload: bytes) -> str:
@@ -183,11 +249,32 @@ class Buffer:
             # acknowledged to a device. Group commit keeps the cost at one fsync per batch.
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(SCHEMA)
+            self._migrate(conn)
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         self.conn = conn
         self._executor: ThreadPoolExecutor | None = None
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """The first version kept every (packet id, digest) for a week, so a new message that
+        reused a packet id with an old message's payload was dropped as its copy. Keep only the
+        rows of its last few seconds (the only ones that can be committed but unacked); they
+        are purged after the next connection's re-deliveries like any stale row."""
+        conn.execute("BEGIN IMMEDIATE")
+        old = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (OLD_INBOX,)
+        ).fetchone()
+        if old is None:
+            conn.execute("COMMIT")
+            return
+        conn.execute(
+            f"INSERT OR REPLACE INTO mqtt_unacked SELECT mid, digest, '', at FROM {OLD_INBOX}"
+            f" WHERE at >= (SELECT MAX(at) - 5 FROM {OLD_INBOX})"
+        )
+        conn.execute(f"DROP TABLE {OLD_INBOX}")
+        conn.execute("COMMIT")
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -275,8 +362,14 @@ class Buffer:
 
     # -- the group commit ------------------------------------------------------------------------
 
-    def commit(self, writes: Sequence[Write]) -> list[WriteResult | BufferFull]:
-        """Commit many writes in one transaction (one fsync) and say what became of each."""
+    def commit(
+        self, writes: Sequence[Write], acked: Sequence[tuple[int, str]] = ()
+    ) -> list[WriteResult | BufferFull]:
+        """Commit many writes in one transaction (one fsync) and say what became of each.
+
+        ``acked``: MQTT (packet id, digest) pairs acknowledged to the broker since the last
+        commit; their inbox rows are deleted first, so that a later message that reuses the
+        packet id with the same payload is never taken for a copy."""
         results: list[WriteResult | BufferFull] = []
         full: BufferFull | None = None
         used = self.used_bytes()
@@ -287,6 +380,8 @@ class Buffer:
                 full = BufferFull(used, self.max_bytes)
         now = time.time()
         with self.tx() as c:
+            if acked:
+                c.executemany("DELETE FROM mqtt_unacked WHERE mid = ? AND digest = ?", acked)
             bindings = {
                 r[0]: (r[1], r[2])
                 for r in c.execute("SELECT sensor_id, run_id, capture_session_id FROM sensors")
@@ -295,11 +390,14 @@ class Buffer:
             # keep arrival order): per-write statements cost more than the rows under load.
             rows: list[tuple[Any, ...]] = []
             dead: list[DeadLetter] = []
-            inbox: list[tuple[int, str, float]] = []
+            inbox: list[tuple[int, str, str, float]] = []
             for w in writes:
                 if full is not None:
                     results.append(full)
                     continue
+                if w.fresh:
+                    self._remember(c, inbox)
+                    c.execute("DELETE FROM mqtt_unacked WHERE conn != ?", (w.conn,))
                 if w.inbox is not None and w.redelivered:
                     # the copy may follow its original within this very group
                     self._remember(c, inbox)
@@ -313,19 +411,17 @@ class Buffer:
                     if bound is None:
                         dead.append(DeadLetter("reading", "unknown sensor", sensor_id=r.sensor_id))
                         continue
-                    rows.append(
-                        (
-                            r.sensor_id,
-                            bound[0],
-                            bound[1],
-                            ts_text(r.timestamp),
-                            r.raw_value,
-                            None if r.meta is None else json.dumps(r.meta),
-                            now,
+                    try:
+                        ts, raw, meta = reading_row_values(r)
+                    except ValueError as exc:
+                        # what the cloud would refuse (422 for the whole batch) stops here
+                        dead.append(
+                            DeadLetter("reading", str(exc), sensor_id=r.sensor_id, payload=show(r))
                         )
-                    )
+                        continue
+                    rows.append((r.sensor_id, bound[0], bound[1], ts, raw, meta, now))
                 if w.inbox is not None:
-                    inbox.append((*w.inbox, now))
+                    inbox.append((*w.inbox, w.conn, now))
                 results.append(WriteResult(len(rows) - before, len(dead) - dead_before))
             c.executemany(
                 "INSERT INTO readings (sensor_id, run_id, capture_session_id, ts, raw_value,"
@@ -337,15 +433,16 @@ class Buffer:
         return results
 
     @staticmethod
-    def _remember(c: sqlite3.Connection, inbox: list[tuple[int, str, float]]) -> None:
-        """Record MQTT (mid, digest) pairs queued so far, then forget them."""
+    def _remember(c: sqlite3.Connection, inbox: list[tuple[int, str, str, float]]) -> None:
+        """Record MQTT (mid, digest, conn) rows queued so far, then forget them."""
         if inbox:
-            c.executemany("INSERT OR REPLACE INTO mqtt_inbox VALUES (?, ?, ?)", inbox)
+            c.executemany("INSERT OR REPLACE INTO mqtt_unacked VALUES (?, ?, ?, ?)", inbox)
             inbox.clear()
 
     @staticmethod
     def _seen(c: sqlite3.Connection, mid: int, digest: str) -> bool:
-        row = c.execute("SELECT digest FROM mqtt_inbox WHERE mid = ?", (mid,)).fetchone()
+        """A committed, not yet acknowledged message with this packet id and content."""
+        row = c.execute("SELECT digest FROM mqtt_unacked WHERE mid = ?", (mid,)).fetchone()
         return row is not None and row[0] == digest
 
     @staticmethod
@@ -362,45 +459,109 @@ class Buffer:
         """Cut the sensor's unsealed readings into batches; return how many were made.
 
         With ``older_than`` (unix time), a last partial batch is only cut when its oldest
-        reading arrived before then, so a busy sensor fills its batches."""
+        reading arrived before then, so a busy sensor fills its batches. A batch is also cut
+        before its body would pass :data:`MAX_BATCH_BYTES` (big ``meta``), so that it never
+        meets the cloud's 413."""
         made = 0
         with self.tx() as c:
             # One batch at a time, not the whole backlog: after a long outage there may be
             # millions of unsealed readings, and holding them all in memory is what an edge
             # box cannot afford. A group is the longest run of the oldest unsealed readings
-            # with one run+session, up to ``batch_size``.
+            # with one run+session, up to ``batch_size`` readings and MAX_BATCH_BYTES.
             now = time.time()
             while True:
                 rows = c.execute(
-                    "SELECT id, run_id, capture_session_id, ts, arrived FROM readings"
-                    " WHERE sensor_id = ? AND batch_id IS NULL ORDER BY id LIMIT ?",
+                    "SELECT id, run_id, capture_session_id, ts, arrived, COALESCE(length(meta), 0)"
+                    " FROM readings WHERE sensor_id = ? AND batch_id IS NULL ORDER BY id LIMIT ?",
                     (sensor_id, batch_size),
                 ).fetchall()
                 if not rows:
                     break
                 key = (rows[0][1], rows[0][2])
                 g = rows
+                size = BATCH_OVERHEAD_BYTES
                 for j, row in enumerate(rows):
-                    if (row[1], row[2]) != key:
+                    size += READING_OVERHEAD_BYTES + row[5]
+                    if (row[1], row[2]) != key or (j and size > MAX_BATCH_BYTES):
                         g = rows[:j]
                         break
                 last = len(g) == len(rows) and len(rows) < batch_size  # nothing follows it
                 if last and older_than is not None and g[0][4] > older_than:
                     break
-                batch_id = str(uuid.uuid4())
-                ts = sorted(r[3] for r in g)
-                c.execute(
-                    "INSERT INTO batches (id, sensor_id, run_id, capture_session_id, state,"
-                    " count, first_ts, last_ts, sealed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (batch_id, sensor_id, key[0], key[1], PENDING, len(g), ts[0], ts[-1], now),
-                )
-                c.executemany(
-                    "UPDATE readings SET batch_id = ? WHERE id = ?", [(batch_id, r[0]) for r in g]
-                )
+                self._new_batch(c, sensor_id, key, [(r[0], r[3]) for r in g], PENDING, now)
                 made += 1
                 if last:
                     break
         return made
+
+    @staticmethod
+    def _new_batch(
+        c: sqlite3.Connection,
+        sensor_id: str,
+        key: tuple[str, str],
+        rows: Sequence[tuple[int, str]],
+        state: str,
+        now: float,
+        error: str | None = None,
+    ) -> str:
+        """A batch of the readings ``rows`` ((id, ts), in order) under a new uuid."""
+        batch_id = str(uuid.uuid4())
+        ts = sorted(r[1] for r in rows)
+        c.execute(
+            "INSERT INTO batches (id, sensor_id, run_id, capture_session_id, state,"
+            " count, first_ts, last_ts, sealed_at, last_error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (batch_id, sensor_id, key[0], key[1], state, len(rows), ts[0], ts[-1], now, error),
+        )
+        c.executemany(
+            "UPDATE readings SET batch_id = ? WHERE id = ?", [(batch_id, r[0]) for r in rows]
+        )
+        return batch_id
+
+    def split_batch(self, batch_id: str, refused: dict[int, str], reason: str) -> str | None:
+        """The cloud refused some readings of the batch (422 naming ``readings.N``), so it
+        stored none of them: the refused readings go to a dead batch of their own, the others
+        stay in the queue at the batch's place, under a NEW id (the old key has met the cloud
+        with another body). Return the new id, or None when every reading was refused (the
+        whole batch is dead then)."""
+        now = time.time()
+        with self.tx() as c:
+            b = c.execute(
+                "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?",
+                (batch_id,),
+            ).fetchone()
+            if b is None:
+                raise KeyError(batch_id)
+            rows = c.execute(
+                "SELECT id, ts, raw_value FROM readings WHERE batch_id = ? ORDER BY id", (batch_id,)
+            ).fetchall()
+            bad = [r for i, r in enumerate(rows) if i in refused]
+            good = [r for i, r in enumerate(rows) if i not in refused]
+            if not bad or not good:
+                self._mark_dead(c, batch_id, reason, now)
+                return None
+            why = "; ".join(f"readings.{i}: {refused[i]}" for i in sorted(refused) if i < len(rows))
+            dead_id = self._new_batch(
+                c, b[0], (b[1], b[2]), [(r[0], r[1]) for r in bad], DEAD, now, why[:1000]
+            )
+            payload = json.dumps([{"timestamp": r[1], "raw_value": r[2]} for r in bad])
+            letter = DeadLetter(
+                "batch",
+                f"{len(bad)} of {len(rows)} readings refused: {why}"[:2000],
+                sensor_id=b[0],
+                batch_id=dead_id,
+                payload=payload[:4096],
+            )
+            self._dead_letters(c, [letter], now)
+            new_id = str(uuid.uuid4())
+            ts = sorted(r[1] for r in good)
+            c.execute(
+                "UPDATE batches SET id = ?, state = ?, count = ?, first_ts = ?, last_ts = ?,"
+                " last_error = ? WHERE id = ?",
+                (new_id, PENDING, len(good), ts[0], ts[-1], why[:1000], batch_id),
+            )
+            c.execute("UPDATE readings SET batch_id = ? WHERE batch_id = ?", (new_id, batch_id))
+        return new_id
 
     def next_batch(self, sensor_id: str) -> Batch | None:
         """The oldest batch of this sensor still to send (pending or left inflight by a crash)."""
@@ -453,37 +614,74 @@ class Buffer:
 
     def mark_dead(self, batch_id: str, reason: str) -> None:
         with self.tx() as c:
-            row = c.execute("SELECT sensor_id FROM batches WHERE id = ?", (batch_id,)).fetchone()
-            c.execute(
-                "UPDATE batches SET state = ?, last_error = ? WHERE id = ?",
-                (DEAD, reason, batch_id),
-            )
-            self._dead_letters(
-                c,
-                [DeadLetter("batch", reason, sensor_id=row[0] if row else None, batch_id=batch_id)],
-                time.time(),
-            )
+            self._mark_dead(c, batch_id, reason, time.time())
+
+    def _mark_dead(self, c: sqlite3.Connection, batch_id: str, reason: str, now: float) -> None:
+        row = c.execute("SELECT sensor_id FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        c.execute(
+            "UPDATE batches SET state = ?, last_error = ? WHERE id = ?", (DEAD, reason, batch_id)
+        )
+        letter = DeadLetter("batch", reason, sensor_id=row[0] if row else None, batch_id=batch_id)
+        self._dead_letters(c, [letter], now)
 
     # -- operator actions ------------------------------------------------------------------------
 
-    def retry_dead(self, ids: Sequence[int] | None = None) -> int:
-        """Put dead-lettered batches back in the queue (same id, same readings)."""
+    def retry_dead(
+        self,
+        ids: Sequence[int] | None = None,
+        *,
+        sensor_id: str | None = None,
+        rebind: bool = False,
+    ) -> int:
+        """Put dead-lettered batches back in the queue.
+
+        Without ``rebind``: same id, same readings (after e.g. a rotated token). With
+        ``rebind``: the readings move to their sensor's *current* run / capture session (see
+        ``bind``) and the batch gets a new id -- nothing was stored under the old key (a
+        definitive 4xx), and a key reused with another body is refused by the cloud."""
         with self.tx() as c:
             where = "kind = 'batch' AND retried_at IS NULL"
             params: list[Any] = []
             if ids:
                 where += f" AND id IN ({','.join('?' * len(ids))})"
                 params += list(ids)
+            if sensor_id is not None:
+                where += " AND sensor_id = ?"
+                params.append(sensor_id)
             rows = c.execute(f"SELECT id, batch_id FROM dead_letter WHERE {where}", params)
             picked = rows.fetchall()
             now = time.time()
             for dl_id, batch_id in picked:
-                c.execute(
-                    "UPDATE batches SET state = ?, attempts = 0 WHERE id = ? AND state = ?",
-                    (PENDING, batch_id, DEAD),
-                )
+                if rebind:
+                    self._rebind_batch(c, batch_id)
+                else:
+                    c.execute(
+                        "UPDATE batches SET state = ?, attempts = 0 WHERE id = ? AND state = ?",
+                        (PENDING, batch_id, DEAD),
+                    )
                 c.execute("UPDATE dead_letter SET retried_at = ? WHERE id = ?", (now, dl_id))
         return len(picked)
+
+    @staticmethod
+    def _rebind_batch(c: sqlite3.Connection, batch_id: str) -> None:
+        row = c.execute(
+            "SELECT s.run_id, s.capture_session_id FROM batches b JOIN sensors s"
+            " ON s.sensor_id = b.sensor_id WHERE b.id = ? AND b.state = ?",
+            (batch_id, DEAD),
+        ).fetchone()
+        if row is None:
+            return
+        new_id = str(uuid.uuid4())
+        c.execute(
+            "UPDATE batches SET id = ?, run_id = ?, capture_session_id = ?, state = ?,"
+            " attempts = 0, last_error = NULL WHERE id = ?",
+            (new_id, row[0], row[1], PENDING, batch_id),
+        )
+        c.execute(
+            "UPDATE readings SET batch_id = ?, run_id = ?, capture_session_id = ?"
+            " WHERE batch_id = ?",
+            (new_id, row[0], row[1], batch_id),
+        )
 
     def requeue_range(self, since: str, until: str, sensor_id: str | None = None) -> int:
         """Mark the synced batches that overlap [since, until] for sending again."""
@@ -509,7 +707,6 @@ class Buffer:
             for batch_id in ids:
                 c.execute("DELETE FROM readings WHERE batch_id = ?", (batch_id,))
             c.executemany("DELETE FROM batches WHERE id = ?", [(i,) for i in ids])
-            c.execute("DELETE FROM mqtt_inbox WHERE at < ?", (time.time() - 7 * 24 * 3600,))
         return len(ids)
 
     # -- reports ---------------------------------------------------------------------------------

@@ -3,6 +3,15 @@
 A source awaits :meth:`Writer.submit`; it returns only after the write is durable (one fsync
 for the whole group), so the source may then acknowledge to the device. Under load a group
 grows, so throughput scales without one fsync per reading.
+
+A group shares one transaction, so one write that cannot be stored would fail them all: when a
+group commit raises, its writes are committed again one at a time and the one that still fails
+is dead-lettered (with its MQTT inbox row, so the message is acked and never comes back).
+
+When the buffer is full, a refused write *blocks its source*: every later write of that source
+is refused too, until the source re-submits the refused one with ``probe=True`` and it is
+committed. A source's writes therefore commit in the order it submitted them, also across a
+full buffer (a later message can never slip in before a refused one).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.buffer import Buffer, BufferFull, Write, WriteResult
+from edge.buffer import Buffer, BufferFull, DeadLetter, Write, WriteResult, show
 from edge.metrics import EdgeMetrics
 
 log = logging.getLogger("benchlink.edge.writer")
@@ -22,10 +31,11 @@ log = logging.getLogger("benchlink.edge.writer")
 MAX_GROUP_READINGS = 5000
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
     write: Write
     done: asyncio.Future[WriteResult]
+    probe: bool = False
 
 
 class Writer:
@@ -34,16 +44,40 @@ class Writer:
         self.queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self.state: Literal["new", "running", "draining", "stopped"] = "new"
         self.last_commit = time.monotonic()
+        self.commits = 0
+        #: since when the current group commit runs (None between commits)
+        self.committing_since: float | None = None
+        #: sources whose last write was refused for a full buffer (see the module docstring)
+        self.blocked: set[str] = set()
+        #: MQTT (mid, digest) acked since the last commit: their inbox rows go in the next one
+        self.acked: list[tuple[int, str]] = []
         self._full_logged_at = 0.0
 
-    def enqueue(self, write: Write) -> asyncio.Future[WriteResult]:
-        """Queue ``write``; the future resolves after its commit (futures resolve in order)."""
+    def enqueue(self, write: Write, *, probe: bool = False) -> asyncio.Future[WriteResult]:
+        """Queue ``write``; the future resolves after its commit (futures resolve in order).
+
+        ``probe``: the source re-submits its refused write; committed, it unblocks the source."""
         if self.state in ("draining", "stopped"):
             raise RuntimeError("writer is shutting down")
         done: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Pending(write, done))
+        self.queue.put_nowait(_Pending(write, done, probe))
         self.metrics.queue_depth.set(self.queue.qsize())
         return done
+
+    def note_acked(self, inbox: tuple[int, str]) -> None:
+        """An MQTT message was acknowledged: the next commit forgets its inbox row. Called
+        right after the PUBACK, before the broker can reuse the packet id, so the deletion is
+        always in a group no later than the one of the next message with that id."""
+        self.acked.append(inbox)
+
+    def healthy(self, stall_s: float) -> bool:
+        """Running and making progress: not stuck in one commit, not sitting on a queue."""
+        if self.state != "running":
+            return False
+        now = time.monotonic()
+        if self.committing_since is not None and now - self.committing_since > stall_s:
+            return False
+        return self.queue.empty() or now - self.last_commit <= stall_s
 
     async def submit(self, write: Write, source: str = "") -> WriteResult:
         """Queue ``write`` and wait until it is committed; raise BufferFull if refused."""
@@ -81,27 +115,84 @@ class Writer:
                     item.done.set_exception(RuntimeError("writer stopped"))
 
     async def _commit(self, group: list[_Pending]) -> None:
-        try:
-            results = await self.buffer.call(self.buffer.commit, [p.write for p in group])
-        except Exception as exc:
-            self.metrics.errors.labels("buffer_commit").inc()
-            log.exception("commit of %d writes failed", len(group))
-            for p in group:
+        live: list[_Pending] = []
+        for p in group:
+            if p.write.source in self.blocked and not p.probe:
                 if not p.done.done():
-                    p.done.set_exception(exc)
-            return
+                    p.done.set_exception(BufferFull(self.buffer.max_bytes, self.buffer.max_bytes))
+            else:
+                live.append(p)
+        acked, self.acked = self.acked, []
+        self.committing_since = time.monotonic()
+        try:
+            results = await self._commit_group(live, acked)
+        finally:
+            self.committing_since = None
         self.last_commit = time.monotonic()
+        self.commits += 1
         self.metrics.queue_depth.set(self.queue.qsize())
-        for p, result in zip(group, results, strict=True):
+        for p, result in zip(live, results, strict=True):
+            if isinstance(result, BufferFull) and p.write.source:
+                self.blocked.add(p.write.source)
+            elif p.probe:
+                self.blocked.discard(p.write.source)
             if p.done.done():  # the submitter was cancelled
                 continue
-            if isinstance(result, BufferFull):
+            if isinstance(result, BaseException):
+                p.done.set_exception(result)
+            elif isinstance(result, BufferFull):
                 self._loud_full(result)
                 p.done.set_exception(result)
             else:
                 if result.dead:
                     self.metrics.dead_lettered.labels("input").inc(result.dead)
                 p.done.set_result(result)
+
+    async def _commit_group(
+        self, group: list[_Pending], acked: list[tuple[int, str]]
+    ) -> list[WriteResult | BufferFull | Exception]:
+        """Commit the group in one transaction; if that fails, one write at a time, and
+        dead-letter a write that fails on its own (the others must not pay for it)."""
+        call, commit = self.buffer.call, self.buffer.commit
+        try:
+            return list(await call(commit, [p.write for p in group], acked))
+        except Exception:
+            self.metrics.errors.labels("buffer_commit").inc()
+            log.exception("group commit of %d writes failed; one by one now", len(group))
+        out: list[WriteResult | BufferFull | Exception] = []
+        for p in group:
+            result: WriteResult | BufferFull | Exception
+            try:
+                (result,) = await call(commit, [p.write], acked)
+                acked = []
+            except Exception as exc:
+                result = await self._dead_letter_write(p.write, exc, acked)
+                if not isinstance(result, Exception):
+                    acked = []
+            out.append(result)
+        self.acked[:0] = acked  # not committed: try again with the next group
+        return out
+
+    async def _dead_letter_write(
+        self, write: Write, exc: Exception, acked: list[tuple[int, str]]
+    ) -> WriteResult | BufferFull | Exception:
+        reason = f"cannot be stored: {type(exc).__name__}: {exc}"[:1000]
+        log.error("a write of %d reading(s) dead-lettered: %s", len(write.readings), reason)
+        sensor = write.readings[0].sensor_id if write.readings else None
+        letter = DeadLetter("write", reason, sensor_id=sensor, payload=_show(write))
+        stand_in = Write(
+            dead=[letter, *write.dead],
+            inbox=write.inbox,
+            conn=write.conn,
+            fresh=write.fresh,
+            source=write.source,
+        )
+        try:
+            (result,) = await self.buffer.call(self.buffer.commit, [stand_in], acked)
+        except Exception as again:
+            log.exception("cannot even dead-letter the write")
+            return again
+        return result
 
     def _loud_full(self, exc: BufferFull) -> None:
         self.metrics.errors.labels("buffer_full").inc()
@@ -121,3 +212,7 @@ class Writer:
         if self.state == "running":
             self.state = "draining"
             self.queue.put_nowait(None)
+
+
+def _show(write: Write) -> str:
+    return "\n".join(show(r) for r in write.readings[:20])[:4096]

@@ -7,22 +7,36 @@ paho client is set directly): a message is acked after its readings are committe
 order the messages arrived (MQTT 3.1.1 §4.6).
 
 A crash between the commit and the PUBACK makes the broker re-deliver the message with the DUP
-flag; the buffer records (packet id, digest of topic+payload) in the commit's transaction and
-drops a DUP message that matches, so the reading is stored once. aiomqtt drops the DUP flag, so
-a small subclass keeps it.
+flag; the buffer records (packet id, digest of topic+payload) in the commit's transaction, deletes
+the row in the first commit after the PUBACK, and drops a DUP message that matches a row still
+there -- a message committed but not (known to be) acked -- so the reading is stored once. Packet
+ids are reused every 65,535 messages: a row that outlived its message would make a new message
+with the same id and payload look like a copy, hence the deletion (and, for the rows of a
+crashed connection, the purge at the new connection's first non-DUP message). aiomqtt drops the
+DUP flag, so a small subclass keeps it.
 
-Malformed payloads, naive timestamps, non-finite values and unknown sensors are dead-lettered
-with the reason and acked: the pipeline never stalls on a poison message.
+Malformed payloads, naive or out-of-range timestamps, non-finite values (also inside ``meta``),
+unknown sensors -- and anything else that fails while handling one message -- are dead-lettered
+with the reason and acked: the pipeline never stalls on a poison message, and a poison message
+never kills the daemon.
+
+Backpressure: the broker sends at most ``max_inflight_messages`` unacknowledged messages
+(mosquitto.conf), which bounds what waits in the client; in the daemon at most
+:data:`MAX_PENDING_ACKS` messages wait for their commit, then the receive loop waits. While the
+buffer is full the receive loop stops taking messages (they stay at the broker); when room
+appears, the refused messages are committed again in order, all at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import ssl
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,7 +46,15 @@ from pydantic import ValidationError
 
 from common.wire import Reading
 from edge.backoff import Backoff
-from edge.buffer import BufferFull, DeadLetter, NewReading, Write, WriteResult, message_digest
+from edge.buffer import (
+    BufferFull,
+    DeadLetter,
+    NewReading,
+    Write,
+    WriteResult,
+    message_digest,
+    reading_row_values,
+)
 from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig
 from edge.metrics import EdgeMetrics
 from edge.writer import Writer
@@ -40,6 +62,10 @@ from edge.writer import Writer
 log = logging.getLogger("benchlink.edge.mqtt")
 
 WILDCARD_TOPIC = DEFAULT_TOPIC.format(sensor_id="+")
+#: messages handed to the writer and not yet acked, at most; then the receive loop waits
+MAX_PENDING_ACKS = 1000
+#: while the buffer is full, how often the first refused message is tried again
+FULL_RETRY_S = 1.0
 
 
 class PayloadError(ValueError):
@@ -54,14 +80,19 @@ def parse_payload(payload: bytes, sensor_id: str, now: datetime) -> list[NewRead
         # which also gives the precise reason.
         try:
             reading = Reading.model_validate_json(payload)
-        except ValidationError:
+        except (ValidationError, ValueError, RecursionError):
             pass
         else:
-            return [NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)]
+            first = NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)
+            return [_checked(first, 0)]
     try:
         data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer over 4,300 digits
+        raise PayloadError(f"not JSON: {str(exc)[:200]}") from None
     items = data if isinstance(data, list) else [data]
     if not items:
         raise PayloadError("empty list")
@@ -88,7 +119,18 @@ def _one(item: Any, index: int, sensor_id: str, now: datetime) -> NewReading:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise PayloadError(f"{where}{reasons}") from None
-    return NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)
+    new = NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)
+    return _checked(new, index)
+
+
+def _checked(reading: NewReading, index: int) -> NewReading:
+    """Refuse here what the buffer could not store or the cloud would refuse (422 for a whole
+    batch): NaN/Infinity inside meta, a timestamp out of range, an integer too long to print."""
+    try:
+        reading_row_values(reading)
+    except ValueError as exc:
+        raise PayloadError(f"{f'[{index}] ' if index else ''}{exc}") from None
+    return reading
 
 
 class _Delivered(aiomqtt.Message):
@@ -115,6 +157,9 @@ class _Client(aiomqtt.Client):
         self._client.ack(message.mid, message.qos)
 
 
+_Handed = tuple[aiomqtt.Message, Write, "asyncio.Future[WriteResult]"]
+
+
 class MqttSource:
     def __init__(
         self,
@@ -136,6 +181,11 @@ class MqttSource:
         self.duplicates = 0
         # topic -> sensor id; the sensors are fixed for the daemon's life, the topics few
         self._routes: dict[str, str | None] = {}
+        self._delay = 0.0
+        #: set while messages may be taken; cleared while the buffer is full
+        self._intake = asyncio.Event()
+        #: builds the client (tests put a fake broker here)
+        self.make_client: Callable[[], Any] = self._client
 
     def topics(self) -> list[str]:
         return [WILDCARD_TOPIC, *sorted(self.custom)]
@@ -161,25 +211,33 @@ class MqttSource:
                 return candidate
         return None
 
-    def to_write(self, message: aiomqtt.Message, now: datetime) -> Write:
+    def to_write(self, message: aiomqtt.Message, now: datetime, conn: str = "") -> Write:
+        """The write for one message: its readings, or a dead letter saying why not. Never
+        raises: whatever goes wrong with one message is that message's dead letter."""
         payload = (
             message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
         )
         topic = message.topic.value
         inbox = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
         redelivered = bool(getattr(message, "dup", False))
-        sensor_id = self.sensor_for(message.topic)
-        if sensor_id is None:
-            text = payload[:4096].decode("utf-8", "replace")
-            dead = DeadLetter("mqtt_payload", "unknown sensor / topic", origin=topic, payload=text)
-            return Write(dead=[dead], inbox=inbox, redelivered=redelivered)
+        base = Write(inbox=inbox, redelivered=redelivered, conn=conn, source="mqtt")
+        sensor_id: str | None = None
         try:
-            readings = parse_payload(payload, sensor_id, now)
+            sensor_id = self.sensor_for(message.topic)
+            if sensor_id is None:
+                reason = "unknown sensor / topic"
+            else:
+                base.readings = parse_payload(payload, sensor_id, now)
+                return base
         except PayloadError as exc:
-            text = payload[:4096].decode("utf-8", "replace")
-            dead = DeadLetter("mqtt_payload", str(exc), sensor_id, origin=topic, payload=text)
-            return Write(dead=[dead], inbox=inbox, redelivered=redelivered)
-        return Write(readings=readings, inbox=inbox, redelivered=redelivered)
+            reason = str(exc)
+        except Exception as exc:  # a bug or a case nobody thought of: the message, not the daemon
+            self.metrics.errors.labels("mqtt_message").inc()
+            log.exception("MQTT: message %d on %s could not be handled", message.mid, topic)
+            reason = f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}"
+        text = payload[:4096].decode("utf-8", "replace")
+        base.dead = [DeadLetter("mqtt_payload", reason, sensor_id, origin=topic, payload=text)]
+        return base
 
     def _client(self) -> _Client:
         tls: ssl.SSLContext | None = None
@@ -200,28 +258,39 @@ class MqttSource:
         return client
 
     async def run(self) -> None:
+        """Connect, take messages, reconnect with backoff -- whatever went wrong."""
         try:
             while True:
                 try:
                     await self._session()
                 except aiomqtt.MqttError as exc:
-                    self.state = "backoff"
-                    self.metrics.errors.labels("mqtt").inc()
-                    delay = self.backoff.next()
-                    log.warning("MQTT: %s; reconnecting in %.1fs", exc, delay)
-                    await asyncio.sleep(delay)
+                    self._failed("mqtt", f"MQTT: {exc}")
+                except Exception as exc:
+                    # A bug must not kill the daemon: the unacked messages stay at the broker
+                    # and come back on the next connection.
+                    log.exception("MQTT source failed")
+                    self._failed("mqtt_unexpected", f"MQTT: unexpected {type(exc).__name__}")
+                await asyncio.sleep(self._delay)
         finally:
             self.state = "stopped"
 
+    def _failed(self, kind: str, what: str) -> None:
+        self.state = "backoff"
+        self.metrics.errors.labels(kind).inc()
+        self._delay = self.backoff.next()
+        log.warning("%s; reconnecting in %.1fs", what, self._delay)
+
     async def _session(self) -> None:
-        async with self._client() as client:
+        async with self.make_client() as client:
             for topic in self.topics():
                 await client.subscribe(topic, qos=1)
             self.state = "connected"
             self.backoff.reset()
             log.info("MQTT: connected to %s as %s", self.cfg.url, self.cfg.client_id)
-            acks: asyncio.Queue[tuple[aiomqtt.Message, Write, asyncio.Future[WriteResult]]]
-            acks = asyncio.Queue()
+            conn = uuid.uuid4().hex
+            fresh_seen = False
+            acks: asyncio.Queue[_Handed] = asyncio.Queue(MAX_PENDING_ACKS)
+            self._intake.set()
             async with asyncio.TaskGroup() as tg:
                 acker = tg.create_task(self._acker(client, acks), name="mqtt-acker")
                 try:
@@ -231,34 +300,78 @@ class MqttSource:
                         # message's own handling. Order is kept; a disconnect still ends the
                         # iterator at the next turn.
                         for message in client.arrived(first):
-                            write = self.to_write(message, datetime.now(UTC))
-                            acks.put_nowait((message, write, self.writer.enqueue(write)))
+                            write = self.to_write(message, datetime.now(UTC), conn)
+                            if not fresh_seen and not write.redelivered:
+                                write.fresh = fresh_seen = True
+                            await self._intake.wait()  # closed while the buffer is full
+                            await acks.put((message, write, self.writer.enqueue(write)))
                 finally:
                     acker.cancel()
 
-    async def _acker(
-        self,
-        client: _Client,
-        acks: asyncio.Queue[tuple[aiomqtt.Message, Write, asyncio.Future[WriteResult]]],
-    ) -> None:
-        """Ack each message after its commit, in arrival order; hold on while the buffer is full."""
-        committed = self.metrics.committed.labels("mqtt")
+    async def _acker(self, client: _Client, acks: asyncio.Queue[_Handed]) -> None:
+        """Ack each message after its commit, in arrival order."""
         while True:
             message, write, done = await acks.get()
-            while True:
+            try:
+                result = await done
+            except BufferFull:
+                await self._recover(client, acks, message, write)
+                continue
+            self._settle(client, message, write, result)
+
+    def _settle(
+        self, client: _Client, message: aiomqtt.Message, write: Write, result: WriteResult
+    ) -> None:
+        if result.committed:
+            self.metrics.committed.labels("mqtt").inc(result.committed)
+        self.dead_lettered += result.dead
+        if result.duplicate:
+            self.duplicates += 1
+            log.info("MQTT: dropped a re-delivered copy of message %d", message.mid)
+        client.ack(message)
+        if write.inbox is not None:
+            self.writer.note_acked(write.inbox)
+        self.acked += 1
+
+    async def _recover(
+        self,
+        client: _Client,
+        acks: asyncio.Queue[_Handed],
+        message: aiomqtt.Message,
+        write: Write,
+    ) -> None:
+        """The buffer is full: stop taking messages (the broker keeps them), then commit the
+        refused ones again -- the first until it goes in, then the rest at once, in order."""
+        self._intake.clear()
+        self.metrics.errors.labels("buffer_full").inc()
+        held: list[tuple[aiomqtt.Message, Write]] = [(message, write)]
+        while not acks.empty():  # refused as well: the writer blocks us after a refusal
+            m, w, done = acks.get_nowait()
+            with contextlib.suppress(BufferFull):
+                self._settle(client, m, w, await done)
+                continue
+            held.append((m, w))
+        try:
+            while held:
+                await asyncio.sleep(FULL_RETRY_S)
+                m, w = held[0]
                 try:
-                    result = await done
-                    break
+                    result = await self.writer.enqueue(w, probe=True)
                 except BufferFull:
-                    # Not acked: the broker keeps it (and what follows) until there is room.
-                    self.metrics.errors.labels("buffer_full").inc()
-                    await asyncio.sleep(1.0)
-                    done = self.writer.enqueue(write)
-            if result.committed:
-                committed.inc(result.committed)
-            self.dead_lettered += result.dead
-            if result.duplicate:
-                self.duplicates += 1
-                log.info("MQTT: dropped a re-delivered copy of message %d", message.mid)
-            client.ack(message)
-            self.acked += 1
+                    continue
+                self._settle(client, m, w, result)
+                rest = [(m, w, self.writer.enqueue(w)) for m, w in held[1:]]
+                held = []
+                for i, (m, w, done) in enumerate(rest):
+                    try:
+                        result = await done
+                    except BufferFull:  # full again: this one and all after it wait again
+                        held = [(m, w)]
+                        for m2, w2, done2 in rest[i + 1 :]:
+                            with contextlib.suppress(BufferFull):
+                                await done2
+                            held.append((m2, w2))
+                        break
+                    self._settle(client, m, w, result)
+        finally:
+            self._intake.set()

@@ -5,12 +5,25 @@ with one sensor and no channel takes every sample. Faults (open circuit, ...) ar
 counted, never stored as readings. A read error (unplugged adapter) closes the port, which is
 reopened with jittered capped backoff; readings are timestamped in UTC at the edge when the
 device sends no time.
+
+Lines are committed in small groups: the pump keeps reading while a commit is under way and
+hands the writer what it decoded at most :data:`COALESCE_S` after the first of them (or when the
+port goes quiet), so a slow device does not cost one fsync per line. A serial device is never
+acknowledged, so nothing is promised to it; the price is honest and bounded: lines read from
+the port but not yet committed when the daemon is killed -- at most ``COALESCE_S`` plus one
+commit's worth -- are lost, like the lines the device sends while the daemon is down.
+
+Whatever goes wrong -- a decoder bug, an unexpected exception -- is logged and counted, the port
+is reopened with backoff, and the source goes on: it never takes the daemon down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,7 +31,7 @@ from typing import Any, Literal
 import serial
 
 from edge.backoff import Backoff
-from edge.buffer import BufferFull, NewReading, Write
+from edge.buffer import BufferFull, NewReading, Write, WriteResult
 from edge.config import SensorConfig
 from edge.metrics import EdgeMetrics
 from edge.writer import Writer
@@ -26,6 +39,12 @@ from edge.writer import Writer
 log = logging.getLogger("benchlink.edge.serial")
 
 READ_TIMEOUT_S = 0.1
+#: longest a decoded line waits to be handed to the writer (the crash-loss window, see above)
+COALESCE_S = 0.2
+#: most readings handed to the writer at once
+MAX_GROUP = 1000
+#: commits of this port in flight at most; then the pump waits for the oldest
+MAX_INFLIGHT = 64
 
 
 class SerialSource:
@@ -51,6 +70,7 @@ class SerialSource:
         self.readings_committed = 0
         self.dropped = 0
         self._skipped_seen = 0
+        self._inflight: collections.deque[asyncio.Future[WriteResult]] = collections.deque()
 
     def _sensor_for(self, channel: str | None) -> str | None:
         if channel in self.by_channel:
@@ -63,78 +83,128 @@ class SerialSource:
         return serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S)
 
     async def run(self) -> None:
-        from hardware.protocols import make_decoder
-
-        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    port = await loop.run_in_executor(None, self._open)
-                except (serial.SerialException, OSError) as exc:
-                    self.state = "backoff"
-                    delay = self.backoff.next()
-                    self.metrics.errors.labels("serial_open").inc()
-                    log.warning("%s: cannot open (%s); retrying in %.1fs", self.port, exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                self.state = "open"
-                log.info("%s: open (%s, %d baud)", self.port, self.protocol, self.baudrate)
-                decoder = make_decoder(self.protocol, max_line=self.max_line)
-                self._skipped_seen = 0
-                try:
-                    await self._pump(port, decoder)
+                    await self._session()
                 except (serial.SerialException, OSError) as exc:
                     self.metrics.errors.labels("serial_read").inc()
                     log.warning("%s: lost (%s); reopening", self.port, exc)
-                finally:
-                    await loop.run_in_executor(None, port.close)
+                except Exception:
+                    self.metrics.errors.labels("serial_unexpected").inc()
+                    log.exception("%s: unexpected failure; reopening", self.port)
                 self.state = "backoff"
                 await asyncio.sleep(self.backoff.next())
         finally:
             self.state = "stopped"
 
+    async def _session(self) -> None:
+        from hardware.protocols import make_decoder
+
+        loop = asyncio.get_running_loop()
+        try:
+            port = await loop.run_in_executor(None, self._open)
+        except (serial.SerialException, OSError) as exc:
+            self.metrics.errors.labels("serial_open").inc()
+            log.warning("%s: cannot open (%s)", self.port, exc)
+            return
+        try:
+            self.state = "open"
+            log.info("%s: open (%s, %d baud)", self.port, self.protocol, self.baudrate)
+            decoder = make_decoder(self.protocol, max_line=self.max_line)
+            self._skipped_seen = 0
+            await self._pump(port, decoder)
+        finally:
+            await loop.run_in_executor(None, port.close)
+
     async def _pump(self, port: serial.Serial, decoder: Any) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            data: bytes = await loop.run_in_executor(None, _read_some, port)
-            if not data:
+        pending: list[NewReading] = []
+        since = 0.0
+        try:
+            while True:
+                data: bytes = await loop.run_in_executor(None, _read_some, port)
+                if data:
+                    self.backoff.reset()
+                    new = self._decode(decoder, data)
+                    if new and not pending:
+                        since = time.monotonic()
+                    pending += new
+                quiet = not data
+                if pending and (
+                    quiet or len(pending) >= MAX_GROUP or time.monotonic() - since >= COALESCE_S
+                ):
+                    await self._commit(pending)
+                    pending = []
+        finally:
+            if pending:  # read from the port: keep them if the writer still takes writes
+                with contextlib.suppress(RuntimeError):
+                    self._hand_over(pending)
+
+    def _decode(self, decoder: Any, data: bytes) -> list[NewReading]:
+        now = datetime.now(UTC)
+        readings: list[NewReading] = []
+        try:
+            items = decoder.feed(data)
+        except Exception as exc:  # a decoder bug: lose this chunk, not the port or the daemon
+            self.metrics.errors.labels("serial_decode").inc()
+            self.metrics.serial_skipped.labels(self.port).inc()
+            log.error("%s: decoder failed on %d byte(s): %r", self.port, len(data), exc)
+            return []
+        for item in items:
+            if hasattr(item, "kind"):  # a Fault
+                self.metrics.serial_faults.labels(item.kind).inc()
+                log.warning("%s: device fault %s: %s", self.port, item.kind, item.detail)
                 continue
-            self.backoff.reset()
-            now = datetime.now(UTC)
-            readings: list[NewReading] = []
-            for item in decoder.feed(data):
-                if hasattr(item, "kind"):  # a Fault
-                    self.metrics.serial_faults.labels(item.kind).inc()
-                    log.warning("%s: device fault %s: %s", self.port, item.kind, item.detail)
-                    continue
-                sensor_id = self._sensor_for(item.channel)
-                if sensor_id is None:
-                    self.metrics.serial_skipped.labels(self.port).inc()
-                    continue
-                meta = dict(item.meta) if item.meta else None
-                readings.append(NewReading(sensor_id, item.timestamp or now, item.value, meta))
-            skipped = decoder.stats.skipped
-            if skipped > self._skipped_seen:
-                self.metrics.serial_skipped.labels(self.port).inc(skipped - self._skipped_seen)
-                log.info(
-                    "%s: skipped %d line(s): %s",
-                    self.port,
-                    skipped - self._skipped_seen,
-                    decoder.stats.last_skip_reason,
-                )
-                self._skipped_seen = skipped
-            if readings:
-                await self._commit(readings)
+            sensor_id = self._sensor_for(item.channel)
+            if sensor_id is None:
+                self.metrics.serial_skipped.labels(self.port).inc()
+                continue
+            meta = dict(item.meta) if item.meta else None
+            readings.append(NewReading(sensor_id, item.timestamp or now, item.value, meta))
+        skipped = decoder.stats.skipped
+        if skipped > self._skipped_seen:
+            self.metrics.serial_skipped.labels(self.port).inc(skipped - self._skipped_seen)
+            log.info(
+                "%s: skipped %d line(s): %s",
+                self.port,
+                skipped - self._skipped_seen,
+                decoder.stats.last_skip_reason,
+            )
+            self._skipped_seen = skipped
+        return readings
 
     async def _commit(self, readings: list[NewReading]) -> None:
-        try:
-            result = await self.writer.submit(Write(readings=readings), source="serial")
-        except BufferFull:
-            # A serial device cannot be told to wait: the lines are lost, loudly and counted.
-            self.dropped += len(readings)
-            self.metrics.dropped.labels("buffer_full").inc(len(readings))
+        """Hand the readings to the writer without waiting for the commit (the device is never
+        acked); wait only when too many commits of this port are in flight."""
+        while len(self._inflight) >= MAX_INFLIGHT:
+            with contextlib.suppress(Exception):
+                await self._inflight[0]
+        self._hand_over(readings)
+
+    def _hand_over(self, readings: list[NewReading]) -> None:
+        done = self.writer.enqueue(Write(readings=readings))
+        self._inflight.append(done)
+        done.add_done_callback(lambda f: self._settled(f, len(readings)))
+
+    def _settled(self, done: asyncio.Future[WriteResult], n: int) -> None:
+        if done in self._inflight:
+            self._inflight.remove(done)
+        if done.cancelled():
             return
-        self.readings_committed += result.committed
+        exc = done.exception()
+        if isinstance(exc, BufferFull):
+            # A serial device cannot be told to wait: the lines are lost, loudly and counted.
+            self.dropped += n
+            self.metrics.dropped.labels("buffer_full").inc(n)
+        elif exc is not None:
+            self.dropped += n
+            self.metrics.dropped.labels("write_failed").inc(n)
+            log.error("%s: %d reading(s) not stored: %r", self.port, n, exc)
+        else:
+            result = done.result()
+            self.readings_committed += result.committed
+            self.metrics.committed.labels("serial").inc(result.committed)
 
 
 def _read_some(port: serial.Serial) -> bytes:

@@ -223,3 +223,34 @@ def test_ts_text_is_utc_and_sortable() -> None:
     with pytest.raises(ValueError):
         ts_text(datetime(2026, 1, 1))
     assert json.loads(json.dumps(ts_text(T0)))
+
+
+def test_ts_text_zero_pads_the_year_and_refuses_out_of_range() -> None:
+    assert ts_text(datetime(999, 1, 2, tzinfo=UTC)) == "0999-01-02T00:00:00.000000+00:00"
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
+    with pytest.raises(ValueError, match="out of range"):
+        ts_text(late)
+
+
+def test_a_reading_the_cloud_would_refuse_is_dead_lettered_alone(
+    buffer: Buffer, sensor: str
+) -> None:
+    """One bad reading must not fail the group commit (OverflowError) or its whole batch (422)."""
+    late = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
+    w = Write(
+        [
+            NewReading(sensor, T0, 1.0),
+            NewReading(sensor, late, 2.0),
+            NewReading(sensor, T0, 3.0, {"x": [1, float("nan")]}),
+            NewReading(sensor, T0, 4.0, {"n": 10**5000}),
+            NewReading(sensor, T0, float("inf")),
+            NewReading(sensor, T0, 6.0, {"ok": True}),
+        ]
+    )
+    (res,) = buffer.commit([w, Write(readings(sensor, 1, start=7))])[:1]
+    assert not isinstance(res, BufferFull) and (res.committed, res.dead) == (2, 4)
+    values = [r[0] for r in buffer.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
+    assert values == [1.0, 6.0, 7.0]
+    reasons = [d["reason"] for d in buffer.dead_letters()]
+    assert any("out of range" in r for r in reasons) and any("NaN" in r for r in reasons)
+    assert any("raw_value" in r for r in reasons) and any("meta" in r for r in reasons)

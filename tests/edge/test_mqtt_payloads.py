@@ -43,3 +43,19 @@ def test_object_and_list() -> None:
 def test_poison_is_refused_with_a_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(PayloadError, match=reason.replace("[", r"\[").replace("]", r"\]")):
         parse_payload(payload, "s", NOW)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b"1" * 5000, "not JSON"),
+        (b'{"raw_value": 1, "meta": {"n": ' + b"9" * 5000 + b"}}", "digits"),
+        (b'{"raw_value": 1, "meta": {"x": {"y": NaN}}}', "NaN"),
+        (b'[1, {"raw_value": 1, "meta": {"x": -Infinity}}]', "[1] "),
+        (b'{"timestamp": "9999-12-31T23:59:59-14:00", "raw_value": 1}', "range"),
+    ],
+)
+def test_poison_that_used_to_crash_is_refused(payload: bytes, reason: str) -> None:
+    with pytest.raises(PayloadError, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        parse_payload(payload, "s", NOW)

@@ -167,3 +167,53 @@ async def test_device_faults_are_counted(buffer: Buffer, tmp_path: Path, protoco
         dev.close()
     assert faults == {"open_circuit": 1.0}
     assert rows(buffer) == [(sid, 25.0)]
+
+
+async def test_a_slow_device_does_not_cost_one_commit_per_line(
+    buffer: Buffer, tmp_path: Path
+) -> None:
+    port = tmp_path / "ttySLOW"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000d1"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as src:
+            await wait_until(lambda: src.state == "open")
+            before = src.writer.commits
+            for i in range(20):
+                dev.write(f"{i}.5\n".encode())
+                await asyncio.sleep(0.005)
+            await wait_until(lambda: src.readings_committed == 20)
+            commits = src.writer.commits - before
+    finally:
+        dev.close()
+    assert [v for _, v in rows(buffer)] == [i + 0.5 for i in range(20)]
+    assert commits <= 5, commits
+
+
+async def test_a_decoder_failure_loses_the_chunk_not_the_port(
+    buffer: Buffer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hardware.protocols import lines
+
+    real = lines.ValueDecoder.handle_line
+
+    def broken(self: object, text: str) -> object:
+        if text == "13":
+            raise OverflowError("a decoder bug")
+        return real(self, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lines.ValueDecoder, "handle_line", broken)
+    port = tmp_path / "ttyBUG"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000d2"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"13\n")
+            await asyncio.sleep(0.3)
+            dev.write(b"14\n")
+            await wait_until(lambda: src.readings_committed == 1)
+            assert src.state == "open"
+    finally:
+        dev.close()
+    assert rows(buffer) == [(sid, 14.0)]

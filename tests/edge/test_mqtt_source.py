@@ -1,0 +1,194 @@
+"""The MQTT source's logic against a fake broker client: what is stored, what is acked, in
+which order -- across a crash, poison messages and a full buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from edge.buffer import Buffer
+from edge.config import MqttConfig, SensorConfig
+from edge.metrics import EdgeMetrics
+from edge.sources import mqtt as mqtt_module
+from edge.sources.mqtt import MqttSource
+from edge.writer import Writer
+from tests.edge.fakebroker import FakeClient, message
+
+
+def topic(sid: str) -> str:
+    return f"benchlink/sensors/{sid}/readings"
+
+
+def sensor_config(sid: str) -> SensorConfig:
+    return SensorConfig.model_validate(
+        {
+            "sensor_id": sid,
+            "token": "t",
+            "run_id": str(uuid.uuid4()),
+            "capture_session_id": str(uuid.uuid4()),
+            "source": "mqtt",
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    buffer: Buffer, sid: str, client: FakeClient
+) -> AsyncIterator[tuple[MqttSource, Writer]]:
+    """A writer and the MQTT source on ``client``; leaving it is a crash of the source (the
+    writer commits what it was given, nothing more is acked)."""
+    metrics = EdgeMetrics()
+    writer = Writer(buffer, metrics)
+    src = MqttSource(MqttConfig(), [sensor_config(sid)], writer, metrics, backoff_initial_s=0.01)
+    src.make_client = lambda: client
+    async with asyncio.TaskGroup() as tg:
+        wt = tg.create_task(writer.run())
+        st = tg.create_task(src.run())
+        try:
+            yield src, writer
+        finally:
+            st.cancel()
+            await writer.close()
+            await wt
+
+
+async def until(pred: Any, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():
+            await asyncio.sleep(0.01)
+
+
+def values(buffer: Buffer) -> list[float]:
+    return [r[0] for r in buffer.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
+
+
+async def test_a_reused_packet_id_with_the_same_payload_is_a_new_message(
+    buffer: Buffer, sensor: str
+) -> None:
+    """Packet ids wrap every 65,535 messages: a message acked long ago must not make a new one
+    with its id and payload (a bare number) look like a copy after a crash."""
+    t = topic(sensor)
+    first = FakeClient()
+    async with running(buffer, sensor, first):
+        first.deliver(message(t, b"1.0", 7))
+        await until(lambda: first.acked == [7])
+        await asyncio.sleep(0.05)  # the next commit forgets the acked message
+        first.deliver(message(t, b"2.0", 8))
+        await until(lambda: first.acked == [7, 8])
+    # 65,535 messages later the broker gives id 7 to another "1.0"; the daemon is killed
+    # before committing it, and the broker sends it again with DUP
+    again = FakeClient()
+    async with running(buffer, sensor, again):
+        again.deliver(message(t, b"1.0", 7, dup=True))
+        await until(lambda: again.acked == [7])
+    assert values(buffer) == [1.0, 2.0, 1.0]
+
+
+async def test_a_committed_but_unacked_message_is_stored_once(
+    buffer: Buffer, sensor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = topic(sensor)
+    first = FakeClient()
+    first.ack = lambda m: None  # type: ignore[method-assign]  # killed before the PUBACK
+    monkeypatch.setattr(Writer, "note_acked", lambda self, inbox: None)
+    async with running(buffer, sensor, first) as (src, _):
+        first.deliver(message(t, b"1.0", 7))
+        await until(lambda: src.acked == 1)
+    monkeypatch.undo()
+    again = FakeClient()
+    async with running(buffer, sensor, again) as (src, _):
+        again.deliver(message(t, b"1.0", 7, dup=True), message(t, b"3.0", 9))
+        await until(lambda: again.acked == [7, 9])
+        assert src.duplicates == 1
+    assert values(buffer) == [1.0, 3.0]
+    # the inbox holds nothing once everything is acked (the next commit deleted the rows)
+    async with running(buffer, sensor, again):
+        again.deliver(message(t, b"4.0", 10))
+        await until(lambda: again.acked == [7, 9, 10])
+        await asyncio.sleep(0.05)
+    rows = buffer.conn.execute("SELECT mid FROM mqtt_unacked").fetchall()
+    assert [r[0] for r in rows] in ([], [10])
+
+
+async def test_stale_rows_of_a_crashed_connection_are_purged(buffer: Buffer, sensor: str) -> None:
+    """The PUBACK reached the broker but the row's deletion died with the daemon: the new
+    connection's first non-DUP message purges it (the broker re-sends the unacked first)."""
+    t = topic(sensor)
+    buffer.conn.execute("INSERT INTO mqtt_unacked VALUES (7, 'x', 'old-conn', 0)")
+    from edge.buffer import message_digest
+
+    digest = message_digest(t, b"1.0")
+    buffer.conn.execute("UPDATE mqtt_unacked SET digest = ?", (digest,))
+    client = FakeClient()
+    async with running(buffer, sensor, client):
+        client.deliver(message(t, b"5.0", 11))
+        await until(lambda: client.acked == [11])
+        client.deliver(message(t, b"1.0", 7, dup=True))  # a new message, re-sent after a hiccup
+        await until(lambda: client.acked == [11, 7])
+    assert values(buffer) == [5.0, 1.0]
+
+
+POISON = [
+    b"[" * 100_000,  # RecursionError in json.loads
+    b"1" * 5000,  # ValueError: an integer over 4,300 digits
+    b'{"raw_value": 1, "meta": {"n": ' + b"9" * 5000 + b"}}",
+    b'[{"raw_value": 1, "meta": {"n": ' + b"9" * 5000 + b"}}]",
+    b'{"raw_value": 1, "meta": {"x": [1, NaN]}}',
+    b'{"timestamp": "9999-12-31T23:59:59-14:00", "raw_value": 1}',
+]
+
+
+async def test_poison_messages_are_dead_lettered_and_acked(buffer: Buffer, sensor: str) -> None:
+    t = topic(sensor)
+    client = FakeClient()
+    async with running(buffer, sensor, client) as (src, _):
+        for i, payload in enumerate(POISON, start=1):
+            client.deliver(message(t, payload, i))
+        client.deliver(message(t, b"2.5", 100))
+        await until(lambda: len(client.acked) == len(POISON) + 1)
+        assert src.state == "connected" and client.connects == 1
+    assert values(buffer) == [2.5]
+    dead = buffer.dead_letters()
+    assert len(dead) == len(POISON) and all(d["kind"] == "mqtt_payload" for d in dead)
+
+
+async def test_an_unexpected_error_dead_letters_the_message_not_the_daemon(
+    buffer: Buffer, sensor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(payload: bytes, *args: Any) -> Any:
+        if payload == b"13":
+            raise KeyError("a bug")
+        return real(payload, *args)
+
+    real = mqtt_module.parse_payload
+    monkeypatch.setattr(mqtt_module, "parse_payload", broken)
+    t = topic(sensor)
+    client = FakeClient()
+    async with running(buffer, sensor, client):
+        client.deliver(message(t, b"13", 1), message(t, b"14", 2))
+        await until(lambda: client.acked == [1, 2])
+    assert values(buffer) == [14.0]
+    assert "unexpected error: KeyError" in buffer.dead_letters()[0]["reason"]
+
+
+async def test_the_source_survives_an_unexpected_failure(buffer: Buffer, sensor: str) -> None:
+    client = FakeClient()
+    calls = 0
+
+    def flaky() -> FakeClient:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in a session")
+        return client
+
+    async with running(buffer, sensor, client) as (src, _):
+        src.make_client = flaky
+        client.deliver(message(topic(sensor), b"1.5", 1))
+        await until(lambda: client.acked == [1])
+    assert calls == 2 and values(buffer) == [1.5]
