@@ -8,9 +8,17 @@ token was revoked does not hold back the others. Each batch is sent with its sta
 Outcomes of one attempt::
 
     202            -> synced
-    transport error, timeout, 408, 429, 5xx, 409 idempotency-in-flight
+    any httpx error (transport, timeout, decoding), 408, 429, 5xx,
+    409 idempotency-in-flight
                    -> retry the same batch (Retry-After honoured, else jittered backoff)
+    409 conflict   -> retried twice (a race between two writers), then dead
+    422 naming only readings.N
+                   -> those readings to a dead batch, the rest re-sealed under a new id at
+                      the same place in the queue (a definitive 422 stored nothing)
     other 4xx      -> dead-letter the batch with the cloud's reason, go on with the next
+
+Anything else that goes wrong in a loop (the buffer busy or locked, a bug) is logged, counted
+and retried with backoff: a sync loop never takes the daemon down.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -36,15 +45,39 @@ log = logging.getLogger("benchlink.edge.sync")
 
 #: longest wait honoured from a Retry-After header
 MAX_RETRY_AFTER_S = 300.0
+#: attempts of one batch answered "409 conflict" (a race) before it is dead-lettered
+CONFLICT_ATTEMPTS = 3
+
+_READING_FIELD = re.compile(r"^readings\.(\d+)(?:\.|$)")
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: Literal["synced", "retry", "dead"]
+    kind: Literal["synced", "retry", "dead", "split"]
     detail: str = ""
     retry_after: float | None = None
     accepted: int | None = None
     late: int | None = None
+    #: split: index of each refused reading -> the cloud's reason
+    refused: dict[int, str] = field(default_factory=dict)
+    #: a 409 conflict: retryable a few times only
+    conflict: bool = False
+
+
+def refused_readings(body: object) -> dict[int, str]:
+    """``{index: reason}`` when every field error of a 422 names a reading, else empty."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return {}
+    refused: dict[int, str] = {}
+    for e in errors:
+        m = _READING_FIELD.match(str(e.get("field", ""))) if isinstance(e, dict) else None
+        if m is None:
+            return {}
+        i = int(m.group(1))
+        reason = f"{e['field']}: {e.get('reason')}"
+        refused[i] = f"{refused[i]}; {reason}" if i in refused else reason
+    return refused
 
 
 def problem_reason(response: httpx.Response) -> str:
@@ -76,13 +109,17 @@ def classify(response: httpx.Response) -> Outcome:
     reason = problem_reason(response)
     if status in (408, 429) or status >= 500:
         return Outcome("retry", reason, retry_after)
-    if status == 409:
-        try:
-            kind = str(response.json().get("type", ""))
-        except (ValueError, AttributeError):
-            kind = ""
-        if kind.endswith("idempotency-in-flight"):
-            return Outcome("retry", reason, retry_after)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    kind = str(body.get("type", "")) if isinstance(body, dict) else ""
+    if status == 409 and kind.endswith("idempotency-in-flight"):
+        return Outcome("retry", reason, retry_after)
+    if status == 409 and kind.endswith("/conflict"):
+        return Outcome("retry", reason, retry_after, conflict=True)
+    if status == 422 and (refused := refused_readings(body)):
+        return Outcome("split", reason, refused=refused)
     return Outcome("dead", reason)
 
 
@@ -114,7 +151,7 @@ async def send_batch(client: httpx.AsyncClient, buffer: Buffer, batch: Batch) ->
                 "Content-Type": "application/json",
             },
         )
-    except httpx.TransportError as exc:
+    except httpx.HTTPError as exc:  # transport, timeout, a body that cannot be decoded, ...
         return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
     return classify(response)
 
@@ -151,19 +188,38 @@ class SensorSync:
             return None
         self.state = "sending"
         outcome = await send_batch(self.client, self.buffer, batch)
-        await self.record(batch, outcome)
-        return outcome
+        return await self.record(batch, outcome)
 
-    async def record(self, batch: Batch, outcome: Outcome) -> None:
+    async def record(self, batch: Batch, outcome: Outcome) -> Outcome:
+        """Store the outcome; return it (a conflict retried too often comes back as dead)."""
+        if outcome.conflict and batch.attempts + 1 >= CONFLICT_ATTEMPTS:
+            outcome = Outcome("dead", outcome.detail)
         if outcome.kind == "synced":
             await self.buffer.call(
                 self.buffer.mark_synced, batch.id, outcome.accepted, outcome.late
             )
             self.metrics.synced.labels(self.sensor_id).inc(batch.count)
             self.backoff.reset()
+        elif outcome.kind == "split":
+            new_id = await self.buffer.call(
+                self.buffer.split_batch, batch.id, outcome.refused, outcome.detail
+            )
+            self.metrics.dead_lettered.labels("batch").inc()
+            self.backoff.reset()
+            log.error(
+                "batch %s of sensor %s: %d of %d readings refused and dead-lettered (%s);"
+                " the rest goes again as batch %s",
+                batch.id,
+                self.sensor_id,
+                len(outcome.refused),
+                batch.count,
+                outcome.detail,
+                new_id or "- (none left)",
+            )
         elif outcome.kind == "dead":
             await self.buffer.call(self.buffer.mark_dead, batch.id, outcome.detail)
             self.metrics.dead_lettered.labels("batch").inc()
+            self.backoff.reset()  # a verdict, not a failure: the next batch starts afresh
             log.error(
                 "batch %s of sensor %s (%d readings) dead-lettered: %s",
                 batch.id,
@@ -174,6 +230,7 @@ class SensorSync:
         else:
             await self.buffer.call(self.buffer.mark_retry, batch.id, outcome.detail)
             self.metrics.errors.labels("sync_retry").inc()
+        return outcome
 
     def retry_delay(self, outcome: Outcome) -> float:
         delay = self.backoff.next()
@@ -185,8 +242,21 @@ class SensorSync:
         tick = self.cfg.interval_s / 2
         try:
             while True:
-                await self.seal()
-                outcome = await self.step()
+                try:
+                    await self.seal()
+                    outcome = await self.step()
+                except Exception as exc:  # "database is locked", a bug: never fatal
+                    self.state = "backoff"
+                    self.metrics.errors.labels("sync_unexpected").inc()
+                    delay = self.backoff.next()
+                    log.exception(
+                        "sensor %s: sync step failed (%s); retrying in %.1fs",
+                        self.sensor_id,
+                        type(exc).__name__,
+                        delay,
+                    )
+                    await self._sleep(delay)
+                    continue
                 if outcome is None:
                     self.state = "idle"
                     await self._sleep(tick)

@@ -254,3 +254,19 @@ def test_a_reading_the_cloud_would_refuse_is_dead_lettered_alone(
     reasons = [d["reason"] for d in buffer.dead_letters()]
     assert any("out of range" in r for r in reasons) and any("NaN" in r for r in reasons)
     assert any("raw_value" in r for r in reasons) and any("meta" in r for r in reasons)
+
+
+def test_a_batch_stays_below_the_cloud_body_limit(buffer: Buffer, sensor: str) -> None:
+    from common.wire import MAX_TELEMETRY_BODY_BYTES
+
+    big = "x" * 1_000_000
+    buffer.commit([Write([NewReading(sensor, T0, float(i), {"blob": big}) for i in range(10)])])
+    made = buffer.seal(sensor, 1000)
+    assert made >= 3
+    seen = []
+    while (b := buffer.next_batch(sensor)) is not None:
+        body = json.dumps(buffer.batch_body(b.id), separators=(",", ":")).encode()
+        assert len(body) < MAX_TELEMETRY_BODY_BYTES
+        seen += [r["raw_value"] for r in buffer.batch_body(b.id)["readings"]]
+        buffer.mark_synced(b.id, b.count, 0)
+    assert seen == [float(i) for i in range(10)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -157,7 +158,9 @@ async def test_run_loop_sends_within_the_interval(buffer: Buffer, sensor: str) -
 
 
 def test_classify_unknown_409_is_permanent() -> None:
-    assert classify(problem(409, "https://x/conflict")).kind == "dead"
+    assert classify(problem(409, "https://x/archived")).kind == "dead"
+    race = classify(problem(409, "https://benchlink.dev/problems/conflict"))
+    assert race.kind == "retry" and race.conflict
     assert classify(httpx.Response(502, text="bad gateway")).kind == "retry"
 
 
@@ -177,3 +180,112 @@ def test_backoff_is_jittered_and_capped() -> None:
     assert len(set(delays)) > 10  # jittered
     b.reset()
     assert b.next() <= 0.5
+
+
+def refuse(*fields: str) -> Handler:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = {
+            "type": "https://benchlink.dev/problems/invalid-input",
+            "title": "Invalid input",
+            "status": 422,
+            "detail": "refused",
+            "errors": [{"field": f, "reason": "is after the stop"} for f in fields],
+        }
+        return httpx.Response(422, json=body, headers={"Content-Type": PROBLEM})
+
+    return answer
+
+
+async def test_a_422_naming_readings_dead_letters_only_those(buffer: Buffer, sensor: str) -> None:
+    """A stopped session: in-window late readings must still go, with order kept."""
+    cloud = FakeCloud()
+    cloud.faults.append(refuse("readings.1.timestamp", "readings.2.timestamp"))
+    fill(buffer, sensor, 6)
+    s = syncer(buffer, sensor, cloud)
+    assert await drain(s) == ["split", "synced", "synced"]
+    assert cloud.values() == [0.0, 3.0, 4.0, 5.0]
+    first_key = cloud.requests[0].headers["Idempotency-Key"]
+    assert cloud.requests[1].headers["Idempotency-Key"] != first_key  # a new batch id
+    (dl,) = buffer.dead_letters()
+    assert dl["kind"] == "batch" and "readings.1: readings.1.timestamp: is after" in dl["reason"]
+    dead = buffer.batch_body(dl["batch_id"])
+    assert [r["raw_value"] for r in dead["readings"]] == [1.0, 2.0]
+    st = buffer.status()["sensors"][sensor]
+    assert (st["synced"], st["dead"], st["pending"]) == (4, 2, 0)
+
+
+async def test_a_422_naming_every_reading_or_another_field_kills_the_batch(
+    buffer: Buffer, sensor: str
+) -> None:
+    cloud = FakeCloud()
+    cloud.faults += [refuse("readings.0.raw_value", "readings.1.x", "readings.2.y")]
+    cloud.faults += [refuse("readings.0.raw_value", "run_id")]
+    fill(buffer, sensor, 9)
+    assert await drain(syncer(buffer, sensor, cloud)) == ["split", "dead", "synced"]
+    assert cloud.values() == [6.0, 7.0, 8.0]
+
+
+async def test_dead_batches_move_to_the_new_binding(buffer: Buffer, sensor: str) -> None:
+    cloud = FakeCloud()
+    cloud.faults.append(lambda r: problem(404))  # e.g. the run was deleted
+    fill(buffer, sensor, 3)
+    assert await drain(syncer(buffer, sensor, cloud)) == ["dead"]
+    old = cloud.requests[0].headers["Idempotency-Key"]
+    run2, ses2 = str(uuid.uuid4()), str(uuid.uuid4())
+    buffer.bind(sensor, run2, ses2)
+    assert buffer.retry_dead(sensor_id=sensor, rebind=True) == 1
+    assert await drain(syncer(buffer, sensor, cloud)) == ["synced"]
+    sent = cloud.requests[1]
+    assert sent.headers["Idempotency-Key"] != old
+    body = json.loads(sent.content)
+    assert (body["run_id"], body["capture_session_id"]) == (run2, ses2)
+    assert [r["raw_value"] for r in body["readings"]] == [0.0, 1.0, 2.0]
+
+
+async def test_a_conflict_race_is_retried_then_dead(buffer: Buffer, sensor: str) -> None:
+    cloud = FakeCloud()
+    race = problem(409, "https://benchlink.dev/problems/conflict")
+    cloud.faults += [lambda r: race] * 4
+    fill(buffer, sensor, 6)
+    assert await drain(syncer(buffer, sensor, cloud)) == [
+        "retry",
+        "retry",
+        "dead",
+        "retry",
+        "synced",
+    ]
+
+
+async def test_undecodable_answers_and_buffer_errors_never_end_the_loop(
+    buffer: Buffer, sensor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import sqlite3
+
+    cloud = FakeCloud()
+
+    def garbled(request: httpx.Request) -> httpx.Response:
+        raise httpx.DecodingError("bad gzip", request=request)
+
+    cloud.faults.append(garbled)
+    s = syncer(buffer, sensor, cloud, interval_s=0.05)
+    real, calls = buffer.next_batch, 0
+
+    def locked(sid: str) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(sid)
+
+    monkeypatch.setattr(buffer, "next_batch", locked)
+    task = asyncio.create_task(s.run())
+    try:
+        fill(buffer, sensor, 2)
+        async with asyncio.timeout(5):
+            while len(cloud.values()) < 2:
+                await asyncio.sleep(0.02)
+        assert not task.done()
+    finally:
+        task.cancel()
+    assert calls >= 2 and cloud.values() == [0.0, 1.0]
