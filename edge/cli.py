@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,16 +64,27 @@ def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _uuid(text: str) -> str:
+    """A run / session / sensor id as the cloud knows it: a UUID, in canonical form."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a UUID") from None
+
+
 def cmd_bind(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     buf = _buffer(cfg)
     try:
         buf.bind(args.sensor, args.run_id, args.capture_session_id)
+        moved = buf.retry_dead(sensor_id=args.sensor, rebind=True) if args.move_dead else 0
     except KeyError:
         print(f"unknown sensor {args.sensor} (is it in the config, and has the daemon run?)")
         return 2
     finally:
         buf.close()
     print(f"{args.sensor} -> run {args.run_id}, capture session {args.capture_session_id}")
+    if args.move_dead:
+        print(f"{moved} dead batch(es) moved there and queued again (new batch ids)")
     return 0
 
 
@@ -125,8 +137,11 @@ def cmd_dead_letter(cfg: EdgeConfig, args: argparse.Namespace) -> int:
                 retried = " (retried)" if r["retried_at"] else ""
                 print(f"{r['id']:>6}  {at}  {r['kind']:12}  {what}  {r['reason']}{retried}")
             return 0
-        n = buf.retry_dead(args.ids or None)
-        print(f"{n} batch(es) queued again (same batch ids)")
+        n = buf.retry_dead(args.ids or None, sensor_id=args.sensor, rebind=args.rebind)
+        if args.rebind:
+            print(f"{n} batch(es) moved to their sensor's current binding, queued (new ids)")
+        else:
+            print(f"{n} batch(es) queued again (same batch ids)")
         return 0
     finally:
         buf.close()
@@ -164,15 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
     b = sub.add_parser("bind", help="move a sensor to another run / capture session")
-    b.add_argument("sensor")
-    b.add_argument("--run-id", required=True)
-    b.add_argument("--capture-session-id", required=True)
+    b.add_argument("sensor", type=_uuid)
+    b.add_argument("--run-id", required=True, type=_uuid)
+    b.add_argument("--capture-session-id", required=True, type=_uuid)
+    b.add_argument(
+        "--move-dead",
+        action="store_true",
+        help="also move the sensor's dead-lettered batches to this run/session and retry them",
+    )
     b.set_defaults(fn=cmd_bind)
     sub.add_parser("flush", help="seal and sync everything now").set_defaults(fn=cmd_flush)
     dl = sub.add_parser("dead-letter", help="list or retry dead-lettered items")
     dl.add_argument("action", choices=["list", "retry"])
     dl.add_argument("ids", nargs="*", type=int, help="retry: dead-letter ids (default: all)")
     dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument("--sensor", type=_uuid, help="retry: only this sensor's dead batches")
+    dl.add_argument(
+        "--rebind",
+        action="store_true",
+        help="retry: move the batches to their sensor's current run/session (new batch ids)",
+    )
     dl.add_argument("--json", action="store_true")
     dl.set_defaults(fn=cmd_dead_letter)
     r = sub.add_parser("replay", help="re-send the synced batches of a time range")

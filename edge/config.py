@@ -30,7 +30,9 @@ DEFAULT_TOPIC = "benchlink/sensors/{sensor_id}/readings"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # hide_input_in_errors: a validation error would otherwise print the input it refused --
+    # for a sensor, the whole table with its token.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class CloudConfig(Section):
@@ -131,7 +133,10 @@ class SensorConfig(Section):
 
 class EdgeConfig(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="BENCHLINK_EDGE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="BENCHLINK_EDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     cloud: CloudConfig = CloudConfig()
@@ -180,6 +185,6 @@ def load_config(path: Path | str | None) -> EdgeConfig:
         raise FileNotFoundError(f"config file not found: {path}")
 
     class _FromFile(EdgeConfig):
-        model_config = SettingsConfigDict(toml_file=path)
+        model_config = SettingsConfigDict(toml_file=path, hide_input_in_errors=True)
 
     return _FromFile()
