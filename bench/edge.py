@@ -330,6 +330,7 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
         finally:
             daemon.stop()
         rate = total / (finished - started)
+        worker_cpu = cloud.worker_cpu()
         with psycopg.connect(libpq(url)) as conn:
             stored = conn.execute("SELECT count(*) FROM telemetry_readings").fetchone()
         assert stored is not None and stored[0] == total, f"cloud stored {stored} of {total}"
@@ -347,5 +348,9 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
             target=">= 80% of ceiling, RSS < 80 MB",
             passed=cloud_ingest is not None and rate >= 0.8 * cloud_ingest and rss < 80,
             rss_mb={"edge": rss, "cloud": cloud.rss.mb},
-            extra={"sensors": sizes.sync_sensors, "seconds": round(finished - started, 1)},
+            extra={
+                "sensors": sizes.sync_sensors,
+                "seconds": round(finished - started, 1),
+                "worker_cpu_s": worker_cpu,
+            },
         )

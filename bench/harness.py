@@ -162,6 +162,15 @@ class PeakRss:
         return round(sum(self.peaks.values()) / 1024, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- the cloud --------------------------------------------------------------------------------
 
 
@@ -222,6 +231,18 @@ class Cloud:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("cloud did not become ready")
+
+    def worker_cpu(self) -> list[float]:
+        """CPU seconds of each worker process so far (how evenly the load was spread)."""
+        if self.proc is None:
+            return []
+        workers = []
+        for k in _children(self.proc.pid):
+            with contextlib.suppress(OSError):
+                cmd = Path(f"/proc/{k}/cmdline").read_bytes()
+                if b"resource_tracker" not in cmd:
+                    workers.append(k)
+        return [round(cpu_seconds(k), 1) for k in workers or [self.proc.pid]]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

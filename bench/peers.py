@@ -27,7 +27,8 @@ def ensure_mlflow() -> Path:
     if not exe.exists():
         subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
         pip = str(MLFLOW_VENV / "bin" / "pip")
-        subprocess.run([pip, "install", "-q", "mlflow", "psycopg2-binary"], check=True)
+        # SQLAlchemy 2.1 (which mlflow pulls in) drives postgresql:// with psycopg 3
+        subprocess.run([pip, "install", "-q", "mlflow", "psycopg[binary]"], check=True)
     return exe
 
 

@@ -66,7 +66,7 @@ def table(rows: list[Row]) -> str:
     head = ["what", "figure", "ceiling", "ratio", "target", "pass?", "peak RSS MB"]
     lines = []
     for r in rows:
-        ratio = f"{r.ratio:.0%}" if r.ratio is not None else "—"
+        ratio = f"{r.ratio:.1%}" if r.ratio is not None else "—"
         if r.name == "metrics_vs_mlflow" and r.ratio is not None:
             ratio = f"{r.ratio:.1f}x"
         verdict = {True: "yes", False: "NO", None: "—"}[r.passed]
