@@ -10,7 +10,7 @@ from cloud.db import models
 from cloud.deps import Principal
 from cloud.errors import Conflict, FieldError, NotFound, invalid
 from cloud.schemas import TERMINAL, CaptureSessionIn, CaptureSessionStop
-from cloud.services import journal
+from cloud.services import journal, runs
 from cloud.services.scope import get_in_project
 
 
@@ -43,41 +43,30 @@ def start(
         )
     if body.status == "running":
         _ensure_none_running(db, run)
-    now = datetime.now(UTC)
     session = models.CaptureSession(
         run_id=run.id,
         project_id=run.project_id,
         ordinal_number=body.ordinal_number,
-        status=body.status,
+        status="draft",
         notes=body.notes,
-        started_at=now if body.status == "running" else None,
         created_by=caller.user_id,
     )
     db.add(session)
     db.flush()
-    if body.status == "running" and run.status == "draft":
-        run.status, run.started_at = "running", run.started_at or now
+    if body.status == "running":
+        _set_running(db, caller, run, session)
+    else:
         journal.record(
             db,
-            "run.status_changed",
+            "capture_session.created",
             project_id=run.project_id,
             actor=caller.actor,
             experiment_id=run.experiment_id,
             run_id=run.id,
-            status="running",
-            previous="draft",
+            capture_session_id=session.id,
+            ordinal_number=session.ordinal_number,
+            status=session.status,
         )
-    journal.record(
-        db,
-        "capture_session.started" if body.status == "running" else "capture_session.created",
-        project_id=run.project_id,
-        actor=caller.actor,
-        experiment_id=run.experiment_id,
-        run_id=run.id,
-        capture_session_id=session.id,
-        ordinal_number=session.ordinal_number,
-        status=session.status,
-    )
     return session
 
 
@@ -106,20 +95,17 @@ def begin(
     if run.status in TERMINAL:
         raise Conflict(f"run {run.id} is {run.status}; it takes no new capture")
     _ensure_none_running(db, run)
-    now = datetime.now(UTC)
-    session.status, session.started_at = "running", now
+    _set_running(db, caller, run, session)
+    return session
+
+
+def _set_running(
+    db: Session, caller: Principal, run: models.Run, session: models.CaptureSession
+) -> None:
+    """The session starts capturing now; a draft run starts with it."""
+    session.status, session.started_at = "running", datetime.now(UTC)
     if run.status == "draft":
-        run.status, run.started_at = "running", run.started_at or now
-        journal.record(
-            db,
-            "run.status_changed",
-            project_id=run.project_id,
-            actor=caller.actor,
-            experiment_id=run.experiment_id,
-            run_id=run.id,
-            status="running",
-            previous="draft",
-        )
+        runs.change_status(db, caller, run, "running")
     journal.record(
         db,
         "capture_session.started",
@@ -131,7 +117,6 @@ def begin(
         ordinal_number=session.ordinal_number,
         status="running",
     )
-    return session
 
 
 def stop(
