@@ -185,7 +185,11 @@ class IdempotencyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _header(scope, b"idempotency-key") if scope["type"] == "http" else None
-        if key is None or scope["method"] != "POST":
+        # Telemetry keeps its keys in its own transaction (the batch table: one batch per key
+        # and sensor, with its fingerprint; a concurrent retry waits on the unique key and is
+        # answered as a replay), which is exactly-once even across crashes and costs the hot
+        # path no extra transactions.
+        if key is None or scope["method"] != "POST" or scope["path"] == TELEMETRY_PATH:
             await self.app(scope, receive, send)
             return
         if not 1 <= len(key) <= 255:

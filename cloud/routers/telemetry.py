@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -83,7 +83,7 @@ def _parse_batch_slow(raw: bytes) -> TelemetryBatch:
     },
     responses={401: {"description": "missing, unknown, rotated or revoked token"}},
 )
-async def ingest(request: Request, settings: SettingsDep) -> TelemetryAccepted:
+async def ingest(request: Request, response: Response, settings: SettingsDep) -> TelemetryAccepted:
     """Accept a batch of readings from a sensor (``Authorization: Bearer <sensor token>``).
 
     A running session takes any reading; an ended one takes readings inside its
@@ -91,6 +91,8 @@ async def ingest(request: Request, settings: SettingsDep) -> TelemetryAccepted:
     batch = _parse_batch(await request.body())
     token = _bearer(request)
     key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
     tolerance = timedelta(seconds=settings.future_tolerance_s)
     listeners = request.app.state.ingest_listeners
 
@@ -107,6 +109,8 @@ async def ingest(request: Request, settings: SettingsDep) -> TelemetryAccepted:
 
     accepted, published = await run_in_threadpool(work)
     request.app.state.stats.readings_ingested(published)
+    if published is None:  # this key's batch was stored before: the same answer again
+        response.headers["Idempotent-Replayed"] = "true"
     return accepted
 
 

@@ -363,3 +363,42 @@ def test_every_refused_reading_is_named(api: Api, owner: Identity, ids: dict[str
     body = assert_problem(api.ingest(ids, readings), 422)
     named = {int(e["field"].split(".")[1]) for e in body["errors"]}
     assert named == {i for i in range(600) if i % 3 == 0}
+
+
+def test_a_resent_batch_is_answered_as_a_replay(
+    api: Api, owner: Identity, ids: dict[str, str]
+) -> None:
+    readings = [{"timestamp": ts(-1), "raw_value": 1.0}, {"timestamp": ts(), "raw_value": 2.0}]
+    first = api.ingest(ids, readings, key="batch-7")
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+    again = api.ingest(ids, readings, key="batch-7")
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert_problem(api.ingest(ids, readings, key="k" * 256), 422, "header.Idempotency-Key")
+    assert len(api.readings(owner, run_id=ids["run_id"])) == 2
+
+
+def test_racing_retries_of_one_batch_store_it_once(database_url: str) -> None:
+    import threading
+
+    from tests.cloud.conftest import make_client
+
+    with make_client(database_url) as client:
+        api = Api(client)
+        owner = api.project()
+        ids = api.stack(owner)
+        readings = [{"timestamp": ts(-i), "raw_value": float(i)} for i in range(500)]
+        results: list[int] = []
+        barrier = threading.Barrier(4)
+
+        def send() -> None:
+            barrier.wait()
+            results.append(api.ingest(ids, readings, key="same-batch").status_code)
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == [202] * 4
+        assert len(api.readings(owner, run_id=ids["run_id"])) == 500
