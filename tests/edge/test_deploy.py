@@ -52,6 +52,8 @@ def test_mosquitto_config_runs_and_never_drops_qos1(tmp_path: Path) -> None:
     )
     assert settings["max_queued_messages"] == "0" and settings["max_queued_bytes"] == "0"
     assert settings["persistence"] == "true"
+    # bounded, or a backlog is pushed into the daemon's memory all at once on reconnect
+    assert 100 <= int(settings["max_inflight_messages"]) <= 2000
     port = free_port()
     text = text.replace("listener 1883", f"listener {port} 127.0.0.1")
     text = text.replace("/var/lib/mosquitto/", f"{tmp_path}/").replace(

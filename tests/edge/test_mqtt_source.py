@@ -7,17 +7,20 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from edge.buffer import Buffer
+from edge.buffer import Buffer, BufferFull, NewReading, Write
 from edge.config import MqttConfig, SensorConfig
 from edge.metrics import EdgeMetrics
 from edge.sources import mqtt as mqtt_module
 from edge.sources.mqtt import MqttSource
 from edge.writer import Writer
 from tests.edge.fakebroker import FakeClient, message
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def topic(sid: str) -> str:
@@ -192,3 +195,68 @@ async def test_the_source_survives_an_unexpected_failure(buffer: Buffer, sensor:
         client.deliver(message(topic(sensor), b"1.5", 1))
         await until(lambda: client.acked == [1])
     assert calls == 2 and values(buffer) == [1.5]
+
+
+async def test_a_full_buffer_holds_messages_and_takes_them_back_in_order_at_once(
+    tmp_path: Any,
+) -> None:
+    buf = Buffer(tmp_path / "full.db")
+    sid = str(uuid.uuid4())
+    buf.upsert_sensor(sid, "t", "mqtt", "r", "s")
+    buf.max_bytes = buf.used_bytes() + 30_000
+    filler = 0
+    while not isinstance(buf.commit([Write(backlog(sid, filler))])[0], BufferFull):
+        filler += 100
+    client = FakeClient()
+    t = topic(sid)
+    try:
+        async with running(buf, sid, client) as (src, _):
+            client.deliver(*(message(t, f"{1000 + i}".encode(), i + 1) for i in range(30)))
+            await asyncio.sleep(0.5)
+            assert client.acked == []  # refused: not acked, held (the broker keeps them)
+            assert not src._intake.is_set()
+            client.deliver(message(t, b"2000", 31))  # arrives while full: stays queued
+            buf.seal(sid, 10_000)  # the cloud takes the backlog: room again
+            while (b := buf.next_batch(sid)) is not None:
+                buf.mark_synced(b.id, b.count, 0)
+            started = asyncio.get_running_loop().time()
+            await until(lambda: len(client.acked) == 31, timeout=5)
+            took = asyncio.get_running_loop().time() - started
+        assert client.acked == list(range(1, 32))
+        got = [
+            r[0]
+            for r in buf.conn.execute(
+                "SELECT raw_value FROM readings WHERE raw_value >= 1000 ORDER BY id"
+            )
+        ]
+        assert got == [float(1000 + i) for i in range(30)] + [2000.0]
+        assert took < 3, took  # not one message per second
+    finally:
+        buf.close()
+
+
+def backlog(sid: str, start: int) -> list[NewReading]:
+    return [NewReading(sid, T0, float(i % 1000)) for i in range(start, start + 100)]
+
+
+async def test_a_slow_commit_makes_the_receive_loop_wait(
+    buffer: Buffer, sensor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: what the daemon holds unacked is bounded; the rest stays in the client
+    (whose intake the broker bounds with max_inflight_messages) and at the broker."""
+    stalled = asyncio.Event()
+
+    async def stall(self: Buffer, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        await stalled.wait()
+        return fn(*args, **kwargs)
+
+    monkeypatch.setattr(mqtt_module, "MAX_PENDING_ACKS", 10)
+    monkeypatch.setattr(Buffer, "call", stall)
+    client = FakeClient()
+    async with running(buffer, sensor, client):
+        client.deliver(*(message(topic(sensor), b"1", i) for i in range(1, 101)))
+        await asyncio.sleep(0.3)
+        waiting = client.queue.qsize()
+        stalled.set()
+        await until(lambda: len(client.acked) == 100)
+    assert waiting >= 100 - 10 - 2
