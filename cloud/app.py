@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.stats = stats
     #: Called with each stored telemetry batch after its commit (the live stream subscribes).
     app.state.ingest_listeners = []
+    #: Called with (session, batch) inside the ingest transaction, before its commit.
+    app.state.ingest_tx_listeners = []
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
 

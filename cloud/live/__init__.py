@@ -1,9 +1,11 @@
-"""Live telemetry: the in-process hub, the cross-process bus and stream tickets.
+"""Live telemetry: the in-process hub, the cross-process bus, the database reads behind it
+and stream tickets.
 
 A committed ingest batch reaches every subscriber like this::
 
-    ingest (worker thread) -> Hub.on_ingest -> event loop -> Hub.dispatch -> subscriber queues
-                                              \\-> PostgresBus NOTIFY -> other processes' hubs
+    ingest transaction -> pg_notify(header) --commit--> every process's LISTEN -> Hub.announce
+    Hub.announce -> (a subscriber matches?) rows: kept by this process's ingest, else read
+                 -> Hub.dispatch -> subscriber queues
 
-On SQLite there is one process, so the hub alone does the fan-out.
+On SQLite there is one process: the after-commit listener announces the batch with its rows.
 """

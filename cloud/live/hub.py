@@ -1,40 +1,49 @@
-"""The process-wide live hub: committed readings in, per-client bounded queues out.
+"""The process-wide live hub: batch headers in, per-client bounded queues out.
 
-* :meth:`Hub.on_ingest` is an ``app.state.ingest_listeners`` entry. It runs in the worker
-  thread that committed the batch, so it only packs the rows and hands them to the event loop
-  with ``call_soon_threadsafe`` (or, on PostgreSQL, to the bus that brings them back to every
-  process): ingest never waits for a subscriber.
+* A stored batch is announced by its :class:`BatchHeader` alone (ids, unit, count, first and
+  last timestamp). On SQLite the ingest's after-commit listener announces it in this process;
+  on PostgreSQL the ingest transaction NOTIFYs the header (:mod:`cloud.live.pgbus`) and every
+  process announces what its LISTEN connection receives.
+* Rows are only wanted where someone watches: a process with no subscriber whose filter
+  matches a header does nothing more with it. Otherwise it takes the rows the ingest left in
+  this process (:meth:`Hub.keep`) or reads that batch back from the database, once however
+  many subscribers match. Announced batches are dispatched strictly in announcement order
+  (a read in flight holds back the batches behind it).
 * Every subscriber owns a bounded queue. A client that cannot keep up is not waited for: its
   queue overflows, it is marked :class:`SlowConsumer` and disconnected with a notice; it can
-  reconnect with the last event id it saw and resume from the ring buffer without a gap.
-* The ring buffer keeps the newest events (``live_ring_size``) for that resume. Event ids are
-  ``"<batch_id>-<index in batch>"``, the same in every process, so a client may resume on
-  another process behind the same address.
+  reconnect with the last event id it saw and resume without a gap.
+* Resume reads the readings after that id from the database. Event ids are
+  ``"<batch_id>-<index in batch>"``, the same in every process. Which batches follow the id
+  is taken from a ring of the newest headers (in announcement order, a few hundred bytes per
+  batch), else from the batch table by id (a process that started after the id was given);
+  a resume point older than ``resume_limit`` readings is answered with ``reset``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import json
 import logging
+import threading
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from cloud.services.telemetry import IngestedBatch
 
 log = logging.getLogger("benchlink.live")
 
-#: One reading on the wire between processes: [timestamp, raw_value, value, late].
+#: One reading as delivered: (timestamp ISO 8601 UTC, raw_value, value, late).
 Row = tuple[str, float, float, bool]
 
 
 @dataclass(frozen=True)
 class BatchHeader:
-    """What is common to every reading of a stored batch."""
+    """What is common to every reading of a stored batch, and where to find its rows."""
 
     batch_id: int
     project_id: uuid.UUID
@@ -43,21 +52,30 @@ class BatchHeader:
     capture_session_id: uuid.UUID
     unit: str
     profile_version: str
+    count: int
+    first_ts: datetime
+    last_ts: datetime
+
+    @classmethod
+    def of(cls, batch: IngestedBatch) -> BatchHeader:
+        return cls(
+            batch_id=batch.batch_id,
+            project_id=batch.project_id,
+            sensor_id=batch.sensor_id,
+            run_id=batch.run_id,
+            capture_session_id=batch.capture_session_id,
+            unit=batch.display_unit,
+            profile_version=batch.profile_version,
+            count=len(batch.rows),
+            first_ts=batch.first_ts,
+            last_ts=batch.last_ts,
+        )
 
 
-def pack(batch: IngestedBatch) -> tuple[BatchHeader, list[Row]]:
-    rows = batch.rows
-    header = BatchHeader(
-        batch_id=int(rows[0]["batch_id"]) if rows else 0,
-        project_id=batch.project_id,
-        sensor_id=batch.sensor_id,
-        run_id=batch.run_id,
-        capture_session_id=batch.capture_session_id,
-        unit=batch.display_unit,
-        profile_version=batch.profile_version,
-    )
-    return header, [
-        (r["ts"].isoformat(), float(r["raw_value"]), float(r["value"]), bool(r["late"]))
+def pack_rows(rows: Sequence[dict[str, Any]]) -> list[Row]:
+    """The delivered form of ingest rows (the same as :mod:`cloud.live.store` reads back)."""
+    return [
+        (r["ts"].astimezone(UTC).isoformat(), float(r["raw_value"]), float(r["value"]), r["late"])
         for r in rows
     ]
 
@@ -65,13 +83,12 @@ def pack(batch: IngestedBatch) -> tuple[BatchHeader, list[Row]]:
 class LiveEvent:
     """One reading as clients see it; encoded to JSON once, however many clients get it."""
 
-    __slots__ = ("_json", "header", "id", "row", "seq")
+    __slots__ = ("_json", "header", "id", "row")
 
     def __init__(self, header: BatchHeader, index: int, row: Row) -> None:
         self.header = header
         self.row = row
         self.id = f"{header.batch_id}-{index}"
-        self.seq = 0
         self._json: str | None = None
 
     def message(self) -> dict[str, Any]:
@@ -96,6 +113,19 @@ class LiveEvent:
         if self._json is None:
             self._json = json.dumps(self.message(), separators=(",", ":"))
         return self._json
+
+
+def events(header: BatchHeader, rows: Sequence[Row], start: int = 0) -> list[LiveEvent]:
+    """Events of ``rows[start:]`` of one batch."""
+    return [LiveEvent(header, i, rows[i]) for i in range(start, len(rows))]
+
+
+def parse_event_id(event_id: str) -> tuple[int, int] | None:
+    batch, sep, index = event_id.partition("-")
+    try:
+        return (int(batch), int(index)) if sep else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -132,25 +162,34 @@ class Subscriber:
 
     filter: StreamFilter
     maxsize: int
-    #: Events to deliver before the live queue (a resume from the ring buffer).
+    #: Events to deliver before the live queue (a resume read from the database).
     backlog: list[LiveEvent] = field(default_factory=list)
-    #: The resume point was no longer in the ring buffer: the client must reload history.
+    #: The resume point is too old or unknown: the client must reload history.
     resume_lost: bool = False
     dropped: int = 0
     pending: int = 0
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: While a resume is read from the batch table: the batches queued meanwhile.
+    queued_during_resume: set[int] | None = None
+    #: Batches the resume backlog delivers; their live announcement is not delivered again.
+    skip: frozenset[int] = frozenset()
     _batches: deque[list[LiveEvent]] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, events: list[LiveEvent]) -> None:
+    def offer(self, batch: list[LiveEvent]) -> None:
+        batch_id = batch[0].header.batch_id
+        if batch_id in self.skip:
+            return
+        if self.queued_during_resume is not None:
+            self.queued_during_resume.add(batch_id)
         if self.overflowed.is_set():
-            self.dropped += len(events)
-        elif self.pending and self.pending + len(events) > self.maxsize:
-            self.dropped += len(events)
+            self.dropped += len(batch)
+        elif self.pending and self.pending + len(batch) > self.maxsize:
+            self.dropped += len(batch)
             self.overflowed.set()
         else:
-            self._batches.append(events)
-            self.pending += len(events)
+            self._batches.append(batch)
+            self.pending += len(batch)
             self._wakeup.set()
 
     async def take(self) -> list[LiveEvent]:
@@ -158,33 +197,66 @@ class Subscriber:
         while not self._batches:
             self._wakeup.clear()
             await self._wakeup.wait()
-        events = [ev for batch in self._batches for ev in batch]
+        taken = [ev for batch in self._batches for ev in batch]
         self._batches.clear()
         self.pending = 0
-        return events
+        return taken
+
+
+class Store(Protocol):
+    """Reads readings back from the database (blocking; called in a worker thread)."""
+
+    def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]: ...
+    def headers_after(
+        self, flt: StreamFilter, batch_id: int, limit: int
+    ) -> list[BatchHeader] | None: ...
 
 
 class Bus(Protocol):
-    """Carries batches to the hubs of every API process."""
+    """Carries batch headers to the hubs of every API process."""
 
+    @property
+    def listening(self) -> bool: ...
     async def start(self, hub: Hub) -> None: ...
     async def stop(self) -> None: ...
-    def publish(self, header: BatchHeader, rows: Sequence[Row]) -> bool:
-        """Send (worker thread); True if the bus also delivers it to this process."""
-        ...
+
+
+@dataclass
+class _Announced:
+    header: BatchHeader
+    local: list[dict[str, Any]] | None
+    reading: asyncio.Future[dict[int, list[Row]]] | None = None
 
 
 class Hub:
-    def __init__(self, *, ring_size: int = 20_000, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store | None = None,
+        ring_size: int = 10_000,
+        queue_size: int = 10_000,
+        resume_limit: int = 20_000,
+        keep_rows: int = 50_000,
+    ) -> None:
         self.state: Literal["idle", "running", "stopped"] = "idle"
+        self.store = store
         self.queue_size = queue_size
+        self.resume_limit = resume_limit
         self.bus: Bus | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ring: deque[LiveEvent] = deque(maxlen=ring_size)
-        self._index: dict[str, int] = {}
-        self._seq = itertools.count(1)
+        #: Newest headers in announcement order, by batch id (dict order is that order).
+        self._ring: OrderedDict[int, BatchHeader] = OrderedDict()
+        self._ring_size = ring_size
         self._by_project: dict[uuid.UUID, set[Subscriber]] = {}
+        self._incoming: deque[_Announced] = deque()
+        self._draining: asyncio.Task[None] | None = None
+        #: Rows of batches ingested here, until their announcement (bounded by row count).
+        self._kept: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._kept_rows, self._keep_max = 0, keep_rows
+        self._kept_lock = threading.Lock()
+        #: Readings delivered to at least one subscriber; batches whose rows were read back.
         self.published = 0
+        self.batches_read = 0
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -199,59 +271,173 @@ class Hub:
         self.state = "stopped"
         if self.bus is not None:
             await self.bus.stop()
+        if self._draining is not None:
+            self._draining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._draining
         for subs in self._by_project.values():
             for sub in subs:
                 sub.overflowed.set()
 
-    # --- in: committed batches --------------------------------------------------------------
+    # --- in: stored batches ---------------------------------------------------------------
+
+    def watched(self, project_id: uuid.UUID) -> bool:
+        """Whether anyone in this process watches the project (any thread; a hint only)."""
+        return bool(self._by_project.get(project_id))
+
+    def keep(self, batch: IngestedBatch) -> None:
+        """Hold a batch's rows (ingest worker thread, before the commit) for its announcement,
+        so that this process need not read them back. Only while someone here watches."""
+        if not batch.rows or not self.watched(batch.project_id):
+            return
+        with self._kept_lock:
+            self._kept[batch.batch_id] = batch.rows
+            self._kept_rows += len(batch.rows)
+            while self._kept_rows > self._keep_max and len(self._kept) > 1:
+                _, rows = self._kept.popitem(last=False)
+                self._kept_rows -= len(rows)
+
+    def _take_kept(self, batch_id: int) -> list[dict[str, Any]] | None:
+        with self._kept_lock:
+            rows = self._kept.pop(batch_id, None)
+            if rows is not None:
+                self._kept_rows -= len(rows)
+            return rows
 
     def on_ingest(self, batch: IngestedBatch) -> None:
-        """Ingest listener; called in the committing worker thread (or the loop thread)."""
+        """After-commit ingest listener (worker thread). Announces the batch in this process
+        unless the bus does (PostgreSQL with its LISTEN connection up)."""
         loop = self._loop
         if self.state != "running" or loop is None or not batch.rows:
             return
-        header, rows = pack(batch)
-        if self.bus is not None and self.bus.publish(header, rows):
+        if self.bus is not None and self.bus.listening:
             return
-        loop.call_soon_threadsafe(self.dispatch, header, 0, rows)
+        local = batch.rows if self.watched(batch.project_id) else None
+        loop.call_soon_threadsafe(self.announce, BatchHeader.of(batch), local)
 
-    def dispatch(self, header: BatchHeader, start: int, rows: Sequence[Row]) -> None:
-        """Record events in the ring buffer and offer them to matching subscribers (loop
-        thread only). Never blocks: a full subscriber queue marks that subscriber slow."""
-        events = [LiveEvent(header, start + i, row) for i, row in enumerate(rows)]
-        for ev in events:
-            self._remember(ev)
-        self.published += len(events)
-        subs = [s for s in self._by_project.get(header.project_id, ()) if s.filter.matches(header)]
-        for sub in subs:
-            sub.offer(events)
+    def announce(self, header: BatchHeader, local: list[dict[str, Any]] | None = None) -> None:
+        """A stored batch (loop thread). Delivered after every batch announced before it."""
+        if header.batch_id in self._ring or self.state == "stopped":
+            return  # announced twice (the bus came back while we announced it ourselves)
+        if local is None:
+            local = self._take_kept(header.batch_id)
+        item = _Announced(header, local)
+        if local is None and self._wanted(header):
+            item.reading = self._read([header])  # start now; earlier batches may still wait
+        self._incoming.append(item)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.get_running_loop().create_task(
+                self._drain(), name="live-dispatch"
+            )
 
-    def _remember(self, ev: LiveEvent) -> None:
+    def _wanted(self, header: BatchHeader) -> bool:
+        return any(s.filter.matches(header) for s in self._by_project.get(header.project_id, ()))
+
+    def _read(self, headers: Sequence[BatchHeader]) -> asyncio.Future[dict[int, list[Row]]]:
+        store = self.store
+        assert store is not None, "rows of another process's batch need a store"
+        self.batches_read += len(headers)
+        return asyncio.ensure_future(asyncio.to_thread(store.rows, headers))
+
+    async def _drain(self) -> None:
+        while self._incoming:
+            item = self._incoming[0]
+            rows: Sequence[Row] | None = None
+            if item.local is not None:
+                rows = pack_rows(item.local) if self._wanted(item.header) else None
+            elif item.reading is not None or self._wanted(item.header):
+                reading = item.reading or self._read([item.header])
+                try:
+                    rows = (await reading).get(item.header.batch_id, [])
+                except Exception:  # the batch is stored; only its live delivery fails
+                    log.exception("live: reading batch %s back failed", item.header.batch_id)
+            self._incoming.popleft()
+            self.dispatch(item.header, rows)
+
+    def dispatch(self, header: BatchHeader, rows: Sequence[Row] | None) -> None:
+        """Remember the header and offer the batch to matching subscribers (loop thread).
+        Never blocks: a full subscriber queue marks that subscriber slow."""
         ring = self._ring
-        if ring.maxlen is not None and len(ring) == ring.maxlen:
-            self._index.pop(ring[0].id, None)
-        ev.seq = next(self._seq)
-        ring.append(ev)
-        self._index[ev.id] = ev.seq
+        ring[header.batch_id] = header
+        if len(ring) > self._ring_size:
+            ring.popitem(last=False)
+        subs = [s for s in self._by_project.get(header.project_id, ()) if s.filter.matches(header)]
+        if not subs or not rows:
+            return
+        batch = events(header, rows)
+        self.published += len(batch)
+        for sub in subs:
+            sub.offer(batch)
 
     # --- out: subscribers -----------------------------------------------------------------
 
-    def subscribe(self, flt: StreamFilter, last_event_id: str | None = None) -> Subscriber:
+    async def subscribe(self, flt: StreamFilter, last_event_id: str | None = None) -> Subscriber:
         """Register a client (loop thread). With ``last_event_id``, the events after it that
-        match are delivered first; registration and the replay happen in one step, so
-        nothing published in between is lost or doubled."""
-        sub = Subscriber(flt, self.queue_size)
+        match are read from the database and delivered first; nothing announced meanwhile is
+        lost or delivered twice."""
+        sub = self.subscribe_now(flt)
         if last_event_id:
-            seq = self._index.get(last_event_id)
-            if seq is None:
-                sub.resume_lost = True
-            else:
-                skip = seq - self._ring[0].seq + 1
-                sub.backlog = [
-                    ev for ev in itertools.islice(self._ring, skip, None) if flt.matches(ev.header)
-                ]
+            try:
+                await self._resume(sub, last_event_id)
+            except BaseException:
+                self.unsubscribe(sub)
+                raise
+        return sub
+
+    def subscribe_now(self, flt: StreamFilter) -> Subscriber:
+        """Register a client that follows live only (loop thread)."""
+        sub = Subscriber(flt, self.queue_size)
         self._by_project.setdefault(flt.project_id, set()).add(sub)
         return sub
+
+    async def _resume(self, sub: Subscriber, last_event_id: str) -> None:
+        point = parse_event_id(last_event_id)
+        if point is None or self.store is None:
+            sub.resume_lost = True
+            return
+        batch_id, index = point
+        # Batches offered while the database is read are either queued (before ``skip`` is
+        # set: left out of the backlog) or skipped (after: delivered by the backlog).
+        sub.queued_during_resume = set()
+        try:
+            after = self._after_in_ring(sub.filter, batch_id)
+            if after is None:
+                # Not announced here (this process started later, or it left the ring):
+                # which batches follow comes from the batch table, in batch-id order.
+                after = await asyncio.to_thread(
+                    self.store.headers_after, sub.filter, batch_id, self.resume_limit + index + 1
+                )
+            if (
+                not after
+                or after[0].batch_id != batch_id
+                or index >= after[0].count
+                or sum(h.count for h in after) - index - 1 > self.resume_limit
+            ):
+                sub.resume_lost = True
+                return
+            sub.skip = frozenset(h.batch_id for h in after)
+            rows = await self._read(after)
+        finally:
+            queued, sub.queued_during_resume = sub.queued_during_resume, None
+        backlog: list[LiveEvent] = []
+        for h in after:
+            if h.batch_id not in queued:
+                start = index + 1 if h is after[0] else 0
+                backlog += events(h, rows.get(h.batch_id, []), start)
+        sub.backlog = backlog
+
+    def _after_in_ring(self, flt: StreamFilter, batch_id: int) -> list[BatchHeader] | None:
+        """The resume batch and the matching batches announced after it, or None if the ring
+        does not hold it."""
+        first = self._ring.get(batch_id)
+        if first is None or not flt.matches(first):
+            return None
+        found, out = False, [first]
+        for bid, h in self._ring.items():
+            if found and flt.matches(h):
+                out.append(h)
+            found = found or bid == batch_id
+        return out
 
     def unsubscribe(self, sub: Subscriber) -> None:
         subs = self._by_project.get(sub.filter.project_id)
@@ -287,21 +473,21 @@ async def pump(
             raise SlowConsumer(sub.dropped)
         try:
             async with asyncio.timeout(keepalive_s if keepalive else None):
-                events = await sub.take()
+                taken = await sub.take()
         except TimeoutError:
             assert keepalive is not None
             await keepalive()
             continue
-        await _send_all(sub, send, events)
+        await _send_all(sub, send, taken)
 
 
-async def _send_all(sub: Subscriber, send: SendEvents, events: Sequence[LiveEvent]) -> None:
-    for i in range(0, len(events), SEND_SLICE):
-        await _send_or_overflow(sub, send, events[i : i + SEND_SLICE])
+async def _send_all(sub: Subscriber, send: SendEvents, evs: Sequence[LiveEvent]) -> None:
+    for i in range(0, len(evs), SEND_SLICE):
+        await _send_or_overflow(sub, send, evs[i : i + SEND_SLICE])
 
 
-async def _send_or_overflow(sub: Subscriber, send: SendEvents, events: Sequence[LiveEvent]) -> None:
-    sending = asyncio.ensure_future(send(events))
+async def _send_or_overflow(sub: Subscriber, send: SendEvents, evs: Sequence[LiveEvent]) -> None:
+    sending = asyncio.ensure_future(send(evs))
     overflow = asyncio.ensure_future(sub.overflowed.wait())
     try:
         await asyncio.wait({sending, overflow}, return_when=asyncio.FIRST_COMPLETED)

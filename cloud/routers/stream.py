@@ -6,10 +6,12 @@ Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``e
     {"type": "reading", "id": "<batch_id>-<index>", "batch_id": 1, "sensor_id": "...",
      "run_id": "...", "capture_session_id": "...", "timestamp": "...", "raw_value": 1.0,
      "value": 1.0, "unit": "C", "late": false, "profile_version": "v1"}
-    {"type": "reset", "detail": "..."}      resume point no longer buffered: reload history
+    {"type": "reset", "detail": "..."}      resume point unknown or too old: reload history
     {"type": "overflow", "dropped": n, ...} the client fell behind and is disconnected
 
-A client resumes with SSE ``Last-Event-ID`` (or ``?last_event_id=`` on either endpoint).
+A client resumes with SSE ``Last-Event-ID`` (or ``?last_event_id=`` on either endpoint): the
+readings after that id are read from the database (up to ``live_ring_size`` of them), then
+the stream follows live, without a gap or a reading twice.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 
 #: WebSocket close code for a client that could not keep up (application range 4000-4999).
 CLOSE_TOO_SLOW = 4008
-RESET_DETAIL = "the resume point is no longer buffered; reload history, then follow live"
+RESET_DETAIL = "the resume point is unknown or too old; reload history, then follow live"
 
 
 class StreamTicketOut(BaseModel):
@@ -104,7 +106,7 @@ async def stream_websocket(ws: WebSocket) -> None:
     hub = _hub(ws)
     await ws.accept()
     last = ws.query_params.get("last_event_id")
-    sub = hub.subscribe(flt, last)
+    sub = await hub.subscribe(flt, last)
     try:
         await ws.send_json(_hello(flt, last))
         if sub.resume_lost:
@@ -148,7 +150,7 @@ async def stream_sse(request: Request) -> Response:
     except DomainError as exc:
         return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    sub = _hub(request).subscribe(flt, last or None)
+    sub = await _hub(request).subscribe(flt, last or None)
     return EventStream(_hub(request), sub, _hello(flt, last or None))
 
 

@@ -95,6 +95,7 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
     tolerance = timedelta(seconds=settings.future_tolerance_s)
     listeners = request.app.state.ingest_listeners
+    tx_listeners = request.app.state.ingest_tx_listeners
 
     def work() -> tuple[TelemetryAccepted, telemetry.IngestedBatch | None]:
         # The request's one transaction (cloud.db.uow), opened, committed and followed by its
@@ -103,6 +104,8 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         with contextmanager(transaction)(request.app.state.sessionmaker) as db:
             accepted, published = telemetry.ingest(db, token, batch, key, tolerance)
             if published is not None:
+                for tx_listener in tx_listeners:  # e.g. the live NOTIFY, sent at the commit
+                    tx_listener(db, published)
                 for listener in listeners:
                     after_commit(db, partial(listener, published))
         return accepted, published

@@ -30,14 +30,17 @@ from common.wire import TelemetryAccepted, TelemetryBatch
 
 @dataclass(frozen=True)
 class IngestedBatch:
-    """What was stored, handed to live subscribers after the commit."""
+    """What was stored, handed to live listeners (inside the transaction, then after it)."""
 
+    batch_id: int
     project_id: uuid.UUID
     sensor_id: uuid.UUID
     run_id: uuid.UUID
     capture_session_id: uuid.UUID
     display_unit: str
     profile_version: str
+    first_ts: datetime
+    last_ts: datetime
     rows: list[dict[str, Any]]
 
 
@@ -250,12 +253,15 @@ def ingest(
         profile_version=profile.version,
     )
     published = IngestedBatch(
+        batch_id=batch_id,
         project_id=sensor.project_id,
         sensor_id=sensor.id,
         run_id=run.id,
         capture_session_id=session.id,
         display_unit=sensor.display_unit,
         profile_version=profile.version,
+        first_ts=record.first_ts,
+        last_ts=record.last_ts,
         rows=rows,
     )
     return _accepted(record), published

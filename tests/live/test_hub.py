@@ -1,31 +1,136 @@
-"""The hub on its own: bounded queues, the ring buffer behind resume."""
+"""The hub on its own: rows read only where someone watches, order, bounded queues, resume.
+
+The store here is a dict (the database store is exercised by the server tests); it counts
+what the hub asks of it."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cloud.live.hub import BatchHeader, Hub, LiveEvent, SlowConsumer, StreamFilter, pump
+from cloud.live.hub import (
+    BatchHeader,
+    Hub,
+    LiveEvent,
+    Row,
+    SlowConsumer,
+    StreamFilter,
+    Subscriber,
+    pump,
+)
 
 PROJECT, SENSOR, RUN, SESSION = (uuid.uuid4() for _ in range(4))
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def header(batch_id: int, sensor: uuid.UUID = SENSOR) -> BatchHeader:
-    return BatchHeader(batch_id, PROJECT, sensor, RUN, SESSION, "C", "v1")
+def header(batch_id: int, n: int = 1, sensor: uuid.UUID = SENSOR) -> BatchHeader:
+    return BatchHeader(batch_id, PROJECT, sensor, RUN, SESSION, "C", "v1", n, T0, T0)
 
 
-def rows(n: int) -> list[tuple[str, float, float, bool]]:
-    return [("2026-01-01T00:00:00+00:00", float(i), float(i), False) for i in range(n)]
+def rows(n: int, base: float = 0.0) -> list[Row]:
+    return [(T0.isoformat(), base + i, base + i, False) for i in range(n)]
+
+
+class DictStore:
+    """Batches by id, in id order; counts reads; a read may be held back by an event."""
+
+    def __init__(self) -> None:
+        self.batches: dict[int, tuple[BatchHeader, list[Row]]] = {}
+        self.reads: list[int] = []
+        self.gate: threading.Event | None = None  # holds back both reads
+        self.rows_gate: threading.Event | None = None  # holds back the rows' read
+        self.reading_rows = threading.Event()
+
+    def add(self, h: BatchHeader, base: float = 0.0) -> BatchHeader:
+        self.batches[h.batch_id] = (h, rows(h.count, base))
+        return h
+
+    def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]:
+        self.reading_rows.set()
+        for gate in (self.gate, self.rows_gate):
+            if gate is not None:
+                gate.wait(5)
+        self.reads += [h.batch_id for h in headers]
+        return {h.batch_id: self.batches[h.batch_id][1] for h in headers}
+
+    def headers_after(
+        self, flt: StreamFilter, batch_id: int, limit: int
+    ) -> list[BatchHeader] | None:
+        if self.gate is not None:
+            self.gate.wait(5)
+        out = [h for b, (h, _) in sorted(self.batches.items()) if b >= batch_id and flt.matches(h)]
+        return out if out and out[0].batch_id == batch_id else None
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def values(sub: Subscriber) -> list[float]:
+    return [ev.row[1] for batch in sub._batches for ev in batch]
+
+
+async def test_nobody_watching_means_no_rows_read_and_one_read_per_watched_batch() -> None:
+    store = DictStore()
+    hub = Hub(store=store)
+    await hub.start()
+    for b in range(1, 51):
+        hub.announce(store.add(header(b, 100)))
+    await settle()
+    assert store.reads == []  # 50 headers decoded, nothing read
+
+    other = uuid.uuid4()
+    subs = [hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR)) for _ in range(3)]
+    hub.announce(store.add(header(51, 10, sensor=other)))  # nobody watches that sensor
+    hub.announce(store.add(header(52, 10)))
+    await settle()
+    assert store.reads == [52]  # once, for three subscribers
+    assert all(values(s) == [float(i) for i in range(10)] for s in subs)
+    await hub.stop()
+
+
+async def test_rows_the_ingest_left_here_are_not_read_back() -> None:
+    store = DictStore()
+    hub = Hub(store=store)
+    await hub.start()
+    sub = hub.subscribe_now(StreamFilter(PROJECT, run_id=RUN))
+    local = [{"ts": T0, "raw_value": 1.5, "value": 4.0, "late": True}]
+    hub.announce(header(1), local)
+    await settle()
+    assert store.reads == []
+    (ev,) = sub._batches[0]
+    assert ev.row == (T0.isoformat(), 1.5, 4.0, True) and ev.id == "1-0"
+    await hub.stop()
+
+
+async def test_a_slow_read_holds_back_the_batches_announced_after_it() -> None:
+    store = DictStore()
+    store.gate = threading.Event()
+    hub = Hub(store=store)
+    await hub.start()
+    sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))
+    hub.announce(store.add(header(1, 2)))  # read from the store: held at the gate
+    hub.announce(header(2, 1), [{"ts": T0, "raw_value": 9.0, "value": 9.0, "late": False}])
+    await settle()
+    assert values(sub) == []
+    store.gate.set()
+    await settle()
+    assert values(sub) == [0.0, 1.0, 9.0]
+    await hub.stop()
 
 
 async def test_a_big_batch_fits_an_empty_queue_but_a_backlog_beyond_the_bound_overflows() -> None:
-    hub = Hub(ring_size=1000, queue_size=10)
-    sub = hub.subscribe(StreamFilter(PROJECT, sensor_id=SENSOR))
-    hub.dispatch(header(1), 0, rows(50))  # one batch larger than the bound: taken whole
+    hub = Hub(queue_size=10)
+    sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))
+    hub.dispatch(header(1, 50), rows(50))  # one batch larger than the bound: taken whole
     assert not sub.overflowed.is_set()
-    hub.dispatch(header(2), 0, rows(1))  # but nothing more while 50 wait
+    hub.dispatch(header(2), rows(1))  # but nothing more while 50 wait
     assert sub.overflowed.is_set() and sub.dropped == 1
 
     async def never(_: object) -> None:
@@ -37,7 +142,7 @@ async def test_a_big_batch_fits_an_empty_queue_but_a_backlog_beyond_the_bound_ov
 
 async def test_a_stalled_send_is_abandoned_when_the_queue_overflows() -> None:
     hub = Hub(queue_size=10)
-    sub = hub.subscribe(StreamFilter(PROJECT, run_id=RUN))
+    sub = hub.subscribe_now(StreamFilter(PROJECT, run_id=RUN))
     stalled = asyncio.Event()
 
     async def stall(_: object) -> None:
@@ -45,31 +150,77 @@ async def test_a_stalled_send_is_abandoned_when_the_queue_overflows() -> None:
         await asyncio.Event().wait()  # a client that never reads
 
     task = asyncio.create_task(pump(sub, stall))
-    hub.dispatch(header(1), 0, rows(5))
+    hub.dispatch(header(1, 5), rows(5))
     await stalled.wait()
     for b in range(2, 5):
-        hub.dispatch(header(b), 0, rows(5))
+        hub.dispatch(header(b, 5), rows(5))
     with pytest.raises(SlowConsumer):
         await asyncio.wait_for(task, 1)
 
 
-def test_resume_replays_after_the_id_and_says_when_it_is_no_longer_buffered() -> None:
-    hub = Hub(ring_size=100)
+async def test_resume_follows_announcement_order_and_reads_rows_from_the_store() -> None:
+    store = DictStore()
+    hub = Hub(store=store, resume_limit=100)
     other = uuid.uuid4()
-    hub.dispatch(header(1), 0, rows(3))
-    hub.dispatch(header(2, sensor=other), 0, rows(2))
-    hub.dispatch(header(3), 0, rows(2))
-    sub = hub.subscribe(StreamFilter(PROJECT, sensor_id=SENSOR), last_event_id="1-1")
-    assert [e.id for e in sub.backlog] == ["1-2", "3-0", "3-1"]
-    for b in range(4, 60):
-        hub.dispatch(header(b), 0, rows(2))  # 112 more events: batch 1 leaves the ring
-    lost = hub.subscribe(StreamFilter(PROJECT, sensor_id=SENSOR), last_event_id="1-1")
+    # Batch 3 committed (and was announced) before batch 2: resume follows that order.
+    for b, sensor in ((1, SENSOR), (3, SENSOR), (4, other), (2, SENSOR)):
+        hub.dispatch(store.add(header(b, 3, sensor=sensor), base=10 * b), None)
+    flt = StreamFilter(PROJECT, sensor_id=SENSOR)
+    sub = await hub.subscribe(flt, last_event_id="1-1")
+    assert [e.id for e in sub.backlog] == ["1-2", "3-0", "3-1", "3-2", "2-0", "2-1", "2-2"]
+    assert sub.backlog[1].row[1] == 30.0
+    for b in range(5, 60):
+        hub.dispatch(store.add(header(b, 2)), None)  # 110 more readings: beyond the limit
+    lost = await hub.subscribe(flt, last_event_id="1-1")
     assert lost.resume_lost and lost.backlog == []
-    kept = hub.subscribe(StreamFilter(PROJECT, sensor_id=SENSOR), last_event_id="58-1")
+    kept = await hub.subscribe(flt, last_event_id="58-1")
     assert [e.id for e in kept.backlog] == ["59-0", "59-1"]
+    for bad in ("58-2", "999-0", "nonsense", "4-0"):  # past its end, unknown, not an id, filtered
+        assert (await hub.subscribe(flt, last_event_id=bad)).resume_lost, bad
+
+
+async def test_resume_in_a_process_that_never_saw_the_id_reads_the_batch_table() -> None:
+    store = DictStore()
+    for b in range(1, 5):
+        store.add(header(b, 2), base=10 * b)
+    hub = Hub(store=store)  # started after those batches: its ring is empty
+    await hub.start()
+    flt = StreamFilter(PROJECT, sensor_id=SENSOR)
+    store.gate = threading.Event()
+    resuming = asyncio.create_task(hub.subscribe(flt, last_event_id="2-0"))
+    await settle()
+    # Batch 4's notification reaches this process while the resume is being read, and
+    # batch 5 is new: each is delivered once, batch 4 from the queue, not the backlog.
+    hub.dispatch(header(4, 2), rows(2, 40))
+    store.gate.set()
+    sub = await resuming
+    hub.dispatch(header(5, 1), rows(1, 50))
+    hub.dispatch(header(3, 2), rows(2, 30))  # a late notification of a replayed batch
+    assert [e.id for e in sub.backlog] == ["2-1", "3-0", "3-1"]
+    assert [ev.id for batch in sub._batches for ev in batch] == ["4-0", "4-1", "5-0"]
+
+    # Announced while the rows (not the batch list) are read: the backlog delivers it.
+    store.gate, store.rows_gate = None, threading.Event()
+    store.reading_rows.clear()
+    resuming = asyncio.create_task(hub.subscribe(flt, last_event_id="2-0"))
+    await asyncio.to_thread(store.reading_rows.wait, 5)
+    hub.dispatch(header(4, 2), rows(2, 40))
+    store.rows_gate.set()
+    again = await resuming
+    assert [e.id for e in again.backlog][-2:] == ["4-0", "4-1"] and not again._batches
+    await hub.stop()
 
 
 def test_an_event_is_encoded_once_for_every_client() -> None:
     ev = LiveEvent(header(9), 4, ("2026-01-01T00:00:00+00:00", 1.0, 33.8, True))
     assert ev.json is ev.json
     assert ev.message()["id"] == "9-4" and ev.message()["late"] is True
+
+
+def test_a_header_is_the_same_size_whatever_the_batch_size() -> None:
+    from cloud.live.pgbus import encode, parse
+
+    small = header(7, 1)
+    big = BatchHeader(7, PROJECT, SENSOR, RUN, SESSION, "C", "v1", 10_000, T0, T0 + timedelta(1))
+    assert parse(encode(big)) == big
+    assert abs(len(encode(big)) - len(encode(small))) < 10 and len(encode(big)) < 400

@@ -173,3 +173,26 @@ async def test_websocket_resumes_too_and_an_unknown_resume_point_says_reset(
         await next_message(ws)
         reset = await next_message(ws)
     assert reset["type"] == "reset"
+
+
+async def test_resume_reads_the_database_however_much_other_projects_ingested_meanwhile(
+    server: CloudServer, bench: Bench
+) -> None:
+    # The old in-memory ring held the newest 20,000 events of every project: this much
+    # traffic elsewhere pushed a client's resume point out of it.
+    url = ws_url(server.url, sensor_id=bench.sensor_id)
+    async with connect(url, additional_headers=bench.headers) as ws:
+        await next_message(ws)
+        await ingest(server.url, bench, [1.0, 2.0])
+        seen = await readings(ws, 2)
+    stranger = bootstrap(server.url)
+    for k in range(11):
+        await ingest(server.url, stranger, [float(i) for i in range(2000)], ago_s=50 - k)
+    await ingest(server.url, bench, [3.0, 4.0])
+    resumed = ws_url(server.url, sensor_id=bench.sensor_id, last_event_id=seen[0]["id"])
+    async with connect(resumed, additional_headers=bench.headers) as ws:
+        assert (await next_message(ws))["resumed_from"] == seen[0]["id"]
+        missed = await readings(ws, 3)
+        await nothing_more(ws, 0.3)
+    assert missed[0] == seen[1]
+    assert [m["raw_value"] for m in missed] == [2.0, 3.0, 4.0]

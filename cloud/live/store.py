@@ -1,0 +1,90 @@
+"""Readings read back for the live stream: a watched batch stored by another process, and
+the batches after a resume point. Blocking; the hub calls it in a worker thread."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.db import models
+from cloud.live.hub import BatchHeader, Row, StreamFilter
+
+T, B, S = models.TelemetryReading, models.TelemetryBatch, models.Sensor
+
+
+def batch_rows_query(h: BatchHeader) -> Select[datetime, float, float, bool]:
+    """One batch's readings in stored (= sent) order. Session, sensor and the batch's time
+    span are the leading columns of ``ix_telemetry_session_sensor_ts``; ``batch_id`` is
+    checked on the few index entries in that span."""
+    return (
+        select(T.ts, T.raw_value, T.value, T.late)
+        .where(
+            T.capture_session_id == h.capture_session_id,
+            T.sensor_id == h.sensor_id,
+            T.ts.between(h.first_ts, h.last_ts),
+            T.batch_id == h.batch_id,
+        )
+        .order_by(T.id)
+    )
+
+
+class DatabaseStore:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]:
+        out: dict[int, list[Row]] = {}
+        with self.sessions() as db:
+            for h in headers:
+                result = db.execute(batch_rows_query(h))
+                out[h.batch_id] = [
+                    (ts.astimezone(UTC).isoformat(), float(raw), float(value), bool(late))
+                    for ts, raw, value, late in result
+                ]
+        return out
+
+    def headers_after(
+        self, flt: StreamFilter, batch_id: int, limit: int
+    ) -> list[BatchHeader] | None:
+        """Batch ``batch_id`` and the later batches (by id) that ``flt`` matches, until they
+        hold more than ``limit`` readings; None if ``batch_id`` is not one of them."""
+        q = (
+            select(B, S.display_unit)
+            .join(S, S.id == B.sensor_id)
+            .where(B.id >= batch_id, S.project_id == flt.project_id)
+            .order_by(B.id)
+        )
+        for column, wanted in (
+            (B.sensor_id, flt.sensor_id),
+            (B.run_id, flt.run_id),
+            (B.capture_session_id, flt.capture_session_id),
+        ):
+            if wanted is not None:
+                q = q.where(column == wanted)
+        out: list[BatchHeader] = []
+        total = 0
+        with self.sessions() as db:
+            for batch, unit in db.execute(q.limit(limit + 1)):
+                if not out and batch.id != batch_id:
+                    return None
+                out.append(
+                    BatchHeader(
+                        batch_id=batch.id,
+                        project_id=flt.project_id,
+                        sensor_id=batch.sensor_id,
+                        run_id=batch.run_id,
+                        capture_session_id=batch.capture_session_id,
+                        unit=unit,
+                        profile_version=batch.profile_version,
+                        count=batch.count,
+                        first_ts=batch.first_ts,
+                        last_ts=batch.last_ts,
+                    )
+                )
+                total += batch.count
+                if total > limit:
+                    break
+        return out or None
