@@ -107,6 +107,11 @@ MAX_BATCH_BYTES = MAX_TELEMETRY_BODY_BYTES // 2
 #: estimated JSON bytes of the batch envelope and of one reading without its meta
 BATCH_OVERHEAD_BYTES, READING_OVERHEAD_BYTES = 200, 120
 
+#: the WAL file is truncated to this after a checkpoint (it counts against the budget)
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
+#: dead letters kept at most by default (kinds other than dead batches; see rotate_dead_letters)
+MAX_DEAD_LETTERS = 10_000
+
 #: The table of the first version, keyed by packet id for ever (see :meth:`Buffer._migrate`).
 OLD_INBOX = "mqtt_inbox"
 
@@ -248,6 +253,7 @@ class Buffer:
             # power cut can lose the last commits -- which are exactly the readings we already
             # acknowledged to a device. Group commit keeps the cost at one fsync per batch.
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
             conn.executescript(SCHEMA)
             self._migrate(conn)
         finally:
@@ -301,12 +307,18 @@ class Buffer:
         self.conn.execute("COMMIT")
 
     def used_bytes(self) -> int:
-        """Bytes of live pages (freed pages are reused, so they do not count)."""
+        """Bytes of live pages (freed pages are reused, so they do not count) plus the WAL
+        file, which is disk the buffer holds too (truncated to ``journal_size_limit`` after
+        a checkpoint)."""
         c = self.conn
         page = c.execute("PRAGMA page_size").fetchone()[0]
         total = c.execute("PRAGMA page_count").fetchone()[0]
         free = c.execute("PRAGMA freelist_count").fetchone()[0]
-        return int((total - free) * page)
+        try:
+            wal = os.path.getsize(f"{self.path}-wal")
+        except OSError:
+            wal = 0
+        return int((total - free) * page) + wal
 
     # -- sensors and bindings --------------------------------------------------------------------
 
@@ -375,6 +387,8 @@ class Buffer:
         used = self.used_bytes()
         if used >= self.max_bytes:
             self.prune(retention_s=0)  # synced rows go first, whatever their age
+            # and the WAL gives its disk back (a reader in the way just makes this partial)
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             used = self.used_bytes()
             if used >= self.max_bytes:
                 full = BufferFull(used, self.max_bytes)
@@ -708,6 +722,31 @@ class Buffer:
                 c.execute("DELETE FROM readings WHERE batch_id = ?", (batch_id,))
             c.executemany("DELETE FROM batches WHERE id = ?", [(i,) for i in ids])
         return len(ids)
+
+    def rotate_dead_letters(self, keep: int = MAX_DEAD_LETTERS) -> int:
+        """Delete the oldest dead letters beyond ``keep``; return how many went.
+
+        Only records that hold no unsynced reading go: rejected MQTT payloads and serial or
+        reading records (copies kept for inspection; the message was acked as dead), and
+        records of batches already retried. A dead *batch* keeps its record and its readings
+        until an operator retries it -- unsynced data is never dropped by a rotation."""
+        with self.tx() as c:
+            return c.execute(
+                "DELETE FROM dead_letter WHERE id IN (SELECT id FROM dead_letter"
+                " WHERE kind != 'batch' OR retried_at IS NOT NULL ORDER BY id DESC"
+                " LIMIT -1 OFFSET ?)",
+                (keep,),
+            ).rowcount
+
+    def gauges(self) -> tuple[int, int]:
+        """(used bytes, unsynced readings), from indexes only: cheap on any buffer size."""
+        c = self.conn
+        in_batches = c.execute(
+            "SELECT COALESCE(SUM(count), 0) FROM batches WHERE state IN (?, ?)",
+            (PENDING, INFLIGHT),
+        ).fetchone()[0]
+        unsealed = c.execute("SELECT COUNT(*) FROM readings WHERE batch_id IS NULL").fetchone()[0]
+        return self.used_bytes(), int(in_batches) + int(unsealed)
 
     # -- reports ---------------------------------------------------------------------------------
 

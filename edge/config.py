@@ -57,6 +57,8 @@ class BufferConfig(Section):
     max_bytes: int = Field(2_000_000_000, gt=0)
     #: synced readings are deleted this long after the cloud accepted them
     retention_s: float = Field(7 * 24 * 3600, ge=0)
+    #: dead-letter records kept (rejected payloads, retried batches); the oldest are rotated
+    max_dead_letters: int = Field(10_000, ge=100)
 
 
 class SyncConfig(Section):

@@ -38,6 +38,9 @@ class Daemon:
         self._client = client
         self.metrics = EdgeMetrics()
         self.buffer = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        # Gauges read on a connection and thread of their own (WAL: readers never block the
+        # writer), so a scan never holds up a commit.
+        self.reader = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
         self.writer = Writer(self.buffer, self.metrics)
         self.state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self.metrics_port: int | None = None
@@ -102,6 +105,7 @@ class Daemon:
                     task.cancel()
         finally:
             self.state = "stopped"
+            self.reader.close()
             self.buffer.close()
             log.info("stopped")
 
@@ -125,33 +129,51 @@ class Daemon:
         return tasks
 
     async def _maintenance(self) -> None:
-        """Retention and gauges. Errors are counted and logged, never fatal."""
+        """Retention, dead-letter rotation and gauges. Errors are counted and logged, never
+        fatal. Only the (indexed, incremental) deletions run on the commit thread."""
         last_prune = 0.0
         while True:
             try:
                 if time.monotonic() - last_prune > 60:
-                    pruned = await self.buffer.call(self.buffer.prune, self.cfg.buffer.retention_s)
+                    await self._prune()
                     last_prune = time.monotonic()
-                    if pruned:
-                        log.info("retention: pruned %d synced batch(es)", pruned)
-                status = await self.buffer.call(self.buffer.status)
-                self.metrics.buffer_bytes.set(status["used_bytes"])
-                self.metrics.unsynced.set(
-                    sum(s["pending"] + s["inflight"] for s in status["sensors"].values())
-                )
+                used, unsynced = await self.reader.call(self.reader.gauges)
+                self.metrics.buffer_bytes.set(used)
+                self.metrics.unsynced.set(unsynced)
             except Exception:
                 self.metrics.errors.labels("maintenance").inc()
                 log.exception("maintenance failed")
             await asyncio.sleep(MAINTENANCE_EVERY_S)
 
+    async def _prune(self) -> None:
+        pruned = await self.buffer.call(self.buffer.prune, self.cfg.buffer.retention_s)
+        if pruned:
+            log.info("retention: pruned %d synced batch(es)", pruned)
+        keep = self.cfg.buffer.max_dead_letters
+        rotated = await self.buffer.call(self.buffer.rotate_dead_letters, keep)
+        if rotated:
+            self.metrics.dead_letters_rotated.inc(rotated)
+            log.warning(
+                "dead letters: deleted the %d oldest record(s) to keep %d (buffer.max_dead_letters;"
+                " dead batches and their readings are kept)",
+                rotated,
+                keep,
+            )
+
     async def _watchdog(self) -> None:
-        """Ping systemd only while the event loop turns and the writer is alive."""
+        """Ping systemd only while the event loop turns and the writer makes progress (not
+        stuck in one commit, not sitting on a queue it does not commit)."""
         interval = watchdog_interval()
         if interval is None:
             return
         while True:
-            if self.writer.state == "running":
+            if self.writer.healthy(stall_s=interval):
                 notify("WATCHDOG=1")
             else:
-                log.error("writer is %s: withholding the watchdog ping", self.writer.state)
+                self.metrics.errors.labels("watchdog").inc()
+                log.error(
+                    "writer is %s, no commit for %.0fs: withholding the watchdog ping",
+                    self.writer.state,
+                    time.monotonic() - self.writer.last_commit,
+                )
             await asyncio.sleep(interval)

@@ -42,6 +42,11 @@ class EdgeMetrics:
             ["kind"],
             registry=r,
         )
+        self.dead_letters_rotated = Counter(
+            "benchlink_edge_dead_letters_rotated",
+            "Oldest dead-letter records deleted to keep buffer.max_dead_letters",
+            registry=r,
+        )
         self.errors = Counter("benchlink_edge_errors", "Errors by kind", ["kind"], registry=r)
         self.serial_faults = Counter(
             "benchlink_edge_serial_faults", "Device faults reported on serial", ["kind"], registry=r

@@ -270,3 +270,41 @@ def test_a_batch_stays_below_the_cloud_body_limit(buffer: Buffer, sensor: str) -
         seen += [r["raw_value"] for r in buffer.batch_body(b.id)["readings"]]
         buffer.mark_synced(b.id, b.count, 0)
     assert seen == [float(i) for i in range(10)]
+
+
+def test_dead_letters_rotate_but_dead_batches_stay(buffer: Buffer, sensor: str) -> None:
+    from edge.buffer import DeadLetter
+
+    buffer.commit([Write(readings(sensor, 2))])
+    buffer.seal(sensor, 10)
+    b = buffer.next_batch(sensor)
+    assert b is not None
+    buffer.mark_dead(b.id, "401")
+    poison = [DeadLetter("mqtt_payload", "not JSON", payload=f"#{i}") for i in range(250)]
+    buffer.commit([Write(dead=poison)])
+    assert buffer.rotate_dead_letters(keep=100) == 150
+    left = buffer.dead_letters(limit=1000)
+    assert len(left) == 101 and any(d["batch_id"] == b.id for d in left)
+    assert left[0]["payload"] == "#249"  # the newest are kept
+    assert buffer.status()["sensors"][sensor]["dead"] == 2
+
+
+def test_budget_counts_the_wal_and_gauges_are_cheap(buffer: Buffer, sensor: str) -> None:
+    buffer.commit([Write(readings(sensor, 500))])
+    wal = os.path.getsize(f"{buffer.path}-wal")
+    c = buffer.conn
+    pages = (
+        c.execute("PRAGMA page_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
+    )
+    assert wal > 0 and buffer.used_bytes() >= pages - 100_000 + wal
+    buffer.seal(sensor, 100, older_than=0.0)
+    buffer.commit([Write(readings(sensor, 7, start=500))])
+    assert buffer.gauges()[1] == 507
+    plan = " ".join(
+        str(r[-1])
+        for r in c.execute(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM readings WHERE sensor_id = ? AND arrived >= ?",
+            (sensor, 0.0),
+        )
+    )
+    assert "readings_arrived" in plan  # status's rate is a range scan, not a full scan
