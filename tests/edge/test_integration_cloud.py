@@ -175,3 +175,23 @@ def test_bind_moves_following_readings_and_dead_letter_retry(
     assert edge.cli("flush").returncode == 0  # dead again: the session still does not exist
     assert json.loads(edge.cli("status", "--json").stdout)["dead_letters"] == 1
     assert b.sensor_id not in edge.cli("status").stdout
+
+
+def test_a_stopped_session_takes_the_in_window_readings_of_a_mixed_batch(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    """Offline, readings from before and after the cloud-side stop land in one batch: the
+    cloud refuses the ones after the stop (422 naming them), the others must still arrive."""
+    (a,) = cloud.bootstrap(1)
+    edge = edge_for(cloud, tmp_path, a)
+    t0 = datetime.now(UTC)
+    capture(tmp_path, a, range(0, 4), t0)  # in the window
+    cloud.stop_session(a)
+    capture(tmp_path, a, range(4, 6), datetime.now(UTC) + timedelta(seconds=5))  # after it
+    out = edge.cli("flush")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert seqs_in_cloud(cloud, a) == [0, 1, 2, 3]
+    dead = json.loads(edge.cli("dead-letter", "list", "--json").stdout)
+    assert len(dead) == 1 and "readings.4" in dead[0]["reason"]
+    status = json.loads(edge.cli("status", "--json").stdout)["sensors"][a.sensor_id]
+    assert (status["synced"], status["dead"], status["pending"]) == (4, 2, 0)
