@@ -349,10 +349,19 @@ class Hub:
                 reading = item.reading or self._read([item.header])
                 try:
                     rows = (await reading).get(item.header.batch_id, [])
-                except Exception:  # the batch is stored; only its live delivery fails
+                except Exception:  # the batch is stored; only its live delivery failed
                     log.exception("live: reading batch %s back failed", item.header.batch_id)
+                    self._cut_off(item.header)
             self._incoming.popleft()
             self.dispatch(item.header, rows)
+
+    def _cut_off(self, header: BatchHeader) -> None:
+        """Disconnect the batch's watchers rather than leave a gap: they resume after the
+        last reading they got, from the database."""
+        for sub in self._by_project.get(header.project_id, ()):
+            if sub.filter.matches(header):
+                sub.dropped += header.count
+                sub.overflowed.set()
 
     def dispatch(self, header: BatchHeader, rows: Sequence[Row] | None) -> None:
         """Remember the header and offer the batch to matching subscribers (loop thread).

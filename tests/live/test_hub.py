@@ -125,6 +125,17 @@ async def test_a_slow_read_holds_back_the_batches_announced_after_it() -> None:
     await hub.stop()
 
 
+async def test_a_failed_read_cuts_the_watchers_off_so_that_they_resume_without_a_gap() -> None:
+    store = DictStore()
+    hub = Hub(store=store)
+    await hub.start()
+    sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))
+    hub.announce(header(1, 3))  # not in the store: the read raises
+    await settle()
+    assert sub.overflowed.is_set() and sub.dropped == 3
+    await hub.stop()
+
+
 async def test_a_big_batch_fits_an_empty_queue_but_a_backlog_beyond_the_bound_overflows() -> None:
     hub = Hub(queue_size=10)
     sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -196,3 +198,39 @@ async def test_resume_reads_the_database_however_much_other_projects_ingested_me
         await nothing_more(ws, 0.3)
     assert missed[0] == seen[1]
     assert [m["raw_value"] for m in missed] == [2.0, 3.0, 4.0]
+
+
+async def test_batch_frames_carry_the_same_readings_as_one_frame_each(
+    server: CloudServer, bench: Bench
+) -> None:
+    single = ws_url(server.url, sensor_id=bench.sensor_id)
+    batched = ws_url(server.url, sensor_id=bench.sensor_id, batch="true")
+    params = {"sensor_id": bench.sensor_id, "batch": "true"}
+    async with (
+        connect(single, additional_headers=bench.headers) as one_each,
+        connect(batched, additional_headers=bench.headers, max_size=None) as grouped,
+        httpx.AsyncClient(base_url=server.url, headers=bench.headers, timeout=30) as c,
+        c.stream("GET", "/api/v1/telemetry/stream/sse", params=params) as r,
+    ):
+        events = sse_events(r)
+        assert (await take(events, 1))[0]["data"]["batch"] is True
+        assert (await next_message(one_each))["batch"] is False
+        assert (await next_message(grouped))["batch"] is True
+        await ingest(server.url, bench, [float(i) for i in range(1200)])
+        await ingest(server.url, bench, [-1.0])
+        expected = await readings(one_each, 1201)
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while sum(len(f["items"]) for f in frames) < 1201:
+                frames.append(await next_message(grouped))
+        sse_items: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while len(sse_items) < 1201:
+                ev = await anext(events)
+                assert ev["event"] == "readings" and ev["id"] == ev["data"]["items"][-1]["id"]
+                sse_items += ev["data"]["items"]
+        await nothing_more(grouped, 0.3)
+    assert {f["type"] for f in frames} == {"readings"}
+    assert 3 <= len(frames) <= 4  # at most 500 readings a message
+    assert [m for f in frames for m in f["items"]] == expected
+    assert sse_items == expected

@@ -326,7 +326,8 @@ function showTelemetry(box, liveState, session, sensors) {
     if (closed) return;
     try {
       const { ticket } = await api("/api/v1/stream-tickets", { method: "POST" });
-      const params = new URLSearchParams({ capture_session_id: session.id, ticket });
+      // batch: one "readings" message per group of readings, not a frame per reading.
+      const params = new URLSearchParams({ capture_session_id: session.id, ticket, batch: "true" });
       if (lastEventId) params.set("last_event_id", lastEventId);
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
       socket = new WebSocket(`${proto}//${location.host}/api/v1/telemetry/stream?${params}`);
@@ -334,10 +335,12 @@ function showTelemetry(box, liveState, session, sensors) {
     socket.onopen = () => { liveState.className = "live-dot"; liveState.textContent = "● live"; };
     socket.onmessage = (msg) => {
       const m = JSON.parse(msg.data);
-      if (m.type === "reading") {
-        lastEventId = m.id;
-        const sensor = sensors.find((s) => s.id === m.sensor_id) || { id: m.sensor_id, name: short(m.sensor_id), display_unit: m.unit };
-        chartFor(sensor).append(m);
+      if (m.type === "readings" || m.type === "reading") {
+        for (const r of m.type === "readings" ? m.items : [m]) {
+          lastEventId = r.id;
+          const sensor = sensors.find((s) => s.id === r.sensor_id) || { id: r.sensor_id, name: short(r.sensor_id), display_unit: r.unit };
+          chartFor(sensor).append(r);
+        }
       } else if (m.type === "reset") {
         for (const c of charts.values()) c.reload();
       }
