@@ -25,12 +25,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import threading
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from cloud.services.telemetry import IngestedBatch
@@ -55,6 +57,16 @@ class BatchHeader:
     count: int
     first_ts: datetime
     last_ts: datetime
+
+    @cached_property
+    def json_parts(self) -> tuple[str, str, str]:
+        """What every reading's JSON shares, encoded once per batch (see LiveEvent.json)."""
+        return (
+            f'","batch_id":{self.batch_id},"sensor_id":"{self.sensor_id}","run_id":'
+            f'"{self.run_id}","capture_session_id":"{self.capture_session_id}","timestamp":"',
+            f',"unit":{json.dumps(self.unit)},"late":',
+            f',"profile_version":{json.dumps(self.profile_version)}}}',
+        )
 
     @classmethod
     def of(cls, batch: IngestedBatch) -> BatchHeader:
@@ -110,9 +122,22 @@ class LiveEvent:
 
     @property
     def json(self) -> str:
+        """``message()`` as compact JSON, built from the batch's shared parts (a reading's
+        own fields are a timestamp, two numbers and a flag): four times cheaper than
+        ``json.dumps`` of the dict, and the same text."""
         if self._json is None:
-            self._json = json.dumps(self.message(), separators=(",", ":"))
+            mid, unit, end = self.header.json_parts
+            ts, raw, value, late = self.row
+            self._json = (
+                f'{{"type":"reading","id":"{self.id}{mid}{ts}","raw_value":{_number(raw)}'
+                f',"value":{_number(value)}{unit}{"true" if late else "false"}{end}'
+            )
         return self._json
+
+
+def _number(x: float) -> str:
+    # json.dumps writes finite floats with float.__repr__ too; it spells the others.
+    return float.__repr__(x) if math.isfinite(x) else json.dumps(x)
 
 
 def events(header: BatchHeader, rows: Sequence[Row], start: int = 0) -> list[LiveEvent]:

@@ -12,8 +12,9 @@ Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``e
     {"type": "overflow", "dropped": n, ...} the client fell behind and is disconnected
 
 With ``?batch=true`` the readings that are ready together (up to 500) travel as one
-``readings`` message whose items are the ``reading`` messages above, in order; SSE gives it the id of its last item. At high rates that is far fewer frames
-for the server and the client to handle (the portal uses it).
+``readings`` message whose items are the ``reading`` messages above, in order; SSE gives it
+the id of its last item. At high rates that is far fewer frames for the server and the
+client to handle (the portal uses it).
 
 A client resumes with SSE ``Last-Event-ID`` (or ``?last_event_id=`` on either endpoint): the
 readings after that id are read from the database (up to ``live_ring_size`` of them), then

@@ -6,6 +6,7 @@ what the hub asks of it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import Sequence
@@ -222,10 +223,18 @@ async def test_resume_in_a_process_that_never_saw_the_id_reads_the_batch_table()
     await hub.stop()
 
 
-def test_an_event_is_encoded_once_for_every_client() -> None:
+def test_an_event_is_encoded_once_for_every_client_as_json_dumps_would() -> None:
     ev = LiveEvent(header(9), 4, ("2026-01-01T00:00:00+00:00", 1.0, 33.8, True))
     assert ev.json is ev.json
     assert ev.message()["id"] == "9-4" and ev.message()["late"] is True
+    odd = BatchHeader(3, PROJECT, SENSOR, RUN, SESSION, '°C "x"', "v\\1", 2, T0, T0)
+    for h, row in [
+        (header(9), ("2026-01-01T00:00:00+00:00", 1.0, 33.8, True)),
+        (odd, ("2026-01-01T00:00:00.123456+00:00", -1e-300, 1e300, False)),
+        (odd, ("2026-01-01T00:00:00+00:00", float("nan"), float("-inf"), False)),
+    ]:
+        ev = LiveEvent(h, 1, row)
+        assert ev.json == json.dumps(ev.message(), separators=(",", ":"))
 
 
 def test_a_header_is_the_same_size_whatever_the_batch_size() -> None:
