@@ -313,7 +313,10 @@ async def flush(
     async def drain(loop: SensorSync) -> None:
         failures = 0
         while True:
-            outcome = await loop.step()
+            try:
+                outcome = await loop.step()
+            except Exception as exc:  # e.g. the daemon holds the write lock too long
+                outcome = Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
             if outcome is None:
                 return
             if outcome.kind == "retry":

@@ -289,3 +289,19 @@ async def test_undecodable_answers_and_buffer_errors_never_end_the_loop(
     finally:
         task.cancel()
     assert calls >= 2 and cloud.values() == [0.0, 1.0]
+
+
+async def test_a_dead_letter_verdict_resets_the_backoff(buffer: Buffer, sensor: str) -> None:
+    cloud = FakeCloud()
+    cloud.faults += [lambda r: problem(503), lambda r: problem(404)]
+    fill(buffer, sensor, 3)
+    s = syncer(buffer, sensor, cloud)
+    await s.seal(everything=True)
+    first = await s.step()
+    assert first is not None and first.kind == "retry"
+    s.retry_delay(first)
+    s.retry_delay(first)
+    assert s.backoff.attempt == 2
+    second = await s.step()
+    assert second is not None and second.kind == "dead"
+    assert s.backoff.attempt == 0  # the next sensor batch does not inherit the wait
