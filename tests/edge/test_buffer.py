@@ -308,3 +308,22 @@ def test_budget_counts_the_wal_and_gauges_are_cheap(buffer: Buffer, sensor: str)
         )
     )
     assert "readings_arrived" in plan  # status's rate is a range scan, not a full scan
+
+
+def test_the_old_inbox_keeps_only_its_last_seconds(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    c = sqlite3.connect(path)
+    c.execute("CREATE TABLE mqtt_inbox (mid INTEGER PRIMARY KEY, digest TEXT NOT NULL, at REAL)")
+    c.executemany("INSERT INTO mqtt_inbox VALUES (?, ?, ?)", [(1, "a", 100.0), (2, "b", 1000.0)])
+    c.commit()
+    c.close()
+    buf = Buffer(path)
+    try:
+        rows = buf.conn.execute("SELECT mid, digest, conn FROM mqtt_unacked").fetchall()
+        assert rows == [(2, "b", "")]
+        gone = buf.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'mqtt_inbox'")
+        assert gone.fetchone() is None
+    finally:
+        buf.close()
