@@ -263,6 +263,7 @@ class MqttSource:
             while True:
                 try:
                     await self._session()
+                    self._delay = self.backoff.next()  # ended cleanly: still no tight loop
                 except aiomqtt.MqttError as exc:
                     self._failed("mqtt", f"MQTT: {exc}")
                 except Exception as exc:
