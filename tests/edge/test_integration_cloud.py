@@ -4,6 +4,7 @@ stopped meanwhile, a lost response, and the operator CLI (bind, flush, replay, d
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -185,7 +186,8 @@ def test_a_stopped_session_takes_the_in_window_readings_of_a_mixed_batch(
     (a,) = cloud.bootstrap(1)
     edge = edge_for(cloud, tmp_path, a)
     t0 = datetime.now(UTC)
-    capture(tmp_path, a, range(0, 4), t0)  # in the window
+    capture(tmp_path, a, range(0, 4), t0)  # in the window (t0 .. t0 + 30 ms)
+    time.sleep(0.2)  # the stop comes after the last of them
     cloud.stop_session(a)
     capture(tmp_path, a, range(4, 6), datetime.now(UTC) + timedelta(seconds=5))  # after it
     out = edge.cli("flush")
