@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.
     live_queue_size: int = Field(default=10_000, ge=10)
-    #: Live stream: newest events kept per process for resuming by Last-Event-ID.
+    #: Live stream: most readings replayed to a client resuming by Last-Event-ID (older: reset).
     live_ring_size: int = Field(default=20_000, ge=100)
     #: Development identity for the portal in a plain browser (no gateway). Off by default.
     dev_identity: bool = False

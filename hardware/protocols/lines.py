@@ -43,7 +43,10 @@ def _parse_rfc3339(text: str) -> datetime:
         raise Skip(f"timestamp is not RFC 3339: {text[:40]!r}") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise Skip(f"timestamp has no time zone: {text[:40]!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise Skip(f"timestamp is out of range: {text[:40]!r}") from None
 
 
 class ValueDecoder(LineDecoder):

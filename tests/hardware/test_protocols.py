@@ -574,3 +574,15 @@ def test_arduino_init_error_on_the_banner_line() -> None:
     assert isinstance(item, Fault)
     assert item.kind == "device_fault"
     assert "did not initialise" in item.detail
+
+
+def test_jsonl_timestamps_out_of_range_in_utc_are_skipped() -> None:
+    from hardware.protocols import Sample, make_decoder
+
+    dec = make_decoder("jsonl")
+    out = dec.feed(
+        b'{"value": 1, "timestamp": "0001-01-01T00:00:00+01:00"}\n'
+        b'{"value": 2, "timestamp": "2025-12-05T12:00:00Z"}\n'
+    )
+    assert [s.value for s in out if isinstance(s, Sample)] == [2.0]
+    assert dec.stats.skipped == 1 and "range" in (dec.stats.last_skip_reason or "")

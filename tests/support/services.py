@@ -105,7 +105,7 @@ def private_mosquitto(config: Path | None = None) -> Iterator[Broker]:
             f"persistence_location {tmp}/",
             "max_queued_messages 0",
             "max_queued_bytes 0",
-            "max_inflight_messages 0",
+            "max_inflight_messages 1000",  # as mosquitto/mosquitto.conf: bounded edge memory
             "log_dest stderr",
             "log_type error",
         ]
