@@ -24,6 +24,7 @@ from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from cloud.pagination import aware_datetime, decode, encode, int64
 from cloud.schemas import ChartPoint, ReadingOut
 from cloud.services import journal
+from cloud.services.sensors import hash_token
 from common.profiles import ConversionError, Converter, build_converter
 from common.wire import TelemetryAccepted, TelemetryBatch
 
@@ -42,10 +43,6 @@ class IngestedBatch:
     first_ts: datetime
     last_ts: datetime
     rows: list[dict[str, Any]]
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 #: Converters by (sensor, profile version, display unit): versions are immutable, so a key
