@@ -15,22 +15,12 @@ import psycopg
 
 from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all
 from bench.peers import mlflow_server
+from cloud.services.telemetry import COPY_TYPES
 from tests.support.cloud import Bench, bootstrap
 
 BATCH = 1000
-TELEMETRY_TYPES = [
-    "uuid",
-    "uuid",
-    "uuid",
-    "uuid",
-    "int8",
-    "timestamptz",
-    "float8",
-    "float8",
-    "text",
-    "bool",
-    "jsonb",
-]
+# The ceiling writes exactly what ingest writes: the same columns and types.
+TELEMETRY_TYPES = COPY_TYPES
 
 
 def _stamps(n: int, start: datetime) -> list[datetime]:

@@ -67,6 +67,9 @@ class Daemon:
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
+            # Signals reach only the main thread's loop (RuntimeError elsewhere, as when a
+            # test runs the daemon in a thread) and not every platform's loop supports them
+            # (NotImplementedError); there the caller stops the daemon with stop().
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         try:

@@ -325,6 +325,12 @@ COLUMNS = (
     "meta",
 )
 
+#: PostgreSQL types of :data:`COLUMNS`, for binary COPY.
+COPY_TYPES = [
+    "uuid", "uuid", "uuid", "uuid", "int8", "timestamptz", "float8", "float8", "text", "bool",
+    "jsonb",
+]  # fmt: skip
+
 
 def write_readings(db: Session, rows: Sequence[dict[str, Any]]) -> None:
     conn = db.connection()
@@ -343,21 +349,7 @@ def _copy_rows(pg: Any, rows: Sequence[dict[str, Any]]) -> None:
             f"COPY telemetry_readings ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(
-            [
-                "uuid",
-                "uuid",
-                "uuid",
-                "uuid",
-                "int8",
-                "timestamptz",
-                "float8",
-                "float8",
-                "text",
-                "bool",
-                "jsonb",
-            ]
-        )
+        copy.set_types(COPY_TYPES)
         as_tuple = itemgetter(*COLUMNS)
         for row in rows:
             values = as_tuple(row)
