@@ -22,7 +22,7 @@ from cloud.db.uow import after_commit, transaction
 from cloud.deps import DbSession, Principal, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
-from cloud.services import telemetry
+from cloud.services import telemetry, telemetry_query
 from cloud.services.scope import get_in_project
 from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch, UtcDatetime
 
@@ -125,7 +125,7 @@ def _filter(
     capture_session_id: uuid.UUID | None,
     since: UtcDatetime | None,
     until: UtcDatetime | None,
-) -> telemetry.ReadingFilter:
+) -> telemetry_query.ReadingFilter:
     """The query's filter; a named run, sensor or session outside the project is 404, as
     everywhere else (an empty answer would not say that the id is wrong)."""
     named = (
@@ -136,7 +136,7 @@ def _filter(
     for model, ident in named:
         if ident is not None:
             get_in_project(db, model, ident, caller.project_id)
-    return telemetry.ReadingFilter(
+    return telemetry_query.ReadingFilter(
         project_id=caller.project_id,
         run_id=run_id,
         sensor_id=sensor_id,
@@ -160,7 +160,7 @@ def query_telemetry(
 ) -> TelemetryPage:
     """Readings in time order, by run / sensor / capture session and time range [since, until)."""
     f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
-    items, nxt = telemetry.query(db, f, limit, cursor)
+    items, nxt = telemetry_query.query(db, f, limit, cursor)
     return TelemetryPage(items=items, next_cursor=nxt)
 
 
@@ -179,7 +179,7 @@ def telemetry_series(
     (min, max and mean per time bucket, so peaks are kept)."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
     f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
-    points, total, down = telemetry.series(db, f, max_points)
+    points, total, down = telemetry_query.series(db, f, max_points)
     return TelemetrySeries(
         sensor_id=sensor.id,
         display_unit=sensor.display_unit,
@@ -202,7 +202,7 @@ def export_csv(
     f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
     f.where()  # validate the filter before the response starts
     # Read everything inside the request's transaction, then stream the text out.
-    rows = list(telemetry.iter_all(db, f))
+    rows = list(telemetry_query.iter_all(db, f))
 
     def lines() -> Iterator[str]:
         buf = io.StringIO()
