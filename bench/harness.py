@@ -36,6 +36,7 @@ class Sizes:
 
     ingest_readings: int = 400_000
     ingest_clients: int = 8
+    ingest_rounds: int = 3
     metrics_points: int = 300_000
     capture_messages: int = 40_000
     capture_rounds: int = 3
@@ -52,6 +53,7 @@ class Sizes:
         return cls(
             ingest_readings=4_000,
             ingest_clients=2,
+            ingest_rounds=1,
             metrics_points=4_000,
             capture_messages=1_000,
             capture_rounds=1,

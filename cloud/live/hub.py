@@ -249,7 +249,7 @@ class Bus(Protocol):
 @dataclass
 class _Announced:
     header: BatchHeader
-    local: list[dict[str, Any]] | None
+    local: Sequence[dict[str, Any]] | None
     reading: asyncio.Future[dict[int, list[Row]]] | None = None
 
 
@@ -276,7 +276,7 @@ class Hub:
         self._incoming: deque[_Announced] = deque()
         self._draining: asyncio.Task[None] | None = None
         #: Rows of batches ingested here, until their announcement (bounded by row count).
-        self._kept: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._kept: OrderedDict[int, Sequence[dict[str, Any]]] = OrderedDict()
         self._kept_rows, self._keep_max = 0, keep_rows
         self._kept_lock = threading.Lock()
         #: Readings delivered to at least one subscriber; batches whose rows were read back.
@@ -322,7 +322,7 @@ class Hub:
                 _, rows = self._kept.popitem(last=False)
                 self._kept_rows -= len(rows)
 
-    def _take_kept(self, batch_id: int) -> list[dict[str, Any]] | None:
+    def _take_kept(self, batch_id: int) -> Sequence[dict[str, Any]] | None:
         with self._kept_lock:
             rows = self._kept.pop(batch_id, None)
             if rows is not None:
@@ -340,7 +340,7 @@ class Hub:
         local = batch.rows if self.watched(batch.project_id) else None
         loop.call_soon_threadsafe(self.announce, BatchHeader.of(batch), local)
 
-    def announce(self, header: BatchHeader, local: list[dict[str, Any]] | None = None) -> None:
+    def announce(self, header: BatchHeader, local: Sequence[dict[str, Any]] | None = None) -> None:
         """A stored batch (loop thread). Delivered after every batch announced before it."""
         if header.batch_id in self._ring or self.state == "stopped":
             return  # announced twice (the bus came back while we announced it ourselves)

@@ -24,6 +24,7 @@ from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import telemetry, telemetry_query
 from cloud.services.scope import get_in_project
+from cloud.services.telemetry_batch import IncomingBatch, decode_fast
 from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
@@ -35,18 +36,21 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _parse_batch(raw: bytes) -> TelemetryBatch:
-    # Fast path: pydantic parses and validates the JSON in one pass (in Rust), about four
-    # times cheaper per reading than json.loads + model_validate. Anything it refuses, and
-    # an oversize batch, takes the path below, which gives the documented errors.
+def _parse_batch(raw: bytes) -> IncomingBatch:
+    # msgspec reads a well-formed batch in one pass, about twenty times cheaper than pydantic
+    # (whose parse was half of ingest's CPU). Anything it does not take, the wire model
+    # judges below, so every error and every lax spelling it allows stay as documented.
+    fast = decode_fast(raw)
+    if fast is not None:
+        return fast
     try:
         batch = TelemetryBatch.model_validate_json(raw)
     except ValidationError:
         pass
     else:
         if len(batch.readings) <= MAX_READINGS_PER_BATCH:
-            return batch
-    return _parse_batch_slow(raw)
+            return IncomingBatch.from_model(batch)
+    return IncomingBatch.from_model(_parse_batch_slow(raw))
 
 
 def _parse_batch_slow(raw: bytes) -> TelemetryBatch:

@@ -6,13 +6,11 @@ COPY on PostgreSQL, one executemany on SQLite — never one ORM object per readi
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from sqlalchemy import Table, and_, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,8 +21,78 @@ from cloud.db import models
 from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, Unauthenticated
 from cloud.services import journal
 from cloud.services.sensors import hash_token
+from cloud.services.telemetry_batch import IncomingBatch
 from common.profiles import ConversionError, Converter, build_converter
-from common.wire import TelemetryAccepted, TelemetryBatch
+from common.wire import TelemetryAccepted
+
+COLUMNS = (
+    "project_id",
+    "sensor_id",
+    "run_id",
+    "capture_session_id",
+    "batch_id",
+    "ts",
+    "raw_value",
+    "value",
+    "profile_version",
+    "late",
+    "meta",
+)
+
+#: PostgreSQL types of :data:`COLUMNS`, for binary COPY.
+COPY_TYPES = [
+    "uuid", "uuid", "uuid", "uuid", "int8", "timestamptz", "float8", "float8", "text", "bool",
+    "jsonb",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRows(Sequence[dict[str, Any]]):
+    """The readings of a stored batch as rows of :data:`COLUMNS`, built only when asked.
+
+    Ingest keeps the batch in columns; a live subscriber of this process is the only one
+    that wants per-reading rows, so they are made on demand (``len`` is free)."""
+
+    fixed: tuple[Any, ...]  # project_id .. batch_id, then profile_version, late
+    timestamps: list[datetime]
+    raw_values: list[float]
+    values: list[float]
+    metas: list[dict[str, Any] | None]
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def _row(self, i: int) -> dict[str, Any]:
+        project_id, sensor_id, run_id, session_id, batch_id, version, late = self.fixed
+        return {
+            "project_id": project_id,
+            "sensor_id": sensor_id,
+            "run_id": run_id,
+            "capture_session_id": session_id,
+            "batch_id": batch_id,
+            "ts": self.timestamps[i],
+            "raw_value": self.raw_values[i],
+            "value": self.values[i],
+            "profile_version": version,
+            "late": late,
+            "meta": self.metas[i],
+        }
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self._row(k) for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._row(i)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._row(i) for i in range(len(self)))
 
 
 @dataclass(frozen=True)
@@ -40,7 +108,7 @@ class IngestedBatch:
     profile_version: str
     first_ts: datetime
     last_ts: datetime
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
 
 
 #: Converters by (sensor, profile version, display unit): versions are immutable, so a key
@@ -79,7 +147,7 @@ def authenticate(db: Session, token: str | None, sensor_id: uuid.UUID) -> models
 
 
 def _lookup(
-    db: Session, token: str | None, batch: TelemetryBatch
+    db: Session, token: str | None, batch: IncomingBatch
 ) -> tuple[
     models.Sensor,
     models.Run | None,
@@ -108,37 +176,42 @@ def _lookup(
 
 
 def _window(
-    session: models.CaptureSession, batch: TelemetryBatch, now: datetime, tolerance: timedelta
-) -> list[bool]:
-    """Whether each reading is late; raises if a reading cannot be taken at all."""
+    session: models.CaptureSession, batch: IncomingBatch, now: datetime, tolerance: timedelta
+) -> bool:
+    """Whether the batch's readings are late (all or none: it depends on the session only);
+    raises if a reading cannot be taken at all."""
     if session.status == "draft":
         raise Conflict(
             f"capture session {session.id} has not started (draft); start it before sending"
         )
+    stamps = batch.timestamps
     errors: list[FieldError] = []
-    late: list[bool] = []
     if session.status == "running":
         limit = now + tolerance
-        for i, r in enumerate(batch.readings):
-            if r.timestamp > limit:
-                errors.append(FieldError(f"readings.{i}.timestamp", "is in the future"))
-            late.append(False)
+        if max(stamps) > limit:  # one pass in C; the loop only names the bad ones
+            errors = [
+                FieldError(f"readings.{i}.timestamp", "is in the future")
+                for i, ts in enumerate(stamps)
+                if ts > limit
+            ]
+        late = False
     else:
         start, stop = session.started_at, session.stopped_at
         assert start is not None and stop is not None
-        for i, r in enumerate(batch.readings):
-            if not start <= r.timestamp <= stop:
-                errors.append(
-                    FieldError(
-                        f"readings.{i}.timestamp",
-                        f"capture session ended ({session.status}); only readings inside its "
-                        f"window {start.isoformat()}..{stop.isoformat()} are accepted",
-                    )
-                )
-            late.append(True)
+        if min(stamps) < start or max(stamps) > stop:
+            reason = (
+                f"capture session ended ({session.status}); only readings inside its "
+                f"window {start.isoformat()}..{stop.isoformat()} are accepted"
+            )
+            errors = [
+                FieldError(f"readings.{i}.timestamp", reason)
+                for i, ts in enumerate(stamps)
+                if not start <= ts <= stop
+            ]
+        late = True
     if errors:
         raise InvalidInput(
-            f"{len(errors)} of {len(batch.readings)} readings cannot be accepted: "
+            f"{len(errors)} of {len(stamps)} readings cannot be accepted: "
             f"{errors[0].field} {errors[0].reason}",
             errors=errors,  # every bad reading: a sender can set those aside and resend the rest
         )
@@ -148,7 +221,7 @@ def _window(
 def ingest(
     db: Session,
     token: str | None,
-    batch: TelemetryBatch,
+    batch: IncomingBatch,
     idempotency_key: str | None,
     future_tolerance: timedelta,
 ) -> tuple[TelemetryAccepted, IngestedBatch | None]:
@@ -159,7 +232,7 @@ def ingest(
     if session is None or session.run_id != run.id:
         raise NotFound(f"capture session {batch.capture_session_id} not found in run {run.id}")
 
-    fingerprint = hashlib.sha256(batch.model_dump_json().encode()).hexdigest()
+    fingerprint = batch.fingerprint()
     if idempotency_key is not None:
         previous = _previous(db, sensor.id, idempotency_key, fingerprint)
         if previous is not None:
@@ -174,21 +247,9 @@ def ingest(
                 models.SensorProfile.version == sensor.profile_version,
             )
         ).one()
-    converter = _converter(sensor, profile)
-    values, errors = [], []
-    for i, r in enumerate(batch.readings):
-        try:
-            values.append(converter.convert(r.raw_value, r.meta))
-        except ConversionError as exc:
-            errors.append(FieldError(f"readings.{i}.raw_value", str(exc)))
-    if errors:
-        raise InvalidInput(
-            f"{len(errors)} readings cannot be converted by profile {profile.version} "
-            f"({profile.kind}): {errors[0].reason}",
-            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
-        )
+    values = _convert(_converter(sensor, profile), profile, batch)
 
-    stamps = [r.timestamp.astimezone(UTC) for r in batch.readings]
+    stamps = batch.timestamps
     fields: dict[str, Any] = {
         "sensor_id": sensor.id,
         "run_id": run.id,
@@ -196,7 +257,7 @@ def ingest(
         "idempotency_key": idempotency_key,
         "fingerprint": fingerprint,
         "count": len(stamps),
-        "late": sum(late),
+        "late": len(stamps) if late else 0,
         "profile_version": profile.version,
         "first_ts": min(stamps),
         "last_ts": max(stamps),
@@ -212,25 +273,13 @@ def ingest(
         assert previous is not None
         return _accepted(previous), None
     record = models.TelemetryBatch(id=new_id, **fields)
-    # Plain locals: ORM attribute access per reading costs more than building the row.
-    project_id, sensor_id, run_id, session_id = sensor.project_id, sensor.id, run.id, session.id
-    batch_id, version = record.id, profile.version
-    rows = [
-        {
-            "project_id": project_id,
-            "sensor_id": sensor_id,
-            "run_id": run_id,
-            "capture_session_id": session_id,
-            "batch_id": batch_id,
-            "ts": ts,
-            "raw_value": r.raw_value,
-            "value": value,
-            "profile_version": version,
-            "late": is_late,
-            "meta": r.meta,
-        }
-        for r, ts, value, is_late in zip(batch.readings, stamps, values, late, strict=True)
-    ]
+    rows = StoredRows(
+        fixed=(sensor.project_id, sensor.id, run.id, session.id, new_id, profile.version, late),
+        timestamps=stamps,
+        raw_values=batch.raw_values,
+        values=values,
+        metas=batch.metas,
+    )
     write_readings(db, rows)
     journal.record(
         db,
@@ -248,7 +297,7 @@ def ingest(
         profile_version=profile.version,
     )
     published = IngestedBatch(
-        batch_id=batch_id,
+        batch_id=new_id,
         project_id=sensor.project_id,
         sensor_id=sensor.id,
         run_id=run.id,
@@ -260,6 +309,28 @@ def ingest(
         rows=rows,
     )
     return _accepted(record), published
+
+
+def _convert(
+    converter: Converter, profile: models.SensorProfile, batch: IncomingBatch
+) -> list[float]:
+    """Every reading in the sensor's display unit; a 422 names each one that cannot be."""
+    convert = converter.convert
+    try:  # the common case in one comprehension; the loop below only to name the failures
+        return [convert(raw, meta) for raw, meta in zip(batch.raw_values, batch.metas, strict=True)]
+    except ConversionError:
+        pass
+    errors = []
+    for i, (raw, meta) in enumerate(zip(batch.raw_values, batch.metas, strict=True)):
+        try:
+            convert(raw, meta)
+        except ConversionError as exc:
+            errors.append(FieldError(f"readings.{i}.raw_value", str(exc)))
+    raise InvalidInput(
+        f"{len(errors)} readings cannot be converted by profile {profile.version} "
+        f"({profile.kind}): {errors[0].reason}",
+        errors=errors,  # every bad reading: a sender can set those aside and resend the rest
+    )
 
 
 def _previous(
@@ -309,28 +380,7 @@ def _accepted(record: models.TelemetryBatch) -> TelemetryAccepted:
     )
 
 
-COLUMNS = (
-    "project_id",
-    "sensor_id",
-    "run_id",
-    "capture_session_id",
-    "batch_id",
-    "ts",
-    "raw_value",
-    "value",
-    "profile_version",
-    "late",
-    "meta",
-)
-
-#: PostgreSQL types of :data:`COLUMNS`, for binary COPY.
-COPY_TYPES = [
-    "uuid", "uuid", "uuid", "uuid", "int8", "timestamptz", "float8", "float8", "text", "bool",
-    "jsonb",
-]  # fmt: skip
-
-
-def write_readings(db: Session, rows: Sequence[dict[str, Any]]) -> None:
+def write_readings(db: Session, rows: StoredRows) -> None:
     conn = db.connection()
     if conn.dialect.name == "postgresql":
         _copy_rows(conn.connection.driver_connection, rows)
@@ -338,9 +388,10 @@ def write_readings(db: Session, rows: Sequence[dict[str, Any]]) -> None:
         db.execute(insert(models.TelemetryReading), list(rows))
 
 
-def _copy_rows(pg: Any, rows: Sequence[dict[str, Any]]) -> None:
+def _copy_rows(pg: Any, rows: StoredRows) -> None:
     from psycopg.types.json import Jsonb
 
+    project_id, sensor_id, run_id, session_id, batch_id, version, late = rows.fixed
     with (
         pg.cursor() as cur,
         cur.copy(
@@ -348,9 +399,23 @@ def _copy_rows(pg: Any, rows: Sequence[dict[str, Any]]) -> None:
         ) as copy,
     ):
         copy.set_types(COPY_TYPES)
-        as_tuple = itemgetter(*COLUMNS)
-        for row in rows:
-            values = as_tuple(row)
-            if values[-1] is not None:
-                values = (*values[:-1], Jsonb(values[-1]))
-            copy.write_row(values)
+        write = copy.write_row
+        # Straight from the columns: no per-reading dict on the way to the wire.
+        for ts, raw, value, meta in zip(
+            rows.timestamps, rows.raw_values, rows.values, rows.metas, strict=True
+        ):
+            write(
+                (
+                    project_id,
+                    sensor_id,
+                    run_id,
+                    session_id,
+                    batch_id,
+                    ts,
+                    raw,
+                    value,
+                    version,
+                    late,
+                    None if meta is None else Jsonb(meta),
+                )
+            )
