@@ -188,7 +188,15 @@ class TelemetryBatch(Base):
 class TelemetryReading(Base):
     __tablename__ = "telemetry_readings"
     __table_args__ = (
-        Index("ix_telemetry_session_sensor_ts", "capture_session_id", "sensor_id", "ts", "id"),
+        # Covers a chart's per-bucket scans (migration 0002): index-only on PostgreSQL.
+        Index(
+            "ix_telemetry_session_sensor_ts",
+            "capture_session_id",
+            "sensor_id",
+            "ts",
+            "id",
+            postgresql_include=["project_id", "value"],
+        ),
         Index("ix_telemetry_run_ts", "run_id", "ts", "id"),
         Index("ix_telemetry_sensor_ts", "sensor_id", "ts", "id"),
     )
