@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cloud.db import models
@@ -105,7 +106,10 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     (``edges``); bucket k holds the readings with ``edge k <= ts < edge k+1``, the last one
     also the last reading. Only non-empty buckets are answered, each at its span's middle."""
     conds = f.where()
-    pg = db.get_bind().dialect.name == "postgresql"
+    # Core statements on the session's connection: the ORM's per-row result machinery was a
+    # tenth of the request and there are no entities here.
+    conn = db.connection()
+    pg = conn.dialect.name == "postgresql"
     # One round trip: how many readings, counted only up to max_points + 1 (enough to choose
     # the branch; counting a million costs as much as bucketing them), and the first and last
     # timestamps (two short index scans).
@@ -121,28 +125,26 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
         # costs more than it saves. Set here rather than with its own SET LOCAL statement to
         # save a round trip; is_local=true: it ends with this request's transaction.
         head.append(func.set_config("jit", "off", True))
-    few, tmin, tmax = db.execute(select(*head)).one()[:3]
+    few, tmin, tmax = conn.execute(select(*head)).one()[:3]
     if few == 0:
         return [], 0, False
     if few <= max_points:
-        rows = db.execute(select(T.ts, T.value).where(*conds).order_by(T.ts, T.id)).all()
-        # model_construct: the values come from typed columns, validating them again would
-        # only cost time (this is a chart's hot path).
-        point = ChartPoint.model_construct
+        rows = conn.execute(select(T.ts, T.value).where(*conds).order_by(T.ts, T.id)).all()
+        # Plain construction, not model_construct: pydantic v2 validates in compiled code,
+        # and that is 2.5x faster than model_construct's Python loop.
         return (
-            [point(timestamp=t, value=v, min=v, max=v, count=1) for t, v in rows],
+            [ChartPoint(timestamp=t, value=v, min=v, max=v, count=1) for t, v in rows],
             len(rows),
             False,
         )
     offsets = _edges((tmax - tmin) // _US, max_points)
-    per_bucket = (_buckets_pg if pg else _buckets_sqlite)(db, conds, tmin, tmax, offsets)
-    point = ChartPoint.model_construct
+    per_bucket = (_buckets_pg if pg else _buckets_sqlite)(conn, conds, tmin, tmax, offsets)
     points = []
     total = 0
     for k, s, lo, hi, n in per_bucket:
         total += n
         points.append(
-            point(
+            ChartPoint(
                 timestamp=tmin + _US * ((offsets[k] + offsets[k + 1]) // 2),
                 value=s / n,
                 min=lo,
@@ -168,7 +170,7 @@ Bucket = tuple[int, float, float, float, int]  # k, sum, min, max, count (count 
 
 
 def _buckets_pg(
-    db: Session, conds: list[Any], tmin: datetime, tmax: datetime, offsets: list[int]
+    conn: Connection, conds: list[Any], tmin: datetime, tmax: datetime, offsets: list[int]
 ) -> list[Bucket]:
     # One index range scan per bucket (LATERAL), in time order, each aggregated on its own:
     # no per-row bucket arithmetic (date_part() and floor() were a quarter of the time) and no
@@ -200,7 +202,7 @@ def _buckets_pg(
         .where(*conds, T.ts >= edge(k.c.k), T.ts < hi)
         .lateral("agg")
     )
-    rows = db.execute(
+    rows = conn.execute(
         select(k.c.k, agg.c.s, agg.c.lo, agg.c.hi, agg.c.n)
         .select_from(k)
         .join(agg, true())
@@ -211,7 +213,7 @@ def _buckets_pg(
 
 
 def _buckets_sqlite(
-    db: Session, conds: list[Any], tmin: datetime, tmax: datetime, offsets: list[int]
+    conn: Connection, conds: list[Any], tmin: datetime, tmax: datetime, offsets: list[int]
 ) -> list[Bucket]:
     # SQLite has no LATERAL; it runs in-process, so one small range query per bucket costs
     # no round trip. The bounds are bound through the column's type, exactly as since/until.
@@ -226,7 +228,7 @@ def _buckets_sqlite(
     for k in range(len(offsets) - 1):
         if edges[k] == edges[k + 1]:
             continue  # a span shorter than max_points microseconds leaves empty buckets
-        s, lo, hi, n = db.execute(stmt, {"lo": edges[k], "hi": edges[k + 1]}).one()
+        s, lo, hi, n = conn.execute(stmt, {"lo": edges[k], "hi": edges[k + 1]}).one()
         if n:
             out.append((k, float(s), float(lo), float(hi), int(n)))
     return out
