@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from edge.buffer import Buffer, BufferFull, DeadLetter, Write, WriteResult, show
 from edge.metrics import EdgeMetrics
@@ -31,11 +31,21 @@ log = logging.getLogger("benchlink.edge.writer")
 MAX_GROUP_READINGS = 5000
 
 
-@dataclass(eq=False)
+#: what one write became: committed (or dropped as a copy), or refused for a full buffer
+Outcome = WriteResult | BufferFull
+
+
+@dataclass(eq=False, slots=True)
 class _Pending:
-    write: Write
-    done: asyncio.Future[WriteResult]
+    """Writes of one source that resolve together. A source that hands over a whole burst of
+    MQTT messages at once pays for one future and one queue entry, not one per message."""
+
+    writes: list[Write]
+    #: one write: its WriteResult (BufferFull raised); several: the list of their outcomes
+    done: asyncio.Future[Any]
     probe: bool = False
+    many: bool = False
+    readings: int = 0
 
 
 class Writer:
@@ -57,10 +67,24 @@ class Writer:
         """Queue ``write``; the future resolves after its commit (futures resolve in order).
 
         ``probe``: the source re-submits its refused write; committed, it unblocks the source."""
+        done: asyncio.Future[WriteResult] = self._put([write], probe, many=False)
+        return done
+
+    def enqueue_many(
+        self, writes: list[Write], *, probe: bool = False
+    ) -> asyncio.Future[list[Outcome]]:
+        """Queue the writes of one source, in order, to be committed in one group; the future
+        resolves after that commit with each write's outcome (BufferFull is returned in the
+        list, not raised: with the one-at-a-time fallback, some may go in and some not)."""
+        done: asyncio.Future[list[Outcome]] = self._put(writes, probe, many=True)
+        return done
+
+    def _put(self, writes: list[Write], probe: bool, *, many: bool) -> asyncio.Future[Any]:
         if self.state in ("draining", "stopped"):
             raise RuntimeError("writer is shutting down")
-        done: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Pending(write, done, probe))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        size = sum(len(w.readings) for w in writes) if many else len(writes[0].readings)
+        self.queue.put_nowait(_Pending(writes, done, probe, many, size))
         self.metrics.queue_depth.set(self.queue.qsize())
         return done
 
@@ -95,14 +119,14 @@ class Writer:
                 if first is None:
                     return
                 group, closing = [first], False
-                size = len(first.write.readings)
+                size = first.readings
                 while size < MAX_GROUP_READINGS and not self.queue.empty():
                     nxt = self.queue.get_nowait()
                     if nxt is None:
                         closing = True
                         break
                     group.append(nxt)
-                    size += len(nxt.write.readings)
+                    size += nxt.readings
                 await self._commit(group)
                 if closing:
                     return
@@ -117,56 +141,72 @@ class Writer:
     async def _commit(self, group: list[_Pending]) -> None:
         live: list[_Pending] = []
         for p in group:
-            if p.write.source in self.blocked and not p.probe:
+            if p.writes[0].source in self.blocked and not p.probe:
                 if not p.done.done():
-                    p.done.set_exception(BufferFull(self.buffer.max_bytes, self.buffer.max_bytes))
+                    full = BufferFull(self.buffer.max_bytes, self.buffer.max_bytes)
+                    if p.many:
+                        p.done.set_result([full] * len(p.writes))
+                    else:
+                        p.done.set_exception(full)
             else:
                 live.append(p)
         acked, self.acked = self.acked, []
+        writes = [w for p in live for w in p.writes]
         self.committing_since = time.monotonic()
         try:
-            results = await self._commit_group(live, acked)
+            results = await self._commit_group(writes, acked)
         finally:
             self.committing_since = None
         self.last_commit = time.monotonic()
         self.commits += 1
         self.metrics.queue_depth.set(self.queue.qsize())
-        for p, result in zip(live, results, strict=True):
-            if isinstance(result, BufferFull) and p.write.source:
-                self.blocked.add(p.write.source)
+        at = 0
+        for p in live:
+            mine = results[at : at + len(p.writes)]
+            at += len(p.writes)
+            source = p.writes[0].source
+            refused = next((r for r in mine if isinstance(r, BufferFull)), None)
+            if refused is not None and source:
+                self.blocked.add(source)
             elif p.probe:
-                self.blocked.discard(p.write.source)
+                self.blocked.discard(source)
+            if refused is not None:
+                self._loud_full(refused)
+            dead = sum(r.dead for r in mine if isinstance(r, WriteResult))
+            if dead:
+                self.metrics.dead_lettered.labels("input").inc(dead)
             if p.done.done():  # the submitter was cancelled
                 continue
-            if isinstance(result, BaseException):
-                p.done.set_exception(result)
-            elif isinstance(result, BufferFull):
-                self._loud_full(result)
-                p.done.set_exception(result)
+            if p.many:
+                failed = next((r for r in mine if isinstance(r, BaseException)), None)
+                if failed is not None and not isinstance(failed, BufferFull):
+                    p.done.set_exception(failed)
+                else:
+                    p.done.set_result(mine)
+            elif isinstance(mine[0], BaseException):
+                p.done.set_exception(mine[0])
             else:
-                if result.dead:
-                    self.metrics.dead_lettered.labels("input").inc(result.dead)
-                p.done.set_result(result)
+                p.done.set_result(mine[0])
 
     async def _commit_group(
-        self, group: list[_Pending], acked: list[tuple[int, str]]
+        self, writes: list[Write], acked: list[tuple[int, str]]
     ) -> list[WriteResult | BufferFull | Exception]:
-        """Commit the group in one transaction; if that fails, one write at a time, and
+        """Commit the writes in one transaction; if that fails, one write at a time, and
         dead-letter a write that fails on its own (the others must not pay for it)."""
         call, commit = self.buffer.call, self.buffer.commit
         try:
-            return list(await call(commit, [p.write for p in group], acked))
+            return list(await call(commit, writes, acked))
         except Exception:
             self.metrics.errors.labels("buffer_commit").inc()
-            log.exception("group commit of %d writes failed; one by one now", len(group))
+            log.exception("group commit of %d writes failed; one by one now", len(writes))
         out: list[WriteResult | BufferFull | Exception] = []
-        for p in group:
+        for write in writes:
             result: WriteResult | BufferFull | Exception
             try:
-                (result,) = await call(commit, [p.write], acked)
+                (result,) = await call(commit, [write], acked)
                 acked = []
             except Exception as exc:
-                result = await self._dead_letter_write(p.write, exc, acked)
+                result = await self._dead_letter_write(write, exc, acked)
                 if not isinstance(result, Exception):
                     acked = []
             out.append(result)

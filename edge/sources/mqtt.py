@@ -30,18 +30,21 @@ appears, the refused messages are committed again in order, all at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import json
 import logging
 import math
 import ssl
+import struct
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from pydantic import ValidationError
 
 from common.wire import Reading
@@ -57,11 +60,12 @@ from edge.buffer import (
 )
 from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig
 from edge.metrics import EdgeMetrics
-from edge.writer import Writer
+from edge.writer import Outcome, Writer
 
 log = logging.getLogger("benchlink.edge.mqtt")
 
 WILDCARD_TOPIC = DEFAULT_TOPIC.format(sensor_id="+")
+PUBACK = PacketTypes.PUBACK << 4
 #: messages handed to the writer and not yet acked, at most; then the receive loop waits
 MAX_PENDING_ACKS = 1000
 #: while the buffer is full, how often the first refused message is tried again
@@ -133,31 +137,164 @@ def _checked(reading: NewReading, index: int) -> NewReading:
     return reading
 
 
-class _Delivered(aiomqtt.Message):
-    dup: bool = False
+class Delivered:
+    """One received PUBLISH, as much of it as the source needs. aiomqtt's own Message builds
+    and validates a Topic object per message (and drops the DUP flag); under load that was a
+    visible share of the daemon's time."""
+
+    __slots__ = ("dup", "mid", "payload", "qos", "topic")
+
+    def __init__(self, topic: str, payload: bytes, qos: int, mid: int, dup: bool = False) -> None:
+        self.topic, self.payload, self.qos, self.mid, self.dup = topic, payload, qos, mid, dup
+
+
+#: a PUBACK packet: fixed header, remaining length 2, packet id (the same in MQTT 3.1.1 and 5)
+_PUBACK = struct.Struct("!BBH")
+
+
+#: bytes taken from the socket per read (one system call for many small messages)
+READ_CHUNK = 64 * 1024
+
+
+class _Paho(paho.Client):
+    """paho's client as aiomqtt drives it (``loop_read`` when the socket is readable), without
+    two per-message costs that paho's own loop never has to care about:
+
+    - paho reads a packet with three ``recv`` calls (type, length, rest) and aiomqtt's reader
+      callback reads one packet per turn of the event loop. Here one ``recv`` takes up to
+      READ_CHUNK bytes and every complete packet in them is handled in the same turn; a
+      partial packet stays in paho's own state, as after a short read. No more is taken from
+      the socket in that turn, so the loop is never starved, and nothing is left in our buffer
+      when the turn ends (the socket's readiness says whether more is waiting).
+    - paho walks its per-topic callback matcher for every message; aiomqtt registers none.
+
+    Only the reading side changes: packets are the same bytes, handled by paho's own code."""
+
+    _rbuf: bytes = b""
+    _rpos = 0
+    _rsock: object = None
+    _recv_once = False
+    _filtered = False
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._rsock is not self._sock:  # a new connection: what was buffered is not its
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        if self._rpos >= len(self._rbuf):
+            if self._recv_once:  # this turn has read the socket once: paho keeps the partial
+                raise BlockingIOError  # packet and comes back when the socket is readable
+            data = super()._sock_recv(READ_CHUNK)
+            if not data:
+                return data  # the connection closed
+            self._rbuf, self._rpos = data, 0
+            self._recv_once = self._draining
+        pos = self._rpos
+        out = self._rbuf[pos : pos + bufsize]
+        self._rpos = pos + len(out)
+        return out
+
+    _draining = False
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        self._draining, self._recv_once = True, False
+        try:
+            while True:
+                if self._sock is None:
+                    return MQTTErrorCode.MQTT_ERR_NO_CONN
+                rc = self._packet_read()
+                if rc > 0:
+                    return self._loop_rc_handle(rc)
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+        finally:
+            self._draining = self._recv_once = False
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered = True
+        super().message_callback_add(sub, callback)
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        on_message = self._on_message
+        if self._filtered or on_message is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            on_message(self, self._userdata, message)
 
 
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, keeping the DUP flag that its Message drops."""
+    """aiomqtt's client, taking messages a burst at a time and acking a burst in one write.
+
+    aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message, and paho's
+    ``ack`` a packet, a queue entry and a ``send`` per message; under load each was more than
+    the message's own handling. Here a burst (everything that has arrived, up to a limit) costs
+    one future, and its PUBACKs go out as one buffer, in the order the messages arrived."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if type(self._client) is paho.Client:  # aiomqtt built it; _Paho adds no state of its own
+            self._client.__class__ = _Paho
+        self._arrived: collections.deque[Delivered] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._watched: asyncio.Future[None] | None = None
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        m = _Delivered(
-            message.topic, bytes(message.payload), message.qos, message.retain, message.mid, None
+        self._arrived.append(
+            Delivered(
+                message.topic, bytes(message.payload), message.qos, message.mid, bool(message.dup)
+            )
         )
-        m.dup = bool(message.dup)
-        self._queue.put_nowait(m)
+        self._wake()
 
-    def arrived(self, first: aiomqtt.Message) -> Iterator[aiomqtt.Message]:
-        """``first`` and every message already queued behind it, in arrival order."""
-        yield first
-        while not self._queue.empty():
-            yield self._queue.get_nowait()
+    def _wake(self, _: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    def ack(self, message: aiomqtt.Message) -> None:
-        self._client.ack(message.mid, message.qos)
+    @property
+    def queued(self) -> int:
+        return len(self._arrived)
+
+    async def burst(self, limit: int) -> list[Delivered]:
+        """Wait for at least one message; return up to ``limit`` of them, in arrival order.
+        MqttError once the connection is gone (as aiomqtt's iterator)."""
+        while not self._arrived:
+            disconnected = self._disconnected  # aiomqtt replaces it on every connect
+            if disconnected.done():
+                cause = None if disconnected.cancelled() else disconnected.exception()
+                raise aiomqtt.MqttError("Disconnected during message iteration") from cause
+            if disconnected is not self._watched:
+                disconnected.add_done_callback(self._wake)
+                self._watched = disconnected
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        arrived = self._arrived
+        if len(arrived) <= limit:
+            out = list(arrived)
+            arrived.clear()
+            return out
+        return [arrived.popleft() for _ in range(limit)]
+
+    def ack_all(self, messages: Sequence[Delivered]) -> None:
+        """PUBACK every QoS 1 message of ``messages``, in order, as one queued write (paho
+        writes its queue when the socket is writable, as it would the single acks)."""
+        mids = [m.mid for m in messages if m.qos == 1]
+        if not mids:
+            return
+        paho_client = self._client
+        queue_packet = getattr(paho_client, "_packet_queue", None)
+        if queue_packet is None:  # another paho: one ack at a time through its public API
+            for mid in mids:
+                paho_client.ack(mid, 1)
+            return
+        packet = b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
+        queue_packet(PUBACK, packet, 0, 1)
 
 
-_Handed = tuple[aiomqtt.Message, Write, "asyncio.Future[WriteResult]"]
+#: messages of one burst, their writes, and the future of their group commit
+_Handed = tuple[list[Delivered], list[Write], "asyncio.Future[list[Outcome]]"]
 
 
 class MqttSource:
@@ -184,20 +321,25 @@ class MqttSource:
         self._delay = 0.0
         #: set while messages may be taken; cleared while the buffer is full
         self._intake = asyncio.Event()
+        #: messages handed to the writer and not yet acked (this connection)
+        self._unacked = 0
+        #: set when acks made room below MAX_PENDING_ACKS
+        self._room = asyncio.Event()
+        self._committed = metrics.committed.labels("mqtt")
         #: builds the client (tests put a fake broker here)
         self.make_client: Callable[[], Any] = self._client
 
     def topics(self) -> list[str]:
         return [WILDCARD_TOPIC, *sorted(self.custom)]
 
-    def sensor_for(self, topic: aiomqtt.Topic) -> str | None:
+    def sensor_for(self, topic: str) -> str | None:
         try:
-            return self._routes[topic.value]
+            return self._routes[topic]
         except KeyError:
             pass
-        sensor_id = self._route(topic)
+        sensor_id = self._route(aiomqtt.Topic(topic))
         if len(self._routes) < 10_000:  # a flood of stray topics must not grow it forever
-            self._routes[topic.value] = sensor_id
+            self._routes[topic] = sensor_id
         return sensor_id
 
     def _route(self, topic: aiomqtt.Topic) -> str | None:
@@ -211,19 +353,16 @@ class MqttSource:
                 return candidate
         return None
 
-    def to_write(self, message: aiomqtt.Message, now: datetime, conn: str = "") -> Write:
+    def to_write(self, message: Delivered, now: datetime, conn: str = "") -> Write:
         """The write for one message: its readings, or a dead letter saying why not. Never
         raises: whatever goes wrong with one message is that message's dead letter."""
-        payload = (
-            message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-        )
-        topic = message.topic.value
+        payload = message.payload
+        topic = message.topic
         inbox = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
-        redelivered = bool(getattr(message, "dup", False))
-        base = Write(inbox=inbox, redelivered=redelivered, conn=conn, source="mqtt")
+        base = Write(inbox=inbox, redelivered=message.dup, conn=conn, source="mqtt")
         sensor_id: str | None = None
         try:
-            sensor_id = self.sensor_for(message.topic)
+            sensor_id = self.sensor_for(topic)
             if sensor_id is None:
                 reason = "unknown sensor / topic"
             else:
@@ -290,68 +429,101 @@ class MqttSource:
             log.info("MQTT: connected to %s as %s", self.cfg.url, self.cfg.client_id)
             conn = uuid.uuid4().hex
             fresh_seen = False
-            acks: asyncio.Queue[_Handed] = asyncio.Queue(MAX_PENDING_ACKS)
+            acks: asyncio.Queue[_Handed] = asyncio.Queue()
+            self._unacked = 0
             self._intake.set()
             async with asyncio.TaskGroup() as tg:
                 acker = tg.create_task(self._acker(client, acks), name="mqtt-acker")
                 try:
-                    async for first in client.messages:
-                        # Take the whole burst that has arrived: aiomqtt's iterator costs a task
-                        # and an asyncio.wait per message, which under load is more than the
-                        # message's own handling. Order is kept; a disconnect still ends the
-                        # iterator at the next turn.
-                        for message in client.arrived(first):
-                            write = self.to_write(message, datetime.now(UTC), conn)
-                            if not fresh_seen and not write.redelivered:
-                                write.fresh = fresh_seen = True
-                            await self._intake.wait()  # closed while the buffer is full
-                            await acks.put((message, write, self.writer.enqueue(write)))
+                    while True:
+                        # At most MAX_PENDING_ACKS messages handed over and not yet acked;
+                        # the rest waits in the client (bounded by the broker's in-flight
+                        # window) and at the broker.
+                        while self._unacked >= MAX_PENDING_ACKS:
+                            self._room.clear()
+                            await self._room.wait()
+                        # Everything that has arrived goes to the writer as one unit (one
+                        # future, one queue entry); order is kept.
+                        messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
+                        now = datetime.now(UTC)
+                        writes = [self.to_write(m, now, conn) for m in messages]
+                        if not fresh_seen:
+                            for write in writes:
+                                if not write.redelivered:
+                                    write.fresh = fresh_seen = True
+                                    break
+                        await self._intake.wait()  # closed while the buffer is full
+                        self._unacked += len(messages)
+                        acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
                 finally:
                     acker.cancel()
 
     async def _acker(self, client: _Client, acks: asyncio.Queue[_Handed]) -> None:
-        """Ack each message after its commit, in arrival order."""
+        """Ack each burst after its commit, in arrival order."""
         while True:
-            message, write, done = await acks.get()
-            try:
-                result = await done
-            except BufferFull:
-                await self._recover(client, acks, message, write)
-                continue
-            self._settle(client, message, write, result)
+            messages, writes, done = await acks.get()
+            results = await done
+            refused = next(
+                (i for i, r in enumerate(results) if isinstance(r, BufferFull)), len(results)
+            )
+            self._settle(client, messages[:refused], writes[:refused], results[:refused])
+            if refused < len(results):
+                held: list[tuple[Delivered, Write]] = []
+                rest = slice(refused, None)
+                self._sort_out(client, messages[rest], writes[rest], results[rest], held)
+                await self._recover(client, acks, held)
 
     def _settle(
-        self, client: _Client, message: aiomqtt.Message, write: Write, result: WriteResult
-    ) -> None:
-        if result.committed:
-            self.metrics.committed.labels("mqtt").inc(result.committed)
-        self.dead_lettered += result.dead
-        if result.duplicate:
-            self.duplicates += 1
-            log.info("MQTT: dropped a re-delivered copy of message %d", message.mid)
-        client.ack(message)
-        if write.inbox is not None:
-            self.writer.note_acked(write.inbox)
-        self.acked += 1
-
-    async def _recover(
         self,
         client: _Client,
-        acks: asyncio.Queue[_Handed],
-        message: aiomqtt.Message,
-        write: Write,
+        messages: Sequence[Delivered],
+        writes: Sequence[Write],
+        results: Sequence[Outcome],
+    ) -> None:
+        """Count and ack committed messages (in order, one write to the socket)."""
+        committed = 0
+        for message, result in zip(messages, results, strict=True):
+            assert isinstance(result, WriteResult)
+            committed += result.committed
+            self.dead_lettered += result.dead
+            if result.duplicate:
+                self.duplicates += 1
+                log.info("MQTT: dropped a re-delivered copy of message %d", message.mid)
+        if committed:
+            self._committed.inc(committed)
+        client.ack_all(messages)
+        for write in writes:
+            if write.inbox is not None:
+                self.writer.note_acked(write.inbox)
+        self.acked += len(messages)
+        self._unacked -= len(messages)
+        self._room.set()
+
+    def _sort_out(
+        self,
+        client: _Client,
+        messages: Sequence[Delivered],
+        writes: Sequence[Write],
+        results: Sequence[Outcome],
+        held: list[tuple[Delivered, Write]],
+    ) -> None:
+        """Settle what went in, hold what the full buffer refused (in order)."""
+        for m, w, r in zip(messages, writes, results, strict=True):
+            if isinstance(r, BufferFull):
+                held.append((m, w))
+            else:
+                self._settle(client, [m], [w], [r])
+
+    async def _recover(
+        self, client: _Client, acks: asyncio.Queue[_Handed], held: list[tuple[Delivered, Write]]
     ) -> None:
         """The buffer is full: stop taking messages (the broker keeps them), then commit the
         refused ones again -- the first until it goes in, then the rest at once, in order."""
         self._intake.clear()
         self.metrics.errors.labels("buffer_full").inc()
-        held: list[tuple[aiomqtt.Message, Write]] = [(message, write)]
         while not acks.empty():  # refused as well: the writer blocks us after a refusal
-            m, w, done = acks.get_nowait()
-            with contextlib.suppress(BufferFull):
-                self._settle(client, m, w, await done)
-                continue
-            held.append((m, w))
+            ms, ws, done = acks.get_nowait()
+            self._sort_out(client, ms, ws, await done, held)
         try:
             while held:
                 await asyncio.sleep(FULL_RETRY_S)
@@ -360,19 +532,12 @@ class MqttSource:
                     result = await self.writer.enqueue(w, probe=True)
                 except BufferFull:
                     continue
-                self._settle(client, m, w, result)
-                rest = [(m, w, self.writer.enqueue(w)) for m, w in held[1:]]
-                held = []
-                for i, (m, w, done) in enumerate(rest):
-                    try:
-                        result = await done
-                    except BufferFull:  # full again: this one and all after it wait again
-                        held = [(m, w)]
-                        for m2, w2, done2 in rest[i + 1 :]:
-                            with contextlib.suppress(BufferFull):
-                                await done2
-                            held.append((m2, w2))
-                        break
-                    self._settle(client, m, w, result)
+                self._settle(client, [m], [w], [result])
+                rest, held = held[1:], []
+                if rest:
+                    ms, ws = [m for m, _ in rest], [w for _, w in rest]
+                    results = await self.writer.enqueue_many(ws)
+                    # full again: the refused ones wait again (committed ones are acked)
+                    self._sort_out(client, ms, ws, results, held)
         finally:
             self._intake.set()

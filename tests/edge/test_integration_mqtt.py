@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -15,7 +17,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
-from tests.support.services import Broker
+from tests.support.services import Broker, free_port
 
 pytestmark = pytest.mark.mqtt
 
@@ -157,3 +159,56 @@ def test_kill9_during_capture_and_sync_keeps_every_acked_message_exactly_once(
     missing = set(acked) - set(seqs)
     assert not doubled and not missing, (len(doubled), sorted(missing)[:20])
     assert edge.log.read_text().count("MQTT: connected") >= 7
+
+
+def test_a_backlog_in_bursts_with_big_messages_is_stored_in_order_and_acked_once(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    """The daemon reads many packets per socket read and hands a whole burst to the writer:
+    a backlog queued while it was down (small messages, messages larger than one read, poison)
+    arrives in publish order, each once, and every message is acknowledged -- a restart gets
+    nothing re-delivered."""
+    sensor = str(uuid.uuid4())
+    b = Bound(sensor, "t", str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4()), {})
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url=f"http://127.0.0.1:{free_port()}",  # nothing listens: capture only
+        buffer=tmp_path / "buffer.db",
+        mqtt_url=mosquitto.url,
+        sensors=[mqtt_sensor(b)],
+        client_id="edge-bursts",
+    )
+    edge = EdgeProcess(cfg, tmp_path / "edge.log")
+    with running(edge):  # the persistent session and its subscription exist from now on
+        wait_for(lambda: connected(edge), 20, "the MQTT subscription")
+    big = "x" * 150_000  # more than one socket read (READ_CHUNK)
+    total, bigs, poison = 3000, {0, 1234, 2999}, {7, 1500}
+    pub = Publisher(mosquitto)
+    try:
+        for seq in range(total):
+            if seq in poison:
+                payload = b"{not json"
+            else:
+                meta: dict[str, Any] = {"seq": seq, **({"big": big} if seq in bigs else {})}
+                payload = json.dumps({"raw_value": seq, "meta": meta}).encode()
+            assert pub.publish(topic(b), payload)
+    finally:
+        pub.close()
+    buffer = tmp_path / "buffer.db"
+
+    def stored() -> list[tuple[float, str]]:
+        with contextlib.closing(sqlite3.connect(buffer)) as conn:
+            return conn.execute("SELECT raw_value, meta FROM readings ORDER BY id").fetchall()
+
+    with running(edge):
+        wait_for(lambda: len(stored()) >= total - len(poison), 60, "the backlog in the buffer")
+    rows = stored()
+    assert [int(v) for v, _ in rows] == [s for s in range(total) if s not in poison]
+    assert all((json.loads(m).get("big") == big) == (int(v) in bigs) for v, m in rows)
+    with running(edge):  # everything was acked: nothing comes back
+        wait_for(lambda: connected(edge, 3), 20, "the reconnect")
+        time.sleep(1.0)
+    assert len(stored()) == len(rows)
+    assert "re-delivered" not in edge.log.read_text()
+    dead = edge.cli("dead-letter", "list").stdout
+    assert dead.count("not JSON") == len(poison), dead

@@ -69,3 +69,43 @@ async def test_watchdog_health_needs_progress(tmp_path: Path) -> None:
         assert not writer.healthy(1.0)  # stuck inside one commit
     finally:
         buf.close()
+
+
+async def test_a_burst_handed_over_at_once_resolves_with_each_writes_outcome(
+    tmp_path: Path,
+) -> None:
+    """``enqueue_many`` (a burst of MQTT messages): one future, each write's own outcome in
+    order -- also when the group falls back to one write at a time -- and a full buffer is an
+    outcome in the list, not an exception that would hide what did go in."""
+    buf = FaultyBuffer(tmp_path / "b.db")
+    buf.upsert_sensor("s", "t", "mqtt", "r", "c")
+    writer = Writer(buf, EdgeMetrics())
+    try:
+        task = asyncio.create_task(writer.run())
+        burst = [
+            Write([NewReading("s", T0, v)], inbox=(i, "d"), source="mqtt")
+            for i, v in enumerate([1.0, 666.0, 3.0])
+        ]
+        results = await writer.enqueue_many(burst)
+        assert [(r.committed, r.dead) for r in results if isinstance(r, WriteResult)] == [
+            (1, 0),
+            (0, 1),
+            (1, 0),
+        ]
+        buf.max_bytes = 1  # full from now on
+        refused = await writer.enqueue_many([Write([NewReading("s", T0, 4.0)], source="mqtt")])
+        assert [type(r) for r in refused] == [BufferFull]
+        buf.max_bytes = 2_000_000_000
+        # the source is blocked until it probes: a later burst is refused even with room
+        later = await writer.enqueue_many([Write([NewReading("s", T0, 5.0)], source="mqtt")])
+        assert [type(r) for r in later] == [BufferFull]
+        (probe,) = await writer.enqueue_many(
+            [Write([NewReading("s", T0, 4.0)], source="mqtt")], probe=True
+        )
+        assert isinstance(probe, WriteResult) and probe.committed == 1
+        await writer.close()
+        await task
+        values = [r[0] for r in buf.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
+        assert values == [1.0, 3.0, 4.0]
+    finally:
+        buf.close()
