@@ -210,16 +210,25 @@ class Subscriber:
         if self.overflowed.is_set():
             self.dropped += len(batch)
         elif self.pending and self.pending + len(batch) > self.maxsize:
-            self.dropped += len(batch)
-            self.overflowed.set()
+            self.cut_off(len(batch))
         else:
             self._batches.append(batch)
             self.pending += len(batch)
             self._wakeup.set()
 
+    def cut_off(self, dropped: int = 0) -> None:
+        """Disconnect the client (it resumes by event id). Wakes a pump waiting for events:
+        setting ``overflowed`` alone left an idle client connected and deaf for good."""
+        self.dropped += dropped
+        self.overflowed.set()
+        self._wakeup.set()
+
     async def take(self) -> list[LiveEvent]:
-        """Everything queued, oldest first; waits while nothing is."""
+        """Everything queued, oldest first; waits while nothing is. Raises
+        :class:`SlowConsumer` once the client is cut off."""
         while not self._batches:
+            if self.overflowed.is_set():
+                raise SlowConsumer(self.dropped)
             self._wakeup.clear()
             await self._wakeup.wait()
         taken = [ev for batch in self._batches for ev in batch]
@@ -302,7 +311,7 @@ class Hub:
                 await self._draining
         for subs in self._by_project.values():
             for sub in subs:
-                sub.overflowed.set()
+                sub.cut_off()
 
     # --- in: stored batches ---------------------------------------------------------------
 
@@ -367,26 +376,50 @@ class Hub:
     async def _drain(self) -> None:
         while self._incoming:
             item = self._incoming[0]
-            rows: Sequence[Row] | None = None
-            if item.local is not None:
-                rows = pack_rows(item.local) if self._wanted(item.header) else None
-            elif item.reading is not None or self._wanted(item.header):
-                reading = item.reading or self._read([item.header])
-                try:
-                    rows = (await reading).get(item.header.batch_id, [])
-                except Exception:  # the batch is stored; only its live delivery failed
-                    log.exception("live: reading batch %s back failed", item.header.batch_id)
-                    self._cut_off(item.header)
+            try:
+                rows = await self._rows_of(item)
+            except Exception:  # the batch is stored; only its live delivery failed
+                log.exception("live: rows of batch %s unavailable", item.header.batch_id)
+                rows = None
+                self._cut_off(item.header)
             self._incoming.popleft()
             self.dispatch(item.header, rows)
+
+    async def _rows_of(self, item: _Announced) -> Sequence[Row] | None:
+        """The batch's rows if someone here watches it, else None. Raises rather than return
+        fewer rows than the batch holds: a watcher must never be handed a silent gap."""
+        header = item.header
+        if item.local is not None:
+            rows = pack_rows(item.local) if self._wanted(header) else None
+        elif item.reading is not None or self._wanted(header):
+            reading = item.reading or self._read([header])
+            rows = (await reading).get(header.batch_id, [])
+        else:
+            return None
+        if rows is not None and len(rows) != header.count:
+            raise LookupError(
+                f"{len(rows)} of the {header.count} readings of batch {header.batch_id}"
+            )
+        return rows
 
     def _cut_off(self, header: BatchHeader) -> None:
         """Disconnect the batch's watchers rather than leave a gap: they resume after the
         last reading they got, from the database."""
         for sub in self._by_project.get(header.project_id, ()):
             if sub.filter.matches(header):
-                sub.dropped += header.count
-                sub.overflowed.set()
+                sub.cut_off(header.count)
+
+    def resync(self) -> None:
+        """Batches may have been stored without reaching this process (the bus was down or
+        came up late): disconnect every subscriber, and forget the ring, so that each one
+        resumes after its last reading from the batch table, which has them all (loop
+        thread)."""
+        self._ring.clear()
+        subs = [sub for subs in self._by_project.values() for sub in subs]
+        if subs:
+            log.warning("live: %d subscribers cut off to resume from the database", len(subs))
+        for sub in subs:
+            sub.cut_off()
 
     def dispatch(self, header: BatchHeader, rows: Sequence[Row] | None) -> None:
         """Remember the header and offer the batch to matching subscribers (loop thread).

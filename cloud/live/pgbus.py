@@ -13,7 +13,10 @@ that has a subscriber for the batch reads its rows (:mod:`cloud.live.store`) or 
 from the ingest it served itself.
 
 The LISTEN connection (psycopg async) reconnects with a jittered, capped backoff. While it is
-down, a process announces its own batches directly (after their commit).
+down, a process announces its own batches directly (after their commit), but the batches
+other processes commit meanwhile never reach it: once it listens again, its subscribers are
+disconnected with the overflow notice and resume after their last event id from the
+database (:meth:`Hub.resync`), rather than follow on with a silent gap.
 """
 
 from __future__ import annotations
@@ -128,11 +131,20 @@ class PostgresBus:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     attempt = 0
+                    # Whatever was committed while nobody here listened was never announced
+                    # here: those subscribers resume from the database.
+                    if self._hub is not None:
+                        self._hub.resync()
                     async for note in conn.notifies():
                         self._received(note.payload)
-            except (psycopg.Error, OSError) as exc:
+            except asyncio.CancelledError:
                 self._listening.clear()
-                log.warning("live LISTEN connection lost (%s); reconnecting", exc)
+                raise
+            except Exception as exc:  # any end of listening is an outage
+                # Not only connection errors: a loop that died while still marked as
+                # listening would leave this process deaf for good, and silently so.
+                self._listening.clear()
+                log.warning("live LISTEN connection lost (%r); reconnecting", exc)
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
 

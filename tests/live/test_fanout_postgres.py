@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
-from websockets.asyncio.client import connect
+from sqlalchemy.engine import make_url
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.live.helpers import TICKET_SECRET, ingest, next_message, nothing_more, readings, ws_url
-from tests.support.cloud import CloudServer, bootstrap
+from tests.support.cloud import Bench, CloudServer, bootstrap
+from tests.support.services import PG_ADMIN_DSN
 
 
 @pytest.fixture
@@ -90,3 +96,119 @@ async def test_a_process_started_later_resumes_from_the_database(
         -5.0,
     ]
     assert missed[0]["id"] == seen[1]["id"] and missed[0] == seen[1]
+
+
+async def _listeners(database: str, count: int, timeout: float = 20.0) -> None:
+    """Wait until ``count`` processes LISTEN in ``database``."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        while True:
+            (n,) = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE 'LISTEN %%'",
+                [database],
+            ).fetchone() or (0,)
+            if n == count:
+                return
+            assert time.monotonic() < deadline, f"{n} listeners, {count} expected"
+            await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _listen_outage(database: str) -> Iterator[None]:
+    """Every LISTEN connection to ``database`` cut, and no new connection let in, until the
+    block ends (pooled connections keep working: ingest goes on)."""
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND query LIKE 'LISTEN %%'",
+                [database],
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+
+
+async def _until_last(
+    ws: ClientConnection, base_url: str, bench: Bench, seen: list[dict[str, Any]], last: float
+) -> tuple[ClientConnection, int]:
+    """Follow the stream into ``seen`` until the reading ``last`` arrives, resuming after the
+    last reading seen whenever the server cuts the client off (as a client should). Returns
+    the connection in use and how many times the client was cut off."""
+    cut_off = 0
+    async with asyncio.timeout(30):
+        while not seen or seen[-1]["raw_value"] != last:
+            msg = await next_message(ws, 10)
+            if msg["type"] == "reading":
+                seen.append(msg)
+                continue
+            assert msg["type"] == "overflow", msg
+            cut_off += 1
+            await ws.close()
+            url = ws_url(base_url, sensor_id=bench.sensor_id, last_event_id=seen[-1]["id"])
+            ws = await connect(url, additional_headers=bench.headers)
+            assert (await next_message(ws))["resumed_from"] == seen[-1]["id"]
+    return ws, cut_off
+
+
+async def test_readings_committed_while_a_process_was_deaf_are_never_skipped(
+    two_servers: tuple[CloudServer, CloudServer], pg_url: str
+) -> None:
+    """A batch committed while a process's LISTEN connection was down never reaches that
+    process. Its clients must not go on as if it had never been: they are cut off once it
+    listens again and resume from the database, so they get every reading."""
+    a, b = two_servers
+    database = str(make_url(pg_url).database)
+    bench = bootstrap(a.url)
+    seen: list[dict[str, Any]] = []
+    ws = await connect(ws_url(b.url, sensor_id=bench.sensor_id), additional_headers=bench.headers)
+    try:
+        assert (await next_message(ws))["type"] == "subscribed"
+        await ingest(a.url, bench, [1.0])
+        seen += await readings(ws, 1)
+        with _listen_outage(database):
+            await _listeners(database, 0)
+            await ingest(a.url, bench, [2.0])  # b cannot hear of it
+        await _listeners(database, 2)
+        await ingest(a.url, bench, [3.0])
+        ws, cut_off = await _until_last(ws, b.url, bench, seen, 3.0)
+        await nothing_more(ws, 0.3)
+    finally:
+        await ws.close()
+    assert [m["raw_value"] for m in seen] == [1.0, 2.0, 3.0]
+    assert cut_off == 1
+
+
+async def test_a_watcher_whose_batch_could_not_be_read_is_cut_off_and_resumes(
+    two_servers: tuple[CloudServer, CloudServer], pg_url: str
+) -> None:
+    """b reads a's batches back for its watcher on connections of its own, without a
+    pre-ping: one that broke fails a read. The watcher must then be disconnected with the
+    overflow notice (and resume without a gap), not stay connected and never hear again."""
+    a, b = two_servers
+    database = str(make_url(pg_url).database)
+    bench = bootstrap(a.url)
+    seen: list[dict[str, Any]] = []
+    ws = await connect(ws_url(b.url, sensor_id=bench.sensor_id), additional_headers=bench.headers)
+    try:
+        assert (await next_message(ws))["type"] == "subscribed"
+        await ingest(a.url, bench, [1.0])
+        seen += await readings(ws, 1)  # read back by b
+        # Every idle connection but the LISTEN ones: request pools ping before use and
+        # reconnect; b's read-back pool does not, so its next read fails.
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s"
+                " AND state = 'idle' AND query NOT LIKE 'LISTEN %%'",
+                [database],
+            ).fetchall()
+        assert killed
+        await ingest(a.url, bench, [2.0])  # b's read of it fails
+        await ingest(a.url, bench, [3.0])
+        ws, cut_off = await _until_last(ws, b.url, bench, seen, 3.0)
+        await nothing_more(ws, 0.3)
+    finally:
+        await ws.close()
+    assert [m["raw_value"] for m in seen] == [1.0, 2.0, 3.0]
+    assert cut_off == 1

@@ -131,9 +131,46 @@ async def test_a_failed_read_cuts_the_watchers_off_so_that_they_resume_without_a
     hub = Hub(store=store)
     await hub.start()
     sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))
-    hub.announce(header(1, 3))  # not in the store: the read raises
+
+    async def nothing_expected(_: object) -> None:
+        raise AssertionError("nothing to send")
+
+    # An idle client waits in its pump: being cut off must end that wait (it used to set a
+    # flag nobody looked at while waiting, leaving the client connected and deaf for good).
+    pumping = asyncio.create_task(pump(sub, nothing_expected))
     await settle()
-    assert sub.overflowed.is_set() and sub.dropped == 3
+    hub.announce(header(1, 3))  # not in the store: the read raises
+    with pytest.raises(SlowConsumer):
+        await asyncio.wait_for(pumping, 1)
+    assert sub.dropped == 3
+    await hub.stop()
+
+
+async def test_a_read_short_of_the_batch_count_is_a_failed_read_not_a_silent_gap() -> None:
+    store = DictStore()
+    hub = Hub(store=store)
+    await hub.start()
+    sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))
+    store.add(header(1, 2))
+    store.batches[2] = (header(2, 3), rows(2))  # the header says 3 readings
+    store.add(header(3, 1))
+    for b in (1, 2, 3):
+        hub.announce(store.batches[b][0])
+    await settle()
+    assert sub.overflowed.is_set() and sub.dropped >= 3
+    assert values(sub) == [0.0, 1.0]  # batch 1 only: nothing after the gap
+    await hub.stop()
+
+
+async def test_resync_cuts_every_subscriber_off_and_forgets_the_ring() -> None:
+    hub = Hub(store=DictStore())
+    await hub.start()
+    subs = [hub.subscribe_now(StreamFilter(PROJECT, sensor_id=s)) for s in (SENSOR, uuid.uuid4())]
+    hub.dispatch(header(1), rows(1))
+    hub.resync()  # the bus was down: batches of other processes may have gone unheard
+    assert all(s.overflowed.is_set() for s in subs)
+    # A resume now reads which batches follow from the batch table, not from the ring.
+    assert hub._after_in_ring(StreamFilter(PROJECT), 1) is None
     await hub.stop()
 
 
