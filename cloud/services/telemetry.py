@@ -10,9 +10,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast, overload
+from typing import Any, NamedTuple, cast, overload
 
-from sqlalchemy import Table, and_, insert, select
+from sqlalchemy import Table, and_, false, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -116,13 +116,14 @@ class IngestedBatch:
 _CONVERTERS: dict[tuple[uuid.UUID, str, str], Converter] = {}
 
 
-def _converter(sensor: models.Sensor, profile: models.SensorProfile) -> Converter:
-    key = (sensor.id, profile.version, sensor.display_unit)
+def _converter(ctx: _Context) -> Converter:
+    key = (ctx.sensor_id, ctx.profile_version, ctx.display_unit)
     converter = _CONVERTERS.get(key)
     if converter is None:
         if len(_CONVERTERS) >= 4096:
             _CONVERTERS.clear()
-        converter = build_converter(profile.kind, profile.payload, sensor.display_unit)
+        assert ctx.profile_kind is not None and ctx.profile_payload is not None
+        converter = build_converter(ctx.profile_kind, ctx.profile_payload, ctx.display_unit)
         _CONVERTERS[key] = converter
     return converter
 
@@ -146,47 +147,100 @@ def authenticate(db: Session, token: str | None, sensor_id: uuid.UUID) -> models
     return sensor
 
 
-def _lookup(
-    db: Session, token: str | None, batch: IncomingBatch
-) -> tuple[
+S, R, C, P, B = (
     models.Sensor,
-    models.Run | None,
-    models.CaptureSession | None,
-    models.SensorProfile | None,
-]:
-    """The sensor of ``token`` with the batch's run, session and the sensor's current profile,
-    in one round trip (four separate queries were a third of a small batch's cost). The
-    checks on them are the caller's, in the same order as before."""
+    models.Run,
+    models.CaptureSession,
+    models.SensorProfile,
+    models.TelemetryBatch,
+)
+
+#: What ingest needs to know, as plain columns: loading four ORM entities per request was
+#: a sixth of a small batch's cost. ``prev_*`` is the batch already stored under the
+#: request's Idempotency-Key, if any.
+_CONTEXT_COLUMNS = (
+    S.id.label("sensor_id"),
+    S.project_id,
+    S.display_unit,
+    S.profile_version,
+    R.id.label("run_id"),
+    R.project_id.label("run_project_id"),
+    R.experiment_id,
+    C.id.label("session_id"),
+    C.run_id.label("session_run_id"),
+    C.status,
+    C.started_at,
+    C.stopped_at,
+    P.kind.label("profile_kind"),
+    P.payload.label("profile_payload"),
+    B.id.label("prev_id"),
+    B.fingerprint.label("prev_fingerprint"),
+    B.count.label("prev_count"),
+    B.late.label("prev_late"),
+    B.profile_version.label("prev_profile_version"),
+    B.first_ts.label("prev_first_ts"),
+    B.last_ts.label("prev_last_ts"),
+)
+
+
+class _Context(NamedTuple):
+    sensor_id: uuid.UUID
+    project_id: uuid.UUID
+    display_unit: str
+    profile_version: str
+    run_id: uuid.UUID | None
+    run_project_id: uuid.UUID | None
+    experiment_id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    session_run_id: uuid.UUID | None
+    status: str | None
+    started_at: datetime | None
+    stopped_at: datetime | None
+    profile_kind: str | None
+    profile_payload: dict[str, Any] | None
+    prev_id: int | None
+    prev_fingerprint: str | None
+    prev_count: int | None
+    prev_late: int | None
+    prev_profile_version: str | None
+    prev_first_ts: datetime | None
+    prev_last_ts: datetime | None
+
+
+def _lookup(db: Session, token: str | None, batch: IncomingBatch, key: str | None) -> _Context:
+    """The sensor of ``token`` with the batch's run, session, the sensor's current profile
+    and the batch stored under ``key``, in one round trip. The checks on them are the
+    caller's, in the same order as ever."""
     if not token:
-        return authenticate(db, token, batch.sensor_id), None, None, None  # raises 401
-    S, R, C, P = models.Sensor, models.Run, models.CaptureSession, models.SensorProfile
+        authenticate(db, token, batch.sensor_id)  # raises the 401
+    # No key: join nothing (``idempotency_key = NULL`` would be no match anyway, but say so).
+    same_key = and_(B.sensor_id == S.id, B.idempotency_key == key) if key else false()
     row = db.execute(
-        select(S, R, C, P)
+        select(*_CONTEXT_COLUMNS)
         .select_from(S)
         .outerjoin(R, R.id == batch.run_id)
         .outerjoin(C, C.id == batch.capture_session_id)
         .outerjoin(P, and_(P.sensor_id == S.id, P.version == S.profile_version))
-        .where(S.token_hash == hash_token(token))
+        .outerjoin(B, same_key)
+        .where(S.token_hash == hash_token(token or ""))
         .limit(1)
     ).first()
-    if row is None or row[0].id != batch.sensor_id:
+    if row is None or row.sensor_id != batch.sensor_id:
         authenticate(db, token, batch.sensor_id)  # raises the 401 or 403 it always did
     assert row is not None
-    return row[0], row[1], row[2], row[3]
+    return _Context(*row)
 
 
-def _window(
-    session: models.CaptureSession, batch: IncomingBatch, now: datetime, tolerance: timedelta
-) -> bool:
+def _window(ctx: _Context, batch: IncomingBatch, now: datetime, tolerance: timedelta) -> bool:
     """Whether the batch's readings are late (all or none: it depends on the session only);
     raises if a reading cannot be taken at all."""
-    if session.status == "draft":
+    if ctx.status == "draft":
         raise Conflict(
-            f"capture session {session.id} has not started (draft); start it before sending"
+            f"capture session {ctx.session_id} has not started (draft); start it before sending"
         )
     stamps = batch.timestamps
     errors: list[FieldError] = []
-    if session.status == "running":
+    if ctx.status == "running":
         limit = now + tolerance
         if max(stamps) > limit:  # one pass in C; the loop only names the bad ones
             errors = [
@@ -196,11 +250,11 @@ def _window(
             ]
         late = False
     else:
-        start, stop = session.started_at, session.stopped_at
+        start, stop = ctx.started_at, ctx.stopped_at
         assert start is not None and stop is not None
         if min(stamps) < start or max(stamps) > stop:
             reason = (
-                f"capture session ended ({session.status}); only readings inside its "
+                f"capture session ended ({ctx.status}); only readings inside its "
                 f"window {start.isoformat()}..{stop.isoformat()} are accepted"
             )
             errors = [
@@ -226,55 +280,61 @@ def ingest(
     future_tolerance: timedelta,
 ) -> tuple[TelemetryAccepted, IngestedBatch | None]:
     """Store a batch; returns the answer and what to publish (None for a re-sent batch)."""
-    sensor, run, session, profile = _lookup(db, token, batch)
-    if run is None or run.project_id != sensor.project_id:
+    ctx = _lookup(db, token, batch, idempotency_key)
+    if ctx.run_id is None or ctx.run_project_id != ctx.project_id:
         raise NotFound(f"run {batch.run_id} not found")
-    if session is None or session.run_id != run.id:
-        raise NotFound(f"capture session {batch.capture_session_id} not found in run {run.id}")
+    if ctx.session_id is None or ctx.session_run_id != ctx.run_id:
+        raise NotFound(f"capture session {batch.capture_session_id} not found in run {ctx.run_id}")
+    run_id, session_id = ctx.run_id, ctx.session_id
 
     fingerprint = batch.fingerprint()
-    if idempotency_key is not None:
-        previous = _previous(db, sensor.id, idempotency_key, fingerprint)
-        if previous is not None:
-            return _accepted(previous), None
+    if ctx.prev_id is not None:
+        _same_batch(ctx.prev_fingerprint, fingerprint)
+        return (
+            TelemetryAccepted(
+                accepted=ctx.prev_count,
+                late=ctx.prev_late,
+                sensor_id=ctx.sensor_id,
+                run_id=run_id,
+                capture_session_id=session_id,
+                profile_version=ctx.prev_profile_version,
+                first_timestamp=ctx.prev_first_ts,
+                last_timestamp=ctx.prev_last_ts,
+            ),
+            None,
+        )
 
     now = datetime.now(UTC)
-    late = _window(session, batch, now, future_tolerance)
-    if profile is None:  # cannot happen (a sensor always has its profile): fail as before
-        profile = db.scalars(
-            select(models.SensorProfile).where(
-                models.SensorProfile.sensor_id == sensor.id,
-                models.SensorProfile.version == sensor.profile_version,
-            )
-        ).one()
-    values = _convert(_converter(sensor, profile), profile, batch)
+    late = _window(ctx, batch, now, future_tolerance)
+    if ctx.profile_kind is None:  # cannot happen (a sensor always has its profile)
+        raise LookupError(f"sensor {ctx.sensor_id} has no profile {ctx.profile_version}")
+    values = _convert(_converter(ctx), ctx, batch)
 
     stamps = batch.timestamps
     fields: dict[str, Any] = {
-        "sensor_id": sensor.id,
-        "run_id": run.id,
-        "capture_session_id": session.id,
+        "sensor_id": ctx.sensor_id,
+        "run_id": run_id,
+        "capture_session_id": session_id,
         "idempotency_key": idempotency_key,
         "fingerprint": fingerprint,
         "count": len(stamps),
         "late": len(stamps) if late else 0,
-        "profile_version": profile.version,
+        "profile_version": ctx.profile_version,
         "first_ts": min(stamps),
         "last_ts": max(stamps),
         "received_at": now,
     }
-    # A Core INSERT .. RETURNING, not the ORM unit of work: the flush of this one object was
-    # a sixth of a small request's time. ``record`` stays a plain (transient) model.
     new_id = _insert_batch(db, fields)
     if new_id is None:
-        # Another request with this key committed between our check and our insert (a
+        # Another request with this key committed between our lookup and our insert (a
         # retry racing the original): it stored the readings; answer as a replay.
-        previous = _previous(db, sensor.id, idempotency_key or "", fingerprint)
+        previous = _previous(db, ctx.sensor_id, idempotency_key or "", fingerprint)
         assert previous is not None
         return _accepted(previous), None
     record = models.TelemetryBatch(id=new_id, **fields)
+    fixed = (ctx.project_id, ctx.sensor_id, run_id, session_id, new_id, ctx.profile_version, late)
     rows = StoredRows(
-        fixed=(sensor.project_id, sensor.id, run.id, session.id, new_id, profile.version, late),
+        fixed=fixed,
         timestamps=stamps,
         raw_values=batch.raw_values,
         values=values,
@@ -284,26 +344,26 @@ def ingest(
     journal.record(
         db,
         "telemetry.ingested",
-        project_id=sensor.project_id,
-        actor=f"sensor:{sensor.id}",
-        experiment_id=run.experiment_id,
-        run_id=run.id,
-        capture_session_id=session.id,
-        sensor_id=sensor.id,
+        project_id=ctx.project_id,
+        actor=f"sensor:{ctx.sensor_id}",
+        experiment_id=ctx.experiment_id,
+        run_id=run_id,
+        capture_session_id=session_id,
+        sensor_id=ctx.sensor_id,
         count=record.count,
         late=record.late,
         first_timestamp=record.first_ts,
         last_timestamp=record.last_ts,
-        profile_version=profile.version,
+        profile_version=ctx.profile_version,
     )
     published = IngestedBatch(
         batch_id=new_id,
-        project_id=sensor.project_id,
-        sensor_id=sensor.id,
-        run_id=run.id,
-        capture_session_id=session.id,
-        display_unit=sensor.display_unit,
-        profile_version=profile.version,
+        project_id=ctx.project_id,
+        sensor_id=ctx.sensor_id,
+        run_id=run_id,
+        capture_session_id=session_id,
+        display_unit=ctx.display_unit,
+        profile_version=ctx.profile_version,
         first_ts=record.first_ts,
         last_ts=record.last_ts,
         rows=rows,
@@ -311,9 +371,7 @@ def ingest(
     return _accepted(record), published
 
 
-def _convert(
-    converter: Converter, profile: models.SensorProfile, batch: IncomingBatch
-) -> list[float]:
+def _convert(converter: Converter, ctx: _Context, batch: IncomingBatch) -> list[float]:
     """Every reading in the sensor's display unit; a 422 names each one that cannot be."""
     convert = converter.convert
     try:  # the common case in one comprehension; the loop below only to name the failures
@@ -327,8 +385,8 @@ def _convert(
         except ConversionError as exc:
             errors.append(FieldError(f"readings.{i}.raw_value", str(exc)))
     raise InvalidInput(
-        f"{len(errors)} readings cannot be converted by profile {profile.version} "
-        f"({profile.kind}): {errors[0].reason}",
+        f"{len(errors)} readings cannot be converted by profile {ctx.profile_version} "
+        f"({ctx.profile_kind}): {errors[0].reason}",
         errors=errors,  # every bad reading: a sender can set those aside and resend the rest
     )
 
@@ -343,12 +401,18 @@ def _previous(
             models.TelemetryBatch.idempotency_key == key,
         )
     ).first()
-    if previous is not None and previous.fingerprint not in (None, fingerprint):
+    if previous is not None:
+        _same_batch(previous.fingerprint, fingerprint)
+    return previous
+
+
+def _same_batch(stored: str | None, fingerprint: str) -> None:
+    """A key names one batch: 422 when it comes back with another one."""
+    if stored not in (None, fingerprint):
         raise InvalidInput(
             "this Idempotency-Key already carried another batch of this sensor",
             errors=[FieldError("header.Idempotency-Key", "already used for another batch")],
         )
-    return previous
 
 
 def _insert_batch(db: Session, fields: dict[str, Any]) -> int | None:
