@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
@@ -25,19 +25,22 @@ def record(
     capture_session_id: uuid.UUID | None = None,
     sensor_id: uuid.UUID | None = None,
     **payload: Any,
-) -> models.Event:
-    event = models.Event(
-        project_id=project_id,
-        experiment_id=experiment_id,
-        run_id=run_id,
-        capture_session_id=capture_session_id,
-        sensor_id=sensor_id,
-        kind=kind,
-        payload=_jsonable(payload),
-        actor=actor,
+) -> None:
+    # A Core INSERT now, not an ORM object flushed at the commit: nothing reads the event
+    # back in the request, and the unit-of-work flush of this one row was 8% of a small
+    # telemetry request's CPU. It still runs in the request's transaction.
+    db.execute(
+        insert(models.Event).values(
+            project_id=project_id,
+            experiment_id=experiment_id,
+            run_id=run_id,
+            capture_session_id=capture_session_id,
+            sensor_id=sensor_id,
+            kind=kind,
+            payload=_jsonable(payload),
+            actor=actor,
+        )
     )
-    db.add(event)
-    return event
 
 
 def _jsonable(value: Any) -> Any:
