@@ -24,6 +24,7 @@ and retried with backoff: a sync loop never takes the daemon down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -47,6 +48,17 @@ log = logging.getLogger("benchlink.edge.sync")
 MAX_RETRY_AFTER_S = 300.0
 #: attempts of one batch answered "409 conflict" (a race) before it is dead-lettered
 CONFLICT_ATTEMPTS = 3
+
+#: A sync loop asks for a new connection after this many batches. uvicorn's workers share one
+#: listening socket and a kept-alive connection stays with the worker that accepted it: a
+#: drain over the daemon's few connections often ran on one worker while the other idled
+#: (worker CPU 1.2 s vs 15.6 s). A new connection now and then may land on another worker
+#: (or, behind a balancer of connections, another instance); a TCP/TLS handshake per this
+#: many batches costs next to nothing.
+RECONNECT_EVERY = 16
+
+#: batches a sync loop keeps sealed ahead of the one it sends (see Buffer.seal)
+SEAL_AHEAD = 4
 
 _READING_FIELD = re.compile(r"^readings\.(\d+)(?:\.|$)")
 
@@ -141,16 +153,33 @@ async def send_batch(client: httpx.AsyncClient, buffer: Buffer, batch: Batch) ->
         lambda: (buffer.batch_body(batch.id), buffer.token(batch.sensor_id))
     )
     await buffer.call(buffer.mark_inflight, batch.id)
+    return await post_batch(client, Ready(batch, encode(body), token))
+
+
+def encode(body: dict[str, object]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A batch read from the buffer with its body encoded, ready to be posted."""
+
+    batch: Batch
+    content: bytes
+    token: str
+
+
+async def post_batch(client: httpx.AsyncClient, ready: Ready, *, close: bool = False) -> Outcome:
+    """``close``: ask for the connection to be closed after the answer (see RECONNECT_EVERY)."""
+    headers = {
+        "Authorization": f"Bearer {ready.token}",
+        "Idempotency-Key": ready.batch.id,
+        "Content-Type": "application/json",
+    }
+    if close:
+        headers["Connection"] = "close"
     try:
-        response = await client.post(
-            TELEMETRY_PATH,
-            content=json.dumps(body, separators=(",", ":")),
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Idempotency-Key": batch.id,
-                "Content-Type": "application/json",
-            },
-        )
+        response = await client.post(TELEMETRY_PATH, content=ready.content, headers=headers)
     except httpx.HTTPError as exc:  # transport, timeout, a body that cannot be decoded, ...
         return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
     return classify(response)
@@ -172,6 +201,8 @@ class SensorSync:
         self.backoff = Backoff(sync.backoff_initial_s, sync.backoff_max_s)
         self.state: Literal["idle", "sending", "backoff", "stopped"] = "idle"
         self.wake = asyncio.Event()
+        #: batches posted by :meth:`drain`
+        self.posts = 0
 
     async def seal(self, *, everything: bool = False) -> int:
         # Half the interval for the last partial batch plus half for the send loop's tick:
@@ -190,13 +221,18 @@ class SensorSync:
         outcome = await send_batch(self.client, self.buffer, batch)
         return await self.record(batch, outcome)
 
-    async def record(self, batch: Batch, outcome: Outcome) -> Outcome:
-        """Store the outcome; return it (a conflict retried too often comes back as dead)."""
+    async def record(
+        self, batch: Batch, outcome: Outcome, then_inflight: str | None = None
+    ) -> Outcome:
+        """Store the outcome; return it (a conflict retried too often comes back as dead).
+        ``then_inflight``: the next batch, posted already (recorded with a "synced")."""
         if outcome.conflict and batch.attempts + 1 >= CONFLICT_ATTEMPTS:
             outcome = Outcome("dead", outcome.detail)
         if outcome.kind == "synced":
             await self.buffer.call(
-                self.buffer.mark_synced, batch.id, outcome.accepted, outcome.late
+                lambda: self.buffer.mark_synced(
+                    batch.id, outcome.accepted, outcome.late, then_inflight=then_inflight
+                )
             )
             self.metrics.synced.labels(self.sensor_id).inc(batch.count)
             self.backoff.reset()
@@ -238,13 +274,71 @@ class SensorSync:
             delay = max(delay, min(outcome.retry_after, MAX_RETRY_AFTER_S))
         return delay
 
+    def _prepare(self, after: int | None) -> Ready | None:
+        """On the buffer's thread: seal a few batches ahead, then read and encode the next
+        batch to send (the oldest, or the one behind ``after``). One hop to the thread."""
+        buf = self.buffer
+        older_than = time.time() - self.cfg.interval_s / 2
+        buf.seal(self.sensor_id, self.cfg.batch_size, older_than=older_than, ahead=SEAL_AHEAD)
+        batch = buf.next_batch(self.sensor_id, after)
+        if batch is None:
+            return None
+        return Ready(batch, encode(buf.batch_body(batch.id)), buf.token(batch.sensor_id))
+
+    async def drain(self) -> Outcome | None:
+        """Send batches while there are any, one in flight, in order. While a batch is on its
+        way, the next one is sealed, read and encoded, and the previous one recorded, so the
+        wire is busy for more of the time (the buffer's work overlaps the cloud's). Return the
+        first outcome that is not "synced" (already recorded), or None when nothing is left.
+
+        Order and exactly-once are those of :meth:`step`: a batch is posted only after the one
+        before it was accepted; the prepared next batch is dropped after any other outcome
+        (a split re-seals the queue, a retry sends the same batch again)."""
+        buf = self.buffer
+        ready = await buf.call(self._prepare, None)
+        if ready is None:
+            return None
+        await buf.call(buf.mark_inflight, ready.batch.id)
+        posting: asyncio.Future[Outcome] | None = None
+        ahead: asyncio.Future[Ready | None] | None = None
+        recording: asyncio.Future[Outcome] | None = None
+        try:
+            while ready is not None:
+                self.state = "sending"
+                self.posts += 1
+                close = self.posts % RECONNECT_EVERY == 0
+                posting = asyncio.ensure_future(post_batch(self.client, ready, close=close))
+                ahead = asyncio.ensure_future(buf.call(self._prepare, ready.batch.seq))
+                if recording is not None:
+                    await recording  # the previous batch's "synced" (and this one's inflight)
+                    recording = None
+                outcome = await posting
+                nxt = await ahead
+                posting = ahead = None
+                if outcome.kind != "synced":
+                    return await self.record(ready.batch, outcome)
+                then = nxt.batch.id if nxt is not None else None
+                recording = asyncio.ensure_future(self.record(ready.batch, outcome, then))
+                ready = nxt
+            if recording is not None:
+                await recording
+                recording = None
+            return None
+        finally:
+            # Only after a failure: what is still running is dropped (a batch posted and not
+            # recorded goes again under its key, and the cloud answers it as a replay).
+            for task in (posting, ahead, recording):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
     async def run(self) -> None:
         tick = self.cfg.interval_s / 2
         try:
             while True:
                 try:
-                    await self.seal()
-                    outcome = await self.step()
+                    outcome = await self.drain()
                 except Exception as exc:  # "database is locked", a bug: never fatal
                     self.state = "backoff"
                     self.metrics.errors.labels("sync_unexpected").inc()

@@ -327,3 +327,21 @@ def test_the_old_inbox_keeps_only_its_last_seconds(tmp_path: Path) -> None:
         assert gone.fetchone() is None
     finally:
         buf.close()
+
+
+def test_sealing_ahead_cuts_only_until_that_many_batches_wait(buffer: Buffer, sensor: str) -> None:
+    """The sync loop seals a few batches ahead of what it sends, not a whole backlog at once;
+    the batches are the same as sealing everything would cut, in the same order."""
+    buffer.commit([Write([NewReading(sensor, T0, float(i)) for i in range(10)])])
+    assert buffer.seal(sensor, 2, ahead=3) == 3
+    assert buffer.seal(sensor, 2, ahead=3) == 0  # three wait already
+    first = buffer.next_batch(sensor)
+    assert first is not None
+    buffer.mark_synced(first.id, 2, 0)
+    assert buffer.seal(sensor, 2, ahead=3) == 1
+    assert buffer.seal(sensor, 2) == 1  # the rest
+    values = []
+    while (b := buffer.next_batch(sensor)) is not None:
+        values += [r["raw_value"] for r in buffer.batch_body(b.id)["readings"]]
+        buffer.mark_synced(b.id, b.count, 0)
+    assert values == [float(i) for i in range(2, 10)]

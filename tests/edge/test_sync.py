@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -271,12 +273,12 @@ async def test_undecodable_answers_and_buffer_errors_never_end_the_loop(
     s = syncer(buffer, sensor, cloud, interval_s=0.05)
     real, calls = buffer.next_batch, 0
 
-    def locked(sid: str) -> object:
+    def locked(sid: str, after: int | None = None) -> object:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise sqlite3.OperationalError("database is locked")
-        return real(sid)
+        return real(sid, after)
 
     monkeypatch.setattr(buffer, "next_batch", locked)
     task = asyncio.create_task(s.run())
@@ -305,3 +307,39 @@ async def test_a_dead_letter_verdict_resets_the_backoff(buffer: Buffer, sensor: 
     second = await s.step()
     assert second is not None and second.kind == "dead"
     assert s.backoff.attempt == 0  # the next sensor batch does not inherit the wait
+
+
+async def test_the_send_loop_prepares_ahead_but_posts_in_order_once_each(
+    buffer: Buffer, sensor: str
+) -> None:
+    """The loop reads and encodes the next batch while one is in flight, and records the last
+    one while the next is on its way; still, a batch is posted only after the one before it
+    was accepted (a retry sends the same batch again, not the prepared next one), every batch
+    once accepted, the buffer ends with every batch synced -- and now and then the loop asks
+    for a new connection, so that a long drain does not stay on one cloud worker."""
+    from edge import sync as sync_module
+
+    cloud = FakeCloud()
+    n = 3 * (2 * sync_module.RECONNECT_EVERY + 1)
+    cloud.faults += [lambda r: None] * 4 + [lambda r: problem(503)]
+    fill(buffer, sensor, n)
+    s = syncer(buffer, sensor, cloud, interval_s=0.05)
+    task = asyncio.create_task(s.run())
+    try:
+        async with asyncio.timeout(20):
+            while len(cloud.values()) < n or buffer.unsent_batches():
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert cloud.values() == [float(i) for i in range(n)]
+    keys = [r.headers["Idempotency-Key"] for r in cloud.requests]
+    first_seen = list(dict.fromkeys(keys))
+    seqs = dict(buffer.conn.execute("SELECT id, seq FROM batches").fetchall())
+    assert [seqs[k] for k in first_seen] == sorted(seqs.values())  # posted in queue order
+    assert keys[4] == keys[5]  # the 503 was retried with the same batch
+    states = buffer.conn.execute("SELECT DISTINCT state FROM batches").fetchall()
+    assert states == [("synced",)]
+    closing = [i for i, r in enumerate(cloud.requests) if r.headers.get("Connection") == "close"]
+    assert len(closing) >= 2
