@@ -180,7 +180,7 @@ def register_scenario_sensor(api: Api) -> tuple[str, str]:
         return str(r.json()["sensor"]["id"]), str(r.json()["token"])
     if r.status_code not in (201, 409):
         raise ApiError("POST", "/api/v1/sensors", r.status_code, r.text)
-    sensor = next(s for s in api.get("/api/v1/sensors") if s["name"] == "temperature_raw")
+    sensor = api.get("/api/v1/sensors", name="temperature_raw", limit=1)["items"][0]
     rotated = api.post(f"/api/v1/sensors/{sensor['id']}/rotate-token")
     return str(sensor["id"]), str(rotated["token"])
 

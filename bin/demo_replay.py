@@ -92,9 +92,7 @@ def open_session(api: Api, run_id: str, session_id: str | None) -> dict[str, Any
     if session_id:
         found: dict[str, Any] = api.get(f"{base}/{session_id}")
         return found
-    sessions = api.get(base, limit=500)
-    items = sessions["items"] if isinstance(sessions, dict) else sessions
-    ordinal = max((s["ordinal_number"] for s in items), default=0) + 1
+    ordinal = max((s["ordinal_number"] for s in api.items(base)), default=0) + 1
     created: dict[str, Any] = api.post(base, {"ordinal_number": ordinal, "status": "running"})
     return created
 

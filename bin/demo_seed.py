@@ -120,6 +120,19 @@ class Api:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, **params)
 
+    def items(self, path: str, **params: Any) -> list[Any]:
+        """Every item of a paginated list (``{"items", "next_cursor"}``), page by page."""
+        found: list[Any] = []
+        cursor = None
+        while True:
+            page = self.get(
+                path, **{"limit": 500, **params, **({"cursor": cursor} if cursor else {})}
+            )
+            found += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
+
     def post(self, path: str, body: Any = None, *, key: str | None = None) -> Any:
         return self.request("POST", path, json=body, key=key)
 
@@ -162,7 +175,7 @@ class Seed:
 
 
 def ensure_project(api: Api) -> tuple[str, bool]:
-    found = api.get("/api/v1/projects", name=PROJECT_NAME)
+    found = api.get("/api/v1/projects", name=PROJECT_NAME, limit=1)["items"]
     if found:
         return str(found[0]["id"]), False
     body = {"name": PROJECT_NAME, "description": "The benchlink demo scenario."}
@@ -194,15 +207,15 @@ def ensure_run(api: Api, experiment_id: str, name: str) -> str:
 
 
 def ensure_sensor(api: Api, spec: dict[str, Any], *, rotate: bool) -> SeededSensor:
-    existing = {s["name"]: s for s in api.get("/api/v1/sensors")}
+    found = api.get("/api/v1/sensors", name=spec["name"])["items"]
     kind = spec["conversion_profile"]["kind"]
-    if spec["name"] not in existing:
+    if not found:
         body = {"project_id": api.project_id, **spec}
         # No Idempotency-Key: a replayed registration would hand out a token we may have rotated.
         out = api.post("/api/v1/sensors", body)
         s = out["sensor"]
         return SeededSensor(s["name"], s["id"], kind, out["token"], s["token_preview"], True, False)
-    s = existing[spec["name"]]
+    s = found[0]
     if not rotate:
         return SeededSensor(s["name"], s["id"], kind, None, s["token_preview"], False, False)
     out = api.post(f"/api/v1/sensors/{s['id']}/rotate-token")
@@ -213,11 +226,10 @@ def ensure_sensor(api: Api, spec: dict[str, Any], *, rotate: bool) -> SeededSens
 def ensure_running_session(api: Api, run_id: str) -> str:
     """The run's running capture session, or a new one (the next ordinal)."""
     base = f"/api/v1/runs/{run_id}/capture-sessions"
-    sessions = api.get(base)
-    running = [s for s in sessions if s["status"] == "running"]
+    running = api.get(base, status="running", limit=1)["items"]
     if running:
         return str(running[0]["id"])
-    ordinal = max((s["ordinal_number"] for s in sessions), default=0) + 1
+    ordinal = max((s["ordinal_number"] for s in api.items(base)), default=0) + 1
     return str(api.post(base, {"ordinal_number": ordinal, "status": "running"})["id"])
 
 

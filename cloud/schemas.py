@@ -234,6 +234,14 @@ class CaptureSessionOut(Out):
         return self.id
 
 
+class ProjectCaptureSessionOut(CaptureSessionOut):
+    """An item of ``GET /capture-sessions``: the session with its run and experiment, so a
+    project-wide list (the portal's Tests page) needs no request per row."""
+
+    run: RunOut
+    experiment: ExperimentOut
+
+
 # --- metrics ------------------------------------------------------------------------------
 
 

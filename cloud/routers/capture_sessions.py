@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status
 
@@ -12,11 +12,16 @@ from cloud.schemas import (
     CaptureSessionOut,
     CaptureSessionStop,
     ExperimentOut,
+    Page,
+    ProjectCaptureSessionOut,
     RunOut,
+    SessionStatus,
 )
 from cloud.services import capture_sessions
 
 router = APIRouter(prefix="/api/v1", tags=["capture sessions"])
+
+Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.post("/runs/{run_id}/capture-sessions", status_code=status.HTTP_201_CREATED)
@@ -28,12 +33,18 @@ def start_capture_session(
 
 @router.get("/runs/{run_id}/capture-sessions")
 def list_capture_sessions(
-    run_id: uuid.UUID, db: DbSession, caller: Viewer
-) -> list[CaptureSessionOut]:
-    return [
-        CaptureSessionOut.model_validate(s)
-        for s in capture_sessions.list_sessions(db, caller, run_id)
-    ]
+    run_id: uuid.UUID,
+    db: DbSession,
+    caller: Viewer,
+    status: SessionStatus | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[CaptureSessionOut]:
+    """The run's capture sessions by ordinal number."""
+    rows, nxt = capture_sessions.list_sessions(
+        db, caller, run_id, status=status, limit=limit, cursor=cursor
+    )
+    return Page(items=[CaptureSessionOut.model_validate(s) for s in rows], next_cursor=nxt)
 
 
 @router.get("/runs/{run_id}/capture-sessions/{session_id}")
@@ -77,15 +88,31 @@ def stop_capture_session(
 def list_all_capture_sessions(
     db: DbSession,
     caller: Viewer,
-    status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[dict[str, Any]]:
-    """Capture sessions across the project's runs, with their run and experiment."""
-    return [
-        {
-            **CaptureSessionOut.model_validate(s).model_dump(mode="json"),
-            "run": RunOut.model_validate(r).model_dump(mode="json"),
-            "experiment": ExperimentOut.model_validate(e).model_dump(mode="json"),
-        }
-        for s, r, e in capture_sessions.list_in_project(db, caller, status, limit)
+    status: SessionStatus | None = None,
+    run_id: uuid.UUID | None = None,
+    experiment_id: uuid.UUID | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> Page[ProjectCaptureSessionOut]:
+    """Capture sessions across the project's runs, newest first, each with its run and
+    experiment."""
+    rows, nxt = capture_sessions.list_in_project(
+        db,
+        caller,
+        status=status,
+        run_id=run_id,
+        experiment_id=experiment_id,
+        limit=limit,
+        cursor=cursor,
+    )
+    items = [
+        ProjectCaptureSessionOut.model_validate(
+            {
+                **CaptureSessionOut.model_validate(s).model_dump(),
+                "run": RunOut.model_validate(r),
+                "experiment": ExperimentOut.model_validate(e),
+            }
+        )
+        for s, r, e in rows
     ]
+    return Page(items=items, next_cursor=nxt)

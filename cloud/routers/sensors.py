@@ -1,17 +1,28 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from cloud.db import models
 from cloud.deps import DbSession, Editor, Owner, Viewer, same_project
 from cloud.middleware import SECRET_FIELDS_KEY
-from cloud.schemas import ProfileIn, ProfileOut, SensorIn, SensorOut, SensorPatch, SensorWithToken
+from cloud.schemas import (
+    Page,
+    ProfileIn,
+    ProfileOut,
+    SensorIn,
+    SensorOut,
+    SensorPatch,
+    SensorWithToken,
+)
 from cloud.services import sensors
 from cloud.services.scope import get_in_project
 
 router = APIRouter(prefix="/api/v1/sensors", tags=["sensors"])
+
+Limit = Annotated[int, Query(ge=1, le=500)]
 
 
 def secret_response(request: Request, response: Response) -> None:
@@ -29,8 +40,26 @@ def register_sensor(body: SensorIn, db: DbSession, caller: Editor) -> SensorWith
 
 
 @router.get("")
-def list_sensors(db: DbSession, caller: Viewer) -> list[SensorOut]:
-    return [sensors.to_out(db, s) for s in sensors.list_sensors(db, caller)]
+def list_sensors(
+    db: DbSession,
+    caller: Viewer,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    type: Annotated[str | None, Query(max_length=100)] = None,
+    token_status: Literal["active", "revoked"] | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[SensorOut]:
+    """The project's sensors, newest first. ``name`` and ``type`` match exactly."""
+    rows, nxt = sensors.list_sensors(
+        db,
+        caller,
+        name=name,
+        sensor_type=type,
+        token_status=token_status,
+        limit=limit,
+        cursor=cursor,
+    )
+    return Page(items=sensors.to_outs(db, rows), next_cursor=nxt)
 
 
 @router.get("/{sensor_id}")
@@ -67,6 +96,13 @@ def set_conversion_profile(
 
 @router.get("/{sensor_id}/conversion-profiles")
 def list_conversion_profiles(
-    sensor_id: uuid.UUID, db: DbSession, caller: Viewer
-) -> list[ProfileOut]:
-    return [ProfileOut.model_validate(p) for p in sensors.profiles(db, caller, sensor_id)]
+    sensor_id: uuid.UUID,
+    db: DbSession,
+    caller: Viewer,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> Page[ProfileOut]:
+    """The sensor's profile versions in the order they were set (the current one last)."""
+    rows, nxt = sensors.profiles(db, caller, sensor_id, kind=kind, limit=limit, cursor=cursor)
+    return Page(items=[ProfileOut.model_validate(p) for p in rows], next_cursor=nxt)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from cloud.db import models
 from cloud.deps import Principal
 from cloud.errors import Conflict, FieldError, NotFound, invalid
+from cloud.pagination import Keyset, aware_datetime, int32, uid
 from cloud.schemas import TERMINAL, CaptureSessionIn, CaptureSessionStop
 from cloud.services import journal, runs
 from cloud.services.scope import get_in_project
@@ -154,29 +155,68 @@ def stop(
     return session
 
 
-def list_sessions(db: Session, caller: Principal, run_id: uuid.UUID) -> list[models.CaptureSession]:
+# Within one run the ordinal is unique (a constraint), so it alone orders the run's sessions
+# stably, in the order the bench numbered them.
+RUN_SESSIONS = Keyset(
+    "run_capture_sessions",
+    (models.CaptureSession.ordinal_number,),
+    (int32,),
+    lambda s: (s.ordinal_number,),
+)
+
+# Project-wide rows are (session, run, experiment) tuples, newest session first.
+PROJECT_SESSIONS = Keyset(
+    "capture_sessions",
+    (models.CaptureSession.created_at, models.CaptureSession.id),
+    (aware_datetime, uid),
+    lambda row: (row[0].created_at.isoformat(), row[0].id),
+    descending=True,
+)
+
+
+def list_sessions(
+    db: Session,
+    caller: Principal,
+    run_id: uuid.UUID,
+    *,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[models.CaptureSession], str | None]:
+    """The run's capture sessions by ordinal number."""
     get_in_project(db, models.Run, run_id, caller.project_id)
-    return list(
-        db.scalars(
-            select(models.CaptureSession)
-            .where(models.CaptureSession.run_id == run_id)
-            .order_by(models.CaptureSession.ordinal_number)
-        )
-    )
+    q = select(models.CaptureSession).where(models.CaptureSession.run_id == run_id)
+    if status is not None:
+        q = q.where(models.CaptureSession.status == status)
+    return RUN_SESSIONS.page(db, q, limit, cursor)
 
 
 def list_in_project(
-    db: Session, caller: Principal, status: str | None, limit: int
-) -> list[tuple[models.CaptureSession, models.Run, models.Experiment]]:
-    """Capture sessions across runs (the portal's /tests page), newest first."""
+    db: Session,
+    caller: Principal,
+    *,
+    status: str | None,
+    run_id: uuid.UUID | None,
+    experiment_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[models.CaptureSession, models.Run, models.Experiment]], str | None]:
+    """Capture sessions across runs (the portal's Tests page), newest first. A run or
+    experiment of another project is 404, as everywhere, not an empty list."""
+    CS, R, E = models.CaptureSession, models.Run, models.Experiment
     q = (
-        select(models.CaptureSession, models.Run, models.Experiment)
-        .join(models.Run, models.Run.id == models.CaptureSession.run_id)
-        .join(models.Experiment, models.Experiment.id == models.Run.experiment_id)
-        .where(models.CaptureSession.project_id == caller.project_id)
-        .order_by(models.CaptureSession.created_at.desc())
-        .limit(limit)
+        select(CS, R, E)
+        .join(R, R.id == CS.run_id)
+        .join(E, E.id == R.experiment_id)
+        .where(CS.project_id == caller.project_id)
     )
     if status is not None:
-        q = q.where(models.CaptureSession.status == status)
-    return [(s, r, e) for s, r, e in db.execute(q).all()]
+        q = q.where(CS.status == status)
+    if run_id is not None:
+        get_in_project(db, R, run_id, caller.project_id)
+        q = q.where(CS.run_id == run_id)
+    if experiment_id is not None:
+        get_in_project(db, E, experiment_id, caller.project_id)
+        q = q.where(R.experiment_id == experiment_id)
+    rows, nxt = PROJECT_SESSIONS.page(db, q, limit, cursor)
+    return [(s, r, e) for s, r, e in rows], nxt

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Session
 from cloud.db import models
 from cloud.deps import User
 from cloud.errors import NotFound
+from cloud.pagination import newest_first
 from cloud.schemas import ProjectIn
 from cloud.services import journal
 
@@ -32,11 +34,14 @@ def _visible(user: User):  # type: ignore[no-untyped-def]
     return cond
 
 
-def list_projects(db: Session, user: User, name: str | None) -> list[models.Project]:
-    q = select(models.Project).where(_visible(user)).order_by(models.Project.created_at)
+def list_projects(
+    db: Session, user: User, *, name: str | None, limit: int, cursor: str | None
+) -> tuple[Sequence[models.Project], str | None]:
+    """The projects the caller sees, newest first (as experiments and runs)."""
+    q = select(models.Project).where(_visible(user))
     if name is not None:
         q = q.where(models.Project.name == name)
-    return list(db.scalars(q))
+    return newest_first(db, q, models.Project, limit, cursor)
 
 
 def get(db: Session, user: User, project_id: uuid.UUID) -> models.Project:

@@ -3,14 +3,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
 from cloud.errors import Conflict, FieldError, InvalidInput
+from cloud.pagination import Keyset, int64, newest_first
 from cloud.schemas import ProfileIn, SensorIn, SensorOut, SensorPatch
 from cloud.services import journal
 from cloud.services.scope import get_in_project, require_project
@@ -52,7 +54,10 @@ def _profile_field(field: str) -> str:
 
 
 def to_out(db: Session, sensor: models.Sensor) -> SensorOut:
-    profile = current_profile(db, sensor)
+    return _out(sensor, current_profile(db, sensor))
+
+
+def _out(sensor: models.Sensor, profile: models.SensorProfile) -> SensorOut:
     return SensorOut.model_validate(
         {
             **{c: getattr(sensor, c) for c in SensorOut.model_fields if c != "conversion_profile"},
@@ -126,13 +131,41 @@ def _add_profile(db: Session, sensor: models.Sensor, profile: ProfileIn, caller:
     )
 
 
-def list_sensors(db: Session, caller: Principal) -> list[models.Sensor]:
-    q = (
-        select(models.Sensor)
-        .where(models.Sensor.project_id == caller.project_id)
-        .order_by(models.Sensor.created_at, models.Sensor.id)
+def list_sensors(
+    db: Session,
+    caller: Principal,
+    *,
+    name: str | None,
+    sensor_type: str | None,
+    token_status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[Sequence[models.Sensor], str | None]:
+    """The project's sensors, newest first; ``name`` is exact (unique in a project)."""
+    S = models.Sensor
+    q = select(S).where(S.project_id == caller.project_id)
+    if name is not None:
+        q = q.where(S.name == name)
+    if sensor_type is not None:
+        q = q.where(S.type == sensor_type)
+    if token_status is not None:
+        q = q.where(S.token_status == token_status)
+    return newest_first(db, q, S, limit, cursor)
+
+
+def to_outs(db: Session, sensors: Sequence[models.Sensor]) -> list[SensorOut]:
+    """Like :func:`to_out` for a page of sensors, their current profiles in one query
+    (not one per sensor)."""
+    if not sensors:
+        return []
+    P, S = models.SensorProfile, models.Sensor
+    current = db.scalars(
+        select(P)
+        .join(S, and_(S.id == P.sensor_id, S.profile_version == P.version))
+        .where(S.id.in_([s.id for s in sensors]))
     )
-    return list(db.scalars(q))
+    by_sensor = {p.sensor_id: p for p in current}
+    return [_out(s, by_sensor[s.id]) for s in sensors]
 
 
 def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatch) -> models.Sensor:
@@ -223,11 +256,28 @@ def set_profile(
     return sensor
 
 
-def profiles(db: Session, caller: Principal, sensor_id: uuid.UUID) -> list[models.SensorProfile]:
+# The version history in the order it was written; ids only grow, so the id alone is a
+# unique, stable key.
+PROFILE_HISTORY = Keyset(
+    "conversion_profiles",
+    (models.SensorProfile.id,),
+    (int64,),
+    lambda p: (p.id,),
+)
+
+
+def profiles(
+    db: Session,
+    caller: Principal,
+    sensor_id: uuid.UUID,
+    *,
+    kind: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[models.SensorProfile], str | None]:
+    """The sensor's conversion profiles, oldest first (the current one is the last)."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    q = (
-        select(models.SensorProfile)
-        .where(models.SensorProfile.sensor_id == sensor.id)
-        .order_by(models.SensorProfile.id)
-    )
-    return list(db.scalars(q))
+    q = select(models.SensorProfile).where(models.SensorProfile.sensor_id == sensor.id)
+    if kind is not None:
+        q = q.where(models.SensorProfile.kind == kind)
+    return PROFILE_HISTORY.page(db, q, limit, cursor)

@@ -177,7 +177,7 @@ def test_no_endpoint_reaches_into_another_project(api: Api) -> None:
     # Lists and query filters show only the caller's project.
     assert all(
         s["project_id"] == mallory.project_id
-        for s in api.get("/api/v1/sensors", headers=mallory.headers()).json()
+        for s in api.get("/api/v1/sensors", headers=mallory.headers()).json()["items"]
     )
     for path in (
         "/api/v1/telemetry?run_id={run}",
@@ -186,11 +186,13 @@ def test_no_endpoint_reaches_into_another_project(api: Api) -> None:
         "/api/v1/telemetry/export.csv?run_id={run}",
         "/api/v1/events?run_id={run}",
         "/api/v1/events?experiment_id={experiment}",
+        "/api/v1/capture-sessions?run_id={run}",
+        "/api/v1/capture-sessions?experiment_id={experiment}",
     ):
         assert_problem(api.get(path.format(**ids), headers=mallory.headers()), 404)
     exps = api.get("/api/v1/experiments", headers=mallory.headers()).json()["items"]
     assert ids["experiment"] not in [x["id"] for x in exps]
-    sessions = api.get("/api/v1/capture-sessions", headers=mallory.headers()).json()
+    sessions = api.get("/api/v1/capture-sessions", headers=mallory.headers()).json()["items"]
     assert ids["session"] not in [s["id"] for s in sessions]
     # Batch status over someone else's run: per-run 404, nothing changed.
     r = api.post(
@@ -204,7 +206,7 @@ def test_no_endpoint_reaches_into_another_project(api: Api) -> None:
     )
     # Projects themselves.
     assert_problem(api.get(f"/api/v1/projects/{alice.project_id}", headers=mallory.headers()), 404)
-    listed = api.get("/api/v1/projects", headers=mallory.headers()).json()
+    listed = api.get("/api/v1/projects", headers=mallory.headers()).json()["items"]
     assert [p["id"] for p in listed] == [mallory.project_id]
 
 

@@ -193,7 +193,7 @@ def test_tokens_never_rest_in_the_idempotency_store(api: Api) -> None:
     }
     h = {**owner.headers(), "Idempotency-Key": "reg-1"}
     token = api.post("/api/v1/sensors", body, headers=h).json()["token"]
-    sid = api.get("/api/v1/sensors", headers=owner.headers()).json()[0]["id"]
+    sid = api.get("/api/v1/sensors", headers=owner.headers()).json()["items"][0]["id"]
     rotated = api.post(
         f"/api/v1/sensors/{sid}/rotate-token",
         headers={**owner.headers(), "Idempotency-Key": "rot-1"},

@@ -150,7 +150,7 @@ def test_capture_session_rules(api: Api, owner: Identity) -> None:
     assert_problem(api.post(f"{url}/{s1}/stop", headers=h), 409)
     assert_problem(api.post(f"{url}/{s2}/stop", headers=h), 409)
     s3 = api.session(owner, run, 3)  # the run may run another session now
-    listed = api.get(url, headers=h).json()
+    listed = api.get(url, headers=h).json()["items"]
     assert [(x["ordinal_number"], x["status"]) for x in listed] == [
         (1, "succeeded"),
         (2, "draft"),
@@ -175,7 +175,7 @@ def test_starting_a_session_starts_a_draft_run(api: Api, owner: Identity) -> Non
 def test_projects(api: Api) -> None:
     who = api.project("alpha")
     r = api.get("/api/v1/projects", params={"name": "alpha"}, headers={"X-User-Id": who.user_id})
-    assert [p["id"] for p in r.json()] == [who.project_id]
+    assert [p["id"] for p in r.json()["items"]] == [who.project_id]
     r = api.get(f"/api/v1/projects/{who.project_id}", headers=who.headers("viewer"))
     assert r.status_code == 200 and r.json()["owner_user_id"] == who.user_id
     assert_problem(

@@ -76,6 +76,11 @@ ROUTES = [
     ("GET", "/api/v1/experiments"),
     ("GET", "/api/v1/runs/{id}/metrics"),
     ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/projects"),
+    ("GET", "/api/v1/sensors"),
+    ("GET", "/api/v1/sensors/{id}/conversion-profiles"),
+    ("GET", "/api/v1/runs/{id}/capture-sessions"),
+    ("GET", "/api/v1/capture-sessions"),
 ]
 
 
@@ -95,7 +100,22 @@ def fuzz_api(
 ids = st.sampled_from(["real", "random", "junk"])
 query = st.dictionaries(
     st.sampled_from(
-        ["run_id", "sensor_id", "limit", "cursor", "since", "max_points", "name", "tag", "q"]
+        [
+            "run_id",
+            "sensor_id",
+            "experiment_id",
+            "limit",
+            "cursor",
+            "since",
+            "max_points",
+            "name",
+            "tag",
+            "q",
+            "status",
+            "kind",
+            "type",
+            "token_status",
+        ]
     ),
     st.text(max_size=30),
     max_size=4,
@@ -219,6 +239,11 @@ def test_inputs_that_once_caused_500s(api: Api) -> None:
         (f"/api/v1/runs/{ids['run_id']}/metrics", {}),
         ("/api/v1/events", {}),
         ("/api/v1/telemetry", {"run_id": ids["run_id"]}),
+        ("/api/v1/projects", {}),
+        ("/api/v1/sensors", {}),
+        (f"/api/v1/sensors/{ids['sensor_id']}/conversion-profiles", {}),
+        (f"/api/v1/runs/{ids['run_id']}/capture-sessions", {}),
+        ("/api/v1/capture-sessions", {}),
     ):
         for key in (
             ("x", "y"),

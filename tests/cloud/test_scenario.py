@@ -43,7 +43,7 @@ def test_demo_scenario_as_curl_sends_it(api: Api) -> None:
     assert again.json()["sensor"] == r.json()["sensor"]
     assert again.json()["token"] is None and "rotate" in again.json()["token_redacted"]
     assert r.headers["cache-control"] == "no-store"
-    assert len(api.get("/api/v1/sensors", headers=owner.headers()).json()) == 1
+    assert len(api.get("/api/v1/sensors", headers=owner.headers()).json()["items"]) == 1
 
     # 3. Experiment -> run (no body) -> capture session (ordinal 1, running).
     r = api.c.post(
@@ -64,7 +64,7 @@ def test_demo_scenario_as_curl_sends_it(api: Api) -> None:
     )
     assert r.status_code == 201, r.text
     session_id = r.json()["capture_session_id"]
-    listed = api.get("/api/v1/capture-sessions", headers=owner.headers()).json()
+    listed = api.get("/api/v1/capture-sessions", headers=owner.headers()).json()["items"]
     assert [(s["id"], s["status"]) for s in listed] == [(session_id, "running")]
 
     # 4. Telemetry exactly as the scenario's curl line (a fixed 2025 timestamp).

@@ -66,7 +66,7 @@ def test_invalid_profiles_name_the_field(
 ) -> None:
     body = assert_problem(_register(api, owner, profile), 422, field)
     assert body["errors"][0]["reason"]
-    assert api.get("/api/v1/sensors", headers=owner.headers()).json() == []
+    assert api.get("/api/v1/sensors", headers=owner.headers()).json()["items"] == []
 
 
 def test_thermocouple_profile_converts_nist(api: Api, owner: Identity) -> None:

@@ -43,7 +43,7 @@ def test_values_are_converted_with_the_current_profile_version(
     assert [(x["value"], x["profile_version"]) for x in rows] == [(7.0, "v1"), (10.0, "v2")]
     history = api.get(
         f"/api/v1/sensors/{ids['sensor_id']}/conversion-profiles", headers=owner.headers()
-    ).json()
+    ).json()["items"]
     assert [p["version"] for p in history] == ["v1", "v2"]
     # Versions are immutable.
     r = api.put(

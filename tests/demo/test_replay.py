@@ -51,7 +51,7 @@ def test_generate_into_a_new_session_with_metrics(cloud: CloudServer) -> None:
     result2 = replay(bench, "--new-session", "--generate", "--duration", "5", "--metrics", "12")
 
     with bench.client() as c:
-        sessions = c.get(f"/api/v1/runs/{bench.run_id}/capture-sessions").json()
+        sessions = c.get(f"/api/v1/runs/{bench.run_id}/capture-sessions").json()["items"]
         loss = c.get(f"/api/v1/runs/{bench.run_id}/metrics", params={"name": "loss"}).json()
     by_id = {s["id"]: s for s in sessions}
     assert by_id[result["capture_session_id"]]["ordinal_number"] == 2

@@ -35,7 +35,7 @@ def send_one(cloud: CloudServer, result: dict[str, Any], sensor: dict[str, Any])
     h = owner_headers(result)
     run_id = result["runs"]["Furnace calibration"]
     with httpx.Client(base_url=cloud.url, headers=h) as c:
-        sessions = c.get(f"/api/v1/runs/{run_id}/capture-sessions").json()
+        sessions = c.get(f"/api/v1/runs/{run_id}/capture-sessions").json()["items"]
         running = [s for s in sessions if s["status"] == "running"]
         if running:
             session_id = running[0]["id"]
@@ -60,13 +60,13 @@ def send_one(cloud: CloudServer, result: dict[str, Any], sensor: dict[str, Any])
 def inventory(cloud: CloudServer, result: dict[str, Any]) -> dict[str, Any]:
     h = owner_headers(result)
     with httpx.Client(base_url=cloud.url, headers=h) as c:
-        projects = c.get("/api/v1/projects", params={"name": "demo_project"}).json()
+        projects = c.get("/api/v1/projects", params={"name": "demo_project"}).json()["items"]
         experiments = c.get("/api/v1/experiments", params={"include_archived": "true"}).json()
         runs = {
             e["name"]: len(c.get(f"/api/v1/experiments/{e['id']}/runs").json()["items"])
             for e in experiments["items"]
         }
-        sensors = sorted(s["name"] for s in c.get("/api/v1/sensors").json())
+        sensors = sorted(s["name"] for s in c.get("/api/v1/sensors").json()["items"])
     return {
         "projects": [p["id"] for p in projects],
         "experiments": sorted(e["name"] for e in experiments["items"]),
@@ -190,5 +190,5 @@ def test_edge_toml_binds_the_seeded_sensors_to_one_running_session(
     assert str(load_config(toml).sensors[0].capture_session_id) == session
     run_id = first["runs"]["Furnace calibration"]
     with httpx.Client(base_url=cloud.url, headers=owner_headers(first)) as c:
-        sessions = c.get(f"/api/v1/runs/{run_id}/capture-sessions").json()
+        sessions = c.get(f"/api/v1/runs/{run_id}/capture-sessions").json()["items"]
     assert [s["id"] for s in sessions] == [session]

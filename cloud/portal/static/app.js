@@ -66,6 +66,19 @@ async function api(path, { method = "GET", body, params, headers } = {}) {
   return r.json();
 }
 
+// Every item of a paginated list ({items, next_cursor}), following the cursors: the run page
+// needs all of a run's sessions and all sensors, not the first page of them.
+async function apiAll(path, { params, ...opts } = {}) {
+  const items = [];
+  let cursor = null;
+  do {
+    const page = await api(path, { ...opts, params: { limit: 500, ...params, cursor } });
+    items.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 function errorPanel(err) {
   const hint = err.status === 401 || err.status === 422
     ? (state.config.dev_identity ? "Set a development identity (top right)." : "Sign in through the gateway.")
@@ -112,7 +125,7 @@ function setupIdentityDialog() {
   $("#load-projects").addEventListener("click", async () => {
     err.hidden = true;
     try {
-      const projects = await api("/api/v1/projects", { headers: { "X-User-Id": form.user.value.trim() } });
+      const projects = await apiAll("/api/v1/projects", { headers: { "X-User-Id": form.user.value.trim() } });
       form.project_select.replaceChildren(
         h("option", { value: "" }, projects.length ? "— choose a project —" : "— no projects for this user —"),
         ...projects.map((p) => h("option", { value: p.id }, p.name)),
@@ -230,10 +243,9 @@ async function viewRun(view, runId) {
   const run = await api(`/api/v1/runs/${runId}`);
   const [exp, sessions, sensors] = await Promise.all([
     api(`/api/v1/experiments/${run.experiment_id}`),
-    api(`/api/v1/runs/${runId}/capture-sessions`),
-    api("/api/v1/sensors"),
+    apiAll(`/api/v1/runs/${runId}/capture-sessions`),  // by ordinal number
+    apiAll("/api/v1/sensors"),
   ]);
-  sessions.sort((a, b) => a.ordinal_number - b.ordinal_number);
   const wanted = new URLSearchParams(location.search).get("session");
   let current = sessions.find((s) => s.id === wanted) || sessions.find((s) => s.status === "running") || sessions[sessions.length - 1];
 
@@ -283,8 +295,7 @@ async function viewRun(view, runId) {
   const stopJournal = showJournal(journal, runId, async (ev) => {
     // Keep the session list and run status in step with what the journal reports.
     if (ev.kind.startsWith("capture_session.") || ev.kind.startsWith("run.")) {
-      const [fresh, r] = await Promise.all([api(`/api/v1/runs/${runId}/capture-sessions`), api(`/api/v1/runs/${runId}`)]);
-      fresh.sort((a, b) => a.ordinal_number - b.ordinal_number);
+      const [fresh, r] = await Promise.all([apiAll(`/api/v1/runs/${runId}/capture-sessions`), api(`/api/v1/runs/${runId}`)]);
       sessions.splice(0, sessions.length, ...fresh);
       if (current) current = sessions.find((s) => s.id === current.id) || current;
       drawSessions();
@@ -583,7 +594,8 @@ async function viewTests(view) {
   );
   let timer = null;
   async function load() {
-    const rows = await api("/api/v1/capture-sessions", { params: { status: status.value, limit: 500 } });
+    // The newest 500: the page polls every 5 s, so it reads one page, not the whole history.
+    const { items: rows } = await api("/api/v1/capture-sessions", { params: { status: status.value, limit: 500 } });
     body.replaceChildren(...rows.map((s) => h("tr", { class: "clickable", dataset: { sessionId: s.id, status: s.status }, onclick: () => navigate(`/runs/${s.run.id}?session=${s.id}`) },
       h("td", {}, s.experiment.name),
       h("td", {}, h("a", { href: `/runs/${s.run.id}?session=${s.id}`, "data-link": true }, s.run.name || `run ${short(s.run.id)}`), " ", badge(s.run.status)),
