@@ -185,6 +185,23 @@ class TelemetryBatch(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class TelemetryBatchCommit(Base):
+    """The order in which telemetry batches committed (migration 0003), for the live stream.
+
+    A batch's id comes from a sequence when it is inserted, but concurrent ingest
+    transactions commit in any order: a client resuming "after batch N" must get the batches
+    that committed after N, which batch ids cannot tell. ``position`` is taken in the ingest
+    transaction under a lock held until its commit (:mod:`cloud.live.positions`), so
+    positions grow in commit order and a snapshot that sees one position sees every lower
+    one. No foreign key: one index probe less per ingest, and the row says nothing without
+    its batch anyway (resume joins them)."""
+
+    __tablename__ = "telemetry_batch_commits"
+
+    position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
 class TelemetryReading(Base):
     __tablename__ = "telemetry_readings"
     __table_args__ = (

@@ -11,12 +11,17 @@
   (a read in flight holds back the batches behind it).
 * Every subscriber owns a bounded queue. A client that cannot keep up is not waited for: its
   queue overflows, it is marked :class:`SlowConsumer` and disconnected with a notice; it can
-  reconnect with the last event id it saw and resume without a gap.
+  reconnect with the last event id it saw and resume without a gap. The hub cuts clients off
+  the same way, with another ``reason``, when it cannot vouch for what they would get next
+  (a resync after a LISTEN outage, a failed read-back) and when the server shuts down.
 * Resume reads the readings after that id from the database. Event ids are
-  ``"<batch_id>-<index in batch>"``, the same in every process. Which batches follow the id
-  is taken from a ring of the newest headers (in announcement order, a few hundred bytes per
-  batch), else from the batch table by id (a process that started after the id was given);
-  a resume point older than ``resume_limit`` readings is answered with ``reset``.
+  ``"<batch_id>-<index in batch>"``, the same in every process. "After" means committed
+  after: batches are dispatched in commit order, and each has a commit ``position``
+  (:mod:`cloud.live.positions`; batch ids are drawn at insert time and say nothing of it).
+  Which batches follow the id is taken from a ring of the newest headers (in dispatch order,
+  a few hundred bytes per batch), else from the batch table in position order (a process
+  that started after the id was given, forgot it, or has not dispatched it yet); a resume
+  point older than ``resume_limit`` readings is answered with ``reset``.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class BatchHeader:
     count: int
     first_ts: datetime
     last_ts: datetime
+    #: Commit position (:mod:`cloud.live.positions`); None where it is not known.
+    position: int | None = None
 
     @cached_property
     def json_parts(self) -> tuple[str, str, str]:
@@ -69,7 +76,7 @@ class BatchHeader:
         )
 
     @classmethod
-    def of(cls, batch: IngestedBatch) -> BatchHeader:
+    def of(cls, batch: IngestedBatch, position: int | None = None) -> BatchHeader:
         return cls(
             batch_id=batch.batch_id,
             project_id=batch.project_id,
@@ -81,6 +88,7 @@ class BatchHeader:
             count=len(batch.rows),
             first_ts=batch.first_ts,
             last_ts=batch.last_ts,
+            position=position,
         )
 
 
@@ -171,12 +179,21 @@ class StreamFilter:
         )
 
 
-class SlowConsumer(Exception):
-    """The client's queue overflowed; it is disconnected and may resume by event id."""
+#: Why a client is cut off. ``too_slow``: its queue overflowed; ``resync``: this process may
+#: have missed batches (its LISTEN connection was down); ``read_failed``: a batch it watches
+#: could not be read back; ``shutdown``: the server is stopping. All but the last are told
+#: with the overflow notice; in every case the client resumes by event id.
+CutOffReason = Literal["too_slow", "resync", "read_failed", "shutdown"]
 
-    def __init__(self, dropped: int) -> None:
-        super().__init__(f"client too slow: {dropped} events not delivered")
+
+class SlowConsumer(Exception):
+    """The client is cut off (see ``reason``); it is disconnected and may resume by event id.
+    The name is the first reason's; the others came later and end the stream the same way."""
+
+    def __init__(self, dropped: int, reason: CutOffReason = "too_slow") -> None:
+        super().__init__(f"client cut off ({reason}): {dropped} events not delivered")
         self.dropped = dropped
+        self.reason: CutOffReason = reason
 
 
 @dataclass(eq=False)
@@ -194,19 +211,23 @@ class Subscriber:
     dropped: int = 0
     pending: int = 0
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
-    #: While a resume is read from the batch table: the batches queued meanwhile.
-    queued_during_resume: set[int] | None = None
+    #: Why the client was cut off (the first reason given).
+    reason: CutOffReason = "too_slow"
     #: Batches the resume backlog delivers; their live announcement is not delivered again.
     skip: frozenset[int] = frozenset()
+    #: The resume point's commit position: live batches at or before it were seen already.
+    floor: int | None = None
     _batches: deque[list[LiveEvent]] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def _wanted(self, header: BatchHeader) -> bool:
+        return header.batch_id not in self.skip and (
+            self.floor is None or header.position is None or header.position > self.floor
+        )
+
     def offer(self, batch: list[LiveEvent]) -> None:
-        batch_id = batch[0].header.batch_id
-        if batch_id in self.skip:
+        if not self._wanted(batch[0].header):
             return
-        if self.queued_during_resume is not None:
-            self.queued_during_resume.add(batch_id)
         if self.overflowed.is_set():
             self.dropped += len(batch)
         elif self.pending and self.pending + len(batch) > self.maxsize:
@@ -216,19 +237,34 @@ class Subscriber:
             self.pending += len(batch)
             self._wakeup.set()
 
-    def cut_off(self, dropped: int = 0) -> None:
+    def resume_after(self, after: Sequence[BatchHeader]) -> None:
+        """The backlog will deliver ``after`` (the resume batch first, then what committed
+        after it): nothing of it, nor anything committed before it, may come live as well,
+        whether it is offered later or was queued while the resume point was looked up."""
+        self.skip = frozenset(h.batch_id for h in after)
+        self.floor = after[0].position
+        kept = [b for b in self._batches if self._wanted(b[0].header)]
+        self._batches = deque(kept)
+        self.pending = sum(len(b) for b in kept)
+
+    def cut_off(self, dropped: int = 0, reason: CutOffReason = "too_slow") -> None:
         """Disconnect the client (it resumes by event id). Wakes a pump waiting for events:
         setting ``overflowed`` alone left an idle client connected and deaf for good."""
         self.dropped += dropped
+        if not self.overflowed.is_set():
+            self.reason = reason
         self.overflowed.set()
         self._wakeup.set()
+
+    def cut_off_error(self) -> SlowConsumer:
+        return SlowConsumer(self.dropped, self.reason)
 
     async def take(self) -> list[LiveEvent]:
         """Everything queued, oldest first; waits while nothing is. Raises
         :class:`SlowConsumer` once the client is cut off."""
         while not self._batches:
             if self.overflowed.is_set():
-                raise SlowConsumer(self.dropped)
+                raise self.cut_off_error()
             self._wakeup.clear()
             await self._wakeup.wait()
         taken = [ev for batch in self._batches for ev in batch]
@@ -243,7 +279,11 @@ class Store(Protocol):
     def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]: ...
     def headers_after(
         self, flt: StreamFilter, batch_id: int, limit: int
-    ) -> list[BatchHeader] | None: ...
+    ) -> list[BatchHeader] | None:
+        """Batch ``batch_id`` and the batches ``flt`` matches that committed after it, in
+        commit order, until they hold more than ``limit`` readings; None if ``batch_id`` is
+        unknown or not matched."""
+        ...
 
 
 class Bus(Protocol):
@@ -273,6 +313,8 @@ class Hub:
         keep_rows: int = 50_000,
     ) -> None:
         self.state: Literal["idle", "running", "stopped"] = "idle"
+        #: The server is shutting down: every stream ends, new ones end at once.
+        self.closing = False
         self.store = store
         self.queue_size = queue_size
         self.resume_limit = resume_limit
@@ -282,6 +324,9 @@ class Hub:
         self._ring: OrderedDict[int, BatchHeader] = OrderedDict()
         self._ring_size = ring_size
         self._by_project: dict[uuid.UUID, set[Subscriber]] = {}
+        #: Set while nobody is subscribed (a shutdown waits for the streams to end).
+        self.unwatched = asyncio.Event()
+        self.unwatched.set()
         self._incoming: deque[_Announced] = deque()
         self._draining: asyncio.Task[None] | None = None
         #: Rows of batches ingested here, until their announcement (bounded by row count).
@@ -301,6 +346,14 @@ class Hub:
         if bus is not None:
             await bus.start(self)
 
+    def close_streams(self) -> None:
+        """The server is shutting down (loop thread): end every stream now, and every stream
+        opened from now on at once. A server waits for its open responses before it stops
+        the app, and an event stream never ends by itself."""
+        self.closing = True
+        for sub in self._subscribers():
+            sub.cut_off(reason="shutdown")
+
     async def stop(self) -> None:
         self.state = "stopped"
         if self.bus is not None:
@@ -309,9 +362,10 @@ class Hub:
             self._draining.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._draining
-        for subs in self._by_project.values():
-            for sub in subs:
-                sub.cut_off()
+        self.close_streams()
+
+    def _subscribers(self) -> list[Subscriber]:
+        return [sub for subs in self._by_project.values() for sub in subs]
 
     # --- in: stored batches ---------------------------------------------------------------
 
@@ -338,16 +392,16 @@ class Hub:
                 self._kept_rows -= len(rows)
             return rows
 
-    def on_ingest(self, batch: IngestedBatch) -> None:
-        """After-commit ingest listener (worker thread). Announces the batch in this process
-        unless the bus does (PostgreSQL with its LISTEN connection up)."""
+    def on_commit(self, header: BatchHeader, batch: IngestedBatch) -> None:
+        """After an ingest commit (worker thread). Announces the batch in this process unless
+        the bus does (PostgreSQL with its LISTEN connection up)."""
         loop = self._loop
         if self.state != "running" or loop is None or not batch.rows:
             return
         if self.bus is not None and self.bus.listening:
             return
         local = batch.rows if self.watched(batch.project_id) else None
-        loop.call_soon_threadsafe(self.announce, BatchHeader.of(batch), local)
+        loop.call_soon_threadsafe(self.announce, header, local)
 
     def announce(self, header: BatchHeader, local: Sequence[dict[str, Any]] | None = None) -> None:
         """A stored batch (loop thread). Delivered after every batch announced before it."""
@@ -407,7 +461,7 @@ class Hub:
         last reading they got, from the database."""
         for sub in self._by_project.get(header.project_id, ()):
             if sub.filter.matches(header):
-                sub.cut_off(header.count)
+                sub.cut_off(header.count, reason="read_failed")
 
     def resync(self) -> None:
         """Batches may have been stored without reaching this process (the bus was down or
@@ -415,11 +469,11 @@ class Hub:
         resumes after its last reading from the batch table, which has them all (loop
         thread)."""
         self._ring.clear()
-        subs = [sub for subs in self._by_project.values() for sub in subs]
+        subs = self._subscribers()
         if subs:
             log.warning("live: %d subscribers cut off to resume from the database", len(subs))
         for sub in subs:
-            sub.cut_off()
+            sub.cut_off(reason="resync")
 
     def dispatch(self, header: BatchHeader, rows: Sequence[Row] | None) -> None:
         """Remember the header and offer the batch to matching subscribers (loop thread).
@@ -455,6 +509,9 @@ class Hub:
         """Register a client that follows live only (loop thread)."""
         sub = Subscriber(flt, self.queue_size)
         self._by_project.setdefault(flt.project_id, set()).add(sub)
+        self.unwatched.clear()
+        if self.closing:
+            sub.cut_off(reason="shutdown")
         return sub
 
     async def _resume(self, sub: Subscriber, last_event_id: str) -> None:
@@ -463,34 +520,31 @@ class Hub:
             sub.resume_lost = True
             return
         batch_id, index = point
-        # Batches offered while the database is read are either queued (before ``skip`` is
-        # set: left out of the backlog) or skipped (after: delivered by the backlog).
-        sub.queued_during_resume = set()
-        try:
-            after = self._after_in_ring(sub.filter, batch_id)
-            if after is None:
-                # Not announced here (this process started later, or it left the ring):
-                # which batches follow comes from the batch table, in batch-id order.
-                after = await asyncio.to_thread(
-                    self.store.headers_after, sub.filter, batch_id, self.resume_limit + index + 1
-                )
-            if (
-                not after
-                or after[0].batch_id != batch_id
-                or index >= after[0].count
-                or sum(h.count for h in after) - index - 1 > self.resume_limit
-            ):
-                sub.resume_lost = True
-                return
-            sub.skip = frozenset(h.batch_id for h in after)
-            rows = await self._read(after)
-        finally:
-            queued, sub.queued_during_resume = sub.queued_during_resume, None
+        after = self._after_in_ring(sub.filter, batch_id)
+        if after is None:
+            # Not dispatched here: this process started later, forgot it (ring size, resync)
+            # or is behind (its LISTEN has not brought the batch yet). The batch table has
+            # what committed after it, in commit order; batches offered meanwhile are sorted
+            # out by resume_after.
+            after = await asyncio.to_thread(
+                self.store.headers_after, sub.filter, batch_id, self.resume_limit + index + 1
+            )
+        if (
+            not after
+            or after[0].batch_id != batch_id
+            or index >= after[0].count
+            or sum(h.count for h in after) - index - 1 > self.resume_limit
+        ):
+            sub.resume_lost = True
+            return
+        # The backlog is everything after the point, in commit order; the live queue keeps
+        # only what committed later still (it is delivered after the backlog).
+        sub.resume_after(after)
+        rows = await self._read(after)
         backlog: list[LiveEvent] = []
         for h in after:
-            if h.batch_id not in queued:
-                start = index + 1 if h is after[0] else 0
-                backlog += events(h, rows.get(h.batch_id, []), start)
+            start = index + 1 if h is after[0] else 0
+            backlog += events(h, rows.get(h.batch_id, []), start)
         sub.backlog = backlog
 
     def _after_in_ring(self, flt: StreamFilter, batch_id: int) -> list[BatchHeader] | None:
@@ -512,6 +566,8 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self._by_project[sub.filter.project_id]
+                if not self._by_project:
+                    self.unwatched.set()
 
     @property
     def subscriber_count(self) -> int:
@@ -537,7 +593,7 @@ async def pump(
     await _send_all(sub, send, backlog)
     while True:
         if sub.overflowed.is_set():
-            raise SlowConsumer(sub.dropped)
+            raise sub.cut_off_error()
         try:
             async with asyncio.timeout(keepalive_s if keepalive else None):
                 taken = await sub.take()
@@ -563,5 +619,5 @@ async def _send_or_overflow(sub: Subscriber, send: SendEvents, evs: Sequence[Liv
         if not sending.done():
             sending.cancel()
     if sending.cancelled() or sub.overflowed.is_set():
-        raise SlowConsumer(sub.dropped)
+        raise sub.cut_off_error()
     sending.result()

@@ -8,15 +8,17 @@ announces what its LISTEN connection receives, so all processes see batches in o
 (that of the commits) and a batch ingested after another one was answered is never shown
 before it, whichever processes took the two requests.
 
-The payload is the header alone (a few hundred bytes whatever the batch size); a process
+The same statement gives the batch its commit position (:mod:`cloud.live.positions`), which
+the header carries as ``q``. The payload is the header alone (a few hundred bytes whatever
+the batch size); a process
 that has a subscriber for the batch reads its rows (:mod:`cloud.live.store`) or takes them
 from the ingest it served itself.
 
 The LISTEN connection (psycopg async) reconnects with a jittered, capped backoff. While it is
 down, a process announces its own batches directly (after their commit), but the batches
 other processes commit meanwhile never reach it: once it listens again, its subscribers are
-disconnected with the overflow notice and resume after their last event id from the
-database (:meth:`Hub.resync`), rather than follow on with a silent gap.
+disconnected with the overflow notice (reason ``resync``) and resume after their last event
+id from the database (:meth:`Hub.resync`), rather than follow on with a silent gap.
 """
 
 from __future__ import annotations
@@ -27,20 +29,21 @@ import json
 import logging
 import random
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from cloud.live import positions
 from cloud.live.hub import BatchHeader, Hub
 
 log = logging.getLogger("benchlink.live")
 
 CHANNEL = "benchlink_telemetry"
-NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :payload)")
 
 
 def libpq_dsn(sqlalchemy_url: str) -> str:
@@ -48,6 +51,8 @@ def libpq_dsn(sqlalchemy_url: str) -> str:
 
 
 def encode(h: BatchHeader) -> str:
+    """The header as JSON; its ``q`` (position) last, so that :func:`head` can leave it to
+    the database to fill in."""
     return json.dumps(
         {
             "b": h.batch_id,
@@ -60,9 +65,17 @@ def encode(h: BatchHeader) -> str:
             "n": h.count,
             "f": h.first_ts.isoformat(),
             "l": h.last_ts.isoformat(),
+            "q": h.position,
         },
         separators=(",", ":"),
     )
+
+
+def head(h: BatchHeader) -> str:
+    """The payload of ``h`` up to its position: the database appends ``<position>}``."""
+    text = encode(replace(h, position=None))
+    assert text.endswith(',"q":null}')
+    return text[: -len("null}")]
 
 
 def parse(payload: str) -> BatchHeader:
@@ -78,12 +91,15 @@ def parse(payload: str) -> BatchHeader:
         count=int(d["n"]),
         first_ts=datetime.fromisoformat(d["f"]),
         last_ts=datetime.fromisoformat(d["l"]),
+        position=None if d.get("q") is None else int(d["q"]),
     )
 
 
-def notify(db: Session, header: BatchHeader) -> None:
-    """Queue the header's notification in the ingest transaction (sent at its commit)."""
-    db.execute(NOTIFY, {"payload": encode(header)})
+def notify(db: Session, header: BatchHeader) -> BatchHeader:
+    """Give the batch its commit position and queue the header's notification, in the ingest
+    transaction (sent at its commit); returns the header with its position."""
+    position = positions.record_and_notify(db, header.batch_id, CHANNEL, head(header))
+    return replace(header, position=position)
 
 
 def _backoff(attempt: int) -> float:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
+from functools import partial
+from types import FrameType
+from typing import Any
+
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from cloud.db.engine import make_engine, make_sessionmaker
-from cloud.live import pgbus
+from cloud.db.uow import after_commit
+from cloud.live import pgbus, positions
 from cloud.live.hub import BatchHeader, Hub
 from cloud.live.store import DatabaseStore
 from cloud.services.telemetry import IngestedBatch
@@ -32,20 +42,31 @@ def install(app: FastAPI, settings: Settings) -> Hub:
         resume_limit=settings.live_ring_size,
     )
     app.state.live_hub = hub
-    app.state.ingest_listeners.append(hub.on_ingest)
-    if postgres:
 
-        def in_transaction(db: Session, batch: IngestedBatch) -> None:
-            if batch.rows:
-                pgbus.notify(db, BatchHeader.of(batch))
-                hub.keep(batch)
+    def in_transaction(db: Session, batch: IngestedBatch) -> None:
+        """The last statement of the ingest transaction: the batch's commit position (and on
+        PostgreSQL its NOTIFY, in the same statement), then its announcement after the commit
+        (where the bus does not announce it)."""
+        if not batch.rows:
+            return
+        if postgres:
+            header = pgbus.notify(db, BatchHeader.of(batch))
+            hub.keep(batch)
+        else:
+            header = BatchHeader.of(batch, positions.record(db, batch.batch_id))
+        after_commit(db, partial(hub.on_commit, header, batch))
 
-        app.state.ingest_tx_listeners.append(in_transaction)
+    app.state.ingest_tx_listeners.append(in_transaction)
+
+    uninstall: Callable[[], None] = lambda: None  # noqa: E731
 
     async def start(app: FastAPI) -> None:
+        nonlocal uninstall
         await hub.start(pgbus.PostgresBus(app.state.engine) if postgres else None)
+        uninstall = close_streams_on_signal(hub)
 
     async def stop(app: FastAPI) -> None:
+        uninstall()
         await hub.stop()
         if postgres:
             live_engine.dispose()
@@ -53,3 +74,61 @@ def install(app: FastAPI, settings: Settings) -> Hub:
     app.state.startup_hooks.append(start)
     app.state.shutdown_hooks.append(stop)
     return hub
+
+
+#: How long a shutdown signal waits for the streams to end before the server gets it.
+CLOSE_STREAMS_S = 2.0
+
+
+def close_streams_on_signal(hub: Hub) -> Callable[[], None]:
+    """End every live stream as soon as SIGTERM or SIGINT arrives; returns the undo.
+
+    The server (uvicorn) waits for open responses to finish before it stops the app, and an
+    event stream never finishes: without this, an open SSE client held ``systemctl stop``
+    until it was killed. So the server's own handler is wrapped: the hub closes its streams
+    first (WebSocket 1001, SSE response ended; clients resume by event id) and the signal
+    goes on to the server once they have ended, or after :data:`CLOSE_STREAMS_S`. Handing
+    it on afterwards, not at once, also lets the WebSocket close with 1001 before the
+    server closes it on its own with 1012. A second signal goes through at once.
+
+    Only in the main thread (signals are delivered there; a test client runs the app in
+    another), and only over a Python handler (nothing to hand the signal on to otherwise).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    installed: dict[int, tuple[Callable[[int, FrameType | None], Any], Any]] = {}
+
+    async def close_then_forward(forward: Callable[[], Any]) -> None:
+        hub.close_streams()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_STREAMS_S):
+                await hub.unwatched.wait()
+        forward()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(
+            signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            if hub.closing:
+                previous(signum, frame)
+                return
+            hub.closing = True  # a second signal is handed on at once
+            forward = partial(previous, signum, frame)
+            # A signal handler runs between two bytecodes of the loop thread: the hub is
+            # touched from a callback, not from here.
+            loop.call_soon_threadsafe(loop.create_task, close_then_forward(forward))
+
+        signal.signal(sig, handler)
+        installed[sig] = (handler, previous)
+
+    def undo() -> None:
+        for sig, (handler, previous) in installed.items():
+            if signal.getsignal(sig) is handler:
+                signal.signal(sig, previous)
+
+    return undo

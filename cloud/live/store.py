@@ -13,6 +13,7 @@ from cloud.db import models
 from cloud.live.hub import BatchHeader, Row, StreamFilter
 
 T, B, S = models.TelemetryReading, models.TelemetryBatch, models.Sensor
+K = models.TelemetryBatchCommit
 
 
 def batch_rows_query(h: BatchHeader) -> Select[datetime, float, float, bool]:
@@ -49,13 +50,17 @@ class DatabaseStore:
     def headers_after(
         self, flt: StreamFilter, batch_id: int, limit: int
     ) -> list[BatchHeader] | None:
-        """Batch ``batch_id`` and the later batches (by id) that ``flt`` matches, until they
-        hold more than ``limit`` readings; None if ``batch_id`` is not one of them."""
+        """Batch ``batch_id`` and the batches ``flt`` matches that committed after it, in
+        commit order (:mod:`cloud.live.positions`), until they hold more than ``limit``
+        readings; None if ``batch_id`` is not the first of them. Not by batch id: a batch
+        with a lower id may commit later, one with a higher id earlier."""
+        since = select(K.position).where(K.batch_id == batch_id).scalar_subquery()
         q = (
-            select(B, S.display_unit)
+            select(K.position, B, S.display_unit)
+            .join(B, B.id == K.batch_id)
             .join(S, S.id == B.sensor_id)
-            .where(B.id >= batch_id, S.project_id == flt.project_id)
-            .order_by(B.id)
+            .where(K.position >= since, S.project_id == flt.project_id)
+            .order_by(K.position)
         )
         for column, wanted in (
             (B.sensor_id, flt.sensor_id),
@@ -67,7 +72,7 @@ class DatabaseStore:
         out: list[BatchHeader] = []
         total = 0
         with self.sessions() as db:
-            for batch, unit in db.execute(q.limit(limit + 1)):
+            for position, batch, unit in db.execute(q.limit(limit + 1)):
                 if not out and batch.id != batch_id:
                     return None
                 out.append(
@@ -82,6 +87,7 @@ class DatabaseStore:
                         count=batch.count,
                         first_ts=batch.first_ts,
                         last_ts=batch.last_ts,
+                        position=position,
                     )
                 )
                 total += batch.count

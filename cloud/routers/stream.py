@@ -9,7 +9,16 @@ Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``e
      "value": 1.0, "unit": "C", "late": false, "profile_version": "v1"}
     {"type": "readings", "items": [<reading>, ...]}   with ?batch=true, instead of the above
     {"type": "reset", "detail": "..."}      resume point unknown or too old: reload history
-    {"type": "overflow", "dropped": n, ...} the client fell behind and is disconnected
+    {"type": "overflow", "dropped": n, "reason": "...", "detail": "..."}
+                                            the client is disconnected; resume by event id
+
+``reason`` says why a client is cut off: ``too_slow`` (it fell behind; ``dropped`` readings
+were not sent), ``resync`` (this server may have missed readings while its notification
+connection was down) or ``read_failed`` (a batch could not be read back); the last two are
+no fault of the client. The WebSocket is then closed with code 4008 either way.
+
+When the server shuts down, streams end at once: the WebSocket is closed with 1001 (going
+away), the SSE response ends; either client resumes by event id on reconnecting.
 
 With ``?batch=true`` the readings that are ready together (up to 500) travel as one
 ``readings`` message whose items are the ``reading`` messages above, in order; SSE gives it
@@ -44,8 +53,11 @@ from cloud.problems import problem_response
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 
-#: WebSocket close code for a client that could not keep up (application range 4000-4999).
+#: WebSocket close code for a client cut off (application range 4000-4999): the name is its
+#: first reason, a client that could not keep up; the overflow notice says which it was.
 CLOSE_TOO_SLOW = 4008
+#: WebSocket close code when the server shuts down (RFC 6455 "going away").
+CLOSE_GOING_AWAY = 1001
 RESET_DETAIL = "the resume point is unknown or too old; reload history, then follow live"
 
 
@@ -88,11 +100,22 @@ def readings_message(events: Sequence[LiveEvent]) -> str:
     return '{"type":"readings","items":[' + ",".join(ev.json for ev in events) + "]}"
 
 
+_OVERFLOW_DETAIL = {
+    "too_slow": "client too slow",
+    "resync": "the server may have missed readings while it was not notified of them",
+    "read_failed": "the server could not read a batch back",
+    "shutdown": "the server is shutting down",
+}
+
+
 def _overflow(exc: SlowConsumer) -> dict[str, Any]:
+    """The notice to a client that is cut off. ``reason`` was added after ``dropped`` and
+    ``detail``, which keep their meaning (a client reading only those still works)."""
     return {
         "type": "overflow",
         "dropped": exc.dropped,
-        "detail": "client too slow; reconnect with the last event id to resume",
+        "reason": exc.reason,
+        "detail": f"{_OVERFLOW_DETAIL[exc.reason]}; reconnect with the last event id to resume",
     }
 
 
@@ -145,8 +168,11 @@ async def stream_websocket(ws: WebSocket) -> None:
     except SlowConsumer as exc:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
-                await ws.send_json(_overflow(exc))
-                await ws.close(CLOSE_TOO_SLOW, "client too slow")
+                if exc.reason == "shutdown":
+                    await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+                else:
+                    await ws.send_json(_overflow(exc))
+                    await ws.close(CLOSE_TOO_SLOW, _OVERFLOW_DETAIL[exc.reason])
     except WebSocketDisconnect:
         pass
     finally:
@@ -223,9 +249,10 @@ class EventStream(Response):
 
             await _first_done(pump(self.sub, events, keepalive=keepalive), until_disconnect())
         except SlowConsumer as exc:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await write(sse(json.dumps(_overflow(exc)), event="overflow"))
+            if exc.reason != "shutdown":  # on shutdown the stream just ends
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1):
+                        await write(sse(json.dumps(_overflow(exc)), event="overflow"))
         finally:
             self.hub.unsubscribe(self.sub)
         with contextlib.suppress(Exception):

@@ -29,8 +29,10 @@ PROJECT, SENSOR, RUN, SESSION = (uuid.uuid4() for _ in range(4))
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def header(batch_id: int, n: int = 1, sensor: uuid.UUID = SENSOR) -> BatchHeader:
-    return BatchHeader(batch_id, PROJECT, sensor, RUN, SESSION, "C", "v1", n, T0, T0)
+def header(
+    batch_id: int, n: int = 1, sensor: uuid.UUID = SENSOR, position: int | None = None
+) -> BatchHeader:
+    return BatchHeader(batch_id, PROJECT, sensor, RUN, SESSION, "C", "v1", n, T0, T0, position)
 
 
 def rows(n: int, base: float = 0.0) -> list[Row]:
@@ -38,7 +40,8 @@ def rows(n: int, base: float = 0.0) -> list[Row]:
 
 
 class DictStore:
-    """Batches by id, in id order; counts reads; a read may be held back by an event."""
+    """Batches by id, in commit order (position, else id); counts reads; a read may be held
+    back by an event."""
 
     def __init__(self) -> None:
         self.batches: dict[int, tuple[BatchHeader, list[Row]]] = {}
@@ -64,7 +67,11 @@ class DictStore:
     ) -> list[BatchHeader] | None:
         if self.gate is not None:
             self.gate.wait(5)
-        out = [h for b, (h, _) in sorted(self.batches.items()) if b >= batch_id and flt.matches(h)]
+        if batch_id not in self.batches:
+            return None
+        order = sorted((h.position or h.batch_id, h) for h, _ in self.batches.values())
+        since = next(k for k, h in order if h.batch_id == batch_id)
+        out = [h for k, h in order if k >= since and flt.matches(h)]
         return out if out and out[0].batch_id == batch_id else None
 
 
@@ -140,9 +147,10 @@ async def test_a_failed_read_cuts_the_watchers_off_so_that_they_resume_without_a
     pumping = asyncio.create_task(pump(sub, nothing_expected))
     await settle()
     hub.announce(header(1, 3))  # not in the store: the read raises
-    with pytest.raises(SlowConsumer):
+    with pytest.raises(SlowConsumer) as cut:
         await asyncio.wait_for(pumping, 1)
     assert sub.dropped == 3
+    assert cut.value.reason == "read_failed"  # not the client's fault: the notice says so
     await hub.stop()
 
 
@@ -169,6 +177,7 @@ async def test_resync_cuts_every_subscriber_off_and_forgets_the_ring() -> None:
     hub.dispatch(header(1), rows(1))
     hub.resync()  # the bus was down: batches of other processes may have gone unheard
     assert all(s.overflowed.is_set() for s in subs)
+    assert [s.cut_off_error().reason for s in subs] == ["resync", "resync"]
     # A resume now reads which batches follow from the batch table, not from the ring.
     assert hub._after_in_ring(StreamFilter(PROJECT), 1) is None
     await hub.stop()
@@ -185,8 +194,33 @@ async def test_a_big_batch_fits_an_empty_queue_but_a_backlog_beyond_the_bound_ov
     async def never(_: object) -> None:
         raise AssertionError("an overflowed subscriber gets nothing more")
 
-    with pytest.raises(SlowConsumer):
+    with pytest.raises(SlowConsumer) as cut:
         await pump(sub, never)
+    assert cut.value.reason == "too_slow" and cut.value.dropped == 1
+    sub.cut_off(reason="resync")  # a later cut-off does not rewrite why it happened
+    assert sub.cut_off_error().reason == "too_slow"
+
+
+async def test_closing_the_streams_ends_every_pump_and_every_stream_opened_afterwards() -> None:
+    hub = Hub(store=DictStore())
+    await hub.start()
+    sub = hub.subscribe_now(StreamFilter(PROJECT, sensor_id=SENSOR))
+
+    async def nothing_expected(_: object) -> None:
+        raise AssertionError("nothing to send")
+
+    pumping = asyncio.create_task(pump(sub, nothing_expected))
+    await settle()
+    assert not hub.unwatched.is_set()
+    hub.close_streams()
+    with pytest.raises(SlowConsumer) as cut:
+        await asyncio.wait_for(pumping, 1)
+    assert cut.value.reason == "shutdown"
+    hub.unsubscribe(sub)
+    assert hub.unwatched.is_set()  # what a shutdown waits for
+    late = await hub.subscribe(StreamFilter(PROJECT), last_event_id=None)
+    assert late.overflowed.is_set() and late.cut_off_error().reason == "shutdown"
+    await hub.stop()
 
 
 async def test_a_stalled_send_is_abandoned_when_the_queue_overflows() -> None:
@@ -239,14 +273,15 @@ async def test_resume_in_a_process_that_never_saw_the_id_reads_the_batch_table()
     resuming = asyncio.create_task(hub.subscribe(flt, last_event_id="2-0"))
     await settle()
     # Batch 4's notification reaches this process while the resume is being read, and
-    # batch 5 is new: each is delivered once, batch 4 from the queue, not the backlog.
+    # batch 5 is new: each is delivered once, in commit order: batch 4 by the backlog (which
+    # has it), its queued copy dropped, so that batch 3 is not delivered after it.
     hub.dispatch(header(4, 2), rows(2, 40))
     store.gate.set()
     sub = await resuming
     hub.dispatch(header(5, 1), rows(1, 50))
     hub.dispatch(header(3, 2), rows(2, 30))  # a late notification of a replayed batch
-    assert [e.id for e in sub.backlog] == ["2-1", "3-0", "3-1"]
-    assert [ev.id for batch in sub._batches for ev in batch] == ["4-0", "4-1", "5-0"]
+    assert [e.id for e in sub.backlog] == ["2-1", "3-0", "3-1", "4-0", "4-1"]
+    assert [ev.id for batch in sub._batches for ev in batch] == ["5-0"]
 
     # Announced while the rows (not the batch list) are read: the backlog delivers it.
     store.gate, store.rows_gate = None, threading.Event()
@@ -257,6 +292,29 @@ async def test_resume_in_a_process_that_never_saw_the_id_reads_the_batch_table()
     store.rows_gate.set()
     again = await resuming
     assert [e.id for e in again.backlog][-2:] == ["4-0", "4-1"] and not again._batches
+    await hub.stop()
+
+
+async def test_resume_follows_commit_positions_where_ids_disagree_with_them() -> None:
+    """Batch 2 drew its id before batch 3 but committed after it (positions 3 and 2). A
+    process that has dispatched neither (it is behind, or started later) resumes from the
+    table in commit order, then drops the live batches the client has had already."""
+    store = DictStore()
+    for b, position in ((1, 1), (3, 2), (2, 3)):
+        store.add(header(b, 2, position=position), base=10 * b)
+    hub = Hub(store=store)
+    await hub.start()
+    flt = StreamFilter(PROJECT, sensor_id=SENSOR)
+    sub = await hub.subscribe(flt, last_event_id="3-0")
+    assert [e.id for e in sub.backlog] == ["3-1", "2-0", "2-1"]
+    # The notifications this process had not handled yet come in now, and a new batch.
+    store.add(header(4, 2, position=4), base=40)
+    for b, position in ((1, 1), (3, 2), (2, 3), (4, 4)):
+        hub.dispatch(header(b, 2, position=position), rows(2, 10 * b))
+    assert [ev.id for batch in sub._batches for ev in batch] == ["4-0", "4-1"]
+    # Resume after batch 2 (the one with the lower id), here from the ring: batch 4 only.
+    again = await hub.subscribe(flt, last_event_id="2-1")
+    assert [e.id for e in again.backlog] == ["4-0", "4-1"] and again.floor == 3
     await hub.stop()
 
 
