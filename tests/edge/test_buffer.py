@@ -194,15 +194,18 @@ def test_dead_letter_retry_and_replay_requeue(buffer: Buffer, sensor: str) -> No
 def test_sealing_partitions_every_reading_once_in_order(
     tmp_path_factory: pytest.TempPathFactory, sizes: list[int], batch_size: int, rebind_after: int
 ) -> None:
+    # Two sensors whose readings interleave in the table, as several sources write at once:
+    # sealing one sensor must take exactly its own oldest readings.
     buf = Buffer(tmp_path_factory.mktemp("h") / "b.db")
     try:
-        sid = str(uuid.uuid4())
+        sid, other = str(uuid.uuid4()), str(uuid.uuid4())
         buf.upsert_sensor(sid, "t", "mqtt", "r0", "s0")
+        buf.upsert_sensor(other, "u", "mqtt", "r0", "s0")
         start = 0
         for i, n in enumerate(sizes):
             if i == rebind_after:
                 buf.bind(sid, "r1", "s1")
-            buf.commit([Write(readings(sid, n, start))])
+            buf.commit([Write(readings(sid, n, start)), Write(readings(other, i % 3 + 1, 0))])
             start += n
             buf.seal(sid, batch_size, older_than=0.0 if i % 2 else None)
         buf.seal(sid, batch_size)
@@ -210,9 +213,12 @@ def test_sealing_partitions_every_reading_once_in_order(
         while (b := buf.next_batch(sid)) is not None:
             body = buf.batch_body(b.id)
             assert 1 <= len(body["readings"]) <= batch_size
+            assert body["sensor_id"] == sid
             seen += [r["meta"]["seq"] for r in body["readings"]]
             buf.mark_synced(b.id, b.count, 0)
         assert seen == list(range(start))
+        assert buf.next_batch(other) is None  # never sealed: none of its readings were taken
+        assert buf.seal(other, 1000) == 1
     finally:
         buf.close()
 
