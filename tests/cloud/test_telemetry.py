@@ -402,3 +402,38 @@ def test_racing_retries_of_one_batch_store_it_once(database_url: str) -> None:
             t.join(60)
         assert results == [202] * 4
         assert len(api.readings(owner, run_id=ids["run_id"])) == 500
+
+
+def test_what_is_stored_reads_back_exactly(api: Api, owner: Identity) -> None:
+    """Every column survives the trip, on PostgreSQL through the hand-built binary COPY
+    stream: timestamps on both sides of PostgreSQL's 2000 epoch to the microsecond, extreme
+    and signed floats, a long profile version in UTF-8, and meta of every JSON shape."""
+    sensor_id, token = api.sensor(
+        owner, {"version": "v-é" * 20, "kind": "linear", "payload": {"a": 1.0, "b": 0.0}}
+    )
+    run_id = api.run(owner, api.experiment(owner))
+    ids = {
+        "sensor_id": sensor_id,
+        "token": token,
+        "run_id": run_id,
+        "capture_session_id": api.session(owner, run_id),
+    }
+    sent = [
+        ("1900-06-01T12:00:00.000001+00:00", -1.5e300, None),
+        ("1999-12-31T23:59:59.999999+00:00", -0.0, {"cj": 25.5}),
+        ("2000-01-01T00:00:00+00:00", 5e-324, {"nested": {"list": [1, 2.5, "x", None, True]}}),
+        ("2000-01-01T00:00:00.000001+00:00", 1e300, {"big": 123456789012345678901234567890}),
+        ("2026-01-01T10:00:00.123456+00:00", 21.25, {"text": "ünïcødé \" \\ \n"}),
+        ("2026-01-01T10:00:00.123457+00:00", 0.1, {}),
+    ]
+    r = api.ingest(ids, [{"timestamp": t, "raw_value": v, "meta": m} for t, v, m in sent])
+    assert r.status_code == 202, r.text
+    got = api.readings(owner, run_id=run_id)
+    assert [
+        (datetime.fromisoformat(x["timestamp"]), x["raw_value"], x["value"], x["meta"])
+        for x in got
+    ] == [(datetime.fromisoformat(t), v, v, m) for t, v, m in sent]
+    assert {(x["sensor_id"], x["capture_session_id"], x["late"]) for x in got} == {
+        (sensor_id, ids["capture_session_id"], False)
+    }
+    assert {x["profile_version"] for x in got} == {"v-é" * 20}
