@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import ssl
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
+import msgspec
 
 from common.wire import TELEMETRY_PATH
 from edge.backoff import Backoff, parse_retry_after
@@ -157,7 +157,10 @@ async def send_batch(client: httpx.AsyncClient, buffer: Buffer, batch: Batch) ->
 
 
 def encode(body: dict[str, object]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+    # msgspec, not json.dumps: a tenth of the time (json.dumps of a 1000-reading body was the
+    # largest single cost on the buffer's thread while draining a backlog). Floats are written
+    # in their shortest round-trip form either way; the cloud compares batches by meaning.
+    return msgspec.json.encode(body)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from edge.buffer import (
     message_digest,
     ts_text,
 )
+from edge.sync import encode
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -271,7 +272,7 @@ def test_a_batch_stays_below_the_cloud_body_limit(buffer: Buffer, sensor: str) -
     assert made >= 3
     seen = []
     while (b := buffer.next_batch(sensor)) is not None:
-        body = json.dumps(buffer.batch_body(b.id), separators=(",", ":")).encode()
+        body = encode(buffer.batch_body(b.id))  # what the sync loop sends
         assert len(body) < MAX_TELEMETRY_BODY_BYTES
         seen += [r["raw_value"] for r in buffer.batch_body(b.id)["readings"]]
         buffer.mark_synced(b.id, b.count, 0)
