@@ -292,19 +292,17 @@ def ingest(
     fingerprint = batch.fingerprint()
     if ctx.prev_id is not None:
         _same_batch(ctx.prev_fingerprint, fingerprint)
-        return (
-            TelemetryAccepted(
-                accepted=ctx.prev_count,
-                late=ctx.prev_late,
-                sensor_id=ctx.sensor_id,
-                run_id=run_id,
-                capture_session_id=session_id,
-                profile_version=ctx.prev_profile_version,
-                first_timestamp=ctx.prev_first_ts,
-                last_timestamp=ctx.prev_last_ts,
-            ),
-            None,
+        stored = models.TelemetryBatch(  # transient: the stored batch's answer again
+            count=ctx.prev_count,
+            late=ctx.prev_late,
+            sensor_id=ctx.sensor_id,
+            run_id=run_id,
+            capture_session_id=session_id,
+            profile_version=ctx.prev_profile_version,
+            first_ts=ctx.prev_first_ts,
+            last_ts=ctx.prev_last_ts,
         )
+        return _accepted(stored), None
 
     now = datetime.now(UTC)
     late = _window(ctx, batch, now, future_tolerance)
