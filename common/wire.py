@@ -32,20 +32,33 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
+#: Deepest nesting of containers in a reading's ``meta`` (the object itself is level 1):
+#: far more than any instrument needs, and well inside what every parser and serializer on
+#: the way (msgspec, pydantic, PostgreSQL's jsonb) handles, so what is stored reads back.
+MAX_META_DEPTH = 32
+
+
 def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
-    stack: list[Any] = [value]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError("NaN and Infinity are not JSON numbers and are not accepted")
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        if isinstance(item, dict | list):
+            if depth > MAX_META_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_META_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError:  # "\ud800": JSON can spell it, no database can store it
+                raise ValueError("text must be valid Unicode (a lone surrogate is not)") from None
     return value
 
 
-#: A JSON object whose numbers are all finite (Python's json reads NaN; PostgreSQL does not).
+#: A JSON object whose numbers are all finite (Python's json reads NaN; PostgreSQL does not)
+#: whose text is valid Unicode and which nests at most MAX_META_DEPTH levels.
 JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 
 

@@ -148,7 +148,12 @@ def meta_text(meta: dict[str, Any] | None) -> str | None:
     if meta is None:
         return None
     try:
-        return json.dumps(meta, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
+        if "\\ud" in text:  # maybe an escaped surrogate: is the text valid Unicode?
+            json.dumps(meta, ensure_ascii=False).encode()
+        return text
+    except UnicodeEncodeError:  # a lone surrogate: no JSON encoder or database takes it
+        raise ValueError("meta: text must be valid Unicode (a lone surrogate is not)") from None
     except ValueError as exc:
         if "Out of range float" in str(exc):
             raise ValueError("meta: NaN and Infinity are not JSON numbers") from None

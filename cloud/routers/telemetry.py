@@ -62,6 +62,8 @@ def _parse_batch_slow(raw: bytes) -> TelemetryBatch:
         raise InvalidInput(
             f"request body is not valid JSON: {exc}", errors=[FieldError("body", str(exc))]
         ) from None
+    except RecursionError:
+        raise invalid("body", "JSON nested too deeply") from None
     readings = data.get("readings") if isinstance(data, dict) else None
     if isinstance(readings, list) and len(readings) > MAX_READINGS_PER_BATCH:
         raise PayloadTooLarge(

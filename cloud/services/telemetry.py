@@ -291,7 +291,7 @@ def ingest(
 
     fingerprint = batch.fingerprint()
     if ctx.prev_id is not None:
-        _same_batch(ctx.prev_fingerprint, fingerprint)
+        _same_batch(ctx.prev_fingerprint, batch)
         stored = models.TelemetryBatch(  # transient: the stored batch's answer again
             count=ctx.prev_count,
             late=ctx.prev_late,
@@ -328,7 +328,7 @@ def ingest(
     if new_id is None:
         # Another request with this key committed between our lookup and our insert (a
         # retry racing the original): it stored the readings; answer as a replay.
-        previous = _previous(db, ctx.sensor_id, idempotency_key or "", fingerprint)
+        previous = _previous(db, ctx.sensor_id, idempotency_key or "", batch)
         assert previous is not None
         return _accepted(previous), None
     record = models.TelemetryBatch(id=new_id, **fields)
@@ -392,7 +392,7 @@ def _convert(converter: Converter, ctx: _Context, batch: IncomingBatch) -> list[
 
 
 def _previous(
-    db: Session, sensor_id: uuid.UUID, key: str, fingerprint: str
+    db: Session, sensor_id: uuid.UUID, key: str, batch: IncomingBatch
 ) -> models.TelemetryBatch | None:
     """The batch already stored under ``key``; 422 if that key carried another batch."""
     previous = db.scalars(
@@ -402,13 +402,13 @@ def _previous(
         )
     ).first()
     if previous is not None:
-        _same_batch(previous.fingerprint, fingerprint)
+        _same_batch(previous.fingerprint, batch)
     return previous
 
 
-def _same_batch(stored: str | None, fingerprint: str) -> None:
+def _same_batch(stored: str | None, batch: IncomingBatch) -> None:
     """A key names one batch: 422 when it comes back with another one."""
-    if stored not in (None, fingerprint):
+    if not batch.matches(stored):
         raise InvalidInput(
             "this Idempotency-Key already carried another batch of this sensor",
             errors=[FieldError("header.Idempotency-Key", "already used for another batch")],

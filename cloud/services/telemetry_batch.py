@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from common.wire import MAX_READINGS_PER_BATCH, TelemetryBatch
+from common.wire import MAX_META_DEPTH, MAX_READINGS_PER_BATCH, Reading, TelemetryBatch
 
 
 # gc=False: these never take part in a reference cycle (JSON values only), and a thousand
@@ -44,7 +44,8 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _DECODER = msgspec.json.Decoder(_Batch)
-_ENCODER = msgspec.json.Encoder()
+#: Sorted keys: the same ``meta`` in another key order is the same batch.
+_CANONICAL = msgspec.json.Encoder(order="sorted")
 #: Seconds with more than six fractional digits: msgspec rounds them to the microsecond
 #: where pydantic truncates, so such a body goes the slow way and is stored the same either
 #: way. Fraction digits then a zone: no JSON number looks like that, and the leading literal
@@ -81,9 +82,12 @@ class IncomingBatch:
 
     def fingerprint(self) -> str:
         """A digest of what the batch means (not of its bytes): a retry that spells the same
-        readings differently (key order, ``Z`` or ``+00:00``, ``20`` or ``20.0``) is the
-        same batch, and either way in gives the same digest."""
-        canonical = _ENCODER.encode(
+        readings differently (key order, inside ``meta`` too; ``Z`` or ``+00:00``; ``20`` or
+        ``20.0``) is the same batch, and either way in gives the same digest.
+
+        ``2:`` marks this form (62 hex digits, 248 bits, to fit the 64-character column);
+        digests stored before it are 64 hex digits of :meth:`legacy_fingerprint`."""
+        canonical = _CANONICAL.encode(
             (
                 str(self.sensor_id),
                 str(self.run_id),
@@ -93,7 +97,45 @@ class IncomingBatch:
                 self.metas,
             )
         )
-        return hashlib.sha256(canonical).hexdigest()
+        return "2:" + hashlib.sha256(canonical).hexdigest()[:62]
+
+    def legacy_fingerprint(self) -> str:
+        """The digest the first release stored: of the wire model's JSON dump. Only computed
+        to recognise a batch stored under a key before the upgrade (a retry or ``replay``)."""
+        model = TelemetryBatch(
+            sensor_id=self.sensor_id,
+            run_id=self.run_id,
+            capture_session_id=self.capture_session_id,
+            readings=[
+                Reading(timestamp=t, raw_value=v, meta=m)
+                for t, v, m in zip(self.timestamps, self.raw_values, self.metas, strict=True)
+            ],
+        )
+        return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+
+    def matches(self, stored: str | None) -> bool:
+        """Whether a stored fingerprint is this batch's (None: stored without one)."""
+        if stored is None:
+            return True
+        if stored.startswith("2:"):
+            return stored == self.fingerprint()
+        return stored == self.legacy_fingerprint()
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests more than ``limit`` containers deep (the value
+    itself is level 1)."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def decode_fast(raw: bytes) -> IncomingBatch | None:
@@ -102,7 +144,7 @@ def decode_fast(raw: bytes) -> IncomingBatch | None:
         return None
     try:
         batch = _DECODER.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     readings = batch.readings
     if len(readings) > MAX_READINGS_PER_BATCH:
@@ -112,7 +154,11 @@ def decode_fast(raw: bytes) -> IncomingBatch | None:
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
         return None
     # No finiteness check here: msgspec refuses NaN/Infinity tokens and out-of-range numbers
-    # (1e400) in raw_value and inside meta alike; the differential test holds it to that.
+    # (1e400) in raw_value and inside meta alike, and lone surrogates in strings; the
+    # differential test holds it to that. Nesting it does not limit: a meta deeper than the
+    # wire model allows is the wire model's to refuse, with its reason.
+    if any(meta and _deeper_than(meta, MAX_META_DEPTH) for meta in (r.meta for r in readings)):
+        return None
     return IncomingBatch(
         sensor_id=batch.sensor_id,
         run_id=batch.run_id,

@@ -436,3 +436,77 @@ def test_what_is_stored_reads_back_exactly(api: Api, owner: Identity) -> None:
         (sensor_id, ids["capture_session_id"], False)
     }
     assert {x["profile_version"] for x in got} == {"v-é" * 20}
+
+
+def test_a_key_stored_by_the_first_release_still_recognises_its_batch(
+    api: Api, owner: Identity, ids: dict[str, str]
+) -> None:
+    """Batches stored before the fingerprint changed carry the old digest (of the wire
+    model's JSON dump): a retry or an edge ``replay`` of such a batch is still a replay, and
+    another batch under its key still a 422."""
+    import hashlib
+
+    from sqlalchemy import update
+
+    from cloud.db.models import TelemetryBatch as StoredBatch
+    from common.wire import TelemetryBatch
+
+    readings = [
+        {"timestamp": ts(-2), "raw_value": 1.5, "meta": {"b": 1, "a": [1.0, "é"]}},
+        {"timestamp": ts(-1), "raw_value": 2.0},
+    ]
+    assert api.ingest(ids, readings, key="old-1").status_code == 202
+    body = json.dumps({**{k: ids[k] for k in ("sensor_id", "run_id", "capture_session_id")}})
+    model = TelemetryBatch.model_validate_json(body[:-1] + f',"readings":{json.dumps(readings)}}}')
+    legacy = hashlib.sha256(model.model_dump_json().encode()).hexdigest()  # as 0.1 stored it
+    with api.c.app.state.sessionmaker.begin() as db:  # type: ignore[attr-defined]
+        db.execute(update(StoredBatch).values(fingerprint=legacy))
+    again = api.ingest(ids, readings, key="old-1")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    other = [{**readings[0], "raw_value": 9.0}, readings[1]]
+    assert_problem(api.ingest(ids, other, key="old-1"), 422, "header.Idempotency-Key")
+    assert [x["raw_value"] for x in api.readings(owner, run_id=ids["run_id"])] == [1.5, 2.0]
+
+
+def test_meta_key_order_does_not_make_another_batch(api: Api, ids: dict[str, str]) -> None:
+    first = [{"timestamp": ts(-1), "raw_value": 1.0, "meta": {"a": 1, "b": {"c": 2, "d": 3}}}]
+    again = [
+        {
+            "timestamp": first[0]["timestamp"],
+            "raw_value": 1.0,
+            "meta": {"b": {"d": 3, "c": 2}, "a": 1},
+        }
+    ]
+    assert api.ingest(ids, first, key="k").status_code == 202
+    r = api.ingest(ids, again, key="k")
+    assert r.status_code == 202 and r.headers["Idempotent-Replayed"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("depth", "field"),
+    [(32, None), (33, "readings.0.meta"), (300, "readings.0.meta"), (5000, "body")],
+)
+def test_meta_nests_at_most_32_levels_and_never_a_500(
+    api: Api, owner: Identity, ids: dict[str, str], depth: int, field: str | None
+) -> None:
+    """Deeper metas were stored and then failed to serialize on every read (a 500), and at
+    Python's recursion limit the parse itself was a 500. Now one limit, on both parse paths."""
+    meta = '{"x":' * depth + "1" + "}" * depth
+    raw = (
+        json.dumps({k: ids[k] for k in ("sensor_id", "run_id", "capture_session_id")})[:-1]
+        + f',"readings":[{{"timestamp":"{ts(-1)}","raw_value":1.0,"meta":{meta}}}]}}'
+    )
+    r = api.ingest(ids, [], raw=raw)
+    if field is None:
+        assert r.status_code == 202, r.text
+        assert len(api.readings(owner, run_id=ids["run_id"])) == 1  # and it reads back
+    else:
+        assert_problem(r, 422, field)
+        assert api.readings(owner, run_id=ids["run_id"]) == []
+
+
+def test_a_lone_surrogate_in_meta_is_422_not_500(api: Api, ids: dict[str, str]) -> None:
+    r = api.ingest(ids, [{"timestamp": ts(-1), "raw_value": 1.0, "meta": {"s": "\ud800"}}])
+    assert_problem(r, 422, "readings.0.meta")
+    emoji = api.ingest(ids, [{"timestamp": ts(-1), "raw_value": 1.0, "meta": {"s": "\U0001f600"}}])
+    assert emoji.status_code == 202, emoji.text

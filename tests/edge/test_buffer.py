@@ -251,15 +251,25 @@ def test_a_reading_the_cloud_would_refuse_is_dead_lettered_alone(
             NewReading(sensor, T0, 3.0, {"x": [1, float("nan")]}),
             NewReading(sensor, T0, 4.0, {"n": 10**5000}),
             NewReading(sensor, T0, float("inf")),
-            NewReading(sensor, T0, 6.0, {"ok": True}),
+            NewReading(sensor, T0, 6.0, {"ok": True, "smile": "\U0001f600"}),
+            # a lone surrogate (JSON can spell "\ud800"): it could never be sent, and a batch
+            # holding it would block the sensor's queue
+            NewReading(sensor, T0, 7.0, {"s": "\ud800"}),
         ]
     )
-    (res,) = buffer.commit([w, Write(readings(sensor, 1, start=7))])[:1]
-    assert not isinstance(res, BufferFull) and (res.committed, res.dead) == (2, 4)
+    (res,) = buffer.commit([w, Write(readings(sensor, 1, start=8))])[:1]
+    assert not isinstance(res, BufferFull) and (res.committed, res.dead) == (2, 5)
     values = [r[0] for r in buffer.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
-    assert values == [1.0, 6.0, 7.0]
+    assert values == [1.0, 6.0, 8.0]
     reasons = [d["reason"] for d in buffer.dead_letters()]
     assert any("out of range" in r for r in reasons) and any("NaN" in r for r in reasons)
+    assert any("lone surrogate" in r for r in reasons)
+    buffer.seal(sensor, 10)
+    b = buffer.next_batch(sensor)
+    assert b is not None and json.loads(encode(buffer.batch_body(b.id)))["readings"][1]["meta"] == {
+        "ok": True,
+        "smile": "\U0001f600",
+    }
     assert any("raw_value" in r for r in reasons) and any("meta" in r for r in reasons)
 
 
