@@ -289,8 +289,7 @@ def ingest(
         raise NotFound(f"capture session {batch.capture_session_id} not found in run {ctx.run_id}")
     run_id, session_id = ctx.run_id, ctx.session_id
 
-    fingerprint = batch.fingerprint()
-    if ctx.prev_id is not None:
+    if ctx.prev_id is not None:  # stored before under this key: the same batch, or a 422
         _same_batch(ctx.prev_fingerprint, batch)
         stored = models.TelemetryBatch(  # transient: the stored batch's answer again
             count=ctx.prev_count,
@@ -316,7 +315,7 @@ def ingest(
         "run_id": run_id,
         "capture_session_id": session_id,
         "idempotency_key": idempotency_key,
-        "fingerprint": fingerprint,
+        "fingerprint": batch.fingerprint(),
         "count": len(stamps),
         "late": len(stamps) if late else 0,
         "profile_version": ctx.profile_version,
