@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -28,7 +29,17 @@ import paho.mqtt.client as paho
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.harness import BIN, Cloud, PeakRss, Row, Sizes, libpq, pg_database
+from bench.harness import (
+    BIN,
+    Cloud,
+    MachineCpu,
+    PeakRss,
+    Row,
+    Sizes,
+    cpu_seconds,
+    libpq,
+    pg_database,
+)
 from tests.support.cloud import Bench, bootstrap
 from tests.support.services import Broker, free_port, private_mosquitto
 
@@ -69,16 +80,30 @@ def write_config(
 
 
 class Daemon:
+    """``benchlink-edge run`` in its own process, with a notify socket as systemd would give
+    it, so that a figure can start when the daemon says READY (its work starts after that)."""
+
     def __init__(self, config: Path, log: Path) -> None:
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        address = config.with_name("notify.sock")
+        address.unlink(missing_ok=True)
+        self.notify.bind(str(address))
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(BIN / "benchlink-edge"), "--config", str(config), "run"],
                 cwd=REPO,
                 stdout=out,
                 stderr=out,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(address)},
             )
         self.rss = PeakRss(self.proc.pid)
+
+    def ready(self, timeout: float = 60) -> float:
+        """Wait for READY=1; return the time.time() it came."""
+        self.notify.settimeout(timeout)
+        while b"READY=1" not in self.notify.recv(4096).split(b"\n"):
+            pass
+        return time.time()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -88,6 +113,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.notify.close()
 
 
 def _count(buffer: Path, sql: str) -> int:
@@ -316,9 +342,12 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
         # no [mqtt] broker: the MQTT source retries in the background, harmlessly
         assert cloud.rss is not None
         cloud.rss.reset()
-        started = time.time()
+        launched = time.time()
         daemon = Daemon(config, logs / "edge-sync.log")
         try:
+            # The drain of a running daemon (as after an outage), not Python's start-up.
+            started = daemon.ready()
+            machine = MachineCpu()
             finished = wait_for(
                 lambda: _count(buffer, "SELECT sum(count) FROM batches WHERE state = 'synced'"),
                 total,
@@ -327,6 +356,8 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
                 step=0.1,
             )
             rss = daemon.rss.mb
+            edge_cpu = cpu_seconds(daemon.proc.pid)
+            busy = machine.busy()
         finally:
             daemon.stop()
         rate = total / (finished - started)
@@ -351,6 +382,9 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
             extra={
                 "sensors": sizes.sync_sensors,
                 "seconds": round(finished - started, 1),
+                "start_up_s": round(started - launched, 2),
                 "worker_cpu_s": worker_cpu,
+                "edge_cpu_s": round(edge_cpu, 1),
+                "machine_busy_pct": busy,
             },
         )

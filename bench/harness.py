@@ -173,6 +173,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class MachineCpu:
+    """Share of the machine's CPU time that was busy (not idle, not waiting on I/O) between
+    construction and :meth:`busy`: says whether a figure was bound by the CPU."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields), idle
+
+    def busy(self) -> float:
+        total, idle = self._read()
+        dt = total - self.start[0]
+        return round(100 * (1 - (idle - self.start[1]) / dt), 1) if dt else 0.0
+
+
 # --- the cloud --------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all
+from bench.harness import Cloud, MachineCpu, Row, Sizes, libpq, pg_database, post_all
 from bench.peers import mlflow_server
 from cloud.services.telemetry import COPY_TYPES
 from tests.support.cloud import Bench, bootstrap
@@ -86,7 +86,7 @@ def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
         start = datetime.now(UTC) - timedelta(hours=3)
         assert cloud.rss is not None
         cloud.rss.reset()
-        ceilings, rates, seconds = [], [], []
+        ceilings, rates, seconds, busy = [], [], [], []
         for k in range(sizes.ingest_rounds):
             ceilings.append(copy_telemetry(url, bench, n, start + timedelta(minutes=20 * k)))
             bodies = telemetry_bodies(bench, n, start + timedelta(minutes=20 * k + 10))
@@ -99,6 +99,7 @@ def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
                 }
                 for _ in bodies
             ]
+            machine = MachineCpu()
             elapsed = asyncio.run(
                 post_all(
                     cloud.url,
@@ -110,6 +111,7 @@ def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
                     cloud.rss,
                 )
             )
+            busy.append(machine.busy())
             rates.append(n / elapsed)
             seconds.append(round(elapsed, 2))
         with psycopg.connect(libpq(url)) as conn:
@@ -135,6 +137,7 @@ def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
                 "ceiling_rounds": [round(c) for c in ceilings],
                 "seconds": seconds,
                 "worker_cpu_s": cloud.worker_cpu(),
+                "machine_busy_pct": busy,
             },
         )
 

@@ -238,8 +238,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # httpx logs every request at INFO; keep the journal for what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
     try:
         cfg = load_config(Path(args.config))

@@ -15,9 +15,8 @@ import signal
 import time
 from typing import Literal
 
-import httpx
-
 from edge.buffer import Buffer
+from edge.cloud_client import CloudClient
 from edge.config import EdgeConfig
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
@@ -32,7 +31,7 @@ MAINTENANCE_EVERY_S = 5.0
 
 
 class Daemon:
-    def __init__(self, cfg: EdgeConfig, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, cfg: EdgeConfig, *, client: CloudClient | None = None) -> None:
         """``client`` replaces the HTTP client built from ``[cloud]`` (tests inject faults)."""
         self.cfg = cfg
         self._client = client

@@ -8,7 +8,7 @@ token was revoked does not hold back the others. Each batch is sent with its sta
 Outcomes of one attempt::
 
     202            -> synced
-    any httpx error (transport, timeout, decoding), 408, 429, 5xx,
+    no answer (refused, lost, timed out, unreadable), 408, 429, 5xx,
     409 idempotency-in-flight
                    -> retry the same batch (Retry-After honoured, else jittered backoff)
     409 conflict   -> retried twice (a race between two writers), then dead
@@ -27,18 +27,17 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
 import msgspec
 
 from common.wire import TELEMETRY_PATH
 from edge.backoff import Backoff, parse_retry_after
 from edge.buffer import Batch, Buffer
+from edge.cloud_client import Answer, CloudClient, Poster, TransportError
 from edge.config import CloudConfig, SyncConfig
 from edge.metrics import EdgeMetrics
 
@@ -92,15 +91,15 @@ def refused_readings(body: object) -> dict[int, str]:
     return refused
 
 
-def problem_reason(response: httpx.Response) -> str:
+def problem_reason(response: Answer) -> str:
     """A one-line reason from a problem+json answer (or the raw text)."""
     try:
         body = response.json()
     except ValueError:
-        return f"{response.status_code}: {response.text[:300]}"
+        return f"{response.status}: {response.text[:300]}"
     if not isinstance(body, dict):
-        return f"{response.status_code}: {str(body)[:300]}"
-    parts = [f"{response.status_code} {body.get('title') or response.reason_phrase}"]
+        return f"{response.status}: {str(body)[:300]}"
+    parts = [f"{response.status} {body.get('title') or response.reason}"]
     if body.get("detail"):
         parts.append(str(body["detail"]))
     errors = body.get("errors") or []
@@ -109,15 +108,15 @@ def problem_reason(response: httpx.Response) -> str:
     return ": ".join(parts)[:1000]
 
 
-def classify(response: httpx.Response) -> Outcome:
-    status = response.status_code
+def classify(response: Answer) -> Outcome:
+    status = response.status
     if status in (200, 201, 202):
         try:
             body = response.json()
             return Outcome("synced", accepted=body.get("accepted"), late=body.get("late"))
         except (ValueError, AttributeError):
             return Outcome("synced")
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     reason = problem_reason(response)
     if status in (408, 429) or status >= 500:
         return Outcome("retry", reason, retry_after)
@@ -135,19 +134,11 @@ def classify(response: httpx.Response) -> Outcome:
     return Outcome("dead", reason)
 
 
-def make_client(cloud: CloudConfig) -> httpx.AsyncClient:
-    verify: ssl.SSLContext | bool = True
-    if cloud.ca_bundle is not None:
-        verify = ssl.create_default_context(cafile=str(cloud.ca_bundle))
-    return httpx.AsyncClient(
-        base_url=cloud.url,
-        verify=verify,
-        timeout=httpx.Timeout(cloud.timeout_s),
-        headers={"User-Agent": "benchlink-edge"},
-    )
+def make_client(cloud: CloudConfig) -> CloudClient:
+    return CloudClient(cloud)
 
 
-async def send_batch(client: httpx.AsyncClient, buffer: Buffer, batch: Batch) -> Outcome:
+async def send_batch(client: Poster, buffer: Buffer, batch: Batch) -> Outcome:
     """One attempt at one batch. The token goes in a header only (never in URL or logs)."""
     body, token = await buffer.call(
         lambda: (buffer.batch_body(batch.id), buffer.token(batch.sensor_id))
@@ -172,7 +163,7 @@ class Ready:
     token: str
 
 
-async def post_batch(client: httpx.AsyncClient, ready: Ready, *, close: bool = False) -> Outcome:
+async def post_batch(client: Poster, ready: Ready, *, close: bool = False) -> Outcome:
     """``close``: ask for the connection to be closed after the answer (see RECONNECT_EVERY)."""
     headers = {
         "Authorization": f"Bearer {ready.token}",
@@ -182,9 +173,9 @@ async def post_batch(client: httpx.AsyncClient, ready: Ready, *, close: bool = F
     if close:
         headers["Connection"] = "close"
     try:
-        response = await client.post(TELEMETRY_PATH, content=ready.content, headers=headers)
-    except httpx.HTTPError as exc:  # transport, timeout, a body that cannot be decoded, ...
-        return Outcome("retry", f"{type(exc).__name__}: {exc}"[:500])
+        response = await client.post(TELEMETRY_PATH, ready.content, headers)
+    except TransportError as exc:
+        return Outcome("retry", str(exc))
     return classify(response)
 
 
@@ -195,7 +186,7 @@ class SensorSync:
         self,
         sensor_id: str,
         buffer: Buffer,
-        client: httpx.AsyncClient,
+        client: Poster,
         sync: SyncConfig,
         metrics: EdgeMetrics,
     ) -> None:
@@ -390,7 +381,7 @@ class FlushReport:
 
 async def flush(
     buffer: Buffer,
-    client: httpx.AsyncClient,
+    client: Poster,
     sync: SyncConfig,
     metrics: EdgeMetrics,
     *,

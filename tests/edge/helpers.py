@@ -1,5 +1,5 @@
-"""Helpers for the edge tests: a fake cloud for MockTransport, a real cloud in a subprocess,
-the daemon in a subprocess, configs."""
+"""Helpers for the edge tests: a scripted cloud in place of the network (MockCloudClient), a
+real cloud in a subprocess, the daemon in a subprocess, configs."""
 
 from __future__ import annotations
 
@@ -11,16 +11,41 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from edge.cloud_client import Answer, TransportError
 from tests.support.services import free_port, unavailable, wait_port
 
 BIN = Path(sys.executable).parent
+
+
+class MockCloudClient:
+    """The edge's cloud client with ``handler`` in place of the network, for a fault at a
+    precise moment: the handler takes an ``httpx.Request`` and returns an ``httpx.Response``
+    (its answer) or raises an ``httpx`` error (no answer: the client's TransportError)."""
+
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.handler = handler
+
+    async def post(self, path: str, content: bytes, headers: Mapping[str, str]) -> Answer:
+        request = httpx.Request(
+            "POST", f"http://cloud.test{path}", content=content, headers=headers
+        )
+        try:
+            return as_answer(self.handler(request))
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def as_answer(response: httpx.Response) -> Answer:
+    body = response.read()
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return Answer(response.status_code, body, headers, response.reason_phrase)
 
 
 class FakeCloud:

@@ -362,3 +362,124 @@ def test_sealing_ahead_cuts_only_until_that_many_batches_wait(buffer: Buffer, se
         values += [r["raw_value"] for r in buffer.batch_body(b.id)["readings"]]
         buffer.mark_synced(b.id, b.count, 0)
     assert values == [float(i) for i in range(2, 10)]
+
+
+def _values(buf: Buffer, batch_id: str) -> list[float]:
+    return [r["raw_value"] for r in buf.batch_body(batch_id)["readings"]]
+
+
+def _send_all(buf: Buffer, sensor: str) -> list[list[float]]:
+    sent = []
+    while (b := buf.next_batch(sensor)) is not None:
+        sent.append(_values(buf, b.id))
+        buf.mark_synced(b.id, b.count, 0)
+    return sent
+
+
+def test_new_readings_after_a_full_prune_are_still_sent(buffer: Buffer, sensor: str) -> None:
+    """Sealing is a range of reading ids up to the sensor's ``sealed_upto``: a reading that got
+    an id at or below it (SQLite reuses the ids of the newest rows once they are deleted) would
+    never be sent."""
+    buffer.commit([Write([NewReading(sensor, T0, float(i)) for i in range(5)])])
+    buffer.seal(sensor, 10)
+    assert _send_all(buffer, sensor) == [[0.0, 1.0, 2.0, 3.0, 4.0]]
+    assert buffer.prune(retention_s=0) == 1
+    assert buffer.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+    buffer.commit([Write([NewReading(sensor, T0, 9.0)])])
+    assert buffer.gauges()[1] == 1 and buffer.status()["sensors"][sensor]["pending"] == 1
+    assert buffer.seal(sensor, 10) == 1
+    assert _send_all(buffer, sensor) == [[9.0]]
+
+
+def test_a_split_ranged_batch_keeps_its_place_and_its_refused_reading_stays_out(
+    buffer: Buffer, sensor: str
+) -> None:
+    buffer.commit([Write([NewReading(sensor, T0, float(i)) for i in range(6)])])
+    assert buffer.seal(sensor, 3) == 2
+    first = buffer.next_batch(sensor)
+    assert first is not None
+    new_id = buffer.split_batch(first.id, {1: "value: out of range"}, "422")
+    assert new_id is not None and new_id != first.id
+    (dead,) = [d for d in buffer.dead_letters() if d["kind"] == "batch"]
+    assert _values(buffer, dead["batch_id"]) == [1.0]
+    buffer.commit([Write([NewReading(sensor, T0, 6.0)])])
+    buffer.seal(sensor, 3)
+    assert _send_all(buffer, sensor) == [[0.0, 2.0], [3.0, 4.0, 5.0], [6.0]]
+    # the refused reading goes again on its own when an operator retries it
+    assert buffer.retry_dead(rebind=True) == 1
+    assert _send_all(buffer, sensor) == [[1.0]]
+    assert buffer.prune(retention_s=0) == 4
+    assert buffer.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+
+
+V1_SCHEMA = """
+CREATE TABLE sensors (sensor_id TEXT PRIMARY KEY, token TEXT NOT NULL, source TEXT NOT NULL,
+    run_id TEXT NOT NULL, capture_session_id TEXT NOT NULL, config_run_id TEXT,
+    config_session_id TEXT, bound_at REAL);
+CREATE TABLE readings (id INTEGER PRIMARY KEY, sensor_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    capture_session_id TEXT NOT NULL, ts TEXT NOT NULL, raw_value REAL NOT NULL, meta TEXT,
+    arrived REAL NOT NULL, batch_id TEXT);
+CREATE INDEX readings_unsealed ON readings (sensor_id, id) WHERE batch_id IS NULL;
+CREATE INDEX readings_batch ON readings (batch_id);
+CREATE INDEX readings_arrived ON readings (sensor_id, arrived);
+CREATE TABLE batches (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    sensor_id TEXT NOT NULL, run_id TEXT NOT NULL, capture_session_id TEXT NOT NULL,
+    state TEXT NOT NULL, count INTEGER NOT NULL, first_ts TEXT NOT NULL, last_ts TEXT NOT NULL,
+    sealed_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+    last_attempt_at REAL, synced_at REAL, accepted INTEGER, late INTEGER);
+"""
+
+
+def test_a_buffer_of_the_first_scheme_keeps_its_batches_and_seals_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Written before ranged batches: each sealed reading carries its batch id. The batches
+    go out as they were (same id, same readings); only the unsealed readings are cut anew."""
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    c = sqlite3.connect(path)
+    c.executescript(V1_SCHEMA)
+    sid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    for s in (sid, other):
+        c.execute("INSERT INTO sensors VALUES (?, 't', 'mqtt', 'r', 's', 'r', 's', 0)", (s,))
+    ts = ts_text(T0)
+    owner = {1: "A", 2: "A", 3: None, 4: "B", 5: "A", 6: "B", 7: None, 8: None}
+    for i, batch in owner.items():
+        s = other if i == 3 else sid  # another sensor's reading in between
+        c.execute(
+            "INSERT INTO readings VALUES (?, ?, 'r', 's', ?, ?, NULL, 0, ?)", (i, s, ts, i, batch)
+        )
+    for seq, (bid, state) in enumerate([("A", PENDING), ("B", DEAD)], 1):
+        c.execute(
+            "INSERT INTO batches (seq, id, sensor_id, run_id, capture_session_id, state, count,"
+            " first_ts, last_ts, sealed_at) VALUES (?, ?, ?, 'r', 's', ?, 3, ?, ?, 0)",
+            (seq, bid, sid, state, ts, ts),
+        )
+    c.commit()
+    c.close()
+
+    buf = Buffer(path)
+    try:
+        indexes = {r[0] for r in buf.conn.execute("SELECT name FROM sqlite_master")}
+        assert {"readings_explicit", "readings_sensor"} <= indexes
+        assert not {"readings_batch", "readings_unsealed"} & indexes
+        assert buf.gauges()[1] == 3 + 3  # A; the unsealed 7 and 8, and the other sensor's 3
+        a = buf.next_batch(sid)
+        assert a is not None and a.id == "A" and _values(buf, "A") == [1.0, 2.0, 5.0]
+        assert buf.seal(sid, 10) == 1
+        assert _send_all(buf, sid) == [[1.0, 2.0, 5.0], [7.0, 8.0]]
+        buf.conn.execute(
+            "INSERT INTO dead_letter (at, kind, sensor_id, batch_id, reason)"
+            " VALUES (0, 'batch', ?, 'B', '401')",
+            (sid,),
+        )
+        assert buf.retry_dead(rebind=True) == 1
+        assert _send_all(buf, sid) == [[4.0, 6.0]]
+        assert buf.seal(other, 10) == 1 and _send_all(buf, other) == [[3.0]]
+        buf.commit([Write([NewReading(sid, T0, 9.0)])])
+        assert buf.seal(sid, 10) == 1 and _send_all(buf, sid) == [[9.0]]
+        assert buf.prune(retention_s=0) == 5
+        assert buf.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
+    finally:
+        buf.close()

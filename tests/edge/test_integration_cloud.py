@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
-
 from edge.buffer import Buffer, NewReading, Write
-from edge.config import SyncConfig
+from edge.cloud_client import Answer, CloudClient, TransportError
+from edge.config import CloudConfig, SyncConfig
 from edge.metrics import EdgeMetrics
 from edge.sync import SensorSync
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, write_config
@@ -101,30 +101,30 @@ def test_outage_then_flush_syncs_everything_in_order_and_late(
     assert seqs_in_cloud(cloud, a) == list(range(60))
 
 
-class LoseFirstResponse(httpx.AsyncBaseTransport):
-    """Forward to the real cloud, then drop the first answer on the floor (a timeout)."""
+class LoseFirstResponse:
+    """The real client to the real cloud, whose first answer is lost on its way back (after
+    the cloud committed): a timeout, for the sync loop."""
 
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, inner: CloudClient) -> None:
+        self.inner = inner
         self.keys: list[str] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.keys.append(request.headers["Idempotency-Key"])
-        response = await self.inner.handle_async_request(request)
-        await response.aread()
+    async def post(self, path: str, content: bytes, headers: Mapping[str, str]) -> Answer:
+        self.keys.append(headers["Idempotency-Key"])
+        answer = await self.inner.post(path, content, headers)
         if len(self.keys) == 1:
-            raise httpx.ReadTimeout("response lost after the cloud committed", request=request)
-        return response
+            raise TransportError("TimeoutError: the answer was lost after the cloud committed")
+        return answer
 
 
 async def test_timeout_after_commit_is_not_a_duplicate(cloud: RealCloud, tmp_path: Path) -> None:
     (a,) = cloud.bootstrap(1)
     capture(tmp_path, a, range(5), datetime.now(UTC))
     buf = Buffer(tmp_path / "buffer.db")
-    transport = LoseFirstResponse()
     try:
-        async with httpx.AsyncClient(base_url=cloud.url, transport=transport) as client:
-            s = SensorSync(a.sensor_id, buf, client, SyncConfig(), EdgeMetrics())
+        async with CloudClient(CloudConfig(url=cloud.url)) as client:
+            lossy = LoseFirstResponse(client)
+            s = SensorSync(a.sensor_id, buf, lossy, SyncConfig(), EdgeMetrics())
             await s.seal(everything=True)
             first = await s.step()
             second = await s.step()
@@ -132,7 +132,7 @@ async def test_timeout_after_commit_is_not_a_duplicate(cloud: RealCloud, tmp_pat
         buf.close()
     assert first is not None and first.kind == "retry"
     assert second is not None and second.kind == "synced"
-    assert transport.keys[0] == transport.keys[1]
+    assert lossy.keys[0] == lossy.keys[1]
     assert seqs_in_cloud(cloud, a) == [0, 1, 2, 3, 4]
 
 

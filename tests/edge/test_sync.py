@@ -1,4 +1,4 @@
-"""The sync client's decisions, against httpx.MockTransport (faults at precise moments)."""
+"""The sync client's decisions, against a scripted cloud (faults at precise moments)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import pytest
 
 from edge.backoff import Backoff, parse_retry_after
 from edge.buffer import Buffer, NewReading, Write
+from edge.cloud_client import Answer
 from edge.config import SyncConfig
 from edge.metrics import EdgeMetrics
 from edge.sync import SensorSync, classify, flush
-from tests.edge.helpers import FakeCloud
+from tests.edge.helpers import FakeCloud, MockCloudClient, as_answer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PROBLEM = "application/problem+json"
@@ -46,7 +47,7 @@ def fill(buffer: Buffer, sid: str, n: int, start: int = 0) -> None:
 
 
 def syncer(buffer: Buffer, sid: str, cloud: Handler, **cfg: float) -> SensorSync:
-    client = httpx.AsyncClient(base_url="http://cloud.test", transport=httpx.MockTransport(cloud))
+    client = MockCloudClient(cloud)
     sync = SyncConfig(batch_size=3, backoff_initial_s=0.01, backoff_max_s=0.02, **cfg)
     return SensorSync(sid, buffer, client, sync, EdgeMetrics())
 
@@ -134,7 +135,7 @@ async def test_a_dead_sensor_does_not_block_another(buffer: Buffer, sensor: str)
             return problem(503, **{"Retry-After": "0"})  # down for this sensor, forever
         return cloud(request)
 
-    client = httpx.AsyncClient(base_url="http://c", transport=httpx.MockTransport(handler))
+    client = MockCloudClient(handler)
     report = await flush(
         buffer, client, SyncConfig(backoff_initial_s=0.01, backoff_max_s=0.01), EdgeMetrics()
     )
@@ -160,10 +161,10 @@ async def test_run_loop_sends_within_the_interval(buffer: Buffer, sensor: str) -
 
 
 def test_classify_unknown_409_is_permanent() -> None:
-    assert classify(problem(409, "https://x/archived")).kind == "dead"
-    race = classify(problem(409, "https://benchlink.dev/problems/conflict"))
+    assert classify(as_answer(problem(409, "https://x/archived"))).kind == "dead"
+    race = classify(as_answer(problem(409, "https://benchlink.dev/problems/conflict")))
     assert race.kind == "retry" and race.conflict
-    assert classify(httpx.Response(502, text="bad gateway")).kind == "retry"
+    assert classify(Answer(502, b"bad gateway")).kind == "retry"
 
 
 def test_retry_after_forms() -> None:
