@@ -131,6 +131,11 @@ WAL_LIMIT_BYTES = 64 * 1024 * 1024
 #: dead letters kept at most by default (kinds other than dead batches; see rotate_dead_letters)
 MAX_DEAD_LETTERS = 10_000
 
+#: The buffer's scheme, in ``PRAGMA user_version`` (0: before ranged batches). A version of
+#: the daemon refuses a file of a later scheme. (The versions before ranged batches do not
+#: look: going back to one of them would seal the readings of ranged batches again.)
+SCHEME = 2
+
 #: The table of the first version, keyed by packet id for ever (see :meth:`Buffer._migrate`).
 OLD_INBOX = "mqtt_inbox"
 
@@ -310,6 +315,14 @@ class Buffer:
             # acknowledged to a device. Group commit keeps the cost at one fsync per batch.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+            written = conn.execute("PRAGMA user_version").fetchone()[0]
+            if written > SCHEME:
+                conn.close()
+                raise RuntimeError(
+                    f"{self.path} was written by a newer benchlink-edge (buffer scheme"
+                    f" {written}; this one knows up to {SCHEME}): run that version, or move"
+                    " the file away -- reading it as an older scheme could send readings twice"
+                )
             conn.executescript(SCHEMA)
             self._migrate(conn)
             self._migrate_ranged(conn)
@@ -363,6 +376,7 @@ class Buffer:
                 conn.execute("ALTER TABLE batches ADD COLUMN last_id INTEGER")
             conn.execute("DROP INDEX IF EXISTS readings_unsealed")
             conn.execute("DROP INDEX IF EXISTS readings_batch")
+            conn.execute(f"PRAGMA user_version = {SCHEME}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -392,6 +406,21 @@ class Buffer:
             raise
         self.conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that must agree: one read transaction (WAL keeps it a snapshot while
+        the daemon or the CLI writes). A batch's body read in pieces could straddle a split
+        of that batch by the other process, and go out under the old key with the new
+        readings -- which are then sent again under the new one."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
+
     def used_bytes(self) -> int:
         """Bytes of live pages (freed pages are reused, so they do not count) plus the WAL
         file, which is disk the buffer holds too (truncated to ``journal_size_limit`` after
@@ -419,10 +448,24 @@ class Buffer:
                 (sensor_id,),
             ).fetchone()
             if row is None:
+                # (readings without their sensor's row exist only in a file edited by hand;
+                # the ones of them already in a batch stay out of the next one all the same)
                 c.execute(
                     "INSERT INTO sensors (sensor_id, token, source, run_id, capture_session_id,"
-                    " config_run_id, config_session_id, bound_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (sensor_id, token, source, run_id, session_id, run_id, session_id, time.time()),
+                    " config_run_id, config_session_id, bound_at, sealed_upto)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, COALESCE((SELECT MAX(id) FROM readings"
+                    " WHERE sensor_id = ? AND batch_id IS NOT NULL), 0))",
+                    (
+                        sensor_id,
+                        token,
+                        source,
+                        run_id,
+                        session_id,
+                        run_id,
+                        session_id,
+                        time.time(),
+                        sensor_id,
+                    ),
                 )
             elif tuple(row) != (run_id, session_id):
                 c.execute(
@@ -819,16 +862,19 @@ class Buffer:
 
     def batch_body(self, batch_id: str) -> dict[str, Any]:
         """The JSON body of a sealed batch; the same bytes every time it is sent."""
-        b = self.conn.execute(
-            "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?", (batch_id,)
-        ).fetchone()
-        members = self._members(self.conn, batch_id)
-        if b is None or members is None:
-            raise KeyError(batch_id)
-        rows = self.conn.execute(
-            f"SELECT ts, raw_value, meta FROM {members.table} WHERE {members.where} ORDER BY id",
-            members.params,
-        ).fetchall()
+        with self.snapshot() as c:
+            b = c.execute(
+                "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?",
+                (batch_id,),
+            ).fetchone()
+            members = self._members(c, batch_id)
+            if b is None or members is None:
+                raise KeyError(batch_id)
+            rows = c.execute(
+                f"SELECT ts, raw_value, meta FROM {members.table} WHERE {members.where}"
+                " ORDER BY id",
+                members.params,
+            ).fetchall()
         # one comprehension: a loop appending to a list cost half as much again, on the
         # buffer's thread, for every batch sent
         readings = [
@@ -995,7 +1041,10 @@ class Buffer:
 
     def gauges(self) -> tuple[int, int]:
         """(used bytes, unsynced readings), from indexes only: cheap on any buffer size."""
-        c = self.conn
+        with self.snapshot() as c:
+            return self._gauges(c)
+
+    def _gauges(self, c: sqlite3.Connection) -> tuple[int, int]:
         in_batches = c.execute(
             "SELECT COALESCE(SUM(count), 0) FROM batches WHERE state IN (?, ?)",
             (PENDING, INFLIGHT),
@@ -1011,7 +1060,10 @@ class Buffer:
     # -- reports ---------------------------------------------------------------------------------
 
     def status(self, rate_window_s: float = 60.0) -> dict[str, Any]:
-        c = self.conn
+        with self.snapshot() as c:
+            return self._status(c, rate_window_s)
+
+    def _status(self, c: sqlite3.Connection, rate_window_s: float) -> dict[str, Any]:
         since = time.time() - rate_window_s
         per_sensor: dict[str, dict[str, Any]] = {}
         for s in self.sensors():

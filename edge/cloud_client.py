@@ -55,7 +55,11 @@ def proxy_for(url: str) -> str | None:
     parts = urllib.parse.urlsplit(url)
     if parts.hostname is None or urllib.request.proxy_bypass(parts.hostname):
         return None
-    return urllib.request.getproxies().get(parts.scheme)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and "://" not in proxy:
+        proxy = f"http://{proxy}"  # "proxy.lab:3128", as curl takes it (aiohttp would not)
+    return proxy
 
 
 class Poster(Protocol):

@@ -274,10 +274,12 @@ class SensorSync:
         buf = self.buffer
         older_than = time.time() - self.cfg.interval_s / 2
         buf.seal(self.sensor_id, self.cfg.batch_size, older_than=older_than, ahead=SEAL_AHEAD)
-        batch = buf.next_batch(self.sensor_id, after)
-        if batch is None:
-            return None
-        return Ready(batch, encode(buf.batch_body(batch.id)), buf.token(batch.sensor_id))
+        with buf.snapshot():  # the batch and its body as one (see Buffer.snapshot)
+            batch = buf.next_batch(self.sensor_id, after)
+            if batch is None:
+                return None
+            body, token = buf.batch_body(batch.id), buf.token(batch.sensor_id)
+        return Ready(batch, encode(body), token)
 
     async def drain(self) -> Outcome | None:
         """Send batches while there are any, one in flight, in order. While a batch is on its

@@ -483,3 +483,46 @@ def test_a_buffer_of_the_first_scheme_keeps_its_batches_and_seals_the_rest(
         assert buf.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
     finally:
         buf.close()
+
+
+def test_a_buffer_of_a_later_scheme_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from edge.buffer import SCHEME
+
+    Buffer(tmp_path / "b.db").close()
+    c = sqlite3.connect(tmp_path / "b.db")
+    assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEME
+    c.execute(f"PRAGMA user_version = {SCHEME + 1}")
+    c.commit()
+    c.close()
+    with pytest.raises(RuntimeError, match="newer benchlink-edge"):
+        Buffer(tmp_path / "b.db")
+
+
+def test_a_body_is_read_as_one_while_another_process_splits_the_batch(
+    buffer: Buffer, sensor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI may split a batch while the daemon reads it: the daemon gets the whole batch
+    as it was, or no batch -- never the remaining readings under the old key (they would be
+    stored under it, then sent again under the new one)."""
+    buffer.commit([Write([NewReading(sensor, T0, float(i)) for i in range(4)])])
+    buffer.seal(sensor, 10)
+    b = buffer.next_batch(sensor)
+    assert b is not None
+    other = Buffer(buffer.path)
+    members = Buffer._members
+
+    def split_right_after(c: object, batch_id: str) -> object:
+        found = members(c, batch_id)  # type: ignore[arg-type]
+        monkeypatch.setattr(Buffer, "_members", staticmethod(members))
+        other.split_batch(batch_id, {1: "refused"}, "422")  # the CLI, at this very moment
+        return found
+
+    monkeypatch.setattr(Buffer, "_members", staticmethod(split_right_after))
+    try:
+        assert _values(buffer, b.id) == [0.0, 1.0, 2.0, 3.0]
+        with pytest.raises(KeyError):
+            buffer.batch_body(b.id)
+    finally:
+        other.close()

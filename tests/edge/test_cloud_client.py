@@ -142,8 +142,9 @@ async def test_no_answer_is_a_transport_error() -> None:
 def test_the_proxy_comes_from_the_environment_unless_no_proxy_exempts_the_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    for scheme in ("http", "https", "all", "no"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
     assert proxy_for("https://cloud.example") is None
     monkeypatch.setenv("https_proxy", "http://proxy.lab:3128")
     monkeypatch.setenv("no_proxy", "localhost,.internal")
@@ -152,3 +153,5 @@ def test_the_proxy_comes_from_the_environment_unless_no_proxy_exempts_the_host(
     assert proxy_for("https://localhost:8002") is None
     assert proxy_for("https://bench.internal") is None
     assert CloudClient(CloudConfig(url="https://cloud.example")).proxy == "http://proxy.lab:3128"
+    monkeypatch.setenv("all_proxy", "gate.lab:8080")  # no scheme: http://, as curl reads it
+    assert proxy_for("http://cloud.example") == "http://gate.lab:8080"
