@@ -44,6 +44,8 @@ class Sizes:
     sync_sensors: int = 4
     live_seconds: float = 10.0
     live_rate: int = 10_000
+    #: readings per POST of the live sender (an edge's batch_size)
+    live_batch: int = 1000
     chart_readings: int = 1_000_000
     repeats: int = 7
     cloud_workers: int = 2
@@ -61,6 +63,7 @@ class Sizes:
             sync_sensors=2,
             live_seconds=1.0,
             live_rate=1_000,
+            live_batch=100,
             chart_readings=10_000,
             repeats=2,
             cloud_workers=1,
