@@ -1,10 +1,10 @@
 """The edge's HTTP client for the cloud: POSTs over kept-alive connections, answers as data.
 
-aiohttp, not httpx: while draining a backlog, httpx took the edge about 3 ms of CPU per
-request (1.5 ms even with sniffio installed), a third of all the edge spent per batch of
-1000 readings; aiohttp, whose HTTP parser is C, about 0.7 ms (``bench/run.py --only
-sync_drain``, edge CPU 9.2 s -> 7.2 s for a million readings). On a bench PC with a core to
-itself that is noise; on a small box, or one that shares its CPU, it is the sync rate.
+aiohttp, not httpx: while draining a backlog, httpx was a third of the CPU the edge spent per
+batch of 1000 readings. Against a local server, httpx took 2.7 ms of CPU per request (1.5 ms
+with sniffio installed), this client 0.4 ms; a drain of a million readings
+(``bench/run.py --only sync_drain``) went from 9.2 to 7.3 s of edge CPU. On a bench PC with
+a core to spare that is noise; on a small box, or one that shares its CPU, it is the rate.
 
 The sync loop sees only :class:`Answer` and :class:`TransportError`, so a test can stand a
 scripted cloud in for the network (``tests.edge.helpers.MockCloudClient``).
