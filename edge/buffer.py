@@ -783,6 +783,24 @@ class Buffer:
         )
         return batch_id
 
+    @classmethod
+    def _batch_readings(
+        cls, c: sqlite3.Connection, batch_id: str, columns: str
+    ) -> tuple[tuple[str, str, str], list[tuple[Any, ...]]]:
+        """The batch's (sensor_id, run_id, capture_session_id) and ``columns`` of each of its
+        readings, in order; KeyError for an unknown batch."""
+        b = c.execute(
+            "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?", (batch_id,)
+        ).fetchone()
+        members = cls._members(c, batch_id)
+        if b is None or members is None:
+            raise KeyError(batch_id)
+        rows = c.execute(
+            f"SELECT {columns} FROM {members.table} WHERE {members.where} ORDER BY id",
+            members.params,
+        ).fetchall()
+        return b, rows
+
     @staticmethod
     def _members(c: sqlite3.Connection, batch_id: str) -> _Members | None:
         """The readings of a batch (see the module's doc); None for an unknown batch."""
@@ -808,17 +826,7 @@ class Buffer:
         whole batch is dead then)."""
         now = time.time()
         with self.tx() as c:
-            b = c.execute(
-                "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?",
-                (batch_id,),
-            ).fetchone()
-            members = self._members(c, batch_id)
-            if b is None or members is None:
-                raise KeyError(batch_id)
-            rows = c.execute(
-                f"SELECT id, ts, raw_value FROM {members.table} WHERE {members.where} ORDER BY id",
-                members.params,
-            ).fetchall()
+            b, rows = self._batch_readings(c, batch_id, "id, ts, raw_value")
             bad = [r for i, r in enumerate(rows) if i in refused]
             good = [r for i, r in enumerate(rows) if i not in refused]
             if not bad or not good:
@@ -863,18 +871,7 @@ class Buffer:
     def batch_body(self, batch_id: str) -> dict[str, Any]:
         """The JSON body of a sealed batch; the same bytes every time it is sent."""
         with self.snapshot() as c:
-            b = c.execute(
-                "SELECT sensor_id, run_id, capture_session_id FROM batches WHERE id = ?",
-                (batch_id,),
-            ).fetchone()
-            members = self._members(c, batch_id)
-            if b is None or members is None:
-                raise KeyError(batch_id)
-            rows = c.execute(
-                f"SELECT ts, raw_value, meta FROM {members.table} WHERE {members.where}"
-                " ORDER BY id",
-                members.params,
-            ).fetchall()
+            b, rows = self._batch_readings(c, batch_id, "ts, raw_value, meta")
         # one comprehension: a loop appending to a list cost half as much again, on the
         # buffer's thread, for every batch sent
         readings = [
