@@ -23,9 +23,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edge.buffer import Buffer, ts_text
+from edge.cloud_client import CloudClient
 from edge.config import EdgeConfig, load_config
 from edge.metrics import EdgeMetrics
-from edge.sync import FlushReport, flush, make_client
+from edge.sync import FlushReport, flush
 
 DEFAULT_CONFIG = "/etc/benchlink/edge.toml"
 
@@ -123,7 +124,7 @@ def _send_all(cfg: EdgeConfig) -> FlushReport:
     async def main() -> FlushReport:
         buf = _buffer(cfg)
         try:
-            async with make_client(cfg.cloud) as client:
+            async with CloudClient(cfg.cloud) as client:
                 return await flush(
                     buf, client, cfg.sync, EdgeMetrics(), progress=_progress_bar(sys.stderr.write)
                 )

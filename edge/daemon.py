@@ -22,7 +22,7 @@ from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
 from edge.sources.mqtt import MqttSource
 from edge.sources.serial import SerialSource, group_by_port
-from edge.sync import SensorSync, make_client
+from edge.sync import SensorSync
 from edge.writer import Writer
 
 log = logging.getLogger("benchlink.edge")
@@ -73,7 +73,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         try:
             async with (
-                self._client or make_client(self.cfg.cloud) as client,
+                self._client or CloudClient(self.cfg.cloud) as client,
                 asyncio.TaskGroup() as tg,
             ):
                 writer = tg.create_task(self.writer.run(), name="writer")

@@ -37,8 +37,8 @@ import msgspec
 from common.wire import TELEMETRY_PATH
 from edge.backoff import Backoff, parse_retry_after
 from edge.buffer import Batch, Buffer
-from edge.cloud_client import Answer, CloudClient, Poster, TransportError
-from edge.config import CloudConfig, SyncConfig
+from edge.cloud_client import Answer, Poster, TransportError
+from edge.config import SyncConfig
 from edge.metrics import EdgeMetrics
 
 log = logging.getLogger("benchlink.edge.sync")
@@ -132,10 +132,6 @@ def classify(response: Answer) -> Outcome:
     if status == 422 and (refused := refused_readings(body)):
         return Outcome("split", reason, refused=refused)
     return Outcome("dead", reason)
-
-
-def make_client(cloud: CloudConfig) -> CloudClient:
-    return CloudClient(cloud)
 
 
 async def send_batch(client: Poster, buffer: Buffer, batch: Batch) -> Outcome:
