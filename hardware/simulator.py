@@ -391,15 +391,30 @@ def config_from_args(argv: list[str] | None = None) -> SimConfig:
         parser.error(str(exc))
 
 
+class _Stopped(BaseException):
+    """SIGINT or SIGTERM: raised in the main thread, it ends ``run()`` through its cleanup."""
+
+
 @contextlib.contextmanager
-def _stop_on_signals(sim: Simulator) -> Iterator[None]:
+def _stop_on_signals() -> Iterator[None]:
+    stopping = False
+
     def handler(signum: int, frame: FrameType | None) -> None:
-        sim.request_stop()
+        # Raise, not sim.request_stop(): setting the Event takes its lock, which the main
+        # thread, interrupted inside Event.wait, may be holding -- SIGINT hung the simulator
+        # about one time in thirty. A second signal during the cleanup is ignored.
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise _Stopped
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except _Stopped:
+        pass
     finally:
+        stopping = True  # a signal from here on has nothing left to stop
         for s, h in previous.items():
             signal.signal(s, h)
 
@@ -411,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(path, flush=True)
 
     sim = Simulator(config, on_path=announce)
-    with _stop_on_signals(sim):
+    with _stop_on_signals():
         try:
             sim.run()
         except FileExistsError as exc:
