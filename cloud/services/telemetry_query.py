@@ -28,6 +28,7 @@ from cloud.db import models
 from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import aware_datetime, decode, encode, int64
 from cloud.schemas import ChartPoint, ReadingOut
+from cloud.services import telemetry_rollup as rollup
 
 T = models.TelemetryReading
 
@@ -102,9 +103,14 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     """Readings for a chart: all of them if few, else min/max/mean per time bucket so that
     peaks survive the downsampling.
 
-    Buckets split [first, last reading] into ``max_points`` spans at whole microseconds
-    (``edges``); bucket k holds the readings with ``edge k <= ts < edge k+1``, the last one
-    also the last reading. Only non-empty buckets are answered, each at its span's middle."""
+    The buckets are a grid (:class:`Grid`): ``m`` cells of one width, aligned on multiples of
+    that width since the Unix epoch, the width being the coarsest of 1 us and the summary
+    widths (10 ms .. 1 h) that still gives at least ``max_points`` cells between the first
+    and the last reading; ``m`` is the fewest cells per bucket that keep the buckets to
+    ``max_points``. Only non-empty buckets are answered, each at the middle of the part of
+    its span between the first and the last reading. On a summary width the buckets are
+    whole cells of :mod:`cloud.services.telemetry_rollup`, so they are added up from the
+    summaries instead of the readings; the answer is the same either way."""
     conds = f.where()
     # Core statements on the session's connection: the ORM's per-row result machinery was a
     # tenth of the request and there are no entities here.
@@ -137,57 +143,89 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
             len(rows),
             False,
         )
-    offsets = _edges((tmax - tmin) // _US, max_points)
-    per_bucket = (_buckets_pg if pg else _buckets_sqlite)(conn, conds, tmin, tmax, offsets)
+    grid = Grid.choose(rollup.micros(tmin), rollup.micros(tmax), max_points)
+    per_bucket: list[Bucket] | None = None
+    if grid.level is not None and f.sensor_id is not None:
+        per_bucket = _buckets_rollup(conn, f, conds, grid)
+    if per_bucket is None:
+        per_bucket = (_buckets_pg if pg else _buckets_sqlite)(conn, conds, grid)
     points = []
     total = 0
     for k, s, lo, hi, n in per_bucket:
         total += n
-        points.append(
-            ChartPoint(
-                timestamp=tmin + _US * ((offsets[k] + offsets[k + 1]) // 2),
-                value=s / n,
-                min=lo,
-                max=hi,
-                count=n,
-            )
-        )
+        at = _EPOCH + _US * grid.middle(k)
+        points.append(ChartPoint(timestamp=at, value=s / n, min=lo, max=hi, count=n))
     return points, total, True
 
 
 _US = timedelta(microseconds=1)
+_EPOCH = rollup.EPOCH
+#: Beyond this many batches not summarised at the chart's level, read the readings instead.
+MAX_UNROLLED_BATCHES = 100
 
 
-def _edges(span_us: int, buckets: int) -> list[int]:
-    """Bucket edges in microseconds from the first reading: edge k = floor(k * span / buckets),
-    computed as k*q + floor(k*r / buckets) so that no intermediate exceeds the span (the same
-    formula runs in PostgreSQL's bigint, where k * span could overflow for spans of decades)."""
-    q, r = divmod(span_us, buckets)
-    return [k * q + (k * r) // buckets for k in range(buckets + 1)]
+@dataclass(frozen=True)
+class Grid:
+    """Chart buckets: bucket k is cells ``[base + k*m, base + (k+1)*m)`` of ``width`` us
+    (cell c spans ``[c*width, (c+1)*width)`` us since the Unix epoch); ``first``/``last``
+    are the first and last reading in us. ``level`` is the summary level of ``width``
+    (None for 1 us)."""
+
+    width: int
+    level: int | None
+    m: int
+    base: int
+    first: int
+    last: int
+
+    @classmethod
+    def choose(cls, first: int, last: int, max_points: int) -> Grid:
+        width, level = 1, None
+        for lv, w in enumerate(rollup.WIDTHS_US):
+            if last // w - first // w + 1 < max_points:
+                break
+            width, level = w, lv
+        cells = last // width - first // width + 1
+        m = -(-cells // max_points)  # ceil: at most max_points buckets
+        return cls(width=width, level=level, m=m, base=first // width, first=first, last=last)
+
+    @property
+    def buckets(self) -> int:
+        return (self.last // self.width - self.base) // self.m + 1
+
+    def start(self, k: int) -> int:
+        """Where bucket k starts, in us since the epoch."""
+        return (self.base + k * self.m) * self.width
+
+    def bucket_of(self, us: int) -> int:
+        return (us // self.width - self.base) // self.m
+
+    def middle(self, k: int) -> int:
+        """The middle of bucket k's part of [first, last] (so that no point lies outside
+        the readings), in us since the epoch."""
+        lo = max(self.start(k), self.first)
+        hi = min(self.start(k + 1) - 1, self.last)
+        return (lo + hi) // 2
 
 
 Bucket = tuple[int, float, float, float, int]  # k, sum, min, max, count (count > 0)
 
 
-def _buckets_pg(
-    conn: Connection, conds: list[Any], tmin: datetime, tmax: datetime, offsets: list[int]
-) -> list[Bucket]:
+def _buckets_pg(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
     # One index range scan per bucket (LATERAL), in time order, each aggregated on its own:
     # no per-row bucket arithmetic (date_part() and floor() were a quarter of the time) and no
     # hash of the groups (the planner expected a million of them). With
     # ix_telemetry_session_sensor_ts covering ts, value and project_id (migration 0002) the
-    # scans of a session's chart are index-only. The edges are computed here with the formula
-    # of _edges, so that Python's midpoints belong to the same spans; bucket 0 starts at the
-    # first reading itself and the last bucket is open-ended, so every reading is counted
-    # whatever the rounding of a microsecond interval.
-    buckets = len(offsets) - 1
-    q, r = divmod(offsets[-1], buckets)
+    # scans of a session's chart are index-only. Bucket 0 starts at or before the first
+    # reading and the last bucket is open-ended, so every reading is counted.
+    buckets = grid.buckets
     k = func.generate_series(0, buckets - 1).table_valued(column("k", BigInteger)).render_derived()
-    t0 = bindparam("t0", tmin, type_=T.ts.type)
+    t0 = bindparam("t0", _EPOCH + _US * grid.start(0), type_=T.ts.type)
     one_us = literal_column("interval '1 microsecond'", Interval)
+    span = grid.m * grid.width
 
     def edge(i: Any) -> Any:
-        return t0 + (i * q + (i * r) // buckets) * one_us
+        return t0 + (i * span) * one_us
 
     hi = case(
         (k.c.k == buckets - 1, literal_column("'infinity'::timestamptz")), else_=edge(k.c.k + 1)
@@ -212,9 +250,7 @@ def _buckets_pg(
     return cast(list[Bucket], rows)
 
 
-def _buckets_sqlite(
-    conn: Connection, conds: list[Any], tmin: datetime, tmax: datetime, offsets: list[int]
-) -> list[Bucket]:
+def _buckets_sqlite(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
     # SQLite has no LATERAL; it runs in-process, so one small range query per bucket costs
     # no round trip. The bounds are bound through the column's type, exactly as since/until.
     lo_p = bindparam("lo", type_=T.ts.type)
@@ -222,13 +258,93 @@ def _buckets_sqlite(
     stmt = select(func.sum(T.value), func.min(T.value), func.max(T.value), func.count()).where(
         *conds, T.ts >= lo_p, T.ts < hi_p
     )
-    edges = [tmin + _US * o for o in offsets]
-    edges[-1] = tmax + _US  # the last bucket includes the last reading
     out: list[Bucket] = []
-    for k in range(len(offsets) - 1):
-        if edges[k] == edges[k + 1]:
-            continue  # a span shorter than max_points microseconds leaves empty buckets
-        s, lo, hi, n = conn.execute(stmt, {"lo": edges[k], "hi": edges[k + 1]}).one()
+    last = grid.buckets - 1
+    for k in range(grid.buckets):
+        lo = _EPOCH + _US * grid.start(k)
+        hi = _EPOCH + _US * (grid.last + 1 if k == last else grid.start(k + 1))
+        s, mn, mx, n = conn.execute(stmt, {"lo": lo, "hi": hi}).one()
         if n:
-            out.append((k, float(s), float(lo), float(hi), int(n)))
+            out.append((k, float(s), float(mn), float(mx), int(n)))
     return out
+
+
+def _buckets_rollup(
+    conn: Connection, f: ReadingFilter, conds: list[Any], grid: Grid
+) -> list[Bucket] | None:
+    """The buckets from the summaries at the grid's level, plus the readings they do not
+    hold; None when too many batches are not summarised there (read the readings then).
+
+    Cells wholly inside the filter come from the summaries; so only a cell that ``since``
+    or ``until`` cuts (at most the first and the last) is read reading by reading, as are the
+    batches not summarised at this level (``rollup_level`` above it)."""
+    assert grid.level is not None and f.sensor_id is not None
+    w = grid.width
+    first, last = grid.first // w, grid.last // w  # the cells of the first and last reading
+    cut: list[int] = []
+    if f.since is not None and rollup.micros(f.since) > first * w:
+        cut.append(first)
+    if f.until is not None and rollup.micros(f.until) < (last + 1) * w and last not in cut:
+        cut.append(last)
+    lo_cell = first + 1 if first in cut else first
+    hi_cell = last if last in cut else last + 1  # whole cells: [lo_cell, hi_cell)
+
+    whole: dict[int, list[Any]] = {}
+    extra: list[Any] = [
+        and_(T.ts >= _EPOCH + _US * (c * w), T.ts < _EPOCH + _US * ((c + 1) * w)) for c in cut
+    ]
+    if lo_cell < hi_cell:
+        a, b = _EPOCH + _US * (lo_cell * w), _EPOCH + _US * (hi_cell * w)
+        TB = models.TelemetryBatch
+        scope = [TB.sensor_id == f.sensor_id]
+        if f.capture_session_id is not None:
+            scope.append(TB.capture_session_id == f.capture_session_id)
+        if f.run_id is not None:
+            scope.append(TB.run_id == f.run_id)
+        # The level as a literal: the partial index (rollup_level > 0) must be provably usable.
+        unrolled = conn.execute(
+            select(TB.id, TB.first_ts, TB.last_ts)
+            .where(
+                *scope,
+                TB.rollup_level > literal_column(str(int(grid.level))),
+                TB.last_ts >= a,
+                TB.first_ts < b,
+            )
+            .limit(MAX_UNROLLED_BATCHES + 1)
+        ).all()
+        if len(unrolled) > MAX_UNROLLED_BATCHES:
+            return None
+        extra += [
+            and_(T.batch_id == bid, T.ts >= max(bf, a), T.ts <= bl, T.ts < b)
+            for bid, bf, bl in unrolled
+        ]
+        R = models.TelemetryRollup
+        k = ((R.cell - grid.base) // grid.m).label("k")
+        where = [
+            R.sensor_id == f.sensor_id,
+            R.level == grid.level,
+            R.cell >= lo_cell,
+            R.cell < hi_cell,
+        ]
+        if f.capture_session_id is not None:
+            where.append(R.capture_session_id == f.capture_session_id)
+        if f.run_id is not None:
+            where.append(R.run_id == f.run_id)
+        for kk, n, s, lo, hi in conn.execute(
+            select(k, func.sum(R.n), func.sum(R.total), func.min(R.lo), func.max(R.hi))
+            .where(*where)
+            .group_by(k)
+        ):
+            whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
+    if extra:
+        for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
+            kk = grid.bucket_of(rollup.micros(ts))
+            agg = whole.get(kk)
+            if agg is None:
+                whole[kk] = [1, v, v, v]
+            else:
+                agg[0] += 1
+                agg[1] += v
+                agg[2] = min(agg[2], v)
+                agg[3] = max(agg[3], v)
+    return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]

@@ -1,10 +1,13 @@
 """Chart series (``GET /telemetry/series``): the downsampled answer bucket by bucket, against a
 reference computed here from the readings sent, on SQLite and PostgreSQL.
 
-The rule (cloud/services/telemetry_query.py): [first, last reading] is split at the whole
-microseconds ``edge k = first + floor(k * span / max_points)``; bucket k holds the readings with
-``edge k <= ts < edge k+1`` (the last bucket also the last reading) and is answered, if not
-empty, at ``first + (offset k + offset k+1) // 2`` microseconds with min, max, mean and count.
+The rule (cloud/services/telemetry_query.py, ``Grid``): the cell width is the coarsest of 1 us,
+10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min and 1 h that still has at least ``max_points`` cells
+(multiples of the width since the Unix epoch) from the first to the last reading; a bucket is
+``m`` consecutive cells from the first reading's, ``m`` the fewest that keep the buckets to
+``max_points``. A non-empty bucket is answered at the middle of its part of [first, last],
+with min, max, mean and count. On the summary widths (10 ms and up) the buckets are added up
+from telemetry_rollups, which ingest keeps; the answer must be the same as from the readings.
 Values are small multiples of 1/4 so that every sum is exact whatever the order of addition.
 """
 
@@ -14,7 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from cloud.db.engine import make_engine
 from tests.cloud.conftest import Api, Identity
 
 US = timedelta(microseconds=1)
@@ -35,6 +40,14 @@ def value(raw: float) -> float:
     return 2.0 * raw + 1.0  # the stack's sensor profile: linear a=2, b=1
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WIDTHS = (10_000, 100_000, 1_000_000, 10_000_000, 60_000_000, 600_000_000, 3_600_000_000)
+
+
+def micros(t: datetime) -> int:
+    return (t - EPOCH) // US
+
+
 def reference(
     readings: list[tuple[datetime, float]], max_points: int
 ) -> tuple[list[dict[str, Any]], int, bool]:
@@ -46,24 +59,30 @@ def reference(
             for t, v in readings
         ]
         return points, len(readings), False
-    first, last = readings[0][0], readings[-1][0]
-    span = (last - first) // US
-    offsets = [k * span // max_points for k in range(max_points + 1)]
+    first, last = micros(readings[0][0]), micros(readings[-1][0])
+    width = 1
+    for w in WIDTHS:
+        if len(range(first // w, last // w + 1)) >= max_points:
+            width = w
+    cells = last // width - first // width + 1
+    m = next(m for m in range(1, cells + 1) if len(range(0, cells, m)) <= max_points)
+    start = first // width * width  # bucket k: [start + k*m*width, start + (k+1)*m*width)
     buckets: dict[int, list[float]] = {}
     for t, v in readings:
-        d = (t - first) // US
-        k = max(k for k in range(max_points) if offsets[k] <= d)
-        buckets.setdefault(k, []).append(value(v))
-    points = [
-        {
-            "timestamp": first + US * ((offsets[k] + offsets[k + 1]) // 2),
-            "value": sum(vs) / len(vs),
-            "min": min(vs),
-            "max": max(vs),
-            "count": len(vs),
-        }
-        for k, vs in sorted(buckets.items())
-    ]
+        buckets.setdefault((micros(t) - start) // (m * width), []).append(value(v))
+    points = []
+    for k, vs in sorted(buckets.items()):
+        lo = max(start + k * m * width, first)
+        hi = min(start + (k + 1) * m * width - 1, last)
+        points.append(
+            {
+                "timestamp": EPOCH + US * ((lo + hi) // 2),
+                "value": sum(vs) / len(vs),
+                "min": min(vs),
+                "max": max(vs),
+                "count": len(vs),
+            }
+        )
     return points, len(readings), True
 
 
@@ -93,22 +112,23 @@ def send(api: Api, ids: dict[str, str], readings: list[tuple[datetime, float]]) 
     assert r.status_code == 202, r.text
 
 
-def test_bucket_edges_fall_on_readings(api: Api, owner: Identity, ids: dict[str, str]) -> None:
-    # One reading a second for 100 s in 10 buckets: every edge is a reading's time. A reading
-    # on an edge opens the next bucket; the last bucket also takes the last reading (11).
-    readings = [(BASE + timedelta(seconds=i), float(i % 7) - 2.25) for i in range(101)]
+def test_buckets_are_whole_cells(api: Api, owner: Identity, ids: dict[str, str]) -> None:
+    # One reading a second for 100 s from a whole minute, in at most 10 buckets: 10 s is the
+    # coarsest width with 10 cells (1 min has 2), two cells a bucket. A reading on a bucket's
+    # edge opens that bucket; the last point lies on the last reading, not past it.
+    start = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    readings = [(start + timedelta(seconds=i), float(i % 7) - 2.25) for i in range(101)]
     send(api, ids, readings)
     points, total, down = fetch(api, owner, ids, 10)
     assert (points, total, down) == reference(readings, 10)
-    assert [p["count"] for p in points] == [10] * 9 + [11]
-    assert [p["timestamp"] for p in points] == [
-        BASE + timedelta(seconds=5 + 10 * k) for k in range(10)
-    ]
+    assert [p["count"] for p in points] == [20] * 5 + [1]
+    assert points[0]["timestamp"] == start + timedelta(seconds=10) - US
+    assert points[-1]["timestamp"] == start + timedelta(seconds=100)
 
 
 def test_uneven_span_and_peaks(api: Api, owner: Identity, ids: dict[str, str]) -> None:
-    # A span in microseconds that max_points does not divide, readings at odd offsets (some on
-    # an edge, some a microsecond either side of one), two peaks.
+    # A span in microseconds that max_points does not divide, readings at odd offsets (three
+    # around one microsecond), two peaks.
     offsets = sorted({(i * 7_919_111) % 10_000_019 for i in range(600)} | {0, 10_000_019})
     raws = {o: float((o % 11) - 5) * 0.25 for o in offsets}
     edge = 10_000_019 * 37 // 97  # edge 37 of 97
@@ -183,3 +203,114 @@ def test_one_session_of_a_sensor(api: Api, owner: Identity, ids: dict[str, str])
     send(api, other, theirs)
     assert fetch(api, owner, ids, 7) == reference(mine, 7)
     assert fetch(api, owner, other, 7) == reference(theirs, 7)
+
+
+# Summaries (telemetry_rollups): what ingest keeps, and charts read from them.
+
+
+def dense(start: datetime, n: int, step_us: int = 1000) -> list[tuple[datetime, float]]:
+    """``n`` readings ``step_us`` apart: a thousand a second by default."""
+    return [(start + US * (i * step_us), float((i * 37) % 23) * 0.25 - 2.0) for i in range(n)]
+
+
+def db_rows(database_url: str, sql: str, **params: Any) -> list[Any]:
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(sql), params)
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def test_summaries_hold_every_reading_once(
+    api: Api, owner: Identity, ids: dict[str, str], database_url: str
+) -> None:
+    readings = dense(BASE, 3000)
+    for lo in range(0, 3000, 1000):
+        body = [{"timestamp": t.isoformat(), "raw_value": v} for t, v in readings[lo : lo + 1000]]
+        assert api.ingest(ids, body, key=f"k{lo}").status_code == 202
+    # A batch sent again (a lost answer) is stored once, and summarised once.
+    body = [{"timestamp": t.isoformat(), "raw_value": v} for t, v in readings[:1000]]
+    assert api.ingest(ids, body, key="k0").headers["Idempotent-Replayed"] == "true"
+    levels = db_rows(
+        database_url,
+        "SELECT level, sum(n), sum(total), min(lo), max(hi), count(*) FROM telemetry_rollups"
+        " GROUP BY level ORDER BY level",
+    )
+    values = [value(v) for _, v in readings]
+    # 1000 readings a second are dense at 10 ms (10 a cell): every level holds all of them.
+    assert [row[0] for row in levels] == list(range(7))
+    for _level, n, total, lo, hi, _cells in levels:
+        assert (n, total, lo, hi) == (3000, sum(values), min(values), max(values))
+    assert levels[0][5] == 300  # 3 s of 10 ms cells
+    assert [r[0] for r in db_rows(database_url, "SELECT rollup_level FROM telemetry_batches")] == [
+        0,
+        0,
+        0,
+    ]
+
+
+def test_a_dense_session_is_charted_from_the_summaries(
+    api: Api, owner: Identity, ids: dict[str, str], database_url: str
+) -> None:
+    readings = dense(BASE, 6000)
+    for lo in range(0, 6000, 1000):
+        send(api, ids, readings[lo : lo + 1000])
+    assert fetch(api, owner, ids, 50) == reference(readings, 50)
+    # The chart of 6 s in 50 points is on 100 ms cells (level 1). Were it read from the
+    # readings, a change to the summaries would not show: it does.
+    db_rows(database_url, "UPDATE telemetry_rollups SET hi = 12345 WHERE level = 1")
+    points, _, _ = fetch(api, owner, ids, 50)
+    assert max(p["max"] for p in points) == 12345
+
+
+def test_since_and_until_that_cut_cells(api: Api, owner: Identity, ids: dict[str, str]) -> None:
+    # Zoomed in: since and until fall inside 10 ms cells; those two cells are read reading by
+    # reading, the cells between them from the summaries.
+    readings = dense(BASE, 5000, step_us=700)
+    for lo in range(0, 5000, 1000):
+        send(api, ids, readings[lo : lo + 1000])
+    since, until = BASE + US * 123_456, BASE + US * 3_210_987
+    window = [r for r in readings if since <= r[0] < until]
+    got = fetch(api, owner, ids, 40, since=since.isoformat(), until=until.isoformat())
+    assert got == reference(window, 40) and got[1] == len(window)
+
+
+def test_sparse_batches_among_dense_ones(
+    api: Api, owner: Identity, ids: dict[str, str], database_url: str
+) -> None:
+    # Single readings (in no summary) inside and around dense batches, and a batch whose
+    # readings come out of time order: all counted once, the same as from the readings.
+    readings = dense(BASE, 4000)
+    shuffled = readings[1000:2000]
+    shuffled = shuffled[1::2] + shuffled[::2]
+    send(api, ids, readings[:1000])
+    send(api, ids, shuffled)
+    send(api, ids, readings[2000:])
+    singles = [
+        (BASE + US * 1_500_250, 100.0),
+        (BASE - timedelta(seconds=2), -50.0),
+        (BASE + timedelta(seconds=9), 7.5),
+    ]
+    for single in singles:
+        send(api, ids, [single])
+    everything = readings + singles
+    assert fetch(api, owner, ids, 60) == reference(everything, 60)
+    levels = db_rows(database_url, "SELECT rollup_level FROM telemetry_batches ORDER BY id")
+    assert [r[0] for r in levels] == [0, 0, 0, 7, 7, 7]
+
+
+def test_many_sparse_batches_are_read_from_the_readings(
+    api: Api, owner: Identity, ids: dict[str, str], database_url: str
+) -> None:
+    # More than 100 batches outside the summaries: reading them one by one would cost more
+    # than the readings, so the chart reads the readings (the summaries, changed here, do not
+    # show).
+    readings = dense(BASE, 2000)
+    send(api, ids, readings)
+    singles = [(BASE + US * (i * 19_001 + 7), float(i % 5)) for i in range(101)]
+    for single in singles:
+        send(api, ids, [single])
+    db_rows(database_url, "UPDATE telemetry_rollups SET hi = 12345")
+    assert fetch(api, owner, ids, 30) == reference(readings + singles, 30)

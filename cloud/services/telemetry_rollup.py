@@ -1,0 +1,189 @@
+"""Per-sensor summaries of telemetry at fixed time resolutions, kept at ingest, so that a
+chart of millions of readings reads thousands of rows instead (migration 0004).
+
+A *cell* is a span ``[cell * width, (cell + 1) * width)`` of microseconds since the Unix epoch
+at one of :data:`WIDTHS_US` (10 ms up to an hour; each width divides the next). For every
+(sensor, level, cell, capture session) :class:`models.TelemetryRollup` holds the count, sum,
+min and max of the readings stored there.
+
+A batch is summarised from its *floor* level up, the finest level at which it is dense (on
+average at least :data:`MIN_PER_CELL` readings per cell across its span): finer levels would
+hold about one row per reading and buy a chart nothing. A batch too sparse for any level
+(a single reading, say) is not summarised at all. Its ``rollup_level`` says which: levels
+``>= rollup_level`` include it, :data:`NOT_ROLLED` none. A chart at level L therefore reads
+L's cells plus, one by one, the readings of the few batches with ``rollup_level > L``
+(:mod:`cloud.services.telemetry_query`).
+
+Rows are written with an upsert that adds to what is there, in the ingest transaction, so a
+rolled-back ingest leaves nothing behind and a re-sent batch (idempotent replay) adds nothing.
+Readings are never updated or deleted, so the summaries never go stale.
+"""
+
+from __future__ import annotations
+
+import uuid
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, func, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+
+#: Cell widths in microseconds, level 0 first: 10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h.
+WIDTHS_US = (10_000, 100_000, 1_000_000, 10_000_000, 60_000_000, 600_000_000, 3_600_000_000)
+#: ``rollup_level`` of a batch that is in no summary.
+NOT_ROLLED = len(WIDTHS_US)
+#: A batch is summarised at a level when it holds at least this many readings per cell of
+#: its span there: below that the summary is nearly as large as the readings.
+MIN_PER_CELL = 4
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+US = timedelta(microseconds=1)
+
+
+def micros(ts: datetime) -> int:
+    """Microseconds since the Unix epoch (exact: timedelta arithmetic is integral)."""
+    return (ts - EPOCH) // US
+
+
+def floor_level(stamps_us: Sequence[int]) -> int:
+    """The finest level at which these readings are dense, or :data:`NOT_ROLLED`."""
+    n = len(stamps_us)
+    lo, hi = min(stamps_us), max(stamps_us)
+    for level, width in enumerate(WIDTHS_US):
+        if n >= MIN_PER_CELL * (hi // width - lo // width + 1):
+            return level
+    return NOT_ROLLED
+
+
+#: One summary row: level, cell, count, sum, min, max.
+Cell = tuple[int, int, int, float, float, float]
+
+
+def summarise(stamps_us: list[int], values: Sequence[float]) -> tuple[int, list[Cell]]:
+    """The batch's floor level and its cells at that level and every coarser one, sorted by
+    (level, cell): concurrent ingests then lock shared rows in one order."""
+    level = floor_level(stamps_us)
+    if level == NOT_ROLLED:
+        return level, []
+    width = WIDTHS_US[level]
+    finest: dict[int, list[Any]] = {}
+    if sorted(stamps_us) == stamps_us:  # timsort: one C pass over a sorted list
+        # The usual batch is in time order: each cell is a slice, summed in C.
+        i, n = 0, len(stamps_us)
+        while i < n:
+            cell = stamps_us[i] // width
+            j = bisect_left(stamps_us, (cell + 1) * width, i, n)
+            part = values[i:j]
+            finest[cell] = [j - i, sum(part), min(part), max(part)]
+            i = j
+    else:
+        for u, v in zip(stamps_us, values, strict=True):
+            cell = u // width
+            agg = finest.get(cell)
+            if agg is None:
+                finest[cell] = [1, v, v, v]
+            else:
+                agg[0] += 1
+                agg[1] += v
+                if v < agg[2]:
+                    agg[2] = v
+                elif v > agg[3]:
+                    agg[3] = v
+    out: list[Cell] = [(level, c, *a) for c, a in sorted(finest.items())]
+    below = finest
+    for coarser in range(level + 1, len(WIDTHS_US)):
+        ratio = WIDTHS_US[coarser] // WIDTHS_US[coarser - 1]
+        up: dict[int, list[Any]] = {}
+        for c, (n_, s, lo, hi) in below.items():
+            agg = up.get(c // ratio)
+            if agg is None:
+                up[c // ratio] = [n_, s, lo, hi]
+            else:
+                agg[0] += n_
+                agg[1] += s
+                agg[2] = min(agg[2], lo)
+                agg[3] = max(agg[3], hi)
+        out.extend((coarser, c, *a) for c, a in sorted(up.items()))
+        below = up
+    return level, out
+
+
+@dataclass(frozen=True, slots=True)
+class RollupKey:
+    sensor_id: uuid.UUID
+    capture_session_id: uuid.UUID
+    run_id: uuid.UUID
+
+
+# PostgreSQL: the whole batch's cells in one statement of fixed text (prepared once per
+# connection), as arrays. ``lo``/``hi`` keep the smaller/larger of what is there and what comes.
+_PG_UPSERT = text(
+    "INSERT INTO telemetry_rollups"
+    " (sensor_id, level, cell, capture_session_id, run_id, n, total, lo, hi)"
+    " SELECT :sensor_id, c.level, c.cell, :capture_session_id, :run_id, c.n, c.total, c.lo, c.hi"
+    " FROM unnest(CAST(:levels AS smallint[]), CAST(:cells AS bigint[]), CAST(:ns AS integer[]),"
+    " CAST(:totals AS float8[]), CAST(:los AS float8[]), CAST(:his AS float8[]))"
+    " AS c(level, cell, n, total, lo, hi)"
+    " ON CONFLICT (sensor_id, level, cell, capture_session_id) DO UPDATE SET"
+    " n = telemetry_rollups.n + excluded.n,"
+    " total = telemetry_rollups.total + excluded.total,"
+    " lo = LEAST(telemetry_rollups.lo, excluded.lo),"
+    " hi = GREATEST(telemetry_rollups.hi, excluded.hi)"
+)
+
+
+def write(db: Session, key: RollupKey, cells: list[Cell]) -> None:
+    """Add the batch's cells to the summaries (in the ingest transaction)."""
+    if not cells:
+        return
+    if db.get_bind().dialect.name == "postgresql":
+        levels, ids, ns, totals, los, his = (list(col) for col in zip(*cells, strict=True))
+        db.execute(
+            _PG_UPSERT,
+            {
+                "sensor_id": key.sensor_id,
+                "capture_session_id": key.capture_session_id,
+                "run_id": key.run_id,
+                "levels": levels,
+                "cells": ids,
+                "ns": ns,
+                "totals": totals,
+                "los": los,
+                "his": his,
+            },
+        )
+        return
+    table = cast(Table, models.TelemetryRollup.__table__)
+    stmt = sqlite_insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["sensor_id", "level", "cell", "capture_session_id"],
+        set_={
+            "n": table.c.n + stmt.excluded.n,
+            "total": table.c.total + stmt.excluded.total,
+            "lo": func.min(table.c.lo, stmt.excluded.lo),
+            "hi": func.max(table.c.hi, stmt.excluded.hi),
+        },
+    )
+    db.execute(
+        stmt,
+        [
+            {
+                "sensor_id": key.sensor_id,
+                "level": level,
+                "cell": cell,
+                "capture_session_id": key.capture_session_id,
+                "run_id": key.run_id,
+                "n": n,
+                "total": total,
+                "lo": lo,
+                "hi": hi,
+            }
+            for level, cell, n, total, lo, hi in cells
+        ],
+    )
