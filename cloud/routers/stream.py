@@ -20,7 +20,7 @@ no fault of the client. The WebSocket is then closed with code 4008 either way.
 When the server shuts down, streams end at once: the WebSocket is closed with 1001 (going
 away), the SSE response ends; either client resumes by event id on reconnecting.
 
-With ``?batch=true`` the readings that are ready together (up to 500) travel as one
+With ``?batch=true`` the readings that are ready together (up to 1000) travel as one
 ``readings`` message whose items are the ``reading`` messages above, in order; SSE gives it
 the id of its last item. At high rates that is far fewer frames for the server and the
 client to handle (the portal uses it).

@@ -231,6 +231,6 @@ async def test_batch_frames_carry_the_same_readings_as_one_frame_each(
                 sse_items += ev["data"]["items"]
         await nothing_more(grouped, 0.3)
     assert {f["type"] for f in frames} == {"readings"}
-    assert 3 <= len(frames) <= 4  # at most 500 readings a message
+    assert 2 <= len(frames) <= 3  # at most 1000 readings a message
     assert [m for f in frames for m in f["items"]] == expected
     assert sse_items == expected
