@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from cloud import wsproto
+
     # Workers re-create the app from the environment, so hand the settings down that way.
     os.environ["BENCHLINK_DATABASE_URL"] = settings.database_url
     if settings.dev_identity:
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         log_level=args.log_level,
         proxy_headers=True,
+        ws=wsproto.IMPORT_PATH,
     )
     return 0
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
 from cloud.live.hub import BatchHeader, Row, StreamFilter
+from cloud.utctime import isoformat_many
 
 T, B, S = models.TelemetryReading, models.TelemetryBatch, models.Sensor
 K = models.TelemetryBatchCommit
@@ -32,9 +33,11 @@ def batch_rows_query(h: BatchHeader) -> Select[datetime, float, float, bool]:
     )
 
 
-#: :func:`batch_rows_query` as PostgreSQL text (float8 and bool load as float and bool).
+#: :func:`batch_rows_query` as PostgreSQL text (float8 and bool load as float and bool), the
+#: timestamp as microseconds since the Unix epoch (``extract`` is exact numeric).
 _BATCH_ROWS_PG = (
-    "SELECT ts, raw_value, value, late FROM telemetry_readings"
+    "SELECT (extract(epoch FROM ts) * 1000000)::int8, raw_value, value, late"
+    " FROM telemetry_readings"
     " WHERE capture_session_id = %s AND sensor_id = %s AND ts BETWEEN %s AND %s"
     " AND batch_id = %s ORDER BY id"
 )
@@ -61,9 +64,11 @@ class DatabaseStore:
                 with pg.cursor(binary=True) as cur:
                     for h in headers:
                         cur.execute(_BATCH_ROWS_PG, _batch_rows_params(h))
+                        found = cur.fetchall()
+                        stamps = isoformat_many(us for us, _, _, _ in found)
                         out[h.batch_id] = [
-                            (ts.astimezone(UTC).isoformat(), raw, value, late)
-                            for ts, raw, value, late in cur
+                            (ts, raw, value, late)
+                            for ts, (_, raw, value, late) in zip(stamps, found, strict=True)
                         ]
                 return out
             for h in headers:

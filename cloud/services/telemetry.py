@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from cloud import utctime
 from cloud.db import models
 from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, Unauthenticated
 from cloud.services import journal, telemetry_rollup
@@ -60,6 +61,14 @@ class StoredRows(Sequence[dict[str, Any]]):
     raw_values: list[float]
     values: list[float]
     metas: list[dict[str, Any] | None]
+    #: The timestamps in microseconds since the Unix epoch, if the caller has them already.
+    stamps_us: list[int] | None = None
+
+    def micros(self) -> list[int]:
+        """The timestamps in microseconds since the Unix epoch."""
+        if self.stamps_us is not None:
+            return self.stamps_us
+        return [utctime.micros(t) for t in self.timestamps]
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -310,7 +319,8 @@ def ingest(
     values = _convert(_converter(ctx), ctx, batch)
 
     stamps = batch.timestamps
-    level, cells = telemetry_rollup.summarise([telemetry_rollup.micros(t) for t in stamps], values)
+    stamps_us = [utctime.micros(t) for t in stamps]
+    level, cells = telemetry_rollup.summarise(stamps_us, values)
     fields: dict[str, Any] = {
         "sensor_id": ctx.sensor_id,
         "run_id": run_id,
@@ -340,6 +350,7 @@ def ingest(
         raw_values=batch.raw_values,
         values=values,
         metas=batch.metas,
+        stamps_us=stamps_us,
     )
     write_readings(db, rows)
     journal.record(
@@ -469,8 +480,8 @@ def write_readings(db: Session, rows: StoredRows) -> None:
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # then flags and extension length, 0
 _COPY_TRAILER = b"\xff\xff"
 _COPY_NULL = b"\xff\xff\xff\xff"
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # timestamptz: microseconds since then
-_US = timedelta(microseconds=1)
+#: timestamptz is microseconds since 2000-01-01 UTC; this many after the Unix epoch.
+_PG_EPOCH_US = utctime.micros(datetime(2000, 1, 1, tzinfo=UTC))
 #: The three columns that vary per reading, each with its length: ts, raw_value, value.
 _VARYING = struct.Struct(">iqidid")
 _JSON = msgspec.json.Encoder()
@@ -495,10 +506,10 @@ def copy_data(rows: StoredRows) -> bytes:
     pack = _VARYING.pack
     parts = [_COPY_SIGNATURE]
     append = parts.append
-    for ts, raw, value, meta in zip(
-        rows.timestamps, rows.raw_values, rows.values, rows.metas, strict=True
+    for us, raw, value, meta in zip(
+        rows.micros(), rows.raw_values, rows.values, rows.metas, strict=True
     ):
-        row = head + pack(8, (ts - _PG_EPOCH) // _US, 8, raw, 8, value)
+        row = head + pack(8, us - _PG_EPOCH_US, 8, raw, 8, value)
         if meta is None:
             append(row + tail_null)
         else:

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from cloud import utctime
 from cloud.db import models
 from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import aware_datetime, decode, encode, int64
@@ -143,7 +144,7 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
             len(rows),
             False,
         )
-    grid = Grid.choose(rollup.micros(tmin), rollup.micros(tmax), max_points)
+    grid = Grid.choose(utctime.micros(tmin), utctime.micros(tmax), max_points)
     per_bucket: list[Bucket] | None = None
     if grid.level is not None and f.sensor_id is not None:
         per_bucket = _buckets_rollup(conn, f, conds, grid)
@@ -159,7 +160,7 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
 
 
 _US = timedelta(microseconds=1)
-_EPOCH = rollup.EPOCH
+_EPOCH = utctime.EPOCH
 #: Beyond this many batches not summarised at the chart's level, read the readings instead.
 MAX_UNROLLED_BATCHES = 100
 
@@ -282,9 +283,9 @@ def _buckets_rollup(
     w = grid.width
     first, last = grid.first // w, grid.last // w  # the cells of the first and last reading
     cut: list[int] = []
-    if f.since is not None and rollup.micros(f.since) > first * w:
+    if f.since is not None and utctime.micros(f.since) > first * w:
         cut.append(first)
-    if f.until is not None and rollup.micros(f.until) < (last + 1) * w and last not in cut:
+    if f.until is not None and utctime.micros(f.until) < (last + 1) * w and last not in cut:
         cut.append(last)
     lo_cell = first + 1 if first in cut else first
     hi_cell = last if last in cut else last + 1  # whole cells: [lo_cell, hi_cell)
@@ -338,7 +339,7 @@ def _buckets_rollup(
             whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
     if extra:
         for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
-            kk = grid.bucket_of(rollup.micros(ts))
+            kk = grid.bucket_of(utctime.micros(ts))
             agg = whole.get(kk)
             if agg is None:
                 whole[kk] = [1, v, v, v]

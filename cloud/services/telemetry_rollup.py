@@ -25,7 +25,6 @@ import uuid
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, func, text
@@ -33,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.utctime import micros as micros
 
 #: Cell widths in microseconds, level 0 first: 10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h.
 WIDTHS_US = (10_000, 100_000, 1_000_000, 10_000_000, 60_000_000, 600_000_000, 3_600_000_000)
@@ -41,14 +41,6 @@ NOT_ROLLED = len(WIDTHS_US)
 #: A batch is summarised at a level when it holds at least this many readings per cell of
 #: its span there: below that the summary is nearly as large as the readings.
 MIN_PER_CELL = 4
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-US = timedelta(microseconds=1)
-
-
-def micros(ts: datetime) -> int:
-    """Microseconds since the Unix epoch (exact: timedelta arithmetic is integral)."""
-    return (ts - EPOCH) // US
 
 
 def floor_level(stamps_us: Sequence[int]) -> int:
