@@ -171,14 +171,16 @@ class TelemetryBatch(Base):
     __tablename__ = "telemetry_batches"
     __table_args__ = (
         UniqueConstraint("sensor_id", "idempotency_key"),
-        # The batches a chart reads reading by reading (migration 0004): not summarised at
-        # the finest level. Dense batches, the bulk of them, are not in it.
+        # The batches a chart may have to read reading by reading (migration 0004): those
+        # not summarised at the finest level. Batches of fast sensors, the bulk of the
+        # readings, are not in it.
         Index(
             "ix_telemetry_batches_unrolled",
             "sensor_id",
             "capture_session_id",
             "last_ts",
             "first_ts",
+            "rollup_level",
             postgresql_where=text("rollup_level > 0"),
             sqlite_where=text("rollup_level > 0"),
         ),
@@ -199,7 +201,7 @@ class TelemetryBatch(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: The finest level of :class:`TelemetryRollup` that includes this batch's readings
     #: (coarser ones do too); ``telemetry_rollup.NOT_ROLLED`` (7): none.
-    rollup_level: Mapped[int] = mapped_column(SmallInteger, server_default=text("7"))
+    rollup_level: Mapped[int] = mapped_column(SmallInteger, server_default="7")
 
 
 class TelemetryRollup(Base):
@@ -214,7 +216,7 @@ class TelemetryRollup(Base):
     cell: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     capture_session_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     run_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    n: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[float] = mapped_column(Float)
     lo: Mapped[float] = mapped_column(Float)
     hi: Mapped[float] = mapped_column(Float)

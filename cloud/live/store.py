@@ -67,7 +67,7 @@ class DatabaseStore:
                         found = cur.fetchall()
                         stamps = isoformat_many(us for us, _, _, _ in found)
                         out[h.batch_id] = [
-                            (ts, raw, value, late)
+                            (ts, float(raw), float(value), late)
                             for ts, (_, raw, value, late) in zip(stamps, found, strict=True)
                         ]
                 return out

@@ -111,7 +111,8 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     ``max_points``. Only non-empty buckets are answered, each at the middle of the part of
     its span between the first and the last reading. On a summary width the buckets are
     whole cells of :mod:`cloud.services.telemetry_rollup`, so they are added up from the
-    summaries instead of the readings; the answer is the same either way."""
+    summaries instead of the readings; the answer is the same either way (a mean up to the
+    rounding of adding in another order)."""
     conds = f.where()
     # Core statements on the session's connection: the ORM's per-row result machinery was a
     # tenth of the request and there are no entities here.
@@ -302,11 +303,13 @@ def _buckets_rollup(
             scope.append(TB.capture_session_id == f.capture_session_id)
         if f.run_id is not None:
             scope.append(TB.run_id == f.run_id)
-        # The level as a literal: the partial index (rollup_level > 0) must be provably usable.
+        # Literals, and the index's own predicate said again: the planners must see that the
+        # partial index (rollup_level > 0) holds every batch asked for.
         unrolled = conn.execute(
             select(TB.id, TB.first_ts, TB.last_ts)
             .where(
                 *scope,
+                TB.rollup_level > literal_column("0"),
                 TB.rollup_level > literal_column(str(int(grid.level))),
                 TB.last_ts >= a,
                 TB.first_ts < b,

@@ -8,10 +8,12 @@ min and max of the readings stored there.
 
 A batch is summarised from its *floor* level up, the finest level at which it is dense (on
 average at least :data:`MIN_PER_CELL` readings per cell across its span): finer levels would
-hold about one row per reading and buy a chart nothing. A batch too sparse for any level
-(a single reading, say) is not summarised at all. Its ``rollup_level`` says which: levels
-``>= rollup_level`` include it, :data:`NOT_ROLLED` none. A chart at level L therefore reads
-L's cells plus, one by one, the readings of the few batches with ``rollup_level > L``
+hold about one row per reading and buy a chart nothing. A batch too sparse for any level (a
+slow sensor's batch of a reading or two, say) is summarised from :data:`SPARSE_FLOOR` (1 min)
+up, where its sensor's batches share cells: a month of such batches still charts from the
+summaries. Its ``rollup_level`` says which: levels ``>= rollup_level`` include it; batches
+stored before migration 0004 have :data:`NOT_ROLLED` (none). A chart at level L therefore
+reads L's cells plus, one by one, the readings of the few batches with ``rollup_level > L``
 (:mod:`cloud.services.telemetry_query`).
 
 Rows are written with an upsert that adds to what is there, in the ingest transaction, so a
@@ -36,21 +38,23 @@ from cloud.utctime import micros as micros
 
 #: Cell widths in microseconds, level 0 first: 10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h.
 WIDTHS_US = (10_000, 100_000, 1_000_000, 10_000_000, 60_000_000, 600_000_000, 3_600_000_000)
-#: ``rollup_level`` of a batch that is in no summary.
+#: ``rollup_level`` of a batch that is in no summary (stored before migration 0004).
 NOT_ROLLED = len(WIDTHS_US)
+#: Where a batch dense at no level is summarised from: 1 min.
+SPARSE_FLOOR = 4
 #: A batch is summarised at a level when it holds at least this many readings per cell of
 #: its span there: below that the summary is nearly as large as the readings.
 MIN_PER_CELL = 4
 
 
 def floor_level(stamps_us: Sequence[int]) -> int:
-    """The finest level at which these readings are dense, or :data:`NOT_ROLLED`."""
+    """The finest level at which these readings are dense, else :data:`SPARSE_FLOOR`."""
     n = len(stamps_us)
     lo, hi = min(stamps_us), max(stamps_us)
-    for level, width in enumerate(WIDTHS_US):
+    for level, width in enumerate(WIDTHS_US[:SPARSE_FLOOR]):
         if n >= MIN_PER_CELL * (hi // width - lo // width + 1):
             return level
-    return NOT_ROLLED
+    return SPARSE_FLOOR
 
 
 #: One summary row: level, cell, count, sum, min, max.
@@ -61,8 +65,6 @@ def summarise(stamps_us: list[int], values: Sequence[float]) -> tuple[int, list[
     """The batch's floor level and its cells at that level and every coarser one, sorted by
     (level, cell): concurrent ingests then lock shared rows in one order."""
     level = floor_level(stamps_us)
-    if level == NOT_ROLLED:
-        return level, []
     width = WIDTHS_US[level]
     finest: dict[int, list[Any]] = {}
     if sorted(stamps_us) == stamps_us:  # timsort: one C pass over a sorted list

@@ -14,7 +14,13 @@ from sqlalchemy import text
 
 from cloud.db.engine import make_engine
 from cloud.migrate import downgrade, upgrade
-from cloud.services.telemetry_rollup import NOT_ROLLED, WIDTHS_US, floor_level, summarise
+from cloud.services.telemetry_rollup import (
+    NOT_ROLLED,
+    SPARSE_FLOOR,
+    WIDTHS_US,
+    floor_level,
+    summarise,
+)
 from tests.support.cloud import CloudServer, bootstrap
 
 
@@ -33,10 +39,12 @@ def test_floor_level_is_the_finest_dense_one() -> None:
     assert floor_level(thousand_hz) == 0  # 10 a 10 ms cell
     assert floor_level([t0 + 100_000 * i for i in range(1000)]) == 2  # 10 Hz: 10 a second
     assert floor_level([t0 + 1_000_000 * i for i in range(1000)]) == 3  # 1 Hz: 10 per 10 s
-    # Four readings in one cell are enough; three are not, nor is one.
+    # Four readings in one cell are enough; three are not, nor is one: those are summarised
+    # from a minute up, where a slow sensor's batches share cells.
     assert floor_level([t0, t0 + 1, t0 + 2, t0 + 3]) == 0
-    assert floor_level([t0, t0 + 1, t0 + 2]) == NOT_ROLLED
-    assert floor_level([t0]) == NOT_ROLLED
+    assert floor_level([t0, t0 + 1, t0 + 2]) == SPARSE_FLOOR
+    assert floor_level([t0]) == SPARSE_FLOOR
+    assert floor_level([t0 + 3_600_000_000 * i for i in range(100)]) == SPARSE_FLOOR
     # Four readings straddling a 10 ms edge span two cells there: dense only at 100 ms.
     assert floor_level([t0 + 9_998, t0 + 9_999, t0 + 10_000, t0 + 10_001]) == 1
 
@@ -62,8 +70,11 @@ def test_summarise_matches_brute_force(shuffle: bool) -> None:
     ]
 
 
-def test_a_sparse_batch_adds_no_cells() -> None:
-    assert summarise([1_000_000, 90_000_000_000], [1.0, 2.0]) == (NOT_ROLLED, [])
+def test_a_sparse_batch_is_summarised_from_a_minute_up() -> None:
+    stamps, values = [1_000_000, 90_000_000_000], [1.0, 2.0]
+    level, cells = summarise(stamps, values)
+    assert level == SPARSE_FLOOR == 4
+    assert cells == [c for lv in (4, 5, 6) for c in brute(stamps, values, lv)]
 
 
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:

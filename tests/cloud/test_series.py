@@ -280,7 +280,7 @@ def test_since_and_until_that_cut_cells(api: Api, owner: Identity, ids: dict[str
 def test_sparse_batches_among_dense_ones(
     api: Api, owner: Identity, ids: dict[str, str], database_url: str
 ) -> None:
-    # Single readings (in no summary) inside and around dense batches, and a batch whose
+    # Single readings (summarised from 1 min up only) inside and around dense batches, and a batch whose
     # readings come out of time order: all counted once, the same as from the readings.
     readings = dense(BASE, 4000)
     shuffled = readings[1000:2000]
@@ -298,13 +298,13 @@ def test_sparse_batches_among_dense_ones(
     everything = readings + singles
     assert fetch(api, owner, ids, 60) == reference(everything, 60)
     levels = db_rows(database_url, "SELECT rollup_level FROM telemetry_batches ORDER BY id")
-    assert [r[0] for r in levels] == [0, 0, 0, 7, 7, 7]
+    assert [r[0] for r in levels] == [0, 0, 0, 4, 4, 4]  # single readings: from 1 min up
 
 
 def test_many_sparse_batches_are_read_from_the_readings(
     api: Api, owner: Identity, ids: dict[str, str], database_url: str
 ) -> None:
-    # More than 100 batches outside the summaries: reading them one by one would cost more
+    # More than 100 batches outside the chart's level: reading them one by one would cost more
     # than the readings, so the chart reads the readings (the summaries, changed here, do not
     # show).
     readings = dense(BASE, 2000)
