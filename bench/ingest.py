@@ -9,6 +9,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,13 +29,20 @@ def _stamps(n: int, start: datetime) -> list[datetime]:
     return [start + timedelta(microseconds=100 * i) for i in range(n)]
 
 
-def telemetry_bodies(bench: Bench, n: int, start: datetime) -> list[bytes]:
-    """Batches as the edge sends them: compact JSON, 1000 readings each."""
+def _sawtooth(i: int) -> float:
+    return round(20 + (i % 500) * 0.01, 3)
+
+
+def telemetry_bodies(
+    bench: Bench, n: int, start: datetime, value: Callable[[int], float] = _sawtooth
+) -> list[bytes]:
+    """Batches as the edge sends them: compact JSON, 1000 readings each, 10 kHz from
+    ``start``, reading i of value ``value(i)``."""
     stamps = _stamps(n, start)
     bodies = []
     for lo in range(0, n, BATCH):
         readings = [
-            {"timestamp": ts.isoformat(), "raw_value": round(20 + (i % 500) * 0.01, 3)}
+            {"timestamp": ts.isoformat(), "raw_value": value(i)}
             for i, ts in enumerate(stamps[lo : lo + BATCH], start=lo)
         ]
         body = {

@@ -5,7 +5,7 @@ that session's (timestamp, value) pairs straight from PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,30 +15,18 @@ import httpx
 import psycopg
 
 from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all
+from bench.ingest import telemetry_bodies
 from tests.support.cloud import Bench, bootstrap
 
 
 def fill(url: str, cloud_url: str, bench: Bench, n: int, start: datetime) -> None:
     """Ingest ``n`` readings (10 kHz, a slow sine with spikes) through the API, 1000 a batch
     as the edge sends them, so that the session has the summaries ingest keeps."""
-    import math
 
-    bodies = []
-    for lo in range(0, n, 1000):
-        readings = [
-            {
-                "timestamp": (start + timedelta(microseconds=100 * i)).isoformat(),
-                "raw_value": 20 + 5 * math.sin(i / 50_000) + (30 if i % 99_991 == 0 else 0),
-            }
-            for i in range(lo, min(n, lo + 1000))
-        ]
-        body = {
-            "sensor_id": bench.sensor_id,
-            "run_id": bench.run_id,
-            "capture_session_id": bench.capture_session_id,
-            "readings": readings,
-        }
-        bodies.append(json.dumps(body, separators=(",", ":")).encode())
+    def value(i: int) -> float:
+        return 20 + 5 * math.sin(i / 50_000) + (30 if i % 99_991 == 0 else 0)
+
+    bodies = telemetry_bodies(bench, n, start, value)
     headers = [{"Authorization": f"Bearer {bench.token}", "Content-Type": "application/json"}]
     asyncio.run(post_all(cloud_url, "/api/v1/telemetry", bodies, headers * len(bodies), 4, 202))
     with psycopg.connect(libpq(url), autocommit=True) as conn:

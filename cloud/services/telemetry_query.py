@@ -342,13 +342,5 @@ def _buckets_rollup(
             whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
     if extra:
         for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
-            kk = grid.bucket_of(utctime.micros(ts))
-            agg = whole.get(kk)
-            if agg is None:
-                whole[kk] = [1, v, v, v]
-            else:
-                agg[0] += 1
-                agg[1] += v
-                agg[2] = min(agg[2], v)
-                agg[3] = max(agg[3], v)
+            rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
     return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]

@@ -57,6 +57,22 @@ def floor_level(stamps_us: Sequence[int]) -> int:
     return SPARSE_FLOOR
 
 
+def add_to(
+    cells: dict[int, list[Any]], key: int, n: int, total: float, lo: float, hi: float
+) -> None:
+    """Add ``n`` readings of this sum, min and max to ``cells[key]`` ([count, sum, min, max])."""
+    agg = cells.get(key)
+    if agg is None:
+        cells[key] = [n, total, lo, hi]
+        return
+    agg[0] += n
+    agg[1] += total
+    if lo < agg[2]:
+        agg[2] = lo
+    if hi > agg[3]:
+        agg[3] = hi
+
+
 #: One summary row: level, cell, count, sum, min, max.
 Cell = tuple[int, int, int, float, float, float]
 
@@ -78,31 +94,14 @@ def summarise(stamps_us: list[int], values: Sequence[float]) -> tuple[int, list[
             i = j
     else:
         for u, v in zip(stamps_us, values, strict=True):
-            cell = u // width
-            agg = finest.get(cell)
-            if agg is None:
-                finest[cell] = [1, v, v, v]
-            else:
-                agg[0] += 1
-                agg[1] += v
-                if v < agg[2]:
-                    agg[2] = v
-                elif v > agg[3]:
-                    agg[3] = v
+            add_to(finest, u // width, 1, v, v, v)
     out: list[Cell] = [(level, c, *a) for c, a in sorted(finest.items())]
     below = finest
     for coarser in range(level + 1, len(WIDTHS_US)):
         ratio = WIDTHS_US[coarser] // WIDTHS_US[coarser - 1]
         up: dict[int, list[Any]] = {}
         for c, (n_, s, lo, hi) in below.items():
-            agg = up.get(c // ratio)
-            if agg is None:
-                up[c // ratio] = [n_, s, lo, hi]
-            else:
-                agg[0] += n_
-                agg[1] += s
-                agg[2] = min(agg[2], lo)
-                agg[3] = max(agg[3], hi)
+            add_to(up, c // ratio, n_, s, lo, hi)
         out.extend((coarser, c, *a) for c, a in sorted(up.items()))
         below = up
     return level, out

@@ -86,15 +86,10 @@ def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_batches_from_before_the_migration_are_charted_from_their_readings(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    database_url: str, tmp_path: Path
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'cloud.db'}"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
+    url = database_url  # migrated to the head: 0004 included
     base = datetime.now(UTC) - timedelta(minutes=10)
 
     def batch(c: httpx.Client, first: int) -> None:
