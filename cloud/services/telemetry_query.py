@@ -271,6 +271,17 @@ def _buckets_sqlite(conn: Connection, conds: list[Any], grid: Grid) -> list[Buck
     return out
 
 
+def _scope(model: Any, f: ReadingFilter) -> list[Any]:
+    """``f``'s sensor, session and run on a table that has those columns (batches, summaries);
+    the project is the sensor's, checked by the caller."""
+    conds = [model.sensor_id == f.sensor_id]
+    if f.capture_session_id is not None:
+        conds.append(model.capture_session_id == f.capture_session_id)
+    if f.run_id is not None:
+        conds.append(model.run_id == f.run_id)
+    return conds
+
+
 def _buckets_rollup(
     conn: Connection, f: ReadingFilter, conds: list[Any], grid: Grid
 ) -> list[Bucket] | None:
@@ -298,17 +309,12 @@ def _buckets_rollup(
     if lo_cell < hi_cell:
         a, b = _EPOCH + _US * (lo_cell * w), _EPOCH + _US * (hi_cell * w)
         TB = models.TelemetryBatch
-        scope = [TB.sensor_id == f.sensor_id]
-        if f.capture_session_id is not None:
-            scope.append(TB.capture_session_id == f.capture_session_id)
-        if f.run_id is not None:
-            scope.append(TB.run_id == f.run_id)
         # Literals, and the index's own predicate said again: the planners must see that the
         # partial index (rollup_level > 0) holds every batch asked for.
         unrolled = conn.execute(
             select(TB.id, TB.first_ts, TB.last_ts)
             .where(
-                *scope,
+                *_scope(TB, f),
                 TB.rollup_level > literal_column("0"),
                 TB.rollup_level > literal_column(str(int(grid.level))),
                 TB.last_ts >= a,
@@ -324,19 +330,9 @@ def _buckets_rollup(
         ]
         R = models.TelemetryRollup
         k = ((R.cell - grid.base) // grid.m).label("k")
-        where = [
-            R.sensor_id == f.sensor_id,
-            R.level == grid.level,
-            R.cell >= lo_cell,
-            R.cell < hi_cell,
-        ]
-        if f.capture_session_id is not None:
-            where.append(R.capture_session_id == f.capture_session_id)
-        if f.run_id is not None:
-            where.append(R.run_id == f.run_id)
         for kk, n, s, lo, hi in conn.execute(
             select(k, func.sum(R.n), func.sum(R.total), func.min(R.lo), func.max(R.hi))
-            .where(*where)
+            .where(*_scope(R, f), R.level == grid.level, R.cell >= lo_cell, R.cell < hi_cell)
             .group_by(k)
         ):
             whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]

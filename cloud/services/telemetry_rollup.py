@@ -34,7 +34,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.utctime import micros as micros
 
 #: Cell widths in microseconds, level 0 first: 10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h.
 WIDTHS_US = (10_000, 100_000, 1_000_000, 10_000_000, 60_000_000, 600_000_000, 3_600_000_000)
