@@ -34,8 +34,10 @@ def committed(buffer: Path) -> list[tuple[datetime, float]]:
         buf.close()
 
 
-def metric(edge: EdgeProcess, name: str) -> float:
-    port = re.findall(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", edge.log.read_text())[-1]
+def metric(edge: EdgeProcess, name: str, since: int = 0) -> float:
+    """``name`` summed from the metrics of the daemon that logged after offset ``since``."""
+    log = edge.log.read_text()[since:]
+    port = re.findall(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", log)[-1]
     text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
@@ -94,13 +96,19 @@ def test_simulator_readings_arrive_converted_exactly_once_through_kill9(
             for _ in range(4):
                 time.sleep(rng.uniform(0.5, 1.2))
                 edge.kill9()
+                last_start = len(edge.log.read_text())  # what the last daemon logs comes after
                 edge.start()
+            # The last daemon's own lines: before, a killed one's port could pass for its own.
             wait_for(
-                lambda: "open (value" in edge.log.read_text().split("running with")[-1], 20, "port"
+                lambda: "open (value" in edge.log.read_text()[last_start:], 20, "the last port"
             )
-            # enough lines after the kills, however long this machine takes to start a daemon
-            wait_for(lambda: len(committed(tmp_path / "buffer.db")) > 200, 30, "200 readings")
-            assert metric(edge, "benchlink_edge_serial_skipped_total") > 0  # garbage counted
+            # enough lines from the last daemon, however long this machine takes to start one
+            before = len(committed(tmp_path / "buffer.db"))
+            wait_for(
+                lambda: len(committed(tmp_path / "buffer.db")) > before + 200, 30, "200 readings"
+            )
+            # garbage counted
+            assert metric(edge, "benchlink_edge_serial_skipped_total", last_start) > 0
             sim.terminate()
             sim.wait(10)
             time.sleep(0.5)
