@@ -56,7 +56,9 @@ class Report:
         self.lines: list[str] = []
 
     def add(self, sensor: Any, message: str) -> None:
-        self.lines.append(f"  sensor {sensor.id} ({sensor.name!r}): {message}")
+        line = f"  sensor {sensor.id} ({sensor.name!r}): {message}"
+        if line not in self.lines:  # once per sensor, not once per profile version
+            self.lines.append(line)
 
     def emit(self) -> None:
         if not self.lines:
@@ -108,7 +110,7 @@ def upgrade() -> None:
             p_display = display_unit
             if p.kind == "thermocouple":
                 payload = p.payload if isinstance(p.payload, dict) else {}
-                _check_tc_input(s, p, payload, input_unit, report)
+                _check_tc_input(s, payload, input_unit, report)
                 p_display = _tc_display(payload, s.display_unit)
                 if p.version == s.profile_version and p_display != display_unit:
                     report.add(
@@ -148,9 +150,7 @@ def _tc_display(payload: dict[str, Any], display_text: str) -> str:
     return units.canonical(legacy)
 
 
-def _check_tc_input(
-    sensor: Any, profile: Any, payload: dict[str, Any], input_unit: str, report: Report
-) -> None:
+def _check_tc_input(sensor: Any, payload: dict[str, Any], input_unit: str, report: Report) -> None:
     expects = "degC" if payload.get("input") == "max31855" else "mV"
     try:
         given = units.parse(input_unit)
@@ -161,15 +161,15 @@ def _check_tc_input(
         report.add(
             sensor,
             f"input_unit {input_unit} is a {given.dimension} but its thermocouple profile "
-            f"{profile.version} reads a {wanted.dimension} ({wanted.symbol}); left as it is, "
+            f"reads a {wanted.dimension} ({wanted.symbol}); left as it is, "
             "readings are converted as before (no unit conversion)",
         )
     elif given != wanted:
         report.add(
             sensor,
-            f"input_unit {input_unit}: its thermocouple profile {profile.version} read these "
-            f"values as {wanted.symbol} until now (now converted from {input_unit}); readings "
-            "stored before this migration were converted from the wrong scale",
+            f"input_unit {input_unit}: its thermocouple profile read these values as "
+            f"{wanted.symbol} until now (now converted from {input_unit}); readings stored "
+            "before this migration were converted from the wrong scale",
         )
 
 
