@@ -44,7 +44,7 @@ SENSORS: tuple[dict[str, Any], ...] = (
         "name": "furnace_tc_k",
         "type": "thermocouple",
         "input_unit": "mV",
-        "display_unit": "C",
+        "display_unit": "°C",
         "conversion_profile": {
             "version": "v1",
             "kind": "thermocouple",
@@ -54,8 +54,8 @@ SENSORS: tuple[dict[str, Any], ...] = (
     {
         "name": "chamber_mqtt",
         "type": "temperature",
-        "input_unit": "C",
-        "display_unit": "C",
+        "input_unit": "°C",
+        "display_unit": "°C",
         "conversion_profile": {
             "version": "v1",
             "kind": "linear",

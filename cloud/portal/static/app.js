@@ -383,7 +383,7 @@ class SensorChart {
     this.count = h("span", { class: "points" });
     this.resetBtn = h("button", { class: "secondary", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
     this.plotBox = h("div");
-    this.el = h("div", { class: "chart", dataset: { sensorId: sensor.id, points: 0 } },
+    this.el = h("div", { class: "chart", dataset: { sensorId: sensor.id, points: 0, unit: sensor.display_unit } },
       h("div", { class: "chart-head" },
         h("span", { class: "chart-title" }, `${sensor.name} `, h("span", { class: "muted" }, `(${sensor.display_unit})`)),
         h("span", { class: "chart-meta" }, this.count, this.resetBtn)),
@@ -509,14 +509,16 @@ function showMetrics(box, run) {
         box.querySelector(".empty")?.remove();
         const plotBox = h("div");
         const meta = h("span", { class: "chart-meta" });
-        const el = h("div", { class: "chart metric-chart", dataset: { metric: m.name } },
-          h("div", { class: "chart-head" }, h("span", { class: "chart-title" }, m.name), meta), plotBox);
+        // The metric's unit (canonical, as the API gives it), if it was logged with one.
+        const unitTag = m.unit ? [" ", h("span", { class: "muted" }, `(${m.unit})`)] : [];
+        const el = h("div", { class: "chart metric-chart", dataset: { metric: m.name, unit: m.unit || "" } },
+          h("div", { class: "chart-head" }, h("span", { class: "chart-title" }, m.name, ...unitTag), meta), plotBox);
         box.append(el);
         const plot = new uPlot({
           width: Math.max(320, box.clientWidth - 8), height: 200,
           scales: { x: { time: false } },
-          axes: [{ label: "step" }, { size: 60 }],
-          series: [{ label: "step" }, { label: m.name, stroke: "#7c3aed", width: 1.5 }],
+          axes: [{ label: "step" }, { size: 60, label: m.unit || undefined }],
+          series: [{ label: "step" }, { label: m.unit ? `${m.name} (${m.unit})` : m.name, stroke: "#7c3aed", width: 1.5 }],
         }, data, plotBox);
         c = { el, meta, plot };
         charts.set(m.name, c);
