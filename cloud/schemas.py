@@ -305,7 +305,7 @@ class MetricSummary(BaseModel):
     last_step: int
     min: float
     max: float
-    #: The unit of the last point that gave one.
+    #: The unit of the last point.
     unit: str | None = None
 
 

@@ -13,6 +13,7 @@ A charge or a capacitance is written ``coulomb`` or ``farad`` (or with a prefix:
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +68,20 @@ class UnitError(ValueError):
     """A unit that cannot be parsed, or two units that do not convert into each other."""
 
 
-@functools.cache
+_REGISTRY: pint.UnitRegistry[Any] | None = None
+_REGISTRY_LOCK = threading.Lock()
+
+
 def registry() -> pint.UnitRegistry[Any]:
-    """The one registry (loading pint's definitions takes a tenth of a second)."""
-    return pint.UnitRegistry()
+    """The one registry, made on first use (loading pint's definitions takes a tenth of a
+    second). One only: pint refuses to compare units of two registries, and ingest threads
+    may ask for it at the same moment."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        with _REGISTRY_LOCK:
+            if _REGISTRY is None:
+                _REGISTRY = pint.UnitRegistry()
+    return _REGISTRY
 
 
 @dataclass(frozen=True)

@@ -136,18 +136,12 @@ def summary(db: Session, caller: Principal, run_id: uuid.UUID) -> list[MetricSum
     ).all()
     out = []
     for name, count, lo, hi, last_step in stats:
-        last = db.scalars(
-            select(M.value)
+        last, unit = db.execute(
+            select(M.value, M.unit)
             .where(M.run_id == run_id, M.name == name, M.step == last_step)
             .order_by(M.id.desc())
             .limit(1)
         ).one()
-        unit = db.scalars(
-            select(M.unit)
-            .where(M.run_id == run_id, M.name == name, M.unit.is_not(None))
-            .order_by(M.step.desc(), M.id.desc())
-            .limit(1)
-        ).first()
         out.append(
             MetricSummary(
                 name=name, count=count, last=last, last_step=last_step, min=lo, max=hi, unit=unit
