@@ -47,10 +47,9 @@ def validate_profile(
     input_unit: str,
     *,
     at: str = "conversion_profile",
-    units_at: str = "",
 ) -> None:
-    """Refuse a profile its kind cannot build, or that cannot take the sensor's units; ``at``
-    is where the profile sits in the body, ``units_at`` where the units do."""
+    """Refuse a profile its kind cannot build, or that cannot take the sensor's units (named
+    by their own fields); ``at`` is where the profile sits in the body."""
     try:
         build_converter(profile.kind, profile.payload, display_unit, input_unit)
     except ProfileError as exc:
@@ -65,7 +64,7 @@ def validate_profile(
         raise InvalidInput(
             f"{exc.field} does not fit conversion profile {profile.version} ({profile.kind}): "
             f"{exc.reason}",
-            errors=[FieldError(units_at + exc.field, exc.reason)],
+            errors=[FieldError(exc.field, exc.reason)],
         ) from None
 
 
