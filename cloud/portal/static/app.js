@@ -92,6 +92,25 @@ function loadIdentity() {
   try { state.identity = JSON.parse(localStorage.getItem(IDENTITY_KEY)); } catch { state.identity = null; }
 }
 
+function saveIdentity(identity) {
+  state.identity = identity;
+  localStorage.setItem(IDENTITY_KEY, JSON.stringify(identity));
+}
+
+// The server's default identity (make demo: the demo project's owner) is used until the
+// person picks another in the dialog; it is looked up afresh on every load, so a new demo
+// database (another project id) is followed.
+async function applyDefaultIdentity() {
+  const def = state.config.default_identity;
+  if (!state.config.dev_identity || !def || (state.identity && state.identity.source !== "default")) return;
+  const projects = await apiAll("/api/v1/projects", { headers: { "X-User-Id": def.user } });
+  const wanted = def.project
+    ? projects.find((p) => p.id === def.project || p.name === def.project)
+    : (projects.length === 1 ? projects[0] : null);
+  if (!wanted) { console.warn("default identity: no such project for", def.user, def.project); return; }
+  saveIdentity({ user: def.user, project: wanted.id, role: def.role, projectName: wanted.name, source: "default" });
+}
+
 function renderIdentity() {
   const box = $("#identity");
   box.replaceChildren();
@@ -114,7 +133,7 @@ function openIdentityDialog() {
   const id = state.identity || {};
   form.user.value = id.user || "";
   form.project.value = id.project || "";
-  form.role.value = id.role || "viewer";
+  form.role.value = id.role || (state.config.default_identity || {}).role || "owner";
   $("#identity-error").hidden = true;
   $("#identity-dialog").showModal();
 }
@@ -136,8 +155,7 @@ function setupIdentityDialog() {
   form.addEventListener("submit", (ev) => {
     const opt = form.project_select.selectedOptions[0];
     const projectName = opt && opt.value === form.project.value.trim() ? opt.textContent : null;
-    state.identity = { user: form.user.value.trim(), project: form.project.value.trim(), role: form.role.value, projectName };
-    localStorage.setItem(IDENTITY_KEY, JSON.stringify(state.identity));
+    saveIdentity({ user: form.user.value.trim(), project: form.project.value.trim(), role: form.role.value, projectName, source: "dialog" });
     renderIdentity();
     route();
   });
@@ -618,6 +636,7 @@ async function viewTests(view) {
 (async () => {
   try { state.config = await (await fetch("/portal/config.json")).json(); } catch { /* gateway mode */ }
   loadIdentity();
+  try { await applyDefaultIdentity(); } catch (e) { console.error(e); }
   setupIdentityDialog();
   renderIdentity();
   route();
