@@ -21,9 +21,9 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def demo(tmp_path: Path) -> Iterator[str]:
     """bin/demo.py running (without the edge and MQTT, which this page does not need): the
-    text it printed up to its guide, and its port."""
+    text it printed up to its guide."""
     port = free_port()
     argv = [sys.executable, str(REPO / "bin" / "demo.py"), "--port", str(port)]
     argv += ["--database-url", f"sqlite:///{tmp_path / 'demo.db'}"]
@@ -41,16 +41,16 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, str]]:
             break
     try:
         assert any(line.startswith("Look at:") for line in lines), "".join(lines)
-        yield "".join(lines), str(port)
+        yield "".join(lines)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)
 
 
 def test_the_demos_portal_opens_on_demo_project_as_its_owner(
-    demo: tuple[str, str], browser: Browser, artifacts: Path
+    demo: str, browser: Browser, artifacts: Path
 ) -> None:
-    out, port = demo
+    out = demo
     portal = re.search(r"portal\s+(http://\S+/)", out)
     this_run = re.search(r"this run\s+(http://\S+)", out)
     seeded = re.search(r"seeded demo_project \S+ for owner (\S+)", out)
