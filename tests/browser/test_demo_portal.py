@@ -69,10 +69,14 @@ def test_the_demos_portal_opens_on_demo_project_as_its_owner(
     expect(rows.filter(has_text="Furnace calibration")).to_have_count(1)
     expect(rows.filter(has_text="Demo ")).to_have_count(1)
     assert page.locator("#identity-dialog[open]").count() == 0
+    expect(page.locator(".page-head")).to_contain_text("Experiments of demo_project")
     page.screenshot(path=str(artifacts / "demo-portal-landing.png"))
 
     # The printed run URL, opened directly, shows the live run (owner may act on it).
     page.goto(this_run[1])
     expect(page.locator(".session-tab")).to_have_count(1)
     expect(page.locator("#live-state")).to_have_text("● live")
+    # The journal names the sensor, not the first characters of its id.
+    ingested = page.locator("#journal li[data-kind='telemetry.ingested']").first
+    expect(ingested).to_contain_text("temperature_raw")
     assert errors == []

@@ -209,7 +209,7 @@ async function viewExperiments(view) {
   const body = h("tbody");
   const table = h("table", {}, h("thead", {}, h("tr", {}, ["Experiment", "Tags", "Status", "Created"].map((t) => h("th", {}, t)))), body);
   view.replaceChildren(
-    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, "Experiments of the current project"))),
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, `Experiments of ${state.identity && state.identity.projectName ? state.identity.projectName : "the current project"}`))),
     h("div", { class: "panel" }, h("div", { class: "filters" }, q, tag, status, h("label", { class: "check" }, archived, "show archived")), table),
   );
   let timer;
@@ -264,6 +264,7 @@ async function viewRun(view, runId) {
     apiAll(`/api/v1/runs/${runId}/capture-sessions`),  // by ordinal number
     apiAll("/api/v1/sensors"),
   ]);
+  for (const s of sensors) sensorNames.set(s.id, s.name);
   const wanted = new URLSearchParams(location.search).get("session");
   let current = sessions.find((s) => s.id === wanted) || sessions.find((s) => s.status === "running") || sessions[sessions.length - 1];
 
@@ -554,8 +555,12 @@ function showMetrics(box, run) {
   return () => { stopped = true; clearTimeout(timer); for (const c of charts.values()) c.plot.destroy(); };
 }
 
+// Sensor names known to the page (the run page loads them), for the journal's lines.
+const sensorNames = new Map();
+const sensorLabel = (id) => sensorNames.get(id) || `sensor ${short(id)}`;
+
 const KIND_LABELS = {
-  "telemetry.ingested": (p, ev) => `${p.count} readings${p.late ? ` (${p.late} late)` : ""} · sensor ${short(ev.sensor_id)}`,
+  "telemetry.ingested": (p, ev) => `${p.count} readings${p.late ? ` (${p.late} late)` : ""} · ${sensorLabel(ev.sensor_id)}`,
   "metrics.logged": (p) => `${(p.names || []).join(", ")} · ${p.count} points` + (p.steps ? ` · steps ${p.steps[0]}–${p.steps[1]}` : ""),
   "run.status_changed": (p) => `${p.previous} → ${p.status}`,
   "capture_session.started": (p) => `session #${p.ordinal_number} ${p.status}`,
