@@ -55,6 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _settings_problem(exc: ValidationError) -> str:
+    """One line: each bad setting, where it comes from, and why."""
+    parts = []
+    for e in exc.errors():
+        name = ".".join(map(str, e["loc"]))
+        where = f"BENCHLINK_{name.upper()}" + (f" or --{name.replace('_', '-')}" if name else "")
+        parts.append(f"{where}: {e['msg']}" if name else str(e["msg"]))
+    return "invalid settings: " + "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {}
@@ -68,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        print(f"benchlink-cloud: invalid settings: {problems}", file=sys.stderr)
+        print(f"benchlink-cloud: {_settings_problem(exc)}", file=sys.stderr)
         return 2
     url = normalize_database_url(settings.database_url)
     logging.basicConfig(
