@@ -560,7 +560,7 @@ const sensorNames = new Map();
 const sensorLabel = (id) => sensorNames.get(id) || `sensor ${short(id)}`;
 
 const KIND_LABELS = {
-  "telemetry.ingested": (p, ev) => `${p.count} readings${p.late ? ` (${p.late} late)` : ""} · ${sensorLabel(ev.sensor_id)}`,
+  "telemetry.ingested": (p, ev) => `${p.count} reading${p.count === 1 ? "" : "s"}${p.late ? ` (${p.late} late)` : ""} · ${sensorLabel(ev.sensor_id)}`,
   "metrics.logged": (p) => `${(p.names || []).join(", ")} · ${p.count} points` + (p.steps ? ` · steps ${p.steps[0]}–${p.steps[1]}` : ""),
   "run.status_changed": (p) => `${p.previous} → ${p.status}`,
   "capture_session.started": (p) => `session #${p.ordinal_number} ${p.status}`,
