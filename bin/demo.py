@@ -276,10 +276,44 @@ def edge_argv(config: Path, *command: str) -> list[str]:
     return [PYTHON, "-m", "edge.cli", "--config", str(config), *command]
 
 
-def mqtt_broker(url: str) -> str | None:
+def mqtt_broker(url: str) -> tuple[str | None, str]:
+    """The broker's URL if the demo's device and edge (which log in without a password) may
+    use it, else None and why not: a broker set up as mosquitto/ is, refuses them."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 1883
-    return url if port_open(host, port, timeout=1.0) else None
+    if not port_open(host, port, timeout=1.0):
+        return None, f"no broker at {url}"
+    refused = anonymous_refused(host, port)
+    if refused:
+        return None, f"the broker at {url} refuses clients without a password ({refused})"
+    return url, ""
+
+
+def anonymous_refused(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """The broker's reason for refusing a client without credentials, or None."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answer: list[str | None] = []
+    answered = threading.Event()
+
+    def on_connect(c: Any, u: Any, f: Any, reason: Any, p: Any) -> None:
+        answer.append(str(reason) if reason.is_failure else None)
+        answered.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-probe-{os.getpid()}")
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port)
+        client.loop_start()
+        if not answered.wait(timeout):
+            return "no answer to CONNECT"
+        return answer[0]
+    except OSError as exc:
+        return str(exc)
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 # --- background producers -----------------------------------------------------------------
@@ -529,9 +563,9 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
     api = Api(base_url, owner, seeded.project_id)
     scene = set_the_scene(api, seeded)
     say(f"scenario sensor temperature_raw {scene.sensor_id}; run {scene.run_id}")
-    mqtt = None if args.no_mqtt else mqtt_broker(args.mqtt_url)
+    mqtt, why_not = (None, "--no-mqtt") if args.no_mqtt else mqtt_broker(args.mqtt_url)
     if mqtt is None:
-        say(f"MQTT: no broker at {args.mqtt_url}; going on without the MQTT device")
+        say(f"MQTT: {why_not}; going on without the MQTT device")
     config = state / "edge.toml"
     producers = Producers()
     checks = [children.check, producers.check]

@@ -21,7 +21,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.demo.conftest import REPO
-from tests.support.services import free_port, unavailable, wait_port
+from tests.support.services import Broker, free_port, unavailable, wait_port
 
 MOSQ = REPO / "mosquitto"
 COMPOSE = REPO / "docker-compose.yml"
@@ -271,3 +271,17 @@ def test_the_repos_mosquitto_conf_alone_lets_no_anonymous_client_in() -> None:
             assert rc != 0
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_make_demo_goes_on_without_mqtt_when_the_broker_wants_a_password(
+    broker: int, mosquitto: Broker
+) -> None:
+    """The demo's device and edge log in without a password; a broker set up as mosquitto/
+    is refuses them, and the demo must say so rather than die on its first publish."""
+    import demo
+
+    url, why = demo.mqtt_broker(f"mqtt://127.0.0.1:{broker}")
+    assert url is None and "refuses clients without a password" in why
+    assert demo.mqtt_broker(mosquitto.url) == (mosquitto.url, "")  # an open test broker
+    url, why = demo.mqtt_broker(f"mqtt://127.0.0.1:{free_port()}")
+    assert url is None and why.startswith("no broker at")
