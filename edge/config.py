@@ -1,4 +1,4 @@
-"""Edge configuration: a TOML file (SPEC §4 keys are the contract) with environment overrides.
+"""Edge configuration: a TOML file (docs/edge.md, edge.example.toml) with environment overrides.
 
 Precedence, highest first: environment variables, then the TOML file, then the defaults here.
 Environment variables are ``BENCHLINK_EDGE_`` + the TOML path joined by ``__``, e.g.
