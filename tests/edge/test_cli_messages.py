@@ -23,9 +23,7 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("BENCHLINK_EDGE_"
 
 
 def edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [EDGE, *args], capture_output=True, text=True, timeout=timeout, env=ENV
-    )
+    return subprocess.run([EDGE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
 def one_line(out: subprocess.CompletedProcess[str]) -> str:
