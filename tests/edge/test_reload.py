@@ -5,10 +5,12 @@ warning about a config readable by others."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -81,6 +83,11 @@ def test_a_rotated_token_applies_on_reload_and_retry_delivers_every_dead_batch_o
         assert f"reload: applied the token and binding of sensor(s) {a.sensor_id}" in log
         assert "applied only after a restart" not in log
         assert a.token not in log
+        with contextlib.closing(sqlite3.connect(tmp_path / "buffer.db")) as db:
+            (token,) = db.execute(
+                "SELECT token FROM sensors WHERE sensor_id = ?", (a.sensor_id,)
+            ).fetchone()
+        assert token == a.token  # the daemon's sends use it from now on
 
         retried = edge.cli("dead-letter", "retry")
         assert retried.returncode == 0, retried.stderr
