@@ -243,9 +243,22 @@ def validation_error(path: Path, text: str, exc: ValidationError) -> str:
         loc = tuple(err["loc"])
         line = lines.get(loc) or lines.get(loc[:-1]) if loc else None
         where = f"{path}:{line}" if line else str(path)
+        if (var := _env_var(loc)) is not None:
+            where = f"${var}"  # the environment overrides the file
         key = dotted(loc)
         parts.append(f"{where}: {key + ': ' if key else ''}{_reason(err['type'], err['msg'], loc)}")
     return "; ".join(parts)
+
+
+def _env_var(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that set the value at ``loc``, if one did."""
+    if not loc or not isinstance(loc[0], str):
+        return None
+    names = {k.upper(): k for k in os.environ}
+    head = "BENCHLINK_EDGE_" + loc[0].upper()
+    if loc[0] == "sensors" or len(loc) == 1:
+        return names.get(head)
+    return names.get(f"{head}__{str(loc[1]).upper()}") or names.get(head)
 
 
 def dotted(loc: Sequence[int | str]) -> str:

@@ -22,8 +22,12 @@ EDGE = str(BIN / "benchlink-edge")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("BENCHLINK_EDGE_")}
 
 
-def edge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EDGE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+def edge(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [EDGE, *args], capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})}
+    )
 
 
 def one_line(out: subprocess.CompletedProcess[str]) -> str:
@@ -90,6 +94,14 @@ def test_a_bad_value_names_its_line(tmp_path: Path) -> None:
     n = path.read_text().splitlines().index('run_id = "run-42"') + 1
     line = one_line(out)
     assert f"{path}:{n}: sensors[0].run_id: Input should be a valid UUID" in line
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    out = edge("status", "--config", str(path), env={"BENCHLINK_EDGE_SYNC__BATCH_SIZE": "0"})
+    assert out.returncode == EXIT_CONFIG
+    line = one_line(out)
+    assert "$BENCHLINK_EDGE_SYNC__BATCH_SIZE: sync.batch_size: Input should be greater" in line
 
 
 def test_a_missing_config_file_says_how_to_give_one(tmp_path: Path) -> None:
