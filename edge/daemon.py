@@ -43,10 +43,13 @@ class StartupError(Exception):
     """The daemon cannot start with this configuration (one line: what, and what to do)."""
 
 
-def config_changes(old: EdgeConfig, new: EdgeConfig) -> tuple[list[SensorConfig], list[str]]:
-    """What a reload finds: the sensors (of ``new``) whose token or binding changed, which it
-    applies, and the names of the other changed settings, which wait for a restart."""
-    live: list[SensorConfig] = []
+def config_changes(
+    old: EdgeConfig, new: EdgeConfig
+) -> tuple[list[tuple[SensorConfig, list[str]]], list[str]]:
+    """What a reload finds: the sensors (of ``new``) whose token or binding changed, with the
+    names of those fields, which it applies; and the other changed settings, which wait for a
+    restart."""
+    live: list[tuple[SensorConfig, list[str]]] = []
     restart = [
         f"{section}.{name}"
         for section in SECTIONS
@@ -64,10 +67,22 @@ def config_changes(old: EdgeConfig, new: EdgeConfig) -> tuple[list[SensorConfig]
         changed = [
             name for name in SensorConfig.model_fields if getattr(a, name) != getattr(b, name)
         ]
-        if any(name in LIVE_SENSOR_FIELDS for name in changed):
-            live.append(b)
+        if now := [name for name in changed if name in LIVE_SENSOR_FIELDS]:
+            live.append((b, now))
         restart += [f"sensor {sid} {n}" for n in changed if n not in LIVE_SENSOR_FIELDS]
     return live, restart
+
+
+def _with_live_fields(cfg: EdgeConfig, sensors: list[SensorConfig]) -> EdgeConfig:
+    """``cfg`` with the token and binding of these sensors: the config the daemon now runs."""
+    new = {s.sensor_id: s for s in sensors}
+
+    def merged(s: SensorConfig) -> SensorConfig:
+        if s.sensor_id not in new:
+            return s
+        return s.model_copy(update={f: getattr(new[s.sensor_id], f) for f in LIVE_SENSOR_FIELDS})
+
+    return cfg.model_copy(update={"sensors": [merged(s) for s in cfg.sensors]})
 
 
 class Daemon:
@@ -85,6 +100,7 @@ class Daemon:
         self._client = client
         self.syncs: dict[str, SensorSync] = {}
         self._reloads: set[asyncio.Task[None]] = set()
+        self._reloading = asyncio.Lock()  # one reload at a time: each compares with the last
         self.metrics = EdgeMetrics()
         self.buffer = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
         # Gauges read on a connection and thread of their own (WAL: readers never block the
@@ -115,6 +131,10 @@ class Daemon:
 
     async def reload(self) -> None:
         """Read the config file again and apply what can be applied live (see the module)."""
+        async with self._reloading:
+            await self._reload()
+
+    async def _reload(self) -> None:
         path = self.config_path
         if path is None:
             log.warning("reload: no config file to read again (started without one)")
@@ -127,26 +147,15 @@ class Daemon:
         self._warn_exposed(new)
         live, restart = config_changes(self.cfg, new)
         if live:
-            await self.buffer.call(self._apply_sensors, live)
-            applied = {s.sensor_id: s for s in live}
-            self.cfg = self.cfg.model_copy(
-                update={
-                    "sensors": [
-                        s.model_copy(
-                            update={f: getattr(applied[s.sensor_id], f) for f in LIVE_SENSOR_FIELDS}
-                        )
-                        if s.sensor_id in applied
-                        else s
-                        for s in self.cfg.sensors
-                    ]
-                }
-            )
-            for s in live:
+            sensors = [s for s, _ in live]
+            await self.buffer.call(self._apply_sensors, sensors)
+            self.cfg = _with_live_fields(self.cfg, sensors)
+            for s in sensors:
                 if (sync := self.syncs.get(str(s.sensor_id))) is not None:
                     sync.wake.set()  # a loop in backoff tries again now, with the new token
             log.info(
-                "reload: applied the token and binding of sensor(s) %s",
-                ", ".join(str(s.sensor_id) for s in live),
+                "reload: applied %s",
+                "; ".join(f"sensor {s.sensor_id} {', '.join(f)}" for s, f in live),
             )
         if restart:
             log.warning("reload: changed, applied only after a restart: %s", ", ".join(restart))

@@ -13,11 +13,14 @@ import signal
 import sqlite3
 import stat
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.config import load_config
+from edge.daemon import config_changes
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
 from tests.edge.test_integration_mqtt import Publisher, connected, mqtt_sensor, topic
 from tests.support.services import Broker, free_port
@@ -80,7 +83,7 @@ def test_a_rotated_token_applies_on_reload_and_retry_delivers_every_dead_batch_o
         configure(path, cloud.url, mosquitto.url, mqtt_sensor(a))  # the sensor's real token
         hup(edge, 1)
         log = edge.log.read_text()
-        assert f"reload: applied the token and binding of sensor(s) {a.sensor_id}" in log
+        assert f"reload: applied sensor {a.sensor_id} token\n" in log
         assert "applied only after a restart" not in log
         assert a.token not in log
         with contextlib.closing(sqlite3.connect(tmp_path / "buffer.db")) as db:
@@ -172,3 +175,15 @@ def test_a_config_private_to_its_user_or_group_is_not_warned_about(tmp_path: Pat
     with running(edge):
         wait_for(lambda: "running with" in edge.log.read_text(), 20, "the start")
     assert "readable by" not in edge.log.read_text()
+
+
+def test_config_changes_sorts_live_settings_from_restart_ones(tmp_path: Path) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    sensor = {"sensor_id": ids[0], "token": "a", "run_id": ids[1], "capture_session_id": ids[1],
+              "source": "serial", "port": "/dev/ttyUSB0"}  # fmt: skip
+    old = load_config(configure(tmp_path / "old.toml", "http://x", "mqtt://y", sensor))
+    changed = {**sensor, "token": "b", "run_id": ids[2], "baudrate": 115200}
+    new = load_config(configure(tmp_path / "new.toml", "http://z", "mqtt://y", changed))
+    live, restart = config_changes(old, new)
+    assert [(str(s.sensor_id), fields) for s, fields in live] == [(ids[0], ["token", "run_id"])]
+    assert restart == ["cloud.url", f"sensor {ids[0]} baudrate"]
