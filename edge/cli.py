@@ -5,7 +5,8 @@ Every command takes --config (default $BENCHLINK_EDGE_CONFIG or /etc/benchlink/e
 config names, next to a running daemon or without one.
 
 Exit codes: 0 done, 1 a flush/replay left batches queued, 2 a wrong command line, 78 a wrong
-configuration (EX_CONFIG: unreadable or invalid config, the metrics port taken) -- the unit
+configuration (EX_CONFIG: an unreadable or invalid config, a buffer it cannot open, the
+metrics port taken) -- the unit
 does not restart the daemon on 2 or 78, since the same mistake would fail again.
 """
 
@@ -38,7 +39,9 @@ EXIT_CONFIG = 78
 
 
 def _buffer(cfg: EdgeConfig) -> Buffer:
-    return Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+    from edge.daemon import open_buffer
+
+    return open_buffer(cfg)
 
 
 def _few_malloc_arenas(arenas: int = 2) -> None:
@@ -61,18 +64,14 @@ M_ARENA_MAX = -8
 
 
 def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
-    from edge.daemon import Daemon, StartupError
+    from edge.daemon import Daemon
 
     _few_malloc_arenas()
 
     async def main() -> None:
         await Daemon(cfg, config_path=Path(args.config)).run()
 
-    try:
-        asyncio.run(main())
-    except StartupError as exc:
-        print(f"benchlink-edge: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    asyncio.run(main())
     return 0
 
 
@@ -311,7 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"benchlink-edge: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return int(args.fn(cfg, args))
+    from edge.daemon import StartupError
+
+    try:
+        return int(args.fn(cfg, args))
+    except StartupError as exc:
+        print(f"benchlink-edge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,21 @@ LIVE_SENSOR_FIELDS = ("token", "run_id", "capture_session_id")
 
 class StartupError(Exception):
     """The daemon cannot start with this configuration (one line: what, and what to do)."""
+
+
+def open_buffer(cfg: EdgeConfig) -> Buffer:
+    """The buffer the config names, or a StartupError saying why it cannot be opened."""
+    path = cfg.buffer.path
+    try:
+        return Buffer(path, max_bytes=cfg.buffer.max_bytes)
+    except RuntimeError as exc:  # a file of a newer scheme: the message says what to do
+        raise StartupError(f"buffer {exc}") from None
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(
+            f"buffer {path}: cannot open it ({reason}); run as the daemon's user"
+            " (sudo -u benchlink ...) or fix [buffer] path"
+        ) from None
 
 
 def config_changes(
@@ -102,10 +118,10 @@ class Daemon:
         self._reloads: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()  # one reload at a time: each compares with the last
         self.metrics = EdgeMetrics()
-        self.buffer = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        self.buffer = open_buffer(cfg)
         # Gauges read on a connection and thread of their own (WAL: readers never block the
         # writer), so a scan never holds up a commit.
-        self.reader = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        self.reader = open_buffer(cfg)
         self.writer = Writer(self.buffer, self.metrics)
         self.state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self.metrics_port: int | None = None

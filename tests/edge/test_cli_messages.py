@@ -190,3 +190,17 @@ def test_run_with_its_options_after_the_command_as_a_unit_file_writes_it(tmp_pat
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("command", ["status", "run"])
+def test_a_buffer_that_cannot_be_opened_is_one_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    path = config(tmp_path)
+    path.write_text(
+        path.read_text().replace(str(tmp_path / "buffer.db"), str(tmp_path / "a-file" / "b.db"))
+    )
+    out = edge(command, "--config", str(path))
+    assert out.returncode == EXIT_CONFIG
+    line = one_line(out)
+    assert f"buffer {tmp_path / 'a-file' / 'b.db'}: cannot open it" in line
+    assert "[buffer] path" in line
