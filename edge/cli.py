@@ -6,8 +6,8 @@ config names, next to a running daemon or without one.
 
 Exit codes: 0 done, 1 a flush/replay left batches queued, 2 a wrong command line, 78 a wrong
 configuration (EX_CONFIG: an unreadable or invalid config, a buffer it cannot open, the
-metrics port taken) -- the unit
-does not restart the daemon on 2 or 78, since the same mistake would fail again.
+metrics port taken) -- the unit does not restart the daemon on 2 or 78, since the same mistake
+would fail again.
 """
 
 from __future__ import annotations
