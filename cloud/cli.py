@@ -9,13 +9,13 @@ import sys
 from sqlalchemy.engine import make_url
 
 from cloud.settings import Settings, normalize_database_url
-from common.cli import add_version
+from common.cli import Parser, add_version
 
 DEFAULT_PORT = 8002
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchlink-cloud", description=__doc__)
+    p = Parser(prog="benchlink-cloud", description=__doc__)
     add_version(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the API server")
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level",
         default="info",
-        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        choices=["critical", "error", "warning", "info", "debug"],
         help="(default: %(default)s)",
     )
     migrate = sub.add_parser("migrate", help="apply Alembic migrations up to head")

@@ -29,7 +29,7 @@ class Parser(argparse.ArgumentParser):
     of the usage block: under systemd each line is a journal entry of its own."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def plain(doc: str | None) -> str:

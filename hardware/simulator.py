@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 
-from common.cli import add_version
+from common.cli import Parser, add_version
 from hardware.protocols import PROTOCOLS
 from hardware.protocols.max31855 import encode_frame
 from hardware.thermocouple import MAX31855_MV_PER_C, emf_mv, get_type
@@ -341,7 +341,7 @@ def _window(args: argparse.Namespace, name: str) -> Window | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="benchlink-sim",
         description="A thermocouple interface on a pseudo-terminal (prints its path first).",
     )

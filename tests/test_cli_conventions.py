@@ -71,6 +71,21 @@ def test_every_option_has_help_and_no_rst(name: str, sub: str | None) -> None:
     assert not RST.search(out.stdout), out.stdout
 
 
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("benchlink-edge", ["status", "--colour"]),
+        ("benchlink-cloud", ["serve", "--log-level", "verbose"]),
+        ("benchlink-sim", ["--rate", "fast"]),
+    ],
+)
+def test_a_usage_error_is_one_line(name: str, args: list[str]) -> None:
+    out = run(CLIS[name], *args)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and args[1] in lines[0] and "--help" in lines[0], out.stderr
+
+
 def test_the_checker_finds_an_option_without_help() -> None:
     text = (
         "options:\n  -h, --help   show this help\n  --alone X\n  --fine Y     does y\n"
