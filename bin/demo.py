@@ -51,6 +51,8 @@ import httpx
 from demo_seed import PROJECT_NAME, Api, ApiError, Seed, resolve_owner, seed, tokens_beside
 from demo_sensor import Signal, TelemetryClient, run_stream
 
+from common.cli import add_version, plain
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -606,13 +608,20 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8002")))
+    add_version(p)
+    p.add_argument("--host", default="127.0.0.1", help="the cloud's address (%(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8002")),
+        help="the cloud's port (default: $PORT or 8002)",
+    )
     p.add_argument(
         "--database-url",
         default=os.environ.get("BENCHLINK_DATABASE_URL", f"sqlite:///{REPO / 'var' / 'demo.db'}"),
+        help="the cloud's database (default: $BENCHLINK_DATABASE_URL or var/demo.db)",
     )
     p.add_argument(
         "--duration",
@@ -620,10 +629,22 @@ def parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("DURATION") or 0),
         help="seconds, then wrap up and exit (default: $DURATION, else until Ctrl-C)",
     )
-    p.add_argument("--state-dir", type=Path, default=REPO / "var" / "demo")
-    p.add_argument("--owner-user-id", default=None)
-    p.add_argument("--owner-file", type=Path, default=REPO / "var" / "demo_owner")
-    p.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=REPO / "var" / "demo",
+        help="edge config, buffer and logs (default: var/demo)",
+    )
+    p.add_argument("--owner-user-id", default=None, help="the demo project's owner (a UUID)")
+    p.add_argument(
+        "--owner-file",
+        type=Path,
+        default=REPO / "var" / "demo_owner",
+        help="where the owner's id is kept between runs (default: var/demo_owner)",
+    )
+    p.add_argument(
+        "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker to try (%(default)s)"
+    )
     p.add_argument("--no-mqtt", action="store_true", help="do not use a broker even if one runs")
     p.add_argument("--no-edge", action="store_true", help="no simulator and edge daemon")
     p.add_argument("--rate", type=float, default=10.0, help="simulator samples per second")

@@ -33,7 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import httpx
+
+from common.cli import add_version, plain
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_NAME = "demo_project"
@@ -407,11 +411,21 @@ def human_lines(result: Seed) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version(p)
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="default: $BASE or %(default)s")
-    p.add_argument("--owner-user-id", default=None)
-    p.add_argument("--owner-file", type=Path, default=REPO / "var" / "demo_owner")
+    p.add_argument(
+        "--owner-user-id",
+        default=None,
+        help="the demo project's owner (default: $BENCHLINK_DEMO_OWNER, else --owner-file)",
+    )
+    p.add_argument(
+        "--owner-file",
+        type=Path,
+        default=REPO / "var" / "demo_owner",
+        help="where the owner's id is kept between runs (default: var/demo_owner)",
+    )
     p.add_argument(
         "--tokens-file",
         type=Path,
@@ -431,8 +445,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also write an edge config for the seeded sensors (a running capture session on "
         "the Furnace calibration baseline run is made if there is none)",
     )
-    p.add_argument("--edge-device", default="/var/lib/benchlink/tty-furnace")
-    p.add_argument("--edge-mqtt-url", default="mqtt://localhost:1883")
+    p.add_argument(
+        "--edge-device",
+        default="/var/lib/benchlink/tty-furnace",
+        help="--edge-toml: the serial device of the furnace sensor (%(default)s)",
+    )
+    p.add_argument(
+        "--edge-mqtt-url",
+        default="mqtt://localhost:1883",
+        help="--edge-toml: the broker (%(default)s)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--env", action="store_true", help="print shell `export` lines")

@@ -1,4 +1,4 @@
-"""``benchlink-cloud``: serve the API, or migrate its database."""
+"""benchlink-cloud: serve the API, or migrate its database."""
 
 from __future__ import annotations
 
@@ -10,20 +10,28 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from cloud.settings import Settings, normalize_database_url
+from common.cli import Parser, add_version
 
 DEFAULT_PORT = 8002
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchlink-cloud", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="benchlink-cloud", description=__doc__)
+    add_version(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the API server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)"
+    )
     serve.add_argument(
         "--database-url", default=None, help="default: BENCHLINK_DATABASE_URL or a SQLite file"
     )
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes (default: %(default)s)"
+    )
     serve.add_argument(
         "--migrate",
         action=argparse.BooleanOptionalAction,
@@ -49,9 +57,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME_OR_ID",
         help="with --dev-identity-user: the project it opens on (default: the user's only one)",
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="(default: %(default)s)",
+    )
     migrate = sub.add_parser("migrate", help="apply Alembic migrations up to head")
-    migrate.add_argument("--database-url", default=None)
+    migrate.add_argument(
+        "--database-url", default=None, help="default: BENCHLINK_DATABASE_URL or a SQLite file"
+    )
     return p
 
 
