@@ -13,6 +13,7 @@ A charge or a capacitance is written ``coulomb`` or ``farad`` (or with a prefix:
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,9 @@ _DIMENSION_NAMES = (
 )
 
 MAX_LENGTH = 32  # the columns that store a unit
+#: Longest text handed to pint: its parse time grows with the square of a word's length, and
+#: a profile payload's units are only bounded by the request size.
+MAX_INPUT = 200
 
 
 class UnitError(ValueError):
@@ -98,16 +102,37 @@ def parse(text: str) -> Unit:
     """The unit ``text`` names; raises UnitError saying why not."""
     if not isinstance(text, str) or not text.strip():
         raise UnitError("a unit is required, e.g. mV, °C, bar")
-    spelled = LAB_SPELLINGS.get(" ".join(text.split()).casefold(), text.strip())
-    ureg = registry()
-    try:
-        unit = ureg.Unit(spelled)
-    except Exception:  # pint raises several kinds (and AssertionError on some signs)
-        raise UnitError(f"{text!r} is not a unit pint knows (e.g. mV, V, °C, K, bar)") from None
-    symbol = f"{unit:~P}" or "1"  # dimensionless prints as nothing
+    if len(text) > MAX_INPUT:
+        raise UnitError(f"{text[:20]!r}... is longer than {MAX_INPUT} characters")
+    unit = _read(text)
+    if unit is None:
+        raise UnitError(f"{text!r} is not a unit pint knows (e.g. mV, V, °C, K, bar)")
+    symbol = _spelling(text, unit)
     if len(symbol) > MAX_LENGTH:
         raise UnitError(f"{text!r} is longer than {MAX_LENGTH} characters once written out")
     return Unit(symbol, _dimension(unit), unit)
+
+
+def _spelling(text: str, unit: Any) -> str:
+    """The short symbol, unless it reads back as another unit (the coulomb's C is °C here,
+    the farad's F °F) or as none (mV**0.5 prints as mV⁰⋅⁵): then the name (``coulomb``).
+    The spelling is what is stored and read again."""
+    short = f"{unit:~P}" or "1"  # dimensionless prints as nothing
+    if short == "1" or _read(short) == unit:
+        return short
+    name = f"{unit:P}"
+    if _read(name) == unit:
+        return name
+    raise UnitError(f"{text!r} has no spelling that reads back ({short}); write it another way")
+
+
+def _read(text: str) -> Any:
+    """pint's unit for ``text`` (lab spellings first), or None."""
+    spelled = LAB_SPELLINGS.get(" ".join(text.split()).casefold(), text.strip())
+    try:
+        return registry().Unit(spelled)
+    except Exception:  # pint raises several kinds (and AssertionError on some signs)
+        return None
 
 
 def canonical(text: str) -> str:
@@ -126,7 +151,9 @@ def _dimension(unit: Any) -> str:
 
 def affine(source: Unit, target: Unit) -> tuple[float, float]:
     """``(a, b)`` with ``value in target = a * value in source + b``; UnitError if the two
-    measure different things. Offsets matter for temperatures (°C -> °F: 1.8, 32)."""
+    measure different things, or if no scale and offset converts one into the other (an
+    absolute temperature and a difference of temperatures, a logarithmic unit such as dBm).
+    Offsets matter for temperatures (°C -> °F: 1.8, 32)."""
     if source.dimension != target.dimension or not source.pint_unit.is_compatible_with(
         target.pint_unit
     ):
@@ -137,6 +164,20 @@ def affine(source: Unit, target: Unit) -> tuple[float, float]:
     if source.pint_unit == target.pint_unit:
         return 1.0, 0.0
     q = registry().Quantity
-    b = float(q(0.0, source.pint_unit).to(target.pint_unit).magnitude)
-    a = float(q(1.0, source.pint_unit).to(target.pint_unit).magnitude) - b
+    try:
+        b, one, check = (
+            float(q(x, source.pint_unit).to(target.pint_unit).magnitude) for x in (0.0, 1.0, 10.0)
+        )
+    except (pint.PintError, ArithmeticError, ValueError):
+        # pint refuses °C -> Δ°C, and a logarithm of 0 W has no value.
+        raise UnitError(
+            f"{source.symbol} does not convert to {target.symbol} by a scale and an offset "
+            "(an absolute temperature and a temperature difference, or a logarithmic unit)"
+        ) from None
+    a = one - b
+    if not math.isclose(10.0 * a + b, check, rel_tol=1e-9, abs_tol=1e-12):
+        raise UnitError(
+            f"{source.symbol} does not convert to {target.symbol} by a scale and an offset "
+            "(a logarithmic unit)"
+        )
     return a, b

@@ -141,7 +141,7 @@ def _fit_input(kind: str, core: Core, input_unit: str | None, lenient: bool) -> 
             f"{given.symbol} is a {given.dimension}; a {kind} profile reads a "
             f"{expects.dimension} (e.g. {expects.symbol})",
         )
-    return units.affine(given, expects)
+    return _affine("input_unit", given, expects, lenient)
 
 
 def _fit_output(
@@ -174,7 +174,20 @@ def _fit_output(
             f"{target.symbol} is a {target.dimension}; a {kind} profile gives a "
             f"{produces.dimension} (e.g. {produces.symbol})",
         )
-    return units.affine(produces, target)
+    return _affine("display_unit", produces, target, lenient)
+
+
+def _affine(
+    field: str, source: units.Unit, target: units.Unit, lenient: bool
+) -> tuple[float, float]:
+    """:func:`units.affine`, its refusal named by ``field`` (same dimension, yet no scale and
+    offset between them: °C and Δ°C, W and dBm)."""
+    try:
+        return units.affine(source, target)
+    except units.UnitError as exc:
+        if lenient:
+            return 1.0, 0.0
+        raise UnitMismatch(field, str(exc)) from None
 
 
 def _same_unit(text: str, unit: units.Unit) -> bool | None:

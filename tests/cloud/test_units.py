@@ -218,3 +218,45 @@ def test_the_csv_export_carries_each_readings_units(api: Api, owner: Identity) -
         ("V", "K", "v2"),
     ]
     assert float(rows[1]["value"]) == pytest.approx(float(rows[0]["value"]) + 273.15)
+
+
+MAX31855 = {"version": "v1", "kind": "thermocouple", "payload": {"type": "K", "input": "max31855"}}
+TO_DBM = {"version": "v1", "kind": "linear", "payload": {"a": 1.0, "b": 0.0, "output_unit": "W"}}
+
+
+@pytest.mark.parametrize(
+    ("input_unit", "display_unit", "profile", "field"),
+    [("mV", "delta_degC", TC_K, "display_unit"), ("mV", "Δ°F", TC_K, "display_unit"),
+     ("Δ°C", "°C", MAX31855, "input_unit"), ("mV", "dBm", TO_DBM, "display_unit")],
+)  # fmt: skip
+def test_units_of_the_same_dimension_that_do_not_convert_are_a_422(
+    api: Api, owner: Identity, input_unit: str, display_unit: str, profile: Any, field: str
+) -> None:
+    # A temperature difference is no temperature, a level in dBm no straight line in W: both
+    # are refused, not a server error and not a wrong scale.
+    r = _register(api, owner, input_unit, display_unit, profile)
+    body = assert_problem(r, 422, field)
+    assert "does not convert" in body["errors"][0]["reason"]
+
+
+def test_an_overlong_unit_in_a_payload_is_a_prompt_422(api: Api, owner: Identity) -> None:
+    profile = {
+        "version": "v1",
+        "kind": "linear",
+        "payload": {"a": 1, "b": 0, "input_unit": "m" * 5000},
+    }
+    body = assert_problem(_register(api, owner, "mV", "°C", profile), 422, "conversion_profile")
+    assert "longer than" in body["errors"][0]["reason"]
+
+
+def test_a_charge_sensor_keeps_its_unit(api: Api, owner: Identity) -> None:
+    # To a lab C is °C; a coulomb is stored as "coulomb", which reads back as a charge.
+    profile = {
+        "version": "v1",
+        "kind": "linear",
+        "payload": {"a": 2.0, "b": 0.0, "output_unit": "pC"},
+    }
+    r = _register(api, owner, "mV", "coulomb", profile, name="charge")
+    assert r.status_code == 201, r.text
+    assert r.json()["sensor"]["display_unit"] == "coulomb"
+    assert _value(api, owner, _stack(api, owner, r), 3.0) == pytest.approx(6e-12)

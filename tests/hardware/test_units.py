@@ -70,3 +70,39 @@ def test_linear_payload_declares_its_units() -> None:
     assert conv.convert(2000.0) == pytest.approx(50.0 * 14.503773773, rel=1e-6)
     # Without unit declarations, numbers are taken as the sensor states them.
     assert build_converter("linear", {"a": 2.0, "b": 1.0}, "°C", "mV").convert(3.0) == 7.0
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [("°C", "Δ°C"), ("Δ°C", "°F"), ("delta_degF", "degC")],
+)
+def test_an_absolute_temperature_and_a_difference_do_not_convert(source: str, target: str) -> None:
+    # Both are temperatures to pint, yet 20 °C is no difference of temperature.
+    with pytest.raises(units.UnitError, match="does not convert"):
+        units.affine(units.parse(source), units.parse(target))
+
+
+@pytest.mark.parametrize(("source", "target"), [("dBm", "W"), ("W", "dBm"), ("1", "dB")])
+def test_logarithmic_units_are_no_scale_and_offset(source: str, target: str) -> None:
+    # 10 dBm is 10 mW, not the 3.6 mW a straight line through 0 and 1 dBm gives.
+    with pytest.raises(units.UnitError, match="scale and an offset"):
+        units.affine(units.parse(source), units.parse(target))
+
+
+def test_a_very_long_unit_is_refused_before_pint_reads_it() -> None:
+    # pint's time grows with the square of a word's length; a payload may be a megabyte.
+    with pytest.raises(units.UnitError, match="longer than"):
+        units.parse("m" * 5000)
+
+
+@pytest.mark.parametrize(
+    "text", ["mV**0.5", "m**1.5", "mV", "kg/m^3", "degC/s", "coulomb", "farad", "mF"]
+)
+def test_a_canonical_spelling_always_parses_back(text: str) -> None:
+    # It is what is stored, and read again when the sensor's profile changes: a coulomb
+    # stored as C would come back as °C.
+    try:
+        unit = units.parse(text)
+    except units.UnitError:
+        return
+    assert units.parse(unit.symbol) == unit
