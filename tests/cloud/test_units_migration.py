@@ -26,6 +26,7 @@ T_100 = compensated_temperature_c("K", 4.096, 0.0)
 #: name -> input unit, display unit, [(version, kind, payload)] as stored before 0005.
 LEGACY: dict[str, tuple[str, str, list[tuple[str, str, dict[str, Any]]]]] = {
     "tc-volts": ("V", "C", [("v1", "thermocouple", TC_K), ("v2", "thermocouple", TC_K)]),
+    "tc-microvolts": ("uV", "C", [("v1", "thermocouple", TC_K)]),
     "tc-celsius-input": ("C", "degC", [("v1", "thermocouple", TC_K)]),
     "tc-payload-f": ("millivolt", "C", [("v1", "thermocouple", {**TC_K, "display": "F"})]),
     "linear-bananas": ("bananas", "celsius", [("v1", "linear", {"a": 2.0, "b": 1.0})]),
@@ -117,6 +118,7 @@ def test_existing_sensors_get_canonical_units_and_keep_converting(
     assert got["sensors"] == {
         # Declared V, read as mV until now: a new version reads V from now on.
         "tc-volts": ("V", "°C"),
+        "tc-microvolts": ("µV", "°C"),
         # No voltage: it cannot feed a thermocouple, which reads mV as before (reported).
         "tc-celsius-input": ("mV", "°C"),
         # Its values were always in the payload's °F, whatever the sensor said.
@@ -128,16 +130,25 @@ def test_existing_sensors_get_canonical_units_and_keep_converting(
         ("tc-volts", "v1"): ("mV", "°C"),
         ("tc-volts", "v2"): ("mV", "°C"),
         ("tc-volts", "v3"): ("V", "°C"),
+        ("tc-microvolts", "v1"): ("mV", "°C"),
+        ("tc-microvolts", "v2"): ("µV", "°C"),
         ("tc-celsius-input", "v1"): ("mV", "°C"),
         ("tc-payload-f", "v1"): ("mV", "°F"),
         ("linear-bananas", "v1"): ("bananas", "°C"),
     }
     lines = {name: line for line in report.splitlines() for name in LEGACY if f"'{name}'" in line}
     assert "migration 0005" in report
-    assert set(lines) == {"tc-volts", "tc-celsius-input", "tc-payload-f", "linear-bananas"}
+    assert set(lines) == {
+        "tc-volts",
+        "tc-microvolts",
+        "tc-celsius-input",
+        "tc-payload-f",
+        "linear-bananas",
+    }
     assert "bananas" in lines["linear-bananas"] and "left as written" in lines["linear-bananas"]
     assert "temperature" in lines["tc-celsius-input"] and "voltage" in lines["tc-celsius-input"]
     assert "new version v3" in lines["tc-volts"] and "PATCH" in lines["tc-volts"]
+    assert "declared µV" in lines["tc-microvolts"] and "new version v2" in lines["tc-microvolts"]
     assert "°F" in lines["tc-payload-f"]
 
     # Every sensor still ingests; volts are now read as volts.
@@ -148,6 +159,7 @@ def test_existing_sensors_get_canonical_units_and_keep_converting(
         session = api.session(who, run)
         expected = {
             "tc-volts": (0.004096, T_100),
+            "tc-microvolts": (4096.0, T_100),
             "tc-celsius-input": (4.096, T_100),
             "tc-payload-f": (4.096, T_100 * 9 / 5 + 32),
             "linear-bananas": (3.0, 7.0),
