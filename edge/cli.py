@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from edge.buffer import Buffer, ts_text
 from edge.cloud_client import CloudClient
 from edge.config import EdgeConfig, load_config
+from edge.instance import Refused
 from edge.metrics import EdgeMetrics
 from edge.sync import FlushReport, flush
 
@@ -62,7 +63,11 @@ def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     async def main() -> None:
         await Daemon(cfg).run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Refused as exc:
+        print(f"benchlink-edge: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

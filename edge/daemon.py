@@ -18,6 +18,7 @@ from typing import Literal
 from edge.buffer import Buffer
 from edge.cloud_client import CloudClient
 from edge.config import EdgeConfig
+from edge.instance import BufferLock
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
 from edge.sources.mqtt import MqttSource
@@ -36,10 +37,16 @@ class Daemon:
         self.cfg = cfg
         self._client = client
         self.metrics = EdgeMetrics()
-        self.buffer = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
-        # Gauges read on a connection and thread of their own (WAL: readers never block the
-        # writer), so a scan never holds up a commit.
-        self.reader = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        # First of all: AlreadyRunning if another daemon has this buffer.
+        self.lock = BufferLock(cfg.buffer.path).acquire()
+        try:
+            self.buffer = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+            # Gauges read on a connection and thread of their own (WAL: readers never block
+            # the writer), so a scan never holds up a commit.
+            self.reader = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        except BaseException:
+            self.lock.release()
+            raise
         self.writer = Writer(self.buffer, self.metrics)
         self.state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self.metrics_port: int | None = None
@@ -109,6 +116,7 @@ class Daemon:
             self.state = "stopped"
             self.reader.close()
             self.buffer.close()
+            self.lock.release()
             log.info("stopped")
 
     def _start_sources(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
