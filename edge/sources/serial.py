@@ -64,7 +64,7 @@ MAX_INFLIGHT = 64
 _TERMINATOR = re.compile(rb"[\r\n]")
 
 
-class PortBusy(serial.SerialException):
+class PortBusy(OSError):
     """Another process has the port open exclusively."""
 
 
