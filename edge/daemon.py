@@ -18,7 +18,7 @@ from typing import Literal
 from edge.buffer import Buffer
 from edge.cloud_client import CloudClient
 from edge.config import EdgeConfig
-from edge.instance import BufferLock
+from edge.instance import BufferLock, Refused
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
 from edge.sources.mqtt import MqttSource
@@ -51,6 +51,9 @@ class Daemon:
         self.state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self.metrics_port: int | None = None
         self._stop = asyncio.Event()
+        #: why the daemon must not go on (another daemon holds its MQTT client id)
+        self.refused: Refused | None = None
+        self.edge_id = ""
 
     def register_sensors(self) -> None:
         for s in self.cfg.sensors:
@@ -65,9 +68,15 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def refuse(self, reason: Refused) -> None:
+        """Stop as on SIGTERM (nothing accepted is lost), then :meth:`run` raises ``reason``."""
+        self.refused = reason
+        self.stop()
+
     async def run(self) -> None:
         self.state = "starting"
         await self.buffer.call(self.register_sensors)
+        self.edge_id = await self.buffer.call(self.buffer.edge_id)
         if self.cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
@@ -118,6 +127,8 @@ class Daemon:
             self.buffer.close()
             self.lock.release()
             log.info("stopped")
+        if self.refused is not None:
+            raise self.refused
 
     def _start_sources(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         tasks = []
@@ -134,6 +145,8 @@ class Daemon:
                 self.metrics,
                 backoff_initial_s=sync.backoff_initial_s,
                 backoff_max_s=sync.backoff_max_s,
+                edge_id=self.edge_id,
+                on_refused=self.refuse,
             )
             tasks.append(tg.create_task(mqtt.run(), name="mqtt"))
         return tasks
