@@ -75,7 +75,7 @@ from edge.buffer import (
     message_digest,
     reading_row_values,
 )
-from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig
+from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig, default_client_id
 from edge.instance import Refused
 from edge.metrics import EdgeMetrics
 from edge.writer import Outcome, Writer
@@ -96,12 +96,6 @@ PROBE_TIMEOUT_S = 5.0
 
 class ClientIdTaken(Refused):
     """Another live daemon holds the MQTT client id."""
-
-
-def default_client_id(edge_id: str) -> str:
-    """The client id of an edge whose config sets none: from its buffer's id, 22 characters
-    (MQTT 3.1.1 servers need only accept 23)."""
-    return "benchlink-" + edge_id.replace("-", "")[:12]
 
 
 class PayloadError(ValueError):

@@ -132,6 +132,7 @@ def test_the_default_client_id_is_each_buffers_own(mosquitto: Broker, tmp_path: 
         )
         assert ids[0] != ids[1]
         assert all(len(i) <= 23 for i in ids)
+        assert f"MQTT client id {ids[0]}" in a.cli("status").stdout  # the operator sees it
         publish(mosquitto, f"benchlink/sensors/{a_sensor}/readings", [b"1.5", b"2.5"])
         wait_for(lambda: stored(tmp_path / "a.db") == [1.5, 2.5], 20, "a's readings")
         assert connections(a) == 1 and connections(b) == 1  # nobody took anybody's session
