@@ -352,6 +352,8 @@ class MqttSource:
         self.client_id = cfg.client_id or default_client_id(self.edge_id)
         self.presence_topic = PRESENCE_TOPIC.format(client_id=self.client_id)
         self.on_refused = on_refused
+        #: the presence topic is usable: announce this daemon there (see check_client_id)
+        self._announce = False
         self.sensors = {str(s.sensor_id): s for s in sensors if s.source == "mqtt"}
         self.custom = {s.mqtt_topic: sid for sid, s in self.sensors.items() if s.topic}
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -436,7 +438,9 @@ class MqttSource:
             clean_start=False,
             properties=props,
             # a connection that dies clears the presence (an empty retained message)
-            will=aiomqtt.Will(self.presence_topic, b"", qos=1, retain=True),
+            will=aiomqtt.Will(self.presence_topic, b"", qos=1, retain=True)
+            if self._announce
+            else None,
             username=self.cfg.username,
             password=self.cfg.password.get_secret_value() if self.cfg.password else None,
             keepalive=self.cfg.keepalive_s,
@@ -461,9 +465,11 @@ class MqttSource:
             }
         ).encode()
 
-    async def check_client_id(self) -> None:
-        """ClientIdTaken if the presence topic names another edge. A probe that cannot read
-        the topic (an ACL without it) is logged, and the connect goes on."""
+    async def check_client_id(self) -> bool:
+        """ClientIdTaken if the presence topic names another edge; else whether the topic is
+        usable. The broker unreachable: MqttError, as for any connect. A topic this user may
+        not use (an ACL without it: Mosquitto drops the connection that tries) is logged, and
+        the daemon connects without announcing itself."""
         nonce = uuid.uuid4().hex
         probe = aiomqtt.Client(
             self.cfg.host,
@@ -476,31 +482,22 @@ class MqttSource:
             tls_context=self._tls(),
             timeout=PROBE_TIMEOUT_S,
         )
-        holder: dict[str, Any] | None = None
-        async with probe:
-            granted = await probe.subscribe(self.presence_topic, qos=1)
-            if any(getattr(code, "value", code) >= 0x80 for code in granted or []):
-                log.warning(
-                    "MQTT: cannot read %s (not authorised?): a second daemon with the client"
-                    " id %s would not be noticed; allow this user readwrite on it",
-                    self.presence_topic,
-                    self.client_id,
-                )
-                return
-            # Retained messages come before anything published after the subscription: our
-            # own marker, back on the same topic, says nothing more is coming.
-            await probe.publish(self.presence_topic, json.dumps({"probe": nonce}), qos=1)
-            try:
-                async with asyncio.timeout(PROBE_TIMEOUT_S):
-                    async for message in probe.messages:
-                        data = _json_object(message.payload)
-                        if data.get("probe") == nonce:
-                            break
-                        if message.retain and data.get("edge"):
-                            holder = data
-            except TimeoutError:
-                log.warning("MQTT: no answer on %s; going on", self.presence_topic)
-                return
+        await probe.__aenter__()
+        try:
+            holder = await self._read_presence(probe, nonce)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            self.metrics.errors.labels("mqtt_presence").inc()
+            log.warning(
+                "MQTT: could not read %s (%s): a second daemon with the client id %s would not"
+                " be noticed; let this MQTT user read and write that topic",
+                self.presence_topic,
+                exc or type(exc).__name__,
+                self.client_id,
+            )
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.__aexit__(None, None, None)
         if holder is not None and holder.get("edge") != self.edge_id:
             raise ClientIdTaken(
                 f"MQTT client id {self.client_id!r} is held by another live edge daemon (pid"
@@ -508,6 +505,25 @@ class MqttSource:
                 f" presence on {self.presence_topic}): give this edge its own [mqtt] client_id,"
                 " or leave it unset to use the one derived from this buffer"
             )
+        return True
+
+    async def _read_presence(self, probe: aiomqtt.Client, nonce: str) -> dict[str, Any] | None:
+        """The retained presence on the topic, if any (MqttError, TimeoutError if unreadable)."""
+        granted = await probe.subscribe(self.presence_topic, qos=1)
+        if any(getattr(code, "value", code) >= 0x80 for code in granted or []):
+            raise aiomqtt.MqttError("subscription refused")
+        # Retained messages come before anything published after the subscription: our own
+        # marker, back on the same topic, says nothing more is coming.
+        await probe.publish(self.presence_topic, json.dumps({"probe": nonce}), qos=1)
+        holder: dict[str, Any] | None = None
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async for message in probe.messages:
+                data = _json_object(message.payload)
+                if data.get("probe") == nonce:
+                    return holder
+                if message.retain and data.get("edge"):
+                    holder = data
+        return holder
 
     async def run(self) -> None:
         """Connect, take messages, reconnect with backoff -- whatever went wrong."""
@@ -541,8 +557,8 @@ class MqttSource:
 
     async def _session(self) -> None:
         real = self.make_client == self._client  # a test's fake broker has no presence
-        if real:
-            await self.check_client_id()
+        self._announce = real and await self.check_client_id()
+        real = self._announce
         async with self.make_client() as client:
             if real:
                 await client.publish(self.presence_topic, self.presence(), qos=1, retain=True)
