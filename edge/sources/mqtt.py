@@ -556,17 +556,16 @@ class MqttSource:
         log.warning("%s; reconnecting in %.1fs", what, self._delay)
 
     async def _session(self) -> None:
-        real = self.make_client == self._client  # a test's fake broker has no presence
-        self._announce = real and await self.check_client_id()
-        real = self._announce
+        probing = self.make_client == self._client  # a test's fake broker has no presence
+        self._announce = probing and await self.check_client_id()
         async with self.make_client() as client:
-            if real:
+            if self._announce:
                 await client.publish(self.presence_topic, self.presence(), qos=1, retain=True)
             try:
                 await self._take(client)
             except asyncio.CancelledError:
-                if real:  # a clean stop: nobody holds the id now (a lost connection's will
-                    # does the same)
+                if self._announce:  # a clean stop: nobody holds the id now (a lost
+                    # connection's will does the same)
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(2):
                             await client.publish(self.presence_topic, b"", qos=1, retain=True)
