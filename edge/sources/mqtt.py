@@ -491,7 +491,7 @@ class MqttSource:
                 "MQTT: could not read %s (%s): a second daemon with the client id %s would not"
                 " be noticed; let this MQTT user read and write that topic",
                 self.presence_topic,
-                exc or type(exc).__name__,
+                str(exc) or type(exc).__name__,
                 self.client_id,
             )
             return False

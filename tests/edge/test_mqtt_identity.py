@@ -3,9 +3,11 @@ daemon with a held id refused, a session that expires, a demo that removes its s
 
 from __future__ import annotations
 
+import getpass
 import json
 import queue
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from paho.mqtt.properties import Properties
 from edge.buffer import Buffer
 from edge.sources.mqtt import default_client_id
 from tests.edge.helpers import BIN, EdgeProcess, running, wait_for, write_config
-from tests.support.services import REPO, Broker
+from tests.support.services import REPO, Broker, free_port, wait_port
 
 pytestmark = pytest.mark.mqtt
 
@@ -250,3 +252,37 @@ def test_the_demo_removes_its_edge_session(mosquitto: Broker) -> None:
     forget_mqtt_session(mosquitto.url, client_id)
     publish(mosquitto, topic, [b"3"])
     assert resume(mosquitto, client_id, topic) == (False, 0)
+
+
+def test_a_broker_that_denies_the_presence_topic_still_gets_the_daemon(tmp_path: Path) -> None:
+    """An ACL written before the presence topic existed: the check is off (a warning), the
+    daemon connects and stores readings as before."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    (tmp_path / "acl").write_text("topic readwrite benchlink/sensors/+/readings\n")
+    (tmp_path / "mosquitto.conf").write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {tmp_path / 'acl'}\n"
+        # run as the user who started it: the test's directory is private to that user
+        f"user {getpass.getuser()}\n"
+        "log_dest stderr\nlog_type error\n"
+    )
+    broker = subprocess.Popen([binary, "-c", str(tmp_path / "mosquitto.conf")])
+    try:
+        assert wait_port("127.0.0.1", port)
+        url = Broker("127.0.0.1", port, "")
+        sensor = str(uuid.uuid4())
+        cfg = mqtt_config(tmp_path, "e", url, sensor, "bench-old-acl")
+        with running(EdgeProcess(cfg, tmp_path / "e.log")) as edge:
+            wait_for(lambda: connections(edge) >= 1, 30, "connected")
+            assert "could not read benchlink/edge/bench-old-acl/alive" in edge.log.read_text()
+            publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="old-acl-device")
+            publisher.connect("127.0.0.1", port)
+            publisher.loop_start()
+            publisher.publish(f"benchlink/sensors/{sensor}/readings", b"4.5", qos=1)
+            wait_for(lambda: stored(tmp_path / "e.db") == [4.5], 20, "the reading")
+            publisher.loop_stop()
+            publisher.disconnect()
+            assert connections(edge) == 1  # connected once, and stayed
+    finally:
+        broker.terminate()
+        broker.wait(10)
