@@ -261,9 +261,40 @@ def edge_toml(scene: Scene, base_url: str, state: Path, device: str, mqtt: str |
     ]
     if mqtt:
         chamber = scene.seed.sensor("chamber_mqtt")
-        lines.insert(4, f'[mqtt]\nurl = "{mqtt}"\nclient_id = "benchlink-demo-{scene.run_id}"\n')
+        lines.insert(4, f'[mqtt]\nurl = "{mqtt}"\nclient_id = "{edge_client_id(scene)}"\n')
         lines.append(sensor_block(chamber.id, chamber.token, scene, source="mqtt"))
     return "\n".join(lines)
+
+
+def edge_client_id(scene: Scene) -> str:
+    """The demo edge's MQTT client id: known here, so the demo can remove its session."""
+    return f"benchlink-demo-{scene.run_id}"
+
+
+def forget_mqtt_session(url: str, client_id: str, timeout: float = 10.0) -> None:
+    """End the broker's session of ``client_id`` (clean start, session expiry 0): the demo's
+    edge never comes back for it, and a kept session would queue readings for ever."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    parts = urlsplit(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(
+        parts.hostname or "127.0.0.1", parts.port or 1883, clean_start=True, properties=props
+    )
+    client.loop_start()
+    try:
+        if not connected.wait(timeout):
+            raise RuntimeError(f"MQTT: no answer from {url} to remove the demo's session")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def sensor_block(sensor_id: str, token: str | None, scene: Scene, *, source: str) -> str:
@@ -592,6 +623,11 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
     producers.check()
     if not args.no_edge:
         drain_edge(children, config)
+        if mqtt:
+            try:
+                forget_mqtt_session(mqtt, edge_client_id(scene))
+            except (OSError, RuntimeError) as exc:
+                say(f"MQTT: the demo edge's session was not removed from the broker: {exc}")
     wrap_up(api, scene, metric_steps[0] if metric_steps else 0)
     summary = summarize(api, scene)
     api.close()

@@ -299,7 +299,7 @@ def edge_toml(result: Seed, session_id: str, device: str, mqtt_url: str) -> str:
         "# Written by bin/demo_seed.py --edge-toml. Holds sensor tokens: keep it private.\n"
         f'[cloud]\nurl = "{result.base_url}"\n\n'
         '[buffer]\npath = "/var/lib/benchlink/buffer.db"\n\n'
-        f'[mqtt]\nurl = "{mqtt_url}"\nclient_id = "bench-01"\n\n'
+        f'[mqtt]\nurl = "{mqtt_url}"\n\n'
         + sensor(furnace, "serial")
         + f'port = "{device}"\nbaudrate = 9600\nprotocol = "value"\n\n'
         + sensor(chamber, "mqtt")

@@ -28,7 +28,8 @@ from pathlib import Path
 from common.cli import Parser, add_version
 from edge.buffer import Buffer, ts_text
 from edge.cloud_client import CloudClient
-from edge.config import ConfigError, EdgeConfig, load_config
+from edge.config import ConfigError, EdgeConfig, default_client_id, load_config
+from edge.instance import Refused
 from edge.metrics import EdgeMetrics
 from edge.sync import FlushReport, flush
 
@@ -71,7 +72,11 @@ def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     async def main() -> None:
         await Daemon(cfg, config_path=Path(args.config)).run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Refused as exc:
+        print(f"benchlink-edge: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -85,6 +90,8 @@ def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return 0
     print(f"buffer {status['buffer']}: {status['used_bytes']} of {status['max_bytes']} bytes")
+    client_id = cfg.mqtt.client_id or default_client_id(status["edge_id"])
+    print(f"edge id {status['edge_id']}, MQTT client id {client_id}")
     print(f"dead letters: {status['dead_letters']}")
     header = f"{'sensor':36}  {'source':6}  {'pending':>8}  {'inflight':>8}  {'synced':>9}"
     print(header + f"  {'dead':>6}  {'rate/s':>7}  last error")

@@ -84,7 +84,11 @@ class SyncConfig(Section):
 
 class MqttConfig(Section):
     url: str = "mqtt://localhost:1883"
-    client_id: str = "bench-01"
+    #: unset: derived from the buffer's own id, so that no two edges share one by accident
+    client_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^#+/\s]+$")
+    #: how long the broker keeps the daemon's session (and queues its messages) while the
+    #: daemon is disconnected; 4294967295 = for ever (MQTT v5 Session Expiry Interval)
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=1, le=4_294_967_295)
     username: str | None = None
     password: SecretStr | None = None
     #: CA bundle for mqtts:// (TLS); the system's CAs when unset
@@ -110,6 +114,12 @@ class MqttConfig(Section):
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
+def default_client_id(edge_id: str) -> str:
+    """The MQTT client id of an edge whose config sets none: from its buffer's id, 22
+    characters (MQTT 3.1.1 servers need only accept 23)."""
+    return "benchlink-" + edge_id.replace("-", "")[:12]
 
 
 class MetricsConfig(Section):

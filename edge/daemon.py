@@ -25,6 +25,7 @@ from typing import Literal
 from edge.buffer import Buffer
 from edge.cloud_client import CloudClient
 from edge.config import ConfigError, EdgeConfig, SensorConfig, exposed_secrets, load_config
+from edge.instance import BufferLock, Refused
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
 from edge.sources.mqtt import MqttSource
@@ -52,11 +53,24 @@ def open_buffer(cfg: EdgeConfig) -> Buffer:
     except RuntimeError as exc:  # a file of a newer scheme: the message says what to do
         raise StartupError(f"buffer {exc}") from None
     except (OSError, sqlite3.Error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise StartupError(
-            f"buffer {path}: cannot open it ({reason}); run as the daemon's user"
-            " (sudo -u benchlink ...) or fix [buffer] path"
-        ) from None
+        raise cannot_open(path, exc) from None
+
+
+def cannot_open(path: Path, exc: OSError | sqlite3.Error) -> StartupError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StartupError(
+        f"buffer {path}: cannot open it ({reason}); run as the daemon's user"
+        " (sudo -u benchlink ...) or fix [buffer] path"
+    )
+
+
+def lock_buffer(cfg: EdgeConfig) -> BufferLock:
+    """The buffer's lock (AlreadyRunning if another daemon holds it), or a StartupError
+    saying why its directory cannot be used."""
+    try:
+        return BufferLock(cfg.buffer.path).acquire()
+    except OSError as exc:
+        raise cannot_open(cfg.buffer.path, exc) from None
 
 
 def config_changes(
@@ -118,14 +132,23 @@ class Daemon:
         self._reloads: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()  # one reload at a time: each compares with the last
         self.metrics = EdgeMetrics()
-        self.buffer = open_buffer(cfg)
-        # Gauges read on a connection and thread of their own (WAL: readers never block the
-        # writer), so a scan never holds up a commit.
-        self.reader = open_buffer(cfg)
+        # First of all: AlreadyRunning if another daemon has this buffer.
+        self.lock = lock_buffer(cfg)
+        try:
+            self.buffer = open_buffer(cfg)
+            # Gauges read on a connection and thread of their own (WAL: readers never block
+            # the writer), so a scan never holds up a commit.
+            self.reader = open_buffer(cfg)
+        except BaseException:
+            self.lock.release()
+            raise
         self.writer = Writer(self.buffer, self.metrics)
         self.state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self.metrics_port: int | None = None
         self._stop = asyncio.Event()
+        #: why the daemon must not go on (another daemon holds its MQTT client id)
+        self.refused: Refused | None = None
+        self.edge_id = ""
 
     def register_sensors(self) -> None:
         for s in self.cfg.sensors:
@@ -139,6 +162,11 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def refuse(self, reason: Refused) -> None:
+        """Stop as on SIGTERM (nothing accepted is lost), then :meth:`run` raises ``reason``."""
+        self.refused = reason
+        self.stop()
 
     def request_reload(self) -> None:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
@@ -211,12 +239,14 @@ class Daemon:
         self._warn_exposed(self.cfg)
         try:
             await self.buffer.call(self.register_sensors)
+            self.edge_id = await self.buffer.call(self.buffer.edge_id)
             if self.cfg.metrics.enabled:
                 self._serve_metrics()
         except BaseException:
             self.state = "stopped"
             self.reader.close()
             self.buffer.close()
+            self.lock.release()
             raise
         loop = asyncio.get_running_loop()
         handlers = [(signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)]
@@ -267,7 +297,10 @@ class Daemon:
             self.state = "stopped"
             self.reader.close()
             self.buffer.close()
+            self.lock.release()
             log.info("stopped")
+        if self.refused is not None:
+            raise self.refused
 
     def _start_sources(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         tasks = []
@@ -284,6 +317,8 @@ class Daemon:
                 self.metrics,
                 backoff_initial_s=sync.backoff_initial_s,
                 backoff_max_s=sync.backoff_max_s,
+                edge_id=self.edge_id,
+                on_refused=self.refuse,
             )
             tasks.append(tg.create_task(mqtt.run(), name="mqtt"))
         return tasks

@@ -223,6 +223,7 @@ def test_the_edge_runs_the_simulator_and_the_daemon(
     assert cfg.mqtt.url == "mqtt://mosquitto:1883" and cfg.mqtt.username == "benchlink-edge"
     assert cfg.mqtt.password is not None
     assert cfg.mqtt.password.get_secret_value() == "change-me-edge"
+    assert cfg.mqtt.client_id is None  # each edge's own, from its buffer: never a constant
     assert str(cfg.buffer.path) == "/var/lib/benchlink/buffer.db"
     assert [s.source for s in cfg.sensors] == ["serial", "mqtt"]
     assert cfg.sensors[0].port == link

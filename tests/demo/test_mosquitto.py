@@ -207,6 +207,57 @@ def test_anonymous_and_wrong_credentials_are_refused(
     assert rc != 0  # 5 / 135: not authorized
 
 
+def test_the_edge_login_announces_its_client_id_and_a_second_daemon_is_refused(
+    broker: int, tmp_path: Path
+) -> None:
+    """Under this ACL the daemon (as benchlink-edge) can read and write its presence topic,
+    so a second daemon with the same client id is refused here too; a device cannot fake it."""
+    import re
+    import subprocess as sp
+
+    from tests.edge.helpers import BIN, EdgeProcess, running, wait_for, write_config
+
+    def config(name: str) -> Path:
+        path = write_config(
+            tmp_path / f"{name}.toml",
+            cloud_url="http://127.0.0.1:9",
+            buffer=tmp_path / f"{name}.db",
+            mqtt_url=f"mqtt://127.0.0.1:{broker}",
+            client_id="bench-acl",
+            sensors=[
+                {
+                    "sensor_id": DEVICE_A,
+                    "token": "t",
+                    "run_id": str(uuid.uuid4()),
+                    "capture_session_id": str(uuid.uuid4()),
+                    "source": "mqtt",
+                }
+            ],
+        )
+        text = path.read_text().replace(
+            'client_id = "bench-acl"\n',
+            'client_id = "bench-acl"\nusername = "benchlink-edge"\npassword = "change-me-edge"\n',
+        )
+        path.write_text(text)
+        return path
+
+    publish(broker, DEVICE_B, "secret-b", "benchlink/edge/bench-acl/alive", "{}")  # denied
+    first = EdgeProcess(config("first"), tmp_path / "first.log")
+    with running(first):
+        wait_for(lambda: "MQTT: connected" in first.log.read_text(), 30, "the daemon")
+        assert "not authorised" not in first.log.read_text()
+        assert first.proc is not None
+        second = sp.run(
+            [str(BIN / "benchlink-edge"), "--config", str(config("second")), "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        last = second.stderr.strip().splitlines()[-1]
+        assert re.search(rf"is held by another .* \(pid {first.proc.pid} on ", last), last
+
+
 def readme_password_commands() -> list[str]:
     """The ``mosquitto_passwd`` lines of mosquitto/README.md, in order."""
     text = (MOSQ / "README.md").read_text()

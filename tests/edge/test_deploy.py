@@ -28,7 +28,8 @@ def test_example_config_has_the_spec_keys() -> None:
     cfg = load_config(EDGE / "edge.example.toml")
     assert cfg.cloud.url == "http://localhost:8002"
     assert cfg.buffer.max_bytes == 2_000_000_000 and cfg.sync.batch_size == 1000
-    assert cfg.mqtt.client_id == "bench-01"
+    assert cfg.mqtt.client_id is None  # derived from the buffer: no two edges share one
+    assert cfg.mqtt.session_expiry_s == 7 * 24 * 3600
     assert [s.source for s in cfg.sensors] == ["mqtt", "serial"]
     assert "replace-with" not in repr(cfg)  # tokens are redacted
 
