@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.wire import MAX_TELEMETRY_BODY_BYTES
+
 DEFAULT_SQLITE = Path("var") / "benchlink.db"
 
 
@@ -30,6 +32,9 @@ class Settings(BaseSettings):
     future_tolerance_s: int = 300
     #: Largest request body for endpoints other than telemetry ingest.
     max_body_bytes: int = 1024 * 1024
+    #: Largest telemetry ingest body, checked before it is parsed (413 above). The default
+    #: holds 10,000 readings (the most a batch may carry) with some 800 bytes of ``meta`` each.
+    telemetry_max_body_bytes: int = Field(default=MAX_TELEMETRY_BODY_BYTES, ge=1024)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.

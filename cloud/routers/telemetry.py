@@ -21,16 +21,11 @@ from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import telemetry, telemetry_export, telemetry_query
 from cloud.services.scope import get_in_project
+from cloud.services.sensors import bearer_token
 from cloud.services.telemetry_batch import IncomingBatch, decode_fast
 from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _parse_batch(raw: bytes) -> IncomingBatch:
@@ -91,8 +86,10 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
 
     A running session takes any reading; an ended one takes readings inside its
     started_at..stopped_at window (late data from offline capture, marked ``late``)."""
-    batch = _parse_batch(await request.body())
-    token = _bearer(request)
+    # The token was checked (cloud.middleware.TelemetryAuthMiddleware) and the body's size
+    # capped (settings.telemetry_max_body_bytes) before the body was read.
+    raw = await request.body()
+    token = bearer_token(request.headers.get("authorization"))
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
@@ -104,6 +101,9 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         # The request's one transaction (cloud.db.uow), opened, committed and followed by its
         # after-commit hooks in this one worker-thread call: as a DbSession dependency it
         # took two more thread hops per request, which small live batches feel.
+        # Parsed here, in the worker thread the transaction needs anyway: a large body's parse
+        # never holds up the event loop, and a small one costs no extra thread hop.
+        batch = _parse_batch(raw)
         with contextmanager(transaction)(request.app.state.sessionmaker) as db:
             accepted, published = telemetry.ingest(db, token, batch, key, tolerance)
             if published is not None:
