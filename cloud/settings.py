@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     #: Largest telemetry ingest body, checked before it is parsed (413 above). The default
     #: holds 10,000 readings (the most a batch may carry) with some 800 bytes of ``meta`` each.
     telemetry_max_body_bytes: int = Field(default=MAX_TELEMETRY_BODY_BYTES, ge=1024)
+    #: Largest request head (request line and headers), in bytes; more is 431.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    #: Most request headers; more is 431.
+    max_headers: int = Field(default=100, ge=10)
+    #: Seconds a connection has to send a request's whole head (from its first byte, or from
+    #: the connection for the first request); then it is closed (408 if it had begun).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds an idle kept-alive connection stays open between requests.
+    keep_alive_timeout_s: int = Field(default=5, ge=1)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.
