@@ -98,12 +98,12 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
     tx_listeners = request.app.state.ingest_tx_listeners
 
     def work() -> tuple[TelemetryAccepted, telemetry.IngestedBatch | None]:
-        # The request's one transaction (cloud.db.uow), opened, committed and followed by its
-        # after-commit hooks in this one worker-thread call: as a DbSession dependency it
-        # took two more thread hops per request, which small live batches feel.
         # Parsed here, in the worker thread the transaction needs anyway: a large body's parse
         # never holds up the event loop, and a small one costs no extra thread hop.
         batch = _parse_batch(raw)
+        # The request's one transaction (cloud.db.uow), opened, committed and followed by its
+        # after-commit hooks in this one worker-thread call: as a DbSession dependency it
+        # took two more thread hops per request, which small live batches feel.
         with contextmanager(transaction)(request.app.state.sessionmaker) as db:
             accepted, published = telemetry.ingest(db, token, batch, key, tolerance)
             if published is not None:
