@@ -4,8 +4,8 @@ httptools keeps a request's headers in memory until the head ends, however long 
 client could hold megabytes per connection. Here the head is measured before the parser sees
 it: more than ``max_header_bytes`` or ``max_headers`` lines is answered 431 and the
 connection closed; a head that has not arrived within ``header_timeout_s`` of its first byte
-(or of the connection) closes the connection. ``benchlink-cloud serve`` runs uvicorn with
-``http=`` this class.
+(or of the connection) closes the connection, and so does a request body that stalls for
+``body_timeout_s``. ``benchlink-cloud serve`` runs uvicorn with ``http=`` this class.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ _HEAD_END = b"\r\n\r\n"
 
 
 @lru_cache(maxsize=1)
-def _limits() -> tuple[int, int, float]:
+def _limits() -> tuple[int, int, float, float]:
     s = Settings()
-    return s.max_header_bytes, s.max_headers, s.header_timeout_s
+    return s.max_header_bytes, s.max_headers, s.header_timeout_s, s.body_timeout_s
 
 
 def _refusal(status: int, title: str, detail: str) -> bytes:
@@ -44,12 +44,16 @@ def _refusal(status: int, title: str, detail: str) -> bytes:
 class LimitedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.max_header_bytes, self.max_headers, self.header_timeout_s = _limits()
+        self.max_header_bytes, self.max_headers, self.header_timeout_s, self.body_timeout_s = (
+            _limits()
+        )
         self._in_head = True  # reading a request's head (from the connection, or after a body)
         self._head_bytes = 0
         self._head_lines = 0
         self._tail = b""  # the last bytes of the head so far, to find an end split across reads
         self._head_timer: TimerHandle | None = None
+        self._body_timer: TimerHandle | None = None
+        self._body_read_at = 0.0  # when the body last made progress (loop time)
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -58,6 +62,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -75,8 +80,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        if not self.parser.should_upgrade():  # a WebSocket's connection is not ours any more
+            self._body_read_at = self.loop.time()
+            self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_stalled)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_read_at = self.loop.time()
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._cancel_body_timer()
         super().on_message_complete()
         self._in_head, self._head_bytes, self._head_lines, self._tail = True, 0, 0, b""
 
@@ -114,6 +127,26 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_stalled(self) -> None:
+        # One timer per request, pushed back by each read instead of re-armed per chunk; not
+        # counted while uvicorn itself stopped reading because the app has not taken the body.
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        due = self._body_read_at + self.body_timeout_s
+        if self.flow.read_paused or due > self.loop.time():
+            wait = self.body_timeout_s if self.flow.read_paused else due - self.loop.time()
+            self._body_timer = self.loop.call_later(wait, self._body_stalled)
+            return
+        self.logger.info("closed a connection: request body stalled for %g s", self.body_timeout_s)
+        self._refused = True
+        self.transport.close()
 
     def _head_timed_out(self) -> None:
         # Armed from the connection and from each request's first byte, cancelled when the head

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     #: Seconds a connection has to send a request's whole head (from its first byte, or from
     #: the connection for the first request); then it is closed (408 if it had begun).
     header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a request body may stall (no byte received) before the connection is closed.
+    body_timeout_s: float = Field(default=30.0, gt=0)
     #: Seconds an idle kept-alive connection stays open between requests.
     keep_alive_timeout_s: int = Field(default=5, ge=1)
     #: Secret that signs the short-lived stream tickets for browsers.

@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -20,7 +21,9 @@ def cloud(tmp_path: Path) -> Iterator[CloudServer]:
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     upgrade(url)
     server = CloudServer(
-        url, env={"BENCHLINK_HEADER_TIMEOUT_S": "2"}, log_path=tmp_path / "cloud.log"
+        url,
+        env={"BENCHLINK_HEADER_TIMEOUT_S": "2", "BENCHLINK_BODY_TIMEOUT_S": "2"},
+        log_path=tmp_path / "cloud.log",
     )
     with server:
         yield server
@@ -88,3 +91,23 @@ def test_a_head_sent_too_slowly_is_cut_off(cloud: CloudServer) -> None:
         elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert elapsed < 8, elapsed
+
+
+def test_a_stalled_body_closes_the_connection(cloud: CloudServer) -> None:
+    head = (
+        b"POST /api/v1/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nX-User-Id: %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" % uuid4().hex.encode()
+    )
+    with socket.create_connection(("127.0.0.1", cloud.port), timeout=10) as s:
+        s.sendall(head + b'{"name": ')  # and nothing more
+        started = time.monotonic()
+        try:
+            answer = s.recv(4096)
+        except TimeoutError:
+            answer = b"(still open)"
+        except OSError:
+            answer = b""
+        elapsed = time.monotonic() - started
+    assert answer == b"", answer[:200]
+    assert elapsed < 6, elapsed
+    assert httpx.get(cloud.url + "/healthz", timeout=5).status_code == 200
