@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(default=30.0, gt=0)
     #: Seconds an idle kept-alive connection stays open between requests.
     keep_alive_timeout_s: int = Field(default=5, ge=1)
+    #: Seconds a CSV export's client may stop reading before its database transaction is
+    #: ended (PostgreSQL) and the export cut off.
+    export_stall_timeout_s: float = Field(default=60.0, gt=0)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.

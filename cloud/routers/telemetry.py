@@ -209,4 +209,7 @@ def export_csv(
     # Each reading's units are those of its own profile version: an export of a run mixes
     # sensors, and a sensor's units can change from one version to the next.
     unit_of = telemetry_query.profile_units(db, caller.project_id, sensor_id)
-    return telemetry_export.csv_response(request.app.state.read_sessionmaker, f, unit_of)
+    state = request.app.state
+    return telemetry_export.csv_response(
+        state.read_sessionmaker, f, unit_of, state.settings.export_stall_timeout_s
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
@@ -75,17 +75,23 @@ def csv_rows(rows: Iterable[Any], unit_of: Units) -> Iterable[list[str]]:
 
 
 def csv_chunks(
-    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units
+    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units, stall_timeout_s: float
 ) -> Generator[bytes]:
     """The export as bytes, a chunk per :data:`ROWS_PER_CHUNK` readings.
 
     ``stream_results`` makes psycopg use a server-side cursor on PostgreSQL and SQLite step
-    through its cursor, so that only one chunk of rows is in memory at a time."""
+    through its cursor, so that only one chunk of rows is in memory at a time. A client that
+    stops reading stops the cursor too; after ``stall_timeout_s`` of that PostgreSQL ends the
+    transaction (idle_in_transaction_session_timeout), so that no reader holds a snapshot,
+    and vacuum back, for as long as it likes."""
     conds = f.where()
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(HEADER)
     with sessions() as db, db.begin():
+        if db.get_bind().dialect.name == "postgresql":
+            ms = str(max(1, int(stall_timeout_s * 1000)))  # is_local: for this transaction
+            db.execute(select(func.set_config("idle_in_transaction_session_timeout", ms, True)))
         result = db.execute(
             select(
                 T.ts,
@@ -132,11 +138,11 @@ class ClosingStreamingResponse(StreamingResponse):
 
 
 def csv_response(
-    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units
+    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units, stall_timeout_s: float
 ) -> StreamingResponse:
     f.where()  # a bad filter is refused before the response starts
     return ClosingStreamingResponse(
-        csv_chunks(sessions, f, unit_of),
+        csv_chunks(sessions, f, unit_of, stall_timeout_s),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="telemetry.csv"'},
     )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import psycopg
 import pytest
 
@@ -110,6 +111,43 @@ def test_an_abandoned_export_gives_its_connection_back(
             time.sleep(0.2)
     assert busy == [], busy
     assert cloud.proc is not None and cloud.proc.poll() is None
+
+
+def _transactions_on_readings(pg_url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(libpq(pg_url), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT state, query FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
+        ).fetchall()
+
+
+def test_a_client_that_stops_reading_does_not_hold_a_transaction(
+    pg_url: str, tmp_path: Path
+) -> None:
+    env = {"BENCHLINK_EXPORT_STALL_TIMEOUT_S": "3"}
+    with CloudServer(pg_url, env=env, log_path=tmp_path / "cloud.log") as cloud:
+        bench = bootstrap(cloud.url)
+        store_readings(pg_url, bench, N, datetime.now(UTC) - timedelta(minutes=5))
+        with (
+            bench.client() as c,
+            c.stream("GET", "/api/v1/telemetry/export.csv", params={"run_id": bench.run_id}) as r,
+        ):
+            chunks = r.iter_bytes()
+            got = next(chunks)
+            time.sleep(1)  # the server fills the socket and waits: its cursor stands still
+            assert _transactions_on_readings(pg_url) != []
+            deadline = time.monotonic() + 15
+            while _transactions_on_readings(pg_url) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert _transactions_on_readings(pg_url) == []
+            try:  # the export was cut off: it ends short, and not as if it were whole
+                for chunk in chunks:
+                    got += chunk
+                cut_short = got.count(b"\n") < N + 1
+            except httpx.HTTPError:
+                cut_short = True
+        assert cut_short
+        assert httpx.get(cloud.url + "/readyz", timeout=5).status_code == 200
 
 
 def test_metrics_max_points_is_downsampled_in_the_database(
