@@ -65,22 +65,27 @@ def test_export_of_a_large_session_streams_in_constant_memory(
     with psycopg.connect(libpq(pg_url)) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
         ref = conn.execute(
-            "SELECT ts, sensor_id, run_id, capture_session_id, raw_value, value,"
-            " profile_version, late FROM telemetry_readings WHERE run_id = %s ORDER BY ts, id",
+            "SELECT t.ts, t.sensor_id, t.run_id, t.capture_session_id, t.raw_value,"
+            " p.input_unit, t.value, p.display_unit, t.profile_version, t.late"
+            " FROM telemetry_readings t JOIN sensor_profiles p"
+            " ON p.sensor_id = t.sensor_id AND p.version = t.profile_version"
+            " WHERE t.run_id = %s ORDER BY t.ts, t.id",
             (bench.run_id,),
         ).fetchall()
     expected = [
-        [t.isoformat(), str(s), str(r), str(c), repr(raw), repr(v), pv, str(late).lower()]
-        for t, s, r, c, raw, v, pv, late in ref
+        [t.isoformat(), str(s), str(r), str(c), repr(raw), ru, repr(v), vu, pv, str(late).lower()]
+        for t, s, r, c, raw, ru, v, vu, pv, late in ref
     ]
-    assert len(expected) == N
+    assert len(expected) == N and expected[0][5] and expected[0][7]  # units known
     assert rows[0] == [
         "timestamp",
         "sensor_id",
         "run_id",
         "capture_session_id",
         "raw_value",
+        "raw_unit",
         "value",
+        "value_unit",
         "profile_version",
         "late",
     ]
