@@ -16,7 +16,12 @@ from cloud import openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.live import setup as live
-from cloud.middleware import IdempotencyMiddleware, RequestBodyMiddleware, TimingMiddleware
+from cloud.middleware import (
+    IdempotencyMiddleware,
+    RequestBodyMiddleware,
+    TelemetryAuthMiddleware,
+    TimingMiddleware,
+)
 from cloud.observability import Stats
 from cloud.routers import (
     capture_sessions,
@@ -31,6 +36,7 @@ from cloud.routers import (
     stream,
     telemetry,
 )
+from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
 
 log = logging.getLogger("benchlink.cloud")
@@ -108,9 +114,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router)
     live.install(app, settings)
 
-    # Outermost last: timing sees everything, bodies are read before idempotency hashes them.
+    # Outermost last: timing sees everything, a telemetry sender is authenticated before its
+    # body is read, bodies are read before idempotency hashes them.
     app.add_middleware(IdempotencyMiddleware, settings=settings, sessions=sessions, stats=stats)
     app.add_middleware(RequestBodyMiddleware, settings=settings)
+    app.add_middleware(TelemetryAuthMiddleware, gate=TokenGate(readers))
     app.add_middleware(TimingMiddleware, stats=stats)
 
     async def _purge_loop(app: FastAPI) -> None:

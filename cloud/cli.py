@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from cloud import wsproto
+    from cloud import httpproto, wsproto
 
     # Workers re-create the app from the environment, so hand the settings down that way.
     os.environ["BENCHLINK_DATABASE_URL"] = settings.database_url
@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         proxy_headers=True,
         ws=wsproto.IMPORT_PATH,
+        # Limits on request heads (size, count, time): cloud.httpproto, from the settings.
+        http=httpproto.IMPORT_PATH,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
     )
     return 0
 

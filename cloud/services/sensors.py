@@ -3,16 +3,17 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
 from cloud.deps import Principal
-from cloud.errors import Conflict, FieldError, InvalidInput, invalid
+from cloud.errors import Conflict, FieldError, InvalidInput, Unauthenticated, invalid
 from cloud.pagination import Keyset, int64, newest_first
 from cloud.schemas import ProfileChange, ProfileIn, SensorIn, SensorOut, SensorPatch
 from cloud.services import journal
@@ -25,6 +26,55 @@ TOKEN_PREFIX = "bls_"
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if that is what it is."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def token_refused(token: str | None) -> Unauthenticated:
+    """The 401 for a missing, or an unknown, rotated or revoked, sensor token."""
+    if not token:
+        return Unauthenticated(
+            "telemetry needs the sensor's token: Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Unauthenticated(
+        "unknown, rotated or revoked sensor token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+class TokenGate:
+    """Whether a Bearer token is some sensor's, asked before a telemetry body is read, so that
+    an unauthenticated sender costs one indexed lookup and never a body read or parse.
+
+    A token found is remembered for ``ttl_s``, which spares each batch of a sending sensor a
+    round trip. The gate only keeps strangers out: ingest authenticates every batch again in
+    its own transaction, so a token revoked within ``ttl_s`` still has its batch refused."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl_s: float = 30.0, size: int = 4096):
+        self.sessions = sessions
+        self.ttl_s = ttl_s
+        self.size = size
+        self._seen: dict[str, float] = {}  # token hash -> when the lookup expires (monotonic)
+
+    def remembered(self, token_hash: str) -> bool:
+        until = self._seen.get(token_hash)
+        return until is not None and until > time.monotonic()
+
+    def lookup(self, token_hash: str) -> bool:
+        """Ask the database (blocking: call from a worker thread)."""
+        with self.sessions() as db:
+            S = models.Sensor
+            found = db.scalar(select(S.id).where(S.token_hash == token_hash))
+        if found is not None:
+            if len(self._seen) >= self.size:
+                self._seen.clear()
+            self._seen[token_hash] = time.monotonic() + self.ttl_s
+        return found is not None
 
 
 def new_token() -> tuple[str, str, str]:

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from cloud import utctime
 from cloud.db import models
-from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from cloud.services import journal, telemetry_rollup
-from cloud.services.sensors import hash_token
+from cloud.services.sensors import hash_token, token_refused
 from cloud.services.telemetry_batch import IncomingBatch
 from common.profiles import ConversionError, Converter, build_converter
 from common.wire import TelemetryAccepted
@@ -146,18 +146,12 @@ def _converter(ctx: _Context) -> Converter:
 
 def authenticate(db: Session, token: str | None, sensor_id: uuid.UUID) -> models.Sensor:
     if not token:
-        raise Unauthenticated(
-            "telemetry needs the sensor's token: Authorization: Bearer <token>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise token_refused(token)
     sensor = db.scalars(
         select(models.Sensor).where(models.Sensor.token_hash == hash_token(token))
     ).first()
     if sensor is None:
-        raise Unauthenticated(
-            "unknown, rotated or revoked sensor token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+        raise token_refused(token)
     if sensor.id != sensor_id:
         raise Forbidden("this token belongs to another sensor than sensor_id")
     return sensor

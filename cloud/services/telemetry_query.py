@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -89,15 +88,6 @@ def query(
     rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
     return [_reading_out(r) for r in rows[:limit]], nxt
-
-
-def iter_all(db: Session, f: ReadingFilter, chunk: int = 5000) -> Iterator[ReadingOut]:
-    cursor: str | None = None
-    while True:
-        page, cursor = query(db, f, chunk, cursor)
-        yield from page
-        if cursor is None:
-            return
 
 
 def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
