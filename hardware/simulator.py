@@ -167,8 +167,13 @@ class Simulator:
         return self
 
     def run(self) -> None:
-        self._plug()
-        self._loop()
+        # The cleanup is here as well as in _loop: a signal handled between the path's
+        # announcement and _loop's try (the CLI's handler raises) would leave the link behind.
+        try:
+            self._plug()
+            self._loop()
+        finally:
+            self._unplug()
 
     def request_stop(self) -> None:
         self._stop.set()

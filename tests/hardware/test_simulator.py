@@ -423,3 +423,21 @@ def test_cli_reports_bad_arguments() -> None:
     )
     assert proc.returncode == 2
     assert "peak_c 900.0 °C is outside type T" in proc.stderr
+
+
+def test_a_stop_raised_right_after_the_announcement_still_removes_the_link(tmp_path: Path) -> None:
+    # The CLI's signal handler raises wherever the main thread is; the earliest place is the
+    # path's announcement, before the device loop (and its cleanup) has begun.
+    link = tmp_path / "s"
+
+    class Interrupted(Exception):
+        pass
+
+    def announce(path: str) -> None:
+        assert os.path.lexists(link)
+        raise Interrupted
+
+    sim = Simulator(SimConfig(link=str(link), **FAST), on_path=announce)  # type: ignore[arg-type]
+    with pytest.raises(Interrupted):
+        sim.run()
+    assert not os.path.lexists(link)
