@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from cloud import problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
+from cloud.idempotency import IdempotencyStore
 from cloud.live import setup as live
 from cloud.middleware import IdempotencyMiddleware, RequestBodyMiddleware, TimingMiddleware
 from cloud.observability import Stats
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.sessionmaker = sessions
     app.state.read_sessionmaker = readers
     app.state.stats = stats
+    app.state.idempotency = IdempotencyStore(settings, sessions)
     #: Called with each stored telemetry batch after its commit (the live stream subscribes).
     app.state.ingest_listeners = []
     #: Called with (session, batch) inside the ingest transaction, before its commit.
@@ -101,7 +103,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     live.install(app, settings)
 
     # Outermost last: timing sees everything, bodies are read before idempotency hashes them.
-    app.add_middleware(IdempotencyMiddleware, settings=settings, sessions=sessions, stats=stats)
+    app.add_middleware(
+        IdempotencyMiddleware, settings=settings, store=app.state.idempotency, stats=stats
+    )
     app.add_middleware(RequestBodyMiddleware, settings=settings)
     app.add_middleware(TimingMiddleware, stats=stats)
 

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from cloud.db import models
-from cloud.deps import Principal, identify
+from cloud.deps import Principal, identify, refuse_repeated_identity
 from cloud.errors import FieldError, InvalidInput, invalid
 from cloud.live import tickets
 from cloud.live.hub import StreamFilter
@@ -43,6 +43,7 @@ def ticket_secret(app: Any) -> bytes:
 
 
 def principal(conn: HTTPConnection) -> Principal:
+    refuse_repeated_identity(conn)
     ticket = conn.query_params.get("ticket")
     if ticket is not None:
         return tickets.verify(ticket_secret(conn.app), ticket)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
 from cloud.db.uow import after_commit, transaction
-from cloud.deps import DbSession, Principal, SettingsDep, Viewer
+from cloud.deps import DbSession, Principal, SettingsDep, Viewer, refuse_repeated_identity
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import telemetry, telemetry_query
@@ -31,6 +31,7 @@ router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
 
 
 def _bearer(request: Request) -> str | None:
+    refuse_repeated_identity(request)
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
