@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from cloud import problems
+from cloud import logfilter, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         else sessions
     )
     stats = Stats()
+    logfilter.install()
     if settings.create_schema:
         Base.metadata.create_all(engine)
 

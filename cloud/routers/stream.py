@@ -135,7 +135,7 @@ async def _first_done(*aws: Awaitable[None]) -> None:
 @router.websocket("/telemetry/stream")
 async def stream_websocket(ws: WebSocket) -> None:
     try:
-        who = access.principal(ws)
+        who = await access.principal(ws)
         flt = await access.stream_filter(ws, who)
     except DomainError as exc:
         # Refuse the handshake with the same problem+json (401/404/422) as REST would.
@@ -192,7 +192,7 @@ async def stream_sse(request: Request) -> Response:
     """The same events as the WebSocket, as ``text/event-stream``; resumes after
     ``Last-Event-ID`` (header, or ``last_event_id`` query parameter)."""
     try:
-        who = access.principal(request)
+        who = await access.principal(request)
         flt = await access.stream_filter(request, who)
     except DomainError as exc:
         return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)

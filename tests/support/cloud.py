@@ -30,6 +30,7 @@ class CloudServer:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    log_level: str = "warning"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -53,7 +54,7 @@ class CloudServer:
                 self.database_url,
                 "--migrate",
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             cwd=REPO,
             env=env,
