@@ -102,8 +102,11 @@ def test_streams_refuse_repeated_identity_headers(gw_api: Api) -> None:
     forged = _as_gateway(mine, "viewer", ("X-Project-Id", theirs.project_id))
     url = f"/api/v1/telemetry/stream/sse?sensor_id={sensor_id}"
     assert_problem(gw_api.c.get(url, headers=forged), 400, "header.X-Project-Id")
-    with pytest.raises(WebSocketDenialResponse) as denied, gw_api.c.websocket_connect(
-        f"/api/v1/telemetry/stream?sensor_id={sensor_id}", headers=httpx.Headers(forged)
+    with (
+        pytest.raises(WebSocketDenialResponse) as denied,
+        gw_api.c.websocket_connect(
+            f"/api/v1/telemetry/stream?sensor_id={sensor_id}", headers=httpx.Headers(forged)
+        ),
     ):
         pass
     assert_problem(denied.value, 400, "header.X-Project-Id")
