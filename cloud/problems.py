@@ -17,6 +17,9 @@ from cloud.errors import DomainError, FieldError, Unavailable
 
 log = logging.getLogger("benchlink.cloud")
 
+#: What SQLAlchemy raises when the database cannot be reached (refused, lost, not accepting
+#: connections, pool exhausted): the request may succeed later.
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 #: Seconds a client is told to wait when the database cannot be reached.
 UNAVAILABLE_RETRY_AFTER_S = 5
 
@@ -108,7 +111,7 @@ def install(app: FastAPI) -> None:
         )
         return domain_problem(database_unavailable())
 
-    for kind in (OperationalError, InterfaceError, PoolTimeout):
+    for kind in DATABASE_DOWN:
         app.add_exception_handler(kind, _unavailable)
 
     @app.exception_handler(RequestValidationError)

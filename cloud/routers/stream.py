@@ -49,7 +49,7 @@ from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
 from cloud.live.hub import Hub, LiveEvent, SlowConsumer, StreamFilter, Subscriber, pump
-from cloud.problems import problem_response
+from cloud.problems import DATABASE_DOWN, database_unavailable, domain_problem
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 
@@ -139,9 +139,10 @@ async def stream_websocket(ws: WebSocket) -> None:
         flt = await access.stream_filter(ws, who)
     except DomainError as exc:
         # Refuse the handshake with the same problem+json (401/404/422) as REST would.
-        await ws.send_denial_response(
-            problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
-        )
+        await ws.send_denial_response(domain_problem(exc))
+        return
+    except DATABASE_DOWN:
+        await ws.send_denial_response(domain_problem(database_unavailable()))
         return
     hub = _hub(ws)
     await ws.accept()
@@ -195,7 +196,7 @@ async def stream_sse(request: Request) -> Response:
         who = await access.principal(request)
         flt = await access.stream_filter(request, who)
     except DomainError as exc:
-        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+        return domain_problem(exc)
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     sub = await _hub(request).subscribe(flt, last or None)
     batch = _wants_batches(request)

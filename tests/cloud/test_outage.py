@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from starlette.testclient import WebSocketDenialResponse
 
 from cloud.migrate import downgrade, upgrade
 from tests.cloud.conftest import Api, assert_problem, make_client
@@ -34,6 +35,8 @@ def test_a_postgres_outage_is_503_with_retry_after_then_recovers(migrated_pg: st
         owner = api.project()
         exp = api.experiment(owner)
         assert api.get("/readyz").status_code == 200
+        ids = api.stack(owner)
+        ticket = client.post("/api/v1/stream-tickets", headers=owner.headers()).json()["ticket"]
         with _admin() as admin:
             # The database refuses new connections and every open one is cut.
             admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
@@ -58,6 +61,13 @@ def test_a_postgres_outage_is_503_with_retry_after_then_recovers(migrated_pg: st
         r = client.post("/api/v1/experiments", json={"name": "y"}, headers=h)
         assert_problem(r, 503)
         assert client.get("/readyz").status_code == 503
+        # The live streams: SSE with headers, a WebSocket with a ticket.
+        sse = f"/api/v1/telemetry/stream/sse?run_id={ids['run_id']}"
+        assert_problem(client.get(sse, headers=owner.headers()), 503)
+        ws = f"/api/v1/telemetry/stream?run_id={ids['run_id']}&ticket={ticket}"
+        with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect(ws):
+            pass
+        assert_problem(denied.value, 503)
         with _admin() as admin:
             admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         assert api.get("/api/v1/experiments", headers=owner.headers()).status_code == 200
