@@ -69,8 +69,9 @@ class StreamTicketOut(BaseModel):
 
 @router.post("/stream-tickets", status_code=201)
 def issue_stream_ticket(request: Request, caller: Viewer) -> StreamTicketOut:
-    """A ticket for ``?ticket=`` on the stream endpoints, valid for a minute, carrying the
-    caller's project, user and role (browsers cannot set headers on WebSocket/EventSource)."""
+    """A ticket for ``?ticket=`` on the stream endpoints, valid for a minute and for one
+    stream (ask for a new one on every reconnection), carrying the caller's project, user and
+    role (browsers cannot set headers on WebSocket/EventSource)."""
     ticket = tickets.issue(access.ticket_secret(request.app), caller)
     return StreamTicketOut(
         ticket=ticket.text, expires_at=ticket.expires_at, expires_in=tickets.TICKET_TTL_S
