@@ -47,6 +47,7 @@ class Sizes:
     #: readings per POST of the live sender (an edge's batch_size)
     live_batch: int = 1000
     chart_readings: int = 1_000_000
+    export_readings: int = 1_000_000
     repeats: int = 7
     cloud_workers: int = 2
 
@@ -65,6 +66,7 @@ class Sizes:
             live_rate=1_000,
             live_batch=100,
             chart_readings=10_000,
+            export_readings=10_000,
             repeats=2,
             cloud_workers=1,
         )

@@ -85,6 +85,26 @@ def copy_telemetry(url: str, bench: Bench, n: int, start: datetime) -> float:
     return n / elapsed
 
 
+def store_readings(url: str, bench: Bench, n: int, start: datetime) -> None:
+    """Store ``n`` readings of the bench's session (10 kHz from ``start``) by binary COPY,
+    the rows ingest would store, for benchmarks and tests that read them back."""
+    ids = [uuid.UUID(x) for x in (bench.project_id, bench.sensor_id, bench.run_id)]
+    session = uuid.UUID(bench.capture_session_id)
+    cols = (
+        "project_id, sensor_id, run_id, capture_session_id, batch_id, ts, raw_value, value,"
+        " profile_version, late, meta"
+    )
+    with (
+        psycopg.connect(libpq(url)) as conn,
+        conn.cursor() as cur,
+        cur.copy(f"COPY telemetry_readings ({cols}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(TELEMETRY_TYPES)
+        for i, ts in enumerate(_stamps(n, start)):
+            v = _sawtooth(i) - 25
+            copy.write_row((*ids, session, -1, ts, v, v, "v1", False, None))
+
+
 def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
     """Alternating rounds (ceiling, then the API, with fresh timestamps each) and the median
     of each: on a shared two-core machine one round of either can be off by half."""

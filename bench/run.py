@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import edge, ingest, live, query
+from bench import edge, export, ingest, live, query
 from bench.harness import Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -47,6 +47,7 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     ),
     "live_latency": (("live_latency",), lambda s, logs, peers, done: [live.latency(s, logs)]),
     "chart_query": (("chart_query",), lambda s, logs, peers, done: [query.chart(s, logs)]),
+    "export": (("export",), lambda s, logs, peers, done: [export.export(s, logs)]),
 }
 
 

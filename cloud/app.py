@@ -9,14 +9,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import logfilter, problems
+from cloud import logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
 from cloud.live import setup as live
-from cloud.middleware import IdempotencyMiddleware, RequestBodyMiddleware, TimingMiddleware
+from cloud.middleware import (
+    IdempotencyMiddleware,
+    RequestBodyMiddleware,
+    TelemetryAuthMiddleware,
+    TimingMiddleware,
+)
 from cloud.observability import Stats
 from cloud.routers import (
     capture_sessions,
@@ -31,6 +37,7 @@ from cloud.routers import (
     stream,
     telemetry,
 )
+from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
 
 log = logging.getLogger("benchlink.cloud")
@@ -66,13 +73,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                     await stop(app)
                 purge.cancel()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package, not a CDN.
+    app = FastAPIOffline(
         title="benchlink cloud",
         version="0.1.0",
         description="Projects, experiments, runs, capture sessions, sensors, telemetry, "
-        "metrics and the event journal of laboratory bench data.",
+        "metrics and the event journal of laboratory bench data. User requests carry the "
+        "gateway's identity headers (X-User-Id, X-Project-Id, X-Project-Role, and "
+        "X-Gateway-Secret where it is set: 'Authorize' fills them in); sensors send their "
+        "token as a Bearer token. Errors are application/problem+json.",
         lifespan=lifespan,
+        static_url=openapi.DOCS_STATIC_URL,
+        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
     )
+    openapi.install(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
@@ -103,11 +117,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router)
     live.install(app, settings)
 
-    # Outermost last: timing sees everything, bodies are read before idempotency hashes them.
+    # Outermost last: timing sees everything, a telemetry sender is authenticated before its
+    # body is read, bodies are read before idempotency hashes them.
     app.add_middleware(
         IdempotencyMiddleware, settings=settings, store=app.state.idempotency, stats=stats
     )
     app.add_middleware(RequestBodyMiddleware, settings=settings)
+    app.add_middleware(TelemetryAuthMiddleware, gate=TokenGate(readers))
     app.add_middleware(TimingMiddleware, stats=stats)
 
     async def _purge_loop(app: FastAPI) -> None:

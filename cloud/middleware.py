@@ -15,14 +15,18 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from cloud.db.models import IdempotencyRecord
-from cloud.errors import FieldError
+from cloud.deps import refuse_repeated_identity
+from cloud.errors import DomainError, FieldError
 from cloud.idempotency import SCOPE_KEY as IDEMPOTENCY_SCOPE_KEY
 from cloud.idempotency import IdempotencyStore, PendingKey, Replay
-from cloud.problems import problem_response
+from cloud.problems import problem_for, problem_response
+from cloud.services.sensors import TokenGate, bearer_token, hash_token, token_refused
 from cloud.settings import Settings
-from common.wire import MAX_TELEMETRY_BODY_BYTES, TELEMETRY_PATH
+from common.wire import TELEMETRY_PATH
 
 log = logging.getLogger("benchlink.cloud")
 
@@ -47,9 +51,42 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _send_problem(send: Send, status: int, title: str, detail: str, **kw: Any) -> None:
-    response = problem_response(status, title, detail, **kw)
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await _send_response(send, problem_response(status, title, detail, **kw))
+
+
+async def _send_response(send: Send, response: Response) -> None:
+    start = {"type": "http.response.start", "status": response.status_code}
+    await send({**start, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+class TelemetryAuthMiddleware:
+    """Telemetry ingest's Bearer token, checked before its body is read: a sender without a
+    sensor's token is answered 401 at once and its body is never read nor parsed."""
+
+    def __init__(self, app: ASGIApp, gate: TokenGate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ingest = scope["type"] == "http" and scope["path"] == TELEMETRY_PATH
+        if ingest and scope["method"] == "POST":
+            try:
+                refuse_repeated_identity(HTTPConnection(scope))
+            except DomainError as exc:
+                await _send_response(send, problem_for(exc))
+                return
+            token = bearer_token(_header(scope, b"authorization"))
+            if token is None or not await self._admits(hash_token(token)):
+                await _send_response(send, problem_for(token_refused(token)))
+                return
+        await self.app(scope, receive, send)
+
+    async def _admits(self, token_hash: str) -> bool:
+        # A sending sensor's token is remembered: its batches take no extra round trip.
+        return self.gate.remembered(token_hash) or await run_in_threadpool(
+            self.gate.lookup, token_hash
+        )
 
 
 # An escaped NUL in a JSON string: \u0000 preceded by an even number of backslashes.
@@ -91,7 +128,11 @@ class RequestBodyMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        limit = MAX_TELEMETRY_BODY_BYTES if path == TELEMETRY_PATH else self.settings.max_body_bytes
+        limit = (
+            self.settings.telemetry_max_body_bytes
+            if path == TELEMETRY_PATH
+            else self.settings.max_body_bytes
+        )
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await _send_problem(

@@ -48,6 +48,20 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def problem_for(exc: DomainError) -> JSONResponse:
+    """The response of a domain error: the exception handler's, and the middleware's that
+    answer before the app is reached."""
+    return problem_response(
+        exc.status,
+        exc.title,
+        exc.detail,
+        slug=exc.slug,
+        errors=exc.errors,
+        headers=exc.headers,
+        **exc.extra,
+    )
+
+
 def _slug(status: int) -> str:
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "-")
@@ -83,22 +97,10 @@ def database_unavailable() -> Unavailable:
     )
 
 
-def domain_problem(exc: DomainError) -> JSONResponse:
-    return problem_response(
-        exc.status,
-        exc.title,
-        exc.detail,
-        slug=exc.slug,
-        errors=exc.errors,
-        headers=exc.headers,
-        **exc.extra,
-    )
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        return domain_problem(exc)
+        return problem_for(exc)
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         # Connection refused or lost, database gone or not accepting connections, pool
@@ -109,7 +111,7 @@ def install(app: FastAPI) -> None:
             request.url.path,
             str(getattr(exc, "orig", None) or exc).splitlines()[0],
         )
-        return domain_problem(database_unavailable())
+        return problem_for(database_unavailable())
 
     for kind in DATABASE_DOWN:
         app.add_exception_handler(kind, _unavailable)

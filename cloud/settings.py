@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.wire import MAX_TELEMETRY_BODY_BYTES
 
 DEFAULT_SQLITE = Path("var") / "benchlink.db"
 
@@ -29,6 +32,23 @@ class Settings(BaseSettings):
     future_tolerance_s: int = 300
     #: Largest request body for endpoints other than telemetry ingest.
     max_body_bytes: int = 1024 * 1024
+    #: Largest telemetry ingest body, checked before it is parsed (413 above). The default
+    #: holds 10,000 readings (the most a batch may carry) with some 800 bytes of ``meta`` each.
+    telemetry_max_body_bytes: int = Field(default=MAX_TELEMETRY_BODY_BYTES, ge=1024)
+    #: Largest request head (request line and headers), in bytes; more is 431.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    #: Most request headers; more is 431.
+    max_headers: int = Field(default=100, ge=10)
+    #: Seconds a connection has to send a request's whole head (from its first byte, or from
+    #: the connection for the first request); then it is closed (408 if it had begun).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    #: Seconds a request body may stall (no byte received) before the connection is closed.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    #: Seconds an idle kept-alive connection stays open between requests.
+    keep_alive_timeout_s: int = Field(default=5, ge=1)
+    #: Seconds a CSV export's client may stop reading before its database transaction is
+    #: ended (PostgreSQL) and the export cut off.
+    export_stall_timeout_s: float = Field(default=60.0, gt=0)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.
@@ -37,6 +57,12 @@ class Settings(BaseSettings):
     live_ring_size: int = Field(default=20_000, ge=100)
     #: Development identity for the portal in a plain browser (no gateway). Off by default.
     dev_identity: bool = False
+    #: With the development identity: the user the portal acts as until the browser picks
+    #: another (``make demo``: the demo project's owner), its project (name or id; default:
+    #: the user's only project) and role.
+    dev_identity_user: uuid.UUID | None = None
+    dev_identity_project: str | None = None
+    dev_identity_role: Literal["owner", "editor", "viewer"] = "owner"
     create_schema: bool = Field(
         default=False, description="create tables without Alembic (tests only)"
     )

@@ -113,6 +113,10 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     reason TEXT NOT NULL,
     retried_at REAL
 );
+CREATE TABLE IF NOT EXISTS edge (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS mqtt_unacked (
     mid INTEGER PRIMARY KEY,
     digest TEXT NOT NULL,
@@ -324,6 +328,12 @@ class Buffer:
                     " the file away -- reading it as an older scheme could send readings twice"
                 )
             conn.executescript(SCHEMA)
+            # The buffer's own id, made once: what names this edge (its default MQTT client
+            # id) for as long as its buffer lives.
+            conn.execute(
+                "INSERT OR IGNORE INTO edge (key, value) VALUES ('edge_id', ?)",
+                (str(uuid.uuid4()),),
+            )
             self._migrate(conn)
             self._migrate_ranged(conn)
         finally:
@@ -435,6 +445,11 @@ class Buffer:
             wal = 0
         return int((total - free) * page) + wal
 
+    def edge_id(self) -> str:
+        """The id made when the buffer was created (see :data:`SCHEMA`'s ``edge`` table)."""
+        row = self.conn.execute("SELECT value FROM edge WHERE key = 'edge_id'").fetchone()
+        return str(row[0])
+
     # -- sensors and bindings --------------------------------------------------------------------
 
     def upsert_sensor(
@@ -493,6 +508,16 @@ class Buffer:
 
     def sensors(self) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM sensors ORDER BY sensor_id"))
+
+    def set_token(self, sensor_id: str, token: str) -> bool:
+        """Replace a sensor's token (rotated in the config); the next batch sent uses it.
+        False when it was already that one, or the sensor is not in the buffer."""
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE sensors SET token = ? WHERE sensor_id = ? AND token != ?",
+                (token, sensor_id, token),
+            )
+            return cur.rowcount > 0
 
     def token(self, sensor_id: str) -> str:
         row = self.conn.execute(
@@ -1100,6 +1125,7 @@ class Buffer:
         ).fetchone()[0]
         return {
             "buffer": str(self.path),
+            "edge_id": self.edge_id(),
             "used_bytes": self.used_bytes(),
             "max_bytes": self.max_bytes,
             "dead_letters": int(dead_letters),

@@ -57,6 +57,12 @@ class EdgeMetrics:
             ["port"],
             registry=r,
         )
+        self.serial_partial = Counter(
+            "benchlink_edge_serial_partial_lines",
+            "Serial lines dropped because they began before the port was (re)opened",
+            ["port"],
+            registry=r,
+        )
 
     def serve(self, host: str, port: int) -> int:
         """Start the text endpoint in a thread; return the port it listens on."""

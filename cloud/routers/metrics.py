@@ -30,12 +30,12 @@ def get_metrics(
     cursor: str | None = None,
     max_points: Annotated[int | None, Query(ge=2, le=20_000)] = None,
 ) -> MetricSeries:
-    """Points in step order (by name, then step). With ``max_points`` the whole series is
-    read and downsampled keeping each bucket's min and max; pagination then does not apply."""
+    """Points in step order (by name, then step). With ``max_points`` each series is
+    downsampled in the database, keeping each bucket's min and max and the first and last
+    point; pagination then does not apply."""
     if max_points is not None:
-        pts, nxt = metrics.points(db, caller, run_id, name, 1_000_000, None)
-        down = metrics.downsample(pts, max_points)
-        return MetricSeries(run_id=run_id, name=name, points=down, downsampled=len(down) < len(pts))
+        down, dropped = metrics.downsampled(db, caller, run_id, name, max_points)
+        return MetricSeries(run_id=run_id, name=name, points=down, downsampled=dropped)
     pts, nxt = metrics.points(db, caller, run_id, name, limit, cursor)
     return MetricSeries(run_id=run_id, name=name, points=pts, next_cursor=nxt)
 

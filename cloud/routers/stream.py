@@ -6,7 +6,7 @@ Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``e
      "batch": false}
     {"type": "reading", "id": "<batch_id>-<index>", "batch_id": 1, "sensor_id": "...",
      "run_id": "...", "capture_session_id": "...", "timestamp": "...", "raw_value": 1.0,
-     "value": 1.0, "unit": "C", "late": false, "profile_version": "v1"}
+     "value": 1.0, "unit": "°C", "late": false, "profile_version": "v1"}
     {"type": "readings", "items": [<reading>, ...]}   with ?batch=true, instead of the above
     {"type": "reset", "detail": "..."}      resume point unknown or too old: reload history
     {"type": "overflow", "dropped": n, "reason": "...", "detail": "..."}
@@ -49,7 +49,7 @@ from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
 from cloud.live.hub import Hub, LiveEvent, SlowConsumer, StreamFilter, Subscriber, pump
-from cloud.problems import DATABASE_DOWN, database_unavailable, domain_problem
+from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 
@@ -140,10 +140,10 @@ async def stream_websocket(ws: WebSocket) -> None:
         flt = await access.stream_filter(ws, who)
     except DomainError as exc:
         # Refuse the handshake with the same problem+json (401/404/422) as REST would.
-        await ws.send_denial_response(domain_problem(exc))
+        await ws.send_denial_response(problem_for(exc))
         return
     except DATABASE_DOWN:
-        await ws.send_denial_response(domain_problem(database_unavailable()))
+        await ws.send_denial_response(problem_for(database_unavailable()))
         return
     hub = _hub(ws)
     await ws.accept()
@@ -197,7 +197,7 @@ async def stream_sse(request: Request) -> Response:
         who = await access.principal(request)
         flt = await access.stream_filter(request, who)
     except DomainError as exc:
-        return domain_problem(exc)
+        return problem_for(exc)
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     sub = await _hub(request).subscribe(flt, last or None)
     batch = _wants_batches(request)

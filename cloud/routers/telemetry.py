@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-import csv
-import io
 import json
 import uuid
-from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
@@ -19,22 +16,16 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
 from cloud.db.uow import after_commit, transaction
-from cloud.deps import DbSession, Principal, SettingsDep, Viewer, refuse_repeated_identity
+from cloud.deps import DbSession, Principal, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
-from cloud.services import telemetry, telemetry_query
+from cloud.services import telemetry, telemetry_export, telemetry_query
 from cloud.services.scope import get_in_project
+from cloud.services.sensors import bearer_token
 from cloud.services.telemetry_batch import IncomingBatch, decode_fast
 from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch, UtcDatetime
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
-
-
-def _bearer(request: Request) -> str | None:
-    refuse_repeated_identity(request)
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _parse_batch(raw: bytes) -> IncomingBatch:
@@ -95,8 +86,10 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
 
     A running session takes any reading; an ended one takes readings inside its
     started_at..stopped_at window (late data from offline capture, marked ``late``)."""
-    batch = _parse_batch(await request.body())
-    token = _bearer(request)
+    # The token was checked (cloud.middleware.TelemetryAuthMiddleware) and the body's size
+    # capped (settings.telemetry_max_body_bytes) before the body was read.
+    raw = await request.body()
+    token = bearer_token(request.headers.get("authorization"))
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
@@ -105,6 +98,9 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
     tx_listeners = request.app.state.ingest_tx_listeners
 
     def work() -> tuple[TelemetryAccepted, telemetry.IngestedBatch | None]:
+        # Parsed here, in the worker thread the transaction needs anyway: a large body's parse
+        # never holds up the event loop, and a small one costs no extra thread hop.
+        batch = _parse_batch(raw)
         # The request's one transaction (cloud.db.uow), opened, committed and followed by its
         # after-commit hooks in this one worker-thread call: as a DbSession dependency it
         # took two more thread hops per request, which small live batches feel.
@@ -198,6 +194,7 @@ def telemetry_series(
 
 @router.get("/export.csv", response_class=StreamingResponse)
 def export_csv(
+    request: Request,
     db: DbSession,
     caller: Viewer,
     run_id: uuid.UUID | None = None,
@@ -206,47 +203,13 @@ def export_csv(
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
 ) -> StreamingResponse:
+    """Readings as CSV in time order, streamed (any size, in constant memory). Text cells a
+    spreadsheet would take for a formula start with a single quote."""
     f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
-    f.where()  # validate the filter before the response starts
-    # Read everything inside the request's transaction, then stream the text out.
-    rows = list(telemetry_query.iter_all(db, f))
-
-    def lines() -> Iterator[str]:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(
-            [
-                "timestamp",
-                "sensor_id",
-                "run_id",
-                "capture_session_id",
-                "raw_value",
-                "value",
-                "profile_version",
-                "late",
-            ]
-        )
-        for i, r in enumerate(rows):
-            writer.writerow(
-                [
-                    r.timestamp.isoformat(),
-                    r.sensor_id,
-                    r.run_id,
-                    r.capture_session_id,
-                    repr(r.raw_value),
-                    repr(r.value),
-                    r.profile_version,
-                    str(r.late).lower(),
-                ]
-            )
-            if i % 1000 == 999:
-                yield buf.getvalue()
-                buf.seek(0)
-                buf.truncate()
-        yield buf.getvalue()
-
-    return StreamingResponse(
-        lines(),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="telemetry.csv"'},
+    # Each reading's units are those of its own profile version: an export of a run mixes
+    # sensors, and a sensor's units can change from one version to the next.
+    unit_of = telemetry_query.profile_units(db, caller.project_id, sensor_id)
+    state = request.app.state
+    return telemetry_export.csv_response(
+        state.read_sessionmaker, f, unit_of, state.settings.export_stall_timeout_s
     )

@@ -24,7 +24,10 @@ def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPo
     conn = db.connection()
     if conn.dialect.name == "postgresql":
         # COPY: several times cheaper per point than a multi-row INSERT.
-        rows = [(run_id, project_id, p.name, p.step, p.value, p.timestamp or now) for p in points]
+        rows = [
+            (run_id, project_id, p.name, p.step, p.value, p.timestamp or now, p.unit)
+            for p in points
+        ]
         _copy_points(conn.connection.driver_connection, rows)
     else:
         db.execute(
@@ -37,6 +40,7 @@ def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPo
                     "step": p.step,
                     "value": p.value,
                     "ts": p.timestamp or now,
+                    "unit": p.unit,
                 }
                 for p in points
             ],
@@ -60,10 +64,11 @@ def _copy_points(pg: Any, rows: list[tuple[Any, ...]]) -> None:
     with (
         pg.cursor() as cur,
         cur.copy(
-            "COPY metrics (run_id, project_id, name, step, value, ts) FROM STDIN (FORMAT BINARY)"
+            "COPY metrics (run_id, project_id, name, step, value, ts, unit)"
+            " FROM STDIN (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(["uuid", "uuid", "text", "int8", "float8", "timestamptz"])
+        copy.set_types(["uuid", "uuid", "text", "int8", "float8", "timestamptz", "text"])
         for row in rows:
             copy.write_row(row)
 
@@ -96,29 +101,75 @@ def points(
         last = rows[limit - 1]
         nxt = encode(last.name, last.step, last.id)
     return [
-        MetricPointOut(name=r.name, step=r.step, value=r.value, timestamp=r.ts)
+        MetricPointOut(name=r.name, step=r.step, value=r.value, timestamp=r.ts, unit=r.unit)
         for r in rows[:limit]
     ], nxt
 
 
-def downsample(pts: list[MetricPointOut], max_points: int) -> list[MetricPointOut]:
-    """Keep the first, last, and the min and max of each bucket, so spikes stay visible."""
-    if len(pts) <= max_points:
-        return pts
-    buckets = max(1, max_points // 2)
-    size = len(pts) / buckets
-    kept: dict[int, MetricPointOut] = {}
-    for b in range(buckets):
-        chunk = pts[int(b * size) : int((b + 1) * size)] or []
-        if not chunk:
-            continue
-        lo = min(range(len(chunk)), key=lambda i: chunk[i].value)
-        hi = max(range(len(chunk)), key=lambda i: chunk[i].value)
-        base = int(b * size)
-        kept[base + lo] = chunk[lo]
-        kept[base + hi] = chunk[hi]
-    kept[0], kept[len(pts) - 1] = pts[0], pts[-1]
-    return [kept[i] for i in sorted(kept)]
+def downsampled(
+    db: Session, caller: Principal, run_id: uuid.UUID, name: str | None, max_points: int
+) -> tuple[list[MetricPointOut], bool]:
+    """At most about ``max_points`` points of each series (by name, in step order), chosen in
+    the database: each series is cut into buckets of equal point counts and each bucket
+    keeps its min and max (so spikes stay visible), plus the series' first and last point.
+    Returns the points and whether any were left out."""
+    get_in_project(db, models.Run, run_id, caller.project_id)
+    conds = [M.run_id == run_id] + ([M.name == name] if name is not None else [])
+    counts = db.execute(select(M.name, func.count()).where(*conds).group_by(M.name)).all()
+    total = sum(n for _, n in counts)
+    if total <= max_points:
+        rows = db.execute(
+            select(M.name, M.step, M.value, M.ts, M.unit)
+            .where(*conds)
+            .order_by(M.name, M.step, M.id)
+        ).all()
+        return [_point_out(r) for r in rows], False
+    buckets = max(1, max_points // (2 * len(counts)))
+    in_order = (M.step, M.id)
+    numbered = (
+        select(
+            M.id,
+            M.name,
+            M.step,
+            M.value,
+            M.ts,
+            M.unit,
+            func.ntile(buckets).over(partition_by=M.name, order_by=in_order).label("k"),
+            func.row_number().over(partition_by=M.name, order_by=in_order).label("nth"),
+            func.count().over(partition_by=M.name).label("n"),
+        )
+        .where(*conds)
+        .subquery()
+    )
+    b = numbered.c
+    ranked = select(
+        b.id,
+        b.name,
+        b.step,
+        b.value,
+        b.ts,
+        b.unit,
+        b.nth,
+        b.n,
+        func.row_number()
+        .over(partition_by=(b.name, b.k), order_by=(b.value, b.step, b.id))
+        .label("lo"),
+        func.row_number()
+        .over(partition_by=(b.name, b.k), order_by=(b.value.desc(), b.step, b.id))
+        .label("hi"),
+    ).subquery()
+    r = ranked.c
+    rows = db.execute(
+        select(r.name, r.step, r.value, r.ts, r.unit)
+        .where(or_(r.lo == 1, r.hi == 1, r.nth == 1, r.nth == r.n))
+        .order_by(r.name, r.step, r.id)
+    ).all()
+    return [_point_out(row) for row in rows], len(rows) < total
+
+
+def _point_out(row: Any) -> MetricPointOut:
+    name, step, value, ts, unit = row
+    return MetricPointOut(name=name, step=step, value=value, timestamp=ts, unit=unit)
 
 
 def summary(db: Session, caller: Principal, run_id: uuid.UUID) -> list[MetricSummary]:
@@ -131,13 +182,15 @@ def summary(db: Session, caller: Principal, run_id: uuid.UUID) -> list[MetricSum
     ).all()
     out = []
     for name, count, lo, hi, last_step in stats:
-        last = db.scalars(
-            select(M.value)
+        last, unit = db.execute(
+            select(M.value, M.unit)
             .where(M.run_id == run_id, M.name == name, M.step == last_step)
             .order_by(M.id.desc())
             .limit(1)
         ).one()
         out.append(
-            MetricSummary(name=name, count=count, last=last, last_step=last_step, min=lo, max=hi)
+            MetricSummary(
+                name=name, count=count, last=last, last_step=last_step, min=lo, max=hi, unit=unit
+            )
         )
     return out

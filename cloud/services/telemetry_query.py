@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -89,15 +88,6 @@ def query(
     rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
     return [_reading_out(r) for r in rows[:limit]], nxt
-
-
-def iter_all(db: Session, f: ReadingFilter, chunk: int = 5000) -> Iterator[ReadingOut]:
-    cursor: str | None = None
-    while True:
-        page, cursor = query(db, f, chunk, cursor)
-        yield from page
-        if cursor is None:
-            return
 
 
 def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
@@ -340,3 +330,19 @@ def _buckets_rollup(
         for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
             rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
     return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
+
+
+def profile_units(
+    db: Session, project_id: uuid.UUID, sensor_id: uuid.UUID | None = None
+) -> dict[tuple[uuid.UUID, str], tuple[str, str]]:
+    """(input unit, display unit) of every profile version of the project's sensors (or of
+    one sensor), by (sensor, version)."""
+    P, S = models.SensorProfile, models.Sensor
+    q = (
+        select(P.sensor_id, P.version, P.input_unit, P.display_unit)
+        .join(S, S.id == P.sensor_id)
+        .where(S.project_id == project_id)
+    )
+    if sensor_id is not None:
+        q = q.where(P.sensor_id == sensor_id)
+    return {(s, v): (i, d) for s, v, i, d in db.execute(q)}

@@ -1,7 +1,20 @@
 """MQTT source: QoS 1 on a persistent session, acknowledged only after the SQLite commit.
 
-The client id is fixed and the session persistent (``clean_session=False``), so the broker keeps
-what arrives while the daemon is down and re-delivers every message that was not acknowledged.
+MQTT v5. The client id is fixed (by default derived from the buffer's own id, so two edges
+never share one by accident) and the session persistent (``clean_start=False``) with a
+session expiry (``mqtt.session_expiry_s``), so the broker keeps what arrives while the daemon
+is down -- for that long, not for ever -- and re-delivers every message that was not
+acknowledged.
+
+One daemon per client id: a second client with the same id silently takes the session over
+(MQTT has no way to refuse it), with its backlog and its in-flight messages, which the first
+daemon may already have committed -- they are then stored twice. So the daemon announces
+itself: a retained presence message on ``benchlink/edge/<client id>/alive`` naming its buffer's
+id, cleared by its will if its connection dies and by itself when it stops. Before every
+connect, a short probe connection (a client id of its own, clean) reads that topic; a presence
+of another edge means another live daemon holds the id, and this one refuses to start
+(:class:`ClientIdTaken`) instead of taking the session. Its own presence (a restart after a
+crash, before the broker noticed) is not a conflict: only one daemon runs per buffer.
 Acks are manual (paho's ``manual_ack``; aiomqtt 2.5 has no switch for it, so the underlying
 paho client is set directly): a message is acked after its readings are committed, in the
 order the messages arrived (MQTT 3.1.1 §4.6).
@@ -31,9 +44,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import math
+import os
+import socket
 import ssl
 import struct
 import uuid
@@ -45,6 +61,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from common.wire import Reading
@@ -58,7 +75,8 @@ from edge.buffer import (
     message_digest,
     reading_row_values,
 )
-from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig
+from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig, default_client_id
+from edge.instance import Refused
 from edge.metrics import EdgeMetrics
 from edge.writer import Outcome, Writer
 
@@ -70,6 +88,14 @@ PUBACK = PacketTypes.PUBACK << 4
 MAX_PENDING_ACKS = 1000
 #: while the buffer is full, how often the first refused message is tried again
 FULL_RETRY_S = 1.0
+#: the retained presence of the daemon that holds a client id
+PRESENCE_TOPIC = "benchlink/edge/{client_id}/alive"
+#: longest wait for the probe's answer (the broker answers in milliseconds)
+PROBE_TIMEOUT_S = 5.0
+
+
+class ClientIdTaken(Refused):
+    """Another live daemon holds the MQTT client id."""
 
 
 class PayloadError(ValueError):
@@ -125,6 +151,14 @@ def _one(item: Any, index: int, sensor_id: str, now: datetime) -> NewReading:
         raise PayloadError(f"{where}{reasons}") from None
     new = NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)
     return _checked(new, index)
+
+
+def _json_object(payload: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(bytes(payload or b""))
+    except (ValueError, TypeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _checked(reading: NewReading, index: int) -> NewReading:
@@ -307,8 +341,19 @@ class MqttSource:
         *,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        edge_id: str | None = None,
+        on_refused: Callable[[Refused], None] | None = None,
     ) -> None:
+        """``edge_id``: the buffer's id (the default client id, and the presence's owner);
+        ``on_refused``: called, and the source stops, when the client id is taken (without
+        it, :class:`ClientIdTaken` ends :meth:`run`)."""
         self.cfg, self.writer, self.metrics = cfg, writer, metrics
+        self.edge_id = edge_id or uuid.uuid4().hex
+        self.client_id = cfg.client_id or default_client_id(self.edge_id)
+        self.presence_topic = PRESENCE_TOPIC.format(client_id=self.client_id)
+        self.on_refused = on_refused
+        #: the presence topic is usable: announce this daemon there (see check_client_id)
+        self._announce = False
         self.sensors = {str(s.sensor_id): s for s in sensors if s.source == "mqtt"}
         self.custom = {s.mqtt_topic: sid for sid, s in self.sensors.items() if s.topic}
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
@@ -379,15 +424,23 @@ class MqttSource:
         return base
 
     def _client(self) -> _Client:
-        tls: ssl.SSLContext | None = None
-        if self.cfg.tls:
-            cafile = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
-            tls = ssl.create_default_context(cafile=cafile)
+        tls = self._tls()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        # v5 lets the client bound what the broker sends it unacknowledged (as mosquitto's
+        # max_inflight_messages does for 3.1.1 clients): the daemon's memory stays flat.
+        props.ReceiveMaximum = MAX_PENDING_ACKS
         client = _Client(
             self.cfg.host,
             self.cfg.port,
-            identifier=self.cfg.client_id,
-            clean_session=False,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=props,
+            # a connection that dies clears the presence (an empty retained message)
+            will=aiomqtt.Will(self.presence_topic, b"", qos=1, retain=True)
+            if self._announce
+            else None,
             username=self.cfg.username,
             password=self.cfg.password.get_secret_value() if self.cfg.password else None,
             keepalive=self.cfg.keepalive_s,
@@ -396,6 +449,82 @@ class MqttSource:
         client._client.manual_ack_set(True)
         return client
 
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.cfg.tls:
+            return None
+        cafile = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
+        return ssl.create_default_context(cafile=cafile)
+
+    def presence(self) -> bytes:
+        return json.dumps(
+            {
+                "edge": self.edge_id,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        ).encode()
+
+    async def check_client_id(self) -> bool:
+        """ClientIdTaken if the presence topic names another edge; else whether the topic is
+        usable. The broker unreachable: MqttError, as for any connect. A topic this user may
+        not use (an ACL without it: Mosquitto drops the connection that tries) is logged, and
+        the daemon connects without announcing itself."""
+        nonce = uuid.uuid4().hex
+        probe = aiomqtt.Client(
+            self.cfg.host,
+            self.cfg.port,
+            identifier=f"{self.client_id}-probe-{nonce[:8]}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=True,
+            username=self.cfg.username,
+            password=self.cfg.password.get_secret_value() if self.cfg.password else None,
+            tls_context=self._tls(),
+            timeout=PROBE_TIMEOUT_S,
+        )
+        await probe.__aenter__()
+        try:
+            holder = await self._read_presence(probe, nonce)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            self.metrics.errors.labels("mqtt_presence").inc()
+            log.warning(
+                "MQTT: could not read %s (%s): a second daemon with the client id %s would not"
+                " be noticed; let this MQTT user read and write that topic",
+                self.presence_topic,
+                str(exc) or type(exc).__name__,
+                self.client_id,
+            )
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.__aexit__(None, None, None)
+        if holder is not None and holder.get("edge") != self.edge_id:
+            raise ClientIdTaken(
+                f"MQTT client id {self.client_id!r} is held by another live edge daemon (pid"
+                f" {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')};"
+                f" presence on {self.presence_topic}): give this edge its own [mqtt] client_id,"
+                " or leave it unset to use the one derived from this buffer"
+            )
+        return True
+
+    async def _read_presence(self, probe: aiomqtt.Client, nonce: str) -> dict[str, Any] | None:
+        """The retained presence on the topic, if any (MqttError, TimeoutError if unreadable)."""
+        granted = await probe.subscribe(self.presence_topic, qos=1)
+        if any(getattr(code, "value", code) >= 0x80 for code in granted or []):
+            raise aiomqtt.MqttError("subscription refused")
+        # Retained messages come before anything published after the subscription: our own
+        # marker, back on the same topic, says nothing more is coming.
+        await probe.publish(self.presence_topic, json.dumps({"probe": nonce}), qos=1)
+        holder: dict[str, Any] | None = None
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async for message in probe.messages:
+                data = _json_object(message.payload)
+                if data.get("probe") == nonce:
+                    return holder
+                if message.retain and data.get("edge"):
+                    holder = data
+        return holder
+
     async def run(self) -> None:
         """Connect, take messages, reconnect with backoff -- whatever went wrong."""
         try:
@@ -403,6 +532,12 @@ class MqttSource:
                 try:
                     await self._session()
                     self._delay = self.backoff.next()  # ended cleanly: still no tight loop
+                except ClientIdTaken as exc:
+                    self.metrics.errors.labels("mqtt_client_id_taken").inc()
+                    if self.on_refused is None:
+                        raise
+                    self.on_refused(exc)
+                    return
                 except aiomqtt.MqttError as exc:
                     self._failed("mqtt", f"MQTT: {exc}")
                 except Exception as exc:
@@ -421,42 +556,57 @@ class MqttSource:
         log.warning("%s; reconnecting in %.1fs", what, self._delay)
 
     async def _session(self) -> None:
+        probing = self.make_client == self._client  # a test's fake broker has no presence
+        self._announce = probing and await self.check_client_id()
         async with self.make_client() as client:
-            for topic in self.topics():
-                await client.subscribe(topic, qos=1)
-            self.state = "connected"
-            self.backoff.reset()
-            log.info("MQTT: connected to %s as %s", self.cfg.url, self.cfg.client_id)
-            conn = uuid.uuid4().hex
-            fresh_seen = False
-            acks: asyncio.Queue[_Handed] = asyncio.Queue()
-            self._unacked = 0
-            self._intake.set()
-            async with asyncio.TaskGroup() as tg:
-                acker = tg.create_task(self._acker(client, acks), name="mqtt-acker")
-                try:
-                    while True:
-                        # At most MAX_PENDING_ACKS messages handed over and not yet acked;
-                        # the rest waits in the client (bounded by the broker's in-flight
-                        # window) and at the broker.
-                        while self._unacked >= MAX_PENDING_ACKS:
-                            self._room.clear()
-                            await self._room.wait()
-                        # Everything that has arrived goes to the writer as one unit (one
-                        # future, one queue entry); order is kept.
-                        messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
-                        now = datetime.now(UTC)
-                        writes = [self.to_write(m, now, conn) for m in messages]
-                        if not fresh_seen:
-                            for write in writes:
-                                if not write.redelivered:
-                                    write.fresh = fresh_seen = True
-                                    break
-                        await self._intake.wait()  # closed while the buffer is full
-                        self._unacked += len(messages)
-                        acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
-                finally:
-                    acker.cancel()
+            if self._announce:
+                await client.publish(self.presence_topic, self.presence(), qos=1, retain=True)
+            try:
+                await self._take(client)
+            except asyncio.CancelledError:
+                if self._announce:  # a clean stop: nobody holds the id now (a lost
+                    # connection's will does the same)
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(2):
+                            await client.publish(self.presence_topic, b"", qos=1, retain=True)
+                raise
+
+    async def _take(self, client: _Client) -> None:
+        for topic in self.topics():
+            await client.subscribe(topic, qos=1)
+        self.state = "connected"
+        self.backoff.reset()
+        log.info("MQTT: connected to %s as %s", self.cfg.url, self.client_id)
+        conn = uuid.uuid4().hex
+        fresh_seen = False
+        acks: asyncio.Queue[_Handed] = asyncio.Queue()
+        self._unacked = 0
+        self._intake.set()
+        async with asyncio.TaskGroup() as tg:
+            acker = tg.create_task(self._acker(client, acks), name="mqtt-acker")
+            try:
+                while True:
+                    # At most MAX_PENDING_ACKS messages handed over and not yet acked;
+                    # the rest waits in the client (bounded by the broker's in-flight
+                    # window) and at the broker.
+                    while self._unacked >= MAX_PENDING_ACKS:
+                        self._room.clear()
+                        await self._room.wait()
+                    # Everything that has arrived goes to the writer as one unit (one
+                    # future, one queue entry); order is kept.
+                    messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
+                    now = datetime.now(UTC)
+                    writes = [self.to_write(m, now, conn) for m in messages]
+                    if not fresh_seen:
+                        for write in writes:
+                            if not write.redelivered:
+                                write.fresh = fresh_seen = True
+                                break
+                    await self._intake.wait()  # closed while the buffer is full
+                    self._unacked += len(messages)
+                    acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
+            finally:
+                acker.cancel()
 
     async def _acker(self, client: _Client, acks: asyncio.Queue[_Handed]) -> None:
         """Ack each burst after its commit, in arrival order."""

@@ -15,6 +15,17 @@ commit's worth -- are lost, like the lines the device sends while the daemon is 
 
 Whatever goes wrong -- a decoder bug, an unexpected exception -- is logged and counted, the port
 is reopened with backoff, and the source goes on: it never takes the daemon down.
+
+One reader per port: two readers of one tty split its byte stream between them, and a
+fragment of a line (``1.2051`` out of ``11.2051``) still decodes as a number. The port is
+opened exclusively -- ``flock`` (pyserial's ``exclusive``), which another benchlink-edge
+respects, and ``TIOCEXCL``, which makes the kernel refuse any further ``open`` of the tty
+(``screen``, ``cat``; only root is exempt) -- and a port held by another reader is retried
+with backoff, never shared. For the same reason the first bytes after an open are not
+trusted: a line the device had begun before the open arrives without its start. Until the
+port has been quiet for one read timeout (a device sends a line in one go) or a line
+terminator has passed, bytes are dropped, and a dropped partial line is counted
+(``benchlink_edge_serial_partial_lines_total``), never converted.
 """
 
 from __future__ import annotations
@@ -22,7 +33,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
+import fcntl
 import logging
+import re
+import termios
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -46,6 +61,27 @@ MAX_GROUP = 1000
 #: commits of this port in flight at most; then the pump waits for the oldest
 MAX_INFLIGHT = 64
 
+_TERMINATOR = re.compile(rb"[\r\n]")
+
+
+class PortBusy(OSError):
+    """Another process has the port open exclusively."""
+
+
+def open_exclusive(port: str, baudrate: int, timeout: float) -> serial.Serial:
+    """The port, opened so that no other reader can share it (see the module's docstring);
+    :class:`PortBusy` if another process holds it."""
+    try:
+        ser = serial.Serial(port, baudrate, timeout=timeout, exclusive=True)
+    except serial.SerialException as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY):
+            raise PortBusy(exc.errno, f"{port} is in use by another process") from None
+        raise
+    # not a tty (a socket, a test double): the flock alone guards it
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(ser.fileno(), termios.TIOCEXCL)
+    return ser
+
 
 class SerialSource:
     def __init__(
@@ -65,10 +101,13 @@ class SerialSource:
         self.baudrate, self.protocol, self.max_line = first.baudrate, first.protocol, first.max_line
         self.by_channel = {s.channel: str(s.sensor_id) for s in self.sensors}
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
-        self.state: Literal["closed", "open", "backoff", "stopped"] = "closed"
+        #: "syncing": open, dropping what may be the tail of a line begun before the open
+        self.state: Literal["closed", "syncing", "open", "backoff", "stopped"] = "closed"
         self.lines_committed = 0
         self.readings_committed = 0
         self.dropped = 0
+        #: partial lines dropped after an open (see the module's docstring)
+        self.partial_lines = 0
         self._skipped_seen = 0
         self._inflight: collections.deque[asyncio.Future[WriteResult]] = collections.deque()
 
@@ -80,7 +119,7 @@ class SerialSource:
         return None
 
     def _open(self) -> serial.Serial:
-        return serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S)
+        return open_exclusive(self.port, self.baudrate, READ_TIMEOUT_S)
 
     async def run(self) -> None:
         try:
@@ -104,13 +143,16 @@ class SerialSource:
         loop = asyncio.get_running_loop()
         try:
             port = await loop.run_in_executor(None, self._open)
+        except PortBusy as exc:
+            self.metrics.errors.labels("serial_busy").inc()
+            log.warning("%s: not opened: %s (one reader per port); retrying", self.port, exc)
+            return
         except (serial.SerialException, OSError) as exc:
             self.metrics.errors.labels("serial_open").inc()
             log.warning("%s: cannot open (%s)", self.port, exc)
             return
         try:
-            self.state = "open"
-            log.info("%s: open (%s, %d baud)", self.port, self.protocol, self.baudrate)
+            self.state = "syncing"
             decoder = make_decoder(self.protocol, max_line=self.max_line)
             self._skipped_seen = 0
             await self._pump(port, decoder)
@@ -121,9 +163,12 @@ class SerialSource:
         loop = asyncio.get_running_loop()
         pending: list[NewReading] = []
         since = 0.0
+        partial = 0  # bytes dropped while syncing, not yet ended by a terminator or quiet
         try:
             while True:
                 data: bytes = await loop.run_in_executor(None, _read_some, port)
+                if self.state == "syncing":
+                    data, partial = self._sync(data, partial)
                 if data:
                     self.backoff.reset()
                     new = self._decode(decoder, data)
@@ -140,6 +185,28 @@ class SerialSource:
             if pending:  # read from the port: keep them if the writer still takes writes
                 with contextlib.suppress(RuntimeError):
                     self._hand_over(pending)
+
+    def _sync(self, data: bytes, partial: int) -> tuple[bytes, int]:
+        """While syncing: drop bytes up to the first line terminator; a quiet read (nothing
+        for one read timeout) or a terminator ends the sync. Returns the bytes that start at
+        a line boundary and the count of dropped bytes still waiting for their line's end."""
+        if data:
+            end = _TERMINATOR.search(data)
+            if end is None:
+                return b"", partial + len(data)
+            partial += end.start()
+            data = data[end.end() :]
+        if partial:
+            self.partial_lines += 1
+            self.metrics.serial_partial.labels(self.port).inc()
+            log.warning(
+                "%s: dropped a partial line (%d byte(s) begun before the port was opened)",
+                self.port,
+                partial,
+            )
+        self.state = "open"
+        log.info("%s: open (%s, %d baud)", self.port, self.protocol, self.baudrate)
+        return data, 0
 
     def _decode(self, decoder: Any, data: bytes) -> list[NewReading]:
         now = datetime.now(UTC)

@@ -26,6 +26,7 @@ ROWS = {
     "sync_drain": True,
     "live_latency": False,
     "chart_query": True,
+    "export": True,
 }
 
 

@@ -101,7 +101,7 @@ def fetch(
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["sensor_id"] == ids["sensor_id"] and body["display_unit"] == "C"
+    assert body["sensor_id"] == ids["sensor_id"] and body["display_unit"] == "°C"
     points = [{**p, "timestamp": datetime.fromisoformat(p["timestamp"])} for p in body["points"]]
     return points, body["total"], body["downsampled"]
 

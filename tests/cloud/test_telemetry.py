@@ -67,7 +67,7 @@ def test_tokens_rotate_and_revoke(api: Api, owner: Identity, ids: dict[str, str]
     body = assert_problem(api.ingest(ids, [{"timestamp": ts(), "raw_value": 1}], token=new), 401)
     assert new not in json.dumps(body)
     r = api.c.post("/api/v1/telemetry", content=b"{}")
-    assert_problem(r, 422)  # validation before auth: no body, nothing to authenticate
+    assert_problem(r, 401)  # authentication first: a body without a token is never read
     r = api.ingest(ids, [{"timestamp": ts(), "raw_value": 1}], token="bls_forged")
     assert_problem(r, 401)
     assert len(api.readings(owner, run_id=ids["run_id"])) == 1

@@ -153,6 +153,13 @@ def test_make_demo_on_sqlite(tmp_path: Path) -> None:
         "experiment": "archived",
     }
     check_database(url, summary, mqtt)
+    if mqtt:  # the demo's edge left no session behind to queue readings for ever
+        from tests.edge.test_mqtt_identity import resume
+        from tests.support.services import shared_mosquitto
+
+        demo_edge = f"benchlink-demo-{summary['run_id']}"
+        topic = f"benchlink/sensors/{summary['sensors']['chamber_mqtt']}/readings"
+        assert resume(shared_mosquitto(), demo_edge, topic, wait_s=0.5) == (False, 0)
 
 
 def test_make_demo_twice_reuses_the_project_and_the_scenario_sensor(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import sys
+import threading
 import tty
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -217,3 +220,126 @@ async def test_a_decoder_failure_loses_the_chunk_not_the_port(
     finally:
         dev.close()
     assert rows(buffer) == [(sid, 14.0)]
+
+
+def collect_counter(src: SerialSource, name: str) -> float:
+    return sum(
+        m.value
+        for metric in src.metrics.registry.collect()
+        if metric.name == name
+        for m in metric.samples
+        if m.name.endswith("_total")
+    )
+
+
+async def test_a_second_reader_of_the_port_is_refused(buffer: Buffer, tmp_path: Path) -> None:
+    """Two readers would split the byte stream: the second opener gets nothing, the first
+    every line, whole."""
+    port = tmp_path / "ttyTWO"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000e1"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as first:
+            await wait_until(lambda: first.state == "open")
+            async with capture(buffer, [serial_sensor(sid, port)], port) as second:
+                await wait_until(
+                    lambda: second.metrics.errors.labels("serial_busy")._value.get() >= 2
+                )
+                lines = [f"{i}1.2051" for i in range(1, 40)]
+                for line in lines:
+                    dev.write(line.encode() + b"\n")
+                    await asyncio.sleep(0.002)
+                await wait_until(lambda: first.readings_committed == len(lines))
+                assert second.state != "open" and second.readings_committed == 0
+        # A reader that does not take the flock (screen, cat) is refused by the kernel
+        # (TIOCEXCL); root is exempt, so try as an unprivileged user.
+        async with capture(buffer, [serial_sensor(sid, port)], port) as held:
+            await wait_until(lambda: held.state == "open")
+            os.chmod(dev.slave_path, 0o666)
+            probe = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                "import os, sys; os.setgid(65534); os.setuid(65534)\n"
+                "try:\n    os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)\n"
+                "except OSError as e:\n    print(e.errno)\nelse:\n    print('opened')",
+                dev.slave_path,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await probe.communicate()
+            assert out.decode().strip() == str(errno.EBUSY)
+    finally:
+        dev.close()
+    assert [v for _, v in rows(buffer)] == [float(line) for line in lines]
+
+
+def device_mid_line_at_open(monkeypatch: pytest.MonkeyPatch, dev: Pty, tails: list[bytes]) -> None:
+    """At each open, the device is in the middle of a line: the next of ``tails`` arrives
+    right after the open (pyserial empties the tty's input at open, so only bytes sent after
+    it can be read)."""
+    real_open = SerialSource._open
+
+    def open_(self: SerialSource) -> object:
+        port = real_open(self)
+        if tails:
+            dev.write(tails.pop(0))
+        return port
+
+    monkeypatch.setattr(SerialSource, "_open", open_)
+
+
+async def test_a_line_begun_before_the_open_is_dropped_and_counted(
+    buffer: Buffer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first bytes after an open may be the tail of a line (its start went to another
+    reader, or was sent before the open): never a reading of its own."""
+    port = tmp_path / "ttyMID"
+    dev = Pty(port)
+    device_mid_line_at_open(monkeypatch, dev, [b"2051\n4.5\n"])  # the tail of "11.2051"
+    sid = "00000000-0000-4000-8000-0000000000e2"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as src:
+            await wait_until(lambda: src.readings_committed == 1)
+            assert src.state == "open"
+            assert src.partial_lines == 1
+            assert collect_counter(src, "benchlink_edge_serial_partial_lines") == 1
+    finally:
+        dev.close()
+    assert rows(buffer) == [(sid, 4.5)]
+
+
+async def test_the_first_line_after_a_reopen_mid_line_is_dropped_and_counted(
+    buffer: Buffer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read error mid-line closes the port; the device goes on sending, and what arrives
+    after the reopen starts mid-line: that piece is dropped and counted, the next line kept."""
+    from edge.sources import serial as serial_source
+
+    real_read = serial_source._read_some
+    fail = threading.Event()
+
+    def read_some(port: object) -> bytes:
+        if fail.is_set():
+            fail.clear()
+            raise OSError(errno.EIO, "injected read error")
+        return real_read(port)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(serial_source, "_read_some", read_some)
+    port = tmp_path / "ttyRE"
+    dev = Pty(port)
+    tails = [b"", b"2051\n7.5\n"]  # the first open is clean; the reopen comes mid-line
+    device_mid_line_at_open(monkeypatch, dev, tails)
+    sid = "00000000-0000-4000-8000-0000000000e3"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"3.25\n11.")
+            await wait_until(lambda: src.readings_committed == 1)
+            await asyncio.sleep(0.15)  # "11." read: the decoder holds the line's start
+            fail.set()
+            await wait_until(lambda: src.readings_committed == 2)
+            assert not tails
+            assert src.partial_lines == 1
+            assert collect_counter(src, "benchlink_edge_serial_partial_lines") == 1
+    finally:
+        dev.close()
+    assert rows(buffer) == [(sid, 3.25), (sid, 7.5)]

@@ -1,0 +1,148 @@
+"""CSV export of readings, streamed from a server-side cursor in constant memory.
+
+The export holds its own read transaction for as long as the response streams (the request's
+transaction ends when the route returns) and gives its connection back when the stream ends,
+fails or the client goes away.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Generator, Iterable
+from typing import Any
+
+import anyio
+from fastapi.responses import StreamingResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.db import models
+from cloud.services.telemetry_query import ReadingFilter
+
+T = models.TelemetryReading
+
+HEADER = (
+    "timestamp",
+    "sensor_id",
+    "run_id",
+    "capture_session_id",
+    "raw_value",
+    "raw_unit",
+    "value",
+    "value_unit",
+    "profile_version",
+    "late",
+)
+#: (input unit, display unit) by (sensor, profile version).
+Units = dict[tuple[uuid.UUID, str], tuple[str, str]]
+#: Rows fetched from the database and written out per chunk of the response.
+ROWS_PER_CHUNK = 2000
+
+#: First characters with which a spreadsheet reads a cell as a formula (or, for tab and CR,
+#: lets one through after them).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def text_cell(value: str | None) -> str:
+    """A text cell that a spreadsheet shows as text: one that would start a formula gets a
+    leading single quote (OWASP's advice against CSV injection). Numbers are not text cells:
+    a negative value is data and is written as it is."""
+    if not value:
+        return ""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
+def csv_rows(rows: Iterable[Any], unit_of: Units) -> Iterable[list[str]]:
+    """Export rows (ts, sensor_id, run_id, capture_session_id, raw_value, value,
+    profile_version, late) as CSV cells, with the units of each reading's profile version;
+    floats exactly (repr round-trips)."""
+    for ts, sensor_id, run_id, session_id, raw_value, value, version, late in rows:
+        raw_unit, value_unit = unit_of.get((sensor_id, version), ("", ""))
+        yield [
+            ts.isoformat(),
+            str(sensor_id),
+            "" if run_id is None else str(run_id),
+            "" if session_id is None else str(session_id),
+            repr(raw_value),
+            text_cell(raw_unit),
+            repr(value),
+            text_cell(value_unit),
+            text_cell(version),
+            "true" if late else "false",
+        ]
+
+
+def csv_chunks(
+    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units, stall_timeout_s: float
+) -> Generator[bytes]:
+    """The export as bytes, a chunk per :data:`ROWS_PER_CHUNK` readings.
+
+    ``stream_results`` makes psycopg use a server-side cursor on PostgreSQL and SQLite step
+    through its cursor, so that only one chunk of rows is in memory at a time. A client that
+    stops reading stops the cursor too; after ``stall_timeout_s`` of that PostgreSQL ends the
+    transaction (idle_in_transaction_session_timeout), so that no reader holds a snapshot,
+    and vacuum back, for as long as it likes."""
+    conds = f.where()
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(HEADER)
+    with sessions() as db, db.begin():
+        if db.get_bind().dialect.name == "postgresql":
+            ms = str(max(1, int(stall_timeout_s * 1000)))  # is_local: for this transaction
+            db.execute(select(func.set_config("idle_in_transaction_session_timeout", ms, True)))
+        result = db.execute(
+            select(
+                T.ts,
+                T.sensor_id,
+                T.run_id,
+                T.capture_session_id,
+                T.raw_value,
+                T.value,
+                T.profile_version,
+                T.late,
+            )
+            .where(*conds)
+            .order_by(T.ts, T.id),
+            execution_options={"stream_results": True, "yield_per": ROWS_PER_CHUNK},
+        )
+        for part in result.partitions():
+            writer.writerows(csv_rows(part, unit_of))
+            yield buf.getvalue().encode()
+            buf.seek(0)
+            buf.truncate()
+    tail = buf.getvalue()
+    if tail:
+        yield tail.encode()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Streams a generator (each step in a worker thread) and closes it however the response
+    ends, so that a client that disconnects does not leave its transaction open until the
+    garbage collector finds the generator."""
+
+    def __init__(self, chunks: Generator[bytes], **kwargs: Any) -> None:
+        super().__init__(chunks, **kwargs)
+        self._chunks = chunks
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: on a disconnect this runs inside a cancelled scope, and the connection
+            # must still go back to the pool. No thread is inside the generator by now (a
+            # worker-thread call is waited for even when cancelled).
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._chunks.close)
+
+
+def csv_response(
+    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units, stall_timeout_s: float
+) -> StreamingResponse:
+    f.where()  # a bad filter is refused before the response starts
+    return ClosingStreamingResponse(
+        csv_chunks(sessions, f, unit_of, stall_timeout_s),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="telemetry.csv"'},
+    )
