@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import openapi, problems
+from cloud import logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
+from cloud.idempotency import IdempotencyStore
 from cloud.live import setup as live
 from cloud.middleware import (
     IdempotencyMiddleware,
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         else sessions
     )
     stats = Stats()
+    logfilter.install()
     if settings.create_schema:
         Base.metadata.create_all(engine)
 
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.sessionmaker = sessions
     app.state.read_sessionmaker = readers
     app.state.stats = stats
+    app.state.idempotency = IdempotencyStore(settings, sessions)
     #: Called with each stored telemetry batch after its commit (the live stream subscribes).
     app.state.ingest_listeners = []
     #: Called with (session, batch) inside the ingest transaction, before its commit.
@@ -116,7 +119,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
 
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.
-    app.add_middleware(IdempotencyMiddleware, settings=settings, sessions=sessions, stats=stats)
+    app.add_middleware(
+        IdempotencyMiddleware, settings=settings, store=app.state.idempotency, stats=stats
+    )
     app.add_middleware(RequestBodyMiddleware, settings=settings)
     app.add_middleware(TelemetryAuthMiddleware, gate=TokenGate(readers))
     app.add_middleware(TimingMiddleware, stats=stats)

@@ -18,9 +18,21 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
+from cloud import idempotency
 from cloud.db.uow import transaction
-from cloud.errors import Forbidden, InvalidInput, Unauthenticated, invalid
+from cloud.errors import DomainError, FieldError, Forbidden, InvalidInput, Unauthenticated, invalid
 from cloud.settings import Settings
+
+#: Headers that say who is calling. Each may appear once: with two values, a gateway that
+#: appends its own after the client's would be read as the client's (the first one wins).
+IDENTITY_HEADERS = (
+    "X-User-Id",
+    "X-Project-Id",
+    "X-Project-Role",
+    "X-Gateway-Secret",
+    "Authorization",
+)
+_IDENTITY_LOWER = {name.lower().encode("latin-1"): name for name in IDENTITY_HEADERS}
 
 
 class Role(IntEnum):
@@ -65,7 +77,25 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbSession = Annotated[Session, Depends(db_session, scope="function")]
 
 
+def refuse_repeated_identity(conn: HTTPConnection) -> None:
+    """400 when an identity header is sent more than once (HTTP and streams alike)."""
+    seen: set[bytes] = set()
+    repeated: list[str] = []
+    for raw_name, _ in conn.scope.get("headers", ()):
+        name = raw_name.lower()
+        if name in _IDENTITY_LOWER:
+            if name in seen and _IDENTITY_LOWER[name] not in repeated:
+                repeated.append(_IDENTITY_LOWER[name])
+            seen.add(name)
+    if repeated:
+        raise DomainError(
+            f"identity header sent more than once: {', '.join(repeated)}; send each once",
+            errors=[FieldError(f"header.{name}", "sent more than once") for name in repeated],
+        )
+
+
 def _check_gateway(request: HTTPConnection, settings: Settings) -> None:
+    refuse_repeated_identity(request)
     if settings.gateway_secret is None:
         return
     given = request.headers.get("x-gateway-secret", "")
@@ -128,6 +158,10 @@ def require(role: Role) -> Callable[[Request, Settings], Principal]:
             raise Forbidden(
                 f"this action needs the {role.name} role; the caller is {principal.role.name}"
             )
+        # The role is part of the key's scope: a viewer never replays what an owner was told.
+        idempotency.claim(
+            request, f"user:{principal.user_id}:{principal.project_id}:{principal.role.name}"
+        )
         return principal
 
     return dependency
@@ -137,11 +171,16 @@ def current_user(request: Request, settings: SettingsDep) -> User:
     _check_gateway(request, settings)
     user_id = _uuid_header(request, "X-User-Id", required=True)
     assert user_id is not None
-    return User(
+    user = User(
         user_id=user_id,
         project_id=_uuid_header(request, "X-Project-Id", required=False),
         role=_role_header(request, required=False),
     )
+    idempotency.claim(
+        request,
+        f"user:{user.user_id}:{user.project_id or '-'}:{user.role.name if user.role else '-'}",
+    )
+    return user
 
 
 Viewer = Annotated[Principal, Depends(require(Role.viewer))]

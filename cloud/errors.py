@@ -7,7 +7,10 @@ DomainError
  ├── Conflict               409  state does not allow it (archived, terminal, duplicate)
  │    └── IdempotencyInFlight  409  the same Idempotency-Key is being processed
  ├── PayloadTooLarge        413
- └── InvalidInput           422  with per-field ``errors``
+ ├── InvalidInput           422  with per-field ``errors``
+ │    └── IdempotencyKeyReused 422  the same Idempotency-Key with another request
+ └── Unavailable            503  the database cannot be reached; with ``Retry-After``
+DomainError itself is a 400 (a malformed request, e.g. an identity header sent twice).
 """
 
 from __future__ import annotations
@@ -68,6 +71,14 @@ class PayloadTooLarge(DomainError):
 
 class InvalidInput(DomainError):
     status, title, slug = 422, "Invalid input", "invalid-input"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    title, slug = "Idempotency-Key reused", "idempotency-key-reused"
+
+
+class Unavailable(DomainError):
+    status, title, slug = 503, "Service unavailable", "service-unavailable"
 
 
 def invalid(field: str, reason: str) -> InvalidInput:

@@ -12,20 +12,17 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from cloud.db.models import IdempotencyRecord, Sensor
-from cloud.deps import identify
+from cloud.db.models import IdempotencyRecord
+from cloud.deps import refuse_repeated_identity
 from cloud.errors import DomainError, FieldError
+from cloud.idempotency import SCOPE_KEY as IDEMPOTENCY_SCOPE_KEY
+from cloud.idempotency import IdempotencyStore, PendingKey, Replay
 from cloud.problems import problem_for, problem_response
 from cloud.services.sensors import TokenGate, bearer_token, hash_token, token_refused
 from cloud.settings import Settings
@@ -74,6 +71,11 @@ class TelemetryAuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ingest = scope["type"] == "http" and scope["path"] == TELEMETRY_PATH
         if ingest and scope["method"] == "POST":
+            try:
+                refuse_repeated_identity(HTTPConnection(scope))
+            except DomainError as exc:
+                await _send_response(send, problem_for(exc))
+                return
             token = bearer_token(_header(scope, b"authorization"))
             if token is None or not await self._admits(hash_token(token)):
                 await _send_response(send, problem_for(token_refused(token)))
@@ -191,29 +193,24 @@ class RequestBodyMiddleware:
         await self.app(scope, replay, send)
 
 
-@dataclass
-class _Claim:
-    outcome: str  # proceed | replay | mismatch | in_flight | unknown_token
-    record: IdempotencyRecord | None = None
-
-
 class IdempotencyMiddleware:
     """``Idempotency-Key`` on POST, after the IETF httpapi draft.
 
-    The key is scoped to the principal (a user in a project, or a sensor token). A repeat with
+    The key is scoped to the principal the route authenticated (a user in a project, with
+    the role): the route's authentication claims it (:func:`cloud.idempotency.claim`), so a
+    stored answer is only ever replayed to a caller the route itself accepts. A repeat with
     the same body replays the stored response with ``Idempotent-Replayed: true``; with another
     body it is 422; while the first is still running it is 409. Records live in the database,
     so several API processes share them. A claim whose process died is taken over after the
-    lease; telemetry additionally records the key in its own transaction, so even then a batch
-    is never stored twice.
+    lease. Telemetry keeps its keys with its batches, scoped by sensor.
     """
 
     def __init__(
-        self, app: ASGIApp, settings: Settings, sessions: sessionmaker[Session], stats: Any
+        self, app: ASGIApp, settings: Settings, store: IdempotencyStore, stats: Any
     ) -> None:
         self.app = app
         self.settings = settings
-        self.sessions = sessions
+        self.store = store
         self.stats = stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -235,49 +232,12 @@ class IdempotencyMiddleware:
                 errors=[_field("header.Idempotency-Key", "must be 1 to 255 characters")],
             )
             return
-        caller = _principal(scope, self.settings)
-        if caller is None:  # authentication will refuse it; nothing to remember
-            await self.app(scope, receive, send)
-            return
-        principal, token_hash = caller
         body: bytes = scope.get(BODY_KEY, b"")
         fingerprint = hashlib.sha256(
             scope["method"].encode() + b" " + scope["path"].encode() + b"\n" + body
         ).hexdigest()
-        claim = await run_in_threadpool(self._claim, principal, key, fingerprint, token_hash)
-        if claim.outcome == "unknown_token":  # revoked or rotated: the route answers 401
-            await self.app(scope, receive, send)
-            return
-        if claim.outcome == "mismatch":
-            await _send_problem(
-                send,
-                422,
-                "Idempotency-Key reused",
-                "this Idempotency-Key was used with a different request body or path",
-                slug="idempotency-key-reused",
-                errors=[_field("header.Idempotency-Key", "already used for another request")],
-            )
-            return
-        if claim.outcome == "in_flight":
-            await _send_problem(
-                send,
-                409,
-                "Request with this Idempotency-Key is in flight",
-                "a request with this Idempotency-Key is still being processed; retry later",
-                slug="idempotency-in-flight",
-                headers={"Retry-After": "1"},
-            )
-            return
-        if claim.outcome == "replay":
-            assert claim.record is not None
-            self.stats.replays.inc()
-            await _replay(send, claim.record)
-            return
-        await self._run(scope, receive, send, principal, key)
-
-    async def _run(
-        self, scope: Scope, receive: Receive, send: Send, principal: str, key: str
-    ) -> None:
+        pending = PendingKey(key, fingerprint)
+        scope[IDEMPOTENCY_SCOPE_KEY] = pending
         status = 0
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
@@ -293,95 +253,38 @@ class IdempotencyMiddleware:
 
         try:
             await self.app(scope, receive, capture)
+        except Replay as replay:
+            self.stats.replays.inc()
+            await _replay(send, replay.record)
+            return
         except BaseException:
-            await run_in_threadpool(self._release, principal, key)
+            if pending.principal is not None:
+                await self._quietly(self.store.release, pending.principal, key)
             raise
+        if pending.principal is None:  # the route never authenticated anyone: nothing claimed
+            return
         # Remember final answers; let a retry run again after a server error, a rate limit, a
         # conflict with the current state (which may change), or a refusal that depends on
         # the caller's credentials or role rather than on the request.
         if 200 <= status < 500 and status not in (401, 403, 409, 429):
-            body = _redact(b"".join(chunks), scope.get(SECRET_FIELDS_KEY, ()))
-            await run_in_threadpool(self._complete, principal, key, status, headers, body)
-        else:
-            await run_in_threadpool(self._release, principal, key)
-
-    # --- database side (runs in the thread pool) -------------------------------------------
-
-    def _claim(
-        self, principal: str, key: str, fingerprint: str, token_hash: str | None = None
-    ) -> _Claim:
-        now = datetime.now(UTC)
-        for _ in range(3):
-            with self.sessions.begin() as db:
-                if token_hash is not None and (
-                    db.scalar(select(Sensor.id).where(Sensor.token_hash == token_hash)) is None
-                ):
-                    return _Claim("unknown_token")
-                rec = db.get(IdempotencyRecord, (principal, key), with_for_update=True)
-                if rec is not None and rec.expires_at <= now:
-                    db.delete(rec)
-                    db.flush()
-                    rec = None
-                if rec is None:
-                    try:
-                        with db.begin_nested():
-                            db.add(
-                                IdempotencyRecord(
-                                    principal=principal,
-                                    key=key,
-                                    fingerprint=fingerprint,
-                                    state="in_flight",
-                                    locked_until=now
-                                    + timedelta(seconds=self.settings.idempotency_lease_s),
-                                    expires_at=now
-                                    + timedelta(seconds=self.settings.idempotency_ttl_s),
-                                )
-                            )
-                    except IntegrityError:
-                        continue  # another process claimed it first: read its record
-                    return _Claim("proceed")
-                if rec.fingerprint != fingerprint:
-                    return _Claim("mismatch")
-                if rec.state == "done":
-                    db.expunge(rec)
-                    return _Claim("replay", rec)
-                if rec.locked_until > now:
-                    return _Claim("in_flight")
-                # The process holding the claim died: take it over.
-                rec.locked_until = now + timedelta(seconds=self.settings.idempotency_lease_s)
-                return _Claim("proceed")
-        return _Claim("in_flight")
-
-    def _complete(
-        self, principal: str, key: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
-        kept = [
-            [k.decode("latin-1"), v.decode("latin-1")]
-            for k, v in headers
-            if k.lower() in (b"content-type", b"location", b"retry-after")
-        ]
-        with self.sessions.begin() as db:
-            rec = db.get(IdempotencyRecord, (principal, key))
-            if rec is not None:
-                rec.state, rec.status_code = "done", status
-                rec.response_headers, rec.response_body = kept, body
-
-    def _release(self, principal: str, key: str) -> None:
-        with self.sessions.begin() as db:
-            db.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.principal == principal,
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.state == "in_flight",
-                )
+            stored = _redact(b"".join(chunks), scope.get(SECRET_FIELDS_KEY, ()))
+            await self._quietly(
+                self.store.complete, pending.principal, key, status, headers, stored
             )
+        else:
+            await self._quietly(self.store.release, pending.principal, key)
+
+    @staticmethod
+    async def _quietly(fn: Callable[..., None], *args: Any) -> None:
+        # The answer has gone out; if the store cannot be written now (database down), the
+        # claim stays in flight until its lease ends and a retry then runs again.
+        try:
+            await run_in_threadpool(fn, *args)
+        except Exception as exc:
+            log.warning("idempotency record not updated: %s", str(exc).splitlines()[0])
 
     def purge_expired(self) -> int:
-        with self.sessions.begin() as db:
-            result = db.execute(
-                delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= datetime.now(UTC))
-            )
-            return int(getattr(result, "rowcount", 0) or 0)
+        return self.store.purge_expired()
 
 
 def _redact(body: bytes, fields: tuple[str, ...]) -> bytes:
@@ -405,24 +308,6 @@ def _redact(body: bytes, fields: tuple[str, ...]) -> bytes:
 
 def _field(field: str, reason: str) -> FieldError:
     return FieldError(field, reason)
-
-
-def _principal(scope: Scope, settings: Settings) -> tuple[str, str | None] | None:
-    """Who is asking, authenticated as far as possible before any stored answer is replayed:
-    (principal, sensor token hash to verify). None when the request will be refused anyway."""
-    auth = _header(scope, b"authorization") or ""
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        # The hash, not the token: keys are stored and must not reveal credentials.
-        token_hash = hash_token(token.strip())
-        return "sensor:" + token_hash[:40], token_hash
-    try:
-        # The same rules as every route (gateway secret, header formats); the role is part
-        # of the principal, so a viewer never replays what an owner was answered.
-        who = identify(HTTPConnection(scope), settings)
-    except DomainError:
-        return None
-    return f"user:{who.user_id}:{who.project_id}:{who.role.name}", None
 
 
 async def _replay(send: Send, rec: IdempotencyRecord) -> None:

@@ -82,7 +82,8 @@ def decode(
         if len(key) != len(parts):
             raise ValueError("wrong shape")
         return [parse(value) for parse, value in zip(parts, key, strict=True)]
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        # RecursionError: deeply nested JSON ("[[[[..."), which json.loads gives up on.
         raise invalid("cursor", "not a cursor returned by this list") from None
 
 

@@ -9,12 +9,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud.errors import DomainError, FieldError
+from cloud.errors import DomainError, FieldError, Unavailable
 
 log = logging.getLogger("benchlink.cloud")
+
+#: What SQLAlchemy raises when the database cannot be reached (refused, lost, not accepting
+#: connections, pool exhausted): the request may succeed later.
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+#: Seconds a client is told to wait when the database cannot be reached.
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 PROBLEM_TYPE_BASE = "https://benchlink.dev/problems/"
 PROBLEM_JSON = "application/problem+json"
@@ -83,10 +90,31 @@ def validation_errors(exc: RequestValidationError) -> tuple[str, list[FieldError
     return detail or "invalid request", errors
 
 
+def database_unavailable() -> Unavailable:
+    return Unavailable(
+        "the database cannot be reached; retry later",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return problem_for(exc)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Connection refused or lost, database gone or not accepting connections, pool
+        # exhausted: the request may succeed later, and says nothing wrong about itself.
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(getattr(exc, "orig", None) or exc).splitlines()[0],
+        )
+        return problem_for(database_unavailable())
+
+    for kind in DATABASE_DOWN:
+        app.add_exception_handler(kind, _unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

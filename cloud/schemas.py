@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from common import units
 from common.wire import JsonObject, UtcDatetime
@@ -18,13 +19,63 @@ TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 SessionStatus = Literal["draft", "running", "succeeded", "failed", "cancelled"]
 StopStatus = Literal["succeeded", "failed", "cancelled"]
 
+#: Characters that show nothing: fillers that render blank but are letters by category.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _invisible(char: str) -> bool:
+    # Whitespace and separators (Z*), controls, format characters such as zero-width
+    # spaces and joiners or the BOM (Cc, Cf), and code points that are not characters.
+    return char in _BLANK_LETTERS or unicodedata.category(char)[0] in "ZC"
+
+
+def normalize_name(value: str) -> str:
+    """The stored form of a name: NFC, without invisible characters at either end, so that
+    names that look the same are the same (and unique names compare as people read them)."""
+    text = unicodedata.normalize("NFC", value)
+    start, end = 0, len(text)
+    while start < end and _invisible(text[start]):
+        start += 1
+    while end > start and _invisible(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _visible_name(value: str) -> str:
+    name = normalize_name(value)
+    if not name:
+        raise ValueError("must contain a visible character (not only spaces or invisible ones)")
+    return name
+
+
+#: A sensor's or experiment's name, normalised (see :func:`normalize_name`).
+NameText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_visible_name)]
 Name = Field(min_length=1, max_length=200)
 
 
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        # A lone surrogate (JSON "\ud800") is no character: UTF-8 and the database refuse it.
+        return not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, list | tuple):
+        return any(_has_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    return False
+
+
 class In(BaseModel):
-    """Input bodies refuse unknown fields and non-finite numbers."""
+    """Input bodies refuse unknown fields, non-finite numbers and text that is not Unicode
+    characters (lone surrogates)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        if _has_surrogate(value):
+            raise ValueError("contains a lone surrogate (\\ud800-\\udfff), which is not text")
+        return value
 
 
 class Out(BaseModel):
@@ -85,7 +136,7 @@ class ProfileOut(Out):
 
 class SensorIn(In):
     project_id: uuid.UUID | None = None
-    name: str = Name
+    name: NameText
     type: str = Field(min_length=1, max_length=100)
     input_unit: str = Field(min_length=1, max_length=32)
     display_unit: str = Field(min_length=1, max_length=32)
@@ -93,7 +144,7 @@ class SensorIn(In):
 
 
 class SensorPatch(In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: NameText | None = None
     type: str | None = Field(default=None, min_length=1, max_length=100)
     input_unit: str | None = Field(default=None, min_length=1, max_length=32)
     display_unit: str | None = Field(default=None, min_length=1, max_length=32)
@@ -135,13 +186,13 @@ class SensorWithToken(BaseModel):
 
 class ExperimentIn(In):
     project_id: uuid.UUID | None = None
-    name: str = Name
+    name: NameText
     description: str | None = Field(default=None, max_length=10_000)
     tags: list[str] = Field(default_factory=list, max_length=50)
 
 
 class ExperimentPatch(In):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: NameText | None = None
     description: str | None = Field(default=None, max_length=10_000)
     tags: list[str] | None = Field(default=None, max_length=50)
 

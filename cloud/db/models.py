@@ -324,3 +324,12 @@ class IdempotencyRecord(Base):
     locked_until: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StreamTicketUse(Base):
+    """A stream ticket that has opened a stream: it opens no other (shared by all processes)."""
+
+    __tablename__ = "stream_ticket_uses"
+
+    ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -7,13 +7,17 @@ import asyncio
 import logging
 import secrets
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import HTTPConnection
 
 from cloud.db import models
-from cloud.deps import Principal, identify
-from cloud.errors import FieldError, InvalidInput, invalid
+from cloud.db.models import StreamTicketUse
+from cloud.deps import Principal, identify, refuse_repeated_identity
+from cloud.errors import FieldError, InvalidInput, Unauthenticated, invalid
 from cloud.live import tickets
 from cloud.live.hub import StreamFilter
 from cloud.services.scope import get_in_project
@@ -42,12 +46,35 @@ def ticket_secret(app: Any) -> bytes:
     return secret
 
 
-def principal(conn: HTTPConnection) -> Principal:
+async def principal(conn: HTTPConnection) -> Principal:
+    refuse_repeated_identity(conn)
     ticket = conn.query_params.get("ticket")
     if ticket is not None:
-        return tickets.verify(ticket_secret(conn.app), ticket)
+        said = tickets.claims(ticket_secret(conn.app), ticket)
+        await asyncio.to_thread(spend, conn.app.state.sessionmaker, said)
+        return said.principal
     # The same header rules as every REST route (gateway secret, 401 / 422).
     return identify(conn, conn.app.state.settings)
+
+
+def spend(sessions: Any, said: tickets.Claims) -> None:
+    """Record the ticket as used, in the database every API process shares; a ticket used
+    before is refused. Spent tickets are forgotten once expired (none is older than that)."""
+    now = datetime.now(UTC)
+    with sessions.begin() as db:
+        db.execute(delete(StreamTicketUse).where(StreamTicketUse.expires_at < now))
+        try:
+            with db.begin_nested():
+                db.add(
+                    StreamTicketUse(
+                        ticket_id=said.ticket_id,
+                        expires_at=datetime.fromtimestamp(said.expires_at, UTC),
+                    )
+                )
+        except IntegrityError:
+            raise Unauthenticated(
+                "stream ticket already used; request a new one for each connection"
+            ) from None
 
 
 def _uuid_param(conn: HTTPConnection, name: str) -> uuid.UUID | None:

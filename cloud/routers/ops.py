@@ -3,8 +3,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
+
+from cloud.migrate import current_revisions, head_revisions
 
 router = APIRouter(tags=["operations"])
 
@@ -17,19 +18,34 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """The database answers."""
+    """The database answers and its schema is at this version's migration head. One
+    read of ``alembic_version`` per probe, as cheap as a ping, so nothing is cached."""
+    state = request.app.state
 
-    def ping() -> None:
-        with request.app.state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+    def schema() -> frozenset[str]:
+        with state.engine.connect() as conn:
+            return current_revisions(conn)
 
     try:
-        await run_in_threadpool(ping)
+        current = await run_in_threadpool(schema)
     except Exception as exc:  # any driver error means "not ready"
         return JSONResponse(
             {"status": "unavailable", "database": str(exc).splitlines()[0]}, status_code=503
         )
-    return JSONResponse({"status": "ready", "database": "ok"})
+    heads = head_revisions()
+    if current != heads:
+        found = ", ".join(sorted(current)) or "none (never migrated)"
+        return JSONResponse(
+            {
+                "status": "unavailable",
+                "database": "ok",
+                "schema": found,
+                "detail": f"the database schema is at {found}, this version needs "
+                f"{', '.join(sorted(heads))}: run the migrations (benchlink-cloud migrate)",
+            },
+            status_code=503,
+        )
+    return JSONResponse({"status": "ready", "database": "ok", "schema": "head"})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -49,7 +49,7 @@ from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
 from cloud.live.hub import Hub, LiveEvent, SlowConsumer, StreamFilter, Subscriber, pump
-from cloud.problems import problem_response
+from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 
@@ -69,8 +69,9 @@ class StreamTicketOut(BaseModel):
 
 @router.post("/stream-tickets", status_code=201)
 def issue_stream_ticket(request: Request, caller: Viewer) -> StreamTicketOut:
-    """A ticket for ``?ticket=`` on the stream endpoints, valid for a minute, carrying the
-    caller's project, user and role (browsers cannot set headers on WebSocket/EventSource)."""
+    """A ticket for ``?ticket=`` on the stream endpoints, valid for a minute and for one
+    stream (ask for a new one on every reconnection), carrying the caller's project, user and
+    role (browsers cannot set headers on WebSocket/EventSource)."""
     ticket = tickets.issue(access.ticket_secret(request.app), caller)
     return StreamTicketOut(
         ticket=ticket.text, expires_at=ticket.expires_at, expires_in=tickets.TICKET_TTL_S
@@ -135,13 +136,14 @@ async def _first_done(*aws: Awaitable[None]) -> None:
 @router.websocket("/telemetry/stream")
 async def stream_websocket(ws: WebSocket) -> None:
     try:
-        who = access.principal(ws)
+        who = await access.principal(ws)
         flt = await access.stream_filter(ws, who)
     except DomainError as exc:
         # Refuse the handshake with the same problem+json (401/404/422) as REST would.
-        await ws.send_denial_response(
-            problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
-        )
+        await ws.send_denial_response(problem_for(exc))
+        return
+    except DATABASE_DOWN:
+        await ws.send_denial_response(problem_for(database_unavailable()))
         return
     hub = _hub(ws)
     await ws.accept()
@@ -192,10 +194,10 @@ async def stream_sse(request: Request) -> Response:
     """The same events as the WebSocket, as ``text/event-stream``; resumes after
     ``Last-Event-ID`` (header, or ``last_event_id`` query parameter)."""
     try:
-        who = access.principal(request)
+        who = await access.principal(request)
         flt = await access.stream_filter(request, who)
     except DomainError as exc:
-        return problem_response(exc.status, exc.title, exc.detail, slug=exc.slug, errors=exc.errors)
+        return problem_for(exc)
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     sub = await _hub(request).subscribe(flt, last or None)
     batch = _wants_batches(request)

@@ -15,7 +15,14 @@ from cloud.db import models
 from cloud.deps import Principal
 from cloud.errors import Conflict, FieldError, InvalidInput, Unauthenticated, invalid
 from cloud.pagination import Keyset, int64, newest_first
-from cloud.schemas import ProfileChange, ProfileIn, SensorIn, SensorOut, SensorPatch
+from cloud.schemas import (
+    ProfileChange,
+    ProfileIn,
+    SensorIn,
+    SensorOut,
+    SensorPatch,
+    normalize_name,
+)
 from cloud.services import journal
 from cloud.services.scope import get_in_project, require_project
 from common import units
@@ -221,7 +228,7 @@ def list_sensors(
     S = models.Sensor
     q = select(S).where(S.project_id == caller.project_id)
     if name is not None:
-        q = q.where(S.name == name)
+        q = q.where(S.name == normalize_name(name))
     if sensor_type is not None:
         q = q.where(S.type == sensor_type)
     if token_status is not None:

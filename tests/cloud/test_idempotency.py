@@ -257,3 +257,41 @@ def test_conflicts_are_not_remembered(api: Api) -> None:
     # The state changed: the same request with the same key now succeeds.
     r = api.post(url, {"ordinal_number": 2}, headers=h)
     assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+
+
+def test_an_unrelated_bearer_token_does_not_disable_the_key(api: Api) -> None:
+    """A user route is keyed by its user, whatever else the request carries (a client
+    library that always sends some Authorization header, a proxy's token)."""
+    owner = api.project()
+    body = {"project_id": owner.project_id, "name": "once"}
+    h = {**owner.headers(), "Idempotency-Key": "k-bearer", "Authorization": "Bearer unrelated"}
+    first = api.post("/api/v1/experiments", body, headers=h)
+    again = api.post("/api/v1/experiments", body, headers=h)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert _count_experiments(api, owner.headers()) == 1
+    # The same user and key without that header is the same principal: a replay too.
+    plain = {**owner.headers(), "Idempotency-Key": "k-bearer"}
+    assert api.post("/api/v1/experiments", body, headers=plain).json()["id"] == first.json()["id"]
+
+
+def test_a_sensor_token_never_replays_a_users_answer(api: Api) -> None:
+    """A stored answer is for the user the route authenticated, not for whoever holds the
+    bearer token that happened to travel with the request."""
+    owner = api.project()
+    ids = api.stack(owner)
+    body = {"project_id": owner.project_id, "name": "secret plans"}
+    bearer = {"Authorization": f"Bearer {ids['token']}", "Idempotency-Key": "k-shared"}
+    first = api.post("/api/v1/experiments", body, headers={**owner.headers(), **bearer})
+    assert first.status_code == 201, first.text
+    # The token alone, no identity headers, no gateway: the route's own 401.
+    r = api.post("/api/v1/experiments", body, headers=bearer)
+    assert_problem(r, 401)
+    assert "idempotent-replayed" not in r.headers and "secret plans" not in r.text
+    # Another project's user with the same token and key: its own request, not a replay.
+    stranger = api.project()
+    theirs = {"project_id": stranger.project_id, "name": "secret plans"}
+    r = api.post("/api/v1/experiments", theirs, headers={**stranger.headers(), **bearer})
+    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+    assert r.json()["project_id"] == stranger.project_id

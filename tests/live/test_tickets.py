@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,12 +61,13 @@ async def test_a_browser_streams_with_a_ticket_and_no_headers(
         assert (await next_message(ws))["type"] == "subscribed"
         await ingest(server.url, bench, [4.0])
         assert (await readings(ws, 1))[0]["raw_value"] == 4.0
+    fresh = (await _ticket(server, viewer)).json()["ticket"]  # one ticket, one stream
     async with (
         httpx.AsyncClient(base_url=server.url) as c,
         c.stream(
             "GET",
             "/api/v1/telemetry/stream/sse",
-            params={"run_id": bench.run_id, "ticket": r.json()["ticket"]},
+            params={"run_id": bench.run_id, "ticket": fresh},
         ) as sse,
     ):
         assert sse.status_code == 200
@@ -97,3 +100,46 @@ async def test_a_ticket_is_bound_to_its_project(server: CloudServer, bench: Benc
         async with connect(ws_url(server.url, sensor_id=stranger.sensor_id, ticket=ticket)):
             pass
     assert refused.value.response.status_code == 404
+
+
+def test_a_ticket_opens_one_stream_only_across_processes(tmp_path: Path, pg_url: str) -> None:
+    """A used ticket is refused by every API process (they share the database), on either
+    stream endpoint, and no ticket reaches the access log."""
+    env = {"BENCHLINK_STREAM_TICKET_SECRET": TICKET_SECRET}
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    with (
+        CloudServer(pg_url, env=env, log_path=log_a, log_level="info") as a,
+        CloudServer(pg_url, env=env, log_path=log_b, log_level="info") as b,
+    ):
+        bench = bootstrap(a.url)
+        issued = []
+
+        async def scenario() -> None:
+            r = await _ticket(a, bench.headers)
+            ticket = r.json()["ticket"]
+            issued.append(ticket)
+            async with connect(ws_url(a.url, run_id=bench.run_id, ticket=ticket)) as ws:
+                assert (await next_message(ws))["type"] == "subscribed"
+            for server in (a, b):
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(ws_url(server.url, run_id=bench.run_id, ticket=ticket)):
+                        pass
+                assert refused.value.response.status_code == 401
+                assert b"already used" in refused.value.response.body
+            sse_ticket = (await _ticket(a, bench.headers)).json()["ticket"]
+            issued.append(sse_ticket)
+            params = {"run_id": bench.run_id, "ticket": sse_ticket}
+            async with (
+                httpx.AsyncClient(base_url=b.url) as c,
+                c.stream("GET", "/api/v1/telemetry/stream/sse", params=params) as sse,
+            ):
+                assert sse.status_code == 200
+            async with httpx.AsyncClient(base_url=a.url) as c:
+                again = await c.get("/api/v1/telemetry/stream/sse", params=params)
+            assert again.status_code == 401 and "already used" in again.json()["detail"]
+
+        asyncio.run(scenario())
+    logs = log_a.read_text() + log_b.read_text()
+    assert "/api/v1/telemetry/stream/sse?" in logs and "ticket=[redacted]" in logs, logs
+    for ticket in issued:
+        assert ticket.split(".")[0] not in logs and ticket.split(".")[1] not in logs

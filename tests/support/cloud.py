@@ -31,6 +31,7 @@ class CloudServer:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    log_level: str = "warning"
     launcher: tuple[str, ...] = (sys.executable, "-m", "cloud.cli")
     cwd: Path = REPO
     #: False: ``env`` is the whole environment (a launcher that must not see this one's venv)
@@ -57,7 +58,7 @@ class CloudServer:
                 self.database_url,
                 "--migrate",
                 "--log-level",
-                "warning",
+                self.log_level,
             ],
             cwd=self.cwd,
             env=env,
