@@ -82,8 +82,13 @@ class TelemetryBatch(WireModel):
 class TelemetryAccepted(BaseModel):
     """The 202 answer to a telemetry batch."""
 
+    #: Readings stored by this batch.
     accepted: int
+    #: Of those, readings of an ended session (late data).
     late: int
+    #: Readings not stored because the sensor already had them (same timestamp, same raw
+    #: value), e.g. from a second edge; a different value at a stored timestamp is a 422.
+    duplicate: int = 0
     sensor_id: UUID
     run_id: UUID
     capture_session_id: UUID
