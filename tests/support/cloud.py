@@ -32,6 +32,7 @@ class CloudServer:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
+    workers: int = 1
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,6 +55,8 @@ class CloudServer:
                 "--database-url",
                 self.database_url,
                 "--migrate",
+                "--workers",
+                str(self.workers),
                 "--log-level",
                 "warning",
             ],

@@ -25,6 +25,8 @@ million readings); the edge buffers and retries meanwhile.
 
 from __future__ import annotations
 
+import uuid
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -56,8 +58,8 @@ def _refuse_duplicates() -> None:
     extra = sum(r.copies - 1 for r in rows)
     differing = sum(1 for r in rows if r.raw_values > 1)
     shown = "\n".join(
-        f"  sensor {r.sensor_id} at {r.ts}: {r.copies} readings, {r.raw_values} raw value(s),"
-        f" ids {r.first_id}..{r.last_id}"
+        f"  sensor {uuid.UUID(str(r.sensor_id))} at {r.ts}: {r.copies} readings,"
+        f" {r.raw_values} raw value(s), ids {r.first_id}..{r.last_id}"
         for r in rows[:SHOWN]
     )
     raise DuplicateReadings(
