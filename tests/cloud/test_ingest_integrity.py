@@ -317,7 +317,7 @@ def test_an_ended_session_takes_late_data_from_its_start_minus_the_tolerance_to_
         1764936000,  # seconds since 1970
         1764936000.25,
         "1764936000",
-        "2026-12-05T10:00",  # no seconds
+        "2026-12-05T10:00Z",  # no seconds
         "2026-12-05T10:00:00",  # naive
         "2026-12-05",
     ],
