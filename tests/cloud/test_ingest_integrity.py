@@ -332,3 +332,32 @@ def test_a_timestamp_is_rfc3339_text_with_a_zone(
     )
     assert "RFC 3339" in str(body) or "timezone" in str(body)
     assert api.readings(owner, run_id=ids["run_id"]) == []
+
+
+def test_a_session_of_recorded_data_starts_when_the_recording_did(
+    api: Api, owner: Identity
+) -> None:
+    run_id = api.run(owner, api.experiment(owner))
+    base = f"/api/v1/runs/{run_id}/capture-sessions"
+    began = datetime.now(UTC) - timedelta(hours=2)
+    future = {
+        "ordinal_number": 1,
+        "started_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+    }
+    assert_problem(api.post(base, future, headers=owner.headers()), 422, "started_at")
+    draft = {"ordinal_number": 1, "status": "draft", "started_at": began.isoformat()}
+    assert_problem(api.post(base, draft, headers=owner.headers()), 422, "started_at")
+    r = api.post(
+        base, {"ordinal_number": 1, "started_at": began.isoformat()}, headers=owner.headers()
+    )
+    assert r.status_code == 201, r.text
+    assert datetime.fromisoformat(r.json()["started_at"]) == began
+    sensor_id, token = api.sensor(owner)
+    ids = {
+        "sensor_id": sensor_id,
+        "token": token,
+        "run_id": run_id,
+        "capture_session_id": r.json()["id"],
+    }
+    recorded = [at(0, 1.0, began), at(60_000, 2.0, began)]
+    assert api.ingest(ids, recorded).json()["accepted"] == 2
