@@ -55,8 +55,8 @@ def _rfc3339_text(value: object) -> object:
     if isinstance(value, str) and _RFC3339.fullmatch(value):
         return value
     raise ValueError(
-        "must be an RFC 3339 timestamp with a zone, e.g. 2026-12-05T10:00:00.250Z"
-        " (not a number, not a naive time)"
+        "must be RFC 3339 text with a timezone (Z or +hh:mm), e.g. 2026-12-05T10:00:00.250Z;"
+        " not a number, not a naive time"
     )
 
 
