@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import socket
 import subprocess
@@ -47,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from demo_seed import Api, ApiError, Seed, resolve_owner, seed
+from demo_seed import PROJECT_NAME, Api, ApiError, Seed, resolve_owner, seed, tokens_beside
 from demo_sensor import Signal, TelemetryClient, run_stream
+
+from common.cli import add_version, plain
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -157,12 +160,20 @@ def migrate(database_url: str) -> None:
     )
 
 
-def start_cloud(children: Children, args: argparse.Namespace) -> str:
+def serve_options(args: argparse.Namespace, owner: str) -> list[str]:
+    """``benchlink-cloud serve`` as the demo runs it: the portal opens on demo_project as its
+    owner (the development identity, with that owner as its default)."""
+    return [
+        *("--host", args.host, "--port", str(args.port), "--database-url", args.database_url),
+        *("--dev-identity", "--dev-identity-user", owner, "--dev-identity-project", PROJECT_NAME),
+    ]
+
+
+def start_cloud(children: Children, args: argparse.Namespace, owner: str) -> str:
     if port_open(args.host, args.port):
         raise RuntimeError(f"something already listens on {args.host}:{args.port}; use --port")
     url = f"http://{args.host}:{args.port}"
-    argv = [PYTHON, "-m", "cloud.cli", "serve", "--host", args.host, "--port", str(args.port)]
-    argv += ["--database-url", args.database_url, "--no-migrate", "--dev-identity"]
+    argv = [PYTHON, "-m", "cloud.cli", "serve", *serve_options(args, owner), "--no-migrate"]
     wait_ready(url, children.start("cloud", [*argv, "--log-level", "warning"]))
     return url
 
@@ -267,10 +278,44 @@ def edge_argv(config: Path, *command: str) -> list[str]:
     return [PYTHON, "-m", "edge.cli", "--config", str(config), *command]
 
 
-def mqtt_broker(url: str) -> str | None:
+def mqtt_broker(url: str) -> tuple[str | None, str]:
+    """The broker's URL if the demo's device and edge (which log in without a password) may
+    use it, else None and why not: a broker set up as mosquitto/ is, refuses them."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 1883
-    return url if port_open(host, port, timeout=1.0) else None
+    if not port_open(host, port, timeout=1.0):
+        return None, f"no broker at {url}"
+    refused = anonymous_refused(host, port)
+    if refused:
+        return None, f"the broker at {url} refuses clients without a password ({refused})"
+    return url, ""
+
+
+def anonymous_refused(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """The broker's reason for refusing a client without credentials, or None."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answer: list[str | None] = []
+    answered = threading.Event()
+
+    def on_connect(c: Any, u: Any, f: Any, reason: Any, p: Any) -> None:
+        answer.append(str(reason) if reason.is_failure else None)
+        answered.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-probe-{os.getpid()}")
+    client.on_connect = on_connect
+    try:
+        client.connect(host, port)
+        client.loop_start()
+        if not answered.wait(timeout):
+            return "no answer to CONNECT"
+        return answer[0]
+    except OSError as exc:
+        return str(exc)
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 # --- background producers -----------------------------------------------------------------
@@ -404,7 +449,7 @@ def summarize(api: Api, scene: Scene) -> dict[str, Any]:
             "/api/v1/telemetry/series", sensor_id=sid, run_id=scene.run_id, max_points=2
         )
         readings[name] = series["total"]
-    events = api.get(f"/api/v1/experiments/{scene.experiment_id}/events", limit=1000)["items"]
+    events = api.items(f"/api/v1/experiments/{scene.experiment_id}/events", limit=1000)
     session = api.get(f"/api/v1/runs/{scene.run_id}/capture-sessions/{scene.session_id}")
     return {
         "project_id": scene.seed.project_id,
@@ -438,22 +483,46 @@ def print_summary(summary: dict[str, Any]) -> None:
         say(f"  status    {what:16} {status}")
 
 
-def guide(base_url: str, scene: Scene, mqtt: str | None) -> None:
+def live_stream_lines(api: Api, base_url: str, sensor_id: str) -> list[str]:
+    """How to follow the live stream from a terminal. A WebSocket URL needs a stream ticket
+    (browsers cannot send the identity headers), which is short-lived and good for one
+    connection; the SSE endpoint takes the headers themselves, so its command works any time."""
+    ticket = api.post("/api/v1/stream-tickets")
     ws = base_url.replace("http", "ws", 1)
+    query = f"sensor_id={sensor_id}"
+    headers = " ".join(f"-H {shlex.quote(f'{k}: {v}')}" for k, v in api.headers().items())
+    return [
+        f"  live stream {ws}/api/v1/telemetry/stream?{query}&ticket={ticket['ticket']}",
+        f"              (that ticket: one connection within {ticket['expires_in']} s; a new "
+        "one: POST /api/v1/stream-tickets with the headers below)",
+        f"              any time, as SSE: curl -N {headers} \\",
+        f"                '{base_url}/api/v1/telemetry/stream/sse?{query}'",
+    ]
+
+
+def guide(api: Api, base_url: str, scene: Scene, mqtt: str | None) -> None:
+    live = "\n".join(live_stream_lines(api, base_url, scene.sensor_id))
     say(
         f"""
 == the demo is running ==
-  portal      {base_url}/   (dev identity: open it in a plain browser)
+  portal      {base_url}/   (opens on {PROJECT_NAME} as its owner: development identity)
   this run    {base_url}/runs/{scene.run_id}
-  live stream {ws}/api/v1/telemetry/stream?sensor_id={scene.sensor_id}
+{live}
   API docs    {base_url}/docs
-Look at: demo_project -> the "Demo ..." experiment -> run "heat-up" -> capture session 1:
+Look at: {PROJECT_NAME} -> the "Demo ..." experiment -> run "heat-up" -> capture session 1:
   temperature_raw  streamed by bin/demo_sensor.py (linear profile a=1.23 b=0.2), 10 Hz
   furnace_tc_k     the simulator on a pty -> benchlink-edge (serial, type K, NIST) -> cloud
   chamber_mqtt     {"a device over MQTT -> the edge -> cloud" if mqtt else "off: no broker"}
   loss             a metric logged every 2 s; the event journal on the run page
 """
     )
+
+
+def browse_again(args: argparse.Namespace, owner: str) -> str:
+    """The command that serves the demo's database again, portal as after ``make demo``."""
+    cloud = Path(PYTHON).parent / "benchlink-cloud"
+    shown = cloud.relative_to(REPO) if cloud.is_relative_to(REPO) else cloud
+    return shlex.join([str(shown), "serve", *serve_options(args, owner)])
 
 
 # --- main ---------------------------------------------------------------------------------
@@ -488,17 +557,17 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
     state.mkdir(parents=True, exist_ok=True)
     (state / "edge-buffer.db").unlink(missing_ok=True)  # a scratch buffer per demo run
     migrate(args.database_url)
-    base_url = start_cloud(children, args)
-    say(f"cloud: {base_url} ({args.database_url})")
     owner = resolve_owner(args.owner_user_id, args.owner_file)
-    seeded = seed(base_url, owner)
+    base_url = start_cloud(children, args, owner)
+    say(f"cloud: {base_url} ({args.database_url})")
+    seeded = seed(base_url, owner, need_tokens=True, tokens_file=tokens_beside(args.owner_file))
     say(f"seeded demo_project {seeded.project_id} for owner {owner}")
     api = Api(base_url, owner, seeded.project_id)
     scene = set_the_scene(api, seeded)
     say(f"scenario sensor temperature_raw {scene.sensor_id}; run {scene.run_id}")
-    mqtt = None if args.no_mqtt else mqtt_broker(args.mqtt_url)
+    mqtt, why_not = (None, "--no-mqtt") if args.no_mqtt else mqtt_broker(args.mqtt_url)
     if mqtt is None:
-        say(f"MQTT: no broker at {args.mqtt_url}; going on without the MQTT device")
+        say(f"MQTT: {why_not}; going on without the MQTT device")
     config = state / "edge.toml"
     producers = Producers()
     checks = [children.check, producers.check]
@@ -517,7 +586,7 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
     producers.spawn("metrics", metrics)
     if mqtt and not args.no_edge:
         producers.spawn("mqtt device", lambda: publish_mqtt(scene, mqtt, producers.stop))
-    guide(base_url, scene, mqtt if not args.no_edge else None)
+    guide(api, base_url, scene, mqtt if not args.no_edge else None)
     wait_until(stop, args.duration, checks)
     producers.join()
     producers.check()
@@ -532,18 +601,27 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
         say(f"\nThe cloud keeps serving {base_url}/ until Ctrl-C.")
         stop.clear()
         wait_until(stop, 0, [children.check])
+    say(f"\nEverything stays in {args.database_url}. To browse it again at {base_url}/:")
+    say(f"  {browse_again(args, owner)}")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8002")))
+    add_version(p)
+    p.add_argument("--host", default="127.0.0.1", help="the cloud's address (%(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8002")),
+        help="the cloud's port (default: $PORT or 8002)",
+    )
     p.add_argument(
         "--database-url",
         default=os.environ.get("BENCHLINK_DATABASE_URL", f"sqlite:///{REPO / 'var' / 'demo.db'}"),
+        help="the cloud's database (default: $BENCHLINK_DATABASE_URL or var/demo.db)",
     )
     p.add_argument(
         "--duration",
@@ -551,10 +629,22 @@ def parser() -> argparse.ArgumentParser:
         default=float(os.environ.get("DURATION") or 0),
         help="seconds, then wrap up and exit (default: $DURATION, else until Ctrl-C)",
     )
-    p.add_argument("--state-dir", type=Path, default=REPO / "var" / "demo")
-    p.add_argument("--owner-user-id", default=None)
-    p.add_argument("--owner-file", type=Path, default=REPO / "var" / "demo_owner")
-    p.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=REPO / "var" / "demo",
+        help="edge config, buffer and logs (default: var/demo)",
+    )
+    p.add_argument("--owner-user-id", default=None, help="the demo project's owner (a UUID)")
+    p.add_argument(
+        "--owner-file",
+        type=Path,
+        default=REPO / "var" / "demo_owner",
+        help="where the owner's id is kept between runs (default: var/demo_owner)",
+    )
+    p.add_argument(
+        "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker to try (%(default)s)"
+    )
     p.add_argument("--no-mqtt", action="store_true", help="do not use a broker even if one runs")
     p.add_argument("--no-edge", action="store_true", help="no simulator and edge daemon")
     p.add_argument("--rate", type=float, default=10.0, help="simulator samples per second")

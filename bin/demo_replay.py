@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from demo_seed import Api, ApiError
@@ -48,6 +49,8 @@ from demo_sensor import (
     generate,
     signal_from,
 )
+
+from common.cli import add_version, plain
 
 
 def parse_time(value: str) -> datetime:
@@ -183,23 +186,30 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    add_version(p)
+    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the cloud (%(default)s)")
     p.add_argument("--owner-user-id", default=os.environ.get("OWNER"), help="default: $OWNER")
     p.add_argument("--project-id", default=os.environ.get("PROJECT"), help="default: $PROJECT")
-    p.add_argument("--sensor-id", required=True)
-    p.add_argument("--token", required=True)
-    p.add_argument("--run-id", required=True)
+    p.add_argument("--sensor-id", required=True, help="the sensor the readings are from")
+    p.add_argument("--token", required=True, help="that sensor's token")
+    p.add_argument("--run-id", required=True, help="the run to record into")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--capture-session-id")
-    target.add_argument("--new-session", action="store_true")
+    target.add_argument("--capture-session-id", help="into this capture session of the run")
+    target.add_argument(
+        "--new-session", action="store_true", help="into a new capture session of the run"
+    )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from-csv", type=Path)
-    source.add_argument("--generate", action="store_true")
+    source.add_argument(
+        "--from-csv", type=Path, help="readings from this CSV (timestamp,raw_value columns)"
+    )
+    source.add_argument("--generate", action="store_true", help="generate the readings")
     p.add_argument("--duration", type=float, default=60.0, help="--generate: seconds of data")
     p.add_argument("--rate", type=float, default=None, help="--generate: Hz (default 10)")
-    p.add_argument("--batch-size", type=int, default=5000)
+    p.add_argument(
+        "--batch-size", type=int, default=5000, help="readings per request (%(default)s)"
+    )
     p.add_argument("--stop", action="store_true", help="stop a running session afterwards")
     p.add_argument("--metrics", type=int, default=0, help="log this many `loss` steps")
     add_signal_arguments(p)

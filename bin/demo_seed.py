@@ -2,26 +2,28 @@
 """Seed the demo: ``demo_project``, base experiments and runs, sensors with their tokens.
 
 Works over HTTP against a running cloud (local, or the docker-compose one), so it is the same
-for SQLite and PostgreSQL. Prints ``project_id``, ``owner_user_id`` and the full sensor tokens;
-the server keeps only their hashes, so this is the one time they are shown.
+for SQLite and PostgreSQL. Prints ``project_id``, ``owner_user_id`` and the full sensor tokens
+(the server keeps only their hashes).
 
 Running it again creates nothing twice: it finds the project (by name, for the same owner),
-the experiments, runs and sensors it made before. Because old tokens cannot be shown again, a
-re-run rotates the demo sensors' tokens and prints the fresh ones (``--keep-tokens`` leaves
-them as they are and prints none).
+the experiments, runs and sensors it made before, and keeps the sensors' tokens: the ones it
+was shown are saved in ``--tokens-file`` (default ``var/demo_tokens.json``, readable by you
+only) and printed again while the server still has them. ``--rotate-tokens`` gives the sensors
+fresh tokens (the previous ones stop working at once).
 
 The owner user id is ``--owner-user-id``, else ``$BENCHLINK_DEMO_OWNER``, else the one saved in
 ``--owner-file`` (default ``var/demo_owner``), else a new one that is saved there.
 
-python bin/demo_seed.py --base-url http://localhost:8002
-python bin/demo_seed.py --json          # for machines
-eval "$(python bin/demo_seed.py --env)"  # OWNER, PROJECT, FURNACE_RUN, FURNACE_TOKEN, ...
-python bin/demo_seed.py --edge-toml var/edge.toml  # and an edge config for the seeded sensors
+.venv/bin/python bin/demo_seed.py --base-url http://localhost:8002
+.venv/bin/python bin/demo_seed.py --json          # for machines
+eval "$(.venv/bin/python bin/demo_seed.py --env)"  # OWNER, PROJECT, FURNACE_TOKEN, ...
+.venv/bin/python bin/demo_seed.py --edge-toml var/edge.toml  # and an edge config
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -31,7 +33,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import httpx
+
+from common.cli import add_version, plain
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_NAME = "demo_project"
@@ -44,7 +50,7 @@ SENSORS: tuple[dict[str, Any], ...] = (
         "name": "furnace_tc_k",
         "type": "thermocouple",
         "input_unit": "mV",
-        "display_unit": "C",
+        "display_unit": "°C",
         "conversion_profile": {
             "version": "v1",
             "kind": "thermocouple",
@@ -54,8 +60,8 @@ SENSORS: tuple[dict[str, Any], ...] = (
     {
         "name": "chamber_mqtt",
         "type": "temperature",
-        "input_unit": "C",
-        "display_unit": "C",
+        "input_unit": "°C",
+        "display_unit": "°C",
         "conversion_profile": {
             "version": "v1",
             "kind": "linear",
@@ -171,6 +177,38 @@ class Seed:
         return asdict(self)
 
 
+class TokenStore:
+    """Sensor tokens this seed was shown, by sensor id, in a file only its owner may read: the
+    server keeps only hashes, and a re-run should not have to rotate to print them again."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.tokens: dict[str, str] = {}
+        if path is not None and path.is_file():
+            with contextlib.suppress(ValueError):
+                loaded = json.loads(path.read_text())
+                self.tokens = {str(k): str(v) for k, v in loaded.items()}
+
+    def known(self, sensor_id: str, preview: str | None) -> str | None:
+        """The saved token of a sensor if it is still the one the server has (by its preview:
+        a token rotated elsewhere no longer matches)."""
+        token = self.tokens.get(sensor_id)
+        if token is None or preview is None:
+            return None
+        head, _, tail = preview.partition("…")
+        return token if token.startswith(head) and token.endswith(tail) else None
+
+    def save(self, sensor_id: str, token: str) -> None:
+        self.tokens[sensor_id] = token
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.tokens, f, indent=2)
+        self.path.chmod(0o600)
+
+
 # --- finding or creating each object ------------------------------------------------------
 
 
@@ -206,7 +244,11 @@ def ensure_run(api: Api, experiment_id: str, name: str) -> str:
     return str(api.post(path, body, key=f"demo-seed-run-{experiment_id}-{name}")["id"])
 
 
-def ensure_sensor(api: Api, spec: dict[str, Any], *, rotate: bool) -> SeededSensor:
+def ensure_sensor(
+    api: Api, spec: dict[str, Any], tokens: TokenStore, *, rotate: bool, need_token: bool
+) -> SeededSensor:
+    """The sensor, registered if missing. An existing one keeps its token unless ``rotate``
+    (or ``need_token`` and its token is not saved here: then only a rotation can show one)."""
     found = api.get("/api/v1/sensors", name=spec["name"])["items"]
     kind = spec["conversion_profile"]["kind"]
     if not found:
@@ -214,12 +256,15 @@ def ensure_sensor(api: Api, spec: dict[str, Any], *, rotate: bool) -> SeededSens
         # No Idempotency-Key: a replayed registration would hand out a token we may have rotated.
         out = api.post("/api/v1/sensors", body)
         s = out["sensor"]
+        tokens.save(s["id"], out["token"])
         return SeededSensor(s["name"], s["id"], kind, out["token"], s["token_preview"], True, False)
     s = found[0]
-    if not rotate:
-        return SeededSensor(s["name"], s["id"], kind, None, s["token_preview"], False, False)
+    kept = tokens.known(s["id"], s["token_preview"])
+    if not rotate and (kept or not need_token):
+        return SeededSensor(s["name"], s["id"], kind, kept, s["token_preview"], False, False)
     out = api.post(f"/api/v1/sensors/{s['id']}/rotate-token")
     s = out["sensor"]
+    tokens.save(s["id"], out["token"])
     return SeededSensor(s["name"], s["id"], kind, out["token"], s["token_preview"], False, True)
 
 
@@ -239,7 +284,10 @@ def edge_toml(result: Seed, session_id: str, device: str, mqtt_url: str) -> str:
     run_id = result.runs["Furnace calibration"]
     furnace, chamber = result.sensor("furnace_tc_k"), result.sensor("chamber_mqtt")
     if not (furnace.token and chamber.token):
-        raise ValueError("--edge-toml needs the tokens: do not combine it with --keep-tokens")
+        raise ValueError(
+            "--edge-toml needs the sensors' tokens, which are not saved in the tokens file: "
+            "add --rotate-tokens to give them fresh ones"
+        )
 
     def sensor(s: SeededSensor, source: str) -> str:
         return (
@@ -269,14 +317,27 @@ def write_edge_toml(result: Seed, path: Path, device: str, mqtt_url: str) -> Non
     path.chmod(0o600)
 
 
-def seed(base_url: str, owner_user_id: str, *, rotate: bool = True) -> Seed:
+def seed(
+    base_url: str,
+    owner_user_id: str,
+    *,
+    rotate: bool = False,
+    need_tokens: bool = False,
+    tokens_file: Path | None = None,
+) -> Seed:
+    """Find or create everything. ``need_tokens``: rotate the tokens of sensors whose token
+    is not in ``tokens_file`` (a caller that must hand them to an edge)."""
     api = Api(base_url, owner_user_id)
+    tokens = TokenStore(tokens_file)
     try:
         project_id, created = ensure_project(api)
         api.project_id = project_id
         experiments = {e["name"]: ensure_experiment(api, e) for e in EXPERIMENTS}
         runs = {name: ensure_run(api, eid, "baseline") for name, eid in experiments.items()}
-        sensors = [ensure_sensor(api, spec, rotate=rotate) for spec in SENSORS]
+        sensors = [
+            ensure_sensor(api, spec, tokens, rotate=rotate, need_token=need_tokens)
+            for spec in SENSORS
+        ]
     finally:
         api.close()
     return Seed(base_url, owner_user_id, project_id, created, experiments, runs, sensors)
@@ -296,6 +357,10 @@ def resolve_owner(explicit: str | None, owner_file: Path) -> str:
     owner_file.parent.mkdir(parents=True, exist_ok=True)
     owner_file.write_text(owner + "\n")
     return owner
+
+
+def tokens_beside(owner_file: Path) -> Path:
+    return owner_file.parent / "demo_tokens.json"
 
 
 # --- output -------------------------------------------------------------------------------
@@ -329,27 +394,50 @@ def human_lines(result: Seed) -> list[str]:
     lines += [f"experiment     {eid}  {name}" for name, eid in result.experiments.items()]
     lines += [f"run            {rid}  {name} / baseline" for name, rid in result.runs.items()]
     for s in result.sensors:
-        how = "registered" if s.created else ("token rotated" if s.rotated else "kept")
+        how = "registered" if s.created else ("token rotated" if s.rotated else "token kept")
         lines.append(f"sensor         {s.id}  {s.name} ({s.kind}, {how})")
         if s.token:
             lines.append(f"  token        {s.token}")
+        else:
+            lines.append(f"  token        {s.token_preview} (not saved here; --rotate-tokens)")
     if any(s.rotated for s in result.sensors):
-        lines.append(
-            "Tokens are shown only once, so the existing sensors got fresh tokens; "
-            "the previous ones no longer work."
-        )
-    lines.append("Save the tokens now: the server keeps only their hashes.")
+        lines.append("Rotated: the sensors' previous tokens no longer work.")
+    lines.append(
+        "The server keeps only the tokens' hashes; this seed saved them in its tokens file "
+        "(private to you) and shows them again on a re-run."
+    )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version(p)
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="default: $BASE or %(default)s")
-    p.add_argument("--owner-user-id", default=None)
-    p.add_argument("--owner-file", type=Path, default=REPO / "var" / "demo_owner")
-    p.add_argument("--keep-tokens", action="store_true", help="on a re-run, do not rotate")
+    p.add_argument(
+        "--owner-user-id",
+        default=None,
+        help="the demo project's owner (default: $BENCHLINK_DEMO_OWNER, else --owner-file)",
+    )
+    p.add_argument(
+        "--owner-file",
+        type=Path,
+        default=REPO / "var" / "demo_owner",
+        help="where the owner's id is kept between runs (default: var/demo_owner)",
+    )
+    p.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=None,
+        help="where the sensors' tokens are saved (mode 0600) so that a re-run shows them "
+        "again (default: demo_tokens.json beside --owner-file)",
+    )
+    p.add_argument(
+        "--rotate-tokens",
+        action="store_true",
+        help="give the existing sensors fresh tokens (the previous ones stop working)",
+    )
     p.add_argument(
         "--edge-toml",
         type=Path,
@@ -357,15 +445,29 @@ def main(argv: list[str] | None = None) -> int:
         help="also write an edge config for the seeded sensors (a running capture session on "
         "the Furnace calibration baseline run is made if there is none)",
     )
-    p.add_argument("--edge-device", default="/var/lib/benchlink/tty-furnace")
-    p.add_argument("--edge-mqtt-url", default="mqtt://localhost:1883")
+    p.add_argument(
+        "--edge-device",
+        default="/var/lib/benchlink/tty-furnace",
+        help="--edge-toml: the serial device of the furnace sensor (%(default)s)",
+    )
+    p.add_argument(
+        "--edge-mqtt-url",
+        default="mqtt://localhost:1883",
+        help="--edge-toml: the broker (%(default)s)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--env", action="store_true", help="print shell `export` lines")
     args = p.parse_args(argv)
     owner = resolve_owner(args.owner_user_id, args.owner_file)
     try:
-        result = seed(args.base_url, owner, rotate=not args.keep_tokens)
+        tokens_file = args.tokens_file or tokens_beside(args.owner_file)
+        result = seed(
+            args.base_url,
+            owner,
+            rotate=args.rotate_tokens,
+            tokens_file=tokens_file,
+        )
         if args.edge_toml:
             write_edge_toml(result, args.edge_toml, args.edge_device, args.edge_mqtt_url)
     except (ApiError, httpx.HTTPError, ValueError) as exc:

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 
+from common.cli import add_version, plain
 from common.wire import MAX_READINGS_PER_BATCH, TELEMETRY_PATH
 from hardware.thermocouple import emf_mv
 
@@ -314,18 +315,27 @@ def run_stream(
 
 
 def add_signal_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=sorted(PROFILES), default="heat")
+    p.add_argument(
+        "--profile", choices=sorted(PROFILES), default="heat", help="temperature course (heat)"
+    )
     p.add_argument(
         "--thermocouple-type",
         default=None,
         help="send the emf in mV of this type (K, J, T, ...) for a sensor on the thermocouple "
         "profile; without it, send plain numbers for a linear profile",
     )
-    p.add_argument("--cold-junction-c", type=float, default=24.5)
+    p.add_argument(
+        "--cold-junction-c",
+        type=float,
+        default=24.5,
+        help="--thermocouple-type: cold junction temperature, °C (%(default)s)",
+    )
     p.add_argument(
         "--scale", type=float, default=1.0, help="plain numbers: raw = (T - offset) / scale"
     )
-    p.add_argument("--offset", type=float, default=0.0)
+    p.add_argument(
+        "--offset", type=float, default=0.0, help="plain numbers: see --scale (%(default)s)"
+    )
     p.add_argument("--seed", type=int, default=None, help="noise seed (reproducible signal)")
 
 
@@ -342,14 +352,20 @@ def signal_from(args: argparse.Namespace) -> Signal:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version(p)
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="default: $BASE or %(default)s")
-    p.add_argument("--sensor-id", required=True)
+    p.add_argument("--sensor-id", required=True, help="the sensor to post as")
     p.add_argument("--token", required=True, help="the sensor's token (or set it in $TOKEN)")
-    p.add_argument("--run-id", required=True)
-    p.add_argument("--capture-session-id", required=True)
-    p.add_argument("--mode", choices=("stream", "batch"), default="stream")
+    p.add_argument("--run-id", required=True, help="the run to record into")
+    p.add_argument("--capture-session-id", required=True, help="the capture session of the run")
+    p.add_argument(
+        "--mode",
+        choices=("stream", "batch"),
+        default="stream",
+        help="real time, or already-captured data in large batches (stream)",
+    )
     p.add_argument(
         "--owner-user-id",
         default=os.environ.get("OWNER"),
@@ -361,7 +377,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=30.0, help="seconds (stream: 0 = forever)")
     p.add_argument("--rate", type=float, default=None, help="Hz (stream 10, batch 100)")
     p.add_argument("--batch-size", type=int, default=None, help="readings per request")
-    p.add_argument("--max-retries", type=int, default=8)
+    p.add_argument("--max-retries", type=int, default=8, help="attempts per batch (%(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_signal_arguments(p)
     return p

@@ -18,12 +18,14 @@ from sqlalchemy.engine import make_url
 
 from cloud.migrate import current, upgrade
 from cloud.settings import DEFAULT_SQLITE, normalize_database_url
+from common.cli import add_version, plain
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_version(p)
     p.add_argument(
         "--database-url",
         default=os.environ.get("BENCHLINK_DATABASE_URL", f"sqlite:///{DEFAULT_SQLITE}"),

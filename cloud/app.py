@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import problems
+from cloud import openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.live import setup as live
@@ -64,13 +65,20 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                     await stop(app)
                 purge.cancel()
 
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package, not a CDN.
+    app = FastAPIOffline(
         title="benchlink cloud",
         version="0.1.0",
         description="Projects, experiments, runs, capture sessions, sensors, telemetry, "
-        "metrics and the event journal of laboratory bench data.",
+        "metrics and the event journal of laboratory bench data. User requests carry the "
+        "gateway's identity headers (X-User-Id, X-Project-Id, X-Project-Role, and "
+        "X-Gateway-Secret where it is set: 'Authorize' fills them in); sensors send their "
+        "token as a Bearer token. Errors are application/problem+json.",
         lifespan=lifespan,
+        static_url=openapi.DOCS_STATIC_URL,
+        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
     )
+    openapi.install(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions

@@ -1,4 +1,4 @@
-"""``benchlink-cloud``: serve the API, or migrate its database."""
+"""benchlink-cloud: serve the API, or migrate its database."""
 
 from __future__ import annotations
 
@@ -6,23 +6,32 @@ import argparse
 import logging
 import sys
 
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from cloud.settings import Settings, normalize_database_url
+from common.cli import Parser, add_version
 
 DEFAULT_PORT = 8002
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchlink-cloud", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="benchlink-cloud", description=__doc__)
+    add_version(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the API server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)"
+    )
     serve.add_argument(
         "--database-url", default=None, help="default: BENCHLINK_DATABASE_URL or a SQLite file"
     )
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes (default: %(default)s)"
+    )
     serve.add_argument(
         "--migrate",
         action=argparse.BooleanOptionalAction,
@@ -36,10 +45,39 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="let the portal work in a plain browser without a gateway (development only)",
     )
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--dev-identity-user",
+        default=None,
+        metavar="UUID",
+        help="with --dev-identity: the user the portal opens as (default: it asks)",
+    )
+    serve.add_argument(
+        "--dev-identity-project",
+        default=None,
+        metavar="NAME_OR_ID",
+        help="with --dev-identity-user: the project it opens on (default: the user's only one)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="(default: %(default)s)",
+    )
     migrate = sub.add_parser("migrate", help="apply Alembic migrations up to head")
-    migrate.add_argument("--database-url", default=None)
+    migrate.add_argument(
+        "--database-url", default=None, help="default: BENCHLINK_DATABASE_URL or a SQLite file"
+    )
     return p
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    """One line: each bad setting, where it comes from, and why."""
+    parts = []
+    for e in exc.errors():
+        name = ".".join(map(str, e["loc"]))
+        where = f"BENCHLINK_{name.upper()}" + (f" or --{name.replace('_', '-')}" if name else "")
+        parts.append(f"{where}: {e['msg']}" if name else str(e["msg"]))
+    return "invalid settings: " + "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         overrides["database_url"] = args.database_url
     if getattr(args, "dev_identity", None):
         overrides["dev_identity"] = True
-    settings = Settings(**overrides)
+    for name in ("dev_identity_user", "dev_identity_project"):
+        if getattr(args, name, None):
+            overrides[name] = getattr(args, name)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"benchlink-cloud: {_settings_problem(exc)}", file=sys.stderr)
+        return 2
     url = normalize_database_url(settings.database_url)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
@@ -76,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["BENCHLINK_DATABASE_URL"] = settings.database_url
     if settings.dev_identity:
         os.environ["BENCHLINK_DEV_IDENTITY"] = "1"
+    if settings.dev_identity_user:
+        os.environ["BENCHLINK_DEV_IDENTITY_USER"] = str(settings.dev_identity_user)
+    if settings.dev_identity_project:
+        os.environ["BENCHLINK_DEV_IDENTITY_PROJECT"] = settings.dev_identity_project
     uvicorn.run(
         "cloud.asgi:app",
         host=args.host,

@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from common import units
 from common.wire import JsonObject, UtcDatetime
 
 T = TypeVar("T")
@@ -65,10 +66,20 @@ class ProfileIn(In):
     payload: JsonObject
 
 
+class ProfileChange(ProfileIn):
+    """A new profile version; its units are the sensor's current ones unless given here."""
+
+    input_unit: str | None = Field(default=None, min_length=1, max_length=32)
+    display_unit: str | None = Field(default=None, min_length=1, max_length=32)
+
+
 class ProfileOut(Out):
     version: str
     kind: str
     payload: dict[str, Any]
+    #: The units this version converts from and to (canonical spelling).
+    input_unit: str
+    display_unit: str
     created_at: datetime
 
 
@@ -86,6 +97,9 @@ class SensorPatch(In):
     type: str | None = Field(default=None, min_length=1, max_length=100)
     input_unit: str | None = Field(default=None, min_length=1, max_length=32)
     display_unit: str | None = Field(default=None, min_length=1, max_length=32)
+    #: The name of the profile version a unit change makes (default: the current one's name
+    #: with its trailing number raised, v1 -> v2).
+    profile_version: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class SensorOut(Out):
@@ -253,6 +267,13 @@ class MetricPoint(In):
     step: int = Field(ge=0, le=2**62)
     value: float
     timestamp: UtcDatetime | None = None
+    #: Optional; parsed and stored in its canonical spelling (``degC`` -> ``°C``).
+    unit: str | None = Field(default=None, min_length=1, max_length=32)
+
+    @field_validator("unit")
+    @classmethod
+    def _a_unit(cls, value: str | None) -> str | None:
+        return None if value is None else units.canonical(value)
 
 
 class MetricsIn(In):
@@ -269,6 +290,7 @@ class MetricPointOut(BaseModel):
     step: int
     value: float
     timestamp: datetime
+    unit: str | None = None
 
 
 class MetricSeries(BaseModel):
@@ -286,6 +308,8 @@ class MetricSummary(BaseModel):
     last_step: int
     min: float
     max: float
+    #: The unit of the last point.
+    unit: str | None = None
 
 
 # --- telemetry ----------------------------------------------------------------------------

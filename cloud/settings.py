@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,12 @@ class Settings(BaseSettings):
     live_ring_size: int = Field(default=20_000, ge=100)
     #: Development identity for the portal in a plain browser (no gateway). Off by default.
     dev_identity: bool = False
+    #: With the development identity: the user the portal acts as until the browser picks
+    #: another (``make demo``: the demo project's owner), its project (name or id; default:
+    #: the user's only project) and role.
+    dev_identity_user: uuid.UUID | None = None
+    dev_identity_project: str | None = None
+    dev_identity_role: Literal["owner", "editor", "viewer"] = "owner"
     create_schema: bool = Field(
         default=False, description="create tables without Alembic (tests only)"
     )

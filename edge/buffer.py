@@ -494,6 +494,16 @@ class Buffer:
     def sensors(self) -> list[dict[str, Any]]:
         return list(self.db.query("SELECT * FROM sensors ORDER BY sensor_id"))
 
+    def set_token(self, sensor_id: str, token: str) -> bool:
+        """Replace a sensor's token (rotated in the config); the next batch sent uses it.
+        False when it was already that one, or the sensor is not in the buffer."""
+        with self.tx() as c:
+            cur = c.execute(
+                "UPDATE sensors SET token = ? WHERE sensor_id = ? AND token != ?",
+                (token, sensor_id, token),
+            )
+            return cur.rowcount > 0
+
     def token(self, sensor_id: str) -> str:
         row = self.conn.execute(
             "SELECT token FROM sensors WHERE sensor_id = ?", (sensor_id,)

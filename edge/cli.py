@@ -1,8 +1,13 @@
-"""``benchlink-edge``: run the daemon and operate its buffer.
+"""benchlink-edge: run the daemon and operate its buffer.
 
-Every command takes ``--config`` (default ``$BENCHLINK_EDGE_CONFIG`` or
-``/etc/benchlink/edge.toml``); the operator commands open the buffer it names, next to a
-running daemon or without one.
+Every command takes --config (default $BENCHLINK_EDGE_CONFIG or /etc/benchlink/edge.toml) and
+--log-level, before or after the command's name; the operator commands open the buffer the
+config names, next to a running daemon or without one.
+
+Exit codes: 0 done, 1 a flush/replay left batches queued, 2 a wrong command line, 78 a wrong
+configuration (EX_CONFIG: an unreadable or invalid config, a buffer it cannot open, the
+metrics port taken) -- the unit does not restart the daemon on 2 or 78, since the same mistake
+would fail again.
 """
 
 from __future__ import annotations
@@ -20,19 +25,23 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
+from common.cli import Parser, add_version
 from edge.buffer import Buffer, ts_text
 from edge.cloud_client import CloudClient
-from edge.config import EdgeConfig, load_config
+from edge.config import ConfigError, EdgeConfig, load_config
 from edge.metrics import EdgeMetrics
 from edge.sync import FlushReport, flush
 
 DEFAULT_CONFIG = "/etc/benchlink/edge.toml"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: sysexits' EX_CONFIG: a configuration error; the unit's RestartPreventExitStatus names it
+EXIT_CONFIG = 78
 
 
 def _buffer(cfg: EdgeConfig) -> Buffer:
-    return Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+    from edge.daemon import open_buffer
+
+    return open_buffer(cfg)
 
 
 def _few_malloc_arenas(arenas: int = 2) -> None:
@@ -60,7 +69,7 @@ def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     _few_malloc_arenas()
 
     async def main() -> None:
-        await Daemon(cfg).run()
+        await Daemon(cfg, config_path=Path(args.config)).run()
 
     asyncio.run(main())
     return 0
@@ -120,10 +129,18 @@ def _progress_bar(out: Callable[[str], object]) -> Callable[[int, int], None]:
     return show
 
 
+def current_tokens(buf: Buffer, cfg: EdgeConfig) -> None:
+    """Give the buffer the config's tokens: batches are sent with the token the buffer holds
+    for their sensor, and a token rotated in the config must be the one a retry sends."""
+    for s in cfg.sensors:
+        buf.set_token(str(s.sensor_id), s.token.get_secret_value())
+
+
 def _send_all(cfg: EdgeConfig) -> FlushReport:
     async def main() -> FlushReport:
         buf = _buffer(cfg)
         try:
+            current_tokens(buf, cfg)
             async with CloudClient(cfg.cloud) as client:
                 return await flush(
                     buf, client, cfg.sync, EdgeMetrics(), progress=_progress_bar(sys.stderr.write)
@@ -160,6 +177,7 @@ def cmd_dead_letter(cfg: EdgeConfig, args: argparse.Namespace) -> int:
                 retried = " (retried)" if r["retried_at"] else ""
                 print(f"{r['id']:>6}  {at}  {r['kind']:12}  {what}  {r['reason']}{retried}")
             return 0
+        current_tokens(buf, cfg)
         n = buf.retry_dead(args.ids or None, sensor_id=args.sensor, rebind=args.rebind)
         if args.rebind:
             print(f"{n} batch(es) moved to their sensor's current binding, queued (new ids)")
@@ -171,10 +189,23 @@ def cmd_dead_letter(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 
 def _when(text: str) -> str:
-    ts = datetime.fromisoformat(text)
+    example = "e.g. 2026-01-01T10:00:00Z"
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time; {example}") from None
     if ts.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a zone, e.g. 2026-01-01T10:00:00Z")
+        raise argparse.ArgumentTypeError(f"{text!r}: give a zone, {example}")
     return ts_text(ts)
+
+
+def _log_level(text: str) -> str:
+    level = text.lower()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; use one of {', '.join(LOG_LEVELS)}"
+        )
+    return level
 
 
 def cmd_replay(cfg: EdgeConfig, args: argparse.Namespace) -> int:
@@ -187,47 +218,81 @@ def cmd_replay(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     return _print_report(_send_all(cfg))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchlink-edge", description=__doc__.splitlines()[0])
+def _common(*, defaults: bool) -> Parser:
+    """--config and --log-level, for the top level (with the defaults) and for every command
+    (without: a value given before the command must not be reset by the command's parser)."""
+    p = Parser(add_help=False)
     p.add_argument(
         "--config",
-        default=os.environ.get("BENCHLINK_EDGE_CONFIG", DEFAULT_CONFIG),
-        help="edge TOML config (default: $BENCHLINK_EDGE_CONFIG or %(default)s)",
+        default=os.environ.get("BENCHLINK_EDGE_CONFIG", DEFAULT_CONFIG)
+        if defaults
+        else argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"edge TOML config (default: $BENCHLINK_EDGE_CONFIG or {DEFAULT_CONFIG})",
     )
-    p.add_argument("--log-level", default=os.environ.get("BENCHLINK_EDGE_LOG_LEVEL", "INFO"))
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=os.environ.get("BENCHLINK_EDGE_LOG_LEVEL", "info")
+        if defaults
+        else argparse.SUPPRESS,
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (default: $BENCHLINK_EDGE_LOG_LEVEL or info)",
+    )
+    return p
 
-    sub.add_parser("run", help="run the daemon").set_defaults(fn=cmd_run)
-    st = sub.add_parser("status", help="pending, in flight, synced, dead-letter, rate per sensor")
-    st.add_argument("--json", action="store_true")
+
+def build_parser() -> argparse.ArgumentParser:
+    doc = __doc__ or ""
+    p = Parser(
+        prog="benchlink-edge",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common(defaults=True)],
+    )
+    add_version(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[_common(defaults=False)])
+
+    command("run", "run the daemon").set_defaults(fn=cmd_run)
+    st = command("status", "pending, in flight, synced, dead-letter, rate per sensor")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
     st.set_defaults(fn=cmd_status)
-    b = sub.add_parser("bind", help="move a sensor to another run / capture session")
-    b.add_argument("sensor", type=_uuid)
-    b.add_argument("--run-id", required=True, type=_uuid)
-    b.add_argument("--capture-session-id", required=True, type=_uuid)
+    b = command("bind", "move a sensor to another run / capture session")
+    b.add_argument("sensor", type=_uuid, help="the sensor's id (a UUID)")
+    b.add_argument("--run-id", required=True, type=_uuid, help="the run to record into")
+    b.add_argument(
+        "--capture-session-id",
+        required=True,
+        type=_uuid,
+        help="the capture session (of that run) to record into",
+    )
     b.add_argument(
         "--move-dead",
         action="store_true",
         help="also move the sensor's dead-lettered batches to this run/session and retry them",
     )
     b.set_defaults(fn=cmd_bind)
-    sub.add_parser("flush", help="seal and sync everything now").set_defaults(fn=cmd_flush)
-    dl = sub.add_parser("dead-letter", help="list or retry dead-lettered items")
-    dl.add_argument("action", choices=["list", "retry"])
+    command("flush", "seal and sync everything now").set_defaults(fn=cmd_flush)
+    dl = command("dead-letter", "list or retry dead-lettered items")
+    dl.add_argument("action", choices=["list", "retry"], help="list them, or queue batches again")
     dl.add_argument("ids", nargs="*", type=int, help="retry: dead-letter ids (default: all)")
-    dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument("--limit", type=int, default=100, help="list: at most this many (100)")
     dl.add_argument("--sensor", type=_uuid, help="retry: only this sensor's dead batches")
     dl.add_argument(
         "--rebind",
         action="store_true",
         help="retry: move the batches to their sensor's current run/session (new batch ids)",
     )
-    dl.add_argument("--json", action="store_true")
+    dl.add_argument("--json", action="store_true", help="list: print JSON")
     dl.set_defaults(fn=cmd_dead_letter)
-    r = sub.add_parser("replay", help="re-send the synced batches of a time range")
-    r.add_argument("--since", required=True, type=_when)
-    r.add_argument("--until", required=True, type=_when)
-    r.add_argument("--sensor")
+    r = command("replay", "re-send the synced batches of a time range")
+    r.add_argument("--since", required=True, type=_when, help="start, ISO 8601 with a zone")
+    r.add_argument("--until", required=True, type=_when, help="end, ISO 8601 with a zone")
+    r.add_argument("--sensor", type=_uuid, help="only this sensor's batches")
     r.set_defaults(fn=cmd_replay)
     return p
 
@@ -242,10 +307,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.Formatter.converter = time.gmtime
     try:
         cfg = load_config(Path(args.config))
-    except (FileNotFoundError, ValidationError) as exc:
-        print(f"config {args.config}: {exc}", file=sys.stderr)
-        return 2
-    return int(args.fn(cfg, args))
+    except ConfigError as exc:
+        print(f"benchlink-edge: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from edge.daemon import StartupError
+
+    try:
+        return int(args.fn(cfg, args))
+    except StartupError as exc:
+        print(f"benchlink-edge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Edge configuration: a TOML file (SPEC §4 keys are the contract) with environment overrides.
+"""Edge configuration: a TOML file (edge/edge.example.toml documents every key) with environment
+overrides.
 
 Precedence, highest first: environment variables, then the TOML file, then the defaults here.
 Environment variables are ``BENCHLINK_EDGE_`` + the TOML path joined by ``__``, e.g.
@@ -12,12 +13,25 @@ Secrets (sensor tokens, the MQTT password) are :class:`pydantic.SecretStr`: thei
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -178,15 +192,146 @@ class EdgeConfig(BaseSettings):
         return tuple(sources)
 
 
+class ConfigError(ValueError):
+    """A config that cannot be used, in one line: the file (and line), the key, what to do."""
+
+
 def load_config(path: Path | str | None) -> EdgeConfig:
-    """Read ``path`` (TOML) and apply the environment; raise ValidationError on bad keys."""
+    """Read ``path`` (TOML) and apply the environment; raise ConfigError on anything wrong."""
     if path is None:
         return EdgeConfig()
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file; give --config or set $BENCHLINK_EDGE_CONFIG"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read the config ({reason})") from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(toml_error(path, exc)) from None
 
     class _FromFile(EdgeConfig):
         model_config = SettingsConfigDict(toml_file=path, hide_input_in_errors=True)
 
-    return _FromFile()
+    try:
+        return _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(validation_error(path, text, exc)) from None
+
+
+_TOML_AT = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def toml_error(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    m = _TOML_AT.match(str(exc))
+    if m is None:
+        return f"{path}: TOML syntax error: {exc}; fix the file"
+    return f"{path}:{m['line']}:{m['col']}: TOML syntax error: {m['msg']}; fix that line"
+
+
+def validation_error(path: Path, text: str, exc: ValidationError) -> str:
+    """Every error of ``exc`` on one line, each as ``file:line: key: reason; what to do`` (the
+    refused values are never printed: they may be tokens)."""
+    lines = key_lines(text)
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = tuple(err["loc"])
+        line = lines.get(loc) or lines.get(loc[:-1]) if loc else None
+        where = f"{path}:{line}" if line else str(path)
+        if (var := _env_var(loc)) is not None:
+            where = f"${var}"  # the environment overrides the file
+        key = dotted(loc)
+        parts.append(f"{where}: {key + ': ' if key else ''}{_reason(err['type'], err['msg'], loc)}")
+    return "; ".join(parts)
+
+
+def _env_var(loc: tuple[int | str, ...]) -> str | None:
+    """The environment variable that set the value at ``loc``, if one did."""
+    if not loc or not isinstance(loc[0], str):
+        return None
+    names = {k.upper(): k for k in os.environ}
+    head = "BENCHLINK_EDGE_" + loc[0].upper()
+    if loc[0] == "sensors" or len(loc) == 1:
+        return names.get(head)
+    return names.get(f"{head}__{str(loc[1]).upper()}") or names.get(head)
+
+
+def dotted(loc: Sequence[int | str]) -> str:
+    """``("sensors", 0, "token")`` -> ``sensors[0].token``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f"{'.' if out else ''}{part}"
+    return out
+
+
+def _reason(kind: str, msg: str, loc: tuple[int | str, ...]) -> str:
+    if kind == "extra_forbidden":
+        known = ", ".join(_fields_at(loc[:-1]))
+        return f"unknown key; check its spelling (known here: {known})"
+    if kind == "missing":
+        return "required key missing; add it"
+    return f"{msg.removeprefix('Value error, ')}; correct it"
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    model: Any = EdgeConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        ann = field.annotation
+        model = ann.__args__[0] if getattr(ann, "__origin__", None) is list else ann
+    return list(getattr(model, "model_fields", {}))
+
+
+def key_lines(text: str) -> dict[tuple[int | str, ...], int]:
+    """Line numbers of the tables and keys of a TOML text, by pydantic location:
+    ``("cloud",)``, ``("cloud", "url")``, ``("sensors", 1)``, ``("sensors", 1, "token")``.
+    Good enough to point at a line; the file parsed already, so its syntax is valid."""
+    found: dict[tuple[int | str, ...], int] = {}
+    table: tuple[int | str, ...] = ()
+    arrays: dict[str, int] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip() if raw.lstrip().startswith("[") else raw.strip()
+        if line.startswith("[["):
+            name = line.strip("[] ")
+            arrays[name] = arrays.get(name, -1) + 1
+            table = (name, arrays[name])
+        elif line.startswith("["):
+            table = tuple(part.strip().strip('"') for part in line.strip("[] ").split("."))
+        elif "=" in line and not line.startswith("#"):
+            found.setdefault((*table, line.split("=", 1)[0].strip().strip('"')), n)
+            continue
+        else:
+            continue
+        found.setdefault(table, n)
+    return found
+
+
+def exposed_secrets(path: Path, cfg: EdgeConfig) -> str | None:
+    """A warning when ``path`` holds tokens or a password and other users may read it: anyone
+    (o+r), or a group that is not this process's own (the documented set-up is 0640,
+    root:benchlink, read by the daemon through its group)."""
+    if not cfg.sensors and cfg.mqtt.password is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    others = bool(st.st_mode & stat.S_IROTH)
+    group = bool(st.st_mode & stat.S_IRGRP) and st.st_gid != os.getegid()
+    if not (others or group):
+        return None
+    who = "every user" if others else f"group {st.st_gid}"
+    mode = stat.S_IMODE(st.st_mode)
+    return (
+        f"config {path} holds sensor tokens and is readable by {who} (mode {mode:04o});"
+        f" run `chmod 600 {path}` (or 640 with a group only the daemon's user is in)"
+    )

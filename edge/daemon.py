@@ -4,6 +4,11 @@ maintenance (retention, gauges) and the systemd watchdog.
 Shutdown (SIGTERM/SIGINT): the sources stop first (nothing more is acked), the writer commits
 what is queued, then the sync loops stop; STOPPING=1 is sent to systemd. Anything a source had
 received but not yet acked is re-delivered by the broker (MQTT) after the restart.
+
+Reload (SIGHUP, ``systemctl reload``): the config file is read again. An invalid one is
+refused with one log line and the daemon goes on with the config it has. Of a valid one, the
+sensors' tokens and bindings (run / capture session) are applied at once; every other change
+waits for a restart, and the log names each.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
+from pathlib import Path
 from typing import Literal
 
 from edge.buffer import Buffer
 from edge.cloud_client import CloudClient
-from edge.config import EdgeConfig
+from edge.config import ConfigError, EdgeConfig, SensorConfig, exposed_secrets, load_config
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
 from edge.sources.mqtt import MqttSource
@@ -28,18 +35,93 @@ from edge.writer import Writer
 log = logging.getLogger("benchlink.edge")
 
 MAINTENANCE_EVERY_S = 5.0
+SECTIONS = ("cloud", "buffer", "sync", "mqtt", "metrics")
+#: sensor settings a reload applies at once (the buffer holds them, every send/commit reads them)
+LIVE_SENSOR_FIELDS = ("token", "run_id", "capture_session_id")
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this configuration (one line: what, and what to do)."""
+
+
+def open_buffer(cfg: EdgeConfig) -> Buffer:
+    """The buffer the config names, or a StartupError saying why it cannot be opened."""
+    path = cfg.buffer.path
+    try:
+        return Buffer(path, max_bytes=cfg.buffer.max_bytes)
+    except RuntimeError as exc:  # a file of a newer scheme: the message says what to do
+        raise StartupError(f"buffer {exc}") from None
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise StartupError(
+            f"buffer {path}: cannot open it ({reason}); run as the daemon's user"
+            " (sudo -u benchlink ...) or fix [buffer] path"
+        ) from None
+
+
+def config_changes(
+    old: EdgeConfig, new: EdgeConfig
+) -> tuple[list[tuple[SensorConfig, list[str]]], list[str]]:
+    """What a reload finds: the sensors (of ``new``) whose token or binding changed, with the
+    names of those fields, which it applies; and the other changed settings, which wait for a
+    restart."""
+    live: list[tuple[SensorConfig, list[str]]] = []
+    restart = [
+        f"{section}.{name}"
+        for section in SECTIONS
+        for name in type(getattr(old, section)).model_fields
+        if getattr(getattr(old, section), name) != getattr(getattr(new, section), name)
+    ]
+    before = {s.sensor_id: s for s in old.sensors}
+    after = {s.sensor_id: s for s in new.sensors}
+    restart += [f"sensor {sid} removed" for sid in before if sid not in after]
+    restart += [f"sensor {sid} added" for sid in after if sid not in before]
+    for sid, a in before.items():
+        b = after.get(sid)
+        if b is None:
+            continue
+        changed = [
+            name for name in SensorConfig.model_fields if getattr(a, name) != getattr(b, name)
+        ]
+        if now := [name for name in changed if name in LIVE_SENSOR_FIELDS]:
+            live.append((b, now))
+        restart += [f"sensor {sid} {n}" for n in changed if n not in LIVE_SENSOR_FIELDS]
+    return live, restart
+
+
+def _with_live_fields(cfg: EdgeConfig, sensors: list[SensorConfig]) -> EdgeConfig:
+    """``cfg`` with the token and binding of these sensors: the config the daemon now runs."""
+    new = {s.sensor_id: s for s in sensors}
+
+    def merged(s: SensorConfig) -> SensorConfig:
+        if s.sensor_id not in new:
+            return s
+        return s.model_copy(update={f: getattr(new[s.sensor_id], f) for f in LIVE_SENSOR_FIELDS})
+
+    return cfg.model_copy(update={"sensors": [merged(s) for s in cfg.sensors]})
 
 
 class Daemon:
-    def __init__(self, cfg: EdgeConfig, *, client: CloudClient | None = None) -> None:
-        """``client`` replaces the HTTP client built from ``[cloud]`` (tests inject faults)."""
+    def __init__(
+        self,
+        cfg: EdgeConfig,
+        *,
+        client: CloudClient | None = None,
+        config_path: Path | None = None,
+    ) -> None:
+        """``client`` replaces the HTTP client built from ``[cloud]`` (tests inject faults);
+        ``config_path`` is the file a SIGHUP reads again (none: SIGHUP is ignored)."""
         self.cfg = cfg
+        self.config_path = config_path
         self._client = client
+        self.syncs: dict[str, SensorSync] = {}
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._reloading = asyncio.Lock()  # one reload at a time: each compares with the last
         self.metrics = EdgeMetrics()
-        self.buffer = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        self.buffer = open_buffer(cfg)
         # Gauges read on a connection and thread of their own (WAL: readers never block the
         # writer), so a scan never holds up a commit.
-        self.reader = Buffer(cfg.buffer.path, max_bytes=cfg.buffer.max_bytes)
+        self.reader = open_buffer(cfg)
         self.writer = Writer(self.buffer, self.metrics)
         self.state: Literal["new", "starting", "running", "stopping", "stopped"] = "new"
         self.metrics_port: int | None = None
@@ -58,19 +140,94 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> None:
+        """Read the config file again and apply what can be applied live (see the module)."""
+        async with self._reloading:
+            await self._reload()
+
+    async def _reload(self) -> None:
+        path = self.config_path
+        if path is None:
+            log.warning("reload: no config file to read again (started without one)")
+            return
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            log.error("reload refused, still running on the previous config: %s", exc)
+            return
+        self._warn_exposed(new)
+        live, restart = config_changes(self.cfg, new)
+        if live:
+            sensors = [s for s, _ in live]
+            await self.buffer.call(self._apply_sensors, sensors)
+            self.cfg = _with_live_fields(self.cfg, sensors)
+            for s in sensors:
+                if (sync := self.syncs.get(str(s.sensor_id))) is not None:
+                    sync.wake.set()  # a loop in backoff tries again now, with the new token
+            log.info(
+                "reload: applied %s",
+                "; ".join(f"sensor {s.sensor_id} {', '.join(f)}" for s, f in live),
+            )
+        if restart:
+            log.warning("reload: changed, applied only after a restart: %s", ", ".join(restart))
+        if not live and not restart:
+            log.info("reload: %s read again, nothing changed", path)
+
+    def _apply_sensors(self, sensors: list[SensorConfig]) -> None:
+        for s in sensors:
+            source = next(o.source for o in self.cfg.sensors if o.sensor_id == s.sensor_id)
+            self.buffer.upsert_sensor(
+                str(s.sensor_id),
+                s.token.get_secret_value(),
+                source,
+                str(s.run_id),
+                str(s.capture_session_id),
+            )
+
+    def _warn_exposed(self, cfg: EdgeConfig) -> None:
+        if self.config_path is not None and (warning := exposed_secrets(self.config_path, cfg)):
+            log.warning("%s", warning)
+
+    def _serve_metrics(self) -> None:
+        host, port = self.cfg.metrics.host, self.cfg.metrics.port
+        try:
+            self.metrics_port = self.metrics.serve(host, port)
+        except OSError as exc:
+            where = f" in {self.config_path}" if self.config_path else ""
+            raise StartupError(
+                f"metrics: cannot listen on {host}:{port} ({exc.strerror or exc}); another"
+                f" process holds that port: set [metrics] port to a free one (0 = any) or"
+                f" enabled = false{where}"
+            ) from None
+        log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+
     async def run(self) -> None:
         self.state = "starting"
-        await self.buffer.call(self.register_sensors)
-        if self.cfg.metrics.enabled:
-            self.metrics_port = self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
-            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
+        self._warn_exposed(self.cfg)
+        try:
+            await self.buffer.call(self.register_sensors)
+            if self.cfg.metrics.enabled:
+                self._serve_metrics()
+        except BaseException:
+            self.state = "stopped"
+            self.reader.close()
+            self.buffer.close()
+            raise
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers = [(signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)]
+        if self.config_path is not None:
+            handlers.append((signal.SIGHUP, self.request_reload))
+        for sig, handler in handlers:
             # Signals reach only the main thread's loop (RuntimeError elsewhere, as when a
             # test runs the daemon in a thread) and not every platform's loop supports them
             # (NotImplementedError); there the caller stops the daemon with stop().
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop)
+                loop.add_signal_handler(sig, handler)
         try:
             async with (
                 self._client or CloudClient(self.cfg.cloud) as client,
@@ -78,14 +235,15 @@ class Daemon:
             ):
                 writer = tg.create_task(self.writer.run(), name="writer")
                 sources = self._start_sources(tg)
-                syncs = [
-                    tg.create_task(
-                        SensorSync(
-                            str(s.sensor_id), self.buffer, client, self.cfg.sync, self.metrics
-                        ).run(),
-                        name=f"sync:{s.sensor_id}",
+                self.syncs = {
+                    str(s.sensor_id): SensorSync(
+                        str(s.sensor_id), self.buffer, client, self.cfg.sync, self.metrics
                     )
                     for s in self.cfg.sensors
+                }
+                syncs = [
+                    tg.create_task(sync.run(), name=f"sync:{sid}")
+                    for sid, sync in self.syncs.items()
                 ]
                 background = [
                     tg.create_task(self._maintenance(), name="maintenance"),

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 
+from common.cli import Parser, add_version
 from hardware.protocols import PROTOCOLS
 from hardware.protocols.max31855 import encode_frame
 from hardware.thermocouple import MAX31855_MV_PER_C, emf_mv, get_type
@@ -340,27 +341,44 @@ def _window(args: argparse.Namespace, name: str) -> Window | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="benchlink-sim",
         description="A thermocouple interface on a pseudo-terminal (prints its path first).",
     )
-    p.add_argument("--protocol", choices=PROTOCOLS, default="value")
+    add_version(p)
+    p.add_argument(
+        "--protocol", choices=PROTOCOLS, default="value", help="line protocol (default: value)"
+    )
     p.add_argument("--type", default="K", help="thermocouple type: B E J K N R S T")
     p.add_argument("--rate", type=float, default=10.0, help="samples per second")
-    p.add_argument("--profile", choices=PROFILES, default="heat")
-    p.add_argument("--start-c", type=float, default=25.0)
-    p.add_argument("--peak-c", type=float, default=300.0)
-    p.add_argument("--period-s", type=float, default=60.0)
-    p.add_argument("--noise-c", type=float, default=0.2)
+    p.add_argument(
+        "--profile", choices=PROFILES, default="heat", help="temperature course (default: heat)"
+    )
+    p.add_argument("--start-c", type=float, default=25.0, help="start temperature, °C (25)")
+    p.add_argument("--peak-c", type=float, default=300.0, help="peak temperature, °C (300)")
+    p.add_argument("--period-s", type=float, default=60.0, help="profile period, s (60)")
+    p.add_argument("--noise-c", type=float, default=0.2, help="Gaussian noise, °C (0.2)")
     p.add_argument("--channel", default="1", help="csv channel")
-    p.add_argument("--cold-junction-c", type=float, default=25.0)
+    p.add_argument(
+        "--cold-junction-c", type=float, default=25.0, help="cold junction temperature, °C (25)"
+    )
     p.add_argument("--link", help="symlink to the device (re-created after an unplug)")
     p.add_argument("--duration", type=float, help="seconds to run (default: until a signal)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--garbage-every", type=int, default=0, metavar="N")
-    for name in ("open-probe", "pause", "unplug"):
-        p.add_argument(f"--{name}-at", type=float, metavar="S")
-        p.add_argument(f"--{name}-for", type=float, metavar="S")
+    p.add_argument("--seed", type=int, help="noise seed (reproducible signal)")
+    p.add_argument(
+        "--garbage-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a line of random non-UTF-8 bytes before every Nth sample (0: never)",
+    )
+    for name, what in (
+        ("open-probe", "open the probe"),
+        ("pause", "silence the device"),
+        ("unplug", "remove the device"),
+    ):
+        p.add_argument(f"--{name}-at", type=float, metavar="S", help=f"{what} S seconds in")
+        p.add_argument(f"--{name}-for", type=float, metavar="S", help="... for S seconds")
     return p
 
 

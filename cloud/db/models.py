@@ -68,6 +68,7 @@ class Sensor(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(100))
+    #: The current profile's units, in their canonical spelling (common.units).
     input_unit: Mapped[str] = mapped_column(String(32))
     display_unit: Mapped[str] = mapped_column(String(32))
     #: SHA-256 of the current token; NULL once revoked. Tokens carry 256 random bits, so a
@@ -90,6 +91,10 @@ class SensorProfile(Base):
     version: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: The units this version converts from and to (migration 0005): part of the version,
+    #: so the values stored under it say which unit they are in.
+    input_unit: Mapped[str] = mapped_column(String(32), server_default="")
+    display_unit: Mapped[str] = mapped_column(String(32), server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
@@ -289,6 +294,8 @@ class Metric(Base):
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float] = mapped_column(Float)
     ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Optional, canonical spelling (migration 0005).
+    unit: Mapped[str | None] = mapped_column(String(32))
 
 
 class Event(Base):

@@ -15,6 +15,7 @@ from cloud.utctime import isoformat_many
 
 T, B, S = models.TelemetryReading, models.TelemetryBatch, models.Sensor
 K = models.TelemetryBatchCommit
+P = models.SensorProfile
 
 
 def batch_rows_query(h: BatchHeader) -> Select[datetime, float, float, bool]:
@@ -88,9 +89,11 @@ class DatabaseStore:
         with a lower id may commit later, one with a higher id earlier."""
         since = select(K.position).where(K.batch_id == batch_id).scalar_subquery()
         q = (
-            select(K.position, B, S.display_unit)
+            # The unit of the batch's own profile version: a unit change is a new version.
+            select(K.position, B, P.display_unit)
             .join(B, B.id == K.batch_id)
             .join(S, S.id == B.sensor_id)
+            .join(P, (P.sensor_id == B.sensor_id) & (P.version == B.profile_version))
             .where(K.position >= since, S.project_id == flt.project_id)
             .order_by(K.position)
         )

@@ -3,7 +3,8 @@
 Page paths (``/``, ``/tests``, ``/experiments/{id}``, ``/runs/{id}``) all serve the one page;
 the script routes by path. The browser calls the same REST API as everyone else: behind a
 gateway the gateway adds the identity headers; with ``BENCHLINK_DEV_IDENTITY=1`` (development
-only, shown as a banner) the page asks for a user, project and role and sends them itself.
+only, shown as a banner) the page sends them itself: the default identity of the settings
+(``make demo``: the demo project's owner), or the user, project and role it asks for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from cloud.errors import NotFound
+from cloud.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "portal" / "static"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -48,11 +50,20 @@ def run_page(run_id: uuid.UUID) -> FileResponse:
 
 @router.get("/portal/config.json")
 def portal_config(request: Request) -> JSONResponse:
-    settings = request.app.state.settings
-    return JSONResponse(
-        {"dev_identity": settings.dev_identity, "environment": settings.environment},
-        headers=NO_CACHE,
-    )
+    settings: Settings = request.app.state.settings
+    config: dict[str, object] = {
+        "dev_identity": settings.dev_identity,
+        "environment": settings.environment,
+        "default_identity": None,
+    }
+    if settings.dev_identity and settings.dev_identity_user:
+        # The page looks the project up among the user's own (by id or name) when it opens.
+        config["default_identity"] = {
+            "user": str(settings.dev_identity_user),
+            "project": settings.dev_identity_project,
+            "role": settings.dev_identity_role,
+        }
+    return JSONResponse(config, headers=NO_CACHE)
 
 
 @router.get("/portal/static/{path:path}")

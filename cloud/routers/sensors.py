@@ -10,7 +10,7 @@ from cloud.deps import DbSession, Editor, Owner, Viewer, same_project
 from cloud.middleware import SECRET_FIELDS_KEY
 from cloud.schemas import (
     Page,
-    ProfileIn,
+    ProfileChange,
     ProfileOut,
     SensorIn,
     SensorOut,
@@ -71,6 +71,8 @@ def get_sensor(sensor_id: uuid.UUID, db: DbSession, caller: Viewer) -> SensorOut
 def patch_sensor(
     sensor_id: uuid.UUID, body: SensorPatch, db: DbSession, caller: Editor
 ) -> SensorOut:
+    """Change a sensor. A new ``input_unit`` or ``display_unit`` makes a new profile version
+    (named ``profile_version``, else the next one: v1 -> v2) with the same conversion."""
     return sensors.to_out(db, sensors.patch(db, caller, sensor_id, body))
 
 
@@ -88,9 +90,10 @@ def revoke_token(sensor_id: uuid.UUID, db: DbSession, caller: Owner) -> SensorOu
 
 @router.put("/{sensor_id}/conversion-profile")
 def set_conversion_profile(
-    sensor_id: uuid.UUID, body: ProfileIn, db: DbSession, caller: Editor
+    sensor_id: uuid.UUID, body: ProfileChange, db: DbSession, caller: Editor
 ) -> SensorOut:
-    """Add a new profile version and make it current; earlier versions are kept."""
+    """Add a new profile version and make it current; earlier versions are kept. Its units
+    are the sensor's unless ``input_unit`` / ``display_unit`` say others."""
     return sensors.to_out(db, sensors.set_profile(db, caller, sensor_id, body))
 
 

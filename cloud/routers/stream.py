@@ -6,7 +6,7 @@ Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``e
      "batch": false}
     {"type": "reading", "id": "<batch_id>-<index>", "batch_id": 1, "sensor_id": "...",
      "run_id": "...", "capture_session_id": "...", "timestamp": "...", "raw_value": 1.0,
-     "value": 1.0, "unit": "C", "late": false, "profile_version": "v1"}
+     "value": 1.0, "unit": "°C", "late": false, "profile_version": "v1"}
     {"type": "readings", "items": [<reading>, ...]}   with ?batch=true, instead of the above
     {"type": "reset", "detail": "..."}      resume point unknown or too old: reload history
     {"type": "overflow", "dropped": n, "reason": "...", "detail": "..."}

@@ -215,6 +215,9 @@ def export_csv(
     f.where()  # validate the filter before the response starts
     # Read everything inside the request's transaction, then stream the text out.
     rows = list(telemetry_query.iter_all(db, f))
+    # Each reading's units are those of its own profile version: an export of a run mixes
+    # sensors, and a sensor's units can change from one version to the next.
+    unit_of = telemetry_query.profile_units(db, caller.project_id, sensor_id)
 
     def lines() -> Iterator[str]:
         buf = io.StringIO()
@@ -226,12 +229,15 @@ def export_csv(
                 "run_id",
                 "capture_session_id",
                 "raw_value",
+                "raw_unit",
                 "value",
+                "value_unit",
                 "profile_version",
                 "late",
             ]
         )
         for i, r in enumerate(rows):
+            raw_unit, value_unit = unit_of.get((r.sensor_id, r.profile_version), ("", ""))
             writer.writerow(
                 [
                     r.timestamp.isoformat(),
@@ -239,7 +245,9 @@ def export_csv(
                     r.run_id,
                     r.capture_session_id,
                     repr(r.raw_value),
+                    raw_unit,
                     repr(r.value),
+                    value_unit,
                     r.profile_version,
                     str(r.late).lower(),
                 ]

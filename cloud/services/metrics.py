@@ -24,7 +24,10 @@ def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPo
     conn = db.connection()
     if conn.dialect.name == "postgresql":
         # COPY: several times cheaper per point than a multi-row INSERT.
-        rows = [(run_id, project_id, p.name, p.step, p.value, p.timestamp or now) for p in points]
+        rows = [
+            (run_id, project_id, p.name, p.step, p.value, p.timestamp or now, p.unit)
+            for p in points
+        ]
         _copy_points(conn.connection.driver_connection, rows)
     else:
         db.execute(
@@ -37,6 +40,7 @@ def log(db: Session, caller: Principal, run_id: uuid.UUID, points: list[MetricPo
                     "step": p.step,
                     "value": p.value,
                     "ts": p.timestamp or now,
+                    "unit": p.unit,
                 }
                 for p in points
             ],
@@ -60,10 +64,11 @@ def _copy_points(pg: Any, rows: list[tuple[Any, ...]]) -> None:
     with (
         pg.cursor() as cur,
         cur.copy(
-            "COPY metrics (run_id, project_id, name, step, value, ts) FROM STDIN (FORMAT BINARY)"
+            "COPY metrics (run_id, project_id, name, step, value, ts, unit)"
+            " FROM STDIN (FORMAT BINARY)"
         ) as copy,
     ):
-        copy.set_types(["uuid", "uuid", "text", "int8", "float8", "timestamptz"])
+        copy.set_types(["uuid", "uuid", "text", "int8", "float8", "timestamptz", "text"])
         for row in rows:
             copy.write_row(row)
 
@@ -96,7 +101,7 @@ def points(
         last = rows[limit - 1]
         nxt = encode(last.name, last.step, last.id)
     return [
-        MetricPointOut(name=r.name, step=r.step, value=r.value, timestamp=r.ts)
+        MetricPointOut(name=r.name, step=r.step, value=r.value, timestamp=r.ts, unit=r.unit)
         for r in rows[:limit]
     ], nxt
 
@@ -131,13 +136,15 @@ def summary(db: Session, caller: Principal, run_id: uuid.UUID) -> list[MetricSum
     ).all()
     out = []
     for name, count, lo, hi, last_step in stats:
-        last = db.scalars(
-            select(M.value)
+        last, unit = db.execute(
+            select(M.value, M.unit)
             .where(M.run_id == run_id, M.name == name, M.step == last_step)
             .order_by(M.id.desc())
             .limit(1)
         ).one()
         out.append(
-            MetricSummary(name=name, count=count, last=last, last_step=last_step, min=lo, max=hi)
+            MetricSummary(
+                name=name, count=count, last=last, last_step=last_step, min=lo, max=hi, unit=unit
+            )
         )
     return out

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -11,12 +12,13 @@ from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
-from cloud.errors import Conflict, FieldError, InvalidInput
+from cloud.errors import Conflict, FieldError, InvalidInput, invalid
 from cloud.pagination import Keyset, int64, newest_first
-from cloud.schemas import ProfileIn, SensorIn, SensorOut, SensorPatch
+from cloud.schemas import ProfileChange, ProfileIn, SensorIn, SensorOut, SensorPatch
 from cloud.services import journal
 from cloud.services.scope import get_in_project, require_project
-from common.profiles import ProfileError, build_converter
+from common import units
+from common.profiles import ProfileError, UnitMismatch, build_converter
 
 TOKEN_PREFIX = "bls_"
 
@@ -31,12 +33,25 @@ def new_token() -> tuple[str, str, str]:
     return token, hash_token(token), f"{token[:8]}…{token[-4:]}"
 
 
-def validate_profile(
-    profile: ProfileIn, display_unit: str, *, at: str = "conversion_profile"
-) -> None:
-    """Refuse a profile its kind cannot build; ``at`` is where the profile sits in the body."""
+def normalise_unit(text: str, field: str) -> str:
+    """The canonical spelling of a unit (``degC`` -> ``°C``); a 422 on ``field`` if none."""
     try:
-        build_converter(profile.kind, profile.payload, display_unit)
+        return units.canonical(text)
+    except units.UnitError as exc:
+        raise InvalidInput(f"{field}: {exc}", errors=[FieldError(field, str(exc))]) from None
+
+
+def validate_profile(
+    profile: ProfileIn,
+    display_unit: str,
+    input_unit: str,
+    *,
+    at: str = "conversion_profile",
+) -> None:
+    """Refuse a profile its kind cannot build, or that cannot take the sensor's units (named
+    by their own fields); ``at`` is where the profile sits in the body."""
+    try:
+        build_converter(profile.kind, profile.payload, display_unit, input_unit)
     except ProfileError as exc:
         prefix = f"{at}." if at else ""
         raise InvalidInput(
@@ -44,6 +59,12 @@ def validate_profile(
             errors=[
                 FieldError(prefix + _profile_field(field), reason) for field, reason in exc.errors
             ],
+        ) from None
+    except UnitMismatch as exc:
+        raise InvalidInput(
+            f"{exc.field} does not fit conversion profile {profile.version} ({profile.kind}): "
+            f"{exc.reason}",
+            errors=[FieldError(exc.field, exc.reason)],
         ) from None
 
 
@@ -78,15 +99,17 @@ def current_profile(db: Session, sensor: models.Sensor) -> models.SensorProfile:
 
 def register(db: Session, caller: Principal, body: SensorIn) -> tuple[models.Sensor, str]:
     require_project(db, caller.project_id)
-    validate_profile(body.conversion_profile, body.display_unit)
+    input_unit = normalise_unit(body.input_unit, "input_unit")
+    display_unit = normalise_unit(body.display_unit, "display_unit")
+    validate_profile(body.conversion_profile, display_unit, input_unit)
     _unique_name(db, caller.project_id, body.name)
     token, token_hash, preview = new_token()
     sensor = models.Sensor(
         project_id=caller.project_id,
         name=body.name,
         type=body.type,
-        input_unit=body.input_unit,
-        display_unit=body.display_unit,
+        input_unit=input_unit,
+        display_unit=display_unit,
         token_hash=token_hash,
         token_preview=preview,
         token_status="active",
@@ -120,12 +143,15 @@ def _unique_name(
 
 
 def _add_profile(db: Session, sensor: models.Sensor, profile: ProfileIn, caller: Principal) -> None:
+    """Store ``profile`` with the sensor's units as they are now."""
     db.add(
         models.SensorProfile(
             sensor_id=sensor.id,
             version=profile.version,
             kind=profile.kind,
             payload=profile.payload,
+            input_unit=sensor.input_unit,
+            display_unit=sensor.display_unit,
             created_by=caller.user_id,
         )
     )
@@ -169,28 +195,69 @@ def to_outs(db: Session, sensors: Sequence[models.Sensor]) -> list[SensorOut]:
 
 
 def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatch) -> models.Sensor:
+    """Rename or retype a sensor; a change of unit is a new profile version (the same
+    conversion between other units), never a relabelling of the values already stored."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    new_version = changes.pop("profile_version", None)
     if "name" in changes:
         _unique_name(db, caller.project_id, changes["name"], but=sensor.id)
-    if "display_unit" in changes:
-        # The current profile must still make sense in the new display unit.
-        profile = current_profile(db, sensor)
-        validate_profile(
-            ProfileIn(version=profile.version, kind=profile.kind, payload=profile.payload),
-            changes["display_unit"],
+    for unit in ("input_unit", "display_unit"):
+        if unit in changes:
+            changes[unit] = normalise_unit(changes[unit], unit)
+            if changes[unit] == getattr(sensor, unit):
+                del changes[unit]
+    unit_changes = {k: v for k, v in changes.items() if k in ("input_unit", "display_unit")}
+    if new_version is not None and not unit_changes:
+        raise invalid(
+            "profile_version",
+            "names the profile version a change of input_unit or display_unit makes; "
+            "this request changes no unit",
         )
     for key, value in changes.items():
-        setattr(sensor, key, value)
-    journal.record(
-        db,
-        "sensor.updated",
-        project_id=caller.project_id,
-        actor=caller.actor,
-        sensor_id=sensor.id,
-        changes=changes,
-    )
+        if key not in unit_changes:
+            setattr(sensor, key, value)
+    if changes:
+        journal.record(
+            db,
+            "sensor.updated",
+            project_id=caller.project_id,
+            actor=caller.actor,
+            sensor_id=sensor.id,
+            changes=changes,
+        )
+    if unit_changes:
+        current = current_profile(db, sensor)
+        version = new_version or _next_version(db, sensor)
+        _new_version(
+            db,
+            caller,
+            sensor,
+            ProfileIn(version=version, kind=current.kind, payload=current.payload),
+            input_unit=unit_changes.get("input_unit", sensor.input_unit),
+            display_unit=unit_changes.get("display_unit", sensor.display_unit),
+            at="profile_version" if new_version else "",
+        )
     return sensor
+
+
+def _next_version(db: Session, sensor: models.Sensor) -> str:
+    """The current version's name with its trailing number raised (v1 -> v2, cal-2024 ->
+    cal-2025), else with "-2" appended; the first such name not taken."""
+    taken = set(
+        db.scalars(
+            select(models.SensorProfile.version).where(models.SensorProfile.sensor_id == sensor.id)
+        )
+    )
+    match = re.fullmatch(r"(.*?)(\d+)", sensor.profile_version)
+    stem, n = (match.group(1), int(match.group(2))) if match else (sensor.profile_version + "-", 1)
+    while True:
+        n += 1
+        name = f"{stem}{n}"
+        if name not in taken and len(name) <= 64:
+            return name
+        if len(name) > 64:
+            stem, n = "v", 1
 
 
 def rotate(db: Session, caller: Principal, sensor_id: uuid.UUID) -> tuple[models.Sensor, str]:
@@ -224,10 +291,37 @@ def revoke(db: Session, caller: Principal, sensor_id: uuid.UUID) -> models.Senso
 
 
 def set_profile(
-    db: Session, caller: Principal, sensor_id: uuid.UUID, body: ProfileIn
+    db: Session, caller: Principal, sensor_id: uuid.UUID, body: ProfileChange
 ) -> models.Sensor:
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    validate_profile(body, sensor.display_unit, at="")
+    input_unit = (
+        sensor.input_unit
+        if body.input_unit is None
+        else normalise_unit(body.input_unit, "input_unit")
+    )
+    display_unit = (
+        sensor.display_unit
+        if body.display_unit is None
+        else normalise_unit(body.display_unit, "display_unit")
+    )
+    profile = ProfileIn(version=body.version, kind=body.kind, payload=body.payload)
+    _new_version(db, caller, sensor, profile, input_unit, display_unit, at="version")
+    return sensor
+
+
+def _new_version(
+    db: Session,
+    caller: Principal,
+    sensor: models.Sensor,
+    body: ProfileIn,
+    input_unit: str,
+    display_unit: str,
+    *,
+    at: str,
+) -> None:
+    """Add ``body`` as the sensor's current profile, converting between these units;
+    ``at`` names the field that gave the version's name (for a 409)."""
+    validate_profile(body, display_unit, input_unit, at="")
     exists = db.scalars(
         select(models.SensorProfile.id).where(
             models.SensorProfile.sensor_id == sensor.id,
@@ -238,9 +332,10 @@ def set_profile(
         raise Conflict(
             f"profile version {body.version!r} already exists for this sensor; versions are "
             "immutable, use a new one",
-            errors=[FieldError("version", "already used")],
+            errors=[FieldError(at or "version", "already used")],
         )
     previous = sensor.profile_version
+    sensor.input_unit, sensor.display_unit = input_unit, display_unit
     _add_profile(db, sensor, body, caller)
     sensor.profile_version = body.version
     journal.record(
@@ -252,8 +347,9 @@ def set_profile(
         version=body.version,
         previous_version=previous,
         kind=body.kind,
+        input_unit=input_unit,
+        display_unit=display_unit,
     )
-    return sensor
 
 
 # The version history in the order it was written; ids only grow, so the id alone is a

@@ -124,19 +124,24 @@ class IngestedBatch:
     rows: Sequence[dict[str, Any]]
 
 
-#: Converters by (sensor, profile version, display unit): versions are immutable, so a key
-#: names one converter for good. Bounded by clearing; rebuilding one is cheap.
-_CONVERTERS: dict[tuple[uuid.UUID, str, str], Converter] = {}
+#: Converters by (sensor, profile version, units): versions are immutable, so a key names
+#: one converter for good, its unit conversions worked out once. Bounded by clearing;
+#: rebuilding one is cheap.
+_CONVERTERS: dict[tuple[uuid.UUID, str, str, str], Converter] = {}
 
 
 def _converter(ctx: _Context) -> Converter:
-    key = (ctx.sensor_id, ctx.profile_version, ctx.display_unit)
+    key = (ctx.sensor_id, ctx.profile_version, ctx.input_unit, ctx.display_unit)
     converter = _CONVERTERS.get(key)
     if converter is None:
         if len(_CONVERTERS) >= 4096:
             _CONVERTERS.clear()
         assert ctx.profile_kind is not None and ctx.profile_payload is not None
-        converter = build_converter(ctx.profile_kind, ctx.profile_payload, ctx.display_unit)
+        # Lenient: units were checked when the version was stored; a version from before
+        # units were checked (migration 0005 reports those) converts as it always did.
+        converter = build_converter(
+            ctx.profile_kind, ctx.profile_payload, ctx.display_unit, ctx.input_unit, lenient=True
+        )
         _CONVERTERS[key] = converter
     return converter
 
@@ -174,7 +179,8 @@ S, R, C, P, B = (
 _CONTEXT_COLUMNS = (
     S.id.label("sensor_id"),
     S.project_id,
-    S.display_unit,
+    P.input_unit,
+    P.display_unit,
     S.profile_version,
     R.id.label("run_id"),
     R.project_id.label("run_project_id"),
@@ -199,6 +205,7 @@ _CONTEXT_COLUMNS = (
 class _Context(NamedTuple):
     sensor_id: uuid.UUID
     project_id: uuid.UUID
+    input_unit: str
     display_unit: str
     profile_version: str
     run_id: uuid.UUID | None

@@ -340,3 +340,19 @@ def _buckets_rollup(
         for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
             rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
     return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
+
+
+def profile_units(
+    db: Session, project_id: uuid.UUID, sensor_id: uuid.UUID | None = None
+) -> dict[tuple[uuid.UUID, str], tuple[str, str]]:
+    """(input unit, display unit) of every profile version of the project's sensors (or of
+    one sensor), by (sensor, version)."""
+    P, S = models.SensorProfile, models.Sensor
+    q = (
+        select(P.sensor_id, P.version, P.input_unit, P.display_unit)
+        .join(S, S.id == P.sensor_id)
+        .where(S.project_id == project_id)
+    )
+    if sensor_id is not None:
+        q = q.where(P.sensor_id == sensor_id)
+    return {(s, v): (i, d) for s, v, i, d in db.execute(q)}

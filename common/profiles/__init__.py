@@ -4,6 +4,12 @@ A profile is ``{version, kind, payload}``. :func:`build_converter` validates the
 kind and returns a :class:`Converter`; an invalid payload raises :class:`ProfileError` naming
 the field and the reason, so the API can answer with a precise 422.
 
+Units: a kind says which unit its arithmetic takes raw values in and which unit it gives
+(:class:`Core`; ``None`` for either: any, taken as the sensor states it). The sensor's
+``input_unit`` must measure the same thing as the first and its ``display_unit`` the same as
+the second; a different scale or offset (V for mV, °F for °C) is folded into the converter
+when it is built, as ``a*x + b`` on either side, so a reading costs no unit work.
+
 Kinds register themselves in :data:`KINDS`; ``linear``, ``polynomial`` and ``lookup_table``
 live in :mod:`common.profiles.basic`, ``thermocouple`` in :mod:`common.profiles.thermocouple`.
 """
@@ -11,9 +17,12 @@ live in :mod:`common.profiles.basic`, ``thermocouple`` in :mod:`common.profiles.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from common import units
 
 
 class ProfileError(ValueError):
@@ -32,15 +41,37 @@ class ConversionError(ValueError):
     """A raw value that this profile cannot convert (out of range, missing meta...)."""
 
 
+class UnitMismatch(ValueError):
+    """A sensor unit the profile cannot take: ``field`` is ``input_unit`` or ``display_unit``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
 class Converter(Protocol):
     def convert(self, raw: float, meta: Mapping[str, Any] | None = None) -> float:
         """Return the value in the sensor's display unit, or raise ConversionError."""
         ...
 
 
-ConverterFactory = Callable[[Mapping[str, Any], str | None], Converter]
+@dataclass(frozen=True)
+class Core:
+    """A kind's arithmetic and the units it works in (pint spellings; None: any)."""
 
-#: kind name -> factory(payload, display_unit) -> Converter
+    converter: Converter
+    #: The unit raw values must be in for ``converter``; None: any, used as they come.
+    expects: str | None = None
+    #: The unit ``converter`` gives; None: the sensor's display unit, whatever it is.
+    produces: str | None = None
+    #: The display unit the payload asks for (thermocouple ``display``), if any.
+    display: str | None = None
+
+
+ConverterFactory = Callable[[Mapping[str, Any]], Core]
+
+#: kind name -> factory(payload) -> Core
 KINDS: dict[str, ConverterFactory] = {}
 
 
@@ -66,15 +97,119 @@ def parse_payload(model: type[M], payload: Mapping[str, Any]) -> M:
 
 
 def build_converter(
-    kind: str, payload: Mapping[str, Any], display_unit: str | None = None
+    kind: str,
+    payload: Mapping[str, Any],
+    display_unit: str | None = None,
+    input_unit: str | None = None,
+    *,
+    lenient: bool = False,
 ) -> Converter:
-    """Validate a profile and return its converter; raises ProfileError."""
+    """Validate a profile for a sensor's units and return its converter.
+
+    Raises ProfileError for the payload, UnitMismatch for a unit the profile cannot take.
+    ``lenient`` is for profiles stored before units were checked: a unit that does not parse
+    or does not fit is then used as it comes (no conversion), as it always was."""
     factory = KINDS.get(kind)
     if factory is None:
         raise ProfileError([("kind", f"unknown kind {kind!r}; one of {sorted(KINDS)}")])
     if not isinstance(payload, Mapping):
         raise ProfileError([("", "payload must be a JSON object")])
-    return factory(payload, display_unit)
+    core = factory(payload)
+    in_a, in_b = _fit_input(kind, core, input_unit, lenient)
+    out_a, out_b = _fit_output(kind, core, display_unit, lenient)
+    if (in_a, in_b, out_a, out_b) == (1.0, 0.0, 1.0, 0.0):
+        return core.converter
+    return Scaled(core.converter, in_a, in_b, out_a, out_b)
+
+
+def _fit_input(kind: str, core: Core, input_unit: str | None, lenient: bool) -> tuple[float, float]:
+    """``(a, b)`` taking a raw value in the sensor's input unit to the unit ``core`` expects."""
+    if core.expects is None or input_unit is None:
+        return 1.0, 0.0
+    expects = units.parse(core.expects)
+    try:
+        given = units.parse(input_unit)
+    except units.UnitError as exc:
+        if lenient:
+            return 1.0, 0.0
+        raise UnitMismatch("input_unit", str(exc)) from None
+    if given.dimension != expects.dimension:
+        if lenient:
+            return 1.0, 0.0
+        raise UnitMismatch(
+            "input_unit",
+            f"{given.symbol} is a {given.dimension}; a {kind} profile reads a "
+            f"{expects.dimension} (e.g. {expects.symbol})",
+        )
+    return _affine("input_unit", given, expects, lenient)
+
+
+def _fit_output(
+    kind: str, core: Core, display_unit: str | None, lenient: bool
+) -> tuple[float, float]:
+    """``(a, b)`` taking what ``core`` gives to the sensor's display unit."""
+    target_text = display_unit
+    if core.display is not None:
+        wanted = units.parse(core.display)
+        if display_unit is None or lenient:
+            target_text = core.display  # the payload's own choice, as it always was
+        elif _same_unit(display_unit, wanted) is False:
+            raise ProfileError(
+                [("display", f"{wanted.symbol} disagrees with display_unit {display_unit!r}")]
+            )
+    if core.produces is None or target_text is None:
+        return 1.0, 0.0
+    produces = units.parse(core.produces)
+    try:
+        target = units.parse(target_text)
+    except units.UnitError as exc:
+        if lenient:
+            return 1.0, 0.0
+        raise UnitMismatch("display_unit", str(exc)) from None
+    if target.dimension != produces.dimension:
+        if lenient:
+            return 1.0, 0.0
+        raise UnitMismatch(
+            "display_unit",
+            f"{target.symbol} is a {target.dimension}; a {kind} profile gives a "
+            f"{produces.dimension} (e.g. {produces.symbol})",
+        )
+    return _affine("display_unit", produces, target, lenient)
+
+
+def _affine(
+    field: str, source: units.Unit, target: units.Unit, lenient: bool
+) -> tuple[float, float]:
+    """:func:`units.affine`, its refusal named by ``field`` (same dimension, yet no scale and
+    offset between them: °C and Δ°C, W and dBm)."""
+    try:
+        return units.affine(source, target)
+    except units.UnitError as exc:
+        if lenient:
+            return 1.0, 0.0
+        raise UnitMismatch(field, str(exc)) from None
+
+
+def _same_unit(text: str, unit: units.Unit) -> bool | None:
+    """Whether ``text`` names ``unit``; None if it names no unit at all."""
+    try:
+        return units.parse(text) == unit
+    except units.UnitError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Scaled:
+    """A converter with its units' scale and offset folded in on either side."""
+
+    inner: Converter
+    in_a: float
+    in_b: float
+    out_a: float
+    out_b: float
+
+    def convert(self, raw: float, meta: Mapping[str, Any] | None = None) -> float:
+        return self.out_a * self.inner.convert(self.in_a * raw + self.in_b, meta) + self.out_b
 
 
 # Registration happens on import of the modules that define the kinds.

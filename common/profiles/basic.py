@@ -1,4 +1,9 @@
-"""The arithmetic kinds: ``linear``, ``polynomial`` and ``lookup_table``."""
+"""The arithmetic kinds: ``linear``, ``polynomial`` and ``lookup_table``.
+
+Their payloads may say which units their numbers are in (``input_unit``: raw values,
+``output_unit``: results). A kind that says so takes a sensor input of the same dimension in
+any scale (the coefficients for V work for a sensor read in mV) and gives any display unit its
+output converts to; one that says nothing takes its numbers as the sensor states them."""
 
 from __future__ import annotations
 
@@ -10,11 +15,23 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from common.profiles import ConversionError, ProfileError, parse_payload, register
+from common import units
+from common.profiles import ConversionError, Core, ProfileError, parse_payload, register
 
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=False)
+
+    input_unit: str | None = None
+    output_unit: str | None = None
+
+    @field_validator("input_unit", "output_unit")
+    @classmethod
+    def _a_unit(cls, value: str | None) -> str | None:
+        return None if value is None else units.canonical(value)
+
+    def core(self, converter: Any) -> Core:
+        return Core(converter, expects=self.input_unit, produces=self.output_unit)
 
 
 class LinearPayload(_Payload):
@@ -86,20 +103,20 @@ class LookupTable:
 
 
 @register("linear")
-def _linear(payload: Mapping[str, Any], display_unit: str | None) -> Linear:
+def _linear(payload: Mapping[str, Any]) -> Core:
     p = parse_payload(LinearPayload, payload)
-    return Linear(p.a, p.b)
+    return p.core(Linear(p.a, p.b))
 
 
 @register("polynomial")
-def _polynomial(payload: Mapping[str, Any], display_unit: str | None) -> Polynomial:
+def _polynomial(payload: Mapping[str, Any]) -> Core:
     p = parse_payload(PolynomialPayload, payload)
-    return Polynomial(tuple(p.coefficients))
+    return p.core(Polynomial(tuple(p.coefficients)))
 
 
 @register("lookup_table")
-def _lookup(payload: Mapping[str, Any], display_unit: str | None) -> LookupTable:
+def _lookup(payload: Mapping[str, Any]) -> Core:
     p = parse_payload(LookupTablePayload, payload)
     if not p.points:
         raise ProfileError([("points", "at least two points are needed")])
-    return LookupTable(tuple(x for x, _ in p.points), tuple(y for _, y in p.points))
+    return p.core(LookupTable(tuple(x for x, _ in p.points), tuple(y for _, y in p.points)))

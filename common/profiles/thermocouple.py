@@ -4,9 +4,12 @@ Payload::
 
     {"type": "K",                 # B E J K N R S T
      "cold_junction_c": 24.5,     # optional; else each reading's meta["cold_junction_c"]
-     "display": "C",              # C F K; default: the sensor's display unit, else C
-     "input": "mV"}               # "mV": raw is the emf in mV; "max31855": raw is the
-                                  # chip's hot-junction °C, corrected with NIST
+     "display": "C",              # C F K; optional: the sensor's display unit says it,
+                                  # and must agree with this if both are given
+     "input": "mV"}               # "mV": raw is the emf (a voltage: the sensor's input
+                                  # unit, V, mV or µV, is converted to mV first);
+                                  # "max31855": raw is the chip's hot-junction
+                                  # temperature, corrected with NIST
 
 A payload ``cold_junction_c`` wins over the reading's meta: it is the operator's statement of
 where the reference junction is (an ice bath, a thermostatted block).
@@ -21,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from common.profiles import ConversionError, parse_payload, register
+from common.profiles import ConversionError, Core, parse_payload, register
 from hardware.thermocouple import (
     TYPES,
     ThermocoupleRangeError,
@@ -33,27 +36,9 @@ from hardware.thermocouple import (
 DisplayUnit = Literal["C", "F", "K"]
 InputKind = Literal["mV", "max31855"]
 
-_UNIT_ALIASES: dict[str, DisplayUnit] = {
-    "c": "C",
-    "°c": "C",
-    "degc": "C",
-    "deg c": "C",
-    "celsius": "C",
-    "f": "F",
-    "°f": "F",
-    "degf": "F",
-    "deg f": "F",
-    "fahrenheit": "F",
-    "k": "K",
-    "kelvin": "K",
-}
-
-
-def display_unit_of(unit: str | None) -> DisplayUnit | None:
-    """The C/F/K a sensor's free-text display unit means, or None if it means none of them."""
-    if unit is None:
-        return None
-    return _UNIT_ALIASES.get(unit.strip().lower())
+#: The unit raw values must be in, by ``input``: the emf, or the chip's hot-junction reading.
+#: A sensor's input unit of the same dimension in another scale (V, µV) is converted first.
+_EXPECTS: dict[InputKind, str] = {"mV": "mV", "max31855": "degC"}
 
 
 class ThermocouplePayload(BaseModel):
@@ -85,19 +70,13 @@ class ThermocouplePayload(BaseModel):
         return cj
 
 
-def _to_display(t_c: float, unit: DisplayUnit) -> float:
-    if unit == "F":
-        return t_c * 9.0 / 5.0 + 32.0
-    if unit == "K":
-        return t_c + 273.15
-    return t_c
-
-
 @dataclass(frozen=True)
 class Thermocouple:
+    """Raw emf in mV (or a MAX31855 reading in °C) to °C; other units are the caller's
+    (:func:`common.profiles.build_converter` folds them in)."""
+
     type: str
     cold_junction_c: float | None
-    display: DisplayUnit
     input: InputKind
 
     def _cold_junction(self, meta: Mapping[str, Any] | None) -> float:
@@ -130,11 +109,15 @@ class Thermocouple:
                 t_c = compensated_temperature_c(self.type, raw, cj)
         except ThermocoupleRangeError as exc:
             raise ConversionError(str(exc)) from None
-        return _to_display(t_c, self.display)
+        return t_c
 
 
 @register("thermocouple")
-def _thermocouple(payload: Mapping[str, Any], display_unit: str | None) -> Thermocouple:
+def _thermocouple(payload: Mapping[str, Any]) -> Core:
     p = parse_payload(ThermocouplePayload, payload)
-    display: DisplayUnit = p.display or display_unit_of(display_unit) or "C"
-    return Thermocouple(p.type, p.cold_junction_c, display, p.input)
+    return Core(
+        Thermocouple(p.type, p.cold_junction_c, p.input),
+        expects=_EXPECTS[p.input],
+        produces="degC",
+        display=p.display,
+    )

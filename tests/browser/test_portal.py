@@ -211,3 +211,38 @@ def test_an_operator_follows_a_run_live_in_the_portal(
     expect(page.locator(f"tr[data-session-id='{first}']")).to_contain_text("succeeded")
     page.screenshot(path=str(artifacts / "portal-tests.png"), full_page=True)
     assert errors == []
+
+
+def test_charts_show_units_as_a_lab_writes_them(
+    portal_server: CloudServer, browser: Browser
+) -> None:
+    """A sensor registered in "degC" and a metric logged in "C" are both charted in °C."""
+    demo = Demo(portal_server.url)
+    r = demo.c.patch(
+        f"/api/v1/sensors/{demo.sensor}", headers=demo.h, json={"display_unit": "degF"}
+    )
+    assert r.status_code == 200, r.text
+    session = demo.session(1)
+    demo.ingest(session, 0, 20, ago_s=10)
+    demo._post(
+        f"/api/v1/runs/{demo.run}/metrics",
+        {
+            "metrics": [
+                {"name": "oven", "step": s, "value": 20.0 + s, "unit": "C"} for s in range(5)
+            ]
+        },
+    )
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(portal_server.url + "/")
+    _set_identity(page, demo)
+    page.locator("tr[data-experiment-id]", has_text="Furnace heat-up").click()
+    page.locator(f"tr[data-run-id='{demo.run}']").click()
+
+    chart = page.locator(f".chart[data-sensor-id='{demo.sensor}']")
+    expect(chart).to_have_attribute("data-unit", "°F")
+    expect(chart.locator(".chart-title")).to_contain_text("(°F)")
+    metric = page.locator(".metric-chart[data-metric='oven']")
+    expect(metric).to_have_attribute("data-unit", "°C")
+    expect(metric.locator(".chart-title")).to_contain_text("oven (°C)")

@@ -196,7 +196,7 @@ def test_the_migration_reports_readings_it_cannot_make_unique(database_url: str)
     url = database_url  # at the head: go back to before the unique index
     from cloud.migrate import downgrade
 
-    downgrade(url, "0004")
+    downgrade(url, "0005")
     sensor = uuid.uuid4()
     engine = make_engine(url)
     try:

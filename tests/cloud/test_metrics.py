@@ -48,9 +48,40 @@ def test_metrics_roundtrip(api: Api, owner: Identity) -> None:
         "last_step": 99,
         "min": 0.0,
         "max": 0.99,
+        "unit": None,
     }
     everything = api.get(f"/api/v1/runs/{run}/metrics", params={"limit": 10000}, headers=h).json()
     assert [p["name"] for p in everything["points"]][:1] == ["acc"]
+
+
+def test_metric_units_are_parsed_and_shown_canonically(api: Api, owner: Identity) -> None:
+    h = owner.headers()
+    run = api.run(owner, api.experiment(owner))
+    points = [
+        {"name": "oven", "step": 0, "value": 20.0, "unit": "degC"},
+        {"name": "oven", "step": 1, "value": 21.0, "unit": "C"},
+        {"name": "flow", "step": 0, "value": 1.5, "unit": "L/min"},
+        {"name": "loss", "step": 0, "value": 0.5},
+    ]
+    assert (
+        api.post(f"/api/v1/runs/{run}/metrics", {"metrics": points}, headers=h).status_code == 201
+    )
+    got = api.get(f"/api/v1/runs/{run}/metrics", headers=h).json()["points"]
+    assert {(p["name"], p["step"]): p["unit"] for p in got} == {
+        ("flow", 0): "l/min",  # pint writes the litre l
+        ("loss", 0): None,
+        ("oven", 0): "°C",
+        ("oven", 1): "°C",
+    }
+    summary = api.get(f"/api/v1/runs/{run}/metrics/summary", headers=h).json()
+    assert {s["name"]: s["unit"] for s in summary} == {"flow": "l/min", "loss": None, "oven": "°C"}
+    bad = [{"name": "oven", "step": 2, "value": 1.0, "unit": "bananas"}]
+    body = assert_problem(
+        api.post(f"/api/v1/runs/{run}/metrics", {"metrics": bad}, headers=h),
+        422,
+        "metrics.0.unit",
+    )
+    assert "bananas" in str(body)
 
 
 @pytest.mark.parametrize(

@@ -33,8 +33,11 @@ def test_demo_scenario_as_curl_sends_it(api: Api) -> None:
         "version": "v1",
         "kind": "linear",
         "payload": {"a": 1.23, "b": 0.2},
+        "input_unit": "mV",
+        "display_unit": "°C",  # the scenario's "C", in its one spelling
         "created_at": sensor["conversion_profile"]["created_at"],
     }
+    assert (sensor["input_unit"], sensor["display_unit"]) == ("mV", "°C")
     again = api.c.post(
         "/api/v1/sensors", content=sensor_body, headers={**h, "Idempotency-Key": "demo-sensor-1"}
     )

@@ -80,7 +80,8 @@ def test_migrate_runs_once_then_the_cloud_starts(services: dict[str, Any]) -> No
 
 def test_the_cloud_serves_on_8002(services: dict[str, Any]) -> None:
     cloud = services["cloud"]
-    assert cloud["build"] == "." and cloud["ports"] == ["8002:8002"]
+    assert cloud["build"] == "."
+    assert [resolve(port) for port in cloud["ports"]] == ["127.0.0.1:8002:8002"]
     argv = cloud["command"]
     assert argv[:2] == ["benchlink-cloud", "serve"]
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
@@ -90,9 +91,31 @@ def test_the_cloud_serves_on_8002(services: dict[str, Any]) -> None:
     assert resolve(cloud["environment"]["BENCHLINK_ENVIRONMENT"]) == "development"
 
 
+def published(port: str) -> tuple[str, str]:
+    """The host address and port of a ``ports`` entry (Compose's short syntax)."""
+    parts = resolve(port).split(":")
+    return (parts[0] if len(parts) == 3 else "0.0.0.0", parts[-2])
+
+
+def test_nothing_is_published_beyond_this_machine_by_default(services: dict[str, Any]) -> None:
+    """A port without a host address is published on every interface: the API (with the
+    identity headers it trusts) and the broker would be reachable from the network."""
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert published(port)[0] == "127.0.0.1", f"{name} publishes {port}"
+            assert "${BENCHLINK_PUBLISH_ADDR:-127.0.0.1}:" in port  # one knob opens them
+
+
+def test_the_dev_identity_is_off_unless_turned_on(services: dict[str, Any]) -> None:
+    env = services["cloud"]["environment"]
+    assert resolve(str(env.get("BENCHLINK_DEV_IDENTITY", "false"))).lower() in ("false", "0", "")
+    assert "--dev-identity" not in services["cloud"]["command"]
+
+
 def test_mosquitto_uses_the_repos_config_credentials_and_acl(services: dict[str, Any]) -> None:
     mosq = services["mosquitto"]
-    assert mosq["image"] == "eclipse-mosquitto:2" and mosq["ports"] == ["1883:1883"]
+    assert mosq["image"] == "eclipse-mosquitto:2"
+    assert [resolve(port) for port in mosq["ports"]] == ["127.0.0.1:1883:1883"]
     mounts = {resolve(v).split(":")[1]: resolve(v).split(":")[0] for v in mosq["volumes"]}
     assert mounts["/benchlink/mosquitto"] == "./mosquitto"
     assert mounts["/benchlink/passwords"] == "./mosquitto/passwords.example"
@@ -101,7 +124,7 @@ def test_mosquitto_uses_the_repos_config_credentials_and_acl(services: dict[str,
     text = script(mosq)
     for used in re.findall(r"/benchlink/mosquitto/([\w./]+)", text):
         assert (REPO / "mosquitto" / used).is_file(), f"the command uses a missing {used}"
-    assert "mosquitto_passwd -U passwords" in text
+    assert "mosquitto_passwd -U plain" in text  # only the plain-text lines (test_mosquitto.py)
     assert (
         text.strip().splitlines()[-1] == "exec mosquitto -c /run/benchlink-mosquitto/mosquitto.conf"
     )
@@ -128,6 +151,32 @@ def test_the_acl_gives_each_device_its_own_topic() -> None:
     assert acl[1:3] == ["user benchlink-edge", "topic read benchlink/sensors/+/readings"]
 
 
+def dockerfile_user() -> tuple[str, int]:
+    """The image's unprivileged user: its name and uid (``useradd --uid``)."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    useradd = shlex.split(re.search(r"useradd ([^&]+)", text)[1])  # type: ignore[index]
+    return useradd[-1], int(useradd[useradd.index("--uid") + 1])
+
+
+def as_benchlink_user(edge: dict[str, Any]) -> tuple[str, str]:
+    """The edge service hands the mounted config to the image's user before it drops to that
+    user: the path of the copy the daemon reads, and the script run as that user."""
+    name, uid = dockerfile_user()
+    assert uid == 10001 and f"USER {name}" in (REPO / "Dockerfile").read_text()
+    # The seed writes the config 0600 for the host user: the image's user could not read the
+    # mount itself, so the service starts as root, copies it, and runs nothing else as root.
+    assert edge["user"] == "root"
+    mounted = next(resolve(v).split(":")[1] for v in edge["volumes"] if v.endswith(":ro"))
+    lines = script(edge).strip().splitlines()
+    copy = shlex.split(lines[1])
+    assert copy[:5] == ["install", "-o", name, "-m", "0600"] and copy[5] == mounted
+    assert shlex.split(lines[0]) == ["install", "-d", "-o", name, "-m", "0700", "/run/benchlink"]
+    drop = shlex.split("\n".join(lines[2:]))  # the last command: everything else is in it
+    assert drop[:5] == ["exec", "setpriv", f"--reuid={name}", "--regid=nogroup", "--init-groups"]
+    assert drop[5:7] == ["sh", "-ec"] and len(drop) == 8
+    return copy[6], drop[7]
+
+
 def test_the_edge_runs_the_simulator_and_the_daemon(
     services: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,13 +186,12 @@ def test_the_edge_runs_the_simulator_and_the_daemon(
         "cloud": {"condition": "service_healthy"},
         "mosquitto": {"condition": "service_healthy"},
     }
-    text = script(edge)
-    sim = shlex.split(text.replace("\\\n", " ").splitlines()[0])
+    config_path, inner = as_benchlink_user(edge)
+    lines = inner.replace("\\\n", " ").strip().splitlines()
+    sim = shlex.split(lines[0])
     assert sim[0] == "benchlink-sim"
     link = sim[sim.index("--link") + 1]
-    assert text.strip().splitlines()[-1] == (
-        "exec benchlink-edge --config /etc/benchlink/edge.toml run"
-    )
+    assert lines[-1].strip() == f"exec benchlink-edge --config {config_path} run"
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert {"benchlink-sim", "benchlink-edge", "benchlink-cloud"} <= set(scripts)
     # The config demo_seed.py writes, with the service's environment, is a valid edge config

@@ -3,9 +3,11 @@ Mosquitto - assembled the way the docker-compose service assembles it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import queue
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -15,30 +17,49 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.demo.conftest import REPO
-from tests.support.services import free_port, unavailable, wait_port
+from tests.support.services import Broker, free_port, unavailable, wait_port
 
 MOSQ = REPO / "mosquitto"
+COMPOSE = REPO / "docker-compose.yml"
 DEVICE_A = str(uuid.uuid4())
 DEVICE_B = str(uuid.uuid4())
 
 
-def broker_config(tmp: Path, port: int) -> str:
-    """mosquitto.conf + conf.d/auth.conf, with the port, paths and logging of this test."""
-    base = []
-    for line in (MOSQ / "mosquitto.conf").read_text().splitlines():
+def broker_config(text: str, tmp: Path, port: int) -> str:
+    """A broker config of the repo with the port, paths and logging of this test."""
+    lines = []
+    for line in text.splitlines():
         if line.startswith("listener "):
             line = f"listener {port} 127.0.0.1"
         elif line.startswith("persistence_location "):
             line = f"persistence_location {tmp}/"
         elif line.startswith(("log_dest ", "log_type ")):
             continue
-        base.append(line)
-    auth = (MOSQ / "conf.d" / "auth.conf").read_text().replace("/run/benchlink-mosquitto", str(tmp))
-    auth = auth.replace("log_dest stdout", "log_dest stderr")
-    return "\n".join(base) + "\n" + auth
+        lines.append(line.replace("/run/benchlink-mosquitto", str(tmp)))
+    return "\n".join([*lines, "log_dest stderr", ""])
+
+
+def compose_script(tmp: Path, passwords: Path) -> str:
+    """The docker-compose mosquitto service's start script, for this machine: the same
+    commands with the container's paths replaced, and without what only a container needs
+    (chown to the broker user, which give_to_broker_user does, and the exec of the broker)."""
+    service = yaml.safe_load(COMPOSE.read_text())["services"]["mosquitto"]
+    assert service["command"][:2] == ["sh", "-ec"]
+    script = str(service["command"][2]).replace("$$", "$")  # Compose's escape of a literal $
+    script = script.replace("/run/benchlink-mosquitto", str(tmp))
+    script = script.replace("/benchlink/passwords", str(passwords))
+    script = script.replace("/benchlink/mosquitto", str(MOSQ))
+    kept = [
+        line
+        for line in script.splitlines()
+        if not line.strip().startswith(("chown ", "exec mosquitto"))
+    ]
+    assert len(kept) == len(script.splitlines()) - 2, "the service's script changed: review"
+    return "\n".join(kept)
 
 
 def give_to_broker_user(tmp_path: Path) -> None:
@@ -54,31 +75,21 @@ def give_to_broker_user(tmp_path: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-@pytest.fixture
-def broker() -> Iterator[int]:
+def mosquitto_binary() -> str:
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists() or not shutil.which("mosquitto_passwd"):
         unavailable("Mosquitto", "mosquitto / mosquitto_passwd are not installed")
-    # Not under pytest's tmp_path: its parents are private to root, and the broker is not root.
-    tmp_path = Path(tempfile.mkdtemp(prefix="benchlink-mosq-acl-"))
-    tmp_path.chmod(0o700)
-    source = tmp_path / "passwords.txt"
-    source.write_text(
-        (MOSQ / "passwords.example").read_text() + f"{DEVICE_A}:secret-a\n{DEVICE_B}:secret-b\n"
-    )
-    # What the compose service does before starting the broker: drop the comments (which
-    # mosquitto_passwd calls corrupt) and hash the plain-text passwords in place.
-    passwords = tmp_path / "passwords"
-    with passwords.open("wb") as out:
-        subprocess.run(["grep", "-Ev", r"^[[:space:]]*(#|$)", str(source)], stdout=out, check=True)
-    subprocess.run(["mosquitto_passwd", "-U", str(passwords)], check=True)
-    assert "change-me" not in passwords.read_text()
-    shutil.copy(MOSQ / "acl", tmp_path / "acl")
+    return binary
+
+
+@contextlib.contextmanager
+def running_broker(tmp_path: Path, conf_text: str) -> Iterator[int]:
+    """Mosquitto with ``conf_text`` (adapted by broker_config) on a free port."""
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(broker_config(tmp_path, port))
+    conf.write_text(broker_config(conf_text, tmp_path, port))
     give_to_broker_user(tmp_path)
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=subprocess.PIPE)
     try:
         if not wait_port("127.0.0.1", port):
             proc.kill()
@@ -87,7 +98,31 @@ def broker() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+@contextlib.contextmanager
+def compose_broker(source: Path) -> Iterator[int]:
+    """The broker as the compose service starts it, with ``source`` as MOSQUITTO_PASSWORDS."""
+    mosquitto_binary()
+    # Not under pytest's tmp_path: its parents are private to root, and the broker is not root.
+    tmp_path = Path(tempfile.mkdtemp(prefix="benchlink-mosq-acl-"))
+    try:
+        subprocess.run(["sh", "-ec", compose_script(tmp_path, source)], check=True)
+        with running_broker(tmp_path, (tmp_path / "mosquitto.conf").read_text()) as port:
+            yield port
+    finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[int]:
+    source = tmp_path / "passwords.txt"
+    source.write_text(
+        (MOSQ / "passwords.example").read_text() + f"{DEVICE_A}:secret-a\n{DEVICE_B}:secret-b\n"
+    )
+    source.chmod(0o644)
+    with compose_broker(source) as port:
+        yield port
 
 
 def connect(port: int, username: str | None, password: str | None) -> tuple[mqtt.Client, int]:
@@ -170,3 +205,83 @@ def test_anonymous_and_wrong_credentials_are_refused(
     client, rc = connect(broker, user, password)
     client.loop_stop()
     assert rc != 0  # 5 / 135: not authorized
+
+
+def readme_password_commands() -> list[str]:
+    """The ``mosquitto_passwd`` lines of mosquitto/README.md, in order."""
+    text = (MOSQ / "README.md").read_text()
+    block = text[text.index("## Credentials") :].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("mosquitto_passwd ")]
+
+
+def test_the_readmes_password_file_logs_in_through_the_compose_service(tmp_path: Path) -> None:
+    """The documented path: mosquitto_passwd as the README says, then the compose service's
+    script on that file. Hashing those hashes again locked every client out."""
+    passwords = tmp_path / "passwords"
+    typed = {"benchlink-edge": "edge-pw", DEVICE_A: "device-a-pw"}
+    commands = readme_password_commands()
+    assert len(commands) == 3
+    for line in commands:
+        line = line.replace("mosquitto/passwords", str(passwords))
+        line = line.replace("5a0c2c1e-0000-4000-8000-000000000001", DEVICE_A)
+        line = line.replace("<sensor id>", DEVICE_B).replace("<password>", "device-b-pw")
+        user = shlex.split(line)[-1]
+        answer = f"{typed[user]}\n{typed[user]}\n" if user in typed else None
+        subprocess.run(shlex.split(line), input=answer, text=True, check=True, timeout=10)
+    assert "edge-pw" not in passwords.read_text()  # hashed by mosquitto_passwd
+
+    with compose_broker(passwords) as port:
+        for user, password in [*typed.items(), (DEVICE_B, "device-b-pw")]:
+            client, rc = connect(port, user, password)
+            client.loop_stop()
+            assert rc == 0, f"{user} was refused with the password the README set"
+        client, rc = connect(port, "benchlink-edge", "wrong")
+        client.loop_stop()
+        assert rc != 0
+
+
+def test_a_file_mixing_hashed_and_plain_lines_works(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwords"
+    answer = "edge-pw\nedge-pw\n"
+    subprocess.run(
+        ["mosquitto_passwd", "-c", str(passwords), "benchlink-edge"],
+        input=answer,
+        text=True,
+        check=True,
+        timeout=10,
+    )
+    with passwords.open("a") as f:
+        f.write(f"# a device added by hand\n{DEVICE_A}:plain-a\n")
+    with compose_broker(passwords) as port:
+        for user, password in (("benchlink-edge", "edge-pw"), (DEVICE_A, "plain-a")):
+            client, rc = connect(port, user, password)
+            client.loop_stop()
+            assert rc == 0, user
+
+
+def test_the_repos_mosquitto_conf_alone_lets_no_anonymous_client_in() -> None:
+    """mosquitto.conf as a bare-metal broker would read it before its password file is set
+    up: anonymous clients are refused (it used to say allow_anonymous true)."""
+    mosquitto_binary()
+    tmp_path = Path(tempfile.mkdtemp(prefix="benchlink-mosq-bare-"))
+    try:
+        with running_broker(tmp_path, (MOSQ / "mosquitto.conf").read_text()) as port:
+            client, rc = connect(port, None, None)
+            client.loop_stop()
+            assert rc != 0
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_make_demo_goes_on_without_mqtt_when_the_broker_wants_a_password(
+    broker: int, mosquitto: Broker
+) -> None:
+    """The demo's device and edge log in without a password; a broker set up as mosquitto/
+    is refuses them, and the demo must say so rather than die on its first publish."""
+    import demo
+
+    url, why = demo.mqtt_broker(f"mqtt://127.0.0.1:{broker}")
+    assert url is None and "refuses clients without a password" in why
+    assert demo.mqtt_broker(mosquitto.url) == (mosquitto.url, "")  # an open test broker
+    url, why = demo.mqtt_broker(f"mqtt://127.0.0.1:{free_port()}")
+    assert url is None and why.startswith("no broker at")

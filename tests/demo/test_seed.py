@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.demo.conftest import run_script
+from tests.demo.conftest import BIN, run_script
 from tests.support.cloud import CloudServer
 
 
@@ -95,9 +97,11 @@ def test_seed_creates_the_demo_project_and_prints_working_tokens(
         assert send_one(cloud, result, sensor) == 202
 
 
-def test_seed_twice_duplicates_nothing_and_rotates_to_fresh_tokens(
+def test_seed_twice_duplicates_nothing_and_keeps_the_tokens_working(
     cloud: CloudServer, tmp_path: Path
 ) -> None:
+    """docs/demo.md prints the tokens, then runs the seed again: that second run used to
+    rotate them, so the tokens the user had just saved stopped working."""
     first = seed(cloud, tmp_path / "owner")
     before = inventory(cloud, first)
 
@@ -110,18 +114,68 @@ def test_seed_twice_duplicates_nothing_and_rotates_to_fresh_tokens(
     assert second["runs"] == first["runs"]
     assert inventory(cloud, second) == before
     for old, new in zip(first["sensors"], second["sensors"], strict=True):
-        assert new["id"] == old["id"] and new["rotated"] and not new["created"]
-        assert new["token"] != old["token"]
-        assert send_one(cloud, second, new) == 202
-        assert send_one(cloud, second, old) == 401  # rotated out
+        assert new["id"] == old["id"] and not new["rotated"] and not new["created"]
+        assert new["token"] == old["token"]  # shown again, from the tokens file
+        assert send_one(cloud, first, old) == 202
+    tokens = tmp_path / "demo_tokens.json"
+    assert tokens.stat().st_mode & 0o777 == 0o600
 
 
-def test_keep_tokens_prints_none_and_leaves_them_working(
+def test_rotate_tokens_gives_fresh_ones_and_retires_the_old(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    first = seed(cloud, tmp_path / "owner")
+    rotated = seed(cloud, tmp_path / "owner", "--rotate-tokens")
+    for old, new in zip(first["sensors"], rotated["sensors"], strict=True):
+        assert new["id"] == old["id"] and new["rotated"] and new["token"] != old["token"]
+        assert send_one(cloud, rotated, new) == 202
+        assert send_one(cloud, rotated, old) == 401  # rotated out
+    again = seed(cloud, tmp_path / "owner")  # the fresh ones are the ones kept now
+    assert [s["token"] for s in again["sensors"]] == [s["token"] for s in rotated["sensors"]]
+
+
+def test_a_token_rotated_elsewhere_is_not_shown_as_if_it_worked(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    first = seed(cloud, tmp_path / "owner")
+    furnace = first["sensors"][0]
+    with httpx.Client(base_url=cloud.url, headers=owner_headers(first)) as c:
+        c.post(f"/api/v1/sensors/{furnace['id']}/rotate-token").raise_for_status()
+    again = seed(cloud, tmp_path / "owner")
+    assert again["sensors"][0]["token"] is None and not again["sensors"][0]["rotated"]
+    assert again["sensors"][1]["token"] == first["sensors"][1]["token"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BIN / "demo_seed.py"),
+            "--base-url",
+            cloud.url,
+            "--owner-file",
+            str(tmp_path / "owner"),
+            "--edge-toml",
+            str(tmp_path / "edge.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "--rotate-tokens" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_without_its_tokens_file_a_rerun_keeps_the_tokens_and_prints_none(
     cloud: CloudServer, tmp_path: Path
 ) -> None:
     owner = str(uuid.uuid4())
     first = seed(cloud, tmp_path / "unused", "--owner-user-id", owner)
-    kept = seed(cloud, tmp_path / "unused", "--owner-user-id", owner, "--keep-tokens")
+    kept = seed(
+        cloud,
+        tmp_path / "unused",
+        "--owner-user-id",
+        owner,
+        "--tokens-file",
+        str(tmp_path / "elsewhere.json"),
+    )
 
     assert not (tmp_path / "unused").exists()  # an explicit owner is not saved
     assert kept["owner_user_id"] == owner and kept["project_id"] == first["project_id"]
@@ -146,7 +200,7 @@ def test_human_output_shows_ids_and_tokens_once(cloud: CloudServer, tmp_path: Pa
         "demo_seed.py", "--base-url", cloud.url, "--owner-file", str(tmp_path / "o")
     ).stdout
     assert "found (re-run: nothing duplicated)" in again
-    assert "fresh tokens" in again
+    assert again.count("token kept") == 2 and again.count("token        bls_") == 2
 
 
 def test_env_output_is_shell_exports(cloud: CloudServer, tmp_path: Path) -> None:

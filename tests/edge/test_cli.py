@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.buffer import Buffer
-from edge.cli import main
+from edge.cli import EXIT_CONFIG, main
 from tests.edge.helpers import write_config
 
 TOKEN = "bl_s3cr3t"
@@ -43,7 +43,7 @@ def test_a_bad_config_never_prints_the_token(
         buffer=tmp_path / "b.db",
         sensors=[sensor(**bad)],
     )
-    assert main(["--config", str(cfg), "status"]) == 2
+    assert main(["--config", str(cfg), "status"]) == EXIT_CONFIG
     out = capsys.readouterr()
     assert "config" in out.err
     assert TOKEN not in out.out + out.err

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -84,6 +86,14 @@ def test_systemd_unit() -> None:
     ):
         assert line in unit.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+", unit, re.M)
+    # reload re-reads the config; a config error (2: command line, 78: EX_CONFIG) stays down
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit.splitlines()
+    (prevent,) = re.findall(r"^RestartPreventExitStatus=(.*)$", unit, re.M)
+    assert {"2", "78"} <= set(prevent.split())
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M)
+    assert exec_start is not None
+    args = exec_start.group(1).split()[1:]
+    assert build_parser().parse_args(args).config == "/etc/benchlink/edge.toml"
     analyze = shutil.which("systemd-analyze")
     if analyze:
         out = subprocess.run(
@@ -98,6 +108,24 @@ def test_systemd_unit() -> None:
             if ln.strip() and "/opt/benchlink" not in ln and "ExecStart" not in ln
         ]
         assert not problems, out.stderr
+
+
+def test_the_units_documentation_is_installed_by_pip_install(tmp_path: Path) -> None:
+    """Documentation= points into the venv the docs install to (/opt/benchlink/venv): a fresh
+    venv, `pip install .` as documented, and the file is where the unit says."""
+    unit = (EDGE / "benchlink-edge.service").read_text()
+    (doc,) = re.findall(r"^Documentation=(\S+)$", unit, re.M)
+    prefix = "file:///opt/benchlink/venv/"
+    assert doc.startswith(prefix), doc
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")]
+    out = subprocess.run(
+        [*pip, "install", "--quiet", "--no-deps", str(REPO)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    installed = venv / doc.removeprefix(prefix)
+    assert installed.read_text() == (REPO / "docs" / "edge.md").read_text()
 
 
 def test_docs_cover_every_cli_command() -> None:
@@ -158,3 +186,30 @@ def test_daemon_notifies_systemd_and_stops_gracefully(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_every_benchlink_edge_command_in_the_docs_parses() -> None:
+    """docs/edge.md word for word: each `benchlink-edge ...` line of its code blocks (the
+    placeholders filled in, the [optional] parts included) is a valid command line."""
+    doc = (REPO / "docs" / "edge.md").read_text()
+    code = "\n".join(re.findall(r"^```\w*\n(.*?)^```", doc, re.M | re.S))
+    fill = {"SENSOR_ID": str(uuid.uuid4()), "RUN": str(uuid.uuid4()), "SESSION": str(uuid.uuid4())}
+    checked = 0
+    for line in code.splitlines():
+        words = shlex.split(line.replace("[", "").replace("]", ""), comments=True)
+        at = next((i for i, w in enumerate(words) if w.endswith("benchlink-edge")), None)
+        if at is None or {"systemctl", "journalctl"} & set(words):  # the unit's name
+            continue
+        args = [w for w in words[at + 1 :] if w != "..."]
+        args = [
+            fill.get(w)
+            or (str(uuid.uuid4()) if w == "ID" and args[i - 1] == "--sensor" else None)
+            or {"ID": "1", "N": "5"}.get(w, w)
+            for i, w in enumerate(args)
+        ]
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as exc:
+            raise AssertionError(f"docs/edge.md: {line!r} does not parse") from exc
+        checked += 1
+    assert checked >= 10

@@ -268,3 +268,22 @@ def test_a_second_edge_s_copies_are_dropped_and_its_other_value_dead_lettered(
     assert "already has a reading at this timestamp with raw_value 2.0" in dead[0]["reason"]
     status = json.loads(second.cli("status", "--json").stdout)["sensors"][a.sensor_id]
     assert (status["synced"], status["dead"], status["pending"]) == (4, 1, 0)
+
+
+def test_dead_letter_retry_after_a_token_rotation_sends_the_configs_token(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    """No daemon in between: the buffer still holds the token of its last start, and a retry
+    must not send that one again (it dead-lettered every batch a second time)."""
+    (a,) = cloud.bootstrap(1)
+    old = Bound(a.sensor_id, "bl_rotated-away", a.run_id, a.session_id, a.project_id, a.user)
+    edge = edge_for(cloud, tmp_path, old)
+    capture(tmp_path, old, range(56), datetime.now(UTC))  # 8 batches of 7
+    first = edge.cli("flush")
+    assert "dead-lettered 8, of 8" in first.stdout, first.stdout + first.stderr
+    edge_for(cloud, tmp_path, a)  # the new token written to the config
+    retried = edge.cli("dead-letter", "retry")
+    assert "8 batch(es) queued again" in retried.stdout
+    again = edge.cli("flush")
+    assert "synced 8 batch(es), dead-lettered 0, of 8" in again.stdout, again.stdout
+    assert seqs_in_cloud(cloud, a) == list(range(56))

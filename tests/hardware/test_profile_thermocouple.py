@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.profiles import KINDS, ConversionError, ProfileError, build_converter
-from common.profiles.thermocouple import Thermocouple, display_unit_of
+from common.profiles import KINDS, ConversionError, ProfileError, UnitMismatch, build_converter
+from common.profiles.thermocouple import Thermocouple
 from hardware.thermocouple import (
     TYPES,
     compensated_temperature_c,
@@ -32,7 +32,41 @@ def test_kind_is_registered() -> None:
 
 def test_minimal_payload_defaults() -> None:
     conv = build_converter("thermocouple", {"type": "K"})
-    assert conv == Thermocouple(type="K", cold_junction_c=None, display="C", input="mV")
+    assert conv == Thermocouple(type="K", cold_junction_c=None, input="mV")
+
+
+@pytest.mark.parametrize(
+    ("input_unit", "raw"),
+    [("mV", 4.096), ("millivolt", 4.096), ("V", 0.004096), ("uV", 4096.0), ("µV", 4096.0)],
+)
+def test_the_same_emf_in_any_voltage_unit_gives_the_same_temperature(
+    input_unit: str, raw: float
+) -> None:
+    payload = {"type": "K", "cold_junction_c": 0.0}
+    conv = build_converter("thermocouple", payload, "°C", input_unit)
+    assert conv.convert(raw) == pytest.approx(compensated_temperature_c("K", 4.096, 0.0), rel=1e-12)
+    assert conv.convert(raw) == pytest.approx(100.0, abs=0.05)
+
+
+@pytest.mark.parametrize("input_unit", ["C", "°C", "degC", "bar", "mA"])
+def test_an_input_unit_that_is_no_voltage_is_refused(input_unit: str) -> None:
+    with pytest.raises(UnitMismatch) as err:
+        build_converter("thermocouple", {"type": "K"}, "°C", input_unit)
+    assert err.value.field == "input_unit"
+    assert "voltage" in err.value.reason
+
+
+def test_a_max31855_reads_a_temperature() -> None:
+    payload = {"type": "K", "input": "max31855"}
+    with pytest.raises(UnitMismatch):
+        build_converter("thermocouple", payload, "°C", "mV")
+    in_c = build_converter("thermocouple", payload, "°C", "C").convert(
+        100.0, {"cold_junction_c": 25}
+    )
+    in_f = build_converter("thermocouple", payload, "°C", "°F").convert(
+        212.0, {"cold_junction_c": 25}
+    )
+    assert in_f == pytest.approx(in_c, rel=1e-12)
 
 
 @pytest.mark.parametrize("type_name", TYPES)
@@ -94,28 +128,34 @@ def test_display_units(display: str, expected: float) -> None:
 @pytest.mark.parametrize(
     ("sensor_unit", "expected"),
     [
-        ("C", "C"), ("°C", "C"), ("degC", "C"), ("celsius", "C"), (" c ", "C"),
-        ("F", "F"), ("°F", "F"), ("Fahrenheit", "F"),
-        ("K", "K"), ("kelvin", "K"),
-        ("mV", "C"), ("", "C"), (None, "C"), ("bar", "C"),
+        ("C", 100.0), ("°C", 100.0), ("degC", 100.0), ("celsius", 100.0), (" c ", 100.0),
+        ("F", 212.0), ("°F", 212.0), ("Fahrenheit", 212.0),
+        ("K", 373.15), ("kelvin", 373.15), (None, 100.0),
     ],
 )  # fmt: skip
-def test_display_defaults_to_the_sensor_unit(sensor_unit: str | None, expected: str) -> None:
-    conv = build_converter("thermocouple", {"type": "K"}, sensor_unit)
-    assert isinstance(conv, Thermocouple)
-    assert conv.display == expected
+def test_display_follows_the_sensor_unit(sensor_unit: str | None, expected: float) -> None:
+    conv = build_converter("thermocouple", {"type": "K", "cold_junction_c": 0.0}, sensor_unit)
+    assert conv.convert(4.096) == pytest.approx(expected, abs=0.1)
 
 
-def test_explicit_display_beats_sensor_unit() -> None:
-    conv = build_converter("thermocouple", {"type": "K", "display": "K"}, "°F")
-    assert isinstance(conv, Thermocouple)
-    assert conv.display == "K"
+@pytest.mark.parametrize("sensor_unit", ["mV", "bar", "C·m"])
+def test_a_display_unit_that_is_no_temperature_is_refused(sensor_unit: str) -> None:
+    with pytest.raises(UnitMismatch) as err:
+        build_converter("thermocouple", {"type": "K"}, sensor_unit)
+    assert err.value.field == "display_unit"
 
 
-def test_display_unit_of() -> None:
-    assert display_unit_of("°C") == "C"
-    assert display_unit_of("mV") is None
-    assert display_unit_of(None) is None
+def test_payload_display_must_agree_with_the_sensor_unit() -> None:
+    with pytest.raises(ProfileError) as err:
+        build_converter("thermocouple", {"type": "K", "display": "K"}, "°F")
+    assert err.value.errors[0][0] == "display"
+    conv = build_converter("thermocouple", {"type": "K", "cold_junction_c": 0.0, "display": "K"})
+    assert conv.convert(4.096) == pytest.approx(373.15, abs=0.1)
+    # A profile stored before units were checked keeps converting into its payload's unit.
+    conv = build_converter(
+        "thermocouple", {"type": "K", "cold_junction_c": 0.0, "display": "K"}, "°F", lenient=True
+    )
+    assert conv.convert(4.096) == pytest.approx(373.15, abs=0.1)
 
 
 def test_max31855_input_corrects_the_chip() -> None:

@@ -44,7 +44,7 @@ async def test_websocket_pushes_every_reading_in_order_with_converted_values(
     assert first["raw_value"] == 0.5 and first["value"] == 2.0  # linear a=2, b=1
     assert [m["raw_value"] for m in got] == [float(i) for i in range(300)]
     assert all(m["value"] == 2 * m["raw_value"] + 1 for m in got)
-    assert {m["unit"] for m in got} == {"C"}
+    assert {m["unit"] for m in got} == {"°C"}  # registered as "C": the canonical spelling
     assert {m["capture_session_id"] for m in got} == {bench.capture_session_id}
     assert {m["run_id"] for m in got} == {bench.run_id}
     assert {m["late"] for m in got} == {False}

@@ -1,7 +1,8 @@
 """The real cloud service in a subprocess, for integration tests (edge, live stream, demo).
 
-``CloudServer`` runs ``benchlink-cloud serve`` on a free port; ``stop()``/``kill()`` and
-``start()`` again simulate an outage. ``bootstrap()`` creates a project, a sensor, an
+``CloudServer`` runs ``benchlink-cloud serve`` on a free port (this interpreter's, or another
+``launcher`` in another ``cwd``: ``poetry run benchlink-cloud`` in a clone); ``stop()``/``kill()``
+and ``start()`` again simulate an outage. ``bootstrap()`` creates a project, a sensor, an
 experiment, a run and a running capture session through the public API.
 """
 
@@ -33,6 +34,10 @@ class CloudServer:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     workers: int = 1
+    launcher: tuple[str, ...] = (sys.executable, "-m", "cloud.cli")
+    cwd: Path = REPO
+    #: False: ``env`` is the whole environment (a launcher that must not see this one's venv)
+    inherit_env: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,13 +45,12 @@ class CloudServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> CloudServer:
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        inherited = os.environ if self.inherit_env else {}
+        env = {**inherited, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "cloud.cli",
+                *self.launcher,
                 "serve",
                 "--host",
                 "127.0.0.1",
@@ -60,7 +64,7 @@ class CloudServer:
                 "--log-level",
                 "warning",
             ],
-            cwd=REPO,
+            cwd=self.cwd,
             env=env,
             stdout=log,
             stderr=log,

@@ -1,7 +1,7 @@
 """telemetry: one reading per sensor and timestamp (unique index ux_telemetry_sensor_ts)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-05 23:00:00
 
 Two edges (or two daemons sharing an MQTT session) could deliver the same reading, and both
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -92,6 +92,25 @@ function loadIdentity() {
   try { state.identity = JSON.parse(localStorage.getItem(IDENTITY_KEY)); } catch { state.identity = null; }
 }
 
+function saveIdentity(identity) {
+  state.identity = identity;
+  localStorage.setItem(IDENTITY_KEY, JSON.stringify(identity));
+}
+
+// The server's default identity (make demo: the demo project's owner) is used until the
+// person picks another in the dialog; it is looked up afresh on every load, so a new demo
+// database (another project id) is followed.
+async function applyDefaultIdentity() {
+  const def = state.config.default_identity;
+  if (!state.config.dev_identity || !def || (state.identity && state.identity.source !== "default")) return;
+  const projects = await apiAll("/api/v1/projects", { headers: { "X-User-Id": def.user } });
+  const wanted = def.project
+    ? projects.find((p) => p.id === def.project || p.name === def.project)
+    : (projects.length === 1 ? projects[0] : null);
+  if (!wanted) { console.warn("default identity: no such project for", def.user, def.project); return; }
+  saveIdentity({ user: def.user, project: wanted.id, role: def.role, projectName: wanted.name, source: "default" });
+}
+
 function renderIdentity() {
   const box = $("#identity");
   box.replaceChildren();
@@ -114,7 +133,7 @@ function openIdentityDialog() {
   const id = state.identity || {};
   form.user.value = id.user || "";
   form.project.value = id.project || "";
-  form.role.value = id.role || "viewer";
+  form.role.value = id.role || (state.config.default_identity || {}).role || "owner";
   $("#identity-error").hidden = true;
   $("#identity-dialog").showModal();
 }
@@ -136,8 +155,7 @@ function setupIdentityDialog() {
   form.addEventListener("submit", (ev) => {
     const opt = form.project_select.selectedOptions[0];
     const projectName = opt && opt.value === form.project.value.trim() ? opt.textContent : null;
-    state.identity = { user: form.user.value.trim(), project: form.project.value.trim(), role: form.role.value, projectName };
-    localStorage.setItem(IDENTITY_KEY, JSON.stringify(state.identity));
+    saveIdentity({ user: form.user.value.trim(), project: form.project.value.trim(), role: form.role.value, projectName, source: "dialog" });
     renderIdentity();
     route();
   });
@@ -191,7 +209,7 @@ async function viewExperiments(view) {
   const body = h("tbody");
   const table = h("table", {}, h("thead", {}, h("tr", {}, ["Experiment", "Tags", "Status", "Created"].map((t) => h("th", {}, t)))), body);
   view.replaceChildren(
-    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, "Experiments of the current project"))),
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, `Experiments of ${state.identity && state.identity.projectName ? state.identity.projectName : "the current project"}`))),
     h("div", { class: "panel" }, h("div", { class: "filters" }, q, tag, status, h("label", { class: "check" }, archived, "show archived")), table),
   );
   let timer;
@@ -246,6 +264,7 @@ async function viewRun(view, runId) {
     apiAll(`/api/v1/runs/${runId}/capture-sessions`),  // by ordinal number
     apiAll("/api/v1/sensors"),
   ]);
+  for (const s of sensors) sensorNames.set(s.id, s.name);
   const wanted = new URLSearchParams(location.search).get("session");
   let current = sessions.find((s) => s.id === wanted) || sessions.find((s) => s.status === "running") || sessions[sessions.length - 1];
 
@@ -383,7 +402,7 @@ class SensorChart {
     this.count = h("span", { class: "points" });
     this.resetBtn = h("button", { class: "secondary", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
     this.plotBox = h("div");
-    this.el = h("div", { class: "chart", dataset: { sensorId: sensor.id, points: 0 } },
+    this.el = h("div", { class: "chart", dataset: { sensorId: sensor.id, points: 0, unit: sensor.display_unit } },
       h("div", { class: "chart-head" },
         h("span", { class: "chart-title" }, `${sensor.name} `, h("span", { class: "muted" }, `(${sensor.display_unit})`)),
         h("span", { class: "chart-meta" }, this.count, this.resetBtn)),
@@ -509,14 +528,16 @@ function showMetrics(box, run) {
         box.querySelector(".empty")?.remove();
         const plotBox = h("div");
         const meta = h("span", { class: "chart-meta" });
-        const el = h("div", { class: "chart metric-chart", dataset: { metric: m.name } },
-          h("div", { class: "chart-head" }, h("span", { class: "chart-title" }, m.name), meta), plotBox);
+        // The metric's unit (canonical, as the API gives it), if it was logged with one.
+        const unitTag = m.unit ? [" ", h("span", { class: "muted" }, `(${m.unit})`)] : [];
+        const el = h("div", { class: "chart metric-chart", dataset: { metric: m.name, unit: m.unit || "" } },
+          h("div", { class: "chart-head" }, h("span", { class: "chart-title" }, m.name, ...unitTag), meta), plotBox);
         box.append(el);
         const plot = new uPlot({
           width: Math.max(320, box.clientWidth - 8), height: 200,
           scales: { x: { time: false } },
-          axes: [{ label: "step" }, { size: 60 }],
-          series: [{ label: "step" }, { label: m.name, stroke: "#7c3aed", width: 1.5 }],
+          axes: [{ label: "step" }, { size: 60, label: m.unit || undefined }],
+          series: [{ label: "step" }, { label: m.unit ? `${m.name} (${m.unit})` : m.name, stroke: "#7c3aed", width: 1.5 }],
         }, data, plotBox);
         c = { el, meta, plot };
         charts.set(m.name, c);
@@ -536,8 +557,12 @@ function showMetrics(box, run) {
   return () => { stopped = true; clearTimeout(timer); for (const c of charts.values()) c.plot.destroy(); };
 }
 
+// Sensor names known to the page (the run page loads them), for the journal's lines.
+const sensorNames = new Map();
+const sensorLabel = (id) => sensorNames.get(id) || `sensor ${short(id)}`;
+
 const KIND_LABELS = {
-  "telemetry.ingested": (p, ev) => `${p.count} readings${p.late ? ` (${p.late} late)` : ""} · sensor ${short(ev.sensor_id)}`,
+  "telemetry.ingested": (p, ev) => `${p.count} reading${p.count === 1 ? "" : "s"}${p.late ? ` (${p.late} late)` : ""} · ${sensorLabel(ev.sensor_id)}`,
   "metrics.logged": (p) => `${(p.names || []).join(", ")} · ${p.count} points` + (p.steps ? ` · steps ${p.steps[0]}–${p.steps[1]}` : ""),
   "run.status_changed": (p) => `${p.previous} → ${p.status}`,
   "capture_session.started": (p) => `session #${p.ordinal_number} ${p.status}`,
@@ -618,6 +643,7 @@ async function viewTests(view) {
 (async () => {
   try { state.config = await (await fetch("/portal/config.json")).json(); } catch { /* gateway mode */ }
   loadIdentity();
+  try { await applyDefaultIdentity(); } catch (e) { console.error(e); }
   setupIdentityDialog();
   renderIdentity();
   route();
