@@ -40,7 +40,7 @@ from bench.harness import (
     libpq,
     pg_database,
 )
-from tests.support.cloud import Bench, bootstrap
+from tests.support.cloud import Bench, backdate, bootstrap
 from tests.support.services import Broker, free_port, private_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
@@ -320,6 +320,8 @@ def sync_drain(sizes: Sizes, logs: Path, cloud_ingest: float | None) -> Row:
     total = per_sensor * sizes.sync_sensors
     with pg_database() as url, Cloud(url, sizes.cloud_workers, logs / "cloud-sync.log") as cloud:
         benches = [bootstrap(cloud.url) for _ in range(sizes.sync_sensors)]
+        for b in benches:  # the backlog is from an hour ago: a session takes no earlier one
+            backdate(url, b.capture_session_id, datetime.now(UTC) - timedelta(hours=2))
         tmp = logs / "sync"
         tmp.mkdir(exist_ok=True)
         buffer, config = tmp / "buffer.db", tmp / "edge.toml"

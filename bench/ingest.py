@@ -18,7 +18,7 @@ import psycopg
 from bench.harness import Cloud, MachineCpu, Row, Sizes, libpq, pg_database, post_all
 from bench.peers import mlflow_server
 from cloud.services.telemetry import COPY_TYPES
-from tests.support.cloud import Bench, bootstrap
+from tests.support.cloud import Bench, backdate, bootstrap
 
 BATCH = 1000
 # The ceiling writes exactly what ingest writes: the same columns and types.
@@ -112,6 +112,7 @@ def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:
     with pg_database() as url, Cloud(url, sizes.cloud_workers, logs / "cloud-ingest.log") as cloud:
         bench = bootstrap(cloud.url)
         start = datetime.now(UTC) - timedelta(hours=3)
+        backdate(url, bench.capture_session_id, start)  # a session takes no earlier reading
         assert cloud.rss is not None
         cloud.rss.reset()
         ceilings, rates, seconds, busy = [], [], [], []

@@ -36,7 +36,7 @@ from tests.support.cloud import Bench, bootstrap
 
 SENDER = """
 import asyncio, gc, json, sys, time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 import httpx
 url, token, sensor, run, session = sys.argv[1:6]
 rate, seconds, per_tick = int(sys.argv[6]), float(sys.argv[7]), int(sys.argv[8])
@@ -50,6 +50,22 @@ bodies = [json.dumps({"sensor_id": sensor, "run_id": run, "capture_session_id": 
     "readings": [{"timestamp": PLACEHOLDER.decode(), "raw_value": k * per_tick + i}
                  for i in range(per_tick)]}, separators=(",", ":")).encode()
           for k in range(ticks)]
+# The cloud keeps one reading per sensor and timestamp: the readings of a POST are stamped a
+# microsecond apart, the last with the clock just before the POST (so a latency is never
+# made shorter than it was).
+parts = [body.split(PLACEHOLDER) for body in bodies]
+def stamped(k):
+    now = datetime.now(UTC)
+    first = now - timedelta(microseconds=per_tick - 1)
+    if first.second == now.second:
+        head, us = now.strftime("%Y-%m-%dT%H:%M:%S.").encode(), first.microsecond
+        stamps = [head + b"%06d+00:00" % (us + i) for i in range(per_tick)]
+    else:
+        stamps = [(first + timedelta(microseconds=i)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%f+00:00").encode() for i in range(per_tick)]
+    out = [b""] * (2 * per_tick + 1)
+    out[0::2], out[1::2] = parts[k], stamps
+    return b"".join(out)
 async def main():
     async with httpx.AsyncClient(base_url=url, timeout=30) as c:
         await c.get("/healthz")
@@ -68,8 +84,7 @@ async def main():
             delay = start + k * tick - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00").encode()
-            t = asyncio.create_task(post(bodies[k].replace(PLACEHOLDER, now)))
+            t = asyncio.create_task(post(stamped(k)))
             pending.add(t)
             t.add_done_callback(pending.discard)
         await asyncio.gather(*pending)

@@ -16,7 +16,7 @@ import psycopg
 
 from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all
 from bench.ingest import telemetry_bodies
-from tests.support.cloud import Bench, bootstrap
+from tests.support.cloud import Bench, backdate, bootstrap
 
 
 def fill(url: str, cloud_url: str, bench: Bench, n: int, start: datetime) -> None:
@@ -55,7 +55,9 @@ def chart(sizes: Sizes, logs: Path) -> Row:
     n = sizes.chart_readings
     with pg_database() as url, Cloud(url, sizes.cloud_workers, logs / "cloud-chart.log") as cloud:
         bench = bootstrap(cloud.url)
-        fill(url, cloud.url, bench, n, datetime.now(UTC) - timedelta(hours=3))
+        start = datetime.now(UTC) - timedelta(hours=3)
+        backdate(url, bench.capture_session_id, start)  # a session takes no earlier reading
+        fill(url, cloud.url, bench, n, start)
         params: dict[str, str | int] = {
             "sensor_id": bench.sensor_id,
             "capture_session_id": bench.capture_session_id,

@@ -5,11 +5,13 @@ Readings come from a CSV file (``--from-csv``: at least the columns ``timestamp,
 which is what ``GET /api/v1/telemetry/export.csv`` produces) or are generated
 (``--generate --duration N``, the same signal as bin/demo_sensor.py). They go into
 
-* ``--capture-session-id``: a running session takes them as they are; an ended one takes those
-  inside its started_at..stopped_at window as late data (generated readings are placed in the
-  window, CSV readings outside it are reported and skipped), or
-* ``--new-session``: a new capture session of the run (the next ordinal), stopped again
-  afterwards with ``--stop``.
+* ``--capture-session-id``: an existing session, which takes readings from its start on (up
+  to now while it runs; to its stop, as late data, once it ended): generated readings are
+  placed inside it (ending now, or at its stop), CSV readings outside it are reported and
+  skipped, or
+* ``--new-session``: a new capture session of the run (the next ordinal) that started with
+  the data (the CSV's first reading, or ``--duration`` seconds ago), stopped again afterwards
+  with ``--stop``.
 
 ``--metrics N`` also logs a ``loss`` curve of N steps and reads it back.
 
@@ -75,13 +77,17 @@ def read_csv(path: Path) -> Iterator[dict[str, Any]]:
 
 @dataclass
 class Window:
-    """Where readings may go: a running session takes any past time, an ended one its window."""
+    """Where readings may go: from the session's start to now while it runs, to its stop once
+    it ended (the cloud refuses anything else)."""
 
     start: datetime
     stop: datetime | None
 
+    def end(self) -> datetime:
+        return self.stop or datetime.now(UTC)
+
     def holds(self, ts: datetime) -> bool:
-        return self.stop is None or self.start <= ts <= self.stop
+        return self.start <= ts <= self.end()
 
 
 def session_window(session: dict[str, Any]) -> Window:
@@ -90,25 +96,31 @@ def session_window(session: dict[str, Any]) -> Window:
     return Window(start, None if session["status"] == "running" else stop)
 
 
-def open_session(api: Api, run_id: str, session_id: str | None) -> dict[str, Any]:
+def open_session(
+    api: Api, run_id: str, session_id: str | None, started_at: datetime | None = None
+) -> dict[str, Any]:
+    """The session named, or a new running one that started at ``started_at`` (its data's
+    first reading: the cloud takes no reading from before a session's start)."""
     base = f"/api/v1/runs/{run_id}/capture-sessions"
     if session_id:
         found: dict[str, Any] = api.get(f"{base}/{session_id}")
         return found
     ordinal = max((s["ordinal_number"] for s in api.items(base)), default=0) + 1
-    created: dict[str, Any] = api.post(base, {"ordinal_number": ordinal, "status": "running"})
+    body: dict[str, Any] = {"ordinal_number": ordinal, "status": "running"}
+    if started_at is not None:
+        body["started_at"] = min(started_at, datetime.now(UTC)).isoformat()
+    created: dict[str, Any] = api.post(base, body)
     return created
 
 
 def generated_readings(
     signal: Signal, window: Window, duration_s: float, rate_hz: float
 ) -> Iterator[dict[str, Any]]:
-    if window.stop is None:
-        start = datetime.now(UTC) - timedelta(seconds=duration_s)
-    else:  # an ended session: lay the data out inside its window, so it lands as late data
-        start = window.start
-        duration_s = min(duration_s, (window.stop - window.start).total_seconds())
-    return generate(signal, start, duration_s, rate_hz)
+    """Up to ``duration_s`` seconds of readings inside the window, ending at its end (now for
+    a running session: captured data), starting no earlier than its start."""
+    end = window.end()
+    start = max(window.start, end - timedelta(seconds=duration_s))
+    return generate(signal, start, (end - start).total_seconds(), rate_hz)
 
 
 def loss_curve(steps: int, *, seed: int | None = None) -> list[dict[str, Any]]:
@@ -135,10 +147,14 @@ def log_metrics(api: Api, run_id: str, steps: int) -> list[dict[str, Any]]:
 def replay(args: argparse.Namespace) -> dict[str, Any]:
     api = Api(args.base_url, args.owner_user_id, args.project_id)
     try:
-        session = open_session(api, args.run_id, args.capture_session_id)
+        rows = list(read_csv(args.from_csv)) if args.from_csv else []
+        if rows:
+            began = min(parse_time(r["timestamp"]) for r in rows)
+        else:
+            began = datetime.now(UTC) - timedelta(seconds=args.duration)
+        session = open_session(api, args.run_id, args.capture_session_id, began)
         window = session_window(session)
         if args.from_csv:
-            rows = list(read_csv(args.from_csv))
             readings = [r for r in rows if window.holds(parse_time(r["timestamp"]))]
             skipped = len(rows) - len(readings)
         else:

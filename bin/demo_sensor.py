@@ -11,11 +11,16 @@ plus an ``Idempotency-Key`` per batch, so a batch retried after a timeout or a 5
 stored once.
 
 ``--mode stream`` samples in real time (``--rate`` Hz) and sends small batches as it goes;
-``--mode batch`` generates ``--duration`` seconds of already-captured data (ending now, or
-starting at ``--start``) and sends it in large batches. With ``--thermocouple-type K`` the raw
-value is the thermocouple emf in mV (NIST ITS-90, cold junction ``--cold-junction-c``), for a
-sensor on the ``thermocouple`` conversion profile; without it the raw value is a plain number
-``(T - offset) / scale`` that a ``linear`` profile {a: scale, b: offset} turns back into °C.
+``--mode batch`` generates up to ``--duration`` seconds of already-captured data and sends it
+in large batches. The cloud takes no reading from before its capture session started, so the
+data ends now (or at the session's stop) and starts no earlier than the session: batch mode
+reads the session with the owner's identity (``--owner-user-id``/``--project-id``, or
+``$OWNER``/``$PROJECT``) and says when it sends less than asked.
+
+With ``--thermocouple-type K`` the raw value is the thermocouple emf in mV (NIST ITS-90, cold
+junction ``--cold-junction-c``), for a sensor on the ``thermocouple`` conversion profile;
+without it the raw value is a plain number ``(T - offset) / scale`` that a ``linear`` profile
+{a: scale, b: offset} turns back into °C.
 
 python bin/demo_sensor.py --sensor-id S --token T --run-id R --capture-session-id C \\
     --mode stream --duration 30
@@ -266,7 +271,8 @@ def run_batch(
     batch_size: int,
     start: datetime | None = None,
 ) -> Stats:
-    """Send ``duration_s`` seconds of captured data, ending now unless ``start`` is given."""
+    """Send ``duration_s`` seconds of captured data, ending now unless ``start`` is given
+    (the caller keeps it inside the capture session)."""
     begin = start or datetime.now(UTC) - timedelta(seconds=duration_s)
     for batch in chunks(generate(signal, begin, duration_s, rate_hz), batch_size):
         client.send(batch)
@@ -360,6 +366,14 @@ def parser() -> argparse.ArgumentParser:
         default="stream",
         help="real time, or already-captured data in large batches (stream)",
     )
+    p.add_argument(
+        "--owner-user-id",
+        default=os.environ.get("OWNER"),
+        help="batch: who reads the session's start (default: $OWNER)",
+    )
+    p.add_argument(
+        "--project-id", default=os.environ.get("PROJECT"), help="batch: default $PROJECT"
+    )
     p.add_argument("--duration", type=float, default=30.0, help="seconds (stream: 0 = forever)")
     p.add_argument("--rate", type=float, default=None, help="Hz (stream 10, batch 100)")
     p.add_argument("--batch-size", type=int, default=None, help="readings per request")
@@ -369,8 +383,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def session_span(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """When the capture session started, and when it ended (now while it runs)."""
+    headers = {
+        "X-User-Id": args.owner_user_id,
+        "X-Project-Id": args.project_id,
+        "X-Project-Role": "owner",
+    }
+    url = f"{args.base_url.rstrip('/')}/api/v1/runs/{args.run_id}/capture-sessions/"
+    r = httpx.get(url + args.capture_session_id, headers=headers, timeout=30.0)
+    if r.status_code != 200:
+        raise TelemetryRejected(r.status_code, _problem_detail(r))
+    session = r.json()
+    if not session.get("started_at"):
+        raise RuntimeError(f"capture session {args.capture_session_id} has not started")
+    start = datetime.fromisoformat(session["started_at"])
+    stop = session.get("stopped_at")
+    return start, datetime.fromisoformat(stop) if stop else datetime.now(UTC)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.mode == "batch" and not (args.owner_user_id and args.project_id):
+        print(
+            "demo_sensor: --mode batch places its data inside the capture session and reads"
+            " when it started: pass --owner-user-id and --project-id (or set $OWNER and"
+            " $PROJECT)",
+            file=sys.stderr,
+        )
+        return 2
     rate = args.rate or (10.0 if args.mode == "stream" else 100.0)
     default_size = max(1, int(rate // 2)) if args.mode == "stream" else 5000
     batch_size = min(args.batch_size or default_size, MAX_READINGS_PER_BATCH)
@@ -382,14 +423,37 @@ def main(argv: list[str] | None = None) -> int:
         args.capture_session_id,
         max_retries=args.max_retries,
     )
-    run = run_stream if args.mode == "stream" else run_batch
     try:
-        stats = run(
-            client, signal_from(args), duration_s=args.duration, rate_hz=rate, batch_size=batch_size
-        )
+        if args.mode == "stream":
+            stats = run_stream(
+                client,
+                signal_from(args),
+                duration_s=args.duration,
+                rate_hz=rate,
+                batch_size=batch_size,
+            )
+        else:
+            start, end = session_span(args)
+            begin = max(start, end - timedelta(seconds=args.duration))
+            span = (end - begin).total_seconds()
+            if span < args.duration:
+                print(
+                    f"demo_sensor: the capture session holds {span:.0f} s before"
+                    f" {end.isoformat()}: sending {span:.0f} s of captured data, not"
+                    f" {args.duration:g}",
+                    file=sys.stderr,
+                )
+            stats = run_batch(
+                client,
+                signal_from(args),
+                duration_s=span,
+                rate_hz=rate,
+                batch_size=batch_size,
+                start=begin,
+            )
     except KeyboardInterrupt:
         stats = client.stats
-    except (TelemetryRejected, RuntimeError) as exc:
+    except (TelemetryRejected, RuntimeError, httpx.HTTPError) as exc:
         print(f"demo_sensor: {exc}", file=sys.stderr)
         print(json.dumps(client.stats.summary()), file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 if TYPE_CHECKING:
-    from cloud.services.telemetry import IngestedBatch
+    from cloud.services.telemetry import Ingested
 
 
 class Stats:
@@ -34,15 +34,22 @@ class Stats:
             ["outcome"],
             registry=self.registry,
         )
+        self.duplicate_readings = Counter(
+            "benchlink_duplicate_readings_total",
+            "telemetry readings dropped: the sensor had them (same timestamp, same raw value)",
+            registry=self.registry,
+        )
         self.replays = Counter(
             "benchlink_idempotent_replays_total",
             "responses replayed for a repeated key",
             registry=self.registry,
         )
 
-    def readings_ingested(self, batch: IngestedBatch | None) -> None:
-        if batch is None:
+    def readings_ingested(self, ingested: Ingested) -> None:
+        if ingested.replayed:
             self.batches.labels("duplicate").inc()
-        else:
-            self.batches.labels("stored").inc()
-            self.readings.inc(len(batch.rows))
+            return
+        self.batches.labels("stored").inc()
+        self.duplicate_readings.inc(ingested.answer.duplicate)
+        if ingested.published is not None:
+            self.readings.inc(len(ingested.published.rows))

@@ -275,6 +275,9 @@ class CaptureSessionIn(In):
     ordinal_number: int = Field(ge=1, le=1_000_000)
     status: Literal["draft", "running"] = "running"
     notes: str | None = Field(default=None, max_length=10_000)
+    #: A running session only: when capture began, for data recorded before the session was
+    #: registered (it takes readings from then on). Default: now.
+    started_at: UtcDatetime | None = None
 
 
 class CaptureSessionStop(In):

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     idempotency_lease_s: int = 60
     #: Readings whose timestamp lies further than this in the future are rejected.
     future_tolerance_s: int = 300
+    #: Readings up to this long before their capture session started are accepted (a bench
+    #: PC's clock may lag the cloud's); earlier ones are refused.
+    clock_skew_tolerance_s: int = Field(default=300, ge=0)
     #: Largest request body for endpoints other than telemetry ingest.
     max_body_bytes: int = 1024 * 1024
     #: Largest telemetry ingest body, checked before it is parsed (413 above). The default

@@ -1,17 +1,26 @@
 """Wire models of `POST /api/v1/telemetry`, used by the edge to send and the cloud to accept.
 
-Floats are finite (``allow_inf_nan=False``) and timestamps must carry a zone: a naive timestamp
-from a bench PC is ambiguous by hours, so it is rejected rather than guessed.
+Floats are finite (``allow_inf_nan=False``) and a reading's timestamp is RFC 3339 text with a
+zone: a naive timestamp from a bench PC is ambiguous by hours and a bare number could be
+seconds or milliseconds since anything, so both are rejected rather than guessed.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+)
 
 #: Most readings one telemetry request may carry; more is answered with 413.
 MAX_READINGS_PER_BATCH = 10_000
@@ -30,6 +39,29 @@ def _to_utc(value: datetime) -> datetime:
 
 #: An RFC 3339 timestamp with a zone, normalised to UTC (a naive one is refused).
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+#: Date, time with seconds (a fraction optional), zone: ``Z`` or an offset (``+01:00``; the
+#: ISO 8601 ``+0100`` too, which the fast decoder of the cloud reads alike).
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:?\d{2})", re.ASCII
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    """A timestamp on the wire is RFC 3339 text with a zone: pydantic alone would also take
+    a bare number (seconds since 1970), a string of digits or a time without seconds."""
+    if isinstance(value, datetime):  # built in Python, not read from the wire
+        return value
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError(
+        "must be RFC 3339 text with a timezone (Z or +hh:mm), e.g. 2026-12-05T10:00:00.250Z;"
+        " not a number, not a naive time"
+    )
+
+
+#: A reading's timestamp: RFC 3339 text with a zone only, normalised to UTC.
+ReadingTimestamp = Annotated[UtcDatetime, BeforeValidator(_rfc3339_text)]
 
 
 #: Deepest nesting of containers in a reading's ``meta`` (the object itself is level 1):
@@ -67,7 +99,7 @@ class WireModel(BaseModel):
 
 
 class Reading(WireModel):
-    timestamp: UtcDatetime
+    timestamp: ReadingTimestamp
     raw_value: float
     meta: JsonObject | None = None
 
@@ -82,8 +114,13 @@ class TelemetryBatch(WireModel):
 class TelemetryAccepted(BaseModel):
     """The 202 answer to a telemetry batch."""
 
+    #: Readings stored by this batch.
     accepted: int
+    #: Of those, readings of an ended session (late data).
     late: int
+    #: Readings not stored because the sensor already had them (same timestamp, same raw
+    #: value), e.g. from a second edge; a different value at a stored timestamp is a 422.
+    duplicate: int = 0
     sensor_id: UUID
     run_id: UUID
     capture_session_id: UUID

@@ -257,7 +257,16 @@ class TelemetryReading(Base):
             postgresql_include=["project_id", "value"],
         ),
         Index("ix_telemetry_run_ts", "run_id", "ts", "id"),
-        Index("ix_telemetry_sensor_ts", "sensor_id", "ts", "id"),
+        # One reading per sensor and timestamp (migration 0006): ingest drops a second copy
+        # and refuses another value, across batches, workers and concurrent senders. ``id``
+        # carried along keeps the (ts, id) keyset scans of a sensor index-only.
+        Index(
+            "ux_telemetry_sensor_ts",
+            "sensor_id",
+            "ts",
+            unique=True,
+            postgresql_include=["id"],
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -84,8 +84,12 @@ def _parse_batch_slow(raw: bytes) -> TelemetryBatch:
 async def ingest(request: Request, response: Response, settings: SettingsDep) -> TelemetryAccepted:
     """Accept a batch of readings from a sensor (``Authorization: Bearer <sensor token>``).
 
-    A running session takes any reading; an ended one takes readings inside its
-    started_at..stopped_at window (late data from offline capture, marked ``late``)."""
+    A reading must fall within its capture session's time: from ``started_at`` minus the
+    clock skew tolerance to now (plus the future tolerance) while the session runs, to
+    ``stopped_at`` once it ended (late data from offline capture, marked ``late``). A sensor
+    has one reading per timestamp: a copy of a stored reading is dropped and counted in
+    ``duplicate``; another value at a stored timestamp is refused. Refused readings are a
+    422 naming each one (``readings.N``), and nothing of the batch is stored."""
     # The token was checked (cloud.middleware.TelemetryAuthMiddleware) and the body's size
     # capped (settings.telemetry_max_body_bytes) before the body was read.
     raw = await request.body()
@@ -94,10 +98,11 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
     if key is not None and not 1 <= len(key) <= 255:
         raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
     tolerance = timedelta(seconds=settings.future_tolerance_s)
+    skew = timedelta(seconds=settings.clock_skew_tolerance_s)
     listeners = request.app.state.ingest_listeners
     tx_listeners = request.app.state.ingest_tx_listeners
 
-    def work() -> tuple[TelemetryAccepted, telemetry.IngestedBatch | None]:
+    def work() -> telemetry.Ingested:
         # Parsed here, in the worker thread the transaction needs anyway: a large body's parse
         # never holds up the event loop, and a small one costs no extra thread hop.
         batch = _parse_batch(raw)
@@ -105,19 +110,20 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         # after-commit hooks in this one worker-thread call: as a DbSession dependency it
         # took two more thread hops per request, which small live batches feel.
         with contextmanager(transaction)(request.app.state.sessionmaker) as db:
-            accepted, published = telemetry.ingest(db, token, batch, key, tolerance)
-            if published is not None:
+            done = telemetry.ingest(db, token, batch, key, tolerance, skew)
+            published = done.published
+            if published is not None:  # new readings only: copies are not broadcast again
                 for tx_listener in tx_listeners:  # e.g. the live NOTIFY, sent at the commit
                     tx_listener(db, published)
                 for listener in listeners:
                     after_commit(db, partial(listener, published))
-        return accepted, published
+        return done
 
-    accepted, published = await run_in_threadpool(work)
-    request.app.state.stats.readings_ingested(published)
-    if published is None:  # this key's batch was stored before: the same answer again
+    done = await run_in_threadpool(work)
+    request.app.state.stats.readings_ingested(done)
+    if done.replayed:  # this key's batch was stored before: the same answer again
         response.headers["Idempotent-Replayed"] = "true"
-    return accepted
+    return done.answer
 
 
 def _filter(

@@ -42,6 +42,10 @@ def start(
             f"ordinal_number {body.ordinal_number} is already used in run {run.id}",
             errors=[FieldError("ordinal_number", "already used in this run")],
         )
+    if body.started_at is not None and body.status != "running":
+        raise invalid("started_at", "only a session created running has a start time")
+    if body.started_at is not None and body.started_at > datetime.now(UTC):
+        raise invalid("started_at", "is in the future")
     if body.status == "running":
         _ensure_none_running(db, run)
     session = models.CaptureSession(
@@ -55,7 +59,7 @@ def start(
     db.add(session)
     db.flush()
     if body.status == "running":
-        _set_running(db, caller, run, session)
+        _set_running(db, caller, run, session, body.started_at)
     else:
         journal.record(
             db,
@@ -101,10 +105,14 @@ def begin(
 
 
 def _set_running(
-    db: Session, caller: Principal, run: models.Run, session: models.CaptureSession
+    db: Session,
+    caller: Principal,
+    run: models.Run,
+    session: models.CaptureSession,
+    started_at: datetime | None = None,
 ) -> None:
-    """The session starts capturing now; a draft run starts with it."""
-    session.status, session.started_at = "running", datetime.now(UTC)
+    """The session starts capturing (now, unless it began earlier); a draft run starts too."""
+    session.status, session.started_at = "running", started_at or datetime.now(UTC)
     if run.status == "draft":
         runs.change_status(db, caller, run, "running")
     journal.record(

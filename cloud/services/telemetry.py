@@ -14,9 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast, overload
 
 import msgspec
-from sqlalchemy import Table, and_, false, insert, select
+import psycopg
+from sqlalchemy import Table, and_, false, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud import utctime
@@ -243,45 +245,57 @@ def _lookup(db: Session, token: str | None, batch: IncomingBatch, key: str | Non
     return _Context(*row)
 
 
-def _window(ctx: _Context, batch: IncomingBatch, now: datetime, tolerance: timedelta) -> bool:
+def _window(
+    ctx: _Context, batch: IncomingBatch, now: datetime, future: timedelta, skew: timedelta
+) -> bool:
     """Whether the batch's readings are late (all or none: it depends on the session only);
-    raises if a reading cannot be taken at all."""
+    raises, naming each one, if a reading falls outside the session's time: from its start
+    minus ``skew`` (the bench PC's clock may lag) to now plus ``future`` while it runs, to
+    its stop once it ended (late data)."""
     if ctx.status == "draft":
         raise Conflict(
             f"capture session {ctx.session_id} has not started (draft); start it before sending"
         )
     stamps = batch.timestamps
-    errors: list[FieldError] = []
+    start = ctx.started_at
+    assert start is not None
+    earliest = start - skew
     if ctx.status == "running":
-        limit = now + tolerance
-        if max(stamps) > limit:  # one pass in C; the loop only names the bad ones
-            errors = [
-                FieldError(f"readings.{i}.timestamp", "is in the future")
-                for i, ts in enumerate(stamps)
-                if ts > limit
-            ]
-        late = False
+        latest, late = now + future, False
+        after = "is in the future"
     else:
-        start, stop = ctx.started_at, ctx.stopped_at
-        assert start is not None and stop is not None
-        if min(stamps) < start or max(stamps) > stop:
-            reason = (
-                f"capture session ended ({ctx.status}); only readings inside its "
-                f"window {start.isoformat()}..{stop.isoformat()} are accepted"
-            )
-            errors = [
-                FieldError(f"readings.{i}.timestamp", reason)
-                for i, ts in enumerate(stamps)
-                if not start <= ts <= stop
-            ]
-        late = True
-    if errors:
-        raise InvalidInput(
-            f"{len(errors)} of {len(stamps)} readings cannot be accepted: "
-            f"{errors[0].field} {errors[0].reason}",
-            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
+        assert ctx.stopped_at is not None
+        latest, late = ctx.stopped_at, True
+        after = (
+            f"capture session ended ({ctx.status}); only readings inside its window "
+            f"{earliest.isoformat()}..{latest.isoformat()} are accepted"
         )
-    return late
+    if min(stamps) >= earliest and max(stamps) <= latest:  # two passes in C: the common case
+        return late
+    before = (
+        f"is before its capture session started ({start.isoformat()}); readings from "
+        f"{earliest.isoformat()} on are accepted (clock skew tolerance {skew.total_seconds():g} s)"
+    )
+    errors = [
+        FieldError(f"readings.{i}.timestamp", before if ts < earliest else after)
+        for i, ts in enumerate(stamps)
+        if not earliest <= ts <= latest
+    ]
+    raise InvalidInput(
+        f"{len(errors)} of {len(stamps)} readings cannot be accepted: "
+        f"{errors[0].field} {errors[0].reason}",
+        errors=errors,  # every bad reading: a sender can set those aside and resend the rest
+    )
+
+
+class Ingested(NamedTuple):
+    """What :func:`ingest` did with a batch."""
+
+    answer: TelemetryAccepted
+    #: What to publish to live listeners; None when nothing new was stored.
+    published: IngestedBatch | None
+    #: The batch was stored before under this Idempotency-Key: its answer again.
+    replayed: bool
 
 
 def ingest(
@@ -290,8 +304,11 @@ def ingest(
     batch: IncomingBatch,
     idempotency_key: str | None,
     future_tolerance: timedelta,
-) -> tuple[TelemetryAccepted, IngestedBatch | None]:
-    """Store a batch; returns the answer and what to publish (None for a re-sent batch)."""
+    clock_skew: timedelta,
+) -> Ingested:
+    """Store a batch. A sensor has one reading per timestamp: a copy of a stored reading (same
+    timestamp, same raw value) is dropped and counted as ``duplicate``; another value at a
+    stored timestamp is refused (422 naming the reading)."""
     ctx = _lookup(db, token, batch, idempotency_key)
     if ctx.run_id is None or ctx.run_project_id != ctx.project_id:
         raise NotFound(f"run {batch.run_id} not found")
@@ -311,16 +328,26 @@ def ingest(
             first_ts=ctx.prev_first_ts,
             last_ts=ctx.prev_last_ts,
         )
-        return _accepted(stored), None
+        return Ingested(_accepted(stored, len(batch)), None, True)
 
     now = datetime.now(UTC)
-    late = _window(ctx, batch, now, future_tolerance)
+    late = _window(ctx, batch, now, future_tolerance, clock_skew)
     if ctx.profile_kind is None:  # cannot happen (a sensor always has its profile)
         raise LookupError(f"sensor {ctx.sensor_id} has no profile {ctx.profile_version}")
     values = _convert(_converter(ctx), ctx, batch)
 
-    stamps = batch.timestamps
+    received = len(batch)
+    stamps, raws, metas = batch.timestamps, batch.raw_values, batch.metas
     stamps_us = [utctime.micros(t) for t in stamps]
+    #: index in the batch of each reading kept, when some were copies (None: all kept)
+    origin: list[int] | None = None
+    if len(set(stamps_us)) != received:  # rare; the check is one pass in C
+        origin = _first_of_each_timestamp(raws, stamps_us)
+        stamps = [stamps[i] for i in origin]
+        raws = [raws[i] for i in origin]
+        metas = [metas[i] for i in origin]
+        values = [values[i] for i in origin]
+        stamps_us = [stamps_us[i] for i in origin]
     level, cells = telemetry_rollup.summarise(stamps_us, values)
     fields: dict[str, Any] = {
         "sensor_id": ctx.sensor_id,
@@ -342,18 +369,40 @@ def ingest(
         # retry racing the original): it stored the readings; answer as a replay.
         previous = _previous(db, ctx.sensor_id, idempotency_key or "", batch)
         assert previous is not None
-        return _accepted(previous), None
-    record = models.TelemetryBatch(id=new_id, **fields)
+        return Ingested(_accepted(previous, received), None, True)
     fixed = (ctx.project_id, ctx.sensor_id, run_id, session_id, new_id, ctx.profile_version, late)
     rows = StoredRows(
         fixed=fixed,
         timestamps=stamps,
-        raw_values=batch.raw_values,
+        raw_values=raws,
         values=values,
-        metas=batch.metas,
+        metas=metas,
         stamps_us=stamps_us,
     )
-    write_readings(db, rows)
+    if not _write_new(db, rows):
+        # Some of these timestamps were stored already (another batch, another edge): keep
+        # only what is new, and let the batch, its summaries and the live stream say so.
+        rows = _store_new(db, rows, origin)
+        fields.update(
+            count=len(rows),
+            late=len(rows) if late else 0,
+            first_ts=min(rows.timestamps, default=fields["first_ts"]),
+            last_ts=max(rows.timestamps, default=fields["last_ts"]),
+        )
+        level, cells = telemetry_rollup.summarise(rows.micros(), rows.values) if rows else (0, [])
+        fields["rollup_level"] = level
+        db.execute(
+            update(_BATCHES)
+            .where(_BATCHES.c.id == new_id)
+            .values(
+                count=fields["count"],
+                late=fields["late"],
+                first_ts=fields["first_ts"],
+                last_ts=fields["last_ts"],
+                rollup_level=level,
+            )
+        )
+    record = models.TelemetryBatch(id=new_id, **fields)
     journal.record(
         db,
         "telemetry.ingested",
@@ -365,10 +414,13 @@ def ingest(
         sensor_id=ctx.sensor_id,
         count=record.count,
         late=record.late,
+        duplicate=received - record.count,
         first_timestamp=record.first_ts,
         last_timestamp=record.last_ts,
         profile_version=ctx.profile_version,
     )
+    if not rows:  # every reading was a copy: nothing to summarise or to publish
+        return Ingested(_accepted(record, received), None, False)
     # Last: concurrent ingests of this sensor and session share the coarse cells' rows, and
     # each holds them locked from here to its commit.
     telemetry_rollup.write(db, telemetry_rollup.RollupKey(ctx.sensor_id, session_id, run_id), cells)
@@ -384,7 +436,126 @@ def ingest(
         last_ts=record.last_ts,
         rows=rows,
     )
-    return _accepted(record), published
+    return Ingested(_accepted(record, received), published, False)
+
+
+def _first_of_each_timestamp(raws: list[float], stamps_us: list[int]) -> list[int]:
+    """The index of each reading that is the first of its timestamp: a later one with the
+    same raw value is a copy, dropped; a 422 names each later one with another value."""
+    first: dict[int, int] = {}
+    keep: list[int] = []
+    errors: list[FieldError] = []
+    for i, us in enumerate(stamps_us):
+        j = first.setdefault(us, i)
+        if j == i:
+            keep.append(i)
+        elif raws[i] != raws[j]:
+            errors.append(
+                FieldError(
+                    f"readings.{i}.timestamp",
+                    f"readings.{j} of this batch has this timestamp with raw_value {raws[j]!r};"
+                    f" {ONE_PER_TIMESTAMP}",
+                )
+            )
+    if errors:
+        raise InvalidInput(
+            f"{len(errors)} readings repeat a timestamp with another value: "
+            f"{errors[0].field} {errors[0].reason}",
+            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
+        )
+    return keep
+
+
+ONE_PER_TIMESTAMP = "a sensor has one reading per timestamp"
+#: The unique index behind it (migration 0006).
+_ONE_PER_TIMESTAMP_INDEX = "ux_telemetry_sensor_ts"
+_READINGS = cast(Table, models.TelemetryReading.__table__)
+
+
+def _write_new(db: Session, rows: StoredRows) -> bool:
+    """Write the readings if none of their timestamps is taken for their sensor; False, with
+    nothing written, if one is (the unique index says so, concurrent writers included).
+
+    Optimistic: duplicates are rare, so the common path is the plain COPY (or executemany)
+    inside a savepoint, and costs one round trip more plus the index."""
+    conn = db.connection()
+    if conn.dialect.name == "postgresql":
+        pg: Any = conn.connection.driver_connection
+        # On the driver's connection, like the COPY: no RELEASE (the commit does it).
+        with pg.cursor() as cur:
+            cur.execute("SAVEPOINT ingest_readings")
+        try:
+            _copy_rows(pg, rows)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != _ONE_PER_TIMESTAMP_INDEX:
+                raise
+            with pg.cursor() as cur:
+                cur.execute("ROLLBACK TO SAVEPOINT ingest_readings")
+            return False
+        return True
+    nested = db.begin_nested()
+    try:
+        db.execute(insert(models.TelemetryReading), list(rows))
+    except IntegrityError as exc:
+        nested.rollback()
+        if "telemetry_readings.sensor_id, telemetry_readings.ts" not in str(exc.orig):
+            raise
+        return False
+    nested.commit()
+    return True
+
+
+def _store_new(db: Session, rows: StoredRows, origin: list[int] | None) -> StoredRows:
+    """Insert the readings whose timestamps are free and return them; every other one must
+    be a copy of the stored reading (same raw value), else a 422 names it.
+
+    ON CONFLICT DO NOTHING waits for a concurrent writer of the same timestamp and skips the
+    row once that one committed; the lookup after it (a new snapshot) then sees its value."""
+    pg = db.get_bind().dialect.name == "postgresql"
+    stmt = (pg_insert if pg else sqlite_insert)(_READINGS).on_conflict_do_nothing(
+        index_elements=["sensor_id", "ts"]
+    )
+    inserted = {utctime.micros(ts) for ts in db.scalars(stmt.returning(_READINGS.c.ts), list(rows))}
+    micros = rows.micros()
+    taken = [k for k, us in enumerate(micros) if us not in inserted]
+    sensor_id = rows.fixed[1]
+    stored: dict[int, float] = {}
+    for lo in range(0, len(taken), 500):
+        chunk = [rows.timestamps[k] for k in taken[lo : lo + 500]]
+        found = db.execute(
+            select(_READINGS.c.ts, _READINGS.c.raw_value).where(
+                _READINGS.c.sensor_id == sensor_id, _READINGS.c.ts.in_(chunk)
+            )
+        )
+        stored.update((utctime.micros(ts), raw) for ts, raw in found)
+    errors = []
+    for k in taken:
+        other = stored.get(micros[k])
+        if other is None:  # its writer rolled back after ours skipped it: cannot happen
+            raise Conflict("a concurrent request wrote and withdrew these readings; send again")
+        if other != rows.raw_values[k]:
+            errors.append(
+                FieldError(
+                    f"readings.{origin[k] if origin else k}.timestamp",
+                    f"this sensor already has a reading at this timestamp with raw_value"
+                    f" {other!r}; {ONE_PER_TIMESTAMP}",
+                )
+            )
+    if errors:
+        raise InvalidInput(
+            f"{len(errors)} readings have the timestamp of a stored reading with another"
+            f" value: {errors[0].field} {errors[0].reason}",
+            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
+        )
+    keep = [k for k, us in enumerate(micros) if us in inserted]
+    return StoredRows(
+        fixed=rows.fixed,
+        timestamps=[rows.timestamps[k] for k in keep],
+        raw_values=[rows.raw_values[k] for k in keep],
+        values=[rows.values[k] for k in keep],
+        metas=[rows.metas[k] for k in keep],
+        stamps_us=[micros[k] for k in keep],
+    )
 
 
 def _convert(converter: Converter, ctx: _Context, batch: IncomingBatch) -> list[float]:
@@ -456,10 +627,13 @@ _INSERT_BATCH_SQLITE = (
 )
 
 
-def _accepted(record: models.TelemetryBatch) -> TelemetryAccepted:
+def _accepted(record: models.TelemetryBatch, received: int) -> TelemetryAccepted:
+    """The answer to a batch of ``received`` readings of which ``record.count`` were stored
+    (the others were copies of stored readings)."""
     return TelemetryAccepted(
         accepted=record.count,
         late=record.late,
+        duplicate=received - record.count,
         sensor_id=record.sensor_id,
         run_id=record.run_id,
         capture_session_id=record.capture_session_id,

@@ -54,7 +54,7 @@ import ssl
 import struct
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiomqtt
@@ -126,7 +126,10 @@ def parse_payload(payload: bytes, sensor_id: str, now: datetime) -> list[NewRead
     items = data if isinstance(data, list) else [data]
     if not items:
         raise PayloadError("empty list")
-    return [_one(item, i, sensor_id, now) for i, item in enumerate(items)]
+    # Readings without a timestamp get ``now``, one microsecond apart: the cloud keeps one
+    # reading per sensor and timestamp, so two must never share an arrival time.
+    step = timedelta(microseconds=1)
+    return [_one(item, i, sensor_id, now + i * step) for i, item in enumerate(items)]
 
 
 def _one(item: Any, index: int, sensor_id: str, now: datetime) -> NewReading:
@@ -371,6 +374,8 @@ class MqttSource:
         #: set when acks made room below MAX_PENDING_ACKS
         self._room = asyncio.Event()
         self._committed = metrics.committed.labels("mqtt")
+        #: the arrival time handed to the last message (see :meth:`arrivals`)
+        self._arrival = datetime.min.replace(tzinfo=UTC)
         #: builds the client (tests put a fake broker here)
         self.make_client: Callable[[], Any] = self._client
 
@@ -397,6 +402,19 @@ class MqttSource:
             if s is not None and s.topic is None:
                 return candidate
         return None
+
+    def arrivals(self, messages: Sequence[Delivered], conn: str = "") -> list[Write]:
+        """The writes of a burst. A reading without a timestamp of its own is stamped with
+        its arrival, strictly after the one before (a microsecond apart within a burst): the
+        cloud keeps one reading per sensor and timestamp, and a burst arrives at one instant."""
+        now = max(datetime.now(UTC), self._arrival + timedelta(microseconds=1))
+        writes = []
+        for message in messages:
+            write = self.to_write(message, now, conn)
+            writes.append(write)
+            now += timedelta(microseconds=max(1, len(write.readings)))
+        self._arrival = now
+        return writes
 
     def to_write(self, message: Delivered, now: datetime, conn: str = "") -> Write:
         """The write for one message: its readings, or a dead letter saying why not. Never
@@ -595,8 +613,7 @@ class MqttSource:
                     # Everything that has arrived goes to the writer as one unit (one
                     # future, one queue entry); order is kept.
                     messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
-                    now = datetime.now(UTC)
-                    writes = [self.to_write(m, now, conn) for m in messages]
+                    writes = self.arrivals(messages, conn)
                     if not fresh_seen:
                         for write in writes:
                             if not write.redelivered:

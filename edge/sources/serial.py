@@ -40,7 +40,7 @@ import re
 import termios
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import serial
@@ -109,6 +109,8 @@ class SerialSource:
         #: partial lines dropped after an open (see the module's docstring)
         self.partial_lines = 0
         self._skipped_seen = 0
+        #: the arrival time given to the last line without a device timestamp
+        self._arrival = datetime.min.replace(tzinfo=UTC)
         self._inflight: collections.deque[asyncio.Future[WriteResult]] = collections.deque()
 
     def _sensor_for(self, channel: str | None) -> str | None:
@@ -209,7 +211,10 @@ class SerialSource:
         return data, 0
 
     def _decode(self, decoder: Any, data: bytes) -> list[NewReading]:
-        now = datetime.now(UTC)
+        # Lines without a device timestamp are stamped with their arrival, strictly after the
+        # one before (a chunk of several lines arrives at one instant): the cloud keeps one
+        # reading per sensor and timestamp.
+        now = max(datetime.now(UTC), self._arrival + timedelta(microseconds=1))
         readings: list[NewReading] = []
         try:
             items = decoder.feed(data)
@@ -229,6 +234,8 @@ class SerialSource:
                 continue
             meta = dict(item.meta) if item.meta else None
             readings.append(NewReading(sensor_id, item.timestamp or now, item.value, meta))
+            if item.timestamp is None:
+                self._arrival, now = now, now + timedelta(microseconds=1)
         skipped = decoder.stats.skipped
         if skipped > self._skipped_seen:
             self.metrics.serial_skipped.labels(self.port).inc(skipped - self._skipped_seen)

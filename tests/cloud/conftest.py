@@ -10,19 +10,25 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from cloud.app import create_app
+from cloud.db import models
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from tests.support.services import postgres_database
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+#: When the capture session of :meth:`Api.stack` started: before any fixed timestamp the
+#: tests send (a session takes no reading from before its start).
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -126,12 +132,25 @@ class Api:
         assert r.status_code == 201, r.text
         return str(r.json()["capture_session_id"])
 
-    def stack(self, who: Identity) -> dict[str, str]:
-        """sensor + experiment + run + running session in the caller's project."""
+    def backdate(self, session_id: str, started_at: datetime) -> None:
+        """Say a capture session started at ``started_at``. The API starts a session now, and
+        takes only readings from then on: a test with fixed timestamps needs an older one."""
+        with self.c.app.state.sessionmaker.begin() as db:
+            db.execute(
+                update(models.CaptureSession)
+                .where(models.CaptureSession.id == uuid.UUID(session_id))
+                .values(started_at=started_at)
+            )
+
+    def stack(self, who: Identity, started_at: datetime | None = LONG_AGO) -> dict[str, str]:
+        """sensor + experiment + run + running session in the caller's project; the session
+        started at ``started_at`` (None: now, as the API starts it)."""
         sensor_id, token = self.sensor(who)
         experiment_id = self.experiment(who)
         run_id = self.run(who, experiment_id)
         session_id = self.session(who, run_id)
+        if started_at is not None:
+            self.backdate(session_id, started_at)
         return {
             "sensor_id": sensor_id,
             "token": token,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud.migrate import upgrade
-from tests.cloud.conftest import Api, Identity, make_client
+from tests.cloud.conftest import LONG_AGO, Api, Identity, make_client
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -289,6 +289,7 @@ def test_a_huge_cold_junction_is_a_conversion_error(api: Api) -> None:
         "run_id": run,
         "capture_session_id": api.session(who, run),
     }
+    api.backdate(ids["capture_session_id"], LONG_AGO)  # the reading below is from 2025
     raw = (
         '{"sensor_id":"%s","run_id":"%s","capture_session_id":"%s","readings":[{"timestamp":'
         '"2025-12-05T12:00:00Z","raw_value":1.0,"meta":{"cold_junction_c":1%s}}]}'

@@ -21,7 +21,7 @@ from cloud.services.telemetry_rollup import (
     floor_level,
     summarise,
 )
-from tests.support.cloud import CloudServer, bootstrap
+from tests.support.cloud import CloudServer, backdate, bootstrap
 
 
 def brute(stamps: list[int], values: list[float], level: int) -> list[tuple[int, ...]]:
@@ -124,6 +124,7 @@ def test_batches_from_before_the_migration_are_charted_from_their_readings(
 
     with CloudServer(url, log_path=tmp_path / "server.log") as server:
         bench = bootstrap(server.url)
+        backdate(url, bench.capture_session_id, base)
         ids = {
             "sensor_id": bench.sensor_id,
             "run_id": bench.run_id,

@@ -70,7 +70,9 @@ def test_demo_scenario_as_curl_sends_it(api: Api) -> None:
     listed = api.get("/api/v1/capture-sessions", headers=owner.headers()).json()["items"]
     assert [(s["id"], s["status"]) for s in listed] == [(session_id, "running")]
 
-    # 4. Telemetry exactly as the scenario's curl line (a fixed 2025 timestamp).
+    # 4. Telemetry exactly as the scenario's curl line (a fixed 2025 timestamp: a session
+    # takes no reading from before its start, so this one has been capturing since then).
+    api.backdate(session_id, datetime(2025, 12, 5, tzinfo=UTC))
     r = api.c.post(
         "/api/v1/telemetry",
         content=(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.cloud.conftest import Api, Identity, assert_problem
+from tests.cloud.conftest import LONG_AGO, Api, Identity, assert_problem
 
 
 @pytest.fixture
@@ -80,6 +80,7 @@ def test_thermocouple_profile_converts_nist(api: Api, owner: Identity) -> None:
     ids = {"sensor_id": r.json()["sensor"]["id"], "token": r.json()["token"]}
     run = api.run(owner, api.experiment(owner))
     ids |= {"run_id": run, "capture_session_id": api.session(owner, run)}
+    api.backdate(ids["capture_session_id"], LONG_AGO)  # the readings below are from 2025
     # NIST ITS-90 type K: 4.096 mV is 100 °C with the reference junction at 0 °C.
     r = api.ingest(ids, [{"timestamp": "2025-12-05T12:00:00Z", "raw_value": 4.096}])
     assert r.status_code == 202, r.text

@@ -155,23 +155,24 @@ def test_gaps_leave_no_empty_buckets(api: Api, owner: Identity, ids: dict[str, s
 def test_span_shorter_than_max_points_microseconds(
     api: Api, owner: Identity, ids: dict[str, str]
 ) -> None:
-    # 30 readings on three microseconds, max_points 20: most buckets are empty spans of zero
-    # microseconds; each reading is still counted once, at strictly increasing times.
-    readings = [(BASE + US * (i % 3), float(i)) for i in range(30)]
+    # 30 readings on 30 microseconds, max_points 40: buckets narrower than a microsecond,
+    # many of them empty; each reading is still counted once, at strictly increasing times.
+    readings = [(BASE + US * i, float(i)) for i in range(30)]
     send(api, ids, readings)
-    points, total, down = fetch(api, owner, ids, 20)
-    assert (points, total, down) == reference(readings, 20)
+    points, total, down = fetch(api, owner, ids, 40)
+    assert (points, total, down) == reference(readings, 40)
     assert sum(p["count"] for p in points) == 30
     times = [p["timestamp"] for p in points]
     assert times == sorted(set(times))
 
 
 def test_all_readings_at_one_time(api: Api, owner: Identity, ids: dict[str, str]) -> None:
-    readings = [(BASE, float(i)) for i in range(5)]
-    send(api, ids, readings)
+    # One reading per timestamp: copies of it are dropped, not charted.
+    readings = [(BASE, 2.0)]
+    send(api, ids, readings * 3)
     points, total, down = fetch(api, owner, ids, 2)
     assert (points, total, down) == reference(readings, 2)
-    assert points == [{"timestamp": BASE, "value": 5.0, "min": 1.0, "max": 9.0, "count": 5}]
+    assert points == [{"timestamp": BASE, "value": 5.0, "min": 5.0, "max": 5.0, "count": 1}]
 
 
 def test_since_until_window(api: Api, owner: Identity, ids: dict[str, str]) -> None:
@@ -197,6 +198,7 @@ def test_one_session_of_a_sensor(api: Api, owner: Identity, ids: dict[str, str])
     # Readings of the same sensor in another run's session are not in the chart.
     run_id = api.run(owner, ids["experiment_id"])
     other = {**ids, "run_id": run_id, "capture_session_id": api.session(owner, run_id)}
+    api.backdate(other["capture_session_id"], BASE)
     mine = [(BASE + timedelta(milliseconds=i), float(i % 5)) for i in range(60)]
     theirs = [(BASE + timedelta(milliseconds=i, microseconds=500), 100.0) for i in range(60)]
     send(api, ids, mine)

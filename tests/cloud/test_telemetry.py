@@ -198,7 +198,10 @@ def test_malformed_json_and_future_timestamps(
 def test_oversize_batches_are_413(api: Api, owner: Identity, ids: dict[str, str]) -> None:
     many = [{"timestamp": ts(), "raw_value": 1.0}] * (MAX_READINGS_PER_BATCH + 1)
     assert_problem(api.ingest(ids, many), 413, "readings")
-    exactly = [{"timestamp": ts(), "raw_value": 1.0}] * MAX_READINGS_PER_BATCH
+    # One reading per timestamp (copies would be dropped): a millisecond apart, in the past.
+    exactly = [
+        {"timestamp": ts(-i / 1000), "raw_value": 1.0} for i in range(MAX_READINGS_PER_BATCH)
+    ]
     assert api.ingest(ids, exactly).status_code == 202
     huge_meta = [{"timestamp": ts(), "raw_value": 1.0, "meta": {"blob": "x" * 9_000_000}}]
     assert_problem(api.ingest(ids, huge_meta), 413)
@@ -229,9 +232,11 @@ def test_batch_key_deduplicates_even_without_the_idempotency_record(
     again = api.ingest(ids, readings, key="batch-0001")
     assert again.status_code == 202 and again.json() == first.json()
     assert len(api.readings(owner, run_id=ids["run_id"])) == 2
+    # Under another key (another edge, say): the same readings again are copies, dropped.
     other = api.ingest(ids, readings, key="batch-0002")
     assert other.status_code == 202
-    assert len(api.readings(owner, run_id=ids["run_id"])) == 4
+    assert (other.json()["accepted"], other.json()["duplicate"]) == (0, 2)
+    assert len(api.readings(owner, run_id=ids["run_id"])) == 2
 
 
 def test_query_pagination_filters_and_csv(api: Api, owner: Identity, ids: dict[str, str]) -> None:
@@ -418,6 +423,7 @@ def test_what_is_stored_reads_back_exactly(api: Api, owner: Identity) -> None:
         "run_id": run_id,
         "capture_session_id": api.session(owner, run_id),
     }
+    api.backdate(ids["capture_session_id"], datetime(1900, 1, 1, tzinfo=UTC))
     sent = [
         ("1900-06-01T12:00:00.000001+00:00", -1.5e300, None),
         ("1999-12-31T23:59:59.999999+00:00", -0.0, {"cj": 25.5}),

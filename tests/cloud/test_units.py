@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -54,7 +55,9 @@ def _stack(api: Api, who: Identity, registered: Any) -> dict[str, str]:
 
 
 def _value(api: Api, who: Identity, ids: dict[str, str], raw: float) -> float:
-    r = api.ingest(ids, [{"timestamp": "2025-12-05T12:00:00Z", "raw_value": raw}])
+    # Now: inside the session, and a timestamp of its own (one reading per timestamp).
+    now = datetime.now(UTC).isoformat()
+    r = api.ingest(ids, [{"timestamp": now, "raw_value": raw}])
     assert r.status_code == 202, r.text
     return float(api.readings(who, run_id=ids["run_id"])[-1]["value"])
 

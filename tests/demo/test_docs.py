@@ -168,7 +168,14 @@ def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path
         series = c.get(
             "/api/v1/telemetry/series", params={"sensor_id": sensor, "run_id": run}
         ).json()
-        assert series["total"] >= 6000 + 1 + 25  # batch mode, the curl, ~3 s of stream
+        # The curl, ~3 s of stream, and batch mode's captured data: only what fits in the
+        # session (it started seconds before), not the 600 s asked for, nine of them before it.
+        assert 1 + 25 + 30 <= series["total"] < 6000
+        readings = c.get("/api/v1/telemetry", params={"run_id": run, "limit": 10000}).json()[
+            "items"
+        ]
+        assert len(readings) == series["total"]
+        assert min(r["timestamp"] for r in readings) >= stopped["started_at"]
         loss = c.get(f"/api/v1/runs/{run}/metrics", params={"name": "loss"}).json()
         assert [p["value"] for p in loss["points"]] == [0.42, 0.31]
         assert c.get(f"/api/v1/runs/{thermal_run}/metrics/summary").json()[0]["count"] == 20

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.demo.conftest import run_script
-from tests.support.cloud import Bench, CloudServer, bootstrap
+from tests.support.cloud import Bench, CloudServer, backdate, bootstrap
 
 
 def replay(bench: Bench, *args: str) -> dict[str, Any]:
@@ -69,6 +70,7 @@ def test_generate_into_a_new_session_with_metrics(cloud: CloudServer) -> None:
 
 def test_generated_data_into_an_ended_session_lands_as_late_data(cloud: CloudServer) -> None:
     bench = bootstrap(cloud.url)
+    backdate(cloud.database_url, bench.capture_session_id, datetime.now(UTC) - timedelta(minutes=2))
     replay(bench, "--capture-session-id", bench.capture_session_id, "--generate")
     ended = stop(bench, bench.capture_session_id)
 
@@ -91,12 +93,18 @@ def export_csv(bench: Bench) -> str:
 
 def test_replay_an_exported_csv_into_another_run(cloud: CloudServer, tmp_path: Path) -> None:
     source = bootstrap(cloud.url)
+    backdate(
+        cloud.database_url, source.capture_session_id, datetime.now(UTC) - timedelta(minutes=2)
+    )
     replay(source, "--capture-session-id", source.capture_session_id, "--generate")
     exported = tmp_path / "telemetry.csv"
     exported.write_text(export_csv(source))
     original = [r["raw_value"] for r in source.readings()]
 
-    target = bootstrap(cloud.url)
+    target = bootstrap(cloud.url)  # its session covers the source's: it started before
+    backdate(
+        cloud.database_url, target.capture_session_id, datetime.now(UTC) - timedelta(minutes=3)
+    )
     result = replay(
         target, "--capture-session-id", target.capture_session_id, "--from-csv", str(exported)
     )
@@ -161,3 +169,23 @@ def test_a_csv_without_the_columns_is_refused(cloud: CloudServer, tmp_path: Path
     assert proc.returncode == 1
     assert "missing column(s) raw_value, timestamp" in proc.stderr
     assert httpx.get(bench.base_url + "/healthz").status_code == 200
+
+
+def test_a_csv_into_a_new_session_starts_the_session_with_its_first_reading(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    """Recorded data from two hours ago: the new session began when the recording did, so the
+    cloud takes every reading (it takes none from before a session's start)."""
+    bench = bootstrap(cloud.url)
+    stop(bench, bench.capture_session_id)
+    first = datetime.now(UTC) - timedelta(hours=2)
+    data = tmp_path / "recorded.csv"
+    rows = [(first + timedelta(seconds=i)).isoformat() for i in range(50)]
+    data.write_text("timestamp,raw_value\n" + "".join(f"{t},{i}.5\n" for i, t in enumerate(rows)))
+    result = replay(bench, "--new-session", "--from-csv", str(data), "--stop")
+    assert result["accepted"] == 50 and result["skipped_outside_window"] == 0
+    with bench.client() as c:
+        session = c.get(
+            f"/api/v1/runs/{bench.run_id}/capture-sessions/{result['capture_session_id']}"
+        ).json()
+    assert datetime.fromisoformat(session["started_at"]) == first

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 from demo_sensor import Signal, TelemetryClient, TelemetryRejected, generate, heat_profile
 
 from tests.demo.conftest import BIN, run_script
-from tests.support.cloud import CloudServer, bootstrap
+from tests.support.cloud import CloudServer, backdate, bootstrap
 
 K_PROFILE = {
     "version": "v1",
@@ -35,6 +36,10 @@ def sensor_args(bench: Any, *extra: str) -> list[str]:
         bench.run_id,
         "--capture-session-id",
         bench.capture_session_id,
+        "--owner-user-id",
+        bench.owner_user_id,
+        "--project-id",
+        bench.project_id,
         "--json",
         *extra,
     ]
@@ -143,6 +148,10 @@ def test_stream_mode_lands_every_reading_in_real_time(cloud: CloudServer) -> Non
 
 def test_batch_mode_sends_captured_data_in_large_batches(cloud: CloudServer) -> None:
     bench = bootstrap(cloud.url, profile=K_PROFILE)
+    # A session capturing for a quarter of an hour: ten minutes of captured data fit in it.
+    backdate(
+        cloud.database_url, bench.capture_session_id, datetime.now(UTC) - timedelta(minutes=15)
+    )
     args = sensor_args(bench, "--mode", "batch", "--duration", "600", "--rate", "20")
     args += ["--batch-size", "5000", "--thermocouple-type", "K"]
     summary = json.loads(run_script("demo_sensor.py", *args).stdout)
@@ -156,9 +165,49 @@ def test_batch_mode_sends_captured_data_in_large_batches(cloud: CloudServer) -> 
     assert values[-1] == pytest.approx(420.0, abs=3.0)
 
 
+def test_batch_mode_stays_inside_a_session_that_started_just_now(cloud: CloudServer) -> None:
+    """docs/demo.md's `--mode batch --duration 600` into the session it started a minute
+    before: the data starts with the session, not nine minutes before it."""
+    bench = bootstrap(cloud.url, profile=K_PROFILE)
+    backdate(
+        cloud.database_url, bench.capture_session_id, datetime.now(UTC) - timedelta(seconds=60)
+    )
+    with bench.client() as c:
+        session = c.get(
+            f"/api/v1/runs/{bench.run_id}/capture-sessions/{bench.capture_session_id}"
+        ).json()
+    args = sensor_args(bench, "--mode", "batch", "--duration", "600", "--rate", "10")
+    args += ["--thermocouple-type", "K"]
+    done = run_script("demo_sensor.py", *args)
+    summary = json.loads(done.stdout)
+    readings = bench.readings()
+    assert summary["sent"] == summary["accepted"] == len(readings)
+    assert 590 <= len(readings) <= 620  # about 60 s at 10 Hz, not 600 s
+    assert min(r["timestamp"] for r in readings) >= session["started_at"]
+    assert "s of captured data, not 600" in done.stderr
+
+
+def test_batch_mode_without_the_owner_says_what_to_pass(cloud: CloudServer) -> None:
+    bench = bootstrap(cloud.url)
+    args = sensor_args(bench, "--mode", "batch")
+    cut = args.index("--owner-user-id")
+    del args[cut : cut + 4]
+    env = {k: v for k, v in os.environ.items() if k not in ("OWNER", "PROJECT")}
+    proc = subprocess.run(
+        [sys.executable, str(BIN / "demo_sensor.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2 and "--owner-user-id and --project-id" in proc.stderr
+    assert "Traceback" not in proc.stderr and bench.readings() == []
+
+
 def test_plain_numbers_for_the_scenarios_linear_sensor(cloud: CloudServer) -> None:
     profile = {"version": "v1", "kind": "linear", "payload": {"a": 1.23, "b": 0.2}}
     bench = bootstrap(cloud.url, profile=profile)
+    backdate(cloud.database_url, bench.capture_session_id, datetime.now(UTC) - timedelta(minutes=1))
     args = sensor_args(bench, "--mode", "batch", "--duration", "10", "--rate", "10")
     args += ["--scale", "1.23", "--offset", "0.2", "--profile", "cycle"]
     run_script("demo_sensor.py", *args)

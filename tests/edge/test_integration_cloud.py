@@ -199,6 +199,77 @@ def test_a_stopped_session_takes_the_in_window_readings_of_a_mixed_batch(
     assert (status["synced"], status["dead"], status["pending"]) == (4, 2, 0)
 
 
+def test_readings_from_before_the_session_are_dead_lettered_and_the_rest_stored(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    """A buffer holding readings from long before the session (a wrong bench clock, an old
+    backlog bound to a new session): the cloud refuses exactly those, the edge dead-letters
+    exactly those, once, and delivers the others."""
+    (a,) = cloud.bootstrap(1)
+    edge = edge_for(cloud, tmp_path, a)
+    capture(tmp_path, a, range(0, 3), datetime.now(UTC) - timedelta(hours=1))
+    capture(tmp_path, a, range(3, 10), datetime.now(UTC))
+    out = edge.cli("flush")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert seqs_in_cloud(cloud, a) == list(range(3, 10))
+    dead = json.loads(edge.cli("dead-letter", "list", "--json").stdout)
+    assert len(dead) == 1, dead
+    assert "before its capture session started" in dead[0]["reason"]
+    status = json.loads(edge.cli("status", "--json").stdout)["sensors"][a.sensor_id]
+    assert (status["synced"], status["dead"], status["pending"]) == (7, 3, 0)
+    # Not retried: a second flush has nothing to send.
+    again = edge.cli("flush")
+    assert again.returncode == 0, again.stdout + again.stderr
+    status = json.loads(edge.cli("status", "--json").stdout)["sensors"][a.sensor_id]
+    assert (status["synced"], status["dead"], status["pending"]) == (7, 3, 0)
+
+
+def test_a_second_edge_s_copies_are_dropped_and_its_other_value_dead_lettered(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    """Two edges deliver the same sensor's readings (a shared MQTT session, say): the copies
+    are stored once; a reading the second one has with another value at a stored timestamp
+    is refused and dead-lettered on that edge, alone."""
+    (a,) = cloud.bootstrap(1)
+    t0 = datetime.now(UTC)
+    first = edge_for(cloud, tmp_path, a)
+    capture(tmp_path, a, range(0, 5), t0)
+    assert first.cli("flush").returncode == 0
+
+    other = tmp_path / "second-edge"
+    other.mkdir()
+    second = edge_for(cloud, other, a)
+    buf = Buffer(other / "buffer.db")
+    try:
+        buf.upsert_sensor(a.sensor_id, a.token, "mqtt", a.run_id, a.session_id)
+        buf.commit(
+            [
+                Write(
+                    [
+                        NewReading(
+                            a.sensor_id,
+                            t0 + timedelta(milliseconds=10 * s),
+                            99.0 if s == 2 else float(s),
+                            {"seq": s},
+                        )
+                        for s in range(0, 5)
+                    ]
+                )
+            ]
+        )
+    finally:
+        buf.close()
+    out = second.cli("flush")
+    assert out.returncode == 0, out.stdout + out.stderr
+    items = sorted(cloud.telemetry(a), key=lambda i: i["timestamp"])
+    assert [i["raw_value"] for i in items] == [0.0, 1.0, 2.0, 3.0, 4.0]  # once, the first's
+    dead = json.loads(second.cli("dead-letter", "list", "--json").stdout)
+    assert len(dead) == 1, dead
+    assert "already has a reading at this timestamp with raw_value 2.0" in dead[0]["reason"]
+    status = json.loads(second.cli("status", "--json").stdout)["sensors"][a.sensor_id]
+    assert (status["synced"], status["dead"], status["pending"]) == (4, 1, 0)
+
+
 def test_dead_letter_retry_after_a_token_rotation_sends_the_configs_token(
     cloud: RealCloud, tmp_path: Path
 ) -> None:

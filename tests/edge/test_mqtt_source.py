@@ -309,3 +309,17 @@ def test_the_reader_handles_every_packet_that_arrived_before_the_socket_goes_qui
         client._sock = None
         ours.close()
         broker.close()
+
+
+def test_readings_without_a_timestamp_never_share_an_arrival_time(buffer: Buffer) -> None:
+    """A burst of bare numbers (and a list of them) arrives at one instant; the cloud keeps
+    one reading per sensor and timestamp, so each gets its own, in arrival order."""
+    sid = str(uuid.uuid4())
+    metrics = EdgeMetrics()
+    src = MqttSource(MqttConfig(), [sensor_config(sid)], Writer(buffer, metrics), metrics)
+    burst = [mqtt_module.Delivered(topic(sid), f"{i}.5".encode(), 1, i + 1) for i in range(5)]
+    burst.append(mqtt_module.Delivered(topic(sid), b'[7, 8, {"value": 9}]', 1, 6))
+    stamps = [r.timestamp for w in src.arrivals(burst) for r in w.readings]
+    again = [r.timestamp for w in src.arrivals(burst[:2]) for r in w.readings]
+    assert len(stamps) == 8 and stamps == sorted(set(stamps))
+    assert again[0] > stamps[-1] and again[1] > again[0]  # the next burst comes after

@@ -343,3 +343,22 @@ async def test_the_first_line_after_a_reopen_mid_line_is_dropped_and_counted(
     finally:
         dev.close()
     assert rows(buffer) == [(sid, 3.25), (sid, 7.5)]
+
+
+async def test_lines_read_at_one_instant_get_their_own_timestamps(
+    buffer: Buffer, tmp_path: Path
+) -> None:
+    """Several lines in one read share their arrival; the cloud keeps one reading per sensor
+    and timestamp, so each is stamped strictly after the one before."""
+    port = tmp_path / "ttyBURST"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000d2"
+    try:
+        async with capture(buffer, [serial_sensor(sid, port)], port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write("".join(f"{i}.25\n" for i in range(50)).encode())
+            await wait_until(lambda: src.readings_committed == 50)
+    finally:
+        dev.close()
+    stamps = [r[0] for r in buffer.conn.execute("SELECT ts FROM readings ORDER BY id")]
+    assert len(stamps) == 50 and stamps == sorted(set(stamps))

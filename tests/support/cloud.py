@@ -15,10 +15,12 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import update
 
 from tests.support.services import free_port, wait_port
 
@@ -32,6 +34,7 @@ class CloudServer:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     log_level: str = "warning"
+    workers: int = 1
     launcher: tuple[str, ...] = (sys.executable, "-m", "cloud.cli")
     cwd: Path = REPO
     #: False: ``env`` is the whole environment (a launcher that must not see this one's venv)
@@ -57,6 +60,8 @@ class CloudServer:
                 "--database-url",
                 self.database_url,
                 "--migrate",
+                "--workers",
+                str(self.workers),
                 "--log-level",
                 self.log_level,
             ],
@@ -186,3 +191,21 @@ def bootstrap(
         return Bench(
             base_url, owner, project_id, sensor_id, token, experiment_id, run_id, r.json()["id"]
         )
+
+
+def backdate(database_url: str, capture_session_id: str, started_at: datetime) -> None:
+    """Say a capture session started at ``started_at``. The API starts a session now and it
+    takes no reading from before that: data timestamped earlier needs an older session."""
+    from cloud.db.engine import make_engine  # the cloud's engine: its URL forms and types
+    from cloud.db.models import CaptureSession
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(CaptureSession)
+                .where(CaptureSession.id == uuid.UUID(capture_session_id))
+                .values(started_at=started_at)
+            )
+    finally:
+        engine.dispose()

@@ -1,7 +1,7 @@
 """live: spent stream tickets (stream_ticket_uses), so a ticket opens one stream only
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-05 23:50:00
 
 A stream ticket travels in a URL, where proxies and access logs may keep it. Each API process
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
