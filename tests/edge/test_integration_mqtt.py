@@ -43,8 +43,13 @@ class Publisher:
     def __init__(self, broker: Broker) -> None:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex)
         self.client.max_inflight_messages_set(100)
+        connected = threading.Event()
+        self.client.on_connect = lambda *args: connected.set()
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
+        # paho refuses a publish (MQTT_ERR_NO_CONN) until the CONNACK is in: on a busy machine
+        # the first publish came before it.
+        assert connected.wait(20), "the test publisher could not connect"
 
     def publish(self, topic: str, payload: bytes | str) -> bool:
         info = self.client.publish(topic, payload, qos=1)

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -90,9 +91,13 @@ def v5_client(client_id: str) -> paho.Client:
 
 def publish(broker: Broker, topic: str, payloads: list[bytes], *, retain: bool = False) -> None:
     client = v5_client(f"pub-{uuid.uuid4().hex[:8]}")
+    connected = threading.Event()
+    client.on_connect = lambda *args: connected.set()
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
+        # paho refuses a publish until the CONNACK is in; on a busy machine it came later.
+        assert connected.wait(20), "the test publisher could not connect"
         for payload in payloads:
             client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
     finally:
@@ -278,6 +283,7 @@ def test_a_broker_that_denies_the_presence_topic_still_gets_the_daemon(tmp_path:
             publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="old-acl-device")
             publisher.connect("127.0.0.1", port)
             publisher.loop_start()
+            wait_for(publisher.is_connected, 20, "the publisher's connection")
             publisher.publish(f"benchlink/sensors/{sensor}/readings", b"4.5", qos=1)
             wait_for(lambda: stored(tmp_path / "e.db") == [4.5], 20, "the reading")
             publisher.loop_stop()
