@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from edge.buffer import Buffer
-from edge.config import SensorConfig
 from edge.metrics import EdgeMetrics
-from edge.sources.serial import SerialSource
+from edge.sources.serial import SerialSensor, SerialSource
 from edge.writer import Writer
 
 
@@ -52,8 +51,8 @@ class Pty:
 
 def serial_sensor(
     sid: str, port: Path, protocol: str = "value", channel: str | None = None
-) -> SensorConfig:
-    return SensorConfig.model_validate(
+) -> SerialSensor:
+    return SerialSensor.model_validate(
         {
             "sensor_id": sid,
             "token": "t",
@@ -69,7 +68,7 @@ def serial_sensor(
 
 @contextlib.asynccontextmanager
 async def capture(
-    buffer: Buffer, sensors: list[SensorConfig], port: Path
+    buffer: Buffer, sensors: list[SerialSensor], port: Path
 ) -> AsyncIterator[SerialSource]:
     for s in sensors:
         buffer.upsert_sensor(
