@@ -203,9 +203,24 @@ class ConfigError(ValueError):
 
 def load_config(path: Path | str | None) -> EdgeConfig:
     """Read ``path`` (TOML) and apply the environment; raise ConfigError on anything wrong."""
-    if path is None:
-        return _validated(None, "", EdgeConfig)
-    path = Path(path)
+    text = ""
+    if path is not None:
+        path = Path(path)
+        text = _read(path)
+
+    # A class of its own per load: its schema, built at its first validation, has every
+    # source registered by then (see RegisteredSources).
+    class _Loaded(EdgeConfig):
+        model_config = SettingsConfigDict(toml_file=path, hide_input_in_errors=True)
+
+    try:
+        return _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(validation_error(path or Path("(environment)"), text, exc)) from None
+
+
+def _read(path: Path) -> str:
+    """The text of the TOML file ``path``, or a ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -219,24 +234,7 @@ def load_config(path: Path | str | None) -> EdgeConfig:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(toml_error(path, exc)) from None
-
-    class _FromFile(EdgeConfig):
-        model_config = SettingsConfigDict(toml_file=path, hide_input_in_errors=True)
-
-    return _validated(path, text, _FromFile)
-
-
-def _validated(path: Path | None, text: str, model: type[EdgeConfig]) -> EdgeConfig:
-    # A subclass of its own: its schema, built now, has every source registered by now.
-    class _Fresh(model):  # type: ignore[valid-type,misc]
-        pass
-
-    try:
-        fresh: EdgeConfig = _Fresh()
-    except ValidationError as exc:
-        where = path or Path("(environment)")
-        raise ConfigError(validation_error(where, text, exc)) from None
-    return fresh
+    return text
 
 
 _TOML_AT = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 class Source(Protocol):
     async def run(self) -> None:
         """Read until cancelled, handing readings to :attr:`SourceContext.writer`. A device
-        or network error is logged, counted and retried here: a source that returns or
-        raises takes the daemon down with it."""
+        or network error is logged, counted and retried here: an exception out of ``run``
+        stops the daemon (its TaskGroup)."""
         ...
 
 

@@ -10,8 +10,14 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Literal
+
+import pytest
+from pydantic import create_model
 
 from edge.cli import EXIT_CONFIG
+from edge.config import ConfigError, SensorConfig, load_config
+from edge.sources.base import SourceKind, register
 from tests.edge.helpers import BIN, Bound, EdgeProcess, RealCloud, running, wait_for, write_config
 from tests.support.cloud import REPO
 from tests.support.services import free_port
@@ -108,3 +114,19 @@ def test_a_plugin_that_fails_to_load_is_named_where_its_source_is_used(tmp_path:
     config.write_text(text)
     ok = benchlink_edge(config, env)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_source_registered_after_a_config_was_loaded_is_in_the_next_load(
+    tmp_path: Path,
+) -> None:
+    name = f"late_{uuid.uuid4().hex[:8]}"
+    config = toy_config(tmp_path, "http://127.0.0.1:1", bound(), count=3)
+    config.write_text(config.read_text().replace('source = "toy"', f'source = "{name}"'))
+    with pytest.raises(ConfigError, match=f"unknown source '{name}'"):
+        load_config(config)
+    model = create_model(
+        "LateSensor", __base__=SensorConfig, source=(Literal[name], ...), count=(int, ...)
+    )
+    register(SourceKind(name, model, lambda sensors, ctx: {}))
+    (sensor,) = load_config(config).sensors
+    assert type(sensor) is model and sensor.count == 3  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.buffer import NewReading, Write
+from edge.buffer import BufferFull, NewReading, Write
 from edge.config import SensorConfig
 from edge.sources.base import Source, SourceContext, SourceKind, register
 
@@ -34,7 +34,10 @@ class Counter:
         sid = str(self.sensor.sensor_id)
         for n in range(self.sensor.count):
             reading = NewReading(sid, datetime.now(UTC), float(n), {"seq": n})
-            await self.ctx.writer.submit(Write([reading]), source="toy")
+            try:
+                await self.ctx.writer.submit(Write([reading]), source="toy")
+            except BufferFull:
+                self.ctx.metrics.dropped.labels("buffer_full").inc()
             await asyncio.sleep(self.sensor.every_s)
 
 
