@@ -342,3 +342,25 @@ async def test_the_first_line_after_a_reopen_mid_line_is_dropped_and_counted(
     finally:
         dev.close()
     assert rows(buffer) == [(sid, 3.25), (sid, 7.5)]
+
+
+async def test_a_device_fault_is_counted_never_stored(buffer: Buffer, tmp_path: Path) -> None:
+    from hardware.protocols.max31855 import encode_frame
+
+    port = tmp_path / "ttyTC"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000f1"
+    frames = [
+        encode_frame(21.5, 24.0),
+        encode_frame(0.0, 24.0, faults=("open_circuit",)),
+        encode_frame(22.0, 24.0),
+    ]
+    try:
+        async with capture(buffer, [serial_sensor(sid, port, "max31855-hex")], port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"".join(f"{f:08x}\n".encode() for f in frames))
+            await wait_until(lambda: src.readings_committed == 2)
+            assert src.metrics.serial_faults.labels("open_circuit")._value.get() == 1
+    finally:
+        dev.close()
+    assert rows(buffer) == [(sid, 21.5), (sid, 22.0)]
