@@ -17,9 +17,9 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -27,20 +27,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-PROTOCOLS = ("value", "csv", "jsonl", "arduino-thermocouple", "max31855-hex")
-DEFAULT_TOPIC = "benchlink/sensors/{sensor_id}/readings"
 
 
 class Section(BaseModel):
@@ -129,32 +128,30 @@ class MetricsConfig(Section):
 
 
 class SensorConfig(Section):
+    """The keys every ``[[sensors]]`` table has; each source's model (registered with
+    :func:`edge.sources.base.register`) adds its own and narrows ``source`` to its name."""
+
     sensor_id: UUID
     token: SecretStr
     run_id: UUID
     capture_session_id: UUID
-    source: Literal["serial", "mqtt"]
-    # mqtt
-    topic: str | None = None
-    # serial
-    port: str | None = None
-    baudrate: int = 9600
-    protocol: str = "value"
-    channel: str | None = None
-    max_line: int = Field(512, ge=16)
+    source: str
 
-    @model_validator(mode="after")
-    def _source_fields(self) -> SensorConfig:
-        if self.source == "serial":
-            if not self.port:
-                raise ValueError("a serial sensor needs `port`")
-            if self.protocol not in PROTOCOLS:
-                raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
-        return self
 
-    @property
-    def mqtt_topic(self) -> str:
-        return self.topic or DEFAULT_TOPIC.format(sensor_id=self.sensor_id)
+class RegisteredSources:
+    """``sensors`` items: a union of the registered sources' models, discriminated by
+    ``source``. Built when the schema is, so every source is registered by then (the
+    ``EdgeConfig`` schema is deferred, and :func:`load_config` builds a fresh one)."""
+
+    def __get_pydantic_core_schema__(
+        self, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        from edge.sources import kinds
+
+        choices: dict[Hashable, core_schema.CoreSchema] = {
+            name: handler.generate_schema(kind.config) for name, kind in kinds().items()
+        }
+        return core_schema.tagged_union_schema(choices, discriminator="source")
 
 
 class EdgeConfig(BaseSettings):
@@ -163,6 +160,7 @@ class EdgeConfig(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         hide_input_in_errors=True,
+        defer_build=True,
     )
 
     cloud: CloudConfig = CloudConfig()
@@ -170,20 +168,17 @@ class EdgeConfig(BaseSettings):
     sync: SyncConfig = SyncConfig()
     mqtt: MqttConfig = MqttConfig()
     metrics: MetricsConfig = MetricsConfig()
-    sensors: list[SensorConfig] = []
+    sensors: list[Annotated[SensorConfig, RegisteredSources()]] = []
 
     @model_validator(mode="after")
-    def _unique_sensors(self) -> EdgeConfig:
+    def _sensors_fit_together(self) -> EdgeConfig:
+        from edge.sources import kinds
+
         ids = [s.sensor_id for s in self.sensors]
         if len(ids) != len(set(ids)):
             raise ValueError("a sensor_id appears twice in [[sensors]]")
-        ports: dict[str, set[str | None]] = {}
-        for s in self.sensors:
-            if s.port is not None:
-                channels = ports.setdefault(s.port, set())
-                if s.channel in channels:
-                    raise ValueError(f"two sensors read channel {s.channel!r} of {s.port}")
-                channels.add(s.channel)
+        for name, kind in kinds().items():
+            kind.check([s for s in self.sensors if s.source == name])
         return self
 
     @classmethod
@@ -208,9 +203,24 @@ class ConfigError(ValueError):
 
 def load_config(path: Path | str | None) -> EdgeConfig:
     """Read ``path`` (TOML) and apply the environment; raise ConfigError on anything wrong."""
-    if path is None:
-        return EdgeConfig()
-    path = Path(path)
+    text = ""
+    if path is not None:
+        path = Path(path)
+        text = _read(path)
+
+    # A class of its own per load: its schema, built at its first validation, has every
+    # source registered by then (see RegisteredSources).
+    class _Loaded(EdgeConfig):
+        model_config = SettingsConfigDict(toml_file=path, hide_input_in_errors=True)
+
+    try:
+        return _Loaded()
+    except ValidationError as exc:
+        raise ConfigError(validation_error(path or Path("(environment)"), text, exc)) from None
+
+
+def _read(path: Path) -> str:
+    """The text of the TOML file ``path``, or a ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -224,14 +234,7 @@ def load_config(path: Path | str | None) -> EdgeConfig:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(toml_error(path, exc)) from None
-
-    class _FromFile(EdgeConfig):
-        model_config = SettingsConfigDict(toml_file=path, hide_input_in_errors=True)
-
-    try:
-        return _FromFile()
-    except ValidationError as exc:
-        raise ConfigError(validation_error(path, text, exc)) from None
+    return text
 
 
 _TOML_AT = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
@@ -250,14 +253,31 @@ def validation_error(path: Path, text: str, exc: ValidationError) -> str:
     lines = key_lines(text)
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        loc = tuple(err["loc"])
+        raw = tuple(err["loc"])
+        loc = _file_loc(raw, err["type"])
         line = lines.get(loc) or lines.get(loc[:-1]) if loc else None
         where = f"{path}:{line}" if line else str(path)
         if (var := _env_var(loc)) is not None:
             where = f"${var}"  # the environment overrides the file
         key = dotted(loc)
-        parts.append(f"{where}: {key + ': ' if key else ''}{_reason(err['type'], err['msg'], loc)}")
+        reason = _reason(err["type"], err["msg"], raw, err.get("ctx") or {})
+        parts.append(f"{where}: {key + ': ' if key else ''}{reason}")
     return "; ".join(parts)
+
+
+_SOURCE_TAG = ("union_tag_invalid", "union_tag_not_found")
+
+
+def _file_loc(raw: tuple[int | str, ...], kind: str) -> tuple[int | str, ...]:
+    """The location as the file has it. Inside a sensor, pydantic puts the sensor's
+    ``source`` in it (``("sensors", 0, "serial", "port")``); a missing or unknown ``source``
+    is the error of that key."""
+    if len(raw) >= 2 and raw[0] == "sensors" and isinstance(raw[1], int):
+        if kind in _SOURCE_TAG:
+            return (*raw[:2], "source")
+        if len(raw) >= 3:
+            return (*raw[:2], *raw[3:])
+    return raw
 
 
 def _env_var(loc: tuple[int | str, ...]) -> str | None:
@@ -279,18 +299,39 @@ def dotted(loc: Sequence[int | str]) -> str:
     return out
 
 
-def _reason(kind: str, msg: str, loc: tuple[int | str, ...]) -> str:
+def _reason(kind: str, msg: str, raw: tuple[int | str, ...], ctx: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
-        known = ", ".join(_fields_at(loc[:-1]))
+        known = ", ".join(_fields_at(raw[:-1]))
+        if len(raw) >= 4 and raw[0] == "sensors":  # ("sensors", 0, "serial", key)
+            return f'unknown key; check its spelling (known for source "{raw[2]}": {known})'
         return f"unknown key; check its spelling (known here: {known})"
     if kind == "missing":
         return "required key missing; add it"
+    if kind in _SOURCE_TAG:
+        return _source_reason(str(ctx.get("tag", "")) if kind == "union_tag_invalid" else None)
     return f"{msg.removeprefix('Value error, ')}; correct it"
 
 
-def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+def _source_reason(tag: str | None) -> str:
+    from edge.sources import failed, kinds
+
+    names = ", ".join(f'"{name}"' for name in kinds())
+    if tag is None:
+        return f"required key missing; add it (one of {names})"
+    if (why := failed().get(tag)) is not None:
+        return f"source {tag!r} is installed but failed to load ({why}); reinstall it"
+    return f"unknown source {tag!r}; use one of {names}, or install the package that adds it"
+
+
+def _fields_at(raw: tuple[int | str, ...]) -> list[str]:
+    """The keys of the table at ``raw`` (a pydantic location)."""
+    from edge.sources import kinds
+
     model: Any = EdgeConfig
-    for part in loc:
+    if len(raw) >= 3 and raw[0] == "sensors" and isinstance(raw[2], str):
+        kind = kinds().get(raw[2])
+        model, raw = (kind.config if kind else None), raw[3:]
+    for part in raw:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(part) if hasattr(model, "model_fields") else None

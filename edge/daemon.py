@@ -28,8 +28,8 @@ from edge.config import ConfigError, EdgeConfig, SensorConfig, exposed_secrets, 
 from edge.instance import BufferLock, Refused
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
-from edge.sources.mqtt import MqttSource
-from edge.sources.serial import SerialSource, group_by_port
+from edge.sources import kinds
+from edge.sources.base import SourceContext
 from edge.sync import SensorSync
 from edge.writer import Writer
 
@@ -94,9 +94,8 @@ def config_changes(
         b = after.get(sid)
         if b is None:
             continue
-        changed = [
-            name for name in SensorConfig.model_fields if getattr(a, name) != getattr(b, name)
-        ]
+        fields = dict.fromkeys([*type(a).model_fields, *type(b).model_fields])
+        changed = [name for name in fields if getattr(a, name, None) != getattr(b, name, None)]
         if now := [name for name in changed if name in LIVE_SENSOR_FIELDS]:
             live.append((b, now))
         restart += [f"sensor {sid} {n}" for n in changed if n not in LIVE_SENSOR_FIELDS]
@@ -303,24 +302,13 @@ class Daemon:
             raise self.refused
 
     def _start_sources(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Each kind of source (see :mod:`edge.sources`) starts the sources of its sensors."""
+        ctx = SourceContext(self.writer, self.metrics, self.cfg, self.edge_id, self.refuse)
         tasks = []
-        sync = self.cfg.sync
-        for port, sensors in group_by_port(self.cfg.sensors).items():
-            src = SerialSource(port, sensors, self.writer, self.metrics)
-            tasks.append(tg.create_task(src.run(), name=f"serial:{port}"))
-        mqtt_sensors = [s for s in self.cfg.sensors if s.source == "mqtt"]
-        if mqtt_sensors:
-            mqtt = MqttSource(
-                self.cfg.mqtt,
-                mqtt_sensors,
-                self.writer,
-                self.metrics,
-                backoff_initial_s=sync.backoff_initial_s,
-                backoff_max_s=sync.backoff_max_s,
-                edge_id=self.edge_id,
-                on_refused=self.refuse,
-            )
-            tasks.append(tg.create_task(mqtt.run(), name="mqtt"))
+        for name, kind in kinds().items():
+            if sensors := [s for s in self.cfg.sensors if s.source == name]:
+                for task_name, source in kind.start(sensors, ctx).items():
+                    tasks.append(tg.create_task(source.run(), name=task_name))
         return tasks
 
     async def _maintenance(self) -> None:

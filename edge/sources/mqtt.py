@@ -75,13 +75,15 @@ from edge.buffer import (
     message_digest,
     reading_row_values,
 )
-from edge.config import DEFAULT_TOPIC, MqttConfig, SensorConfig, default_client_id
+from edge.config import MqttConfig, SensorConfig, default_client_id
 from edge.instance import Refused
 from edge.metrics import EdgeMetrics
+from edge.sources.base import Source, SourceContext, SourceKind, register
 from edge.writer import Outcome, Writer
 
 log = logging.getLogger("benchlink.edge.mqtt")
 
+DEFAULT_TOPIC = "benchlink/sensors/{sensor_id}/readings"
 WILDCARD_TOPIC = DEFAULT_TOPIC.format(sensor_id="+")
 PUBACK = PacketTypes.PUBACK << 4
 #: messages handed to the writer and not yet acked, at most; then the receive loop waits
@@ -92,6 +94,18 @@ FULL_RETRY_S = 1.0
 PRESENCE_TOPIC = "benchlink/edge/{client_id}/alive"
 #: longest wait for the probe's answer (the broker answers in milliseconds)
 PROBE_TIMEOUT_S = 5.0
+
+
+class MqttSensor(SensorConfig):
+    """A ``[[sensors]]`` table with ``source = "mqtt"`` (the broker is ``[mqtt]``)."""
+
+    source: Literal["mqtt"]
+    #: unset: :data:`DEFAULT_TOPIC`
+    topic: str | None = None
+
+    @property
+    def mqtt_topic(self) -> str:
+        return self.topic or DEFAULT_TOPIC.format(sensor_id=self.sensor_id)
 
 
 class ClientIdTaken(Refused):
@@ -338,7 +352,7 @@ class MqttSource:
     def __init__(
         self,
         cfg: MqttConfig,
-        sensors: Sequence[SensorConfig],
+        sensors: Sequence[MqttSensor],
         writer: Writer,
         metrics: EdgeMetrics,
         *,
@@ -357,7 +371,7 @@ class MqttSource:
         self.on_refused = on_refused
         #: the presence topic is usable: announce this daemon there (see check_client_id)
         self._announce = False
-        self.sensors = {str(s.sensor_id): s for s in sensors if s.source == "mqtt"}
+        self.sensors = {str(s.sensor_id): s for s in sensors}
         self.custom = {s.mqtt_topic: sid for sid, s in self.sensors.items() if s.topic}
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.state: Literal["disconnected", "connected", "backoff", "stopped"] = "disconnected"
@@ -708,3 +722,22 @@ class MqttSource:
                     self._sort_out(client, ms, ws, results, held)
         finally:
             self._intake.set()
+
+
+def start(sensors: Sequence[MqttSensor], ctx: SourceContext) -> dict[str, Source]:
+    """One subscription, on the ``[mqtt]`` broker, for every MQTT sensor."""
+    sync = ctx.config.sync
+    source = MqttSource(
+        ctx.config.mqtt,
+        sensors,
+        ctx.writer,
+        ctx.metrics,
+        backoff_initial_s=sync.backoff_initial_s,
+        backoff_max_s=sync.backoff_max_s,
+        edge_id=ctx.edge_id,
+        on_refused=ctx.refuse,
+    )
+    return {"mqtt": source}
+
+
+KIND = register(SourceKind("mqtt", MqttSensor, start))

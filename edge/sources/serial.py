@@ -41,15 +41,18 @@ import termios
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import serial
+from pydantic import Field, field_validator
 
 from edge.backoff import Backoff
 from edge.buffer import BufferFull, NewReading, Write, WriteResult
 from edge.config import SensorConfig
 from edge.metrics import EdgeMetrics
+from edge.sources.base import Source, SourceContext, SourceKind, register
 from edge.writer import Writer
+from hardware.protocols import PROTOCOLS, Decoder, Fault, make_decoder
 
 log = logging.getLogger("benchlink.edge.serial")
 
@@ -62,6 +65,25 @@ MAX_GROUP = 1000
 MAX_INFLIGHT = 64
 
 _TERMINATOR = re.compile(rb"[\r\n]")
+
+
+class SerialSensor(SensorConfig):
+    """A ``[[sensors]]`` table with ``source = "serial"``."""
+
+    source: Literal["serial"]
+    port: str = Field(min_length=1)
+    baudrate: int = 9600
+    protocol: str = "value"
+    #: csv: several sensors share one port, each takes its channel
+    channel: str | None = None
+    max_line: int = Field(512, ge=16)
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        if v not in PROTOCOLS:
+            raise ValueError(f"must be one of {', '.join(PROTOCOLS)}")
+        return v
 
 
 class PortBusy(OSError):
@@ -87,7 +109,7 @@ class SerialSource:
     def __init__(
         self,
         port: str,
-        sensors: Sequence[SensorConfig],
+        sensors: Sequence[SerialSensor],
         writer: Writer,
         metrics: EdgeMetrics,
         *,
@@ -140,8 +162,6 @@ class SerialSource:
             self.state = "stopped"
 
     async def _session(self) -> None:
-        from hardware.protocols import make_decoder
-
         loop = asyncio.get_running_loop()
         try:
             port = await loop.run_in_executor(None, self._open)
@@ -161,7 +181,7 @@ class SerialSource:
         finally:
             await loop.run_in_executor(None, port.close)
 
-    async def _pump(self, port: serial.Serial, decoder: Any) -> None:
+    async def _pump(self, port: serial.Serial, decoder: Decoder) -> None:
         loop = asyncio.get_running_loop()
         pending: list[NewReading] = []
         since = 0.0
@@ -210,7 +230,7 @@ class SerialSource:
         log.info("%s: open (%s, %d baud)", self.port, self.protocol, self.baudrate)
         return data, 0
 
-    def _decode(self, decoder: Any, data: bytes) -> list[NewReading]:
+    def _decode(self, decoder: Decoder, data: bytes) -> list[NewReading]:
         # Lines without a device timestamp are stamped with their arrival, strictly after the
         # one before (a chunk of several lines arrives at one instant): the cloud keeps one
         # reading per sensor and timestamp.
@@ -224,7 +244,7 @@ class SerialSource:
             log.error("%s: decoder failed on %d byte(s): %r", self.port, len(data), exc)
             return []
         for item in items:
-            if hasattr(item, "kind"):  # a Fault
+            if isinstance(item, Fault):
                 self.metrics.serial_faults.labels(item.kind).inc()
                 log.warning("%s: device fault %s: %s", self.port, item.kind, item.detail)
                 continue
@@ -287,9 +307,28 @@ def _read_some(port: serial.Serial) -> bytes:
     return bytes(data)
 
 
-def group_by_port(sensors: Sequence[SensorConfig]) -> dict[str, list[SensorConfig]]:
-    ports: dict[str, list[SensorConfig]] = {}
+def group_by_port(sensors: Sequence[SerialSensor]) -> dict[str, list[SerialSensor]]:
+    ports: dict[str, list[SerialSensor]] = {}
     for s in sensors:
-        if s.source == "serial" and s.port:
-            ports.setdefault(s.port, []).append(s)
+        ports.setdefault(s.port, []).append(s)
     return ports
+
+
+def one_reader_per_channel(sensors: Sequence[SerialSensor]) -> None:
+    for port, on_port in group_by_port(sensors).items():
+        channels: set[str | None] = set()
+        for s in on_port:
+            if s.channel in channels:
+                raise ValueError(f"two sensors read channel {s.channel!r} of {port}")
+            channels.add(s.channel)
+
+
+def start(sensors: Sequence[SerialSensor], ctx: SourceContext) -> dict[str, Source]:
+    """One source per port."""
+    return {
+        f"serial:{port}": SerialSource(port, on_port, ctx.writer, ctx.metrics)
+        for port, on_port in group_by_port(sensors).items()
+    }
+
+
+KIND = register(SourceKind("serial", SerialSensor, start, check=one_reader_per_channel))

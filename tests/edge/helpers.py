@@ -243,10 +243,12 @@ def write_config(
 
 
 class EdgeProcess:
-    """``benchlink-edge run`` in a subprocess (so kill -9 is a real crash)."""
+    """``benchlink-edge run`` in a subprocess (so kill -9 is a real crash); ``env`` is added to
+    this process's environment, for it and for :meth:`cli`."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
         self.config, self.log = config, log
+        self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -255,8 +257,12 @@ class EdgeProcess:
                 [str(BIN / "benchlink-edge"), "--config", str(self.config), "run"],
                 stdout=log,
                 stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**self.env, "PYTHONUNBUFFERED": "1"},
             )
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **self.extra_env}
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -277,6 +283,7 @@ class EdgeProcess:
             capture_output=True,
             text=True,
             timeout=120,
+            env=self.env,
         )
 
 

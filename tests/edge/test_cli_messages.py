@@ -87,6 +87,49 @@ def test_a_misspelled_key_names_file_line_key_and_the_known_keys(tmp_path: Path)
     assert "s3cr3t" not in out.stdout + out.stderr
 
 
+def test_a_sensors_keys_are_those_of_its_source(tmp_path: Path) -> None:
+    """Each source has its own keys: a misspelled key lists those of the sensor's source, and
+    a key of another source is unknown (it would be ignored)."""
+    path = config(tmp_path, source="serial", port="/dev/ttyUSB0", boudrate=9600, topic="t/x")
+    out = edge("--config", str(path), "status")
+    assert out.returncode == EXIT_CONFIG
+    line = one_line(out)
+    text = path.read_text().splitlines()
+    typo, topic = text.index("boudrate = 9600") + 1, text.index('topic = "t/x"') + 1
+    serial_keys = (
+        "sensor_id, token, run_id, capture_session_id, source, port, baudrate, protocol,"
+        " channel, max_line"
+    )
+    known = f'(known for source "serial": {serial_keys})'
+    assert f"{path}:{typo}: sensors[0].boudrate: unknown key; check its spelling {known}" in line
+    assert f"{path}:{topic}: sensors[0].topic: unknown key; check its spelling {known}" in line
+
+
+def test_a_serial_sensor_without_its_port_names_the_key(tmp_path: Path) -> None:
+    path = config(tmp_path, source="serial", protocol="modbus")
+    out = edge("--config", str(path), "status")
+    assert out.returncode == EXIT_CONFIG
+    text = path.read_text().splitlines()
+    table, protocol = text.index("[[sensors]]") + 1, text.index('protocol = "modbus"') + 1
+    assert one_line(out).split("config error: ", 1)[1] == (
+        f"{path}:{table}: sensors[0].port: required key missing; add it;"
+        f" {path}:{protocol}: sensors[0].protocol: must be one of value, csv, jsonl,"
+        " arduino-thermocouple, max31855-hex; correct it"
+    )
+
+
+def test_a_sensor_without_a_source_lists_the_sources(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace('source = "mqtt"\n', ""))
+    out = edge("--config", str(path), "status")
+    assert out.returncode == EXIT_CONFIG
+    table = path.read_text().splitlines().index("[[sensors]]") + 1
+    sources = '(one of "mqtt", "serial")'
+    assert one_line(out).endswith(
+        f"{path}:{table}: sensors[0].source: required key missing; add it {sources}"
+    )
+
+
 def test_a_bad_value_names_its_line(tmp_path: Path) -> None:
     path = config(tmp_path, run_id="run-42")
     out = edge("--config", str(path), "run")

@@ -17,10 +17,10 @@ import paho.mqtt.client as paho
 import pytest
 
 from edge.buffer import Buffer, BufferFull, NewReading, Write
-from edge.config import MqttConfig, SensorConfig
+from edge.config import MqttConfig
 from edge.metrics import EdgeMetrics
 from edge.sources import mqtt as mqtt_module
-from edge.sources.mqtt import MqttSource
+from edge.sources.mqtt import MqttSensor, MqttSource
 from edge.writer import Writer
 from tests.edge.fakebroker import FakeClient, message
 
@@ -31,8 +31,8 @@ def topic(sid: str) -> str:
     return f"benchlink/sensors/{sid}/readings"
 
 
-def sensor_config(sid: str) -> SensorConfig:
-    return SensorConfig.model_validate(
+def sensor_config(sid: str) -> MqttSensor:
+    return MqttSensor.model_validate(
         {
             "sensor_id": sid,
             "token": "t",

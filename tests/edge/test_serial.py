@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from edge.buffer import Buffer
-from edge.config import SensorConfig
 from edge.metrics import EdgeMetrics
-from edge.sources.serial import SerialSource
+from edge.sources.serial import SerialSensor, SerialSource
 from edge.writer import Writer
 
 
@@ -52,8 +51,8 @@ class Pty:
 
 def serial_sensor(
     sid: str, port: Path, protocol: str = "value", channel: str | None = None
-) -> SensorConfig:
-    return SensorConfig.model_validate(
+) -> SerialSensor:
+    return SerialSensor.model_validate(
         {
             "sensor_id": sid,
             "token": "t",
@@ -69,7 +68,7 @@ def serial_sensor(
 
 @contextlib.asynccontextmanager
 async def capture(
-    buffer: Buffer, sensors: list[SensorConfig], port: Path
+    buffer: Buffer, sensors: list[SerialSensor], port: Path
 ) -> AsyncIterator[SerialSource]:
     for s in sensors:
         buffer.upsert_sensor(
@@ -362,3 +361,25 @@ async def test_lines_read_at_one_instant_get_their_own_timestamps(
         dev.close()
     stamps = [r[0] for r in buffer.conn.execute("SELECT ts FROM readings ORDER BY id")]
     assert len(stamps) == 50 and stamps == sorted(set(stamps))
+
+
+async def test_a_device_fault_is_counted_never_stored(buffer: Buffer, tmp_path: Path) -> None:
+    from hardware.protocols.max31855 import encode_frame
+
+    port = tmp_path / "ttyTC"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000f1"
+    frames = [
+        encode_frame(21.5, 24.0),
+        encode_frame(0.0, 24.0, faults=("open_circuit",)),
+        encode_frame(22.0, 24.0),
+    ]
+    try:
+        async with capture(buffer, [serial_sensor(sid, port, "max31855-hex")], port) as src:
+            await wait_until(lambda: src.state == "open")
+            dev.write(b"".join(f"{f:08x}\n".encode() for f in frames))
+            await wait_until(lambda: src.readings_committed == 2)
+            assert src.metrics.serial_faults.labels("open_circuit")._value.get() == 1
+    finally:
+        dev.close()
+    assert rows(buffer) == [(sid, 21.5), (sid, 22.0)]
