@@ -153,6 +153,9 @@ def test_make_demo_on_sqlite(tmp_path: Path) -> None:
         "experiment": "archived",
     }
     check_database(url, summary, mqtt)
+    config = tmp_path / "state" / "edge.toml"
+    assert config.stat().st_mode & 0o777 == 0o600  # it holds the sensors' tokens
+    assert "readable by every user" not in (tmp_path / "state" / "logs" / "edge.log").read_text()
     if mqtt:  # the demo's edge left no session behind to queue readings for ever
         from tests.edge.test_mqtt_identity import resume
         from tests.support.services import shared_mosquitto
