@@ -69,7 +69,15 @@ SCENARIO_KEY = "demo-sensor-1"
 
 
 def say(message: str = "") -> None:
-    print(message, flush=True)
+    """Print a line. Once stdout is gone (``make demo | tee demo.log`` and Ctrl-C, which stops
+    tee too), go on without it: the wrap-up must still stop the session, close the run and
+    write summary.json."""
+    try:
+        print(message, flush=True)
+    except (BrokenPipeError, ValueError):  # ValueError: stdout was closed
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # also the flush at exit, which would fail again
+        os.close(devnull)
 
 
 # --- child processes ----------------------------------------------------------------------
