@@ -69,7 +69,15 @@ SCENARIO_KEY = "demo-sensor-1"
 
 
 def say(message: str = "") -> None:
-    print(message, flush=True)
+    """Print a line. Once stdout is gone (``make demo | tee demo.log`` and Ctrl-C, which stops
+    tee too), go on without it: the wrap-up must still stop the session, close the run and
+    write summary.json."""
+    try:
+        print(message, flush=True)
+    except (BrokenPipeError, ValueError):  # ValueError: stdout was closed
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # also the flush at exit, which would fail again
+        os.close(devnull)
 
 
 # --- child processes ----------------------------------------------------------------------
@@ -246,6 +254,15 @@ def start_simulator(children: Children, state: Path, rate: float) -> str:
         raise RuntimeError("the simulator did not report its device; see its log")
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
     return first
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by this user only: the edge config holds sensor tokens (the
+    daemon warns about a config others may read)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
 
 
 def edge_toml(scene: Scene, base_url: str, state: Path, device: str, mqtt: str | None) -> str:
@@ -604,7 +621,7 @@ def run_demo(args: argparse.Namespace, children: Children, stop: threading.Event
     checks = [children.check, producers.check]
     if not args.no_edge:
         device = start_simulator(children, state, args.rate)
-        config.write_text(edge_toml(scene, base_url, state, device, mqtt))
+        write_private(config, edge_toml(scene, base_url, state, device, mqtt))
         children.start("edge", edge_argv(config, "run"))
         say(f"simulator on {device}; edge daemon with {config}")
     producers.spawn("demo_sensor", lambda: stream_scenario_sensor(scene, base_url, producers.stop))

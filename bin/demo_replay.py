@@ -226,8 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ApiError, TelemetryRejected, RuntimeError, ValueError, httpx.HTTPError) as exc:
         print(f"demo_replay: {exc}", file=sys.stderr)
         return 1
+    if result["duplicate"]:
+        print(duplicates_note(result["duplicate"], result["sent"]), file=sys.stderr)
     print(json.dumps(result))
     return 0
+
+
+def duplicates_note(duplicate: int, sent: int) -> str:
+    """Why readings sent were not stored: the sensor already had them (a sensor has one
+    reading per timestamp), e.g. a CSV replayed under the sensor it was exported from."""
+    return (
+        f"demo_replay: {duplicate} of {sent} readings were already stored for this sensor "
+        "(same timestamp and raw value) and were dropped as duplicates; a sensor has one "
+        "reading per timestamp: replay them under another sensor (--sensor-id, --token)"
+    )
 
 
 if __name__ == "__main__":

@@ -142,6 +142,8 @@ class Stats:
     sent: int = 0
     accepted: int = 0
     late: int = 0
+    #: Copies of readings the sensor already had (same timestamp and raw value): dropped.
+    duplicate: int = 0
     retries: int = 0
     replayed: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -153,6 +155,7 @@ class Stats:
             "sent": self.sent,
             "accepted": self.accepted,
             "late": self.late,
+            "duplicate": self.duplicate,
             "retries": self.retries,
             "replayed": self.replayed,
             "duration_s": round(elapsed, 2),
@@ -243,6 +246,7 @@ class TelemetryClient:
         self.stats.sent += n
         self.stats.accepted += int(body["accepted"])
         self.stats.late += int(body["late"])
+        self.stats.duplicate += int(body.get("duplicate", 0))
         if response.headers.get("idempotent-replayed") == "true":
             self.stats.replayed += 1
         return body
@@ -465,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(
             "sent {sent} readings in {batches} batches: accepted {accepted}, late {late}, "
-            "retries {retries}, {rate_per_s}/s over {duration_s} s".format(**summary)
+            "duplicate {duplicate}, retries {retries}, {rate_per_s}/s over {duration_s} s".format(
+                **summary
+            )
         )
     return 0
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 
 from pydantic import ValidationError
@@ -80,6 +82,30 @@ def _settings_problem(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(parts)
 
 
+def _port_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, or None. Checked before migrating and starting
+    the server, so a second cloud on the same port says so in one line instead of starting up,
+    failing to bind and shutting down."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot resolve --host {host!r} ({exc}); give an address such as 127.0.0.1"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"cannot listen on {host}:{port} ({reason}): another process holds that "
+                    "port (another benchlink-cloud?); stop it or pick another with --port"
+                )
+            return f"cannot listen on {host}:{port} ({reason}); check --host and --port"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {}
@@ -95,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"benchlink-cloud: {_settings_problem(exc)}", file=sys.stderr)
         return 2
+    if args.command == "serve":
+        taken = _port_taken(args.host, args.port)
+        if taken is not None:
+            print(f"benchlink-cloud: {taken}", file=sys.stderr)
+            return 1
     url = normalize_database_url(settings.database_url)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),

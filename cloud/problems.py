@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -76,6 +77,12 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
+def _reason(err: Mapping[str, Any]) -> str:
+    """pydantic's message, without the "Value error, " it puts before a validator's own."""
+    msg = str(err.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ") if err.get("type") == "value_error" else msg
+
+
 def validation_errors(exc: RequestValidationError) -> tuple[str, list[FieldError]]:
     errors: list[FieldError] = []
     for err in exc.errors():
@@ -83,7 +90,7 @@ def validation_errors(exc: RequestValidationError) -> tuple[str, list[FieldError
         if err.get("type") == "json_invalid":
             reason = err.get("ctx", {}).get("error", "malformed JSON")
             return f"request body is not valid JSON: {reason}", [FieldError("body", str(reason))]
-        errors.append(FieldError(_field_name(loc), str(err.get("msg", "invalid"))))
+        errors.append(FieldError(_field_name(loc), _reason(err)))
     detail = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
     if len(errors) > 5:
         detail += f"; and {len(errors) - 5} more"

@@ -104,6 +104,11 @@ def parse(text: str) -> Unit:
         raise UnitError("a unit is required, e.g. mV, °C, bar")
     if len(text) > MAX_INPUT:
         raise UnitError(f"{text[:20]!r}... is longer than {MAX_INPUT} characters")
+    stray = _stray_character(text)
+    if stray is not None:
+        raise UnitError(
+            f"{text!r}: {stray!r} is not part of a unit; write the unit alone (e.g. mV, °C, kg/m^3)"
+        )
     unit = _read(text)
     if unit is None:
         raise UnitError(f"{text!r} is not a unit pint knows (e.g. mV, V, °C, K, bar)")
@@ -111,6 +116,24 @@ def parse(text: str) -> Unit:
     if len(symbol) > MAX_LENGTH:
         raise UnitError(f"{text!r} is longer than {MAX_LENGTH} characters once written out")
     return Unit(symbol, _dimension(unit), unit)
+
+
+#: Characters a unit is written with besides letters, digits and spaces. pint's tokenizer
+#: skips others without a word (``mV?`` is mV, ``m#V`` the metre, ``m,V`` mV), so a typo
+#: would be stored as some unit instead of being refused.
+_UNIT_SIGNS = frozenset("*/^()_·⋅°℃℉%+-⁻")
+
+
+def _stray_character(text: str) -> str | None:
+    """The first character of ``text`` that no unit is written with, or None. A dot only
+    inside a number (``m**0.5``)."""
+    for i, ch in enumerate(text):
+        if ch.isalnum() or ch.isspace() or ch in _UNIT_SIGNS:
+            continue
+        if ch == "." and text[i - 1 : i].isdigit() and text[i + 1 : i + 2].isdigit():
+            continue
+        return ch
+    return None
 
 
 def _spelling(text: str, unit: Any) -> str:

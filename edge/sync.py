@@ -45,6 +45,12 @@ log = logging.getLogger("benchlink.edge.sync")
 
 #: longest wait honoured from a Retry-After header
 MAX_RETRY_AFTER_S = 300.0
+#: What to do about a refused token, after the cloud's reason: the batches wait in the
+#: dead letters until the token is right.
+TOKEN_HINT = (
+    "; put the sensor's current token in the config, reload the daemon (SIGHUP: systemctl"
+    " reload benchlink-edge), then run `benchlink-edge dead-letter retry`"
+)
 #: attempts of one batch answered "409 conflict" (a race) before it is dead-lettered
 CONFLICT_ATTEMPTS = 3
 
@@ -247,11 +253,12 @@ class SensorSync:
             self.metrics.dead_lettered.labels("batch").inc()
             self.backoff.reset()  # a verdict, not a failure: the next batch starts afresh
             log.error(
-                "batch %s of sensor %s (%d readings) dead-lettered: %s",
+                "batch %s of sensor %s (%d readings) dead-lettered: %s%s",
                 batch.id,
                 self.sensor_id,
                 batch.count,
                 outcome.detail,
+                TOKEN_HINT if outcome.detail.startswith("401") else "",
             )
         else:
             await self.buffer.call(self.buffer.mark_retry, batch.id, outcome.detail)

@@ -61,6 +61,10 @@ def test_the_demos_portal_opens_on_demo_project_as_its_owner(
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Nothing the pages ask for is missing: the browser's icon request too, which shows only
+    # as a console error ("Failed to load resource"), not as a response of the page.
+    missing: list[str] = []
+    page.on("console", lambda m: missing.append(m.text) if m.type == "error" else None)
     page.goto(portal[1])
 
     expect(page.locator("#identity-summary")).to_contain_text("demo_project · owner")
@@ -80,3 +84,4 @@ def test_the_demos_portal_opens_on_demo_project_as_its_owner(
     ingested = page.locator("#journal li[data-kind='telemetry.ingested']").first
     expect(ingested).to_contain_text("temperature_raw")
     assert errors == []
+    assert missing == []

@@ -1,9 +1,12 @@
-"""``benchlink-cloud serve --dev-identity-user``: a bad value is one line, not a traceback."""
+"""``benchlink-cloud serve``: a bad --dev-identity-user, a port already taken: one line each,
+not a traceback or the server's start-up and shutdown."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.cloud import REPO
 
@@ -20,3 +23,27 @@ def test_a_bad_dev_identity_user_is_one_line() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "--dev-identity-user" in lines[0] and "UUID" in lines[0]
+
+
+def test_a_port_already_taken_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as holder:  # another cloud (or anything) listening there
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        db = tmp_path / "second.db"
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "cloud.cli", "serve", "--port", str(port),
+                "--database-url", f"sqlite:///{db}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "another process holds that port" in lines[0] and "--port" in lines[0]
+    assert not db.exists()  # nothing migrated or started

@@ -331,6 +331,9 @@ def test_a_timestamp_is_rfc3339_text_with_a_zone(
         "readings.1.timestamp",
     )
     assert "RFC 3339" in str(body) or "timezone" in str(body)
+    # The reason as written for people, without pydantic's "Value error, " in front.
+    assert body["errors"][0]["reason"].startswith("must be RFC 3339"), body
+    assert "Value error" not in body["detail"]
     assert api.readings(owner, run_id=ids["run_id"]) == []
 
 

@@ -153,6 +153,9 @@ def test_make_demo_on_sqlite(tmp_path: Path) -> None:
         "experiment": "archived",
     }
     check_database(url, summary, mqtt)
+    config = tmp_path / "state" / "edge.toml"
+    assert config.stat().st_mode & 0o777 == 0o600  # it holds the sensors' tokens
+    assert "readable by every user" not in (tmp_path / "state" / "logs" / "edge.log").read_text()
     if mqtt:  # the demo's edge left no session behind to queue readings for ever
         from tests.edge.test_mqtt_identity import resume
         from tests.support.services import shared_mosquitto
@@ -213,6 +216,39 @@ def test_ctrl_c_wraps_up_and_stops_every_child(tmp_path: Path) -> None:
     assert leftovers == [], f"child processes left running: {leftovers}"
     summary = json.loads((tmp_path / "state" / "summary.json").read_text())
     assert summary["statuses"]["run"] == "succeeded"
+
+
+def test_ctrl_c_wraps_up_when_its_output_is_gone(tmp_path: Path) -> None:
+    """``make demo | tee demo.log`` and Ctrl-C: the terminal's SIGINT stops tee too, so the
+    wrap-up writes into a closed pipe; it must still close the run and write the summary."""
+    port = free_port()
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "DURATION"}
+    proc = subprocess.Popen(
+        demo_argv(tmp_path, url, port),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 90
+    for line in proc.stdout:
+        if "== the demo is running ==" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2)
+    proc.stdout.close()  # tee is gone
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert not wait_port("127.0.0.1", port, timeout=0.5)
+    summary = json.loads((tmp_path / "state" / "summary.json").read_text())
+    assert summary["statuses"] == {
+        "capture_session": "succeeded",
+        "run": "succeeded",
+        "warmup_run": "cancelled",
+        "experiment": "archived",
+    }
 
 
 def _cmdline(proc_dir: Path) -> bytes:

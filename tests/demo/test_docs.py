@@ -4,6 +4,7 @@ exist. So the page cannot drift from the code."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -153,6 +154,10 @@ def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path
     out = proc.stdout
     assert "accepted" in out and "sent " in out  # demo_sensor's summaries
     assert '"accepted":1,"late":0' in out.replace(" ", "")  # the scenario's telemetry curl
+    # 2.7's CSV replay stores every exported reading (none dropped as a duplicate).
+    replayed = [json.loads(line) for line in out.splitlines() if line.startswith('{"capture_')]
+    assert replayed[0]["sent"] > 0 and replayed[0]["accepted"] == replayed[0]["sent"]
+    assert replayed[0]["duplicate"] == 0
     assert "running\n" in out and "succeeded\n" in out and "archived\n" in out
 
     owner = re.search(r"owner_user_id=(\S+)", out)

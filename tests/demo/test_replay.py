@@ -189,3 +189,41 @@ def test_a_csv_into_a_new_session_starts_the_session_with_its_first_reading(
             f"/api/v1/runs/{bench.run_id}/capture-sessions/{result['capture_session_id']}"
         ).json()
     assert datetime.fromisoformat(session["started_at"]) == first
+
+
+def test_a_csv_replayed_under_its_own_sensor_says_the_readings_were_duplicates(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    """A sensor's own export replayed under that sensor stores nothing new (one reading per
+    sensor and timestamp): the summary counts them as duplicates and a note says why."""
+    bench = bootstrap(cloud.url)
+    backdate(cloud.database_url, bench.capture_session_id, datetime.now(UTC) - timedelta(minutes=2))
+    replay(bench, "--capture-session-id", bench.capture_session_id, "--generate")
+    exported = tmp_path / "telemetry.csv"
+    exported.write_text(export_csv(bench))
+
+    proc = run_script(
+        "demo_replay.py",
+        "--base-url",
+        bench.base_url,
+        "--owner-user-id",
+        bench.owner_user_id,
+        "--project-id",
+        bench.project_id,
+        "--sensor-id",
+        bench.sensor_id,
+        "--token",
+        bench.token,
+        "--run-id",
+        bench.run_id,
+        "--capture-session-id",
+        bench.capture_session_id,
+        "--from-csv",
+        str(exported),
+    )
+
+    result = json.loads(proc.stdout)
+    assert result["sent"] == 600 and result["accepted"] == 0 and result["duplicate"] == 600
+    assert "600 of 600 readings were already stored for this sensor" in proc.stderr
+    assert "replay them under another sensor" in proc.stderr
+    assert len(bench.readings()) == 600  # nothing stored twice

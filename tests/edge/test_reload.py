@@ -79,6 +79,8 @@ def test_a_rotated_token_applies_on_reload_and_retry_delivers_every_dead_batch_o
         wait_for(lambda: status(edge)["sensors"][a.sensor_id]["dead"] == total, 30, "401 -> dead")
         dead_batches = len(json.loads(edge.cli("dead-letter", "list", "--json").stdout))
         assert dead_batches >= 8 and "401" in edge.cli("dead-letter", "list").stdout
+        assert "reload the daemon" in edge.log.read_text()  # what to do about it
+        assert "then run `benchlink-edge dead-letter retry`" in edge.log.read_text()
 
         configure(path, cloud.url, mosquitto.url, mqtt_sensor(a))  # the sensor's real token
         hup(edge, 1)

@@ -39,6 +39,20 @@ def test_not_a_unit(text: str) -> None:
         units.parse(text)
 
 
+@pytest.mark.parametrize(
+    "text", ["mV!", "millivolts?", "m#V", "mV#x", "m,V", "m=V", "mV;", "'mV'", "m.V", "mV."]
+)
+def test_stray_characters_are_refused_not_skipped(text: str) -> None:
+    # pint's tokenizer drops them silently: "m#V" would be stored as the metre.
+    with pytest.raises(units.UnitError, match="is not part of a unit"):
+        units.parse(text)
+
+
+@pytest.mark.parametrize("written", ["m/s**2", "m**2", "1/s", "m^-1", "kg·m/s²", "delta_degC"])
+def test_operators_and_exponents_still_parse(written: str) -> None:
+    assert units.parse(written).symbol
+
+
 @pytest.mark.parametrize("t_c", [-40.0, 0.0, 24.5, 100.0, 1234.5])
 def test_temperature_conversions_match_the_definitions(t_c: float) -> None:
     c, f, k = units.parse("°C"), units.parse("°F"), units.parse("K")
