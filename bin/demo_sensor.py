@@ -14,8 +14,9 @@ stored once.
 ``--mode batch`` generates up to ``--duration`` seconds of already-captured data and sends it
 in large batches. The cloud takes no reading from before its capture session started, so the
 data ends now (or at the session's stop) and starts no earlier than the session: batch mode
-reads the session with the owner's identity (``--owner-user-id``/``--project-id``, or
-``$OWNER``/``$PROJECT``) and says when it sends less than asked.
+reads the session with the owner's identity (``--owner-user-id``, ``$OWNER`` or the id
+bin/demo_seed.py saved in ``var/demo_owner``; the project is found, or ``--project-id``) and
+says when it sends less than asked.
 
 With ``--thermocouple-type K`` the raw value is the thermocouple emf in mV (NIST ITS-90, cold
 junction ``--cold-junction-c``), for a sensor on the ``thermocouple`` conversion profile;
@@ -50,6 +51,7 @@ from common.cli import add_version, plain
 from common.wire import MAX_READINGS_PER_BATCH, TELEMETRY_PATH
 from hardware.thermocouple import emf_mv
 
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BASE_URL = os.environ.get("BASE", "http://localhost:8002")
 #: statuses worth another try: the server or a proxy is struggling, or the same key is in flight
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -373,10 +375,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--owner-user-id",
         default=os.environ.get("OWNER"),
-        help="batch: who reads the session's start (default: $OWNER)",
+        help="batch: who reads the session's start (default: $OWNER, else --owner-file)",
     )
     p.add_argument(
-        "--project-id", default=os.environ.get("PROJECT"), help="batch: default $PROJECT"
+        "--owner-file",
+        type=Path,
+        default=REPO / "var" / "demo_owner",
+        help="batch: the owner's id as bin/demo_seed.py saved it (default: var/demo_owner)",
+    )
+    p.add_argument(
+        "--project-id",
+        default=os.environ.get("PROJECT"),
+        help="batch: default $PROJECT, else the owner's project that holds the session",
     )
     p.add_argument("--duration", type=float, default=30.0, help="seconds (stream: 0 = forever)")
     p.add_argument("--rate", type=float, default=None, help="Hz (stream 10, batch 100)")
@@ -387,15 +397,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def session_span(args: argparse.Namespace) -> tuple[datetime, datetime]:
+def _owner(args: argparse.Namespace) -> str | None:
+    if args.owner_user_id:
+        return str(args.owner_user_id)
+    try:
+        return args.owner_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _projects(args: argparse.Namespace, owner: str) -> list[str]:
+    """The project to read the session in: the one given, else each of the owner's."""
+    if args.project_id:
+        return [str(args.project_id)]
+    url = f"{args.base_url.rstrip('/')}/api/v1/projects"
+    r = httpx.get(url, params={"limit": 500}, headers={"X-User-Id": owner}, timeout=30.0)
+    if r.status_code != 200:
+        raise TelemetryRejected(r.status_code, _problem_detail(r))
+    return [str(p["id"]) for p in r.json()["items"]]
+
+
+def session_span(args: argparse.Namespace, owner: str) -> tuple[datetime, datetime]:
     """When the capture session started, and when it ended (now while it runs)."""
-    headers = {
-        "X-User-Id": args.owner_user_id,
-        "X-Project-Id": args.project_id,
-        "X-Project-Role": "owner",
-    }
     url = f"{args.base_url.rstrip('/')}/api/v1/runs/{args.run_id}/capture-sessions/"
-    r = httpx.get(url + args.capture_session_id, headers=headers, timeout=30.0)
+    r = None
+    for project in _projects(args, owner):
+        headers = {"X-User-Id": owner, "X-Project-Id": project, "X-Project-Role": "owner"}
+        r = httpx.get(url + args.capture_session_id, headers=headers, timeout=30.0)
+        if r.status_code != 404:
+            break
+    if r is None:
+        raise RuntimeError(f"the owner {owner} has no project; run bin/demo_seed.py first")
     if r.status_code != 200:
         raise TelemetryRejected(r.status_code, _problem_detail(r))
     session = r.json()
@@ -408,11 +440,12 @@ def session_span(args: argparse.Namespace) -> tuple[datetime, datetime]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.mode == "batch" and not (args.owner_user_id and args.project_id):
+    owner = _owner(args)
+    if args.mode == "batch" and owner is None:
         print(
             "demo_sensor: --mode batch places its data inside the capture session and reads"
-            " when it started: pass --owner-user-id and --project-id (or set $OWNER and"
-            " $PROJECT)",
+            f" when it started, as the project's owner: run bin/demo_seed.py (it saves the"
+            f" owner in {args.owner_file}) or pass --owner-user-id (or set $OWNER)",
             file=sys.stderr,
         )
         return 2
@@ -437,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=batch_size,
             )
         else:
-            start, end = session_span(args)
+            assert owner is not None  # checked above
+            start, end = session_span(args, owner)
             begin = max(start, end - timedelta(seconds=args.duration))
             span = (end - begin).total_seconds()
             if span < args.duration:

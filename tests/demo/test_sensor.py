@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,21 +188,50 @@ def test_batch_mode_stays_inside_a_session_that_started_just_now(cloud: CloudSer
     assert "s of captured data, not 600" in done.stderr
 
 
-def test_batch_mode_without_the_owner_says_what_to_pass(cloud: CloudServer) -> None:
+def test_batch_mode_without_the_owner_says_what_to_pass(cloud: CloudServer, tmp_path: Path) -> None:
     bench = bootstrap(cloud.url)
     args = sensor_args(bench, "--mode", "batch")
     cut = args.index("--owner-user-id")
     del args[cut : cut + 4]
     env = {k: v for k, v in os.environ.items() if k not in ("OWNER", "PROJECT")}
+    missing = tmp_path / "no_owner"
     proc = subprocess.run(
-        [sys.executable, str(BIN / "demo_sensor.py"), *args],
+        [sys.executable, str(BIN / "demo_sensor.py"), *args, "--owner-file", str(missing)],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
     )
-    assert proc.returncode == 2 and "--owner-user-id and --project-id" in proc.stderr
+    assert proc.returncode == 2 and "run bin/demo_seed.py" in proc.stderr
+    assert str(missing) in proc.stderr and "--owner-user-id" in proc.stderr
     assert "Traceback" not in proc.stderr and bench.readings() == []
+
+
+def test_batch_mode_finds_the_owner_the_seed_saved_and_its_project(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    """The scenario's command names no owner: the one bin/demo_seed.py saved is used, and the
+    project holding the session is found."""
+    bench = bootstrap(cloud.url)
+    backdate(
+        cloud.database_url, bench.capture_session_id, datetime.now(UTC) - timedelta(seconds=30)
+    )
+    owner_file = tmp_path / "demo_owner"
+    owner_file.write_text(bench.owner_user_id + "\n")
+    args = sensor_args(bench, "--mode", "batch", "--duration", "600")
+    cut = args.index("--owner-user-id")
+    del args[cut : cut + 4]
+    env = {k: v for k, v in os.environ.items() if k not in ("OWNER", "PROJECT")}
+    proc = subprocess.run(
+        [sys.executable, str(BIN / "demo_sensor.py"), *args, "--owner-file", str(owner_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    readings = bench.readings()
+    assert readings and json.loads(proc.stdout)["accepted"] == len(readings)
 
 
 def test_plain_numbers_for_the_scenarios_linear_sensor(cloud: CloudServer) -> None:
