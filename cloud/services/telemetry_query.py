@@ -81,6 +81,7 @@ def query(
     db: Session, f: ReadingFilter, limit: int, cursor: str | None
 ) -> tuple[list[ReadingOut], str | None]:
     q = select(T).where(*f.where())
+    _plan_by_index(db.connection())
     key = decode(cursor, aware_datetime, int64)
     if key is not None:
         ts, last = key
@@ -108,22 +109,20 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     # tenth of the request and there are no entities here.
     conn = db.connection()
     pg = conn.dialect.name == "postgresql"
-    # One round trip: how many readings, counted only up to max_points + 1 (enough to choose
-    # the branch; counting a million costs as much as bucketing them), and the first and last
-    # timestamps (two short index scans).
+    # The first and last timestamps (one index descent each) and how many readings, counted
+    # only up to max_points + 1 (enough to choose the branch; counting a million costs as
+    # much as bucketing them), in one round trip. Each is an ordered LIMIT: the scope's index
+    # gives the order, so no plan reads more than max_points + 1 readings.
+    _plan_by_index(conn)
+    ordered = select(T.ts).where(*conds)
     head: list[Any] = [
         select(func.count())
-        .select_from(select(T.id).where(*conds).limit(max_points + 1).subquery())
+        .select_from(ordered.order_by(T.ts).limit(max_points + 1).subquery())
         .scalar_subquery(),
-        select(func.min(T.ts)).where(*conds).scalar_subquery(),
-        select(func.max(T.ts)).where(*conds).scalar_subquery(),
+        ordered.order_by(T.ts).limit(1).scalar_subquery(),
+        ordered.order_by(T.ts.desc()).limit(1).scalar_subquery(),
     ]
-    if pg:
-        # The bucket query's estimated cost is far above jit_above_cost, and compiling it
-        # costs more than it saves. Set here rather than with its own SET LOCAL statement to
-        # save a round trip; is_local=true: it ends with this request's transaction.
-        head.append(func.set_config("jit", "off", True))
-    few, tmin, tmax = conn.execute(select(*head)).one()[:3]
+    few, tmin, tmax = conn.execute(select(*head)).one()
     if few == 0:
         return [], 0, False
     if few <= max_points:
@@ -148,6 +147,28 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
         at = _EPOCH + _US * grid.middle(k)
         points.append(ChartPoint(timestamp=at, value=s / n, min=lo, max=hi, count=n))
     return points, total, True
+
+
+def _plan_by_index(conn: Connection) -> None:
+    """On PostgreSQL, plan this transaction's reading queries as ordered index scans.
+
+    Readings arrive faster than statistics follow them: a session that was never analysed
+    is estimated at a few dozen rows, and the planner then reads all of its readings through
+    a bitmap and sorts them to find the first one, a cost that grows with the data. Every
+    query here has an index that gives its order and a LIMIT or a range that bounds it, so
+    ruling out bitmap scans and sorts keeps the work to what is returned, whatever the
+    statistics say. is_local=true: the settings end with the request's transaction. JIT off:
+    the estimated costs of the bucket queries are far above jit_above_cost, and compiling
+    them costs more than it saves."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        select(
+            func.set_config("jit", "off", True),
+            func.set_config("enable_bitmapscan", "off", True),
+            func.set_config("enable_sort", "off", True),
+        )
+    )
 
 
 _US = timedelta(microseconds=1)
