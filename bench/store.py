@@ -39,19 +39,19 @@ def store_readings(
     database_url: str,
     targets: Sequence[Target],
     start_us: int,
-    count: int,
     step_us: int,
+    indices: range,
     value: Callable[[int], float],
 ) -> None:
-    """Readings ``start_us + i * step_us`` (microseconds since the Unix epoch) for i in
-    ``range(count)``, of value ``value(i)``, for each target, in batches of :data:`BATCH`
-    interleaved between the targets in time order as concurrent sensors would send them."""
+    """Reading i at ``start_us + i * step_us`` (microseconds since the Unix epoch), of value
+    ``value(i)``, for each i in ``indices`` and each target, in batches of :data:`BATCH`
+    interleaved between the targets in time order, as concurrent sensors send them."""
     engine = make_engine(database_url)
     try:
         with Session(engine) as db:
             pending = 0
-            for lo in range(0, count, BATCH):
-                idx = range(lo, min(lo + BATCH, count))
+            for lo in range(indices.start, indices.stop, BATCH):
+                idx = range(lo, min(lo + BATCH, indices.stop))
                 stamps_us = [start_us + i * step_us for i in idx]
                 values = [value(i) for i in idx]
                 for target in targets:

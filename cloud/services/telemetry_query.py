@@ -19,6 +19,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -348,7 +349,10 @@ def _buckets_rollup(
         ):
             whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
     if extra:
-        for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
+        # One SELECT per range, not one with their OR: a plan of the OR reads the filter's
+        # whole span (all of since..until) and keeps what falls in the ranges.
+        parts = [select(T.ts, T.value).where(*conds, e) for e in extra]
+        for ts, v in conn.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
             rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
     return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
 
