@@ -354,7 +354,7 @@ def spread(api: Api, owner: Identity, ids: dict[str, str]) -> dict[str, Any]:
             send(api, scope, batch)
         single = (BASE + offset + timedelta(milliseconds=1234, microseconds=k), 40.0 + k)
         send(api, scope, [single])
-        sent[name] = readings + [single]
+        sent[name] = [*readings, single]
     return {"scopes": scopes, "sent": sent}
 
 
