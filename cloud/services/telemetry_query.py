@@ -86,7 +86,9 @@ def query(
     key = decode(cursor, aware_datetime, int64)
     if key is not None:
         ts, last = key
-        q = q.where(or_(T.ts > ts, and_(T.ts == ts, T.id > last)))
+        # ts >= ts said on its own as well: an index range starts there, where the OR alone
+        # would have the scan start at the filter's first reading, page after page.
+        q = q.where(T.ts >= ts, or_(T.ts > ts, and_(T.ts == ts, T.id > last)))
     rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
     return [_reading_out(r) for r in rows[:limit]], nxt

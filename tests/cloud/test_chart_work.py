@@ -176,3 +176,23 @@ def test_the_first_page_reads_the_page(
     # The page and the one after it (does a next page exist), and as many of the other
     # sensor's, interleaved in time, when the index is the run's.
     check(database_url, seen, 2 * (PAGE + 1) + 10, "+".join(fields))
+
+
+@pytest.mark.parametrize(
+    "fields", [("capture_session_id",), ("run_id",), ("sensor_id",)], ids=lambda f: f[0]
+)
+def test_a_later_page_reads_the_page(
+    api: Api, recorded: dict[str, Any], database_url: str, fields: tuple[str, ...]
+) -> None:
+    # The tenth page starts where the ninth ended, not at the filter's first reading.
+    owner: Identity = recorded["owner"]
+    ids = recorded["ids"]
+    q = {**{f: ids[f] for f in fields}, "limit": PAGE}
+    for _ in range(9):
+        r = api.get("/api/v1/telemetry", params=q, headers=owner.headers())
+        q["cursor"] = r.json()["next_cursor"]
+    with statements() as seen:
+        r = api.get("/api/v1/telemetry", params=q, headers=owner.headers())
+    assert r.status_code == 200, r.text
+    assert len(r.json()["items"]) == PAGE
+    check(database_url, seen, 2 * (PAGE + 1) + 10, "+".join(fields))
