@@ -212,6 +212,7 @@ def filters(sizes: Sizes, logs: Path) -> list[Row]:
             for s in sensor_ids
         ]  # fmt: skip
         start_us = (time.time_ns() // 1000 - 3 * 3_600_000_000) // STEP_US * STEP_US
+        backdate(url, bench.capture_session_id, datetime.fromtimestamp(start_us / 1e6, UTC))
         charts: dict[str, dict[str, str | int]] = {
             "sensor": {"sensor_id": bench.sensor_id},
             "sensor + session": {

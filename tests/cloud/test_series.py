@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from cloud.db.engine import make_engine
-from tests.cloud.conftest import Api, Identity
+from tests.cloud.conftest import LONG_AGO, Api, Identity
 
 US = timedelta(microseconds=1)
 BASE = datetime(2026, 1, 2, 3, 4, 5, 250_000, tzinfo=UTC)  # the past: nothing is "late"
@@ -338,12 +338,14 @@ def spread(api: Api, owner: Identity, ids: dict[str, str]) -> dict[str, Any]:
         "s2": ids,  # its session opens once the first one is stopped (one runs at a time)
         "r2": {**ids, "run_id": run2, "capture_session_id": api.session(owner, run2)},
     }
+    api.backdate(scopes["r2"]["capture_session_id"], LONG_AGO)
     sent: dict[str, Readings] = {}
     for k, name in enumerate(scopes):
         if name == "s2":
             stop = f"/api/v1/runs/{ids['run_id']}/capture-sessions/{ids['capture_session_id']}/stop"
             assert api.post(stop, {"status": "succeeded"}, headers=owner.headers()).is_success
             session2 = api.session(owner, ids["run_id"], ordinal=2)
+            api.backdate(session2, LONG_AGO)
             scopes["s2"] = {**ids, "capture_session_id": session2}
         scope = scopes[name]
         offset = timedelta(seconds=4) if name == "s2" else timedelta(microseconds=137 * k)
