@@ -19,11 +19,12 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from sqlalchemy import Table, event
+from sqlalchemy import Table, event, inspect
 from sqlalchemy.engine import Engine
 
 from cloud.db import models
 from cloud.db.engine import make_engine
+from cloud.migrate import downgrade, upgrade
 from tests.cloud.conftest import Api, Identity
 
 #: The indexes of telemetry_readings (a bitmap index scan names no table).
@@ -199,3 +200,18 @@ def test_a_later_page_reads_the_page(
     assert r.status_code == 200, r.text
     assert len(r.json()["items"]) == PAGE
     check(database_url, seen, 2 * (PAGE + 1) + 10, "+".join(fields))
+
+
+def test_migration_0008_adds_and_removes_the_session_index(database_url: str) -> None:
+    def indexes() -> set[str]:
+        engine = make_engine(database_url)
+        try:
+            return {str(i["name"]) for i in inspect(engine).get_indexes("telemetry_readings")}
+        finally:
+            engine.dispose()
+
+    assert "ix_telemetry_session_ts" in indexes()
+    downgrade(database_url, "0007")
+    assert "ix_telemetry_session_ts" not in indexes()
+    upgrade(database_url)
+    assert "ix_telemetry_session_ts" in indexes()
