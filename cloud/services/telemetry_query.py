@@ -86,8 +86,8 @@ def query(
     key = decode(cursor, aware_datetime, int64)
     if key is not None:
         ts, last = key
-        # ts >= ts said on its own as well: an index range starts there, where the OR alone
-        # would have the scan start at the filter's first reading, page after page.
+        # The cursor's timestamp also as a plain lower bound: the index range starts there,
+        # where the OR alone would start the scan at the filter's first reading every page.
         q = q.where(T.ts >= ts, or_(T.ts > ts, and_(T.ts == ts, T.id > last)))
     rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
