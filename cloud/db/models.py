@@ -267,8 +267,6 @@ class TelemetryReading(Base):
             unique=True,
             postgresql_include=["id"],
         ),
-        # A session's readings in time order, for the first page of its list (migration 0008).
-        Index("ix_telemetry_session_ts", "capture_session_id", "ts", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -81,17 +81,59 @@ def _reading_out(r: Any) -> ReadingOut:
 def query(
     db: Session, f: ReadingFilter, limit: int, cursor: str | None
 ) -> tuple[list[ReadingOut], str | None]:
-    q = select(T).where(*f.where())
-    _plan_by_index(db.connection())
+    conds = f.where()
+    conn = db.connection()
+    _plan_by_index(conn)
     key = decode(cursor, aware_datetime, int64)
     if key is not None:
         ts, last = key
         # The cursor's timestamp also as a plain lower bound: the index range starts there,
         # where the OR alone would start the scan at the filter's first reading every page.
-        q = q.where(T.ts >= ts, or_(T.ts > ts, and_(T.ts == ts, T.id > last)))
-    rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
+        conds += [T.ts >= ts, or_(T.ts > ts, and_(T.ts == ts, T.id > last))]
+    rows: list[Any]
+    if f.capture_session_id is not None and f.sensor_id is None and f.run_id is None:
+        rows = _session_page(conn, f.capture_session_id, conds, limit + 1)
+    else:
+        rows = list(db.scalars(select(T).where(*conds).order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
     return [_reading_out(r) for r in rows[:limit]], nxt
+
+
+def _session_page(conn: Connection, session_id: uuid.UUID, conds: list[Any], n: int) -> list[Any]:
+    """The first ``n`` readings of ``conds`` (a capture session's, no sensor or run) in
+    (ts, id) order, merged from each of the session's sensors.
+
+    No index gives a session's readings in time order across sensors (one more would slow
+    every ingest), but ix_telemetry_session_sensor_ts gives each sensor's: each sensor
+    gives its first ``n`` in order and the database merges them, so a page reads at most
+    ``n`` readings per sensor however long the session."""
+    sensors = _session_sensors(conn, session_id)
+    if not sensors:
+        return []
+    pg = conn.dialect.name == "postgresql"
+    arms = []
+    for s in sensors:
+        arm = select(T.__table__).where(*conds, T.sensor_id == s)
+        # PostgreSQL takes a member's own ORDER BY and LIMIT (in parentheses), which bounds
+        # each arm whatever the plan; SQLite takes neither, but merges the members of an
+        # ordered compound as co-routines in index order and stops at its LIMIT.
+        arms.append(arm.order_by(T.ts, T.id).limit(n) if pg else arm)
+    merged = union_all(*arms)
+    ts, rid = merged.selected_columns.ts, merged.selected_columns.id
+    return list(conn.execute(merged.order_by(ts, rid).limit(n)))
+
+
+def _session_sensors(conn: Connection, session_id: uuid.UUID) -> list[uuid.UUID]:
+    """The sensors with readings in a capture session, one descent of
+    ix_telemetry_session_sensor_ts each (a skip scan: the next sensor after the last
+    found), instead of reading the session's readings for a DISTINCT."""
+    first = select(T.sensor_id).where(T.capture_session_id == session_id)
+    found: list[uuid.UUID] = []
+    stmt = first.order_by(T.sensor_id).limit(1)
+    while (s := conn.execute(stmt).scalar()) is not None:
+        found.append(s)
+        stmt = first.where(T.sensor_id > s).order_by(T.sensor_id).limit(1)
+    return found
 
 
 def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
