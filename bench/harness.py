@@ -48,6 +48,8 @@ class Sizes:
     live_batch: int = 1000
     chart_readings: int = 1_000_000
     export_readings: int = 1_000_000
+    #: readings stored (all four sensors) when the chart of each filter is measured
+    filters_readings: tuple[int, ...] = (1_000_000, 10_000_000)
     repeats: int = 7
     cloud_workers: int = 2
 
@@ -67,6 +69,7 @@ class Sizes:
             live_batch=100,
             chart_readings=10_000,
             export_readings=10_000,
+            filters_readings=(40_000, 200_000),
             repeats=2,
             cloud_workers=1,
         )
@@ -203,8 +206,11 @@ class MachineCpu:
 class Cloud:
     """``benchlink-cloud serve --workers N`` on a throw-away database, migrated first."""
 
-    def __init__(self, database_url: str, workers: int, log: Path) -> None:
+    def __init__(
+        self, database_url: str, workers: int, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.database_url, self.workers, self.log = database_url, workers, log
+        self.env = env or {}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.rss: PeakRss | None = None
@@ -217,7 +223,7 @@ class Cloud:
         from cloud.migrate import upgrade
 
         upgrade(self.database_url)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [

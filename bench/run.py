@@ -48,6 +48,17 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     "live_latency": (("live_latency",), lambda s, logs, peers, done: [live.latency(s, logs)]),
     "chart_query": (("chart_query",), lambda s, logs, peers, done: [query.chart(s, logs)]),
     "export": (("export",), lambda s, logs, peers, done: [export.export(s, logs)]),
+    "chart_filters": (
+        tuple(
+            [
+                f"chart_{f}_{size}"
+                for f in ("sensor", "sensor_session", "sensor_run")
+                for size in ("small", "large")
+            ]
+            + ["chart_window", "list_session", "list_run", "list_sensor", "run_page"]
+        ),
+        lambda s, logs, peers, done: query.filters(s, logs),
+    ),
 }
 
 

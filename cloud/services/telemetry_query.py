@@ -19,6 +19,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -80,14 +81,59 @@ def _reading_out(r: Any) -> ReadingOut:
 def query(
     db: Session, f: ReadingFilter, limit: int, cursor: str | None
 ) -> tuple[list[ReadingOut], str | None]:
-    q = select(T).where(*f.where())
+    conds = f.where()
+    conn = db.connection()
+    _plan_by_index(conn)
     key = decode(cursor, aware_datetime, int64)
     if key is not None:
         ts, last = key
-        q = q.where(or_(T.ts > ts, and_(T.ts == ts, T.id > last)))
-    rows = list(db.scalars(q.order_by(T.ts, T.id).limit(limit + 1)))
+        # The cursor's timestamp also as a plain lower bound: the index range starts there,
+        # where the OR alone would start the scan at the filter's first reading every page.
+        conds += [T.ts >= ts, or_(T.ts > ts, and_(T.ts == ts, T.id > last))]
+    rows: list[Any]
+    if f.capture_session_id is not None and f.sensor_id is None and f.run_id is None:
+        rows = _session_page(conn, f.capture_session_id, conds, limit + 1)
+    else:
+        rows = list(db.scalars(select(T).where(*conds).order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
     return [_reading_out(r) for r in rows[:limit]], nxt
+
+
+def _session_page(conn: Connection, session_id: uuid.UUID, conds: list[Any], n: int) -> list[Any]:
+    """The first ``n`` readings of ``conds`` (a capture session's, no sensor or run) in
+    (ts, id) order, merged from each of the session's sensors.
+
+    No index gives a session's readings in time order across sensors (one more would slow
+    every ingest), but ix_telemetry_session_sensor_ts gives each sensor's: each sensor
+    gives its first ``n`` in order and the database merges them, so a page reads at most
+    ``n`` readings per sensor however long the session."""
+    sensors = _session_sensors(conn, session_id)
+    if not sensors:
+        return []
+    pg = conn.dialect.name == "postgresql"
+    arms = []
+    for s in sensors:
+        arm = select(T.__table__).where(*conds, T.sensor_id == s)
+        # PostgreSQL takes a member's own ORDER BY and LIMIT (in parentheses), which bounds
+        # each arm whatever the plan; SQLite takes neither, but merges the members of an
+        # ordered compound as co-routines in index order and stops at its LIMIT.
+        arms.append(arm.order_by(T.ts, T.id).limit(n) if pg else arm)
+    merged = union_all(*arms)
+    ts, rid = merged.selected_columns.ts, merged.selected_columns.id
+    return list(conn.execute(merged.order_by(ts, rid).limit(n)))
+
+
+def _session_sensors(conn: Connection, session_id: uuid.UUID) -> list[uuid.UUID]:
+    """The sensors with readings in a capture session, one descent of
+    ix_telemetry_session_sensor_ts each (a skip scan: the next sensor after the last
+    found), instead of reading the session's readings for a DISTINCT."""
+    first = select(T.sensor_id).where(T.capture_session_id == session_id)
+    found: list[uuid.UUID] = []
+    stmt = first.order_by(T.sensor_id).limit(1)
+    while (s := conn.execute(stmt).scalar()) is not None:
+        found.append(s)
+        stmt = first.where(T.sensor_id > s).order_by(T.sensor_id).limit(1)
+    return found
 
 
 def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
@@ -108,22 +154,20 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     # tenth of the request and there are no entities here.
     conn = db.connection()
     pg = conn.dialect.name == "postgresql"
-    # One round trip: how many readings, counted only up to max_points + 1 (enough to choose
-    # the branch; counting a million costs as much as bucketing them), and the first and last
-    # timestamps (two short index scans).
+    # The first and last timestamps (one index descent each) and how many readings, counted
+    # only up to max_points + 1 (enough to choose the branch; counting a million costs as
+    # much as bucketing them), in one round trip. Each is an ordered LIMIT: the scope's index
+    # gives the order, so no plan reads more than max_points + 1 readings.
+    _plan_by_index(conn)
+    ordered = select(T.ts).where(*conds)
     head: list[Any] = [
         select(func.count())
-        .select_from(select(T.id).where(*conds).limit(max_points + 1).subquery())
+        .select_from(ordered.order_by(T.ts).limit(max_points + 1).subquery())
         .scalar_subquery(),
-        select(func.min(T.ts)).where(*conds).scalar_subquery(),
-        select(func.max(T.ts)).where(*conds).scalar_subquery(),
+        ordered.order_by(T.ts).limit(1).scalar_subquery(),
+        ordered.order_by(T.ts.desc()).limit(1).scalar_subquery(),
     ]
-    if pg:
-        # The bucket query's estimated cost is far above jit_above_cost, and compiling it
-        # costs more than it saves. Set here rather than with its own SET LOCAL statement to
-        # save a round trip; is_local=true: it ends with this request's transaction.
-        head.append(func.set_config("jit", "off", True))
-    few, tmin, tmax = conn.execute(select(*head)).one()[:3]
+    few, tmin, tmax = conn.execute(select(*head)).one()
     if few == 0:
         return [], 0, False
     if few <= max_points:
@@ -140,7 +184,12 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     if grid.level is not None and f.sensor_id is not None:
         per_bucket = _buckets_rollup(conn, f, conds, grid)
     if per_bucket is None:
-        per_bucket = (_buckets_pg if pg else _buckets_sqlite)(conn, conds, grid)
+        if not pg:
+            per_bucket = _buckets_sqlite(conn, conds, grid)
+        elif grid.level is None:
+            per_bucket = _buckets_pg_scan(conn, conds, grid)
+        else:
+            per_bucket = _buckets_pg(conn, conds, grid)
     points = []
     total = 0
     for k, s, lo, hi, n in per_bucket:
@@ -148,6 +197,28 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
         at = _EPOCH + _US * grid.middle(k)
         points.append(ChartPoint(timestamp=at, value=s / n, min=lo, max=hi, count=n))
     return points, total, True
+
+
+def _plan_by_index(conn: Connection) -> None:
+    """On PostgreSQL, plan this transaction's reading queries as ordered index scans.
+
+    Readings arrive faster than statistics follow them: a session that was never analysed
+    is estimated at a few dozen rows, and the planner then reads all of its readings through
+    a bitmap and sorts them to find the first one, a cost that grows with the data. Every
+    query here has an index that gives its order and a LIMIT or a range that bounds it, so
+    ruling out bitmap scans and sorts keeps the work to what is returned, whatever the
+    statistics say. is_local=true: the settings end with the request's transaction. JIT off:
+    the estimated costs of the bucket queries are far above jit_above_cost, and compiling
+    them costs more than it saves."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        select(
+            func.set_config("jit", "off", True),
+            func.set_config("enable_bitmapscan", "off", True),
+            func.set_config("enable_sort", "off", True),
+        )
+    )
 
 
 _US = timedelta(microseconds=1)
@@ -242,6 +313,24 @@ def _buckets_pg(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
     return cast(list[Bucket], rows)
 
 
+def _buckets_pg_scan(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
+    # A grid of 1 us cells spans fewer than max_points cells of 10 ms (20 s for 2000 points),
+    # so its readings are few enough for one range scan grouped by date_bin() (integer
+    # microseconds, in C): cheaper than a range scan per bucket when the buckets hold a few
+    # readings each, as they do when zoomed in. Every reading is at or after bucket 0's start
+    # and at or before the last reading, so no bucket is open-ended here.
+    start, span = grid.start(0), grid.m * grid.width
+    stride = literal_column(f"interval '{span} microseconds'", Interval)
+    t0 = bindparam("t0", _EPOCH + _US * start, type_=T.ts.type)
+    b = func.date_bin(stride, T.ts, t0).label("b")
+    rows = conn.execute(
+        select(b, func.sum(T.value), func.min(T.value), func.max(T.value), func.count())
+        .where(*conds)
+        .group_by(b)
+    ).all()
+    return sorted(((utctime.micros(at) - start) // span, s, lo, hi, n) for at, s, lo, hi, n in rows)
+
+
 def _buckets_sqlite(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
     # SQLite has no LATERAL; it runs in-process, so one small range query per bucket costs
     # no round trip. The bounds are bound through the column's type, exactly as since/until.
@@ -327,7 +416,10 @@ def _buckets_rollup(
         ):
             whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
     if extra:
-        for ts, v in conn.execute(select(T.ts, T.value).where(*conds, or_(*extra))):
+        # One SELECT per range, not one with their OR: a plan of the OR reads the filter's
+        # whole span (all of since..until) and keeps what falls in the ranges.
+        parts = [select(T.ts, T.value).where(*conds, e) for e in extra]
+        for ts, v in conn.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
             rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
     return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
 

@@ -27,6 +27,16 @@ ROWS = {
     "live_latency": False,
     "chart_query": True,
     "export": True,
+    **{
+        f"chart_{f}_{size}": False
+        for f in ("sensor", "sensor_session", "sensor_run")
+        for size in ("small", "large")
+    },
+    "chart_window": False,
+    "list_session": False,
+    "list_run": False,
+    "list_sensor": False,
+    "run_page": False,
 }
 
 

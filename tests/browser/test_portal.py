@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.support.cloud import CloudServer
 
@@ -246,3 +246,53 @@ def test_charts_show_units_as_a_lab_writes_them(
     metric = page.locator(".metric-chart[data-metric='oven']")
     expect(metric).to_have_attribute("data-unit", "°C")
     expect(metric.locator(".chart-title")).to_contain_text("oven (°C)")
+
+
+def test_each_chart_is_drawn_as_soon_as_its_history_arrives(
+    portal_server: CloudServer, browser: Browser
+) -> None:
+    """The run page asks for every sensor's history at once and draws each on arrival: a
+    slow answer for one sensor does not hold back the others, and the charts keep the
+    sensors' order whatever order the answers come in."""
+    demo = Demo(portal_server.url)
+    session = demo.session(1)
+    demo.ingest(session, 0, 50, ago_s=30)
+    second, token = demo._sensor("TC-2 door")
+    readings = [
+        {"timestamp": (datetime.now(UTC) - timedelta(seconds=20 - i)).isoformat(), "raw_value": 1}
+        for i in range(10)
+    ]
+    r = demo.c.post(
+        "/api/v1/telemetry",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"sensor_id": second, "run_id": demo.run, "capture_session_id": session,
+              "readings": readings},
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(portal_server.url + "/")
+    _set_identity(page, demo)
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # answered below, once the other chart is drawn
+        held.append(route)
+
+    page.route(f"**/api/v1/telemetry/series?*sensor_id={demo.sensor}*", hold)
+    page.goto(f"{portal_server.url}/runs/{demo.run}")
+
+    slow = page.locator(f".chart[data-sensor-id='{demo.sensor}']")
+    fast = page.locator(f".chart[data-sensor-id='{second}']")
+    expect(fast).to_have_attribute("data-readings", "10")
+    assert len(held) == 1 and slow.count() == 0  # drawn while the other is still on its way
+    held[0].continue_()
+    expect(slow).to_have_attribute("data-readings", "50")
+    order = page.locator(".chart[data-sensor-id]").evaluate_all(
+        "els => els.map(e => e.dataset.sensorId)"
+    )
+    listed = [s["id"] for s in demo.c.get("/api/v1/sensors", headers=demo.h).json()["items"]]
+    assert order == [s for s in listed if s in (demo.sensor, second)]
+    assert errors == []

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from cloud.db.engine import make_engine
-from tests.cloud.conftest import Api, Identity
+from tests.cloud.conftest import LONG_AGO, Api, Identity
 
 US = timedelta(microseconds=1)
 BASE = datetime(2026, 1, 2, 3, 4, 5, 250_000, tzinfo=UTC)  # the past: nothing is "late"
@@ -316,3 +316,148 @@ def test_many_sparse_batches_are_read_from_the_readings(
         send(api, ids, [single])
     db_rows(database_url, "UPDATE telemetry_rollups SET hi = 12345")
     assert fetch(api, owner, ids, 30) == reference(readings + singles, 30)
+
+
+# Every filter the API takes: sensor, sensor + session, sensor + run (and all three), each
+# with and without since/until, against the readings that filter selects; and the first pages
+# of the telemetry list by each of run, sensor and session and their combinations.
+
+Readings = list[tuple[datetime, float]]
+
+
+@pytest.fixture
+def spread(api: Api, owner: Identity, ids: dict[str, str]) -> dict[str, Any]:
+    """The stack's sensor in two sessions of its run and in a session of another run (the
+    same times: only the filter tells them apart), with a second sensor in the first
+    session; dense batches, a sparse one and a batch out of time order."""
+    run2 = api.run(owner, ids["experiment_id"])
+    other_sensor, token = api.sensor(owner)
+    scopes = {
+        "s1": ids,
+        "b1": {**ids, "sensor_id": other_sensor, "token": token},
+        "s2": ids,  # its session opens once the first one is stopped (one runs at a time)
+        "r2": {**ids, "run_id": run2, "capture_session_id": api.session(owner, run2)},
+    }
+    api.backdate(scopes["r2"]["capture_session_id"], LONG_AGO)
+    sent: dict[str, Readings] = {}
+    for k, name in enumerate(scopes):
+        if name == "s2":
+            stop = f"/api/v1/runs/{ids['run_id']}/capture-sessions/{ids['capture_session_id']}/stop"
+            assert api.post(stop, {"status": "succeeded"}, headers=owner.headers()).is_success
+            session2 = api.session(owner, ids["run_id"], ordinal=2)
+            api.backdate(session2, LONG_AGO)
+            scopes["s2"] = {**ids, "capture_session_id": session2}
+        scope = scopes[name]
+        offset = timedelta(seconds=4) if name == "s2" else timedelta(microseconds=137 * k)
+        readings = dense(BASE + offset, 3000, step_us=900 + 50 * k)
+        shuffled = readings[1000:2000]
+        batches = [readings[:1000], shuffled[1::2] + shuffled[::2], readings[2000:]]
+        for batch in batches:
+            send(api, scope, batch)
+        single = (BASE + offset + timedelta(milliseconds=1234, microseconds=k), 40.0 + k)
+        send(api, scope, [single])
+        sent[name] = [*readings, single]
+    return {"scopes": scopes, "sent": sent}
+
+
+SERIES_FILTERS = {
+    "sensor": (("sensor_id",), ("s1", "s2", "r2")),
+    "sensor + session": (("sensor_id", "capture_session_id"), ("s1",)),
+    "sensor + run": (("sensor_id", "run_id"), ("s1", "s2")),
+    "sensor + session + run": (("sensor_id", "capture_session_id", "run_id"), ("s1",)),
+}
+#: (since, until) after BASE; None: open.
+WINDOWS = [
+    (None, None),
+    (timedelta(microseconds=1_234_567), None),
+    (None, timedelta(microseconds=5_678_901)),
+    (timedelta(microseconds=1_234_567), timedelta(microseconds=5_678_901)),
+    (timedelta(seconds=2), timedelta(seconds=2, milliseconds=40)),  # few: every reading
+]
+
+
+def window_params(window: tuple[timedelta | None, timedelta | None]) -> dict[str, str]:
+    since, until = window
+    params = {}
+    if since is not None:
+        params["since"] = (BASE + since).isoformat()
+    if until is not None:
+        params["until"] = (BASE + until).isoformat()
+    return params
+
+
+def in_window(readings: Readings, window: tuple[timedelta | None, timedelta | None]) -> Readings:
+    since, until = window
+    return [
+        r
+        for r in readings
+        if (since is None or r[0] >= BASE + since) and (until is None or r[0] < BASE + until)
+    ]
+
+
+@pytest.mark.parametrize("name", list(SERIES_FILTERS))
+def test_every_filter_and_window_against_the_readings(
+    api: Api, owner: Identity, spread: dict[str, Any], name: str
+) -> None:
+    fields, selected = SERIES_FILTERS[name]
+    ids = spread["scopes"]["s1"]
+    params = {f: ids[f] for f in fields}
+    everything = [r for s in selected for r in spread["sent"][s]]
+    for window in WINDOWS:
+        expected = in_window(everything, window)
+        for max_points in (60, 500):
+            r = api.get(
+                "/api/v1/telemetry/series",
+                params={**params, **window_params(window), "max_points": max_points},
+                headers=owner.headers(),
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            points = [
+                {**p, "timestamp": datetime.fromisoformat(p["timestamp"])} for p in body["points"]
+            ]
+            got = (points, body["total"], body["downsampled"])
+            assert got == reference(expected, max_points), (name, window, max_points)
+
+
+LIST_FILTERS = {
+    "run": (("run_id",), ("s1", "s2", "b1")),
+    "session": (("capture_session_id",), ("s1", "b1")),
+    "sensor": (("sensor_id",), ("s1", "s2", "r2")),
+    "sensor + session": (("sensor_id", "capture_session_id"), ("s1",)),
+    "sensor + run": (("sensor_id", "run_id"), ("s1", "s2")),
+    "run + session": (("run_id", "capture_session_id"), ("s1", "b1")),
+}
+
+
+@pytest.mark.parametrize("name", list(LIST_FILTERS))
+def test_the_list_by_every_filter_and_window(
+    api: Api, owner: Identity, spread: dict[str, Any], name: str
+) -> None:
+    # The first pages of GET /telemetry: the readings of the filter in time order (readings
+    # at the same time in the order they were stored), page after page.
+    fields, selected = LIST_FILTERS[name]
+    ids = spread["scopes"]["s1"]
+    params = {f: ids[f] for f in fields}
+    sensor_of = {s: spread["scopes"][s]["sensor_id"] for s in selected}
+    for window in WINDOWS[:4]:
+        expected = sorted(
+            (t, sensor_of[s], value(v)) for s in selected for t, v in spread["sent"][s]
+        )
+        expected = [e for e in expected if in_window([(e[0], 0.0)], window)]
+        got: list[tuple[datetime, str, float]] = []
+        cursor = None
+        for _ in range(3):
+            q = {**params, **window_params(window), "limit": 700}
+            r = api.get(
+                "/api/v1/telemetry", params=q | ({"cursor": cursor} if cursor else {}),
+                headers=owner.headers(),
+            )  # fmt: skip
+            assert r.status_code == 200, r.text
+            body = r.json()
+            got += [
+                (datetime.fromisoformat(i["timestamp"]), i["sensor_id"], i["value"])
+                for i in body["items"]
+            ]
+            cursor = body["next_cursor"]
+        assert got == expected[:2100], (name, window)

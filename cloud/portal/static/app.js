@@ -331,23 +331,28 @@ function showTelemetry(box, liveState, session, sensors) {
   let retry = null;
   let lastEventId = null;
 
+  // Charts stand in the order of the run's sensors whichever answer comes first.
+  const rank = new Map(sensors.map((s, i) => [s.id, i]));
+  const rankOf = (id) => rank.get(id) ?? sensors.length;
+
   function chartFor(sensor) {
     if (!charts.has(sensor.id)) {
       const c = new SensorChart(sensor, session);
       charts.set(sensor.id, c);
       box.querySelector(".empty")?.remove();
-      box.append(c.el);
+      const next = [...box.querySelectorAll(".chart")].find((el) => rankOf(el.dataset.sensorId) > rankOf(sensor.id));
+      box.insertBefore(c.el, next || null);
       c.mount();
     }
     return charts.get(sensor.id);
   }
 
   (async () => {
-    const series = await Promise.all(sensors.map((s) => api("/api/v1/telemetry/series", {
+    // Every sensor's history is asked for at once, and each is drawn as soon as it arrives.
+    await Promise.all(sensors.map((s) => api("/api/v1/telemetry/series", {
       params: { sensor_id: s.id, capture_session_id: session.id, max_points: HISTORY_POINTS },
-    }).then((data) => [s, data])));
+    }).then((data) => { if (!closed && data.total > 0) chartFor(s).setHistory(data); })));
     if (closed) return;
-    for (const [s, data] of series) if (data.total > 0) chartFor(s).setHistory(data);
     if (!charts.size) box.append(h("div", { class: "empty" }, session.status === "running" ? "Waiting for readings…" : "No readings in this session."));
     if (session.status === "running") connect();
   })().catch((e) => box.replaceChildren(errorPanel(e)));
