@@ -110,6 +110,9 @@ def _session_page(conn: Connection, session_id: uuid.UUID, conds: list[Any], n: 
     sensors = _session_sensors(conn, session_id)
     if not sensors:
         return []
+    if len(sensors) == 1:  # a compound of one member is no compound to PostgreSQL
+        one = select(T.__table__).where(*conds, T.sensor_id == sensors[0])
+        return list(conn.execute(one.order_by(T.ts, T.id).limit(n)))
     pg = conn.dialect.name == "postgresql"
     arms = []
     for s in sensors:
