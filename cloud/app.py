@@ -47,14 +47,17 @@ PURGE_EVERY_S = 600
 
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
-    engine = engine or make_engine(settings.sqlalchemy_url)
+    owned: list[Engine] = []  # the engines made here, closed when the app stops
+    if engine is None:
+        engine = make_engine(settings.sqlalchemy_url)
+        owned.append(engine)
     sessions = make_sessionmaker(engine)
     # Reads need no write lock on SQLite; on PostgreSQL one engine serves both.
-    readers = (
-        make_sessionmaker(make_engine(settings.sqlalchemy_url, writer=False))
-        if is_sqlite(settings.sqlalchemy_url)
-        else sessions
-    )
+    readers = sessions
+    if is_sqlite(settings.sqlalchemy_url):
+        read_engine = make_engine(settings.sqlalchemy_url, writer=False)
+        owned.append(read_engine)
+        readers = make_sessionmaker(read_engine)
     stats = Stats()
     logfilter.install()
     if settings.create_schema:
@@ -72,6 +75,10 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 for stop in reversed(app.state.shutdown_hooks):
                     await stop(app)
                 purge.cancel()
+        # After the purge task has ended: pooled connections (sockets, SQLite files) are
+        # closed now, not whenever the app object is collected.
+        for owned_engine in owned:
+            owned_engine.dispose()
 
     # /docs and /redoc with Swagger UI and ReDoc served from the package, not a CDN.
     app = FastAPIOffline(
