@@ -4,6 +4,7 @@ and a deployment may build and stop apps too."""
 from __future__ import annotations
 
 import os
+
 from tests.cloud.conftest import make_client
 
 
