@@ -458,12 +458,17 @@ def _first_of_each_timestamp(raws: list[float], stamps_us: list[int]) -> list[in
                 )
             )
     if errors:
-        raise InvalidInput(
-            f"{len(errors)} readings repeat a timestamp with another value: "
-            f"{errors[0].field} {errors[0].reason}",
-            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
-        )
+        raise _refused(errors, "another value at a timestamp of this batch")
     return keep
+
+
+def _refused(errors: list[FieldError], what: str) -> InvalidInput:
+    """Every refused reading at once: a sender can set those aside and resend the rest."""
+    n = len(errors)
+    return InvalidInput(
+        f"{n} reading{'s' if n != 1 else ''} refused, {what}: {errors[0].field} {errors[0].reason}",
+        errors=errors,
+    )
 
 
 ONE_PER_TIMESTAMP = "a sensor has one reading per timestamp"
@@ -542,11 +547,7 @@ def _store_new(db: Session, rows: StoredRows, origin: list[int] | None) -> Store
                 )
             )
     if errors:
-        raise InvalidInput(
-            f"{len(errors)} readings have the timestamp of a stored reading with another"
-            f" value: {errors[0].field} {errors[0].reason}",
-            errors=errors,  # every bad reading: a sender can set those aside and resend the rest
-        )
+        raise _refused(errors, "another value at the timestamp of a stored reading")
     keep = [k for k, us in enumerate(micros) if us in inserted]
     return StoredRows(
         fixed=rows.fixed,
