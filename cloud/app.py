@@ -24,6 +24,7 @@ from cloud.middleware import (
     TimingMiddleware,
 )
 from cloud.observability import Stats
+from cloud.routers import annotations as annotation_routes
 from cloud.routers import (
     capture_sessions,
     events,
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         experiments,
         runs,
         capture_sessions,
+        annotation_routes,
         telemetry,
         metrics,
         events,

@@ -400,6 +400,46 @@ class TelemetrySeries(BaseModel):
     downsampled: bool
 
 
+# --- annotations --------------------------------------------------------------------------
+
+#: An annotation's text: at least one visible character, NFC, no invisible ends.
+NoteText = Annotated[str, Field(min_length=1, max_length=5000), AfterValidator(_visible_name)]
+
+
+class AnnotationIn(In):
+    """A note over [start, end] of a run, or at ``start`` alone; about one sensor or the run."""
+
+    start: UtcDatetime
+    end: UtcDatetime | None = None
+    text: NoteText
+    sensor_id: uuid.UUID | None = None
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class AnnotationPatch(In):
+    """Fields to change; ``end`` and ``sensor_id`` may be set to null."""
+
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
+    text: NoteText | None = None
+    sensor_id: uuid.UUID | None = None
+    tags: list[str] | None = Field(default=None, max_length=50)
+
+
+class AnnotationOut(Out):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    run_id: uuid.UUID
+    sensor_id: uuid.UUID | None
+    start: datetime
+    end: datetime | None
+    text: str
+    tags: list[str]
+    created_by: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
 # --- events -------------------------------------------------------------------------------
 
 

@@ -298,6 +298,26 @@ class Metric(Base):
     unit: Mapped[str | None] = mapped_column(String(32))
 
 
+class Annotation(Base):
+    """A note on a run over a time range (``end`` set) or at an instant, optionally about one
+    sensor: "door opened", "probe re-seated". Kept with the record, listed by time."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (Index("ix_annotations_run_start", "run_id", "start", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id"))
+    sensor_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("sensors.id"))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    text: Mapped[str] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Event(Base):
     __tablename__ = "events"
     __table_args__ = (

@@ -16,7 +16,8 @@ from cloud.services import journal
 from cloud.services.scope import get_in_project, require_project
 
 
-def _clean_tags(tags: list[str]) -> list[str]:
+def clean_tags(tags: list[str]) -> list[str]:
+    """Tags as stored: trimmed, empty ones dropped, duplicates once, each at most 100 long."""
     seen: dict[str, None] = {}
     for tag in tags:
         tag = tag.strip()
@@ -26,7 +27,7 @@ def _clean_tags(tags: list[str]) -> list[str]:
 
 
 def _set_tags(db: Session, experiment: models.Experiment, tags: list[str]) -> None:
-    experiment.tags = _clean_tags(tags)
+    experiment.tags = clean_tags(tags)
     db.flush()
     db.execute(
         delete(models.ExperimentTag).where(models.ExperimentTag.experiment_id == experiment.id)
