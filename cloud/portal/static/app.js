@@ -63,7 +63,7 @@ async function api(path, { method = "GET", body, params, headers } = {}) {
     try { detail = (await r.json()).detail || detail; } catch { /* not JSON */ }
     throw new ApiError(r.status, detail);
   }
-  return r.json();
+  return r.status === 204 ? null : r.json();
 }
 
 // Every item of a paginated list ({items, next_cursor}), following the cursors: the run page
@@ -273,6 +273,13 @@ async function viewRun(view, runId) {
   const liveState = h("span", { class: "live-dot off", id: "live-state" }, "○ not live");
   const metricsBox = h("div", { id: "metrics" });
   const journal = h("ol", { class: "journal", id: "journal" });
+  const notes = new RunNotes(runId);
+  const notesList = h("ol", { class: "notes", id: "annotations" });
+  const annotateBtn = notes.canEdit ? h("button", { class: "secondary", id: "annotate", onclick: () => notes.toggle() }, "Annotate") : null;
+  notes.onChange(() => {
+    if (annotateBtn) annotateBtn.textContent = notes.annotating ? "Done annotating" : "Annotate";
+    drawNotes(notesList, notes);
+  });
 
   view.replaceChildren(
     h("div", { class: "crumbs" }, h("a", { href: "/", "data-link": true }, "Experiments"), " / ",
@@ -285,7 +292,8 @@ async function viewRun(view, runId) {
     h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions")), sessionBar),
     h("div", { class: "grid" },
       h("div", {},
-        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), liveState), telemetry),
+        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), h("span", { class: "head-tools" }, annotateBtn, liveState)), notes.hint, notes.form, telemetry),
+        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Annotations")), notesList),
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Metrics")), metricsBox)),
       h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Event journal")), journal)),
   );
@@ -303,10 +311,11 @@ async function viewRun(view, runId) {
     if (sessionScope) sessionScope();
     telemetry.replaceChildren();
     if (!current) { telemetry.append(h("div", { class: "empty" }, "No telemetry without a capture session.")); return; }
-    sessionScope = showTelemetry(telemetry, liveState, current, sensors);
+    sessionScope = showTelemetry(telemetry, liveState, current, sensors, notes);
   }
   drawSessions();
   openSession();
+  notes.load().catch((e) => notesList.replaceChildren(h("li", {}, errorPanel(e))));
   onCleanup(() => sessionScope && sessionScope());
 
   const stopMetrics = showMetrics(metricsBox, run);
@@ -324,7 +333,7 @@ async function viewRun(view, runId) {
   onCleanup(stopJournal);
 }
 
-function showTelemetry(box, liveState, session, sensors) {
+function showTelemetry(box, liveState, session, sensors, notes) {
   const charts = new Map();
   let closed = false;
   let socket = null;
@@ -337,7 +346,7 @@ function showTelemetry(box, liveState, session, sensors) {
 
   function chartFor(sensor) {
     if (!charts.has(sensor.id)) {
-      const c = new SensorChart(sensor, session);
+      const c = new SensorChart(sensor, session, notes);
       charts.set(sensor.id, c);
       box.querySelector(".empty")?.remove();
       const next = [...box.querySelectorAll(".chart")].find((el) => rankOf(el.dataset.sensorId) > rankOf(sensor.id));
@@ -395,9 +404,10 @@ function showTelemetry(box, liveState, session, sensors) {
 }
 
 class SensorChart {
-  constructor(sensor, session) {
+  constructor(sensor, session, notes) {
     this.sensor = sensor;
     this.session = session;
+    this.notes = notes;
     this.full = [[], [], [], []];  // x (s), value, min, max
     this.downsampled = false;
     this.zoomed = false;
@@ -419,7 +429,8 @@ class SensorChart {
     const unit = this.sensor.display_unit;
     this.plot = new uPlot({
       width, height: 260,
-      cursor: { drag: { x: true, y: false } },
+      // setScale off: a drag zooms (onSelect) or, while annotating, marks a range instead.
+      cursor: { drag: { x: true, y: false, setScale: false } },
       scales: { x: { time: true } },
       axes: [{}, { label: unit, size: 60 }],
       series: [
@@ -428,8 +439,9 @@ class SensorChart {
         { label: "min", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
         { label: "max", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
       ],
-      hooks: { setSelect: [(u) => this.onSelect(u)] },
+      hooks: { setSelect: [(u) => this.onSelect(u)], draw: [(u) => drawNoteBands(u, this.notes, this.sensor.id)] },
     }, this.full, this.plotBox);
+    this.offNotes = this.notes.onChange(() => this.plot.redraw(false));
     this.onResize = () => this.plot.setSize({ width: Math.max(320, this.el.parentElement.clientWidth - 8), height: 260 });
     window.addEventListener("resize", this.onResize);
   }
@@ -489,6 +501,8 @@ class SensorChart {
     const since = u.posToVal(u.select.left, "x");
     const until = u.posToVal(u.select.left + u.select.width, "x");
     u.setSelect({ width: 0, height: 0 }, false);
+    if (this.notes.annotating) { this.notes.ask(since, until, this.sensor); return; }
+    this.plot.setScale("x", { min: since, max: until });
     this.zoomed = true;
     this.resetBtn.hidden = false;
     // Zooming fetches detail: the same number of points for the narrower window.
@@ -510,9 +524,114 @@ class SensorChart {
   }
 
   destroy() {
+    this.offNotes?.();
     window.removeEventListener("resize", this.onResize);
     this.plot?.destroy();
   }
+}
+
+// --- annotations -------------------------------------------------------------------------
+
+// A run's annotations, shared by its charts (bands and markers) and its list. Dragging on a
+// chart zooms; in annotating mode it marks the range instead and asks for the note.
+class RunNotes {
+  constructor(runId) {
+    this.runId = runId;
+    this.items = [];
+    this.listeners = new Set();
+    this.annotating = false;
+    // A viewer is refused by the API anyway; behind a gateway the portal does not know the
+    // role, and offers the action.
+    this.canEdit = !(state.config.dev_identity && state.identity?.role === "viewer");
+    this.hint = h("div", { class: "muted annotate-hint", hidden: true }, "Drag across a chart to mark a time range.");
+    this.form = h("form", { class: "annotate-form", id: "annotate-form", hidden: true });
+  }
+
+  onChange(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); }
+  changed() { for (const fn of this.listeners) fn(); }
+
+  async load() {
+    this.items = await apiAll(`/api/v1/runs/${this.runId}/annotations`);
+    this.changed();
+  }
+
+  toggle() {
+    this.annotating = !this.annotating;
+    this.hint.hidden = !this.annotating;
+    if (!this.annotating) this.form.hidden = true;
+    this.changed();
+  }
+
+  ask(since, until, sensor) {
+    const start = new Date(since * 1000).toISOString();
+    const end = new Date(until * 1000).toISOString();
+    const text = h("input", { name: "text", required: true, maxlength: 5000, placeholder: "What happened?", autocomplete: "off" });
+    const only = h("input", { type: "checkbox", name: "only" });
+    const error = h("div", { class: "error-text" });
+    this.form.replaceChildren(
+      h("div", { class: "muted" }, `${fmtTime(start)} → ${fmtTime(end)}`),
+      text,
+      h("label", {}, only, ` only ${sensor.name}`),
+      h("button", { type: "submit" }, "Save"),
+      h("button", { type: "button", class: "secondary", onclick: () => { this.form.hidden = true; } }, "Cancel"),
+      error,
+    );
+    this.form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const body = { start, end, text: text.value, ...(only.checked ? { sensor_id: sensor.id } : {}) };
+      try {
+        await api(`/api/v1/runs/${this.runId}/annotations`, { method: "POST", body });
+        this.form.hidden = true;
+        await this.load();
+      } catch (e) { error.textContent = e.message; }
+    };
+    this.form.hidden = false;
+    text.focus();
+  }
+
+  async remove(id) {
+    await api(`/api/v1/annotations/${id}`, { method: "DELETE" });
+    await this.load();
+  }
+}
+
+// Bands for ranges and lines for instants, on the charts of the sensors they concern (a
+// note about no sensor is on every chart). Text goes on the canvas, never into the page.
+function drawNoteBands(u, notes, sensorId) {
+  const { ctx, bbox } = u;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(bbox.left, bbox.top, bbox.width, bbox.height);
+  ctx.clip();
+  ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+  ctx.textAlign = "left";  // uPlot leaves the axes' alignment on the context
+  ctx.textBaseline = "alphabetic";
+  for (const a of notes.items) {
+    if (a.sensor_id && a.sensor_id !== sensorId) continue;
+    const x0 = u.valToPos(Date.parse(a.start) / 1000, "x", true);
+    const x1 = a.end ? u.valToPos(Date.parse(a.end) / 1000, "x", true) : x0;
+    if (x1 < bbox.left || x0 > bbox.left + bbox.width) continue;
+    ctx.fillStyle = "rgba(245, 158, 11, 0.16)";
+    ctx.fillRect(x0, bbox.top, Math.max(x1 - x0, 2 * devicePixelRatio), bbox.height);
+    ctx.fillStyle = "#b45309";
+    const label = a.text.length > 40 ? `${a.text.slice(0, 39)}…` : a.text;
+    ctx.fillText(label, Math.max(x0, bbox.left) + 4 * devicePixelRatio, bbox.top + 12 * devicePixelRatio);
+  }
+  ctx.restore();
+}
+
+function drawNotes(list, notes) {
+  if (!notes.items.length) {
+    list.replaceChildren(h("li", { class: "muted" }, notes.canEdit ? "No annotations yet. Use Annotate, then drag across a chart." : "No annotations."));
+    return;
+  }
+  list.replaceChildren(...notes.items.map((a) => h("li", { dataset: { annotationId: a.id } },
+    h("div", { class: "when" }, fmtTime(a.start), a.end ? ` → ${fmtTime(a.end)}` : ""),
+    h("div", { class: "note-text" }, a.text),
+    h("div", { class: "muted" }, a.sensor_id ? sensorLabel(a.sensor_id) : "whole run",
+      ...(a.tags || []).map((t) => h("span", { class: "chip tag" }, t)),
+      notes.canEdit ? h("button", { class: "secondary small", title: "Delete this annotation",
+        onclick: () => notes.remove(a.id).catch((e) => alert(e.message)) }, "Delete") : null))));
 }
 
 function showMetrics(box, run) {
@@ -573,6 +692,9 @@ const KIND_LABELS = {
   "capture_session.started": (p) => `session #${p.ordinal_number} ${p.status}`,
   "capture_session.created": (p) => `session #${p.ordinal_number} ${p.status}`,
   "capture_session.stopped": (p, ev) => `session ${short(ev.capture_session_id)} ${p.status}`,
+  "annotation.created": (p) => `“${p.text}”`,
+  "annotation.updated": (p) => (p.changes?.text ? `“${p.changes.text}”` : "changed"),
+  "annotation.deleted": (p) => `“${p.text}”`,
 };
 
 function describe(ev) {
