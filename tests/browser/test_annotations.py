@@ -4,6 +4,7 @@ viewer sees the notes and no way to change them."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -39,11 +40,16 @@ def test_an_editor_marks_a_range_on_a_chart(
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     _open_run(page, portal_server.url, demo, "editor")
 
-    page.locator("#annotate").click()
-    expect(page.locator("#annotate")).to_have_text("Done annotating")
     box = page.locator(f".chart[data-sensor-id='{demo.sensor}'] .u-over").bounding_box()
     assert box is not None
     y = box["y"] + box["height"] / 2
+    # Hovering shows the reading's time to the millisecond (readings are 100 ms apart).
+    page.mouse.move(box["x"] + box["width"] * 0.5, y)
+    legend_time = page.locator(f".chart[data-sensor-id='{demo.sensor}'] .u-legend .u-series").first
+    expect(legend_time).to_contain_text(re.compile(r"\d\d:\d\d:\d\d\.\d\d\d"))
+
+    page.locator("#annotate").click()
+    expect(page.locator("#annotate")).to_have_text("Done annotating")
     page.mouse.move(box["x"] + box["width"] * 0.3, y)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)

@@ -30,6 +30,10 @@ function h(tag, attrs = {}, ...children) {
 
 const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 const fmtClock = (iso) => new Date(iso).toLocaleTimeString();
+// A reading's time to the millisecond (readings come many a second), in the browser's zone.
+const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
+  year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+  second: "2-digit", fractionalSecondDigits: 3, hour12: false });
 const short = (id) => (id ? String(id).slice(0, 8) : "");
 const badge = (status) => h("span", { class: `badge ${status}` }, status);
 const fmtNum = (v) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : v.toFixed(3));
@@ -434,7 +438,7 @@ class SensorChart {
       scales: { x: { time: true } },
       axes: [{}, { label: unit, size: 60 }],
       series: [
-        {},
+        { label: "time", value: (u, v) => (v == null ? "—" : fmtInstant(v)) },
         { label: `value (${unit})`, stroke: "#2563eb", width: 1.5, value: (u, v) => (v == null ? "—" : fmtNum(v)) },
         { label: "min", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
         { label: "max", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
@@ -711,15 +715,40 @@ function showJournal(list, runId, onEvent) {
   const item = (ev, fresh) => h("li", { class: fresh ? "fresh" : null, dataset: { kind: ev.kind, eventId: ev.id } },
     h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)),
     h("div", {}, h("div", { class: "kind" }, ev.kind), h("div", { class: "detail" }, describe(ev))));
+  // A sensor sending batch after batch would fill the journal with one line each: consecutive
+  // telemetry.ingested events of one sensor read as one line that keeps count.
+  function add(ev, fresh) {
+    const top = list.firstElementChild;
+    const fold = top?._fold;
+    if (ev.kind === "telemetry.ingested" && fold && fold.sensor === ev.sensor_id) {
+      const p = ev.payload || {};
+      fold.batches += 1; fold.count += p.count || 0; fold.late += p.late || 0;
+      top.dataset.eventId = ev.id;
+      top.dataset.batches = String(fold.batches);
+      top.querySelector("time").replaceWith(h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)));
+      top.querySelector(".detail").textContent = `${fold.count.toLocaleString()} readings` +
+        (fold.late ? ` (${fold.late.toLocaleString()} late)` : "") + ` in ${fold.batches} batches · ${sensorLabel(ev.sensor_id)}`;
+      if (fresh) top.classList.add("fresh");
+      return;
+    }
+    const li = item(ev, fresh);
+    if (ev.kind === "telemetry.ingested") {
+      const p = ev.payload || {};
+      li._fold = { sensor: ev.sensor_id, batches: 1, count: p.count || 0, late: p.late || 0 };
+      li.dataset.batches = "1";
+    }
+    list.prepend(li);
+  }
   async function first() {
     const page = await api(`/api/v1/runs/${runId}/events`, { params: { limit: 100 } });
-    list.replaceChildren(...page.items.map((ev) => item(ev, false)));
+    list.replaceChildren();
+    for (const ev of [...page.items].reverse()) add(ev, false);  // newest first: oldest added first
     lastId = page.items.length ? page.items[0].id : 0;
   }
   async function poll() {
     const page = await api(`/api/v1/runs/${runId}/events`, { params: { after_id: lastId, limit: 200 } });
     for (const ev of page.items) {  // oldest first: each new one goes on top
-      list.prepend(item(ev, true));
+      add(ev, true);
       lastId = ev.id;
       onEvent(ev).catch(console.error);
     }
