@@ -26,6 +26,7 @@ from cloud.middleware import (
 from cloud.observability import Stats
 from cloud.routers import annotations as annotation_routes
 from cloud.routers import (
+    calibrations,
     capture_sessions,
     events,
     experiments,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (
         projects,
         sensors,
+        calibrations,
         experiments,
         runs,
         capture_sessions,

@@ -4,21 +4,27 @@ Types B, E, J, K, N, R, S and T, both directions, with the reference junction at
 
 - :func:`emf_mv` evaluates the reference function E(t) (for type K above 0 °C including its
   exponential term ``a0·exp(a1·(t - a2)²)``);
-- :func:`temperature_c` evaluates the published approximate inverse polynomials t(E), each
-  within its published emf range and with its published error band (:attr:`InverseRange.error_c`);
+- :func:`temperature_c` inverts E(t) exactly: the published approximate inverse polynomial
+  t(E) (off by up to its published error band, :attr:`InverseRange.error_c`, 0.05 °C for
+  type K) gives the first estimate, and Newton's method on E(t) itself refines it until
+  E(t) = emf (far below 0.001 °C), over the reference function's whole range;
 - :func:`compensated_temperature_c` adds the cold-junction emf before inverting;
 - :func:`max31855_corrected_c` undoes the MAX31855's linear approximation.
 
-Nothing here extrapolates: an input outside the published ranges raises
-:class:`ThermocoupleRangeError`, whose message states the valid range.
+Nothing here extrapolates: an emf outside E(t)'s range (by more than half the NIST tables'
+last digit, :data:`END_TOLERANCE_MV`) raises :class:`ThermocoupleRangeError`, whose message
+states the valid range. Type B's emf falls from 0 °C to a minimum near 21 °C before rising:
+there an emf has two temperatures, and the inverse gives the one above the minimum.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = [
+    "END_TOLERANCE_MV",
     "MAX31855_MV_PER_C",
     "TYPES",
     "ForwardRange",
@@ -34,6 +40,17 @@ __all__ = [
 
 #: The MAX31855K's fixed Seebeck coefficient, 41.276 µV/°C, in mV/°C.
 MAX31855_MV_PER_C = 0.041276
+
+#: How far beyond an end of E(t)'s range an emf is still that end's temperature: half the
+#: last digit of the NIST tables, which round some end values outward (type K at -270 °C:
+#: -6.458 mV in the table, -6.457738 mV from the function).
+END_TOLERANCE_MV = 0.0005
+
+#: Newton's method stops once its step leaves an error estimated below this: a margin of
+#: 10,000 under the 0.001 °C the inverse promises, for the estimate's own approximation.
+_NEWTON_ERROR_C = 1e-7
+#: Bisection in a bracket of 2000 °C reaches 1e-7 °C within 35 halvings.
+_MAX_STEPS = 64
 
 
 class ThermocoupleRangeError(ValueError):
@@ -52,6 +69,20 @@ def _horner(coefficients: tuple[float, ...], x: float) -> float:
     return acc
 
 
+def _horner_with_slopes(coefficients: tuple[float, ...], x: float) -> tuple[float, float, float]:
+    """The polynomial and its first and second derivatives at ``x``, in one pass."""
+    acc = slope = half_curve = 0.0
+    for c in reversed(coefficients):
+        half_curve = half_curve * x + slope
+        slope = slope * x + acc
+        acc = acc * x + c
+    return acc, slope, 2.0 * half_curve
+
+
+def _lerp(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
 @dataclass(frozen=True)
 class ForwardRange:
     """One piece of the reference function E(t) = Σ c_i·t^i, valid on [t_min, t_max] °C."""
@@ -62,6 +93,10 @@ class ForwardRange:
 
     def evaluate(self, t_c: float) -> float:
         return _horner(self.coefficients, t_c)
+
+    def evaluate_with_slopes(self, t_c: float) -> tuple[float, float, float]:
+        """E(t), dE/dt and d²E/dt² of this piece (mV, mV/°C, mV/°C²)."""
+        return _horner_with_slopes(self.coefficients, t_c)
 
 
 @dataclass(frozen=True)
@@ -98,21 +133,32 @@ class ThermocoupleType:
     def t_max(self) -> float:
         return self.forward[-1].t_max
 
-    @property
-    def emf_min(self) -> float:
-        return min(r.emf_min for r in self.inverse)
-
-    @property
-    def emf_max(self) -> float:
-        return max(r.emf_max for r in self.inverse)
-
-    @property
+    @cached_property
     def inverse_t_min(self) -> float:
-        return min(r.t_min for r in self.inverse)
+        """The lowest temperature the inverse gives: ``t_min``, except for type B, whose emf
+        falls from 0 °C to a minimum near 21 °C (the inverse gives the branch above it)."""
+        first = self.forward[0]
+        if first.evaluate_with_slopes(first.t_min)[1] >= 0.0:
+            return self.t_min
+        lo, hi = first.t_min, first.t_max  # the slope rises through zero in this piece
+        while hi - lo > 1e-9:
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if first.evaluate_with_slopes(mid)[1] < 0.0 else (lo, mid)
+        return hi
 
     @property
     def inverse_t_max(self) -> float:
-        return max(r.t_max for r in self.inverse)
+        return self.t_max
+
+    @cached_property
+    def emf_min(self) -> float:
+        """The lowest emf the inverse takes: E(:attr:`inverse_t_min`)."""
+        return self.emf_mv(self.inverse_t_min)
+
+    @cached_property
+    def emf_max(self) -> float:
+        """The highest emf the inverse takes: E(:attr:`t_max`)."""
+        return self.emf_mv(self.t_max)
 
     def forward_range(self, t_c: float) -> ForwardRange:
         """The piece for ``t_c``; at a shared boundary the upper piece (both agree there)."""
@@ -130,19 +176,12 @@ class ThermocoupleType:
         return chosen
 
     def inverse_range(self, emf: float) -> InverseRange:
-        """The inverse piece for ``emf``.
+        """The published inverse piece for ``emf``; below or above the published ranges (where
+        E(t)'s range reaches further: type K below -200 °C), the nearest one.
 
         Where published ranges overlap (types R and S between 1064 and 1200 °C) the later one
         is used: its error band is ten times narrower.
         """
-        if not (self.emf_min <= emf <= self.emf_max):  # also rejects NaN
-            raise ThermocoupleRangeError(
-                f"type {self.name}: emf {emf} mV is outside the inverse functions' range "
-                f"{self.emf_min:g} to {self.emf_max:g} mV "
-                f"({self.inverse_t_min:g} to {self.inverse_t_max:g} °C)",
-                type_name=self.name,
-                value=emf,
-            )
         chosen = self.inverse[0]
         for r in self.inverse:
             if r.emf_min <= emf:
@@ -156,8 +195,70 @@ class ThermocoupleType:
             emf += a0 * math.exp(a1 * (t_c - a2) ** 2)
         return emf
 
+    def _emf_with_slopes(self, t_c: float) -> tuple[float, float, float]:
+        emf, slope, curve = self.forward_range(t_c).evaluate_with_slopes(t_c)
+        if self.exponential is not None and t_c >= 0.0:
+            a0, a1, a2 = self.exponential
+            u = t_c - a2
+            term = a0 * math.exp(a1 * u * u)
+            emf += term
+            slope += 2.0 * a1 * u * term
+            curve += (2.0 * a1 + (2.0 * a1 * u) ** 2) * term
+        return emf, slope, curve
+
     def temperature_c(self, emf: float) -> float:
+        """The temperature whose E(t) is ``emf``, to far better than 0.001 °C."""
+        lo_emf, hi_emf = self.emf_min, self.emf_max
+        if not (lo_emf - END_TOLERANCE_MV <= emf <= hi_emf + END_TOLERANCE_MV):  # NaN too
+            raise ThermocoupleRangeError(
+                f"type {self.name}: emf {emf} mV is outside the reference function's range "
+                f"{lo_emf:.6g} to {hi_emf:.6g} mV "
+                f"({self.inverse_t_min:.4g} to {self.inverse_t_max:g} °C)",
+                type_name=self.name,
+                value=emf,
+            )
+        if emf <= lo_emf:
+            return self.inverse_t_min
+        if emf >= hi_emf:
+            return self.t_max
+        return self._solve(emf, self.inverse_t_min, self.t_max)
+
+    def _estimate(self, emf: float) -> float:
+        """The published polynomial's temperature, or across a stretch no polynomial covers
+        (type K below -200 °C, type B below 250 °C) the straight line over it."""
+        first, last = self.inverse[0], self.inverse[-1]
+        if emf < first.emf_min:
+            return _lerp(emf, self.emf_min, first.emf_min, self.inverse_t_min, first.t_min)
+        if emf > last.emf_max:
+            return _lerp(emf, last.emf_max, self.emf_max, last.t_max, self.t_max)
         return self.inverse_range(emf).evaluate(emf)
+
+    def _solve(self, emf: float, lo: float, hi: float) -> float:
+        """E(t) = emf for E(lo) < emf < E(hi), E rising on [lo, hi]: Newton's method from the
+        estimate, kept inside a bracket that shrinks with each step, bisecting whenever
+        Newton would leave it (near type B's minimum, where the slope vanishes)."""
+        t = min(max(self._estimate(emf), lo), hi)
+        for _ in range(_MAX_STEPS):
+            e, slope, curve = self._emf_with_slopes(t)
+            if e == emf:
+                return t
+            if e > emf:
+                hi = t
+            else:
+                lo = t
+            step = (e - emf) / slope if slope > 0.0 else math.inf
+            nxt = t - step
+            if lo < nxt < hi:
+                # Newton's error after this step is about |E''/2E'|·step²: from the published
+                # polynomial's estimate (within 0.06 °C) one step is nearly always enough.
+                if abs(curve / (2.0 * slope)) * step * step < _NEWTON_ERROR_C:
+                    return nxt
+            else:
+                nxt = 0.5 * (lo + hi)
+                if hi - lo < _NEWTON_ERROR_C:
+                    return nxt
+            t = nxt
+        return t
 
 
 def _f(t_min: float, t_max: float, *coefficients: float) -> ForwardRange:

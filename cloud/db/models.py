@@ -362,3 +362,28 @@ class StreamTicketUse(Base):
 
     ticket_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class SensorCalibration(Base):
+    """A calibration fit of a sensor (migration 0008): what it was fitted from, and its
+    answer (coefficients, uncertainties, residuals per point, the proposed profile) as
+    it was given, so a fit can be read back and audited after the profile moved on."""
+
+    __tablename__ = "sensor_calibrations"
+    __table_args__ = (Index("ix_sensor_calibrations_sensor", "sensor_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    sensor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sensors.id"))
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    model: Mapped[str] = mapped_column(String(32))
+    degree: Mapped[int] = mapped_column(SmallInteger)
+    #: "points" (pairs given) or "reference_sensor" (readings paired by time).
+    source: Mapped[str] = mapped_column(String(16))
+    reference_sensor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The profile version whose values were fitted (the proposal builds on it).
+    base_profile_version: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

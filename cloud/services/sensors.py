@@ -285,7 +285,7 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
         )
     if unit_changes:
         current = current_profile(db, sensor)
-        version = new_version or _next_version(db, sensor)
+        version = new_version or next_version(db, sensor)
         _new_version(
             db,
             caller,
@@ -298,7 +298,7 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
     return sensor
 
 
-def _next_version(db: Session, sensor: models.Sensor) -> str:
+def next_version(db: Session, sensor: models.Sensor) -> str:
     """The current version's name with its trailing number raised (v1 -> v2, cal-2024 ->
     cal-2025), else with "-2" appended; the first such name not taken."""
     taken = set(

@@ -12,15 +12,23 @@ when it is built, as ``a*x + b`` on either side, so a reading costs no unit work
 
 Kinds register themselves in :data:`KINDS`; ``linear``, ``polynomial`` and ``lookup_table``
 live in :mod:`common.profiles.basic`, ``thermocouple`` in :mod:`common.profiles.thermocouple`.
+
+Any kind's payload may end with a correction (what a calibration fit proposes)::
+
+    "correction": {"coefficients": [c0, c1, ...], "calibration_id": "..."}
+
+applied to the kind's result in the sensor's display unit: ``c0 + c1·v + c2·v² + ...``.
+``calibration_id`` (optional) says which fit it came from.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common import units
 
@@ -114,12 +122,42 @@ def build_converter(
         raise ProfileError([("kind", f"unknown kind {kind!r}; one of {sorted(KINDS)}")])
     if not isinstance(payload, Mapping):
         raise ProfileError([("", "payload must be a JSON object")])
-    core = factory(payload)
+    base, correction = split_correction(payload)
+    core = factory(base)
     in_a, in_b = _fit_input(kind, core, input_unit, lenient)
     out_a, out_b = _fit_output(kind, core, display_unit, lenient)
-    if (in_a, in_b, out_a, out_b) == (1.0, 0.0, 1.0, 0.0):
-        return core.converter
-    return Scaled(core.converter, in_a, in_b, out_a, out_b)
+    converter: Converter = core.converter
+    if (in_a, in_b, out_a, out_b) != (1.0, 0.0, 1.0, 0.0):
+        converter = Scaled(core.converter, in_a, in_b, out_a, out_b)
+    if correction is not None:
+        converter = Corrected(converter, tuple(correction.coefficients))
+    return converter
+
+
+class Correction(BaseModel):
+    """A polynomial applied to a kind's result, in the display unit (a calibration's fit)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    coefficients: list[float] = Field(min_length=1, max_length=32)
+    calibration_id: str | None = Field(default=None, max_length=64)
+
+
+def split_correction(payload: Mapping[str, Any]) -> tuple[dict[str, Any], Correction | None]:
+    """The kind's own payload, and its correction step if it has one (validated: its errors
+    are named ``correction.…``)."""
+    base = {k: v for k, v in payload.items() if k != "correction"}
+    if "correction" not in payload:
+        return base, None
+    try:
+        return base, Correction.model_validate(payload["correction"])
+    except ValidationError as exc:
+        raise ProfileError(
+            [
+                (".".join(("correction", *(str(p) for p in err["loc"]))), err["msg"])
+                for err in exc.errors()
+            ]
+        ) from None
 
 
 def _fit_input(kind: str, core: Core, input_unit: str | None, lenient: bool) -> tuple[float, float]:
@@ -210,6 +248,23 @@ class Scaled:
 
     def convert(self, raw: float, meta: Mapping[str, Any] | None = None) -> float:
         return self.out_a * self.inner.convert(self.in_a * raw + self.in_b, meta) + self.out_b
+
+
+@dataclass(frozen=True, slots=True)
+class Corrected:
+    """A converter followed by a correction polynomial (Horner's scheme)."""
+
+    inner: Converter
+    coefficients: tuple[float, ...]
+
+    def convert(self, raw: float, meta: Mapping[str, Any] | None = None) -> float:
+        value = self.inner.convert(raw, meta)
+        acc = 0.0
+        for c in reversed(self.coefficients):
+            acc = acc * value + c
+        if not math.isfinite(acc):
+            raise ConversionError(f"the correction gave a non-finite value ({acc})")
+        return acc
 
 
 # Registration happens on import of the modules that define the kinds.

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from common.profiles import ConversionError, Core, parse_payload, register
 from hardware.thermocouple import (
+    MAX31855_MV_PER_C,
     TYPES,
     ThermocoupleRangeError,
-    compensated_temperature_c,
+    ThermocoupleType,
     get_type,
-    max31855_corrected_c,
 )
 
 DisplayUnit = Literal["C", "F", "K"]
@@ -78,6 +78,16 @@ class Thermocouple:
     type: str
     cold_junction_c: float | None
     input: InputKind
+    _tc: ThermocoupleType = field(init=False, repr=False, compare=False)
+    #: E(cold_junction_c) of a payload's fixed cold junction, worked out once: the exact
+    #: inverse costs a Newton step per reading, this saves a forward evaluation of as much.
+    _cold_emf: float | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tc = get_type(self.type)
+        cj = self.cold_junction_c
+        object.__setattr__(self, "_tc", tc)
+        object.__setattr__(self, "_cold_emf", None if cj is None else tc.emf_mv(cj))
 
     def _cold_junction(self, meta: Mapping[str, Any] | None) -> float:
         if self.cold_junction_c is not None:
@@ -102,14 +112,14 @@ class Thermocouple:
         if not math.isfinite(raw):
             raise ConversionError(f"raw value must be finite, not {raw}")
         cj = self._cold_junction(meta)
+        tc = self._tc
         try:
-            if self.input == "max31855":
-                t_c = max31855_corrected_c(raw, cj, self.type)
-            else:
-                t_c = compensated_temperature_c(self.type, raw, cj)
+            cold_emf = tc.emf_mv(cj) if self._cold_emf is None else self._cold_emf
+            # The MAX31855 reports cj + V/S with a fixed Seebeck coefficient S: V is the emf.
+            measured_mv = raw if self.input == "mV" else (raw - cj) * MAX31855_MV_PER_C
+            return tc.temperature_c(measured_mv + cold_emf)
         except ThermocoupleRangeError as exc:
             raise ConversionError(str(exc)) from None
-        return t_c
 
 
 @register("thermocouple")

@@ -15,6 +15,7 @@ from hardware.thermocouple import (
     TYPES,
     compensated_temperature_c,
     emf_mv,
+    get_type,
     max31855_corrected_c,
     temperature_c,
 )
@@ -187,8 +188,30 @@ def test_out_of_range_or_non_finite_raw_is_a_conversion_error(raw: float) -> Non
 
 def test_out_of_range_message_states_the_range() -> None:
     conv = build_converter("thermocouple", {"type": "T", "cold_junction_c": 0.0})
-    with pytest.raises(ConversionError, match=r"-5\.603 to 20\.872 mV"):
+    with pytest.raises(ConversionError, match=r"-6\.25751 to 20\.872 mV \(-270 to 400 °C\)"):
         conv.convert(21.0)
+
+
+@pytest.mark.parametrize("type_name", TYPES)
+@settings(max_examples=60, deadline=None)
+@given(frac=st.floats(0.0, 1.0), cj=st.floats(-10.0, 45.0))
+def test_a_profile_converts_any_emf_of_the_range_to_within_a_millikelvin(
+    type_name: str, frac: float, cj: float
+) -> None:
+    """With its cold junction in the payload (worked out once) or in the reading's meta."""
+    tc = get_type(type_name)
+    hot = tc.inverse_t_min + (tc.t_max - tc.inverse_t_min) * frac
+    cj = max(cj, tc.inverse_t_min) if type_name == "B" else cj
+    measured = emf_mv(type_name, hot) - emf_mv(type_name, cj)
+    fixed = build_converter("thermocouple", {"type": type_name, "cold_junction_c": cj})
+    from_meta = build_converter("thermocouple", {"type": type_name})
+    assert abs(fixed.convert(measured) - hot) <= 0.001
+    assert abs(from_meta.convert(measured, {"cold_junction_c": cj}) - hot) <= 0.001
+
+
+def test_the_nist_table_end_of_type_k_converts() -> None:
+    conv = build_converter("thermocouple", {"type": "K", "cold_junction_c": 0.0})
+    assert conv.convert(54.886) == pytest.approx(1372.0, abs=0.015)
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def test_profiles() -> None:
         ({"noise_c": -0.1}, "noise_c"),
         ({"garbage_every": -1}, "garbage_every"),
         ({"type": "T", "peak_c": 500.0}, "peak_c 500.0 °C is outside type T"),
-        ({"cold_junction_c": -250.0}, "cold_junction_c"),
+        ({"cold_junction_c": -280.0}, "cold_junction_c"),
     ],
 )
 def test_invalid_config(kw: dict[str, object], fragment: str) -> None:
