@@ -365,7 +365,7 @@ class StreamTicketUse(Base):
 
 
 class SensorCalibration(Base):
-    """A calibration fit of a sensor (migration 0008): what it was fitted from, and its
+    """A calibration fit of a sensor (migration 0009): what it was fitted from, and its
     answer (coefficients, uncertainties, residuals per point, the proposed profile) as
     it was given, so a fit can be read back and audited after the profile moved on."""
 

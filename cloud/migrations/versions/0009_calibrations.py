@@ -1,7 +1,7 @@
 """sensors: calibration fits (sensor_calibrations)
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06 10:00:00
 
 ``POST /api/v1/sensors/{sensor_id}/calibrations`` fits a correction and keeps the fit: what
@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
