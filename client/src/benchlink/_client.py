@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
 from benchlink._config import Config
 from benchlink._http import Http, Retry
-from benchlink._models import Ref
+from benchlink._models import Ref, ref
 from benchlink._resources import Experiments, Projects, Runs, Sensors
 
 if TYPE_CHECKING:
@@ -120,10 +120,5 @@ class Client:
         self.close()
 
     def _sensor_id(self, sensor: Ref) -> str:
-        return self.sensors.get(sensor).id if isinstance(sensor, str) else _ref(sensor)
-
-
-def _ref(value: Any) -> str:
-    from benchlink._models import ref
-
-    return ref(value)
+        """A sensor's id; given by name (or id text), looked up (a name not found: 404)."""
+        return self.sensors.get(sensor).id if isinstance(sensor, str) else ref(sensor)

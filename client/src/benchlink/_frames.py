@@ -1,9 +1,9 @@
 """Columns built page by page in compact arrays, then one frame: pandas, Arrow or polars.
 
-A reading costs some 30 bytes here (8-byte time, two doubles, small codes for its sensor,
-session and profile version) instead of a dict of a dozen Python objects, and a page's JSON
-is dropped as soon as it is copied in: the memory a frame of N readings needs is about the
-frame itself.
+A reading costs about 50 bytes here (an 8-byte time, two doubles, a flag and 4-byte codes for
+its sensor, session, profile version and units) instead of a dict of a dozen Python
+objects, and a page's JSON is dropped as soon as it is copied in: the memory a frame of N
+readings needs is about the frame itself.
 """
 
 from __future__ import annotations

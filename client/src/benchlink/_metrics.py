@@ -105,7 +105,7 @@ class MetricsLogger:
         """Points the server refused (run id, point, its problem), set aside in the queue."""
         return self._outbox.rejected(self._scope) if self._outbox else []
 
-    def flush(self, timeout: float | None = None) -> None:
+    def flush(self) -> None:
         """Send what is waiting now (what cannot be sent stays queued); raise the first
         refusal (a 4xx :class:`APIError`) since the last flush."""
         self._send(FLUSH_RETRY)

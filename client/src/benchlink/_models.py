@@ -220,9 +220,10 @@ class Run:
         """Queue metric points (sent in the background, in batches; flushed on exit)."""
         self._client.metrics_logger.log(self.id, values, step, unit=unit, timestamp=timestamp)
 
-    def flush(self, timeout: float | None = 30.0) -> None:
-        """Wait until every logged point has been sent (or queued offline)."""
-        self._client.metrics_logger.flush(timeout)
+    def flush(self) -> None:
+        """Send the logged points now; what the server cannot take stays queued. Raises the
+        first refusal (:class:`APIError`) of a batch since the last flush."""
+        self._client.metrics_logger.flush()
 
 
 class RunSessions:
