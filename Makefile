@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test check fmt demo bench clean
 
-$(STAMP): pyproject.toml
+# The Python client (client/, importable as benchlink) is its own distribution; installed
+# editable with every extra so the tests and the tutorial use it as users do.
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e './client[all]'
 	touch $(STAMP)
 
 install: $(STAMP)
