@@ -35,7 +35,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 ID = pa.dictionary(pa.int32(), pa.string())
 #: Rows fetched from the database per batch: ~450 bytes each as Python objects while they
 #: are turned into columns, so a page is ~10 MB of the API's memory at most.
-PAGE_ROWS = 20_000
+PAGE_ROWS = 10_000
 #: PostgreSQL's binary timestamptz is microseconds since 2000-01-01 UTC.
 PG_EPOCH_US = 946_684_800_000_000
 
