@@ -250,10 +250,14 @@ def test_a_viewer_of_another_project_gets_404(api: Api) -> None:
     ids = api.stack(owner)
     assert api.ingest(ids, _readings(T0, [1.0])).status_code == 202
     stranger = api.project("elsewhere").headers("viewer")
+    mine = owner.headers("viewer")
     for fmt in ("parquet", "arrow", "csv"):
         for key in ("run_id", "capture_session_id", "sensor_id"):
-            r = api.get(EXPORT, params={"format": fmt, key: ids[key]}, headers=stranger)
-            assert_problem(r, 404)
+            params = {"format": fmt, key: ids[key]}
+            assert api.get(EXPORT, params=params, headers=mine).status_code == 200
+            assert_problem(api.get(EXPORT, params=params, headers=stranger), 404)
+        path = f"/api/v1/runs/{ids['run_id']}/metrics/export"
+        assert api.get(path, params={"format": fmt}, headers=mine).status_code == 200
         r = api.get(f"/api/v1/runs/{ids['run_id']}/metrics/export", params={"format": fmt},
                     headers=stranger)  # fmt: skip
         assert_problem(r, 404)
