@@ -1,11 +1,14 @@
-"""CSV export: one session of a million readings through ``GET /telemetry/export.csv``, against
+"""Exports. CSV: one session of a million readings through ``GET /telemetry/export.csv``, against
 PostgreSQL's own ``COPY (SELECT ...) TO STDOUT (FORMAT CSV)`` of the same rows; and how much
 the API's memory grows while it streams them (it must stay flat: the export streams from a
-server-side cursor)."""
+server-side cursor). Parquet and Arrow: a run of ten million readings, against reading the
+same rows with psycopg's binary server-side cursor."""
 
 from __future__ import annotations
 
+import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +17,8 @@ import psycopg
 
 from bench.harness import Cloud, Row, Sizes, libpq, pg_database
 from bench.ingest import store_readings
+from bench.store import Target
+from bench.store import store_readings as store
 from tests.support.cloud import Bench, bootstrap
 
 #: The API's RSS may grow by less than this during an export of any size.
@@ -84,3 +89,113 @@ def export(sizes: Sizes, logs: Path) -> Row:
                 "copy_bytes": ceiling_size,
             },
         )
+
+
+# --- Parquet and Arrow ------------------------------------------------------------------------
+
+#: The API's RSS may grow by less than this during a Parquet or Arrow export of any size.
+MAX_COLUMNAR_GROWTH_MB = 100
+#: The export's rate against the raw cursor's: at least this.
+MIN_COLUMNAR_RATIO = 0.5
+#: 10 kHz: one sensor's readings, as a fast thermocouple logger sends them.
+STEP_US = 100
+
+
+def cursor_read(url: str, run_id: str) -> tuple[float, int]:
+    """Seconds and rows for the fastest plain client read of the export's rows: psycopg's
+    binary server-side cursor, the export's own columns and order, nothing done with them."""
+    rows = 0
+    with psycopg.connect(libpq(url)) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        with conn.cursor(name="ceiling", binary=True) as cur:
+            started = time.perf_counter()
+            cur.execute(
+                "SELECT ts, sensor_id, run_id, capture_session_id, raw_value, value,"
+                " profile_version, late FROM telemetry_readings WHERE run_id = %s"
+                " ORDER BY ts, id",
+                (run_id,),
+            )
+            while page := cur.fetchmany(10_000):
+                rows += len(page)
+            return time.perf_counter() - started, rows
+
+
+def _download(c: httpx.Client, cloud: Cloud, fmt: str, run_id: str) -> dict[str, float]:
+    """One export read to the end: seconds, bytes and the API's RSS growth."""
+    assert cloud.rss is not None
+    cloud.rss.reset()
+    before = cloud.rss.mb
+    size = 0
+    started = time.perf_counter()
+    with c.stream("GET", "/api/v1/telemetry/export", params={"format": fmt, "run_id": run_id}) as r:
+        r.raise_for_status()
+        for chunk in r.iter_bytes():
+            size += len(chunk)
+    elapsed = time.perf_counter() - started
+    peak = cloud.rss.mb
+    return {"seconds": elapsed, "bytes": size, "growth": peak - before, "peak": peak}
+
+
+def columnar(sizes: Sizes, logs: Path) -> list[Row]:
+    """Parquet and Arrow exports of one run, between two reads of the same rows by a raw
+    cursor (the ceiling: the faster of the two, so a slow moment of the machine does not
+    flatter the ratio)."""
+    n = sizes.export_columnar_readings
+    with (
+        pg_database() as url,
+        Cloud(url, sizes.cloud_workers, logs / "cloud-columnar.log") as cloud,
+    ):
+        bench = bootstrap(cloud.url)
+        target = Target(*(uuid.UUID(x) for x in (bench.project_id, bench.sensor_id,
+                          bench.run_id, bench.capture_session_id)))  # fmt: skip
+        start_us = (time.time_ns() // 1000 - 3 * 3_600_000_000) // STEP_US * STEP_US
+        t0 = time.perf_counter()
+        store(url, [target], start_us, STEP_US, range(n), lambda i: 20 + (i % 1000) / 100)
+        print(f"   stored {n:,} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        with psycopg.connect(libpq(url), autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE telemetry_readings")
+        ceilings = [cursor_read(url, bench.run_id)]
+        got: dict[str, dict[str, float]] = {}
+        with bench.client() as c:
+            c.base_url = httpx.URL(cloud.url)
+            c.timeout = httpx.Timeout(1800)
+            for fmt in ("parquet", "arrow"):
+                small = {
+                    "format": fmt,
+                    "sensor_id": bench.sensor_id,
+                    "until": "2000-01-01T00:00:00Z",
+                }
+                for _ in range(2 * sizes.cloud_workers):  # warm every worker's route
+                    c.get("/api/v1/telemetry/export", params=small).raise_for_status()
+                got[fmt] = _download(c, cloud, fmt, bench.run_id)
+        ceilings.append(cursor_read(url, bench.run_id))
+    assert all(rows == n for _, rows in ceilings), ceilings
+    best = min(s for s, _ in ceilings)
+    return [_columnar_row(fmt, n, m, best, ceilings) for fmt, m in got.items()]
+
+
+def _columnar_row(
+    fmt: str, n: int, m: dict[str, float], best: float, ceilings: list[tuple[float, int]]
+) -> Row:
+    rate = n / m["seconds"]
+    ratio = rate / (n / best)
+    mb_s = m["bytes"] / m["seconds"] / 1e6
+    return Row(
+        name=f"export_{fmt}",
+        what=f"{fmt} export ({n:,} readings), readings/s; {mb_s:,.1f} MB/s;"
+        f" API RSS {m['growth']:+.0f} MB",
+        figure=rate,
+        unit="readings/s",
+        ceiling=n / best,
+        ceiling_what="psycopg binary server-side cursor, same rows",
+        target=f">= {MIN_COLUMNAR_RATIO:.0%} of ceiling, RSS growth < {MAX_COLUMNAR_GROWTH_MB} MB",
+        passed=ratio >= MIN_COLUMNAR_RATIO and m["growth"] < MAX_COLUMNAR_GROWTH_MB,
+        rss_mb={"cloud": m["peak"]},
+        extra={
+            "mb_per_s": round(mb_s, 1),
+            "bytes": int(m["bytes"]),
+            "seconds": round(m["seconds"], 2),
+            "rss_growth_mb": round(m["growth"], 1),
+            "ceiling_seconds": [round(s, 2) for s, _ in ceilings],
+        },
+    )

@@ -48,6 +48,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     "live_latency": (("live_latency",), lambda s, logs, peers, done: [live.latency(s, logs)]),
     "chart_query": (("chart_query",), lambda s, logs, peers, done: [query.chart(s, logs)]),
     "export": (("export",), lambda s, logs, peers, done: [export.export(s, logs)]),
+    "export_columnar": (
+        ("export_parquet", "export_arrow"),
+        lambda s, logs, peers, done: export.columnar(s, logs),
+    ),
     "chart_filters": (
         tuple(
             [

@@ -3,11 +3,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import StreamingResponse
 
+from cloud.db import models
 from cloud.deps import DbSession, Editor, Viewer
 from cloud.schemas import MetricsAccepted, MetricSeries, MetricsIn, MetricSummary
-from cloud.services import metrics
+from cloud.services import columnar, metrics, metrics_export
+from cloud.services.scope import get_in_project
 
 router = APIRouter(prefix="/api/v1/runs/{run_id}/metrics", tags=["metrics"])
 
@@ -38,6 +41,36 @@ def get_metrics(
         return MetricSeries(run_id=run_id, name=name, points=down, downsampled=dropped)
     pts, nxt = metrics.points(db, caller, run_id, name, limit, cursor)
     return MetricSeries(run_id=run_id, name=name, points=pts, next_cursor=nxt)
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "the points, streamed: CSV, Parquet or an Arrow IPC stream",
+            "content": {k.media_type.split(";")[0]: {} for k in columnar.FORMATS.values()},
+        },
+        404: {"description": "the run is not in the project"},
+        422: {"description": "a format that is not csv, parquet or arrow"},
+    },
+)
+def export_metrics(
+    request: Request,
+    run_id: uuid.UUID,
+    db: DbSession,
+    caller: Viewer,
+    format: columnar.ExportFormat = "csv",
+    name: Annotated[str | None, Query(max_length=200)] = None,
+) -> StreamingResponse:
+    """The run's points (or one metric's) in the list's order, streamed in constant memory
+    whatever their number, as ``csv``, ``parquet`` or ``arrow``; the Parquet and Arrow
+    schema metadata ``benchlink`` holds the run (params, tags) and its experiment."""
+    get_in_project(db, models.Run, run_id, caller.project_id)
+    state = request.app.state
+    return metrics_export.response(
+        state.read_sessionmaker, run_id, name, format, state.settings.export_stall_timeout_s
+    )
 
 
 @router.get("/summary")

@@ -5,7 +5,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +19,7 @@ from cloud.db.uow import after_commit, transaction
 from cloud.deps import DbSession, Principal, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
 from cloud.schemas import TelemetryPage, TelemetrySeries
-from cloud.services import telemetry, telemetry_export, telemetry_query
+from cloud.services import columnar, telemetry, telemetry_export, telemetry_query
 from cloud.services.scope import get_in_project
 from cloud.services.sensors import bearer_token
 from cloud.services.telemetry_batch import IncomingBatch, decode_fast
@@ -195,7 +195,48 @@ def telemetry_series(
     return Response(telemetry_query.encode_series(series), media_type="application/json")
 
 
-@router.get("/export.csv", response_class=StreamingResponse)
+#: The export's download in each format, for the OpenAPI document.
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the readings, streamed: CSV, Parquet or an Arrow IPC stream",
+        "content": {k.media_type.split(";")[0]: {} for k in columnar.FORMATS.values()},
+    },
+    404: {"description": "the run, sensor or capture session is not in the project"},
+    422: {"description": "no filter, or a format that is not csv, parquet or arrow"},
+}
+
+
+@router.get("/export", response_class=StreamingResponse, responses=EXPORT_RESPONSES)
+def export(
+    request: Request,
+    db: DbSession,
+    caller: Viewer,
+    format: columnar.ExportFormat = "csv",
+    run_id: uuid.UUID | None = None,
+    sensor_id: uuid.UUID | None = None,
+    capture_session_id: uuid.UUID | None = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
+) -> StreamingResponse:
+    """Readings in time order, streamed in constant memory whatever their number: by run,
+    capture session or sensor and time range [since, until), as ``csv`` (for spreadsheets:
+    text cells a spreadsheet would take for a formula start with a single quote),
+    ``parquet`` or ``arrow`` (an Arrow IPC stream). Parquet and Arrow files describe
+    themselves: their schema metadata ``benchlink`` holds the experiments, runs (params,
+    tags), capture sessions and sensors (units, conversion profiles) of the readings."""
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
+    # Each reading's units are those of its own profile version: an export of a run mixes
+    # sensors, and a sensor's units can change from one version to the next.
+    unit_of = (
+        telemetry_query.profile_units(db, caller.project_id, sensor_id) if format == "csv" else {}
+    )
+    state = request.app.state
+    return telemetry_export.response(
+        state.read_sessionmaker, f, format, unit_of, state.settings.export_stall_timeout_s
+    )
+
+
+@router.get("/export.csv", response_class=StreamingResponse, responses=EXPORT_RESPONSES)
 def export_csv(
     request: Request,
     db: DbSession,
@@ -206,13 +247,5 @@ def export_csv(
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
 ) -> StreamingResponse:
-    """Readings as CSV in time order, streamed (any size, in constant memory). Text cells a
-    spreadsheet would take for a formula start with a single quote."""
-    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
-    # Each reading's units are those of its own profile version: an export of a run mixes
-    # sensors, and a sensor's units can change from one version to the next.
-    unit_of = telemetry_query.profile_units(db, caller.project_id, sensor_id)
-    state = request.app.state
-    return telemetry_export.csv_response(
-        state.read_sessionmaker, f, unit_of, state.settings.export_stall_timeout_s
-    )
+    """``GET /export?format=csv``, at its earlier address."""
+    return export(request, db, caller, "csv", run_id, sensor_id, capture_session_id, since, until)

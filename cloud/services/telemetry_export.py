@@ -1,4 +1,5 @@
-"""CSV export of readings, streamed from a server-side cursor in constant memory.
+"""Exports of readings, streamed from a server-side cursor in constant memory: CSV here, Parquet
+and Arrow in :mod:`cloud.services.telemetry_columns`.
 
 The export holds its own read transaction for as long as the response streams (the request's
 transaction ends when the route returns) and gives its connection back when the stream ends,
@@ -10,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import anyio
@@ -19,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.services import columnar, telemetry_columns, telemetry_description
 from cloud.services.telemetry_query import ReadingFilter
 
 T = models.TelemetryReading
@@ -74,24 +77,35 @@ def csv_rows(rows: Iterable[Any], unit_of: Units) -> Iterable[list[str]]:
         ]
 
 
+@contextmanager
+def read_snapshot(sessions: sessionmaker[Session], stall_timeout_s: float) -> Iterator[Session]:
+    """A read-only transaction of its own for one export, on one snapshot: what describes
+    the export (its runs, sensors, units) and its rows are read as of the same moment.
+
+    A client that stops reading stops the export's cursor too; after ``stall_timeout_s`` of
+    that PostgreSQL ends the transaction (idle_in_transaction_session_timeout), so that no
+    reader holds a snapshot, and vacuum back, for as long as it likes. SQLite's read
+    transaction is a snapshot of the WAL from its first read."""
+    with sessions() as db:  # closing it rolls the read-only transaction back
+        if db.get_bind().dialect.name == "postgresql":
+            db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            ms = str(max(1, int(stall_timeout_s * 1000)))  # is_local: for this transaction
+            db.execute(select(func.set_config("idle_in_transaction_session_timeout", ms, True)))
+        yield db
+
+
 def csv_chunks(
     sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units, stall_timeout_s: float
 ) -> Generator[bytes]:
     """The export as bytes, a chunk per :data:`ROWS_PER_CHUNK` readings.
 
     ``stream_results`` makes psycopg use a server-side cursor on PostgreSQL and SQLite step
-    through its cursor, so that only one chunk of rows is in memory at a time. A client that
-    stops reading stops the cursor too; after ``stall_timeout_s`` of that PostgreSQL ends the
-    transaction (idle_in_transaction_session_timeout), so that no reader holds a snapshot,
-    and vacuum back, for as long as it likes."""
+    through its cursor, so that only one chunk of rows is in memory at a time."""
     conds = f.where()
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(HEADER)
-    with sessions() as db, db.begin():
-        if db.get_bind().dialect.name == "postgresql":
-            ms = str(max(1, int(stall_timeout_s * 1000)))  # is_local: for this transaction
-            db.execute(select(func.set_config("idle_in_transaction_session_timeout", ms, True)))
+    with read_snapshot(sessions, stall_timeout_s) as db:
         result = db.execute(
             select(
                 T.ts,
@@ -117,6 +131,22 @@ def csv_chunks(
         yield tail.encode()
 
 
+def filename(f: ReadingFilter, what: str, extension: str) -> str:
+    """``telemetry-run-<id>.parquet``: what was exported, by the narrowest id given."""
+    for label, ident in (
+        ("session", f.capture_session_id),
+        ("run", f.run_id),
+        ("sensor", f.sensor_id),
+    ):
+        if ident is not None:
+            return f"{what}-{label}-{ident}.{extension}"
+    return f"{what}.{extension}"
+
+
+def attachment(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
 class ClosingStreamingResponse(StreamingResponse):
     """Streams a generator (each step in a worker thread) and closes it however the response
     ends, so that a client that disconnects does not leave its transaction open until the
@@ -137,12 +167,36 @@ class ClosingStreamingResponse(StreamingResponse):
                 await anyio.to_thread.run_sync(self._chunks.close)
 
 
-def csv_response(
-    sessions: sessionmaker[Session], f: ReadingFilter, unit_of: Units, stall_timeout_s: float
+def columnar_chunks(
+    sessions: sessionmaker[Session],
+    f: ReadingFilter,
+    fmt: columnar.ExportFormat,
+    stall_timeout_s: float,
+) -> Generator[bytes]:
+    """The export as Parquet or Arrow: the description first (from the same snapshot as the
+    rows), then the rows a batch at a time."""
+    with read_snapshot(sessions, stall_timeout_s) as db:
+        d = telemetry_description.describe(db, f)
+        with closing(telemetry_columns.batches(db, f, d)) as batches:
+            yield from columnar.chunks(fmt, telemetry_columns.schema(d), batches)
+
+
+def response(
+    sessions: sessionmaker[Session],
+    f: ReadingFilter,
+    fmt: columnar.ExportFormat,
+    unit_of: Units,
+    stall_timeout_s: float,
 ) -> StreamingResponse:
+    """The export of ``f`` as a streamed download in ``fmt``."""
     f.where()  # a bad filter is refused before the response starts
+    if fmt == "csv":
+        chunks = csv_chunks(sessions, f, unit_of, stall_timeout_s)
+    else:
+        chunks = columnar_chunks(sessions, f, fmt, stall_timeout_s)
+    kind = columnar.FORMATS[fmt]
     return ClosingStreamingResponse(
-        csv_chunks(sessions, f, unit_of, stall_timeout_s),
-        media_type="text/csv",
-        headers={"Content-Disposition": 'attachment; filename="telemetry.csv"'},
+        chunks,
+        media_type=kind.media_type,
+        headers=attachment(filename(f, "telemetry", kind.extension)),
     )

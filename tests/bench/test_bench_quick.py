@@ -27,6 +27,8 @@ ROWS = {
     "live_latency": False,
     "chart_query": True,
     "export": True,
+    "export_parquet": True,
+    "export_arrow": True,
     **{
         f"chart_{f}_{size}": False
         for f in ("sensor", "sensor_session", "sensor_run")

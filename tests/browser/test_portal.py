@@ -300,3 +300,43 @@ def test_each_chart_is_drawn_as_soon_as_its_history_arrives(
     listed = [s["id"] for s in demo.c.get("/api/v1/sensors", headers=demo.h).json()["items"]]
     assert order == [s for s in listed if s in (demo.sensor, second)]
     assert errors == []
+
+
+def test_a_run_is_exported_from_its_page(
+    portal_server: CloudServer, browser: Browser, tmp_path: Path
+) -> None:
+    """The run page's Export button downloads the run's readings in the chosen format, and
+    counts the bytes as they arrive."""
+    import pyarrow.parquet as pq
+
+    demo = Demo(portal_server.url)
+    session = demo.session(1)
+    demo.ingest(session, 0, 50, ago_s=10)
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(portal_server.url + "/")
+    _set_identity(page, demo)
+    page.goto(f"{portal_server.url}/runs/{demo.run}")
+    page.locator("#export-format").select_option("parquet")
+    with page.expect_download() as info:
+        page.locator("#export-run").click()
+    download = info.value
+    assert download.suggested_filename == f"telemetry-run-{demo.run}.parquet"
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    progress = page.locator("#export-progress")
+    expect(progress).to_have_attribute("data-done", "true")
+    size = path.stat().st_size
+    expect(progress).to_contain_text(f"{size / 1024:.1f} kB")
+    table = pq.read_table(path)
+    assert table.num_rows == 50
+    listed = demo.c.get(
+        "/api/v1/telemetry", headers=demo.h, params={"run_id": demo.run, "limit": 100}
+    ).json()["items"]
+    assert table.column("value").to_pylist() == [r["value"] for r in listed]
+    assert b"ramp-80C" in table.schema.metadata[b"benchlink"]
+
+    page.locator("#export-format").select_option("csv")
+    with page.expect_download() as info:
+        page.locator("#export-run").click()
+    assert info.value.suggested_filename == f"telemetry-run-{demo.run}.csv"

@@ -103,6 +103,8 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/telemetry", "viewer", query="?run_id={run}"),
     Endpoint("GET", "/api/v1/telemetry/series", "viewer", query="?sensor_id={sensor}"),
     Endpoint("GET", "/api/v1/telemetry/export.csv", "viewer", query="?run_id={run}"),
+    Endpoint("GET", "/api/v1/telemetry/export", "viewer", query="?format=parquet&run_id={run}"),
+    Endpoint("GET", "/api/v1/runs/{run}/metrics/export", "viewer", query="?format=arrow"),
     Endpoint("GET", "/api/v1/events", "viewer"),
 ]
 ADDRESSED = [e for e in ENDPOINTS if "{" in e.path]
@@ -158,7 +160,7 @@ def test_every_endpoint_by_every_role(api: Api) -> None:
                 assert r.status_code in (200, 201, 202), (role, e.method, e.path, r.text)
                 if e.method != "GET":
                     assert _journal_size(api, owner) > before, f"{e.method} {e.path} unjournaled"
-            if e.method == "GET" and r.status_code == 200 and "csv" not in e.path:
+            if e.method == "GET" and r.status_code == 200 and "export" not in e.path:
                 assert r.json() is not None
 
 
@@ -184,6 +186,7 @@ def test_no_endpoint_reaches_into_another_project(api: Api) -> None:
         "/api/v1/telemetry?sensor_id={sensor}",
         "/api/v1/telemetry?capture_session_id={session}",
         "/api/v1/telemetry/export.csv?run_id={run}",
+        "/api/v1/telemetry/export?format=parquet&capture_session_id={session}",
         "/api/v1/events?run_id={run}",
         "/api/v1/events?experiment_id={experiment}",
         "/api/v1/capture-sessions?run_id={run}",

@@ -259,6 +259,69 @@ async function viewExperiment(view, id) {
   );
 }
 
+// --- export ------------------------------------------------------------------------------
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+// The run's readings as a file. Fetched rather than linked, so that the identity headers go
+// with it; the export streams (its length is unknown until it ends), so progress is the
+// bytes received so far.
+function exportControl(run) {
+  const format = h("select", { id: "export-format", "aria-label": "export format" },
+    h("option", { value: "parquet" }, "Parquet"), h("option", { value: "arrow" }, "Arrow"),
+    h("option", { value: "csv" }, "CSV"));
+  const progress = h("span", { class: "muted", id: "export-progress", role: "status" });
+  const button = h("button", { class: "secondary", id: "export-run" }, "Export");
+  button.onclick = async () => {
+    button.disabled = true;
+    progress.textContent = "starting…";
+    try {
+      const name = await download(`/api/v1/telemetry/export?format=${format.value}&run_id=${run.id}`,
+        (n) => { progress.textContent = `${fmtBytes(n)} received`; });
+      progress.textContent = `${name} · ${progress.textContent.replace(" received", "")}`;
+      progress.dataset.done = "true";
+    } catch (err) {
+      progress.textContent = `export failed: ${err.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  };
+  return h("div", { class: "export", id: "export" }, format, button, progress);
+}
+
+async function download(path, onBytes) {
+  delete $("#export-progress").dataset.done;
+  const r = await fetch(new URL(path, location.origin), { headers: identityHeaders() });
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch { /* not JSON */ }
+    throw new ApiError(r.status, detail);
+  }
+  const reader = r.body.getReader();
+  const parts = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    received += value.length;
+    onBytes(received);
+  }
+  const found = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+  const name = found ? found[1] : "export";
+  const url = URL.createObjectURL(new Blob(parts, { type: r.headers.get("Content-Type") || "" }));
+  const a = h("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return name;
+}
+
 // --- run page ----------------------------------------------------------------------------
 
 async function viewRun(view, runId) {
@@ -292,6 +355,7 @@ async function viewRun(view, runId) {
       h("div", {}, h("h1", {}, run.name || `Run ${short(run.id)}`, " ", h("span", { id: "run-status" }, badge(run.status))),
         h("div", {}, Object.entries(run.params || {}).map(([k, v]) => h("span", { class: "chip kv" }, `${k}=${JSON.stringify(v)}`))),
         h("div", { class: "muted" }, `started ${fmtTime(run.started_at)}`, run.ended_at ? ` · ended ${fmtTime(run.ended_at)}` : "")),
+      exportControl(run),
     ),
     h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions")), sessionBar),
     h("div", { class: "grid" },
