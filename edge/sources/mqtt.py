@@ -69,6 +69,7 @@ from edge.backoff import Backoff
 from edge.buffer import (
     BufferFull,
     DeadLetter,
+    Delivery,
     NewReading,
     Write,
     WriteResult,
@@ -435,8 +436,8 @@ class MqttSource:
         raises: whatever goes wrong with one message is that message's dead letter."""
         payload = message.payload
         topic = message.topic
-        inbox = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
-        base = Write(inbox=inbox, redelivered=message.dup, conn=conn, source="mqtt")
+        key = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
+        base = Write(source="mqtt", delivery=Delivery(key, conn, redelivered=message.dup))
         sensor_id: str | None = None
         try:
             sensor_id = self.sensor_for(topic)
@@ -629,10 +630,7 @@ class MqttSource:
                     messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
                     writes = self.arrivals(messages, conn)
                     if not fresh_seen:
-                        for write in writes:
-                            if not write.redelivered:
-                                write.fresh = fresh_seen = True
-                                break
+                        fresh_seen = _mark_fresh(writes)
                     await self._intake.wait()  # closed while the buffer is full
                     self._unacked += len(messages)
                     acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
@@ -674,8 +672,8 @@ class MqttSource:
             self._committed.inc(committed)
         client.ack_all(messages)
         for write in writes:
-            if write.inbox is not None:
-                self.writer.note_acked(write.inbox)
+            if write.delivery is not None and write.delivery.key is not None:
+                self.writer.note_acked(write.delivery.key)
         self.acked += len(messages)
         self._unacked -= len(messages)
         self._room.set()
@@ -722,6 +720,16 @@ class MqttSource:
                     self._sort_out(client, ms, ws, results, held)
         finally:
             self._intake.set()
+
+
+def _mark_fresh(writes: Sequence[Write]) -> bool:
+    """Flag the first write not redelivered as its connection's first fresh one (see
+    :mod:`edge.buffer.inbox`); whether there was one."""
+    for write in writes:
+        if write.delivery is not None and not write.delivery.redelivered:
+            write.delivery.fresh = True
+            return True
+    return False
 
 
 def start(sensors: Sequence[MqttSensor], ctx: SourceContext) -> dict[str, Source]:
