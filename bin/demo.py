@@ -300,7 +300,7 @@ def forget_mqtt_session(url: str, client_id: str, timeout: float = 10.0) -> None
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     connected = threading.Event()
     client.on_connect = lambda *_: connected.set()
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
     client.connect(
         parts.hostname or "127.0.0.1", parts.port or 1883, clean_start=True, properties=props
