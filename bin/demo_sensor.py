@@ -46,6 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+from demo_seed import add_owner_options
 
 from common.cli import add_version, plain
 from common.wire import MAX_READINGS_PER_BATCH, TELEMETRY_PATH
@@ -365,16 +366,10 @@ def parser() -> argparse.ArgumentParser:
         default="stream",
         help="real time, or already-captured data in large batches (stream)",
     )
-    p.add_argument(
-        "--owner-user-id",
+    add_owner_options(
+        p,
         default=os.environ.get("OWNER"),
         help="batch: who reads the session's start (default: $OWNER, else --owner-file)",
-    )
-    p.add_argument(
-        "--owner-file",
-        type=Path,
-        default=REPO / "var" / "demo_owner",
-        help="batch: the owner's id as bin/demo_seed.py saved it (default: var/demo_owner)",
     )
     p.add_argument(
         "--project-id",
