@@ -94,7 +94,13 @@ class Daemon:
                 cwd=REPO,
                 stdout=out,
                 stderr=out,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "NOTIFY_SOCKET": str(address)},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "NOTIFY_SOCKET": str(address),
+                    # as the unit (edge/benchlink-edge.service) runs it: its RSS is measured
+                    "MALLOC_ARENA_MAX": "2",
+                },
             )
         self.rss = PeakRss(self.proc.pid)
 

@@ -48,7 +48,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
-from demo_seed import PROJECT_NAME, Api, ApiError, Seed, resolve_owner, seed, tokens_beside
+from demo_seed import (
+    PROJECT_NAME,
+    Api,
+    ApiError,
+    Seed,
+    add_owner_options,
+    resolve_owner,
+    seed,
+    tokens_beside,
+)
 from demo_sensor import Signal, TelemetryClient, run_stream
 
 from common.cli import add_version, plain
@@ -300,7 +309,7 @@ def forget_mqtt_session(url: str, client_id: str, timeout: float = 10.0) -> None
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     connected = threading.Event()
     client.on_connect = lambda *_: connected.set()
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
     client.connect(
         parts.hostname or "127.0.0.1", parts.port or 1883, clean_start=True, properties=props
@@ -688,13 +697,7 @@ def parser() -> argparse.ArgumentParser:
         default=REPO / "var" / "demo",
         help="edge config, buffer and logs (default: var/demo)",
     )
-    p.add_argument("--owner-user-id", default=None, help="the demo project's owner (a UUID)")
-    p.add_argument(
-        "--owner-file",
-        type=Path,
-        default=REPO / "var" / "demo_owner",
-        help="where the owner's id is kept between runs (default: var/demo_owner)",
-    )
+    add_owner_options(p, default=None, help="the demo project's owner (a UUID)")
     p.add_argument(
         "--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker to try (%(default)s)"
     )

@@ -359,6 +359,22 @@ def resolve_owner(explicit: str | None, owner_file: Path) -> str:
     return owner
 
 
+#: where the demo scripts keep the owner's id between runs
+OWNER_FILE = REPO / "var" / "demo_owner"
+
+
+def add_owner_options(p: argparse.ArgumentParser, *, default: str | None, help: str) -> None:
+    """``--owner-user-id`` and ``--owner-file``, as every demo script that reads as the owner
+    takes them."""
+    p.add_argument("--owner-user-id", default=default, help=help)
+    p.add_argument(
+        "--owner-file",
+        type=Path,
+        default=OWNER_FILE,
+        help="the owner's id as bin/demo_seed.py keeps it between runs (default: var/demo_owner)",
+    )
+
+
 def tokens_beside(owner_file: Path) -> Path:
     return owner_file.parent / "demo_tokens.json"
 
@@ -415,16 +431,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_version(p)
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="default: $BASE or %(default)s")
-    p.add_argument(
-        "--owner-user-id",
+    add_owner_options(
+        p,
         default=None,
         help="the demo project's owner (default: $BENCHLINK_DEMO_OWNER, else --owner-file)",
-    )
-    p.add_argument(
-        "--owner-file",
-        type=Path,
-        default=REPO / "var" / "demo_owner",
-        help="where the owner's id is kept between runs (default: var/demo_owner)",
     )
     p.add_argument(
         "--tokens-file",

@@ -46,9 +46,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+from demo_seed import add_owner_options
 
 from common.cli import add_version, plain
 from common.wire import MAX_READINGS_PER_BATCH, TELEMETRY_PATH
+from edge.backoff import Backoff, parse_retry_after
 from hardware.thermocouple import emf_mv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,14 +175,6 @@ def _problem_detail(response: httpx.Response) -> str:
     return str(body.get("detail") or body) if isinstance(body, dict) else str(body)
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
 @dataclass
 class TelemetryClient:
     """Posts batches for one sensor / run / capture session, retrying what is worth retrying."""
@@ -217,6 +211,7 @@ class TelemetryClient:
             "Idempotency-Key": key,
         }
         url = self.base_url.rstrip("/") + TELEMETRY_PATH
+        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
         for attempt in range(self.max_retries + 1):
             response: httpx.Response | None = None
             try:
@@ -232,15 +227,14 @@ class TelemetryClient:
             if attempt == self.max_retries:
                 raise RuntimeError(f"gave up after {attempt + 1} attempts: {error}")
             self.stats.retries += 1
-            time.sleep(self._delay(attempt, response))
+            time.sleep(self._delay(backoff, response))
         raise AssertionError("unreachable")
 
-    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        hinted = _retry_after(response)
+    def _delay(self, backoff: Backoff, response: httpx.Response | None) -> float:
+        hinted = parse_retry_after(response.headers.get("retry-after") if response else None)
         if hinted is not None:
             return min(hinted, self.backoff_max_s)
-        cap = min(self.backoff_max_s, self.backoff_initial_s * 2**attempt)
-        return random.uniform(cap / 2, cap)  # jitter, so retrying senders do not march in step
+        return backoff.next()
 
     def _count(self, response: httpx.Response, n: int) -> dict[str, Any]:
         body: dict[str, Any] = response.json()
@@ -372,16 +366,10 @@ def parser() -> argparse.ArgumentParser:
         default="stream",
         help="real time, or already-captured data in large batches (stream)",
     )
-    p.add_argument(
-        "--owner-user-id",
+    add_owner_options(
+        p,
         default=os.environ.get("OWNER"),
         help="batch: who reads the session's start (default: $OWNER, else --owner-file)",
-    )
-    p.add_argument(
-        "--owner-file",
-        type=Path,
-        default=REPO / "var" / "demo_owner",
-        help="batch: the owner's id as bin/demo_seed.py saved it (default: var/demo_owner)",
     )
     p.add_argument(
         "--project-id",

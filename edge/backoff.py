@@ -8,10 +8,13 @@ from email.utils import parsedate_to_datetime
 
 
 class Backoff:
-    """Full jitter: the n-th delay is uniform in [initial/2, min(cap, initial * 2**n)].
+    """Capped exponential backoff, jittered above a floor: the n-th delay (from 0) is uniform
+    in [min(initial/2, high), high] with high = min(cap, initial * 2**n).
 
-    The floor keeps a burst of failures from retrying in a tight loop; the jitter keeps many
-    benches that lost the cloud at the same moment from coming back in lockstep."""
+    Not AWS's "full jitter" (uniform in [0, high]): the floor keeps a burst of failures from
+    retrying in a tight loop; the jitter keeps many benches that lost the cloud at the same
+    moment from coming back in lockstep. The one backoff of the edge's sources, its sync
+    loops and the demo's sensor."""
 
     def __init__(self, initial: float, cap: float, rng: random.Random | None = None) -> None:
         self.initial, self.cap = initial, cap

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import logging
 import os
@@ -45,29 +44,8 @@ def _buffer(cfg: EdgeConfig) -> Buffer:
     return open_buffer(cfg)
 
 
-def _few_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread that allocates its own malloc arena and rarely returns their
-    memory: with the buffer's commit thread, the gauge reader and the resolver threads, a
-    200,000-message MQTT backlog grew the daemon to 118 MB RSS; with two arenas it stays
-    near 72 MB (the edge's target is < 80 MB). Same as ``MALLOC_ARENA_MAX=2``; a no-op off
-    glibc. Must run before the threads start."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        pass
-
-
-#: glibc's mallopt parameter for the arena limit
-M_ARENA_MAX = -8
-
-
 def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     from edge.daemon import Daemon
-
-    _few_malloc_arenas()
 
     async def main() -> None:
         await Daemon(cfg, config_path=Path(args.config)).run()

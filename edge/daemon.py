@@ -234,19 +234,34 @@ class Daemon:
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     async def run(self) -> None:
+        """Start, run until :meth:`stop` (SIGTERM, SIGINT), stop in order (see the module)."""
         self.state = "starting"
         self._warn_exposed(self.cfg)
         try:
-            await self.buffer.call(self.register_sensors)
-            self.edge_id = await self.buffer.call(self.buffer.edge_id)
-            if self.cfg.metrics.enabled:
-                self._serve_metrics()
+            await self._prepare()
         except BaseException:
-            self.state = "stopped"
-            self.reader.close()
-            self.buffer.close()
-            self.lock.release()
+            self._close()
             raise
+        self._handle_signals()
+        try:
+            async with (
+                self._client or CloudClient(self.cfg.cloud) as client,
+                asyncio.TaskGroup() as tg,
+            ):
+                await self._supervise(tg, client)
+        finally:
+            self._close()
+            log.info("stopped")
+        if self.refused is not None:
+            raise self.refused
+
+    async def _prepare(self) -> None:
+        await self.buffer.call(self.register_sensors)
+        self.edge_id = await self.buffer.call(self.buffer.edge_id)
+        if self.cfg.metrics.enabled:
+            self._serve_metrics()
+
+    def _handle_signals(self) -> None:
         loop = asyncio.get_running_loop()
         handlers = [(signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)]
         if self.config_path is not None:
@@ -257,49 +272,40 @@ class Daemon:
             # (NotImplementedError); there the caller stops the daemon with stop().
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, handler)
-        try:
-            async with (
-                self._client or CloudClient(self.cfg.cloud) as client,
-                asyncio.TaskGroup() as tg,
-            ):
-                writer = tg.create_task(self.writer.run(), name="writer")
-                sources = self._start_sources(tg)
-                self.syncs = {
-                    str(s.sensor_id): SensorSync(
-                        str(s.sensor_id), self.buffer, client, self.cfg.sync, self.metrics
-                    )
-                    for s in self.cfg.sensors
-                }
-                syncs = [
-                    tg.create_task(sync.run(), name=f"sync:{sid}")
-                    for sid, sync in self.syncs.items()
-                ]
-                background = [
-                    tg.create_task(self._maintenance(), name="maintenance"),
-                    tg.create_task(self._watchdog(), name="watchdog"),
-                ]
-                self.state = "running"
-                notify("READY=1")
-                log.info("running with %d sensor(s)", len(self.cfg.sensors))
-                await self._stop.wait()
-                self.state = "stopping"
-                notify("STOPPING=1")
-                log.info("stopping: sources first, then the writer flushes its queue")
-                for task in sources:
-                    task.cancel()
-                await asyncio.gather(*sources, return_exceptions=True)
-                await self.writer.close()
-                await writer
-                for task in syncs + background:
-                    task.cancel()
-        finally:
-            self.state = "stopped"
-            self.reader.close()
-            self.buffer.close()
-            self.lock.release()
-            log.info("stopped")
-        if self.refused is not None:
-            raise self.refused
+
+    async def _supervise(self, tg: asyncio.TaskGroup, client: CloudClient) -> None:
+        """Every task of the daemon in ``tg``; return once they are stopped in order."""
+        writer = tg.create_task(self.writer.run(), name="writer")
+        sources = self._start_sources(tg)
+        self.syncs = {
+            str(s.sensor_id): SensorSync(
+                str(s.sensor_id), self.buffer, client, self.cfg.sync, self.metrics
+            )
+            for s in self.cfg.sensors
+        }
+        rest = [tg.create_task(sync.run(), name=f"sync:{sid}") for sid, sync in self.syncs.items()]
+        rest.append(tg.create_task(self._maintenance(), name="maintenance"))
+        rest.append(tg.create_task(self._watchdog(), name="watchdog"))
+        self.state = "running"
+        notify("READY=1")
+        log.info("running with %d sensor(s)", len(self.cfg.sensors))
+        await self._stop.wait()
+        self.state = "stopping"
+        notify("STOPPING=1")
+        log.info("stopping: sources first, then the writer flushes its queue")
+        for task in sources:
+            task.cancel()
+        await asyncio.gather(*sources, return_exceptions=True)
+        await self.writer.close()
+        await writer
+        for task in rest:
+            task.cancel()
+
+    def _close(self) -> None:
+        self.state = "stopped"
+        self.reader.close()
+        self.buffer.close()
+        self.lock.release()
 
     def _start_sources(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """Each kind of source (see :mod:`edge.sources`) starts the sources of its sensors."""

@@ -6,7 +6,7 @@ grows, so throughput scales without one fsync per reading.
 
 A group shares one transaction, so one write that cannot be stored would fail them all: when a
 group commit raises, its writes are committed again one at a time and the one that still fails
-is dead-lettered (with its MQTT inbox row, so the message is acked and never comes back).
+is dead-lettered (with its delivery's inbox row, so the message is acked and never comes back).
 
 When the buffer is full, a refused write *blocks its source*: every later write of that source
 is refused too, until the source re-submits the refused one with ``probe=True`` and it is
@@ -88,11 +88,11 @@ class Writer:
         self.metrics.queue_depth.set(self.queue.qsize())
         return done
 
-    def note_acked(self, inbox: tuple[int, str]) -> None:
+    def note_acked(self, key: tuple[int, str]) -> None:
         """An MQTT message was acknowledged: the next commit forgets its inbox row. Called
         right after the PUBACK, before the broker can reuse the packet id, so the deletion is
         always in a group no later than the one of the next message with that id."""
-        self.acked.append(inbox)
+        self.acked.append(key)
 
     def healthy(self, stall_s: float) -> bool:
         """Running and making progress: not stuck in one commit, not sitting on a queue."""
@@ -220,13 +220,7 @@ class Writer:
         log.error("a write of %d reading(s) dead-lettered: %s", len(write.readings), reason)
         sensor = write.readings[0].sensor_id if write.readings else None
         letter = DeadLetter("write", reason, sensor_id=sensor, payload=_show(write))
-        stand_in = Write(
-            dead=[letter, *write.dead],
-            inbox=write.inbox,
-            conn=write.conn,
-            fresh=write.fresh,
-            source=write.source,
-        )
+        stand_in = Write(dead=[letter, *write.dead], source=write.source, delivery=write.delivery)
         try:
             (result,) = await self.buffer.call(self.buffer.commit, [stand_in], acked)
         except Exception as again:

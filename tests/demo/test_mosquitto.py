@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.demo.conftest import REPO
+from tests.support.mqtt import Publisher
 from tests.support.services import Broker, free_port, unavailable, wait_port
 
 MOSQ = REPO / "mosquitto"
@@ -125,16 +124,10 @@ def broker(tmp_path: Path) -> Iterator[int]:
         yield port
 
 
-def connect(port: int, username: str | None, password: str | None) -> tuple[mqtt.Client, int]:
-    """A connected client, and the CONNACK reason (0 = accepted)."""
-    result: queue.Queue[int] = queue.Queue()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
-    if username:
-        client.username_pw_set(username, password)
-    client.on_connect = lambda c, u, f, rc, p: result.put(rc.value)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client, result.get(timeout=10)
+def login(port: int, username: str | None, password: str | None) -> int:
+    """The CONNACK reason of a login (0 = accepted)."""
+    with Publisher("127.0.0.1", port, username=username, password=password) as client:
+        return client.rc
 
 
 @pytest.fixture
@@ -142,24 +135,22 @@ def edge(broker: int) -> Iterator[queue.Queue[tuple[str, bytes]]]:
     """The edge daemon's login, subscribed to every sensor's readings."""
     got: queue.Queue[tuple[str, bytes]] = queue.Queue()
     subscribed: queue.Queue[object] = queue.Queue()
-    client, rc = connect(broker, "benchlink-edge", "change-me-edge")
-    assert rc == 0
+    edge = Publisher("127.0.0.1", broker, username="benchlink-edge", password="change-me-edge")
+    assert edge.rc == 0
+    client = edge.client
     client.on_message = lambda c, u, m: got.put((m.topic, bytes(m.payload)))
     client.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(codes)
     client.subscribe("benchlink/sensors/+/readings", qos=1)
     codes = subscribed.get(timeout=10)
     assert all(not code.is_failure for code in codes)  # type: ignore[attr-defined]
     yield got
-    client.loop_stop()
-    client.disconnect()
+    edge.close()
 
 
 def publish(port: int, user: str, password: str, topic: str, payload: str) -> None:
-    client, rc = connect(port, user, password)
-    assert rc == 0
-    client.publish(topic, payload, qos=1).wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
+    with Publisher("127.0.0.1", port, username=user, password=password) as client:
+        assert client.rc == 0
+        client.publish(topic, payload)
 
 
 def topic(sensor: str) -> str:
@@ -185,15 +176,13 @@ def test_a_device_cannot_publish_to_another_sensors_topic(
 
 def test_a_device_cannot_read_other_readings(broker: int) -> None:
     got: queue.Queue[bytes] = queue.Queue()
-    spy, rc = connect(broker, DEVICE_B, "secret-b")
-    assert rc == 0
-    spy.on_message = lambda c, u, m: got.put(bytes(m.payload))
-    spy.subscribe("benchlink/sensors/+/readings", qos=1)
-    publish(broker, DEVICE_A, "secret-a", topic(DEVICE_A), "23.0")
-    with pytest.raises(queue.Empty):
-        got.get(timeout=1.5)
-    spy.loop_stop()
-    spy.disconnect()
+    with Publisher("127.0.0.1", broker, username=DEVICE_B, password="secret-b") as spy:
+        assert spy.rc == 0
+        spy.client.on_message = lambda c, u, m: got.put(bytes(m.payload))
+        spy.client.subscribe("benchlink/sensors/+/readings", qos=1)
+        publish(broker, DEVICE_A, "secret-a", topic(DEVICE_A), "23.0")
+        with pytest.raises(queue.Empty):
+            got.get(timeout=1.5)
 
 
 @pytest.mark.parametrize(
@@ -202,8 +191,7 @@ def test_a_device_cannot_read_other_readings(broker: int) -> None:
 def test_anonymous_and_wrong_credentials_are_refused(
     broker: int, user: str | None, password: str | None
 ) -> None:
-    client, rc = connect(broker, user, password)
-    client.loop_stop()
+    rc = login(broker, user, password)
     assert rc != 0  # 5 / 135: not authorized
 
 
@@ -215,7 +203,14 @@ def test_the_edge_login_announces_its_client_id_and_a_second_daemon_is_refused(
     import re
     import subprocess as sp
 
-    from tests.edge.helpers import BIN, EdgeProcess, running, wait_for, write_config
+    from tests.edge.helpers import (
+        BIN,
+        EdgeProcess,
+        running,
+        unbound_sensor,
+        wait_for,
+        write_config,
+    )
 
     def config(name: str) -> Path:
         path = write_config(
@@ -224,15 +219,7 @@ def test_the_edge_login_announces_its_client_id_and_a_second_daemon_is_refused(
             buffer=tmp_path / f"{name}.db",
             mqtt_url=f"mqtt://127.0.0.1:{broker}",
             client_id="bench-acl",
-            sensors=[
-                {
-                    "sensor_id": DEVICE_A,
-                    "token": "t",
-                    "run_id": str(uuid.uuid4()),
-                    "capture_session_id": str(uuid.uuid4()),
-                    "source": "mqtt",
-                }
-            ],
+            sensors=[unbound_sensor(DEVICE_A, "mqtt")],
         )
         text = path.read_text().replace(
             'client_id = "bench-acl"\n',
@@ -283,11 +270,9 @@ def test_the_readmes_password_file_logs_in_through_the_compose_service(tmp_path:
 
     with compose_broker(passwords) as port:
         for user, password in [*typed.items(), (DEVICE_B, "device-b-pw")]:
-            client, rc = connect(port, user, password)
-            client.loop_stop()
+            rc = login(port, user, password)
             assert rc == 0, f"{user} was refused with the password the README set"
-        client, rc = connect(port, "benchlink-edge", "wrong")
-        client.loop_stop()
+        rc = login(port, "benchlink-edge", "wrong")
         assert rc != 0
 
 
@@ -305,8 +290,7 @@ def test_a_file_mixing_hashed_and_plain_lines_works(tmp_path: Path) -> None:
         f.write(f"# a device added by hand\n{DEVICE_A}:plain-a\n")
     with compose_broker(passwords) as port:
         for user, password in (("benchlink-edge", "edge-pw"), (DEVICE_A, "plain-a")):
-            client, rc = connect(port, user, password)
-            client.loop_stop()
+            rc = login(port, user, password)
             assert rc == 0, user
 
 
@@ -317,8 +301,7 @@ def test_the_repos_mosquitto_conf_alone_lets_no_anonymous_client_in() -> None:
     tmp_path = Path(tempfile.mkdtemp(prefix="benchlink-mosq-bare-"))
     try:
         with running_broker(tmp_path, (MOSQ / "mosquitto.conf").read_text()) as port:
-            client, rc = connect(port, None, None)
-            client.loop_stop()
+            rc = login(port, None, None)
             assert rc != 0
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from edge.buffer import Buffer
 from edge.cloud_client import Answer, TransportError
 from tests.support.services import free_port, unavailable, wait_port
 
@@ -204,6 +205,27 @@ def _ok(r: httpx.Response) -> dict[str, Any]:
     assert r.status_code < 300, f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
     data: dict[str, Any] = r.json()
     return data
+
+
+def unbound_sensor(sensor_id: str, source: str, **extra: Any) -> dict[str, Any]:
+    """A ``[[sensors]]`` table for a daemon without a cloud: a run and session of its own."""
+    return {
+        "sensor_id": sensor_id,
+        "token": "t",
+        "run_id": str(uuid.uuid4()),
+        "capture_session_id": str(uuid.uuid4()),
+        "source": source,
+        **extra,
+    }
+
+
+def stored_values(buffer: Path) -> list[float]:
+    """Every reading's value in the buffer file, in arrival order."""
+    buf = Buffer(buffer)
+    try:
+        return [r[0] for r in buf.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
+    finally:
+        buf.close()
 
 
 def write_config(

@@ -19,8 +19,10 @@ from edge.buffer import (
     SYNCED,
     Buffer,
     BufferFull,
+    Delivery,
     NewReading,
     Write,
+    batches,
     message_digest,
     ts_text,
 )
@@ -118,16 +120,17 @@ def test_unknown_sensor_reading_is_dead_lettered(buffer: Buffer) -> None:
 
 def test_mqtt_redelivery_is_stored_once(buffer: Buffer, sensor: str) -> None:
     digest = message_digest("t", b"1.5")
-    w = Write(readings(sensor, 1), inbox=(7, digest))
+    w = Write(readings(sensor, 1), delivery=Delivery((7, digest)))
     buffer.commit([w])
-    dup = Write(readings(sensor, 1), inbox=(7, digest), redelivered=True)
+    dup = Write(readings(sensor, 1), delivery=Delivery((7, digest), redelivered=True))
     (res,) = buffer.commit([dup])
     assert not isinstance(res, BufferFull) and res.duplicate and res.committed == 0
     # the same bytes without DUP are a new message that reuses the packet id
-    (res,) = buffer.commit([Write(readings(sensor, 1), inbox=(7, digest))])
+    (res,) = buffer.commit([Write(readings(sensor, 1), delivery=Delivery((7, digest)))])
     assert not isinstance(res, BufferFull) and res.committed == 1
     # DUP with another payload is not the same message
-    (res,) = buffer.commit([Write(readings(sensor, 1), inbox=(7, "other"), redelivered=True)])
+    other = Delivery((7, "other"), redelivered=True)
+    (res,) = buffer.commit([Write(readings(sensor, 1), delivery=other)])
     assert not isinstance(res, BufferFull) and res.committed == 1
 
 
@@ -511,15 +514,15 @@ def test_a_body_is_read_as_one_while_another_process_splits_the_batch(
     b = buffer.next_batch(sensor)
     assert b is not None
     other = Buffer(buffer.path)
-    members = Buffer._members
+    members = batches.members
 
     def split_right_after(c: object, batch_id: str) -> object:
         found = members(c, batch_id)  # type: ignore[arg-type]
-        monkeypatch.setattr(Buffer, "_members", staticmethod(members))
+        monkeypatch.setattr(batches, "members", members)
         other.split_batch(batch_id, {1: "refused"}, "422")  # the CLI, at this very moment
         return found
 
-    monkeypatch.setattr(Buffer, "_members", staticmethod(split_right_after))
+    monkeypatch.setattr(batches, "members", split_right_after)
     try:
         assert _values(buffer, b.id) == [0.0, 1.0, 2.0, 3.0]
         with pytest.raises(KeyError):

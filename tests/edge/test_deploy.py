@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge.cli import build_parser
 from edge.config import load_config
@@ -109,6 +110,14 @@ def test_systemd_unit() -> None:
             if ln.strip() and "/opt/benchlink" not in ln and "ExecStart" not in ln
         ]
         assert not problems, out.stderr
+
+
+def test_the_daemon_runs_with_two_malloc_arenas_wherever_it_is_deployed() -> None:
+    """Set in the environment (glibc reads it at exec), by the unit and by the compose file."""
+    unit = (EDGE / "benchlink-edge.service").read_text()
+    assert "Environment=MALLOC_ARENA_MAX=2" in unit.splitlines()
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert compose["services"]["edge"]["environment"]["MALLOC_ARENA_MAX"] == "2"
 
 
 def test_the_units_documentation_is_installed_by_pip_install(tmp_path: Path) -> None:

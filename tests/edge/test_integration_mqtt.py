@@ -13,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
+from tests.support.mqtt import Publisher
 from tests.support.services import Broker, free_port
 
 pytestmark = pytest.mark.mqtt
@@ -35,30 +35,6 @@ def mqtt_sensor(b: Bound, **extra: Any) -> dict[str, Any]:
 
 def topic(b: Bound) -> str:
     return f"benchlink/sensors/{b.sensor_id}/readings"
-
-
-class Publisher:
-    """A paho publisher that remembers which messages the broker acknowledged (PUBACK)."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=uuid.uuid4().hex)
-        self.client.max_inflight_messages_set(100)
-        connected = threading.Event()
-        self.client.on_connect = lambda *args: connected.set()
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        # paho refuses a publish (MQTT_ERR_NO_CONN) until the CONNACK is in: on a busy machine
-        # the first publish came before it.
-        assert connected.wait(20), "the test publisher could not connect"
-
-    def publish(self, topic: str, payload: bytes | str) -> bool:
-        info = self.client.publish(topic, payload, qos=1)
-        info.wait_for_publish(10)
-        return info.is_published()
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def connected(edge: EdgeProcess, times: int = 1) -> bool:
@@ -80,7 +56,7 @@ def test_mqtt_readings_arrive_converted_and_poison_is_dead_lettered(
     edge = EdgeProcess(cfg, tmp_path / "edge.log")
     with running(edge):
         wait_for(lambda: connected(edge), 20, "the MQTT subscription")
-        pub = Publisher(mosquitto)
+        pub = Publisher(mosquitto.host, mosquitto.port)
         try:
             poison = [
                 (topic(a), b"{not json"),
@@ -130,7 +106,7 @@ def test_kill9_during_capture_and_sync_keeps_every_acked_message_exactly_once(
     stop = threading.Event()
 
     def publish_all() -> None:
-        pub = Publisher(mosquitto)
+        pub = Publisher(mosquitto.host, mosquitto.port)
         try:
             for seq in range(total):
                 if stop.is_set():
@@ -188,7 +164,7 @@ def test_a_backlog_in_bursts_with_big_messages_is_stored_in_order_and_acked_once
         wait_for(lambda: connected(edge), 20, "the MQTT subscription")
     big = "x" * 150_000  # more than one socket read (READ_CHUNK)
     total, bigs, poison = 3000, {0, 1234, 2999}, {7, 1500}
-    pub = Publisher(mosquitto)
+    pub = Publisher(mosquitto.host, mosquitto.port)
     try:
         for seq in range(total):
             if seq in poison:

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +23,16 @@ from paho.mqtt.properties import Properties
 
 from edge.buffer import Buffer
 from edge.sources.mqtt import default_client_id
-from tests.edge.helpers import BIN, EdgeProcess, running, wait_for, write_config
+from tests.edge.helpers import (
+    BIN,
+    EdgeProcess,
+    running,
+    stored_values,
+    unbound_sensor,
+    wait_for,
+    write_config,
+)
+from tests.support.mqtt import Publisher
 from tests.support.services import REPO, Broker, free_port, wait_port
 
 pytestmark = pytest.mark.mqtt
@@ -44,15 +52,7 @@ def mqtt_config(
         buffer=tmp / f"{name}.db",
         mqtt_url=broker.url,
         client_id=client_id,
-        sensors=[
-            {
-                "sensor_id": sensor_id,
-                "token": "t",
-                "run_id": str(uuid.uuid4()),
-                "capture_session_id": str(uuid.uuid4()),
-                "source": "mqtt",
-            }
-        ],
+        sensors=[unbound_sensor(sensor_id, "mqtt")],
     )
     text = path.read_text()
     if client_id is None:  # the helper always writes one: take it out
@@ -69,14 +69,6 @@ def connections(edge: EdgeProcess) -> int:
     return edge.log.read_text().count("MQTT: connected")
 
 
-def stored(buffer: Path) -> list[float]:
-    buf = Buffer(buffer)
-    try:
-        return [r[0] for r in buf.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
-    finally:
-        buf.close()
-
-
 def edge_id(buffer: Path) -> str:
     buf = Buffer(buffer)
     try:
@@ -90,19 +82,9 @@ def v5_client(client_id: str) -> paho.Client:
 
 
 def publish(broker: Broker, topic: str, payloads: list[bytes], *, retain: bool = False) -> None:
-    client = v5_client(f"pub-{uuid.uuid4().hex[:8]}")
-    connected = threading.Event()
-    client.on_connect = lambda *args: connected.set()
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    try:
-        # paho refuses a publish until the CONNACK is in; on a busy machine it came later.
-        assert connected.wait(20), "the test publisher could not connect"
+    with Publisher(broker.host, broker.port, v5=True) as client:
         for payload in payloads:
-            client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+            assert client.publish(topic, payload, retain=retain)
 
 
 def resume(broker: Broker, client_id: str, topic: str, wait_s: float = 1.5) -> tuple[bool, int]:
@@ -141,7 +123,7 @@ def test_the_default_client_id_is_each_buffers_own(mosquitto: Broker, tmp_path: 
         assert all(len(i) <= 23 for i in ids)
         assert f"MQTT client id {ids[0]}" in a.cli("status").stdout  # the operator sees it
         publish(mosquitto, f"benchlink/sensors/{a_sensor}/readings", [b"1.5", b"2.5"])
-        wait_for(lambda: stored(tmp_path / "a.db") == [1.5, 2.5], 20, "a's readings")
+        wait_for(lambda: stored_values(tmp_path / "a.db") == [1.5, 2.5], 20, "a's readings")
         assert connections(a) == 1 and connections(b) == 1  # nobody took anybody's session
         assert a.terminate() == 0
         a.start()  # the same buffer: the same id, the same session
@@ -178,16 +160,16 @@ def test_a_second_daemon_with_a_held_client_id_is_refused(
         # The first daemon kept its session: every message once, in its buffer only.
         values = [float(i) for i in range(300)]
         publish(mosquitto, topic, [str(v).encode() for v in values])
-        wait_for(lambda: len(stored(tmp_path / "first.db")) >= 300, 30, "300 readings")
+        wait_for(lambda: len(stored_values(tmp_path / "first.db")) >= 300, 30, "300 readings")
         time.sleep(0.5)
-        assert stored(tmp_path / "first.db") == values
+        assert stored_values(tmp_path / "first.db") == values
         assert connections(first) == 1
         first.kill9()  # its will clears the presence: the id is free again
         publish(mosquitto, topic, [b"301"])  # queued in the session, for whoever holds it
     with running(EdgeProcess(second_cfg, tmp_path / "second.log")) as second_edge:
         wait_for(lambda: connections(second_edge) == 1, 30, "the second daemon, now")
-        wait_for(lambda: stored(tmp_path / "second.db") == [301.0], 20, "the queued message")
-    assert stored(tmp_path / "second.db") == [301.0]
+        wait_for(lambda: stored_values(tmp_path / "second.db") == [301.0], 20, "the queued message")
+    assert stored_values(tmp_path / "second.db") == [301.0]
 
 
 def test_presence_of_this_buffer_is_no_conflict(mosquitto: Broker, tmp_path: Path) -> None:
@@ -280,14 +262,8 @@ def test_a_broker_that_denies_the_presence_topic_still_gets_the_daemon(tmp_path:
         with running(EdgeProcess(cfg, tmp_path / "e.log")) as edge:
             wait_for(lambda: connections(edge) >= 1, 30, "connected")
             assert "could not read benchlink/edge/bench-old-acl/alive" in edge.log.read_text()
-            publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="old-acl-device")
-            publisher.connect("127.0.0.1", port)
-            publisher.loop_start()
-            wait_for(publisher.is_connected, 20, "the publisher's connection")
-            publisher.publish(f"benchlink/sensors/{sensor}/readings", b"4.5", qos=1)
-            wait_for(lambda: stored(tmp_path / "e.db") == [4.5], 20, "the reading")
-            publisher.loop_stop()
-            publisher.disconnect()
+            publish(url, f"benchlink/sensors/{sensor}/readings", [b"4.5"])
+            wait_for(lambda: stored_values(tmp_path / "e.db") == [4.5], 20, "the reading")
             assert connections(edge) == 1  # connected once, and stayed
     finally:
         broker.terminate()

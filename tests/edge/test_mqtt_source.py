@@ -21,6 +21,7 @@ from edge.config import MqttConfig
 from edge.metrics import EdgeMetrics
 from edge.sources import mqtt as mqtt_module
 from edge.sources.mqtt import MqttSensor, MqttSource
+from edge.sources.mqtt import source as mqtt_source
 from edge.writer import Writer
 from tests.edge.fakebroker import FakeClient, message
 
@@ -173,7 +174,7 @@ async def test_an_unexpected_error_dead_letters_the_message_not_the_daemon(
         return real(payload, *args)
 
     real = mqtt_module.parse_payload
-    monkeypatch.setattr(mqtt_module, "parse_payload", broken)
+    monkeypatch.setattr(mqtt_source, "parse_payload", broken)
     t = topic(sensor)
     client = FakeClient()
     async with running(buffer, sensor, client):
@@ -254,7 +255,7 @@ async def test_a_slow_commit_makes_the_receive_loop_wait(
         await stalled.wait()
         return fn(*args, **kwargs)
 
-    monkeypatch.setattr(mqtt_module, "MAX_PENDING_ACKS", 10)
+    monkeypatch.setattr(mqtt_source, "MAX_PENDING_ACKS", 10)
     monkeypatch.setattr(Buffer, "call", stall)
     client = FakeClient()
     async with running(buffer, sensor, client):
@@ -283,7 +284,7 @@ def test_the_reader_handles_every_packet_that_arrived_before_the_socket_goes_qui
     is handled before the event loop's turn ends (a packet left in its buffer would wait for
     the next bytes from the broker), and packets that span several reads come out whole."""
     got: list[tuple[int, bytes]] = []
-    client = mqtt_module._Paho(
+    client = mqtt_module.FastPaho(
         paho.CallbackAPIVersion.VERSION2, client_id="reader-test", clean_session=False
     )
     client.manual_ack_set(True)

@@ -22,7 +22,8 @@ import pytest
 from edge.config import load_config
 from edge.daemon import config_changes
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
-from tests.edge.test_integration_mqtt import Publisher, connected, mqtt_sensor, topic
+from tests.edge.test_integration_mqtt import connected, mqtt_sensor, topic
+from tests.support.mqtt import Publisher
 from tests.support.services import Broker, free_port
 
 pytestmark = pytest.mark.mqtt
@@ -69,7 +70,7 @@ def test_a_rotated_token_applies_on_reload_and_retry_delivers_every_dead_batch_o
     total = 56  # 8 batches of 7 when published at once
     with running(edge):
         wait_for(lambda: connected(edge), 20, "the MQTT subscription")
-        pub = Publisher(mosquitto)
+        pub = Publisher(mosquitto.host, mosquitto.port)
         try:
             for seq in range(total):
                 payload = json.dumps({"raw_value": float(seq), "meta": {"seq": seq}})
@@ -126,7 +127,7 @@ def test_an_invalid_config_on_reload_is_refused_in_one_line_and_the_daemon_goes_
         configure(path, f"http://127.0.0.1:{free_port()}", mosquitto.url, mqtt_sensor(a),
                   mqtt_sensor(b))  # fmt: skip
         hup(edge, 3)
-        pub = Publisher(mosquitto)
+        pub = Publisher(mosquitto.host, mosquitto.port)
         try:
             assert pub.publish(topic(a), json.dumps({"raw_value": 1.0, "meta": {"seq": 0}}))
         finally:

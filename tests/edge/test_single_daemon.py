@@ -8,8 +8,15 @@ import time
 import uuid
 from pathlib import Path
 
-from edge.buffer import Buffer
-from tests.edge.helpers import BIN, EdgeProcess, running, wait_for, write_config
+from tests.edge.helpers import (
+    BIN,
+    EdgeProcess,
+    running,
+    stored_values,
+    unbound_sensor,
+    wait_for,
+    write_config,
+)
 from tests.edge.test_serial import Pty
 
 
@@ -18,26 +25,8 @@ def serial_config(path: Path, buffer: Path, port: Path, sensor_id: str) -> Path:
         path,
         cloud_url="http://127.0.0.1:9",  # nothing listens: the readings stay in the buffer
         buffer=buffer,
-        sensors=[
-            {
-                "sensor_id": sensor_id,
-                "token": "t",
-                "run_id": str(uuid.uuid4()),
-                "capture_session_id": str(uuid.uuid4()),
-                "source": "serial",
-                "port": str(port),
-                "protocol": "value",
-            }
-        ],
+        sensors=[unbound_sensor(sensor_id, "serial", port=str(port), protocol="value")],
     )
-
-
-def values(buffer: Path) -> list[float]:
-    buf = Buffer(buffer)
-    try:
-        return [r[0] for r in buf.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
-    finally:
-        buf.close()
 
 
 def test_a_second_daemon_on_the_same_buffer_exits_at_once_with_one_line(
@@ -69,7 +58,7 @@ def test_a_second_daemon_on_the_same_buffer_exits_at_once_with_one_line(
             assert took < 15, took  # at once: no retry loop, no wait for a timeout
             # The operator commands still run next to the daemon, reading and writing.
             dev.write(b"1.5\n2.5\n")
-            wait_for(lambda: values(tmp_path / "buffer.db") == [1.5, 2.5], 20, "2 readings")
+            wait_for(lambda: stored_values(tmp_path / "buffer.db") == [1.5, 2.5], 20, "2 readings")
             for args in (("status",), ("status", "--json"), ("dead-letter", "list")):
                 done = edge.cli(*args)
                 assert done.returncode == 0, (args, done.stderr)
@@ -81,7 +70,9 @@ def test_a_second_daemon_on_the_same_buffer_exits_at_once_with_one_line(
             assert "Traceback" not in done.stderr
             # the first daemon goes on reading
             dev.write(b"3.5\n")
-            wait_for(lambda: values(tmp_path / "buffer.db")[-1:] == [3.5], 20, "a 3rd reading")
+            wait_for(
+                lambda: stored_values(tmp_path / "buffer.db")[-1:] == [3.5], 20, "a 3rd reading"
+            )
             assert edge.proc.poll() is None
         # killed -9 above (running() kills): the lock goes with the process
         edge.start()
@@ -120,10 +111,12 @@ def test_a_second_daemon_on_the_same_port_is_refused_the_port(tmp_path: Path) ->
                 for v in sent:
                     dev.write(f"{v}\n".encode())
                     time.sleep(0.003)
-                wait_for(lambda: len(values(tmp_path / "a.db")) == len(sent), 20, "all lines")
+                wait_for(
+                    lambda: len(stored_values(tmp_path / "a.db")) == len(sent), 20, "all lines"
+                )
                 time.sleep(0.5)
                 assert "open (value" not in second.log.read_text()
     finally:
         dev.close()
-    assert values(tmp_path / "a.db") == sent  # every line whole, none split off
-    assert values(tmp_path / "b.db") == []
+    assert stored_values(tmp_path / "a.db") == sent  # every line whole, none split off
+    assert stored_values(tmp_path / "b.db") == []

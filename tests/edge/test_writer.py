@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edge.buffer import Buffer, BufferFull, NewReading, Write, WriteResult
+from edge.buffer import Buffer, BufferFull, Delivery, NewReading, Write, WriteResult
 from edge.metrics import EdgeMetrics
 from edge.writer import Writer
 
@@ -37,7 +37,9 @@ async def test_a_failing_write_is_dead_lettered_and_the_rest_of_its_group_commit
     try:
         task = asyncio.create_task(writer.run())
         futures = [
-            writer.enqueue(Write([NewReading("s", T0, v)], inbox=(i, "d"), source="mqtt"))
+            writer.enqueue(
+                Write([NewReading("s", T0, v)], source="mqtt", delivery=Delivery((i, "d")))
+            )
             for i, v in enumerate([1.0, 666.0, 3.0])
         ]
         results = await asyncio.gather(*futures)
@@ -83,7 +85,7 @@ async def test_a_burst_handed_over_at_once_resolves_with_each_writes_outcome(
     try:
         task = asyncio.create_task(writer.run())
         burst = [
-            Write([NewReading("s", T0, v)], inbox=(i, "d"), source="mqtt")
+            Write([NewReading("s", T0, v)], source="mqtt", delivery=Delivery((i, "d")))
             for i, v in enumerate([1.0, 666.0, 3.0])
         ]
         results = await writer.enqueue_many(burst)

@@ -1,91 +1,39 @@
-"""MQTT source: QoS 1 on a persistent session, acknowledged only after the SQLite commit.
+"""The MQTT source: subscribe, hand bursts to the writer, ack after the commit, reconnect.
 
-MQTT v5. The client id is fixed (by default derived from the buffer's own id, so two edges
-never share one by accident) and the session persistent (``clean_start=False``) with a
-session expiry (``mqtt.session_expiry_s``), so the broker keeps what arrives while the daemon
-is down -- for that long, not for ever -- and re-delivers every message that was not
-acknowledged.
-
-One daemon per client id: a second client with the same id silently takes the session over
-(MQTT has no way to refuse it), with its backlog and its in-flight messages, which the first
-daemon may already have committed -- they are then stored twice. So the daemon announces
-itself: a retained presence message on ``benchlink/edge/<client id>/alive`` naming its buffer's
-id, cleared by its will if its connection dies and by itself when it stops. Before every
-connect, a short probe connection (a client id of its own, clean) reads that topic; a presence
-of another edge means another live daemon holds the id, and this one refuses to start
-(:class:`ClientIdTaken`) instead of taking the session. Its own presence (a restart after a
-crash, before the broker noticed) is not a conflict: only one daemon runs per buffer.
-Acks are manual (paho's ``manual_ack``; aiomqtt 2.5 has no switch for it, so the underlying
-paho client is set directly): a message is acked after its readings are committed, in the
-order the messages arrived (MQTT 3.1.1 §4.6).
-
-A crash between the commit and the PUBACK makes the broker re-deliver the message with the DUP
-flag; the buffer records (packet id, digest of topic+payload) in the commit's transaction, deletes
-the row in the first commit after the PUBACK, and drops a DUP message that matches a row still
-there -- a message committed but not (known to be) acked -- so the reading is stored once. Packet
-ids are reused every 65,535 messages: a row that outlived its message would make a new message
-with the same id and payload look like a copy, hence the deletion (and, for the rows of a
-crashed connection, the purge at the new connection's first non-DUP message). aiomqtt drops the
-DUP flag, so a small subclass keeps it.
-
-Malformed payloads, naive or out-of-range timestamps, non-finite values (also inside ``meta``),
-unknown sensors -- and anything else that fails while handling one message -- are dead-lettered
-with the reason and acked: the pipeline never stalls on a poison message, and a poison message
-never kills the daemon.
-
-Backpressure: the broker sends at most ``max_inflight_messages`` unacknowledged messages
-(mosquitto.conf), which bounds what waits in the client; in the daemon at most
-:data:`MAX_PENDING_ACKS` messages wait for their commit, then the receive loop waits. While the
-buffer is full the receive loop stops taking messages (they stay at the broker); when room
-appears, the refused messages are committed again in order, all at once.
+See :mod:`edge.sources.mqtt` for what it promises; the client's fast path is in
+:mod:`edge.sources.mqtt.fastpath`, payload parsing in :mod:`edge.sources.mqtt.payload`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import ssl
-import struct
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import ValidationError
 
-from common.wire import Reading
 from edge.backoff import Backoff
-from edge.buffer import (
-    BufferFull,
-    DeadLetter,
-    NewReading,
-    Write,
-    WriteResult,
-    message_digest,
-    reading_row_values,
-)
-from edge.config import MqttConfig, SensorConfig, default_client_id
+from edge.buffer import BufferFull, DeadLetter, Delivery, Write, WriteResult, message_digest
+from edge.config import MqttConfig, default_client_id
 from edge.instance import Refused
 from edge.metrics import EdgeMetrics
-from edge.sources.base import Source, SourceContext, SourceKind, register
+from edge.sources.mqtt.fastpath import BurstClient, Delivered
+from edge.sources.mqtt.payload import PayloadError, json_object, parse_payload
+from edge.sources.mqtt.sensor import WILDCARD_TOPIC, MqttSensor
 from edge.writer import Outcome, Writer
 
 log = logging.getLogger("benchlink.edge.mqtt")
 
-DEFAULT_TOPIC = "benchlink/sensors/{sensor_id}/readings"
-WILDCARD_TOPIC = DEFAULT_TOPIC.format(sensor_id="+")
-PUBACK = PacketTypes.PUBACK << 4
 #: messages handed to the writer and not yet acked, at most; then the receive loop waits
 MAX_PENDING_ACKS = 1000
 #: while the buffer is full, how often the first refused message is tried again
@@ -96,252 +44,8 @@ PRESENCE_TOPIC = "benchlink/edge/{client_id}/alive"
 PROBE_TIMEOUT_S = 5.0
 
 
-class MqttSensor(SensorConfig):
-    """A ``[[sensors]]`` table with ``source = "mqtt"`` (the broker is ``[mqtt]``)."""
-
-    source: Literal["mqtt"]
-    #: unset: :data:`DEFAULT_TOPIC`
-    topic: str | None = None
-
-    @property
-    def mqtt_topic(self) -> str:
-        return self.topic or DEFAULT_TOPIC.format(sensor_id=self.sensor_id)
-
-
 class ClientIdTaken(Refused):
     """Another live daemon holds the MQTT client id."""
-
-
-class PayloadError(ValueError):
-    pass
-
-
-def parse_payload(payload: bytes, sensor_id: str, now: datetime) -> list[NewReading]:
-    """A JSON reading, a JSON list of readings, or a bare number -> readings (or PayloadError)."""
-    if payload[:1] == b"{":
-        # Fast path for the usual device payload, one complete reading: pydantic parses and
-        # validates it in one pass. Anything else it refuses takes the general path below,
-        # which also gives the precise reason.
-        try:
-            reading = Reading.model_validate_json(payload)
-        except (ValidationError, ValueError, RecursionError):
-            pass
-        else:
-            first = NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)
-            return [_checked(first, 0)]
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
-    except RecursionError:
-        raise PayloadError("not JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer over 4,300 digits
-        raise PayloadError(f"not JSON: {str(exc)[:200]}") from None
-    items = data if isinstance(data, list) else [data]
-    if not items:
-        raise PayloadError("empty list")
-    # Readings without a timestamp get ``now``, one microsecond apart: the cloud keeps one
-    # reading per sensor and timestamp, so two must never share an arrival time.
-    step = timedelta(microseconds=1)
-    return [_one(item, i, sensor_id, now + i * step) for i, item in enumerate(items)]
-
-
-def _one(item: Any, index: int, sensor_id: str, now: datetime) -> NewReading:
-    where = f"[{index}] " if index else ""
-    if isinstance(item, bool) or not isinstance(item, int | float | dict):
-        raise PayloadError(f"{where}a reading is an object or a number, not {type(item).__name__}")
-    if not isinstance(item, dict):
-        item = {"raw_value": item}
-    item = dict(item)
-    if "value" in item and "raw_value" not in item:
-        item["raw_value"] = item.pop("value")
-    item.setdefault("timestamp", now.isoformat())
-    raw = item.get("raw_value")
-    if isinstance(raw, float) and not math.isfinite(raw):
-        raise PayloadError(f"{where}raw_value: non-finite number {raw}")
-    try:
-        reading = Reading.model_validate(item)
-    except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise PayloadError(f"{where}{reasons}") from None
-    new = NewReading(sensor_id, reading.timestamp, reading.raw_value, reading.meta)
-    return _checked(new, index)
-
-
-def _json_object(payload: Any) -> dict[str, Any]:
-    try:
-        data = json.loads(bytes(payload or b""))
-    except (ValueError, TypeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _checked(reading: NewReading, index: int) -> NewReading:
-    """Refuse here what the buffer could not store or the cloud would refuse (422 for a whole
-    batch): NaN/Infinity inside meta, a timestamp out of range, an integer too long to print."""
-    try:
-        reading_row_values(reading)
-    except ValueError as exc:
-        raise PayloadError(f"{f'[{index}] ' if index else ''}{exc}") from None
-    return reading
-
-
-class Delivered:
-    """One received PUBLISH, as much of it as the source needs. aiomqtt's own Message builds
-    and validates a Topic object per message (and drops the DUP flag); under load that was a
-    visible share of the daemon's time."""
-
-    __slots__ = ("dup", "mid", "payload", "qos", "topic")
-
-    def __init__(self, topic: str, payload: bytes, qos: int, mid: int, dup: bool = False) -> None:
-        self.topic, self.payload, self.qos, self.mid, self.dup = topic, payload, qos, mid, dup
-
-
-#: a PUBACK packet: fixed header, remaining length 2, packet id (the same in MQTT 3.1.1 and 5)
-_PUBACK = struct.Struct("!BBH")
-
-
-#: bytes taken from the socket per read (one system call for many small messages)
-READ_CHUNK = 64 * 1024
-
-
-class _Paho(paho.Client):
-    """paho's client as aiomqtt drives it (``loop_read`` when the socket is readable), without
-    two per-message costs that paho's own loop never has to care about:
-
-    - paho reads a packet with three ``recv`` calls (type, length, rest) and aiomqtt's reader
-      callback reads one packet per turn of the event loop. Here one ``recv`` takes up to
-      READ_CHUNK bytes and every complete packet in them is handled in the same turn; a
-      partial packet stays in paho's own state, as after a short read. No more is taken from
-      the socket in that turn, so the loop is never starved, and nothing is left in our buffer
-      when the turn ends (the socket's readiness says whether more is waiting).
-    - paho walks its per-topic callback matcher for every message; aiomqtt registers none.
-
-    Only the reading side changes: packets are the same bytes, handled by paho's own code."""
-
-    _rbuf: bytes = b""
-    _rpos = 0
-    _rsock: object = None
-    _recv_once = False
-    _filtered = False
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        if self._rsock is not self._sock:  # a new connection: what was buffered is not its
-            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
-        if self._rpos >= len(self._rbuf):
-            if self._recv_once:  # this turn has read the socket once: paho keeps the partial
-                raise BlockingIOError  # packet and comes back when the socket is readable
-            data = super()._sock_recv(READ_CHUNK)
-            if not data:
-                return data  # the connection closed
-            self._rbuf, self._rpos = data, 0
-            self._recv_once = self._draining
-        pos = self._rpos
-        out = self._rbuf[pos : pos + bufsize]
-        self._rpos = pos + len(out)
-        return out
-
-    _draining = False
-
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        self._draining, self._recv_once = True, False
-        try:
-            while True:
-                if self._sock is None:
-                    return MQTTErrorCode.MQTT_ERR_NO_CONN
-                rc = self._packet_read()
-                if rc > 0:
-                    return self._loop_rc_handle(rc)
-                if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
-                    return MQTTErrorCode.MQTT_ERR_SUCCESS
-        finally:
-            self._draining = self._recv_once = False
-
-    def message_callback_add(self, sub: str, callback: Any) -> None:
-        self._filtered = True
-        super().message_callback_add(sub, callback)
-
-    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
-        on_message = self._on_message
-        if self._filtered or on_message is None:
-            super()._handle_on_message(message)
-            return
-        with self._in_callback_mutex:
-            on_message(self, self._userdata, message)
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt's client, taking messages a burst at a time and acking a burst in one write.
-
-    aiomqtt's message iterator costs a task and an ``asyncio.wait`` per message, and paho's
-    ``ack`` a packet, a queue entry and a ``send`` per message; under load each was more than
-    the message's own handling. Here a burst (everything that has arrived, up to a limit) costs
-    one future, and its PUBACKs go out as one buffer, in the order the messages arrived."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if type(self._client) is paho.Client:  # aiomqtt built it; _Paho adds no state of its own
-            self._client.__class__ = _Paho
-        self._arrived: collections.deque[Delivered] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._watched: asyncio.Future[None] | None = None
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._arrived.append(
-            Delivered(
-                message.topic, bytes(message.payload), message.qos, message.mid, bool(message.dup)
-            )
-        )
-        self._wake()
-
-    def _wake(self, _: object = None) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    @property
-    def queued(self) -> int:
-        return len(self._arrived)
-
-    async def burst(self, limit: int) -> list[Delivered]:
-        """Wait for at least one message; return up to ``limit`` of them, in arrival order.
-        MqttError once the connection is gone (as aiomqtt's iterator)."""
-        while not self._arrived:
-            disconnected = self._disconnected  # aiomqtt replaces it on every connect
-            if disconnected.done():
-                cause = None if disconnected.cancelled() else disconnected.exception()
-                raise aiomqtt.MqttError("Disconnected during message iteration") from cause
-            if disconnected is not self._watched:
-                disconnected.add_done_callback(self._wake)
-                self._watched = disconnected
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        arrived = self._arrived
-        if len(arrived) <= limit:
-            out = list(arrived)
-            arrived.clear()
-            return out
-        return [arrived.popleft() for _ in range(limit)]
-
-    def ack_all(self, messages: Sequence[Delivered]) -> None:
-        """PUBACK every QoS 1 message of ``messages``, in order, as one queued write (paho
-        writes its queue when the socket is writable, as it would the single acks)."""
-        mids = [m.mid for m in messages if m.qos == 1]
-        if not mids:
-            return
-        paho_client = self._client
-        queue_packet = getattr(paho_client, "_packet_queue", None)
-        if queue_packet is None:  # another paho: one ack at a time through its public API
-            for mid in mids:
-                paho_client.ack(mid, 1)
-            return
-        packet = b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
-        queue_packet(PUBACK, packet, 0, 1)
 
 
 #: messages of one burst, their writes, and the future of their group commit
@@ -435,8 +139,8 @@ class MqttSource:
         raises: whatever goes wrong with one message is that message's dead letter."""
         payload = message.payload
         topic = message.topic
-        inbox = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
-        base = Write(inbox=inbox, redelivered=message.dup, conn=conn, source="mqtt")
+        key = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
+        base = Write(source="mqtt", delivery=Delivery(key, conn, redelivered=message.dup))
         sensor_id: str | None = None
         try:
             sensor_id = self.sensor_for(topic)
@@ -455,14 +159,14 @@ class MqttSource:
         base.dead = [DeadLetter("mqtt_payload", reason, sensor_id, origin=topic, payload=text)]
         return base
 
-    def _client(self) -> _Client:
+    def _client(self) -> BurstClient:
         tls = self._tls()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         # v5 lets the client bound what the broker sends it unacknowledged (as mosquitto's
         # max_inflight_messages does for 3.1.1 clients): the daemon's memory stays flat.
         props.ReceiveMaximum = MAX_PENDING_ACKS
-        client = _Client(
+        client = BurstClient(
             self.cfg.host,
             self.cfg.port,
             identifier=self.client_id,
@@ -550,7 +254,7 @@ class MqttSource:
         holder: dict[str, Any] | None = None
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             async for message in probe.messages:
-                data = _json_object(message.payload)
+                data = json_object(message.payload)
                 if data.get("probe") == nonce:
                     return holder
                 if message.retain and data.get("edge"):
@@ -603,7 +307,7 @@ class MqttSource:
                             await client.publish(self.presence_topic, b"", qos=1, retain=True)
                 raise
 
-    async def _take(self, client: _Client) -> None:
+    async def _take(self, client: BurstClient) -> None:
         for topic in self.topics():
             await client.subscribe(topic, qos=1)
         self.state = "connected"
@@ -629,17 +333,14 @@ class MqttSource:
                     messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
                     writes = self.arrivals(messages, conn)
                     if not fresh_seen:
-                        for write in writes:
-                            if not write.redelivered:
-                                write.fresh = fresh_seen = True
-                                break
+                        fresh_seen = _mark_fresh(writes)
                     await self._intake.wait()  # closed while the buffer is full
                     self._unacked += len(messages)
                     acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
             finally:
                 acker.cancel()
 
-    async def _acker(self, client: _Client, acks: asyncio.Queue[_Handed]) -> None:
+    async def _acker(self, client: BurstClient, acks: asyncio.Queue[_Handed]) -> None:
         """Ack each burst after its commit, in arrival order."""
         while True:
             messages, writes, done = await acks.get()
@@ -656,7 +357,7 @@ class MqttSource:
 
     def _settle(
         self,
-        client: _Client,
+        client: BurstClient,
         messages: Sequence[Delivered],
         writes: Sequence[Write],
         results: Sequence[Outcome],
@@ -674,15 +375,15 @@ class MqttSource:
             self._committed.inc(committed)
         client.ack_all(messages)
         for write in writes:
-            if write.inbox is not None:
-                self.writer.note_acked(write.inbox)
+            if write.delivery is not None and write.delivery.key is not None:
+                self.writer.note_acked(write.delivery.key)
         self.acked += len(messages)
         self._unacked -= len(messages)
         self._room.set()
 
     def _sort_out(
         self,
-        client: _Client,
+        client: BurstClient,
         messages: Sequence[Delivered],
         writes: Sequence[Write],
         results: Sequence[Outcome],
@@ -696,7 +397,7 @@ class MqttSource:
                 self._settle(client, [m], [w], [r])
 
     async def _recover(
-        self, client: _Client, acks: asyncio.Queue[_Handed], held: list[tuple[Delivered, Write]]
+        self, client: BurstClient, acks: asyncio.Queue[_Handed], held: list[tuple[Delivered, Write]]
     ) -> None:
         """The buffer is full: stop taking messages (the broker keeps them), then commit the
         refused ones again -- the first until it goes in, then the rest at once, in order."""
@@ -724,20 +425,11 @@ class MqttSource:
             self._intake.set()
 
 
-def start(sensors: Sequence[MqttSensor], ctx: SourceContext) -> dict[str, Source]:
-    """One subscription, on the ``[mqtt]`` broker, for every MQTT sensor."""
-    sync = ctx.config.sync
-    source = MqttSource(
-        ctx.config.mqtt,
-        sensors,
-        ctx.writer,
-        ctx.metrics,
-        backoff_initial_s=sync.backoff_initial_s,
-        backoff_max_s=sync.backoff_max_s,
-        edge_id=ctx.edge_id,
-        on_refused=ctx.refuse,
-    )
-    return {"mqtt": source}
-
-
-KIND = register(SourceKind("mqtt", MqttSensor, start))
+def _mark_fresh(writes: Sequence[Write]) -> bool:
+    """Flag the first write not redelivered as its connection's first fresh one (see
+    :mod:`edge.buffer.inbox`); whether there was one."""
+    for write in writes:
+        if write.delivery is not None and not write.delivery.redelivered:
+            write.delivery.fresh = True
+            return True
+    return False

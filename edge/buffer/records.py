@@ -1,0 +1,128 @@
+"""What goes in and out of the buffer: readings, writes, their results, batches, dead letters,
+and the forms a reading is stored in (:func:`ts_text`, :func:`meta_text`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.buffer.inbox import Delivery
+
+#: batch states
+PENDING, INFLIGHT, SYNCED, DEAD = "pending", "inflight", "synced", "dead"
+
+
+class BufferFull(Exception):
+    """The disk budget (``buffer.max_bytes``) is reached; new readings are refused."""
+
+    def __init__(self, used: int, limit: int) -> None:
+        self.used, self.limit = used, limit
+        super().__init__(f"buffer full: {used} of {limit} bytes used by unsynced data")
+
+
+@dataclass(frozen=True)
+class NewReading:
+    sensor_id: str
+    timestamp: datetime
+    raw_value: float
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    kind: str  # mqtt_payload | serial | batch | reading | write
+    reason: str
+    sensor_id: str | None = None
+    origin: str | None = None  # topic or port
+    payload: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass
+class Write:
+    """One unit a source hands to the writer; acked (future resolved) after the commit."""
+
+    readings: list[NewReading] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    #: which source wrote it; a source whose write was refused (buffer full) gets nothing
+    #: more committed until it re-submits the refused write (see :class:`edge.writer.Writer`)
+    source: str = ""
+    #: a message of an at-least-once delivery (MQTT): the inbox drops its redelivered copy
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    committed: int  # readings
+    dead: int
+    duplicate: bool = False  # a redelivery of a message already committed
+
+
+@dataclass(frozen=True)
+class Batch:
+    seq: int
+    id: str
+    sensor_id: str
+    run_id: str
+    capture_session_id: str
+    state: str
+    count: int
+    attempts: int
+
+
+def ts_text(ts: datetime) -> str:
+    """UTC, fixed width, so that text order is time order (``replay --since`` compares text).
+
+    ValueError for a naive timestamp or one that leaves the datetime range once in UTC
+    (``9999-12-31T23:59:59-14:00``). The year is zero-padded by hand: ``strftime("%Y")``
+    writes year 999 as ``999`` on glibc, which is neither RFC 3339 nor sortable."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError("naive timestamp")
+    try:
+        u = ts.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range once converted to UTC") from None
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond:06d}+00:00"
+    )
+
+
+def meta_text(meta: dict[str, Any] | None) -> str | None:
+    """``meta`` as stored and sent; ValueError for what the cloud would refuse or what cannot be
+    written at all (NaN/Infinity anywhere inside, an integer over Python's 4,300 digits)."""
+    if meta is None:
+        return None
+    try:
+        text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
+        if "\\ud" in text:  # maybe an escaped surrogate: is the text valid Unicode?
+            json.dumps(meta, ensure_ascii=False).encode()
+        return text
+    except UnicodeEncodeError:  # a lone surrogate: no JSON encoder or database takes it
+        raise ValueError("meta: text must be valid Unicode (a lone surrogate is not)") from None
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ValueError("meta: NaN and Infinity are not JSON numbers") from None
+        raise ValueError(f"meta: {str(exc)[:200]}") from None
+    except (TypeError, RecursionError) as exc:
+        raise ValueError(f"meta: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def reading_row_values(r: NewReading) -> tuple[str, float, str | None]:
+    """(ts, raw_value, meta) as stored, or ValueError naming why the reading cannot be sent."""
+    if not isinstance(r.raw_value, int | float) or not math.isfinite(r.raw_value):
+        raise ValueError(f"raw_value: not a finite number: {r.raw_value!r}"[:200])
+    return ts_text(r.timestamp), float(r.raw_value), meta_text(r.meta)
+
+
+def show(r: NewReading) -> str:
+    """A reading as text for the dead-letter table (never raises: ``str`` of an integer over
+    4,300 digits does)."""
+    try:
+        text = f"timestamp={r.timestamp!r} raw_value={r.raw_value!r} meta={r.meta!r}"
+    except ValueError:
+        text = f"timestamp={r.timestamp!r} (value or meta cannot be printed)"
+    return text[:4096]

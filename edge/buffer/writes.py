@@ -1,0 +1,111 @@
+"""The group commit's SQL: many writes in one transaction, one statement per table.
+
+Runs inside the transaction :meth:`edge.buffer.Buffer.commit` opened (one fsync for them all).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from edge.buffer.inbox import Inbox
+from edge.buffer.records import (
+    BufferFull,
+    DeadLetter,
+    NewReading,
+    Write,
+    WriteResult,
+    reading_row_values,
+    show,
+)
+
+#: a reading row as inserted, without its id: sensor, run, session, ts, raw_value, meta, arrived
+Row = tuple[str, str, str, str, float, str | None, float]
+
+
+def commit_writes(
+    c: sqlite3.Connection,
+    writes: Sequence[Write],
+    acked: Sequence[tuple[int, str]],
+    full: BufferFull | None,
+    now: float,
+) -> list[WriteResult | BufferFull]:
+    """Store the writes and say what became of each: all refused with ``full``, or committed
+    (readings the cloud would refuse, and those of unknown sensors, dead-lettered), or dropped
+    as a delivery's copy. ``acked``: deliveries acknowledged since the last commit."""
+    inbox = Inbox(c)
+    inbox.forget(acked)
+    bindings = {
+        r[0]: (r[1], r[2])
+        for r in c.execute("SELECT sensor_id, run_id, capture_session_id FROM sensors")
+    }
+    # Rows of all writes go in with one statement per table (in write order, so ids keep
+    # arrival order): per-write statements cost more than the rows under load.
+    rows: list[Row] = []
+    dead: list[DeadLetter] = []
+    results: list[WriteResult | BufferFull] = []
+    for w in writes:
+        if full is not None:
+            results.append(full)
+            continue
+        if w.delivery is not None and inbox.is_copy(w.delivery):
+            results.append(WriteResult(0, 0, duplicate=True))
+            continue
+        before, dead_before = len(rows), len(dead)
+        dead += w.dead
+        _rows(w.readings, bindings, now, rows, dead)
+        if w.delivery is not None:
+            inbox.record(w.delivery, now)
+        results.append(WriteResult(len(rows) - before, len(dead) - dead_before))
+    first = next_reading_id(c)
+    c.executemany(
+        "INSERT INTO readings (id, sensor_id, run_id, capture_session_id, ts, raw_value,"
+        " meta, arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(first + k, *row) for k, row in enumerate(rows)],
+    )
+    insert_dead_letters(c, dead, now)
+    inbox.flush()
+    return results
+
+
+def _rows(
+    readings: Sequence[NewReading],
+    bindings: dict[str, tuple[str, str]],
+    now: float,
+    rows: list[Row],
+    dead: list[DeadLetter],
+) -> None:
+    """Each reading as a row stamped with its sensor's binding, or as a dead letter."""
+    for r in readings:
+        bound = bindings.get(r.sensor_id)
+        if bound is None:
+            dead.append(DeadLetter("reading", "unknown sensor", sensor_id=r.sensor_id))
+            continue
+        try:
+            ts, raw, meta = reading_row_values(r)
+        except ValueError as exc:
+            # what the cloud would refuse (422 for the whole batch) stops here
+            dead.append(DeadLetter("reading", str(exc), sensor_id=r.sensor_id, payload=show(r)))
+            continue
+        rows.append((r.sensor_id, bound[0], bound[1], ts, raw, meta, now))
+
+
+def next_reading_id(c: sqlite3.Connection) -> int:
+    """Above every reading and every sealed id. SQLite alone would reuse the ids of pruned
+    readings once the newest ones are gone, and a new reading numbered at or below its
+    sensor's ``sealed_upto`` would count as sealed -- and never be sent."""
+    top = c.execute("SELECT MAX(id) FROM readings").fetchone()[0] or 0
+    sealed = c.execute("SELECT MAX(sealed_upto) FROM sensors").fetchone()[0] or 0
+    return max(int(top), int(sealed)) + 1
+
+
+def insert_dead_letters(c: sqlite3.Connection, dead: Sequence[DeadLetter], now: float) -> None:
+    rows: list[tuple[Any, ...]] = [
+        (now, d.kind, d.sensor_id, d.batch_id, d.origin, d.payload, d.reason) for d in dead
+    ]
+    c.executemany(
+        "INSERT INTO dead_letter (at, kind, sensor_id, batch_id, origin, payload, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
