@@ -26,6 +26,8 @@ from cloud.middleware import (
 from cloud.observability import Stats
 from cloud.routers import (
     capture_sessions,
+    clock,
+    edges,
     events,
     experiments,
     metrics,
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         owned.append(read_engine)
         readers = make_sessionmaker(read_engine)
     stats = Stats()
+    stats.watch_edges(readers)
     logfilter.install()
     if settings.create_schema:
         Base.metadata.create_all(engine)
@@ -111,6 +114,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (
         projects,
         sensors,
+        edges,
+        clock,
         experiments,
         runs,
         capture_sessions,
