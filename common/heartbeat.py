@@ -48,28 +48,35 @@ class ClockEstimate(Wire):
 class BufferState(Wire):
     #: the buffer file's own id (stable for its life; the default MQTT client id comes from it)
     id: str = Field(max_length=64)
+    path: str = Field(max_length=4096)
     used_bytes: int = Field(ge=0)
     max_bytes: int = Field(gt=0)
     full_policy: Literal["refuse-new"] = FULL_POLICY
 
 
 class SensorState(Wire):
-    sensor_id: UUID
     source: str = Field(max_length=64)
     #: the source's state: serial closed | syncing | open | backoff; MQTT disconnected |
-    #: connected | backoff; ``stopped`` when the daemon is not running
+    #: connected | backoff; ``stopped`` when no daemon is running
     source_state: str = Field(max_length=32)
     run_id: UUID
     capture_session_id: UUID
     #: the newest reading in the buffer: its timestamp, and how long ago it was captured
     last_reading_ts: UtcDatetime | None = None
     last_reading_age_s: float | None = Field(default=None, ge=0)
-    #: readings not yet accepted by the cloud (not dead-lettered)
+    #: readings not yet accepted by the cloud and not set aside: pending + inflight
     waiting: int = Field(ge=0)
-    #: how long the oldest of them has waited, since it was captured
+    #: how long the oldest of them has waited since it was captured
     oldest_waiting_age_s: float | None = Field(default=None, ge=0)
+    #: readings not yet sent (sealed or not), and in a batch on its way
+    pending: int = Field(ge=0)
+    inflight: int = Field(ge=0)
+    #: readings accepted by the cloud and still in the buffer (until ``retention_s``)
+    synced: int = Field(ge=0)
     #: readings set aside in dead-lettered batches (``benchlink-edge dead-letter list``)
-    dead_lettered: int = Field(ge=0)
+    dead: int = Field(ge=0)
+    #: readings captured per second over the last minute
+    rate_per_s: float = Field(ge=0)
     last_error: str | None = Field(default=None, max_length=2000)
 
 
@@ -81,12 +88,15 @@ class Heartbeat(Wire):
     host: str = Field(max_length=255)
     #: None in a local status when no daemon is running
     uptime_s: float | None = Field(default=None, ge=0)
-    #: when this heartbeat was built, by the edge's clock
+    #: when this document was built, by the edge's clock
     sent_at: UtcDatetime
     #: the edge's period: the cloud calls it stale after three of them without a word
     heartbeat_s: float = Field(gt=0)
     #: whether a daemon is running on this buffer (always true in a heartbeat)
     running: bool = True
     buffer: BufferState
+    #: dead-letter records not retried (rejected payloads, dead batches, ...)
+    dead_letters: int = Field(ge=0)
     clock: ClockEstimate | None = None
-    sensors: list[SensorState] = Field(default_factory=list, max_length=MAX_SENSORS)
+    #: by sensor id
+    sensors: dict[str, SensorState] = Field(default_factory=dict, max_length=MAX_SENSORS)

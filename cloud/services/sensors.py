@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 

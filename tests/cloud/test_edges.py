@@ -30,7 +30,6 @@ def register(api: Api, who: Identity, name: str = "bench-01") -> tuple[str, str]
 
 def beat(edge_id: str | None = None, heartbeat_s: float = 30.0, **extra: Any) -> dict[str, Any]:
     sensor = {
-        "sensor_id": str(uuid.uuid4()),
         "source": "serial",
         "source_state": "open",
         "run_id": str(uuid.uuid4()),
@@ -39,7 +38,11 @@ def beat(edge_id: str | None = None, heartbeat_s: float = 30.0, **extra: Any) ->
         "last_reading_age_s": 0.4,
         "waiting": 12,
         "oldest_waiting_age_s": 1.5,
-        "dead_lettered": 0,
+        "pending": 10,
+        "inflight": 2,
+        "synced": 100,
+        "dead": 0,
+        "rate_per_s": 10.0,
     }
     body = {
         "edge_id": edge_id,
@@ -48,7 +51,14 @@ def beat(edge_id: str | None = None, heartbeat_s: float = 30.0, **extra: Any) ->
         "uptime_s": 120.0,
         "sent_at": datetime.now(UTC).isoformat(),
         "heartbeat_s": heartbeat_s,
-        "buffer": {"id": "b1", "used_bytes": 1000, "max_bytes": 2000, "full_policy": "refuse-new"},
+        "buffer": {
+            "id": "b1",
+            "path": "/var/lib/benchlink/buffer.db",
+            "used_bytes": 1000,
+            "max_bytes": 2000,
+            "full_policy": "refuse-new",
+        },
+        "dead_letters": 0,
         "clock": {
             "offset_ms": -3.5,
             "uncertainty_ms": 0.8,
@@ -57,7 +67,7 @@ def beat(edge_id: str | None = None, heartbeat_s: float = 30.0, **extra: Any) ->
             "max_offset_ms": 500,
             "age_s": 2.0,
         },
-        "sensors": [sensor],
+        "sensors": {str(uuid.uuid4()): sensor},
         **extra,
     }
     if not extra:
@@ -91,7 +101,9 @@ def test_registering_needs_the_owner_role_and_a_new_name(api: Api, owner: Identi
     assert_problem(r, 403)
     register(api, owner, "bench-01")
     assert_problem(api.post("/api/v1/edges", {"name": " bench-01"}, headers=owner.headers()), 409)
-    assert_problem(api.post("/api/v1/edges", {"name": "\u200b"}, headers=owner.headers()), 422, "name")
+    assert_problem(
+        api.post("/api/v1/edges", {"name": "\u200b"}, headers=owner.headers()), 422, "name"
+    )
     assert_problem(api.post("/api/v1/edges", {"name": "x"}), 401)
 
 
@@ -109,7 +121,7 @@ def test_a_heartbeat_is_kept_and_shown(api: Api, owner: Identity) -> None:
     assert r.status_code == 204, r.text
     got = api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()
     assert got["state"] == "online" and 0 <= got["silent_s"] < 60
-    assert got["heartbeat"]["sensors"][0]["waiting"] == 12
+    assert next(iter(got["heartbeat"]["sensors"].values()))["waiting"] == 12
     assert got["heartbeat"]["clock"]["offset_ms"] == -3.5
     # The next one supersedes it.
     put_beat(api, edge_id, token, beat(edge_id, host="bench-pc-2"))
@@ -118,12 +130,12 @@ def test_a_heartbeat_is_kept_and_shown(api: Api, owner: Identity) -> None:
 
 
 def test_heartbeat_credentials(api: Api, owner: Identity) -> None:
-    edge_id, token = register(api, owner, "a")
-    other_id, other_token = register(api, owner, "b")
+    edge_id, _ = register(api, owner, "a")
+    _, other_token = register(api, owner, "b")
     assert_problem(put_beat(api, edge_id, None, beat()), 401)
     assert_problem(put_beat(api, edge_id, "ble_nope", beat()), 401)
     assert_problem(put_beat(api, edge_id, other_token, beat()), 403)
-    sensor_id, sensor_token = api.sensor(owner)
+    _, sensor_token = api.sensor(owner)
     assert_problem(put_beat(api, edge_id, sensor_token, beat()), 401)
     assert api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()["heartbeat"] is None
 
@@ -131,8 +143,9 @@ def test_heartbeat_credentials(api: Api, owner: Identity) -> None:
 def test_a_bad_heartbeat_names_the_field(api: Api, owner: Identity) -> None:
     edge_id, token = register(api, owner)
     body = beat(edge_id)
-    body["sensors"][0]["waiting"] = -1
-    assert_problem(put_beat(api, edge_id, token, body), 422, "sensors.0.waiting")
+    sid = next(iter(body["sensors"]))
+    body["sensors"][sid]["waiting"] = -1
+    assert_problem(put_beat(api, edge_id, token, body), 422, f"sensors.{sid}.waiting")
     assert_problem(put_beat(api, edge_id, token, beat(str(uuid.uuid4()))), 422, "edge_id")
     assert_problem(put_beat(api, edge_id, token, beat(surprise=1)), 422, "surprise")
     assert_problem(put_beat(api, edge_id, token, beat(host="h" * 300)), 422, "host")
