@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import edge, export, ingest, live, query
+from bench import edge, export, fleet, ingest, live, query
 from bench.harness import Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -48,6 +48,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     "live_latency": (("live_latency",), lambda s, logs, peers, done: [live.latency(s, logs)]),
     "chart_query": (("chart_query",), lambda s, logs, peers, done: [query.chart(s, logs)]),
     "export": (("export",), lambda s, logs, peers, done: [export.export(s, logs)]),
+    "fleet_heartbeats": (
+        ("fleet_heartbeats",),
+        lambda s, logs, peers, done: [fleet.heartbeats(s, logs)],
+    ),
     "chart_filters": (
         tuple(
             [

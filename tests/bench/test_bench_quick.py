@@ -27,6 +27,7 @@ ROWS = {
     "live_latency": False,
     "chart_query": True,
     "export": True,
+    "fleet_heartbeats": True,
     **{
         f"chart_{f}_{size}": False
         for f in ("sensor", "sensor_session", "sensor_run")
