@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import logfilter, openapi, problems
+from cloud import fleet, logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     ):
         app.include_router(module.router)
     live.install(app, settings)
+    fleet.install(app)
 
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.

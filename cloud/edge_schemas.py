@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -50,3 +51,8 @@ class ServerTime(BaseModel):
     #: when the request reached this handler: a client that wants NTP's four timestamps
     #: takes this as the server's receive time and ``time_us`` as its send time
     received_us: int
+
+
+def now_us() -> int:
+    """The server's clock, in microseconds since 1970."""
+    return time.time_ns() // 1000

@@ -36,8 +36,10 @@ from edge.config import EdgeConfig
 log = logging.getLogger("benchlink.edge")
 
 TIME_PATH = "/api/v1/time"
-#: clock samples taken with each heartbeat (the first heartbeat takes twice as many)
-SAMPLES_PER_BEAT = 2
+#: clock samples from ``GET /api/v1/time`` while there is no estimate yet; after that each
+#: heartbeat's answer (the same two server times) is the sample, so a steady edge costs the
+#: cloud one request a period
+FIRST_SAMPLES = 4
 
 
 def state_path(buffer: Path) -> Path:
@@ -183,8 +185,8 @@ def source_states(sources: Mapping[str, object]) -> dict[str, str]:
 
 class Heartbeats:
     """The daemon's heartbeat task: every ``[edge] heartbeat_s``, and after a sync round (at
-    most every ``min_interval_s``), sample the clock, build the state, write it beside the
-    buffer and send it."""
+    most every ``min_interval_s``), build the state, write it beside the buffer and send it;
+    the answer is a clock sample (the first beat samples ``GET /api/v1/time`` first)."""
 
     def __init__(
         self,
@@ -232,8 +234,8 @@ class Heartbeats:
 
     async def beat(self) -> None:
         self._attempted = time.monotonic()
-        if self.sending:
-            await self.sample_clock(SAMPLES_PER_BEAT * (2 if self.clock.count == 0 else 1))
+        if self.sending and self.clock.count == 0:
+            await self.sample_clock(FIRST_SAMPLES)
         beat = await self.reader.call(
             collect,
             self.reader,
@@ -266,13 +268,21 @@ class Heartbeats:
             if answer.status != 200:
                 self._note(_refusal("GET " + TIME_PATH, answer))
                 return
+            self._sample(t0, answer, t3)
+
+    def _sample(self, t0: float, answer: Answer, t3: float) -> None:
+        try:
             body = answer.json()
-            self.clock.add(sample(t0, body["received_us"] / 1e6, body["time_us"] / 1e6, t3))
+            t1, t2 = body["received_us"] / 1e6, body["time_us"] / 1e6
+        except (ValueError, KeyError, TypeError):  # a cloud before GET /api/v1/time
+            return
+        self.clock.add(sample(t0, t1, t2, t3))
 
     async def send(self, beat: Heartbeat) -> None:
         assert self.client is not None
         path = f"/api/v1/edges/{self.cfg.edge.id}/heartbeat"
         headers = {**self._headers(), "Content-Type": "application/json"}
+        t0 = self.now()
         try:
             answer = await self.client.request(
                 "PUT", path, beat.model_dump_json().encode(), headers
@@ -280,9 +290,10 @@ class Heartbeats:
         except TransportError as exc:
             self._note(f"cloud unreachable ({exc})")
             return
-        if answer.status != 204:
+        if answer.status != 200:
             self._note(_refusal("heartbeat", answer))
             return
+        self._sample(t0, answer, self.now())
         self.sent += 1
         if self._trouble is not None:
             log.info("heartbeat: the cloud takes them again (after: %s)", self._trouble)

@@ -10,14 +10,12 @@ sample costs no database round trip; the time is taken around the check, not aft
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
 from cloud.deps import get_settings, identify
-from cloud.edge_schemas import ServerTime
+from cloud.edge_schemas import ServerTime, now_us
 from cloud.errors import Unauthenticated
 from cloud.services.tokens import TokenGate, bearer_token, hash_token
 
@@ -34,15 +32,11 @@ def _gate(request: Request) -> TokenGate:
     return gate
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 @router.get("/time")
 async def server_time(request: Request) -> ServerTime:
     """The server's time in microseconds since 1970 (UTC). Needs an edge's or a sensor's
     token (``Authorization: Bearer``) or the identity headers."""
-    received = _now_us()
+    received = now_us()
     token = bearer_token(request.headers.get("authorization"))
     if token is not None:
         gate, token_hash = _gate(request), hash_token(token)
@@ -53,4 +47,4 @@ async def server_time(request: Request) -> ServerTime:
             )
     else:
         identify(request, get_settings(request))
-    return ServerTime(time_us=_now_us(), received_us=received)
+    return ServerTime(time_us=now_us(), received_us=received)

@@ -1,9 +1,7 @@
-"""Edges: bench PCs registered in a project, with a token each, reporting heartbeats.
+"""Edges: bench PCs registered in a project, with a token each, reporting heartbeats
+(taken and stored by :mod:`cloud.fleet`).
 
-Registration, rotation and revocation follow sensors' (:mod:`cloud.services.tokens`). A
-heartbeat is one UPDATE, authenticated by its own WHERE clause (the edge's id and the hash of
-the token it sent): 1,000 edges every 30 s is 33 of them a second, so the usual path costs one
-statement and no read before the write.
+Registration, rotation and revocation follow sensors' (:mod:`cloud.services.tokens`).
 """
 
 from __future__ import annotations
@@ -13,36 +11,41 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
 from cloud.edge_schemas import EdgeIn, EdgeOut, EdgeState
-from cloud.errors import Conflict, Forbidden, Unauthenticated
+from cloud.errors import Conflict, Unauthenticated
+from cloud.fleet import Pending
 from cloud.pagination import newest_first
 from cloud.schemas import normalize_name
 from cloud.services import journal, tokens
 from cloud.services.scope import get_in_project, require_project
-from common.heartbeat import Heartbeat
 
 TOKEN_PREFIX = "ble_"
 #: an edge silent for more than this many of its heartbeat periods is stale
 STALE_AFTER_BEATS = 3
 
 
-def health(edge: models.Edge, now: datetime) -> tuple[EdgeState, float | None]:
-    """(state, seconds since the last heartbeat), by the cloud's clock."""
-    if edge.heartbeat_at is None or edge.heartbeat is None:
+def health(
+    at: datetime | None, heartbeat: dict[str, Any] | None, now: datetime
+) -> tuple[EdgeState, float | None]:
+    """(state, seconds since the last heartbeat was received), by the cloud's clock."""
+    if at is None or heartbeat is None:
         return "never", None
-    silent = max(0.0, (now - edge.heartbeat_at).total_seconds())
-    period = float(edge.heartbeat.get("heartbeat_s") or 30.0)
+    silent = max(0.0, (now - at).total_seconds())
+    period = float(heartbeat.get("heartbeat_s") or 30.0)
     return ("stale" if silent > STALE_AFTER_BEATS * period else "online"), silent
 
 
-def to_out(edge: models.Edge, now: datetime | None = None) -> EdgeOut:
-    state, silent = health(edge, now or datetime.now(UTC))
+def to_out(edge: models.Edge, pending: Pending | None = None) -> EdgeOut:
+    """``pending``: a heartbeat taken by this process and not yet stored (it is newer)."""
     fields = {c: getattr(edge, c) for c in EdgeOut.model_fields if hasattr(edge, c)}
+    if pending is not None:
+        fields.update(heartbeat=pending.body, heartbeat_at=pending.at)
+    state, silent = health(fields["heartbeat_at"], fields["heartbeat"], datetime.now(UTC))
     return EdgeOut.model_validate({**fields, "state": state, "silent_s": silent})
 
 
@@ -98,31 +101,6 @@ def _record(db: Session, caller: Principal, kind: str, edge: models.Edge, **payl
     journal.record(
         db, kind, project_id=caller.project_id, actor=caller.actor, edge_id=str(edge.id), **payload
     )
-
-
-def heartbeat(db: Session, edge_id: uuid.UUID, token: str | None, body: Heartbeat) -> None:
-    """Keep ``body`` as the edge's last heartbeat. 401 without a known edge token, 403 with
-    another edge's."""
-    if not token:
-        raise token_refused(None)
-    E = models.Edge
-    token_hash = tokens.hash_token(token)
-    stored = db.execute(
-        update(E)
-        .where(E.id == edge_id, E.token_hash == token_hash)
-        # updated_at says when the edge's registration changed, not when it last spoke.
-        .values(
-            heartbeat=body.model_dump(mode="json"),
-            heartbeat_at=datetime.now(UTC),
-            updated_at=E.updated_at,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if stored.rowcount == 1:  # type: ignore[attr-defined]
-        return
-    if db.scalar(select(E.id).where(E.token_hash == token_hash)) is not None:
-        raise Forbidden(f"this token is another edge's, not edge {edge_id}'s")
-    raise token_refused(token)
 
 
 def token_refused(token: str | None) -> Unauthenticated:

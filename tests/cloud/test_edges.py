@@ -117,16 +117,51 @@ def test_another_projects_edge_is_not_found(api: Api, owner: Identity) -> None:
 def test_a_heartbeat_is_kept_and_shown(api: Api, owner: Identity) -> None:
     edge_id, token = register(api, owner)
     body = beat(edge_id)
+    before = time.time_ns() // 1000
     r = put_beat(api, edge_id, token, body)
-    assert r.status_code == 204, r.text
+    assert r.status_code == 200, r.text
+    # The answer is the server's time, a clock sample for the edge.
+    assert before <= r.json()["received_us"] <= r.json()["time_us"] <= time.time_ns() // 1000
     got = api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()
     assert got["state"] == "online" and 0 <= got["silent_s"] < 60
     assert next(iter(got["heartbeat"]["sensors"].values()))["waiting"] == 12
     assert got["heartbeat"]["clock"]["offset_ms"] == -3.5
-    # The next one supersedes it.
+    # The next one supersedes it; both are stored within a second, the last one wins.
     put_beat(api, edge_id, token, beat(edge_id, host="bench-pc-2"))
     got = api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()
     assert got["heartbeat"]["host"] == "bench-pc-2"
+    deadline = time.monotonic() + 10
+    stored = None
+    while time.monotonic() < deadline:
+        with api.c.app.state.sessionmaker() as db:
+            stored = db.get(models.Edge, uuid.UUID(edge_id))
+            if stored is not None and stored.heartbeat is not None:
+                break
+        time.sleep(0.1)
+    assert stored is not None and stored.heartbeat is not None
+    assert stored.heartbeat["host"] == "bench-pc-2" and stored.heartbeat_at is not None
+
+
+def test_a_heartbeat_with_a_token_revoked_meanwhile_is_not_stored(
+    api: Api, owner: Identity
+) -> None:
+    """Taken before the revocation reached this process's memory, the heartbeat is still
+    checked against the token when it is stored."""
+    edge_id, token = register(api, owner)
+    sink = api.c.app.state.heartbeats
+    assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200
+    sink.flush()
+    with api.c.app.state.sessionmaker.begin() as db:  # revoked by another API process
+        db.execute(
+            update(models.Edge)
+            .where(models.Edge.id == uuid.UUID(edge_id))
+            .values(token_hash=None, token_status="revoked", heartbeat=None, heartbeat_at=None)
+        )
+    assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200  # remembered
+    assert sink.flush() == 1
+    with api.c.app.state.sessionmaker() as db:
+        row = db.get(models.Edge, uuid.UUID(edge_id))
+        assert row is not None and row.heartbeat is None
 
 
 def test_heartbeat_credentials(api: Api, owner: Identity) -> None:
@@ -150,7 +185,7 @@ def test_a_bad_heartbeat_names_the_field(api: Api, owner: Identity) -> None:
     assert_problem(put_beat(api, edge_id, token, beat(surprise=1)), 422, "surprise")
     assert_problem(put_beat(api, edge_id, token, beat(host="h" * 300)), 422, "host")
     # Nothing accepted is lost: a good one after bad ones is kept.
-    assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 204
+    assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200
 
 
 def test_rotate_and_revoke(api: Api, owner: Identity) -> None:
@@ -160,7 +195,7 @@ def test_rotate_and_revoke(api: Api, owner: Identity) -> None:
     new = r.json()["token"]
     assert r.headers["cache-control"] == "no-store"
     assert_problem(put_beat(api, edge_id, token, beat()), 401)
-    assert put_beat(api, edge_id, new, beat()).status_code == 204
+    assert put_beat(api, edge_id, new, beat()).status_code == 200
     assert_problem(
         api.post(f"/api/v1/edges/{edge_id}/revoke-token", headers=owner.headers("editor")), 403
     )
@@ -176,6 +211,7 @@ def test_rotate_and_revoke(api: Api, owner: Identity) -> None:
 
 
 def _silence(api: Api, edge_id: str, seconds: float) -> None:
+    api.c.app.state.heartbeats.flush()  # what this process holds, stored now
     with api.c.app.state.sessionmaker.begin() as db:
         db.execute(
             update(models.Edge)
