@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,8 +128,9 @@ def heartbeats(sizes: Sizes, logs: Path) -> Row:
             asyncio.run(_all(host, port, period))
             figures.append(_api_cpu(cloud) - before)
         busy = machine.busy()
-        share = 100 * min(figures) / PERIOD_S
-        floor_share = 100 * min(ceilings) / PERIOD_S
+        # Medians, as telemetry_ingest: on a shared two-core machine one round can be off 3x.
+        share = 100 * statistics.median(figures) / PERIOD_S
+        floor_share = 100 * statistics.median(ceilings) / PERIOD_S
         return Row(
             name="fleet_heartbeats",
             what=f"heartbeats of {n} edges / {PERIOD_S:.0f} s, % of one core",
@@ -144,7 +146,7 @@ def heartbeats(sizes: Sizes, logs: Path) -> Row:
                 "requests_per_period": len(period),
                 "api_cpu_s_rounds": [round(f, 3) for f in figures],
                 "healthz_cpu_s_rounds": [round(c, 3) for c in ceilings],
-                "cpu_ms_per_edge": round(1000 * min(figures) / n, 3),
+                "cpu_ms_per_edge": round(1000 * statistics.median(figures) / n, 3),
                 "machine_busy_pct": busy,
             },
         )
