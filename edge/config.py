@@ -135,8 +135,8 @@ class EdgeSection(Section):
     token: SecretStr | None = None
     #: a heartbeat this often; the cloud calls the edge stale after three missed
     heartbeat_s: float = Field(30.0, gt=0, le=3600)
-    #: a sync round sends one at once too, but never sooner than this after the last: a
-    #: busy edge syncs every second, and 1,000 of them must not heartbeat every second
+    #: a sync round that starts or ends a run of failures sends one at once, but never
+    #: sooner than this after the last
     min_interval_s: float = Field(5.0, ge=0)
 
     @model_validator(mode="after")

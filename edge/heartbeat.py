@@ -184,9 +184,10 @@ def source_states(sources: Mapping[str, object]) -> dict[str, str]:
 
 
 class Heartbeats:
-    """The daemon's heartbeat task: every ``[edge] heartbeat_s``, and after a sync round (at
-    most every ``min_interval_s``), build the state, write it beside the buffer and send it;
-    the answer is a clock sample (the first beat samples ``GET /api/v1/time`` first)."""
+    """The daemon's heartbeat task: every ``[edge] heartbeat_s``, and after a sync round that
+    changed how syncing goes (see :meth:`after_sync_round`), build the state, write it beside
+    the buffer and send it; the answer is a clock sample (the first beat samples ``GET
+    /api/v1/time`` first)."""
 
     def __init__(
         self,
@@ -205,6 +206,8 @@ class Heartbeats:
         self.last: Heartbeat | None = None
         self.sent = 0
         self._attempted = -math.inf
+        #: whether each sensor's last sync round got its batches answered
+        self._rounds: dict[str, bool] = {}
         #: what went wrong last (logged once until it changes): None while all is well
         self._trouble: str | None = None
 
@@ -212,8 +215,15 @@ class Heartbeats:
     def sending(self) -> bool:
         return self.client is not None and self.cfg.edge.id is not None
 
-    def after_sync_round(self) -> None:
-        if time.monotonic() - self._attempted >= self.cfg.edge.min_interval_s:
+    def after_sync_round(self, sensor_id: str, answered: bool) -> None:
+        """A sync round whose outcome differs from the sensor's last (the cloud stopped
+        answering, or answers again: the backlog starts to drain) is reported at once, not
+        sooner than ``min_interval_s`` after the last heartbeat. Rounds like the one before
+        are not: a busy edge syncs every second, and 1,000 of them must not heartbeat every
+        second."""
+        changed = self._rounds.get(sensor_id, True) != answered
+        self._rounds[sensor_id] = answered
+        if changed and time.monotonic() - self._attempted >= self.cfg.edge.min_interval_s:
             self.wake.set()
 
     async def run(self) -> None:

@@ -199,8 +199,9 @@ class SensorSync:
         self.wake = asyncio.Event()
         #: batches posted by :meth:`drain`
         self.posts = 0
-        #: called after each round that posted something (the daemon sends a heartbeat)
-        self.on_round: Callable[[], None] | None = None
+        #: called after each round that posted something, with the sensor and whether the
+        #: round got its batches answered (False: it ends in a retry); the daemon's heartbeat
+        self.on_round: Callable[[str, bool], None] | None = None
 
     async def seal(self, *, everything: bool = False) -> int:
         # Half the interval for the last partial batch plus half for the send loop's tick:
@@ -342,7 +343,7 @@ class SensorSync:
                 try:
                     outcome = await self.drain()
                     if self.posts != posts and self.on_round is not None:
-                        self.on_round()
+                        self.on_round(self.sensor_id, outcome is None or outcome.kind != "retry")
                 except Exception as exc:  # "database is locked", a bug: never fatal
                     self.state = "backoff"
                     self.metrics.errors.labels("sync_unexpected").inc()

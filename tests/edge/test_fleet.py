@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from common.heartbeat import Heartbeat
+from edge.buffer import Buffer
 from edge.clock import ClockEstimator, sample
 from edge.config import load_config
 from edge.daemon import Daemon
-from edge.heartbeat import state_path
+from edge.heartbeat import Heartbeats, state_path
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
 from tests.edge.test_integration_mqtt import Publisher, connected, mqtt_sensor, topic
 from tests.support.services import Broker
@@ -62,6 +63,35 @@ def test_the_filter_keeps_the_sample_with_the_shortest_round_trip() -> None:
     assert got is not None and got.samples == 3
     assert got.offset_ms == pytest.approx(1.0)
     assert got.uncertainty_ms > 1.0  # half the best delay plus the others' spread
+
+
+def test_only_a_sync_round_that_changes_how_syncing_goes_wakes_the_heartbeat(
+    tmp_path: Path,
+) -> None:
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url="http://127.0.0.1:9",
+        buffer=tmp_path / "buffer.db",
+        sensors=[],
+        extra="[edge]\nmin_interval_s = 0\n",
+    )
+    buf = Buffer(tmp_path / "buffer.db")
+    try:
+        beats = Heartbeats(load_config(cfg), buf, None, dict)
+        woken = []
+        for answered in (True, True, False, False, True, True):
+            beats.wake.clear()
+            beats.after_sync_round("s1", answered)
+            woken.append(beats.wake.is_set())
+        # A busy edge's every-second rounds send nothing; the outage and the recovery do.
+        assert woken == [False, False, True, False, True, False]
+        beats.cfg.edge.min_interval_s = 3600.0
+        beats._attempted = time.monotonic()
+        beats.wake.clear()
+        beats.after_sync_round("s1", False)
+        assert not beats.wake.is_set()  # not sooner than min_interval_s after the last
+    finally:
+        buf.close()
 
 
 def test_no_edge_identity_means_no_heartbeat_said_once(
