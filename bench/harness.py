@@ -74,7 +74,7 @@ class Sizes:
             filters_readings=(40_000, 200_000),
             repeats=2,
             cloud_workers=1,
-            fleet_edges=20,
+            fleet_edges=200,
         )
 
 
