@@ -72,8 +72,9 @@ class HeartbeatSink:
 
     def forget(self, edge_id: uuid.UUID) -> None:
         """The edge's token changed: ask the database again next time."""
-        for token_hash in [h for h, (e, _) in self._known.items() if e == edge_id]:
-            del self._known[token_hash]
+        # A copy first: heartbeats on the event loop add entries while this runs on a worker.
+        for token_hash in [h for h, (e, _) in list(self._known.items()) if e == edge_id]:
+            self._known.pop(token_hash, None)
         self.pending.pop(edge_id, None)
 
     def keep(self, edge_id: uuid.UUID, token_hash: str, body: dict[str, Any]) -> None:
