@@ -54,6 +54,8 @@ class Sizes:
     filters_readings: tuple[int, ...] = (1_000_000, 10_000_000)
     repeats: int = 7
     cloud_workers: int = 2
+    #: edges sending a heartbeat (and two clock samples) per 30 s period
+    fleet_edges: int = 1000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -75,6 +77,7 @@ class Sizes:
             filters_readings=(40_000, 200_000),
             repeats=2,
             cloud_workers=1,
+            fleet_edges=200,
         )
 
 

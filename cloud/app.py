@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import logfilter, openapi, problems
+from cloud import fleet, logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
@@ -28,6 +28,8 @@ from cloud.routers import annotations as annotation_routes
 from cloud.routers import (
     calibrations,
     capture_sessions,
+    clock,
+    edges,
     events,
     experiments,
     metrics,
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         owned.append(read_engine)
         readers = make_sessionmaker(read_engine)
     stats = Stats()
+    stats.watch_edges(readers)
     logfilter.install()
     if settings.create_schema:
         Base.metadata.create_all(engine)
@@ -114,6 +117,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         projects,
         sensors,
         calibrations,
+        edges,
+        clock,
         experiments,
         runs,
         capture_sessions,
@@ -127,6 +132,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     ):
         app.include_router(module.router)
     live.install(app, settings)
+    fleet.install(app)
 
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.

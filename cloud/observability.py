@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from cloud.services.telemetry import Ingested
 
 
@@ -45,6 +51,11 @@ class Stats:
             registry=self.registry,
         )
 
+    def watch_edges(self, sessions: sessionmaker[Session]) -> None:
+        """``benchlink_edges{state}``: edges by health, read from the database at each
+        scrape (staleness is a matter of the time of reading, not of any write)."""
+        self.registry.register(EdgeHealth(sessions))
+
     def readings_ingested(self, ingested: Ingested) -> None:
         if ingested.replayed:
             self.batches.labels("duplicate").inc()
@@ -53,3 +64,30 @@ class Stats:
         self.duplicate_readings.inc(ingested.answer.duplicate)
         if ingested.published is not None:
             self.readings.inc(len(ingested.published.rows))
+
+
+class EdgeHealth(Collector):
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        # Without it the registry would collect (query the database) when registering.
+        return [GaugeMetricFamily("benchlink_edges", "", labels=["state"])]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from cloud.services.edges import counts_by_state
+
+        gauge = GaugeMetricFamily(
+            "benchlink_edges",
+            "registered edges by state: never (no heartbeat yet), online, stale (silent for"
+            " more than 3 of its heartbeat periods)",
+            labels=["state"],
+        )
+        try:
+            with self.sessions() as db:
+                counts = counts_by_state(db, datetime.now(UTC))
+        except Exception:  # a scrape while the database is down: the gauge is absent
+            return
+        for state, n in counts.items():
+            gauge.add_metric([state], n)
+        yield gauge

@@ -57,6 +57,11 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "A sensor's token (bls_...), shown once at registration or rotation.",
     },
+    "EdgeToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An edge's token (ble_...), shown once at registration or rotation.",
+    },
 }
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -105,6 +110,8 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
 HAND_CHECKED = {
     ("post", "/api/v1/telemetry"): "sensor",
     ("get", "/api/v1/telemetry/stream/sse"): "identity",
+    ("put", "/api/v1/edges/{edge_id}/heartbeat"): "edge",
+    ("get", "/api/v1/time"): "clock",
 }
 
 
@@ -196,6 +203,10 @@ def document(schema: dict[str, Any], who: dict[tuple[str, str], str]) -> None:
 def _security(kind: str | None) -> list[dict[str, list[str]]]:
     if kind == "sensor":
         return [{"SensorToken": []}]
+    if kind == "edge":
+        return [{"EdgeToken": []}]
+    if kind == "clock":  # any credential the API knows (see cloud/routers/clock.py)
+        return [{"EdgeToken": []}, {"SensorToken": []}, *_security("identity")]
     names = IDENTITY if kind == "identity" else ("UserId",) if kind == "user" else ()
     if not names:
         return []

@@ -25,9 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.cli import Parser, add_version
+from common.heartbeat import Heartbeat
 from edge.buffer import Buffer, ts_text
 from edge.cloud_client import CloudClient
 from edge.config import ConfigError, EdgeConfig, default_client_id, load_config
+from edge.heartbeat import collect, read_state, state_path
 from edge.instance import Refused
 from edge.metrics import EdgeMetrics
 from edge.sync import FlushReport, flush
@@ -59,26 +61,59 @@ def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
-    buf = _buffer(cfg)
-    try:
-        status = buf.status()
-    finally:
-        buf.close()
+    beat = local_heartbeat(cfg)
     if args.json:
-        print(json.dumps(status, indent=2))
+        print(beat.model_dump_json(indent=2))
         return 0
-    print(f"buffer {status['buffer']}: {status['used_bytes']} of {status['max_bytes']} bytes")
-    client_id = cfg.mqtt.client_id or default_client_id(status["edge_id"])
-    print(f"edge id {status['edge_id']}, MQTT client id {client_id}")
-    print(f"dead letters: {status['dead_letters']}")
-    header = f"{'sensor':36}  {'source':6}  {'pending':>8}  {'inflight':>8}  {'synced':>9}"
-    print(header + f"  {'dead':>6}  {'rate/s':>7}  last error")
-    for sid, s in status["sensors"].items():
+    b = beat.buffer
+    print(f"buffer {b.path}: {b.used_bytes} of {b.max_bytes} bytes (when full: {b.full_policy})")
+    client_id = cfg.mqtt.client_id or default_client_id(b.id)
+    print(f"edge id {b.id}, MQTT client id {client_id}")
+    print(f"cloud edge id {beat.edge_id or '- (no [edge] id: no heartbeats)'}")
+    if beat.uptime_s is None:
+        print("daemon: not running")
+    else:
+        print(f"daemon: running for {beat.uptime_s:.0f}s, heartbeat every {beat.heartbeat_s:g}s")
+    c = beat.clock
+    if c is not None:
         print(
-            f"{sid:36}  {s['source']:6}  {s['pending']:>8}  {s['inflight']:>8}  {s['synced']:>9}"
-            f"  {s['dead']:>6}  {s['rate_per_s']:>7}  {s['last_error'] or '-'}"
+            f"clock: the cloud's is {c.offset_ms:+.1f} ms from this PC's"
+            f" (+/- {c.uncertainty_ms:.1f} ms, {c.samples} samples;"
+            f" warning past {c.max_offset_ms:g} ms)"
+        )
+    print(f"dead letters: {beat.dead_letters}")
+    header = f"{'sensor':36}  {'source':6}  {'state':9}  {'pending':>8}  {'inflight':>8}"
+    print(header + f"  {'synced':>9}  {'dead':>6}  {'rate/s':>7}  {'oldest':>8}  last error")
+    for sid, st in beat.sensors.items():
+        oldest = "-" if st.oldest_waiting_age_s is None else f"{st.oldest_waiting_age_s:.0f}s"
+        print(
+            f"{sid:36}  {st.source:6}  {st.source_state:9}  {st.pending:>8}  {st.inflight:>8}"
+            f"  {st.synced:>9}  {st.dead:>6}  {st.rate_per_s:>7}  {oldest:>8}"
+            f"  {st.last_error or '-'}"
         )
     return 0
+
+
+def local_heartbeat(cfg: EdgeConfig) -> Heartbeat:
+    """What the daemon would send now: the buffer read here, the sources' states, uptime and
+    clock from the running daemon's last heartbeat (none when no daemon runs)."""
+    live = read_state(state_path(cfg.buffer.path))
+    now = datetime.now(UTC)
+    buf = _buffer(cfg)
+    try:
+        beat = collect(
+            buf,
+            cfg,
+            sent_at=now,
+            source_states={sid: s.source_state for sid, s in live.sensors.items()} if live else {},
+            uptime_s=None
+            if live is None or live.uptime_s is None
+            else round(live.uptime_s + max(0.0, (now - live.sent_at).total_seconds()), 3),
+            clock=live.clock if live else None,
+        )
+    finally:
+        buf.close()
+    return beat
 
 
 def _uuid(text: str) -> str:
@@ -243,8 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[_common(defaults=False)])
 
     command("run", "run the daemon").set_defaults(fn=cmd_run)
-    st = command("status", "pending, in flight, synced, dead-letter, rate per sensor")
-    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    st = command(
+        "status",
+        "the state the daemon reports in its heartbeat: buffer, clock, and per sensor"
+        " source state, pending, in flight, synced, dead-letter, rate, oldest waiting",
+    )
+    st.add_argument(
+        "--json", action="store_true", help="print the heartbeat's JSON document instead"
+    )
     st.set_defaults(fn=cmd_status)
     b = command("bind", "move a sensor to another run / capture session")
     b.add_argument("sensor", type=_uuid, help="the sensor's id (a UUID)")

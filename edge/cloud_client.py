@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -66,6 +66,13 @@ class Poster(Protocol):
     async def post(self, path: str, content: bytes, headers: Mapping[str, str]) -> Answer: ...
 
 
+@runtime_checkable
+class Requester(Protocol):
+    async def request(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> Answer: ...
+
+
 class CloudClient:
     """POST to the cloud at ``[cloud] url``: certificates verified (against ``ca_bundle``
     when set), ``timeout_s`` for a whole request, through the proxy that ``https_proxy`` /
@@ -90,10 +97,15 @@ class CloudClient:
         return self._session
 
     async def post(self, path: str, content: bytes, headers: Mapping[str, str]) -> Answer:
+        return await self.request("POST", path, content, headers)
+
+    async def request(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> Answer:
         session = self._session or self._open()
         try:
-            async with session.post(
-                self.base + path, data=content, headers=headers, proxy=self.proxy
+            async with session.request(
+                method, self.base + path, data=content, headers=headers, proxy=self.proxy
             ) as r:
                 body = await r.read()
                 return Answer(

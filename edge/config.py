@@ -127,6 +127,30 @@ class MetricsConfig(Section):
     port: int = Field(9108, ge=0, le=65535)
 
 
+class EdgeSection(Section):
+    """``[edge]``: this bench PC as the cloud knows it (``POST /api/v1/edges``). Without an
+    id and a token the daemon sends no heartbeat (and says so once at startup)."""
+
+    id: UUID | None = None
+    token: SecretStr | None = None
+    #: a heartbeat this often; the cloud calls the edge stale after three missed
+    heartbeat_s: float = Field(30.0, gt=0, le=3600)
+    #: a sync round that starts or ends a run of failures sends one at once, but never
+    #: sooner than this after the last
+    min_interval_s: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _id_with_token(self) -> EdgeSection:
+        if (self.id is None) != (self.token is None):
+            raise ValueError("give both id and token (from POST /api/v1/edges), or neither")
+        return self
+
+
+class ClockConfig(Section):
+    #: an estimated offset to the cloud's clock past this is logged as a warning
+    max_offset_ms: float = Field(500.0, gt=0)
+
+
 class SensorConfig(Section):
     """The keys every ``[[sensors]]`` table has; each source's model (registered with
     :func:`edge.sources.base.register`) adds its own and narrows ``source`` to its name."""
@@ -168,6 +192,8 @@ class EdgeConfig(BaseSettings):
     sync: SyncConfig = SyncConfig()
     mqtt: MqttConfig = MqttConfig()
     metrics: MetricsConfig = MetricsConfig()
+    edge: EdgeSection = EdgeSection()
+    clock: ClockConfig = ClockConfig()
     sensors: list[Annotated[SensorConfig, RegisteredSources()]] = []
 
     @model_validator(mode="after")
@@ -370,7 +396,7 @@ def exposed_secrets(path: Path, cfg: EdgeConfig) -> str | None:
     """A warning when ``path`` holds tokens or a password and other users may read it: anyone
     (o+r), or a group that is not this process's own (the documented set-up is 0640,
     root:benchlink, read by the daemon through its group)."""
-    if not cfg.sensors and cfg.mqtt.password is None:
+    if not cfg.sensors and cfg.mqtt.password is None and cfg.edge.token is None:
         return None
     try:
         st = path.stat()

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 from edge.buffer import Buffer
-from edge.cloud_client import CloudClient
+from edge.clock import TimeSource
+from edge.cloud_client import CloudClient, Requester
 from edge.config import ConfigError, EdgeConfig, SensorConfig, exposed_secrets, load_config
+from edge.heartbeat import Heartbeats
 from edge.instance import BufferLock, Refused
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
@@ -36,7 +38,7 @@ from edge.writer import Writer
 log = logging.getLogger("benchlink.edge")
 
 MAINTENANCE_EVERY_S = 5.0
-SECTIONS = ("cloud", "buffer", "sync", "mqtt", "metrics")
+SECTIONS = ("cloud", "buffer", "sync", "mqtt", "metrics", "edge", "clock")
 #: sensor settings a reload applies at once (the buffer holds them, every send/commit reads them)
 LIVE_SENSOR_FIELDS = ("token", "run_id", "capture_session_id")
 
@@ -121,10 +123,16 @@ class Daemon:
         *,
         client: CloudClient | None = None,
         config_path: Path | None = None,
+        time_source: TimeSource = time.time,
     ) -> None:
         """``client`` replaces the HTTP client built from ``[cloud]`` (tests inject faults);
-        ``config_path`` is the file a SIGHUP reads again (none: SIGHUP is ignored)."""
+        ``config_path`` is the file a SIGHUP reads again (none: SIGHUP is ignored);
+        ``time_source`` is the clock the daemon compares with the cloud's (tests shift it)."""
         self.cfg = cfg
+        self.time_source = time_source
+        #: the running sources, by task name (their states go into the heartbeat)
+        self.sources: dict[str, object] = {}
+        self.heartbeats: Heartbeats | None = None
         self.config_path = config_path
         self._client = client
         self.syncs: dict[str, SensorSync] = {}
@@ -283,9 +291,19 @@ class Daemon:
             )
             for s in self.cfg.sensors
         }
+        beats = self.heartbeats = Heartbeats(
+            self.cfg,
+            self.reader,
+            client if isinstance(client, Requester) else None,
+            lambda: self.sources,
+            self.time_source,
+        )
+        for sync in self.syncs.values():
+            sync.on_round = beats.after_sync_round
         rest = [tg.create_task(sync.run(), name=f"sync:{sid}") for sid, sync in self.syncs.items()]
         rest.append(tg.create_task(self._maintenance(), name="maintenance"))
         rest.append(tg.create_task(self._watchdog(), name="watchdog"))
+        rest.append(tg.create_task(beats.run(), name="heartbeat"))
         self.state = "running"
         notify("READY=1")
         log.info("running with %d sensor(s)", len(self.cfg.sensors))
@@ -314,6 +332,7 @@ class Daemon:
         for name, kind in kinds().items():
             if sensors := [s for s in self.cfg.sensors if s.source == name]:
                 for task_name, source in kind.start(sensors, ctx).items():
+                    self.sources[task_name] = source
                     tasks.append(tg.create_task(source.run(), name=task_name))
         return tasks
 

@@ -199,6 +199,9 @@ class SensorSync:
         self.wake = asyncio.Event()
         #: batches posted by :meth:`drain`
         self.posts = 0
+        #: called after each round that posted something, with the sensor and whether the
+        #: round got its batches answered (False: it ends in a retry); the daemon's heartbeat
+        self.on_round: Callable[[str, bool], None] | None = None
 
     async def seal(self, *, everything: bool = False) -> int:
         # Half the interval for the last partial batch plus half for the send loop's tick:
@@ -336,8 +339,11 @@ class SensorSync:
         tick = self.cfg.interval_s / 2
         try:
             while True:
+                posts = self.posts
                 try:
                     outcome = await self.drain()
+                    if self.posts != posts and self.on_round is not None:
+                        self.on_round(self.sensor_id, outcome is None or outcome.kind != "retry")
                 except Exception as exc:  # "database is locked", a bug: never fatal
                     self.state = "backoff"
                     self.metrics.errors.labels("sync_unexpected").inc()

@@ -60,7 +60,18 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Sensor(Base):
+class TokenColumns:
+    """The token of a thing that calls the API on its own (:mod:`cloud.services.tokens`)."""
+
+    #: SHA-256 of the current token; NULL once revoked. Tokens carry 256 random bits, so a
+    #: fast hash is enough: there is nothing to brute-force, and ingest must stay cheap.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    token_preview: Mapped[str | None] = mapped_column(String(32))
+    token_status: Mapped[str] = mapped_column(String(16), default="active")
+    token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Sensor(TokenColumns, Base):
     __tablename__ = "sensors"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
@@ -71,15 +82,28 @@ class Sensor(Base):
     #: The current profile's units, in their canonical spelling (common.units).
     input_unit: Mapped[str] = mapped_column(String(32))
     display_unit: Mapped[str] = mapped_column(String(32))
-    #: SHA-256 of the current token; NULL once revoked. Tokens carry 256 random bits, so a
-    #: fast hash is enough: there is nothing to brute-force, and ingest must stay cheap.
-    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    token_preview: Mapped[str | None] = mapped_column(String(32))
-    token_status: Mapped[str] = mapped_column(String(16), default="active")
-    token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     profile_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Edge(TokenColumns, Base):
+    """A bench PC running the edge daemon (migration 0010). It reports in with its own token;
+    the last heartbeat is kept whole (each one supersedes the one before: no history)."""
+
+    __tablename__ = "edges"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: the last heartbeat as the edge sent it (common.heartbeat.Heartbeat), and when the
+    #: cloud received it (by the cloud's clock: staleness never trusts the edge's)
+    heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SensorProfile(Base):

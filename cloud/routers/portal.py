@@ -1,10 +1,11 @@
 """The experiment portal: static HTML/JS/CSS served by the API itself (no build step).
 
-Page paths (``/``, ``/tests``, ``/experiments/{id}``, ``/runs/{id}``) all serve the one page;
-the script routes by path. The browser calls the same REST API as everyone else: behind a
-gateway the gateway adds the identity headers; with ``BENCHLINK_DEV_IDENTITY=1`` (development
-only, shown as a banner) the page sends them itself: the default identity of the settings
-(``make demo``: the demo project's owner), or the user, project and role it asks for.
+Page paths (``/``, ``/tests``, ``/devices``, ``/experiments/{id}``, ``/runs/{id}``) all serve
+the one page; the script routes by path. The browser calls the same REST API as everyone
+else: behind a gateway the gateway adds the identity headers; with
+``BENCHLINK_DEV_IDENTITY=1`` (development only, shown as a banner) the page sends them itself:
+the default identity of the settings (``make demo``: the demo project's owner), or the user,
+project and role it asks for.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def home() -> FileResponse:
 
 @router.get("/tests")
 def tests_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/devices")
+def devices_page() -> FileResponse:
     return _page()
 
 

@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
-import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy import and_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.deps import Principal
@@ -23,22 +19,16 @@ from cloud.schemas import (
     SensorPatch,
     normalize_name,
 )
-from cloud.services import journal
+from cloud.services import journal, tokens
 from cloud.services.scope import get_in_project, require_project
+from cloud.services.tokens import TokenGate, bearer_token, hash_token
+
+# Telemetry ingest and its middleware take these from here.
+__all__ = ["TokenGate", "bearer_token", "hash_token"]
 from common import units
 from common.profiles import ProfileError, UnitMismatch, build_converter
 
 TOKEN_PREFIX = "bls_"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, if that is what it is."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def token_refused(token: str | None) -> Unauthenticated:
@@ -52,42 +42,6 @@ def token_refused(token: str | None) -> Unauthenticated:
         "unknown, rotated or revoked sensor token",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
-
-
-class TokenGate:
-    """Whether a Bearer token is some sensor's, asked before a telemetry body is read, so that
-    an unauthenticated sender costs one indexed lookup and never a body read or parse.
-
-    A token found is remembered for ``ttl_s``, which spares each batch of a sending sensor a
-    round trip. The gate only keeps strangers out: ingest authenticates every batch again in
-    its own transaction, so a token revoked within ``ttl_s`` still has its batch refused."""
-
-    def __init__(self, sessions: sessionmaker[Session], ttl_s: float = 30.0, size: int = 4096):
-        self.sessions = sessions
-        self.ttl_s = ttl_s
-        self.size = size
-        self._seen: dict[str, float] = {}  # token hash -> when the lookup expires (monotonic)
-
-    def remembered(self, token_hash: str) -> bool:
-        until = self._seen.get(token_hash)
-        return until is not None and until > time.monotonic()
-
-    def lookup(self, token_hash: str) -> bool:
-        """Ask the database (blocking: call from a worker thread)."""
-        with self.sessions() as db:
-            S = models.Sensor
-            found = db.scalar(select(S.id).where(S.token_hash == token_hash))
-        if found is not None:
-            if len(self._seen) >= self.size:
-                self._seen.clear()
-            self._seen[token_hash] = time.monotonic() + self.ttl_s
-        return found is not None
-
-
-def new_token() -> tuple[str, str, str]:
-    """(token, its hash, a preview safe to show). 32 random bytes = 256 bits."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    return token, hash_token(token), f"{token[:8]}…{token[-4:]}"
 
 
 def normalise_unit(text: str, field: str) -> str:
@@ -160,19 +114,15 @@ def register(db: Session, caller: Principal, body: SensorIn) -> tuple[models.Sen
     display_unit = normalise_unit(body.display_unit, "display_unit")
     validate_profile(body.conversion_profile, display_unit, input_unit)
     _unique_name(db, caller.project_id, body.name)
-    token, token_hash, preview = new_token()
     sensor = models.Sensor(
         project_id=caller.project_id,
         name=body.name,
         type=body.type,
         input_unit=input_unit,
         display_unit=display_unit,
-        token_hash=token_hash,
-        token_preview=preview,
-        token_status="active",
-        token_issued_at=datetime.now(UTC),
         profile_version=body.conversion_profile.version,
     )
+    token = tokens.issue(sensor, TOKEN_PREFIX)
     db.add(sensor)
     db.flush()
     _add_profile(db, sensor, body.conversion_profile, caller)
@@ -319,24 +269,21 @@ def next_version(db: Session, sensor: models.Sensor) -> str:
 
 def rotate(db: Session, caller: Principal, sensor_id: uuid.UUID) -> tuple[models.Sensor, str]:
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    token, token_hash, preview = new_token()
-    sensor.token_hash, sensor.token_preview = token_hash, preview
-    sensor.token_status, sensor.token_issued_at = "active", datetime.now(UTC)
+    token = tokens.issue(sensor, TOKEN_PREFIX)
     journal.record(
         db,
         "sensor.token_rotated",
         project_id=caller.project_id,
         actor=caller.actor,
         sensor_id=sensor.id,
-        token_preview=preview,
+        token_preview=sensor.token_preview,
     )
     return sensor, token
 
 
 def revoke(db: Session, caller: Principal, sensor_id: uuid.UUID) -> models.Sensor:
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    sensor.token_hash = None
-    sensor.token_status = "revoked"
+    tokens.revoke(sensor)
     journal.record(
         db,
         "sensor.token_revoked",

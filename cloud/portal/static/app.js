@@ -170,6 +170,7 @@ function setupIdentityDialog() {
 const routes = [
   [/^\/$/, viewExperiments, "experiments"],
   [/^\/tests$/, viewTests, "tests"],
+  [/^\/devices$/, viewDevices, "devices"],
   [/^\/experiments\/([0-9a-f-]{36})$/, viewExperiment, "experiments"],
   [/^\/runs\/([0-9a-f-]{36})$/, viewRun, "experiments"],
 ];
@@ -852,6 +853,71 @@ async function viewTests(view) {
     if (!rows.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No capture sessions.")));
   }
   status.addEventListener("change", () => load().catch(console.error));
+  const loop = async () => { try { await load(); } catch (e) { console.error(e); } timer = setTimeout(loop, 5000); };
+  await load();
+  timer = setTimeout(loop, 5000);
+  onCleanup(() => clearTimeout(timer));
+}
+
+// --- devices (edges: bench PCs and their heartbeats) -----------------------------------------
+
+const fmtBytes = (n) => {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+};
+const fmtAge = (s) => {
+  if (s === null || s === undefined) return "—";
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} days`;
+};
+
+function edgeRow(e) {
+  const hb = e.heartbeat;
+  const sensors = hb ? Object.entries(hb.sensors) : [];
+  const waiting = sensors.reduce((n, [, s]) => n + s.waiting, 0);
+  const oldest = Math.max(-1, ...sensors.map(([, s]) => s.oldest_waiting_age_s ?? -1));
+  const use = hb ? hb.buffer.used_bytes / hb.buffer.max_bytes : 0;
+  const clock = hb && hb.clock;
+  const clockOff = clock && Math.abs(clock.offset_ms) > clock.max_offset_ms;
+  return h("tr", { dataset: { edgeId: e.id, state: e.state } },
+    h("td", {}, h("strong", {}, e.name), h("div", { class: "muted" }, hb ? `${hb.host} · v${hb.version}` : "never reported")),
+    h("td", {}, badge(e.state)),
+    h("td", { class: "muted" }, e.heartbeat_at ? `${fmtAge(e.silent_s)} ago` : "—",
+      e.heartbeat_at ? h("div", {}, fmtTime(e.heartbeat_at)) : null),
+    h("td", { class: "buffer-use" }, hb ? [
+      h("div", { class: `meter ${use > 0.8 ? "hot" : ""}` }, h("span", { style: `width:${Math.min(100, use * 100).toFixed(1)}%` })),
+      h("div", { class: "muted" }, `${fmtBytes(hb.buffer.used_bytes)} of ${fmtBytes(hb.buffer.max_bytes)}`),
+    ] : "—"),
+    h("td", { class: "backlog" }, hb ? [h("div", {}, `${waiting.toLocaleString()} waiting`),
+      h("div", { class: "muted" }, oldest >= 0 ? `oldest ${fmtAge(oldest)}` : "nothing waiting")] : "—"),
+    h("td", { class: `clock ${clockOff ? "error" : ""}` }, clock
+      ? [`${clock.offset_ms >= 0 ? "+" : ""}${clock.offset_ms.toFixed(1)} ms`, h("div", { class: "muted" }, `± ${clock.uncertainty_ms.toFixed(1)} ms`)]
+      : "—"),
+    h("td", {}, sensors.length ? sensors.map(([sid, s]) => h("div", { class: "sensor-line", dataset: { sensorId: sid } },
+      h("code", {}, short(sid)), " ", h("span", { class: `badge ${s.source_state}` }, s.source_state),
+      h("span", { class: "muted" }, ` last ${s.last_reading_age_s === null ? "—" : fmtAge(s.last_reading_age_s) + " ago"}`),
+      s.dead ? h("span", { class: "error" }, ` · ${s.dead} dead-lettered`) : null)) : h("span", { class: "muted" }, "—")),
+  );
+}
+
+async function viewDevices(view) {
+  const body = h("tbody");
+  view.replaceChildren(
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Devices"),
+      h("div", { class: "muted" }, "Bench PCs of the project and what their last heartbeat said. Stale: silent for more than three heartbeat periods."))),
+    h("div", { class: "panel" }, h("table", { id: "devices-table" },
+      h("thead", {}, h("tr", {}, ["Edge", "State", "Last heartbeat", "Buffer", "Backlog", "Clock offset", "Sensors"].map((t) => h("th", {}, t)))), body)),
+  );
+  let timer = null;
+  async function load() {
+    const { items } = await api("/api/v1/edges", { params: { limit: 500 } });
+    body.replaceChildren(...items.map(edgeRow));
+    if (!items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No edges registered (POST /api/v1/edges).")));
+  }
   const loop = async () => { try { await load(); } catch (e) { console.error(e); } timer = setTimeout(loop, 5000); };
   await load();
   timer = setTimeout(loop, 5000);

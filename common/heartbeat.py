@@ -1,0 +1,102 @@
+"""Wire model of an edge's heartbeat (``PUT /api/v1/edges/{id}/heartbeat``).
+
+The edge sends it every ``[edge] heartbeat_s`` and after sync rounds; the cloud keeps the
+last one per edge; ``benchlink-edge status --json`` prints the same document built from the
+same code, so what an operator reads at the bench and in the portal cannot drift apart.
+
+Times that the edge measures itself are ages (seconds before ``sent_at``), not timestamps: an
+edge whose clock is off still says truthfully how long a reading has waited. The reading's own
+``last_reading_ts`` is the timestamp it carries (as stored, as the cloud will receive it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.wire import UtcDatetime
+
+#: what happens when the disk budget is spent (docs/edge.md, "Disk budget"): new readings
+#: are refused -- MQTT messages stay unacknowledged at the broker, serial lines are dropped
+#: and counted. Nothing already stored is ever deleted to make room.
+FULL_POLICY: Literal["refuse-new"] = "refuse-new"
+
+#: most sensors one heartbeat may describe (a bench PC has a handful)
+MAX_SENSORS = 1000
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ClockEstimate(Wire):
+    #: the cloud's clock minus the edge's (add it to the edge's time to get the cloud's)
+    offset_ms: float
+    #: half the round trip of the best recent sample plus the spread of the recent ones
+    uncertainty_ms: float = Field(ge=0)
+    #: round trip of the last sample
+    rtt_ms: float = Field(ge=0)
+    samples: int = Field(ge=1)
+    #: past this (``[clock] max_offset_ms``) the edge logs a warning
+    max_offset_ms: float = Field(gt=0)
+    #: seconds since the last sample
+    age_s: float = Field(ge=0)
+
+
+class BufferState(Wire):
+    #: the buffer file's own id (stable for its life; the default MQTT client id comes from it)
+    id: str = Field(max_length=64)
+    path: str = Field(max_length=4096)
+    used_bytes: int = Field(ge=0)
+    max_bytes: int = Field(gt=0)
+    full_policy: Literal["refuse-new"] = FULL_POLICY
+
+
+class SensorState(Wire):
+    source: str = Field(max_length=64)
+    #: the source's state: serial closed | syncing | open | backoff; MQTT disconnected |
+    #: connected | backoff; ``stopped`` when no daemon is running
+    source_state: str = Field(max_length=32)
+    run_id: UUID
+    capture_session_id: UUID
+    #: the newest reading in the buffer: its timestamp, and how long ago it was captured
+    last_reading_ts: UtcDatetime | None = None
+    last_reading_age_s: float | None = Field(default=None, ge=0)
+    #: readings not yet accepted by the cloud and not set aside: pending + inflight
+    waiting: int = Field(ge=0)
+    #: how long the oldest of them has waited since it was captured
+    oldest_waiting_age_s: float | None = Field(default=None, ge=0)
+    #: readings not yet sent (sealed or not), and in a batch on its way
+    pending: int = Field(ge=0)
+    inflight: int = Field(ge=0)
+    #: readings accepted by the cloud and still in the buffer (until ``retention_s``)
+    synced: int = Field(ge=0)
+    #: readings set aside in dead-lettered batches (``benchlink-edge dead-letter list``)
+    dead: int = Field(ge=0)
+    #: readings captured per second over the last minute
+    rate_per_s: float = Field(ge=0)
+    last_error: str | None = Field(default=None, max_length=2000)
+
+
+class Heartbeat(Wire):
+    schema_version: Literal[1] = 1
+    #: the edge's id in the cloud (``[edge] id``); None in a local status without one
+    edge_id: UUID | None = None
+    version: str = Field(max_length=64)
+    host: str = Field(max_length=255)
+    #: None in a local status when no daemon is running
+    uptime_s: float | None = Field(default=None, ge=0)
+    #: when this document was built, by the edge's clock
+    sent_at: UtcDatetime
+    #: the edge's period: the cloud calls it stale after three of them without a word
+    heartbeat_s: float = Field(gt=0)
+    #: whether a daemon is running on this buffer (always true in a heartbeat)
+    running: bool = True
+    buffer: BufferState
+    #: dead-letter records not retried (rejected payloads, dead batches, ...)
+    dead_letters: int = Field(ge=0)
+    clock: ClockEstimate | None = None
+    #: by sensor id
+    sensors: dict[str, SensorState] = Field(default_factory=dict, max_length=MAX_SENSORS)

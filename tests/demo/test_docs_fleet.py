@@ -1,0 +1,70 @@
+"""docs/fleet.md is executable: its bash blocks run, in order, in one shell, against a live
+cloud, with a real edge daemon (MQTT sensor, no broker needed to report in)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.demo.conftest import REPO
+from tests.demo.test_docs import FENCE, without_venv
+from tests.support.cloud import CloudServer
+
+DOC = REPO / "docs" / "fleet.md"
+MARK = "### docs/fleet.md block"
+
+
+def test_every_bash_block_of_the_fleet_page_runs(cloud: CloudServer, tmp_path: Path) -> None:
+    owner = str(uuid.uuid4())
+    r = httpx.post(
+        cloud.url + "/api/v1/projects", json={"name": "fleet"}, headers={"X-User-Id": owner}
+    )
+    assert r.status_code == 201, r.text
+    # Whatever happens, the page's daemon does not outlive the test.
+    script = ["set -euo pipefail", "trap 'kill ${EDGE_PID:-} 2>/dev/null || true' EXIT"]
+    for i, (lang, body) in enumerate(FENCE.findall(DOC.read_text()), start=1):
+        if lang == "bash":
+            script += [f"echo '{MARK} {i}' >&2", body]
+    env = {
+        **os.environ,
+        "BASE": cloud.url,
+        "OWNER": owner,
+        "PROJECT": r.json()["id"],
+        "TMPDIR": str(tmp_path),
+        "PATH": without_venv(os.environ["PATH"]),
+    }
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if proc.returncode != 0:
+        failed = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
+        pytest.fail(
+            f"{failed[-1] if failed else 'before the first block'} failed "
+            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    out = proc.stdout
+    assert re.search(r"edge \S+, state never", out)
+    assert re.search(r"state online, host \S+, buffer \d+ bytes, clock offset -?[\d.]+ ms", out)
+    assert 'benchlink_edges{state="online"} 1.0' in out
+    assert "daemon: running for" in out and "clock: the cloud's is" in out
+    assert "\nTrue\n" in out  # status --json: running
+    assert re.search(r"^\d{16}$", out, re.MULTILINE)  # the server's time in microseconds
+
+
+def test_the_page_names_what_it_documents() -> None:
+    text = DOC.read_text()
+    for thing in ("/api/v1/edges", "rotate-token", "revoke-token", "/api/v1/time", "status --json"):
+        assert thing in text, thing
+    assert (DOC.parent / "img" / "portal-devices.png").is_file()
