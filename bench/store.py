@@ -17,6 +17,7 @@ from cloud import utctime
 from cloud.db import models
 from cloud.db.engine import make_engine
 from cloud.services import telemetry, telemetry_rollup
+from cloud.store.telemetry.base import StoredBatch
 
 #: Readings per stored batch, as the edge sends them.
 BATCH = 1000
@@ -83,22 +84,19 @@ def _store_batch(db: Session, target: Target, stamps_us: list[int], values: list
             "rollup_level": level,
         },
     ).scalar_one()
-    fixed = (
-        target.project_id,
-        target.sensor_id,
-        target.run_id,
-        target.capture_session_id,
-        batch_id,
-        target.profile_version,
-        False,
-    )
-    rows = telemetry.StoredRows(
-        fixed=fixed,
+    rows = StoredBatch(
+        batch_id=batch_id,
+        project_id=target.project_id,
+        sensor_id=target.sensor_id,
+        run_id=target.run_id,
+        capture_session_id=target.capture_session_id,
+        profile_version=target.profile_version,
+        late=False,
         timestamps=[first] * len(stamps_us),  # only counted: the COPY takes stamps_us
+        stamps_us=stamps_us,
         raw_values=values,
         values=values,
         metas=[None] * len(stamps_us),
-        stamps_us=stamps_us,
     )
     telemetry.write_readings(db, rows)
     key = telemetry_rollup.RollupKey(target.sensor_id, target.capture_session_id, target.run_id)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast, overload
+from typing import Any, NamedTuple, cast
 
-import msgspec
 import psycopg
 from sqlalchemy import Table, and_, false, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,86 +24,16 @@ from cloud.db import models
 from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from cloud.services import journal, telemetry_rollup
 from cloud.services.sensors import hash_token, token_refused
-from cloud.services.telemetry_batch import IncomingBatch
+from cloud.store.telemetry.base import COLUMNS, StoredBatch
 from common.profiles import ConversionError, Converter, build_converter
-from common.wire import TelemetryAccepted
-
-COLUMNS = (
-    "project_id",
-    "sensor_id",
-    "run_id",
-    "capture_session_id",
-    "batch_id",
-    "ts",
-    "raw_value",
-    "value",
-    "profile_version",
-    "late",
-    "meta",
-)
+from common.reading import ENCODER, ReadingBatch
+from common.wire import TelemetryAccepted, legacy_fingerprint
 
 #: PostgreSQL types of :data:`COLUMNS`, for binary COPY.
 COPY_TYPES = [
     "uuid", "uuid", "uuid", "uuid", "int8", "timestamptz", "float8", "float8", "text", "bool",
     "jsonb",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRows(Sequence[dict[str, Any]]):
-    """The readings of a stored batch as rows of :data:`COLUMNS`, built only when asked.
-
-    Ingest keeps the batch in columns; a live subscriber of this process is the only one
-    that wants per-reading rows, so they are made on demand (``len`` is free)."""
-
-    fixed: tuple[Any, ...]  # project_id .. batch_id, then profile_version, late
-    timestamps: list[datetime]
-    raw_values: list[float]
-    values: list[float]
-    metas: list[dict[str, Any] | None]
-    #: The timestamps in microseconds since the Unix epoch, if the caller has them already.
-    stamps_us: list[int] | None = None
-
-    def micros(self) -> list[int]:
-        """The timestamps in microseconds since the Unix epoch."""
-        if self.stamps_us is not None:
-            return self.stamps_us
-        return [utctime.micros(t) for t in self.timestamps]
-
-    def __len__(self) -> int:
-        return len(self.timestamps)
-
-    def _row(self, i: int) -> dict[str, Any]:
-        project_id, sensor_id, run_id, session_id, batch_id, version, late = self.fixed
-        return {
-            "project_id": project_id,
-            "sensor_id": sensor_id,
-            "run_id": run_id,
-            "capture_session_id": session_id,
-            "batch_id": batch_id,
-            "ts": self.timestamps[i],
-            "raw_value": self.raw_values[i],
-            "value": self.values[i],
-            "profile_version": version,
-            "late": late,
-            "meta": self.metas[i],
-        }
-
-    @overload
-    def __getitem__(self, i: int) -> dict[str, Any]: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
-    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        if isinstance(i, slice):
-            return [self._row(k) for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        return self._row(i)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self._row(i) for i in range(len(self)))
 
 
 @dataclass(frozen=True)
@@ -121,7 +49,7 @@ class IngestedBatch:
     profile_version: str
     first_ts: datetime
     last_ts: datetime
-    rows: Sequence[dict[str, Any]]
+    rows: StoredBatch
 
 
 #: Converters by (sensor, profile version, units): versions are immutable, so a key names
@@ -221,7 +149,7 @@ class _Context(NamedTuple):
     prev_last_ts: datetime | None
 
 
-def _lookup(db: Session, token: str | None, batch: IncomingBatch, key: str | None) -> _Context:
+def _lookup(db: Session, token: str | None, batch: ReadingBatch, key: str | None) -> _Context:
     """The sensor of ``token`` with the batch's run, session, the sensor's current profile
     and the batch stored under ``key``, in one round trip. The checks on them are the
     caller's, in the same order as ever."""
@@ -246,7 +174,7 @@ def _lookup(db: Session, token: str | None, batch: IncomingBatch, key: str | Non
 
 
 def _window(
-    ctx: _Context, batch: IncomingBatch, now: datetime, future: timedelta, skew: timedelta
+    ctx: _Context, batch: ReadingBatch, now: datetime, future: timedelta, skew: timedelta
 ) -> bool:
     """Whether the batch's readings are late (all or none: it depends on the session only);
     raises, naming each one, if a reading falls outside the session's time: from its start
@@ -301,7 +229,7 @@ class Ingested(NamedTuple):
 def ingest(
     db: Session,
     token: str | None,
-    batch: IncomingBatch,
+    batch: ReadingBatch,
     idempotency_key: str | None,
     future_tolerance: timedelta,
     clock_skew: timedelta,
@@ -370,9 +298,14 @@ def ingest(
         previous = _previous(db, ctx.sensor_id, idempotency_key or "", batch)
         assert previous is not None
         return Ingested(_accepted(previous, received), None, True)
-    fixed = (ctx.project_id, ctx.sensor_id, run_id, session_id, new_id, ctx.profile_version, late)
-    rows = StoredRows(
-        fixed=fixed,
+    rows = StoredBatch(
+        batch_id=new_id,
+        project_id=ctx.project_id,
+        sensor_id=ctx.sensor_id,
+        run_id=run_id,
+        capture_session_id=session_id,
+        profile_version=ctx.profile_version,
+        late=late,
         timestamps=stamps,
         raw_values=raws,
         values=values,
@@ -389,7 +322,7 @@ def ingest(
             first_ts=min(rows.timestamps, default=fields["first_ts"]),
             last_ts=max(rows.timestamps, default=fields["last_ts"]),
         )
-        level, cells = telemetry_rollup.summarise(rows.micros(), rows.values) if rows else (0, [])
+        level, cells = telemetry_rollup.summarise(rows.stamps_us, rows.values) if rows else (0, [])
         fields["rollup_level"] = level
         db.execute(
             update(_BATCHES)
@@ -477,7 +410,7 @@ _ONE_PER_TIMESTAMP_INDEX = "ux_telemetry_sensor_ts"
 _READINGS = cast(Table, models.TelemetryReading.__table__)
 
 
-def _write_new(db: Session, rows: StoredRows) -> bool:
+def _write_new(db: Session, rows: StoredBatch) -> bool:
     """Write the readings if none of their timestamps is taken for their sensor; False, with
     nothing written, if one is (the unique index says so, concurrent writers included).
 
@@ -500,7 +433,7 @@ def _write_new(db: Session, rows: StoredRows) -> bool:
         return True
     nested = db.begin_nested()
     try:
-        db.execute(insert(models.TelemetryReading), list(rows))
+        db.execute(insert(models.TelemetryReading), rows.rows())
     except IntegrityError as exc:
         nested.rollback()
         if "telemetry_readings.sensor_id, telemetry_readings.ts" not in str(exc.orig):
@@ -510,7 +443,7 @@ def _write_new(db: Session, rows: StoredRows) -> bool:
     return True
 
 
-def _store_new(db: Session, rows: StoredRows, origin: list[int] | None) -> StoredRows:
+def _store_new(db: Session, rows: StoredBatch, origin: list[int] | None) -> StoredBatch:
     """Insert the readings whose timestamps are free and return them; every other one must
     be a copy of the stored reading (same raw value), else a 422 names it.
 
@@ -520,10 +453,11 @@ def _store_new(db: Session, rows: StoredRows, origin: list[int] | None) -> Store
     stmt = (pg_insert if pg else sqlite_insert)(_READINGS).on_conflict_do_nothing(
         index_elements=["sensor_id", "ts"]
     )
-    inserted = {utctime.micros(ts) for ts in db.scalars(stmt.returning(_READINGS.c.ts), list(rows))}
-    micros = rows.micros()
+    returned = db.scalars(stmt.returning(_READINGS.c.ts), rows.rows())
+    inserted = {utctime.micros(ts) for ts in returned}
+    micros = rows.stamps_us
     taken = [k for k, us in enumerate(micros) if us not in inserted]
-    sensor_id = rows.fixed[1]
+    sensor_id = rows.sensor_id
     stored: dict[int, float] = {}
     for lo in range(0, len(taken), 500):
         chunk = [rows.timestamps[k] for k in taken[lo : lo + 500]]
@@ -548,18 +482,10 @@ def _store_new(db: Session, rows: StoredRows, origin: list[int] | None) -> Store
             )
     if errors:
         raise _refused(errors, "another value at the timestamp of a stored reading")
-    keep = [k for k, us in enumerate(micros) if us in inserted]
-    return StoredRows(
-        fixed=rows.fixed,
-        timestamps=[rows.timestamps[k] for k in keep],
-        raw_values=[rows.raw_values[k] for k in keep],
-        values=[rows.values[k] for k in keep],
-        metas=[rows.metas[k] for k in keep],
-        stamps_us=[micros[k] for k in keep],
-    )
+    return rows.only([k for k, us in enumerate(micros) if us in inserted])
 
 
-def _convert(converter: Converter, ctx: _Context, batch: IncomingBatch) -> list[float]:
+def _convert(converter: Converter, ctx: _Context, batch: ReadingBatch) -> list[float]:
     """Every reading in the sensor's display unit; a 422 names each one that cannot be."""
     convert = converter.convert
     try:  # the common case in one comprehension; the loop below only to name the failures
@@ -580,7 +506,7 @@ def _convert(converter: Converter, ctx: _Context, batch: IncomingBatch) -> list[
 
 
 def _previous(
-    db: Session, sensor_id: uuid.UUID, key: str, batch: IncomingBatch
+    db: Session, sensor_id: uuid.UUID, key: str, batch: ReadingBatch
 ) -> models.TelemetryBatch | None:
     """The batch already stored under ``key``; 422 if that key carried another batch."""
     previous = db.scalars(
@@ -594,9 +520,16 @@ def _previous(
     return previous
 
 
-def _same_batch(stored: str | None, batch: IncomingBatch) -> None:
+def _same_batch(stored: str | None, batch: ReadingBatch) -> None:
     """A key names one batch: 422 when it comes back with another one."""
-    if not batch.matches(stored):
+    if stored is None:  # stored without one
+        return
+    same = (
+        stored == batch.fingerprint()
+        if stored.startswith("2:")
+        else stored == legacy_fingerprint(batch)
+    )
+    if not same:
         raise InvalidInput(
             "this Idempotency-Key already carried another batch of this sensor",
             errors=[FieldError("header.Idempotency-Key", "already used for another batch")],
@@ -644,12 +577,12 @@ def _accepted(record: models.TelemetryBatch, received: int) -> TelemetryAccepted
     )
 
 
-def write_readings(db: Session, rows: StoredRows) -> None:
+def write_readings(db: Session, rows: StoredBatch) -> None:
     conn = db.connection()
     if conn.dialect.name == "postgresql":
         _copy_rows(conn.connection.driver_connection, rows)
     else:
-        db.execute(insert(models.TelemetryReading), list(rows))
+        db.execute(insert(models.TelemetryReading), rows.rows())
 
 
 #: PostgreSQL's binary COPY framing (see "Binary Format" in the COPY documentation).
@@ -660,30 +593,29 @@ _COPY_NULL = b"\xff\xff\xff\xff"
 _PG_EPOCH_US = utctime.micros(datetime(2000, 1, 1, tzinfo=UTC))
 #: The three columns that vary per reading, each with its length: ts, raw_value, value.
 _VARYING = struct.Struct(">iqidid")
-_JSON = msgspec.json.Encoder()
+_JSON = ENCODER
 
 
-def copy_data(rows: StoredRows) -> bytes:
+def copy_data(rows: StoredBatch) -> bytes:
     """The batch as a binary COPY stream of :data:`COLUMNS` (types :data:`COPY_TYPES`).
 
     Built here rather than row by row through psycopg's ``write_row``: seven of the eleven
     columns are the same for the whole batch and are encoded once, so a reading costs one
     ``struct.pack`` (1.1 -> 0.7 ms of CPU per 1000 readings, COPY included)."""
-    project_id, sensor_id, run_id, session_id, batch_id, version, late = rows.fixed
-    uuids = (project_id, sensor_id, run_id, session_id)
+    uuids = (rows.project_id, rows.sensor_id, rows.run_id, rows.capture_session_id)
     head = (
         struct.pack(">h", len(COLUMNS))
         + b"".join(struct.pack(">i", 16) + u.bytes for u in uuids)
-        + struct.pack(">iq", 8, batch_id)
+        + struct.pack(">iq", 8, rows.batch_id)
     )
-    text = version.encode()
-    tail = struct.pack(">i", len(text)) + text + struct.pack(">i?", 1, late)
+    text = rows.profile_version.encode()
+    tail = struct.pack(">i", len(text)) + text + struct.pack(">i?", 1, rows.late)
     tail_null = tail + _COPY_NULL
     pack = _VARYING.pack
     parts = [_COPY_SIGNATURE]
     append = parts.append
     for us, raw, value, meta in zip(
-        rows.micros(), rows.raw_values, rows.values, rows.metas, strict=True
+        rows.stamps_us, rows.raw_values, rows.values, rows.metas, strict=True
     ):
         row = head + pack(8, us - _PG_EPOCH_US, 8, raw, 8, value)
         if meta is None:
@@ -695,7 +627,7 @@ def copy_data(rows: StoredRows) -> bytes:
     return b"".join(parts)
 
 
-def _copy_rows(pg: Any, rows: StoredRows) -> None:
+def _copy_rows(pg: Any, rows: StoredBatch) -> None:
     with (
         pg.cursor() as cur,
         cur.copy(
