@@ -1,5 +1,5 @@
 """Readings stored straight into PostgreSQL through ingest's own write path: the batch row,
-the binary COPY of :func:`cloud.services.telemetry.copy_data` and the summaries of
+the telemetry store's binary COPY and the summaries of
 :mod:`cloud.services.telemetry_rollup`, without HTTP, parsing or conversion. Ten million
 readings take minutes this way instead of the tens of minutes the API would."""
 
@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session
 from cloud import utctime
 from cloud.db import models
 from cloud.db.engine import make_engine
-from cloud.services import telemetry, telemetry_rollup
-from cloud.store.telemetry.base import StoredBatch
+from cloud.services import telemetry_rollup
+from cloud.store.telemetry import telemetry_store
+from cloud.store.telemetry.base import RollupKey, StoredBatch
 
 #: Readings per stored batch, as the edge sends them.
 BATCH = 1000
@@ -98,6 +99,6 @@ def _store_batch(db: Session, target: Target, stamps_us: list[int], values: list
         values=values,
         metas=[None] * len(stamps_us),
     )
-    telemetry.write_readings(db, rows)
-    key = telemetry_rollup.RollupKey(target.sensor_id, target.capture_session_id, target.run_id)
-    telemetry_rollup.write(db, key, cells)
+    store = telemetry_store(db)
+    assert store.write(rows), "a bench batch's timestamps are new"
+    store.add_rollups(RollupKey(target.sensor_id, target.capture_session_id, target.run_id), cells)

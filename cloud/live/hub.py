@@ -41,14 +41,14 @@ from typing import Literal, Protocol
 import msgspec
 
 from cloud.services.telemetry import IngestedBatch
-from cloud.store.telemetry.base import StoredBatch
+from cloud.store.telemetry.base import LiveRow, StoredBatch
 from cloud.utctime import isoformat_many
 from common.reading import ENCODER
 
 log = logging.getLogger("benchlink.live")
 
 #: One reading as delivered: (timestamp ISO 8601 UTC, raw_value, value, late).
-Row = tuple[str, float, float, bool]
+Row = LiveRow
 
 
 @dataclass(frozen=True)
