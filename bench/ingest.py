@@ -17,7 +17,7 @@ import psycopg
 
 from bench.harness import Cloud, MachineCpu, Row, Sizes, libpq, pg_database, post_all
 from bench.peers import mlflow_server
-from cloud.services.telemetry import COPY_TYPES
+from cloud.store.telemetry.postgres import COPY_TYPES
 from tests.support.cloud import Bench, backdate, bootstrap
 
 BATCH = 1000

@@ -1,5 +1,5 @@
 """Readings stored straight into PostgreSQL through ingest's own write path: the batch row,
-the binary COPY of :func:`cloud.services.telemetry.copy_data` and the summaries of
+the telemetry store's binary COPY and the summaries of
 :mod:`cloud.services.telemetry_rollup`, without HTTP, parsing or conversion. Ten million
 readings take minutes this way instead of the tens of minutes the API would."""
 
@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from cloud import utctime
 from cloud.db import models
 from cloud.db.engine import make_engine
-from cloud.services import telemetry, telemetry_rollup
+from cloud.services import telemetry_rollup
+from cloud.store.telemetry import telemetry_store
+from cloud.store.telemetry.base import RollupKey, StoredBatch
 
 #: Readings per stored batch, as the edge sends them.
 BATCH = 1000
@@ -83,23 +85,20 @@ def _store_batch(db: Session, target: Target, stamps_us: list[int], values: list
             "rollup_level": level,
         },
     ).scalar_one()
-    fixed = (
-        target.project_id,
-        target.sensor_id,
-        target.run_id,
-        target.capture_session_id,
-        batch_id,
-        target.profile_version,
-        False,
-    )
-    rows = telemetry.StoredRows(
-        fixed=fixed,
+    rows = StoredBatch(
+        batch_id=batch_id,
+        project_id=target.project_id,
+        sensor_id=target.sensor_id,
+        run_id=target.run_id,
+        capture_session_id=target.capture_session_id,
+        profile_version=target.profile_version,
+        late=False,
         timestamps=[first] * len(stamps_us),  # only counted: the COPY takes stamps_us
+        stamps_us=stamps_us,
         raw_values=values,
         values=values,
         metas=[None] * len(stamps_us),
-        stamps_us=stamps_us,
     )
-    telemetry.write_readings(db, rows)
-    key = telemetry_rollup.RollupKey(target.sensor_id, target.capture_session_id, target.run_id)
-    telemetry_rollup.write(db, key, cells)
+    store = telemetry_store(db)
+    assert store.write(rows), "a bench batch's timestamps are new"
+    store.add_rollups(RollupKey(target.sensor_id, target.capture_session_id, target.run_id), cells)

@@ -1,4 +1,6 @@
-"""Wire models of `POST /api/v1/telemetry`, used by the edge to send and the cloud to accept.
+"""The pydantic twin of :mod:`common.reading`'s wire batch: what the OpenAPI document shows,
+and the judge of every body :func:`common.reading.decode` does not take (it words each
+refusal, field by field, and reads the lax spellings the contract has always allowed).
 
 Floats are finite (``allow_inf_nan=False``) and a reading's timestamp is RFC 3339 text with a
 zone: a naive timestamp from a bench PC is ambiguous by hours and a bare number could be
@@ -7,7 +9,8 @@ seconds or milliseconds since anything, so both are rejected rather than guessed
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -20,14 +23,32 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
 )
 
-#: Most readings one telemetry request may carry; more is answered with 413.
-MAX_READINGS_PER_BATCH = 10_000
-#: Most bytes one telemetry request body may have; more is answered with 413.
-MAX_TELEMETRY_BODY_BYTES = 8 * 1024 * 1024
-#: Path of the ingest endpoint, relative to the cloud's base URL.
-TELEMETRY_PATH = "/api/v1/telemetry"
+from common import reading
+from common.reading import (
+    MAX_META_DEPTH,
+    MAX_READINGS_PER_BATCH,
+    MAX_TELEMETRY_BODY_BYTES,
+    TELEMETRY_PATH,
+    ReadingBatch,
+)
+
+__all__ = [
+    "MAX_META_DEPTH",
+    "MAX_READINGS_PER_BATCH",
+    "MAX_TELEMETRY_BODY_BYTES",
+    "TELEMETRY_PATH",
+    "BodyRefused",
+    "JsonObject",
+    "Reading",
+    "TelemetryAccepted",
+    "TelemetryBatch",
+    "UtcDatetime",
+    "legacy_fingerprint",
+    "read_batch",
+]
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -64,28 +85,10 @@ def _rfc3339_text(value: object) -> object:
 ReadingTimestamp = Annotated[UtcDatetime, BeforeValidator(_rfc3339_text)]
 
 
-#: Deepest nesting of containers in a reading's ``meta`` (the object itself is level 1):
-#: far more than any instrument needs, and well inside what every parser and serializer on
-#: the way (msgspec, pydantic, PostgreSQL's jsonb) handles, so what is stored reads back.
-MAX_META_DEPTH = 32
-
-
 def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError("NaN and Infinity are not JSON numbers and are not accepted")
-        if isinstance(item, dict | list):
-            if depth > MAX_META_DEPTH:
-                raise ValueError(f"nested deeper than {MAX_META_DEPTH} levels")
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode()
-            except UnicodeEncodeError:  # "\ud800": JSON can spell it, no database can store it
-                raise ValueError("text must be valid Unicode (a lone surrogate is not)") from None
+    problem = reading.meta_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -110,6 +113,17 @@ class TelemetryBatch(WireModel):
     capture_session_id: UUID
     readings: list[Reading] = Field(min_length=1)
 
+    def columns(self) -> ReadingBatch:
+        readings = self.readings
+        return ReadingBatch(
+            sensor_id=self.sensor_id,
+            run_id=self.run_id,
+            capture_session_id=self.capture_session_id,
+            timestamps=[r.timestamp for r in readings],  # UtcDatetime: already in UTC
+            raw_values=[r.raw_value for r in readings],
+            metas=[r.meta for r in readings],
+        )
+
 
 class TelemetryAccepted(BaseModel):
     """The 202 answer to a telemetry batch."""
@@ -127,3 +141,70 @@ class TelemetryAccepted(BaseModel):
     profile_version: str
     first_timestamp: datetime
     last_timestamp: datetime
+
+
+class BodyRefused(ValueError):
+    """A telemetry body refused before its fields are looked at: ``status`` 413 (too many
+    readings) or 422 (no JSON), about ``field`` for ``reason``. A body that is JSON but
+    not a batch raises pydantic's ValidationError instead, one error per field."""
+
+    def __init__(self, status: int, detail: str, field: str, reason: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.field, self.reason = status, detail, field, reason
+
+
+def read_batch(raw: bytes) -> ReadingBatch:
+    """The batch in a request body, validated once: by :func:`common.reading.decode` when it
+    takes it (a well-formed batch, one msgspec pass), else by :class:`TelemetryBatch`, which
+    takes the lax spellings it always took and words every refusal. Raises
+    :class:`BodyRefused` or pydantic's ValidationError."""
+    batch = reading.decode(raw)
+    if batch is not None:
+        return batch
+    try:
+        model = TelemetryBatch.model_validate_json(raw)
+    except ValidationError:
+        pass
+    else:
+        if len(model.readings) <= MAX_READINGS_PER_BATCH:
+            return model.columns()
+    return _judged(raw).columns()
+
+
+def _judged(raw: bytes) -> TelemetryBatch:
+    """The refusal of a body, in the words of the refused part: no JSON, too many readings,
+    else every field's reason (from the parsed object, so a reason names the reading)."""
+    if not raw.strip():
+        reason = "empty body; expected a JSON telemetry batch"
+        raise BodyRefused(422, f"body: {reason}", "body", reason)
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BodyRefused(422, f"request body is not valid JSON: {exc}", "body", str(exc)) from None
+    except RecursionError:
+        reason = "JSON nested too deeply"
+        raise BodyRefused(422, f"body: {reason}", "body", reason) from None
+    readings = data.get("readings") if isinstance(data, dict) else None
+    if isinstance(readings, list) and len(readings) > MAX_READINGS_PER_BATCH:
+        raise BodyRefused(
+            413,
+            f"{len(readings)} readings in one batch; at most {MAX_READINGS_PER_BATCH} are accepted",
+            "readings",
+            f"at most {MAX_READINGS_PER_BATCH} readings",
+        )
+    return TelemetryBatch.model_validate(data)
+
+
+def legacy_fingerprint(batch: ReadingBatch) -> str:
+    """The digest the first release stored under an Idempotency-Key: of this model's JSON
+    dump. Only computed to recognise such a batch when it is sent again."""
+    model = TelemetryBatch(
+        sensor_id=batch.sensor_id,
+        run_id=batch.run_id,
+        capture_session_id=batch.capture_session_id,
+        readings=[
+            Reading(timestamp=t, raw_value=v, meta=m)
+            for t, v, m in zip(batch.timestamps, batch.raw_values, batch.metas, strict=True)
+        ],
+    )
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()

@@ -4,48 +4,17 @@ the batches after a resume point. Blocking; the hub calls it in a worker thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
 from cloud.live.hub import BatchHeader, Row, StreamFilter
-from cloud.utctime import isoformat_many
+from cloud.store.telemetry import telemetry_store
 
-T, B, S = models.TelemetryReading, models.TelemetryBatch, models.Sensor
+B, S = models.TelemetryBatch, models.Sensor
 K = models.TelemetryBatchCommit
 P = models.SensorProfile
-
-
-def batch_rows_query(h: BatchHeader) -> Select[datetime, float, float, bool]:
-    """One batch's readings in stored (= sent) order. Session, sensor and the batch's time
-    span are the leading columns of ``ix_telemetry_session_sensor_ts``; ``batch_id`` is
-    checked on the few index entries in that span."""
-    return (
-        select(T.ts, T.raw_value, T.value, T.late)
-        .where(
-            T.capture_session_id == h.capture_session_id,
-            T.sensor_id == h.sensor_id,
-            T.ts.between(h.first_ts, h.last_ts),
-            T.batch_id == h.batch_id,
-        )
-        .order_by(T.id)
-    )
-
-
-#: :func:`batch_rows_query` as PostgreSQL text (float8 and bool load as float and bool), the
-#: timestamp as microseconds since the Unix epoch (``extract`` is exact numeric).
-_BATCH_ROWS_PG = (
-    "SELECT (extract(epoch FROM ts) * 1000000)::int8, raw_value, value, late"
-    " FROM telemetry_readings"
-    " WHERE capture_session_id = %s AND sensor_id = %s AND ts BETWEEN %s AND %s"
-    " AND batch_id = %s ORDER BY id"
-)
-
-
-def _batch_rows_params(h: BatchHeader) -> tuple[object, ...]:
-    return (h.capture_session_id, h.sensor_id, h.first_ts, h.last_ts, h.batch_id)
 
 
 class DatabaseStore:
@@ -53,32 +22,8 @@ class DatabaseStore:
         self.sessions = sessions
 
     def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]:
-        out: dict[int, list[Row]] = {}
         with self.sessions() as db:
-            conn = db.connection()
-            if conn.dialect.name == "postgresql":
-                # The same statement through psycopg itself, in binary: a batch of 1000
-                # read back in 3.8 ms instead of 8.4 through SQLAlchemy's result rows (this is
-                # on the live path of every batch another process ingested).
-                pg = conn.connection.driver_connection
-                assert pg is not None
-                with pg.cursor(binary=True) as cur:
-                    for h in headers:
-                        cur.execute(_BATCH_ROWS_PG, _batch_rows_params(h))
-                        found = cur.fetchall()
-                        stamps = isoformat_many(us for us, _, _, _ in found)
-                        out[h.batch_id] = [
-                            (ts, float(raw), float(value), late)
-                            for ts, (_, raw, value, late) in zip(stamps, found, strict=True)
-                        ]
-                return out
-            for h in headers:
-                result = db.execute(batch_rows_query(h))
-                out[h.batch_id] = [
-                    (ts.astimezone(UTC).isoformat(), float(raw), float(value), bool(late))
-                    for ts, raw, value, late in result
-                ]
-        return out
+            return telemetry_store(db).batch_rows(headers)
 
     def headers_after(
         self, flt: StreamFilter, batch_id: int, limit: int

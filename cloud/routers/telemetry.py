@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
@@ -22,48 +21,19 @@ from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import columnar, telemetry, telemetry_export, telemetry_query
 from cloud.services.scope import get_in_project
 from cloud.services.sensors import bearer_token
-from cloud.services.telemetry_batch import IncomingBatch, decode_fast
-from common.wire import MAX_READINGS_PER_BATCH, TelemetryAccepted, TelemetryBatch, UtcDatetime
+from common.reading import ReadingBatch
+from common.wire import BodyRefused, TelemetryAccepted, TelemetryBatch, UtcDatetime, read_batch
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
 
 
-def _parse_batch(raw: bytes) -> IncomingBatch:
-    # msgspec reads a well-formed batch in one pass, about twenty times cheaper than pydantic
-    # (whose parse was half of ingest's CPU). Anything it does not take, the wire model
-    # judges below, so every error and every lax spelling it allows stay as documented.
-    fast = decode_fast(raw)
-    if fast is not None:
-        return fast
+def _read_batch(raw: bytes) -> ReadingBatch:
+    """The body's batch (:func:`common.wire.read_batch`), its refusal as a problem."""
     try:
-        batch = TelemetryBatch.model_validate_json(raw)
-    except ValidationError:
-        pass
-    else:
-        if len(batch.readings) <= MAX_READINGS_PER_BATCH:
-            return IncomingBatch.from_model(batch)
-    return IncomingBatch.from_model(_parse_batch_slow(raw))
-
-
-def _parse_batch_slow(raw: bytes) -> TelemetryBatch:
-    if not raw.strip():
-        raise invalid("body", "empty body; expected a JSON telemetry batch")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            f"request body is not valid JSON: {exc}", errors=[FieldError("body", str(exc))]
-        ) from None
-    except RecursionError:
-        raise invalid("body", "JSON nested too deeply") from None
-    readings = data.get("readings") if isinstance(data, dict) else None
-    if isinstance(readings, list) and len(readings) > MAX_READINGS_PER_BATCH:
-        raise PayloadTooLarge(
-            f"{len(readings)} readings in one batch; at most {MAX_READINGS_PER_BATCH} are accepted",
-            errors=[FieldError("readings", f"at most {MAX_READINGS_PER_BATCH} readings")],
-        )
-    try:
-        return TelemetryBatch.model_validate(data)
+        return read_batch(raw)
+    except BodyRefused as exc:
+        error = PayloadTooLarge if exc.status == 413 else InvalidInput
+        raise error(exc.detail, errors=[FieldError(exc.field, exc.reason)]) from None
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
@@ -105,7 +75,7 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
     def work() -> telemetry.Ingested:
         # Parsed here, in the worker thread the transaction needs anyway: a large body's parse
         # never holds up the event loop, and a small one costs no extra thread hop.
-        batch = _parse_batch(raw)
+        batch = _read_batch(raw)
         # The request's one transaction (cloud.db.uow), opened, committed and followed by its
         # after-commit hooks in this one worker-thread call: as a DbSession dependency it
         # took two more thread hops per request, which small live batches feel.

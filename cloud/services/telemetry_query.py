@@ -1,27 +1,14 @@
-"""Telemetry queries: readings by page, a chart series downsampled in the database, export."""
+"""Telemetry queries: readings by page, a chart series downsampled in the database."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-from sqlalchemy import (
-    BigInteger,
-    Interval,
-    and_,
-    bindparam,
-    case,
-    column,
-    func,
-    literal_column,
-    or_,
-    select,
-    true,
-    union_all,
-)
+from sqlalchemy import and_, func, literal_column, or_, select, union_all
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -31,6 +18,8 @@ from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import aware_datetime, decode, encode, int64
 from cloud.schemas import ReadingOut
 from cloud.services import telemetry_rollup as rollup
+from cloud.store.telemetry import telemetry_store
+from cloud.store.telemetry.base import Bucket, Spans
 
 T = models.TelemetryReading
 
@@ -108,8 +97,8 @@ def query(
     db: Session, f: ReadingFilter, limit: int, cursor: str | None
 ) -> tuple[list[ReadingOut], str | None]:
     conds = f.where()
-    conn = db.connection()
-    _plan_by_index(conn)
+    store = telemetry_store(db)
+    store.plan_by_index()
     key = decode(cursor, aware_datetime, int64)
     if key is not None:
         ts, last = key
@@ -118,51 +107,11 @@ def query(
         conds += [T.ts >= ts, or_(T.ts > ts, and_(T.ts == ts, T.id > last))]
     rows: list[Any]
     if f.capture_session_id is not None and f.sensor_id is None and f.run_id is None:
-        rows = _session_page(conn, f.capture_session_id, conds, limit + 1)
+        rows = store.session_page(f.capture_session_id, conds, limit + 1)
     else:
         rows = list(db.scalars(select(T).where(*conds).order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
     return [_reading_out(r) for r in rows[:limit]], nxt
-
-
-def _session_page(conn: Connection, session_id: uuid.UUID, conds: list[Any], n: int) -> list[Any]:
-    """The first ``n`` readings of ``conds`` (a capture session's, no sensor or run) in
-    (ts, id) order, merged from each of the session's sensors.
-
-    No index gives a session's readings in time order across sensors (one more would slow
-    every ingest), but ix_telemetry_session_sensor_ts gives each sensor's: each sensor
-    gives its first ``n`` in order and the database merges them, so a page reads at most
-    ``n`` readings per sensor however long the session."""
-    sensors = _session_sensors(conn, session_id)
-    if not sensors:
-        return []
-    if len(sensors) == 1:  # a compound of one member is no compound to PostgreSQL
-        one = select(T.__table__).where(*conds, T.sensor_id == sensors[0])
-        return list(conn.execute(one.order_by(T.ts, T.id).limit(n)))
-    pg = conn.dialect.name == "postgresql"
-    arms = []
-    for s in sensors:
-        arm = select(T.__table__).where(*conds, T.sensor_id == s)
-        # PostgreSQL takes a member's own ORDER BY and LIMIT (in parentheses), which bounds
-        # each arm whatever the plan; SQLite takes neither, but merges the members of an
-        # ordered compound as co-routines in index order and stops at its LIMIT.
-        arms.append(arm.order_by(T.ts, T.id).limit(n) if pg else arm)
-    merged = union_all(*arms)
-    ts, rid = merged.selected_columns.ts, merged.selected_columns.id
-    return list(conn.execute(merged.order_by(ts, rid).limit(n)))
-
-
-def _session_sensors(conn: Connection, session_id: uuid.UUID) -> list[uuid.UUID]:
-    """The sensors with readings in a capture session, one descent of
-    ix_telemetry_session_sensor_ts each (a skip scan: the next sensor after the last
-    found), instead of reading the session's readings for a DISTINCT."""
-    first = select(T.sensor_id).where(T.capture_session_id == session_id)
-    found: list[uuid.UUID] = []
-    stmt = first.order_by(T.sensor_id).limit(1)
-    while (s := conn.execute(stmt).scalar()) is not None:
-        found.append(s)
-        stmt = first.where(T.sensor_id > s).order_by(T.sensor_id).limit(1)
-    return found
 
 
 def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
@@ -179,15 +128,15 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     summaries instead of the readings; the answer is the same either way (a mean up to the
     rounding of adding in another order)."""
     conds = f.where()
+    store = telemetry_store(db)
     # Core statements on the session's connection: the ORM's per-row result machinery was a
     # tenth of the request and there are no entities here.
-    conn = db.connection()
-    pg = conn.dialect.name == "postgresql"
+    conn = store.conn
     # The first and last timestamps (one index descent each) and how many readings, counted
     # only up to max_points + 1 (enough to choose the branch; counting a million costs as
     # much as bucketing them), in one round trip. Each is an ordered LIMIT: the scope's index
     # gives the order, so no plan reads more than max_points + 1 readings.
-    _plan_by_index(conn)
+    store.plan_by_index()
     ordered = select(T.ts).where(*conds)
     head: list[Any] = [
         select(func.count())
@@ -207,40 +156,13 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     if grid.level is not None and f.sensor_id is not None:
         per_bucket = _buckets_rollup(conn, f, conds, grid)
     if per_bucket is None:
-        if not pg:
-            per_bucket = _buckets_sqlite(conn, conds, grid)
-        elif grid.level is None:
-            per_bucket = _buckets_pg_scan(conn, conds, grid)
-        else:
-            per_bucket = _buckets_pg(conn, conds, grid)
+        per_bucket = store.buckets(conds, grid.spans())
     at = grid.middles([b[0] for b in per_bucket])
     points = [
         ChartPoint(_EPOCH + timedelta(microseconds=us), s / n, lo, hi, n)
         for us, (_, s, lo, hi, n) in zip(at, per_bucket, strict=True)
     ]
     return points, sum(b[4] for b in per_bucket), True
-
-
-def _plan_by_index(conn: Connection) -> None:
-    """On PostgreSQL, plan this transaction's reading queries as ordered index scans.
-
-    Readings arrive faster than statistics follow them: a session that was never analysed
-    is estimated at a few dozen rows, and the planner then reads all of its readings through
-    a bitmap and sorts them to find the first one, a cost that grows with the data. Every
-    query here has an index that gives its order and a LIMIT or a range that bounds it, so
-    ruling out bitmap scans and sorts keeps the work to what is returned, whatever the
-    statistics say. is_local=true: the settings end with the request's transaction. JIT off:
-    the estimated costs of the bucket queries are far above jit_above_cost, and compiling
-    them costs more than it saves."""
-    if conn.dialect.name != "postgresql":
-        return
-    conn.execute(
-        select(
-            func.set_config("jit", "off", True),
-            func.set_config("enable_bitmapscan", "off", True),
-            func.set_config("enable_sort", "off", True),
-        )
-    )
 
 
 _US = timedelta(microseconds=1)
@@ -278,6 +200,15 @@ class Grid:
     def buckets(self) -> int:
         return (self.last // self.width - self.base) // self.m + 1
 
+    def spans(self) -> Spans:
+        return Spans(
+            start=self.start(0),
+            span=self.m * self.width,
+            count=self.buckets,
+            last=self.last,
+            fine=self.level is None,
+        )
+
     def start(self, k: int) -> int:
         """Where bucket k starts, in us since the epoch."""
         return (self.base + k * self.m) * self.width
@@ -302,85 +233,6 @@ class Grid:
         if ks:
             out[0], out[-1] = self.middle(ks[0]), self.middle(ks[-1])
         return out
-
-
-Bucket = tuple[int, float, float, float, int]  # k, sum, min, max, count (count > 0)
-
-
-def _buckets_pg(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
-    # One index range scan per bucket (LATERAL), in time order, each aggregated on its own:
-    # no per-row bucket arithmetic (date_part() and floor() were a quarter of the time) and no
-    # hash of the groups (the planner expected a million of them). With
-    # ix_telemetry_session_sensor_ts covering ts, value and project_id (migration 0002) the
-    # scans of a session's chart are index-only. Bucket 0 starts at or before the first
-    # reading and the last bucket is open-ended, so every reading is counted.
-    buckets = grid.buckets
-    k = func.generate_series(0, buckets - 1).table_valued(column("k", BigInteger)).render_derived()
-    t0 = bindparam("t0", _EPOCH + _US * grid.start(0), type_=T.ts.type)
-    one_us = literal_column("interval '1 microsecond'", Interval)
-    span = grid.m * grid.width
-
-    def edge(i: Any) -> Any:
-        return t0 + (i * span) * one_us
-
-    hi = case(
-        (k.c.k == buckets - 1, literal_column("'infinity'::timestamptz")), else_=edge(k.c.k + 1)
-    )
-    agg = (
-        select(
-            func.sum(T.value).label("s"),
-            func.min(T.value).label("lo"),
-            func.max(T.value).label("hi"),
-            func.count().label("n"),
-        )
-        .where(*conds, T.ts >= edge(k.c.k), T.ts < hi)
-        .lateral("agg")
-    )
-    rows = conn.execute(
-        select(k.c.k, agg.c.s, agg.c.lo, agg.c.hi, agg.c.n)
-        .select_from(k)
-        .join(agg, true())
-        .where(agg.c.n > 0)
-        .order_by(k.c.k)
-    ).all()
-    return cast(list[Bucket], rows)
-
-
-def _buckets_pg_scan(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
-    # A grid of 1 us cells spans fewer than max_points cells of 10 ms (20 s for 2000 points),
-    # so its readings are few enough for one range scan grouped by date_bin() (integer
-    # microseconds, in C): cheaper than a range scan per bucket when the buckets hold a few
-    # readings each, as they do when zoomed in. Every reading is at or after bucket 0's start
-    # and at or before the last reading, so no bucket is open-ended here.
-    start, span = grid.start(0), grid.m * grid.width
-    stride = literal_column(f"interval '{span} microseconds'", Interval)
-    t0 = bindparam("t0", _EPOCH + _US * start, type_=T.ts.type)
-    b = func.date_bin(stride, T.ts, t0).label("b")
-    rows = conn.execute(
-        select(b, func.sum(T.value), func.min(T.value), func.max(T.value), func.count())
-        .where(*conds)
-        .group_by(b)
-    ).all()
-    return sorted(((utctime.micros(at) - start) // span, s, lo, hi, n) for at, s, lo, hi, n in rows)
-
-
-def _buckets_sqlite(conn: Connection, conds: list[Any], grid: Grid) -> list[Bucket]:
-    # SQLite has no LATERAL; it runs in-process, so one small range query per bucket costs
-    # no round trip. The bounds are bound through the column's type, exactly as since/until.
-    lo_p = bindparam("lo", type_=T.ts.type)
-    hi_p = bindparam("hi", type_=T.ts.type)
-    stmt = select(func.sum(T.value), func.min(T.value), func.max(T.value), func.count()).where(
-        *conds, T.ts >= lo_p, T.ts < hi_p
-    )
-    out: list[Bucket] = []
-    last = grid.buckets - 1
-    for k in range(grid.buckets):
-        lo = _EPOCH + _US * grid.start(k)
-        hi = _EPOCH + _US * (grid.last + 1 if k == last else grid.start(k + 1))
-        s, mn, mx, n = conn.execute(stmt, {"lo": lo, "hi": hi}).one()
-        if n:
-            out.append((k, float(s), float(mn), float(mx), int(n)))
-    return out
 
 
 def _scope(model: Any, f: ReadingFilter) -> list[Any]:

@@ -16,24 +16,20 @@ stored before migration 0004 have :data:`NOT_ROLLED` (none). A chart at level L 
 reads L's cells plus, one by one, the readings of the few batches with ``rollup_level > L``
 (:mod:`cloud.services.telemetry_query`).
 
-Rows are written with an upsert that adds to what is there, in the ingest transaction, so a
+The telemetry store adds them to what is there (an upsert), in the ingest transaction, so a
 rolled-back ingest leaves nothing behind and a re-sent batch (idempotent replay) adds nothing.
 Readings are never updated or deleted, so the summaries never go stale.
 """
 
 from __future__ import annotations
 
-import uuid
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, text
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from cloud.store.telemetry.base import Cell
 
-from cloud.db import models
+__all__ = ["Cell", "add_to", "floor_level", "summarise"]
 
 #: Cell widths in microseconds, level 0 first: 10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h.
 WIDTHS_US = (10_000, 100_000, 1_000_000, 10_000_000, 60_000_000, 600_000_000, 3_600_000_000)
@@ -72,10 +68,6 @@ def add_to(
         agg[3] = hi
 
 
-#: One summary row: level, cell, count, sum, min, max.
-Cell = tuple[int, int, int, float, float, float]
-
-
 def summarise(stamps_us: list[int], values: Sequence[float]) -> tuple[int, list[Cell]]:
     """The batch's floor level and its cells at that level and every coarser one, sorted by
     (level, cell): concurrent ingests then lock shared rows in one order."""
@@ -104,78 +96,3 @@ def summarise(stamps_us: list[int], values: Sequence[float]) -> tuple[int, list[
         out.extend((coarser, c, *a) for c, a in sorted(up.items()))
         below = up
     return level, out
-
-
-@dataclass(frozen=True, slots=True)
-class RollupKey:
-    sensor_id: uuid.UUID
-    capture_session_id: uuid.UUID
-    run_id: uuid.UUID
-
-
-# PostgreSQL: the whole batch's cells in one statement of fixed text (prepared once per
-# connection), as arrays. ``lo``/``hi`` keep the smaller/larger of what is there and what comes.
-_PG_UPSERT = text(
-    "INSERT INTO telemetry_rollups"
-    " (sensor_id, level, cell, capture_session_id, run_id, n, total, lo, hi)"
-    " SELECT :sensor_id, c.level, c.cell, :capture_session_id, :run_id, c.n, c.total, c.lo, c.hi"
-    " FROM unnest(CAST(:levels AS smallint[]), CAST(:cells AS bigint[]), CAST(:ns AS integer[]),"
-    " CAST(:totals AS float8[]), CAST(:los AS float8[]), CAST(:his AS float8[]))"
-    " AS c(level, cell, n, total, lo, hi)"
-    " ON CONFLICT (sensor_id, level, cell, capture_session_id) DO UPDATE SET"
-    " n = telemetry_rollups.n + excluded.n,"
-    " total = telemetry_rollups.total + excluded.total,"
-    " lo = LEAST(telemetry_rollups.lo, excluded.lo),"
-    " hi = GREATEST(telemetry_rollups.hi, excluded.hi)"
-)
-
-
-def write(db: Session, key: RollupKey, cells: list[Cell]) -> None:
-    """Add the batch's cells to the summaries (in the ingest transaction)."""
-    if not cells:
-        return
-    if db.get_bind().dialect.name == "postgresql":
-        levels, ids, ns, totals, los, his = (list(col) for col in zip(*cells, strict=True))
-        db.execute(
-            _PG_UPSERT,
-            {
-                "sensor_id": key.sensor_id,
-                "capture_session_id": key.capture_session_id,
-                "run_id": key.run_id,
-                "levels": levels,
-                "cells": ids,
-                "ns": ns,
-                "totals": totals,
-                "los": los,
-                "his": his,
-            },
-        )
-        return
-    table = cast(Table, models.TelemetryRollup.__table__)
-    stmt = sqlite_insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["sensor_id", "level", "cell", "capture_session_id"],
-        set_={
-            "n": table.c.n + stmt.excluded.n,
-            "total": table.c.total + stmt.excluded.total,
-            "lo": func.min(table.c.lo, stmt.excluded.lo),
-            "hi": func.max(table.c.hi, stmt.excluded.hi),
-        },
-    )
-    db.execute(
-        stmt,
-        [
-            {
-                "sensor_id": key.sensor_id,
-                "level": level,
-                "cell": cell,
-                "capture_session_id": key.capture_session_id,
-                "run_id": key.run_id,
-                "n": n,
-                "total": total,
-                "lo": lo,
-                "hi": hi,
-            }
-            for level, cell, n, total, lo, hi in cells
-        ],
-    )

@@ -13,6 +13,7 @@
 The modules hold the SQL; :class:`Buffer` opens the one transaction each public call runs in.
 """
 
+from common.reading import meta_text
 from edge.buffer.batches import MAX_BATCH_BYTES
 from edge.buffer.core import MAX_DEAD_LETTERS, WAL_LIMIT_BYTES, Buffer
 from edge.buffer.inbox import Delivery, message_digest
@@ -27,7 +28,6 @@ from edge.buffer.records import (
     NewReading,
     Write,
     WriteResult,
-    meta_text,
     reading_row_values,
     show,
     ts_text,

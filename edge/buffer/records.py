@@ -3,12 +3,12 @@ and the forms a reading is stored in (:func:`ts_text`, :func:`meta_text`)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from common.reading import meta_text
 from edge.buffer.inbox import Delivery
 
 #: batch states
@@ -89,26 +89,6 @@ def ts_text(ts: datetime) -> str:
         f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
         f".{u.microsecond:06d}+00:00"
     )
-
-
-def meta_text(meta: dict[str, Any] | None) -> str | None:
-    """``meta`` as stored and sent; ValueError for what the cloud would refuse or what cannot be
-    written at all (NaN/Infinity anywhere inside, an integer over Python's 4,300 digits)."""
-    if meta is None:
-        return None
-    try:
-        text = json.dumps(meta, allow_nan=False, separators=(",", ":"))
-        if "\\ud" in text:  # maybe an escaped surrogate: is the text valid Unicode?
-            json.dumps(meta, ensure_ascii=False).encode()
-        return text
-    except UnicodeEncodeError:  # a lone surrogate: no JSON encoder or database takes it
-        raise ValueError("meta: text must be valid Unicode (a lone surrogate is not)") from None
-    except ValueError as exc:
-        if "Out of range float" in str(exc):
-            raise ValueError("meta: NaN and Infinity are not JSON numbers") from None
-        raise ValueError(f"meta: {str(exc)[:200]}") from None
-    except (TypeError, RecursionError) as exc:
-        raise ValueError(f"meta: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def reading_row_values(r: NewReading) -> tuple[str, float, str | None]:

@@ -1,9 +1,10 @@
-"""The fast telemetry decoder (msgspec) against the wire model (pydantic), which is the contract.
+"""The reading contract (common.reading, msgspec) against its pydantic twin (common.wire),
+which the OpenAPI document shows and which words every refusal.
 
-Whatever the fast path accepts, the wire model must accept with the same values; whatever it
-declines goes to the wire model, so errors stay as documented. Bodies are generated from a
-grammar of nearly-valid pieces, because the interesting cases are the edges: offsets,
-sub-microsecond digits, lax numbers, out-of-range years, unknown fields.
+The two have the same fields; whatever decode() accepts, the twin accepts with the same values;
+whatever decode() declines goes to the twin, so errors stay as documented. Bodies are
+generated from a grammar of nearly-valid pieces, because the interesting cases are the edges:
+offsets, sub-microsecond digits, lax numbers, out-of-range years, unknown fields, metas.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from cloud.services.telemetry import StoredRows
-from cloud.services.telemetry_batch import IncomingBatch, decode_fast
-from common.wire import TelemetryBatch
+from common import reading
+from common.reading import MAX_META_DEPTH, WireBatch, WireReading, decode, meta_text
+from common.wire import Reading, TelemetryBatch, read_batch
 
 IDS = [str(uuid.UUID(int=k)) for k in (1, 2, 3)]
 
@@ -72,7 +74,17 @@ _metas = st.one_of(
     st.dictionaries(st.text(max_size=5), _numbers, max_size=3).map(
         lambda d: "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in d.items()) + "}"
     ),
-    st.sampled_from(["[]", '"x"', '{"a":{"b":[1,2e400]}}', '{"a":null}']),
+    st.sampled_from(
+        [
+            "[]",
+            '"x"',
+            '{"a":{"b":[1,2e400]}}',
+            '{"a":null}',
+            '{"s":"\\ud800"}',
+            '{"d":' + "[" * MAX_META_DEPTH + "]" * MAX_META_DEPTH + "}",
+            '{"d":' + "[" * (MAX_META_DEPTH - 1) + "]" * (MAX_META_DEPTH - 1) + "}",
+        ]
+    ),
 )
 
 
@@ -105,18 +117,57 @@ def _body(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=600, deadline=None)
 @given(_body())
-def test_what_the_fast_path_takes_the_wire_model_takes_with_the_same_values(body: bytes) -> None:
-    fast = decode_fast(body)
+def test_what_decode_takes_the_pydantic_twin_takes_with_the_same_values(body: bytes) -> None:
+    fast = decode(body)
     if fast is None:
-        return  # the wire model decides, as it always did
+        return  # the twin decides, as it always did
     try:
         model = TelemetryBatch.model_validate_json(body)
     except ValidationError as exc:
-        raise AssertionError(f"fast path accepted what the wire model refuses: {exc}") from None
-    slow = IncomingBatch.from_model(model)
-    assert fast == slow
+        raise AssertionError(f"decode accepted what the twin refuses: {exc}") from None
+    slow = model.columns()
+    assert fast == slow == read_batch(body)
     assert [t.utcoffset() for t in fast.timestamps] == [UTC.utcoffset(None)] * len(fast)
     assert fast.fingerprint() == slow.fingerprint()
+
+
+def test_the_pydantic_twin_has_the_contract_s_fields() -> None:
+    for struct, model in ((WireBatch, TelemetryBatch), (WireReading, Reading)):
+        fields = {f.name: f.required for f in msgspec.structs.fields(struct)}
+        assert fields == {n: f.is_required() for n, f in model.model_fields.items()}
+        assert (
+            model.model_config.get("extra") == "forbid"
+            and struct.__struct_config__.forbid_unknown_fields
+        )
+
+
+def test_meta_is_checked_alike_by_decode_the_twin_and_the_edge() -> None:
+    deep: dict[str, object] = {"d": []}
+    inner = deep["d"]
+    for _ in range(MAX_META_DEPTH):
+        assert isinstance(inner, list)
+        inner.append([])
+        inner = inner[0]
+    for meta, problem in [
+        ({"x": float("nan")}, "NaN"),
+        ({"x": "\ud800"}, "lone surrogate"),
+        (deep, f"nested deeper than {MAX_META_DEPTH} levels"),
+    ]:
+        found = reading.meta_problem(meta)
+        assert found is not None and problem in found
+        try:
+            meta_text(meta)
+        except ValueError as exc:
+            assert str(exc) == f"meta: {found}"
+        else:
+            raise AssertionError(f"the edge would send {meta!r}")
+        try:
+            Reading(timestamp="2026-01-01T00:00:00Z", raw_value=1.0, meta=meta)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            assert found in str(exc)
+        else:
+            raise AssertionError(f"the twin accepts {meta!r}")
+    assert reading.meta_problem({"ok": [1, {"a": "é"}]}) is None
 
 
 def _one(ts: str, raw: str, order: str = "tv") -> bytes:
@@ -129,7 +180,7 @@ def _one(ts: str, raw: str, order: str = "tv") -> bytes:
 
 
 def test_the_fast_path_takes_what_the_edge_sends() -> None:
-    fast = decode_fast(_one("2026-11-26T10:00:00.123456+00:00", "21.5"))
+    fast = decode(_one("2026-11-26T10:00:00.123456+00:00", "21.5"))
     assert fast is not None
     assert fast.timestamps == [datetime(2026, 11, 26, 10, 0, 0, 123456, tzinfo=UTC)]
     assert fast.raw_values == [21.5]
@@ -137,44 +188,16 @@ def test_the_fast_path_takes_what_the_edge_sends() -> None:
 
 def test_sub_microsecond_digits_are_left_to_the_wire_model() -> None:
     # msgspec would round .1234567 up; pydantic truncates. Either path must store the same.
-    assert decode_fast(_one("2026-01-01T00:00:00.1234567Z", "1")) is None
+    assert decode(_one("2026-01-01T00:00:00.1234567Z", "1")) is None
 
 
 def test_a_timestamp_before_year_one_in_utc_is_left_to_the_wire_model() -> None:
-    assert decode_fast(_one("0001-01-01T00:00:00+01:00", "1")) is None
+    assert decode(_one("0001-01-01T00:00:00+01:00", "1")) is None
 
 
 def test_the_fingerprint_is_of_the_meaning_not_the_spelling() -> None:
-    a = decode_fast(_one("2026-01-01T01:00:00+01:00", "20", "tv"))
-    b = decode_fast(_one("2026-01-01T00:00:00Z", "20.0", "vt"))
-    c = decode_fast(_one("2026-01-01T00:00:00Z", "20.5"))
+    a = decode(_one("2026-01-01T01:00:00+01:00", "20", "tv"))
+    b = decode(_one("2026-01-01T00:00:00Z", "20.0", "vt"))
+    c = decode(_one("2026-01-01T00:00:00Z", "20.5"))
     assert a is not None and b is not None and c is not None
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
-
-
-def test_stored_rows_are_made_on_demand_and_behave_as_a_sequence() -> None:
-    ts = [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)]
-    rows = StoredRows(
-        ("p", "s", "r", "c", 7, "v1", False), ts, [1.0, 2.0], [10.0, 20.0], [None, {}]
-    )
-    assert len(rows) == 2 and bool(rows)
-    assert rows[-1] == rows[1] == list(rows)[1] == rows[1:][0]
-    assert rows[0] == {
-        "project_id": "p",
-        "sensor_id": "s",
-        "run_id": "r",
-        "capture_session_id": "c",
-        "batch_id": 7,
-        "ts": ts[0],
-        "raw_value": 1.0,
-        "value": 10.0,
-        "profile_version": "v1",
-        "late": False,
-        "meta": None,
-    }
-    try:
-        rows[2]
-    except IndexError:
-        pass
-    else:
-        raise AssertionError("rows[2] of two rows")
