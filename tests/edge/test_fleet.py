@@ -21,7 +21,8 @@ from edge.config import load_config
 from edge.daemon import Daemon
 from edge.heartbeat import Heartbeats, state_path
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
-from tests.edge.test_integration_mqtt import Publisher, connected, mqtt_sensor, topic
+from tests.edge.test_integration_mqtt import connected, mqtt_sensor, topic
+from tests.support.mqtt import Publisher
 from tests.support.services import Broker
 
 
@@ -180,7 +181,7 @@ def test_heartbeats_through_an_outage(mosquitto: Broker, cloud: RealCloud, tmp_p
     text = cfg.read_text().replace("backoff_initial_s = 0.1", "backoff_initial_s = 8")
     cfg.write_text(text.replace("backoff_max_s = 1.0", "backoff_max_s = 8"))
     edge = EdgeProcess(cfg, tmp_path / "edge.log")
-    pub = Publisher(mosquitto)
+    pub = Publisher(mosquitto.host, mosquitto.port)
     try:
         with running(edge):
             wait_for(lambda: connected(edge), 20, "the MQTT subscription")
