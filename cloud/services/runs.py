@@ -57,7 +57,7 @@ def list_runs(
 ) -> tuple[Sequence[models.Run], str | None]:
     get_in_project(db, models.Experiment, experiment_id, caller.project_id)
     R = models.Run
-    q = select(R).where(R.experiment_id == experiment_id)
+    q = select(R).where(R.experiment_id == experiment_id, R.deleted_at.is_(None))
     if status is not None:
         q = q.where(R.status == status)
     return newest_first(db, q, R, limit, cursor)
