@@ -32,6 +32,7 @@ from cloud.routers import (
     deleted,
     events,
     experiments,
+    me,
     metrics,
     ops,
     portal,
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     problems.install(app)
     for module in (
         projects,
+        me,
         sensors,
         calibrations,
         experiments,

@@ -62,13 +62,15 @@ def patch_experiment(
     return ExperimentOut.model_validate(experiments.patch(db, caller, experiment_id, body))
 
 
+# Editors archive (and unarchive): it hides an experiment and closes it to new runs, but
+# loses nothing and is undone at once; deleting is the owner's.
 @router.post("/{experiment_id}/archive")
-def archive_experiment(experiment_id: uuid.UUID, db: DbSession, caller: Owner) -> ExperimentOut:
+def archive_experiment(experiment_id: uuid.UUID, db: DbSession, caller: Editor) -> ExperimentOut:
     return ExperimentOut.model_validate(experiments.set_archived(db, caller, experiment_id, True))
 
 
 @router.post("/{experiment_id}/unarchive")
-def unarchive_experiment(experiment_id: uuid.UUID, db: DbSession, caller: Owner) -> ExperimentOut:
+def unarchive_experiment(experiment_id: uuid.UUID, db: DbSession, caller: Editor) -> ExperimentOut:
     return ExperimentOut.model_validate(experiments.set_archived(db, caller, experiment_id, False))
 
 

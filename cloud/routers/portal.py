@@ -1,6 +1,7 @@
 """The experiment portal: static HTML/JS/CSS served by the API itself (no build step).
 
-Page paths (``/``, ``/tests``, ``/experiments/{id}``, ``/runs/{id}``) all serve the one page;
+Page paths (``/``, ``/tests``, ``/sensors``, ``/deleted``, ``/experiments/{id}``,
+``/runs/{id}``) all serve the one page;
 the script routes by path. The browser calls the same REST API as everyone else: behind a
 gateway the gateway adds the identity headers; with ``BENCHLINK_DEV_IDENTITY=1`` (development
 only, shown as a banner) the page sends them itself: the default identity of the settings
@@ -35,6 +36,16 @@ def home() -> FileResponse:
 
 @router.get("/tests")
 def tests_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/sensors")
+def sensors_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/deleted")
+def deleted_page() -> FileResponse:
     return _page()
 
 

@@ -62,8 +62,12 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/experiments", "viewer"),
     Endpoint("GET", "/api/v1/experiments/{experiment}", "viewer"),
     Endpoint("PATCH", "/api/v1/experiments/{experiment}", "editor", lambda w, i: {"name": "y"}),
-    Endpoint("POST", "/api/v1/experiments/{experiment}/archive", "owner"),
-    Endpoint("POST", "/api/v1/experiments/{experiment}/unarchive", "owner"),
+    Endpoint("POST", "/api/v1/experiments/{experiment}/archive", "editor"),
+    Endpoint("POST", "/api/v1/experiments/{experiment}/unarchive", "editor"),
+    Endpoint("DELETE", "/api/v1/experiments/{idle_experiment}", "owner"),
+    Endpoint("DELETE", "/api/v1/runs/{draft_run}", "owner"),
+    Endpoint("GET", "/api/v1/deleted", "owner"),
+    Endpoint("GET", "/api/v1/me", "viewer"),
     Endpoint("POST", "/api/v1/experiments/{experiment}/runs", "editor"),
     Endpoint("GET", "/api/v1/experiments/{experiment}/runs", "viewer"),
     Endpoint("GET", "/api/v1/experiments/{experiment}/events", "viewer"),
@@ -120,6 +124,7 @@ def _stack(api: Api, who: Identity) -> dict[str, str]:
     # A second run with a session still in draft, for the start endpoint.
     ids["draft_run"] = api.run(who, s["experiment_id"])
     ids["draft"] = api.session(who, ids["draft_run"], status="draft")
+    ids["idle_experiment"] = api.experiment(who, "idle")  # nothing capturing: deletable
     ts = datetime.now(UTC).isoformat()
     assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
     return ids
