@@ -277,10 +277,13 @@ def test_body_project_must_match_header(api: Api) -> None:
     assert api.get("/api/v1/experiments", headers=owner.headers()).json()["items"] == []
 
 
+KEYS = ("sensor", "experiment", "run", "session", "draft_run", "draft", "idle_experiment")
+
+
 def test_unknown_ids_are_404(api: Api) -> None:
     owner = api.project()
     missing = str(uuid.uuid4())
-    ids = {k: missing for k in ("sensor", "experiment", "run", "session", "draft_run", "draft")}
+    ids = {k: missing for k in KEYS}
     for e in ADDRESSED:
         if "{" in e.query:
             continue
