@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -29,9 +30,11 @@ from cloud.routers import (
     calibrations,
     capture_sessions,
     clock,
+    deleted,
     edges,
     events,
     experiments,
+    me,
     metrics,
     ops,
     portal,
@@ -41,6 +44,7 @@ from cloud.routers import (
     stream,
     telemetry,
 )
+from cloud.services import purge as deleted_purge
 from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
 
@@ -71,7 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as tg:
-            purge = tg.create_task(_purge_loop(app), name="idempotency-purge")
+            purge = tg.create_task(_purge_loop(app), name="periodic-purge")
             for start in app.state.startup_hooks:
                 await start(app)
             try:
@@ -115,12 +119,14 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     problems.install(app)
     for module in (
         projects,
+        me,
         sensors,
         calibrations,
         edges,
         clock,
         experiments,
         runs,
+        deleted,
         capture_sessions,
         annotation_routes,
         telemetry,
@@ -146,16 +152,27 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def _purge_loop(app: FastAPI) -> None:
         while True:
             await asyncio.sleep(PURGE_EVERY_S)
-            try:
-                mw = _find_idempotency(app)
-                if mw is not None:
-                    removed = await asyncio.to_thread(mw.purge_expired)
-                    if removed:
-                        log.info("purged %d expired idempotency keys", removed)
-            except Exception:
-                log.exception("idempotency purge failed")
+            await _purge_once(app)
 
     return app
+
+
+async def _purge_once(app: FastAPI) -> None:
+    """Expired idempotency keys, then deleted runs and experiments past their grace period;
+    a failure is logged and tried again next time."""
+    try:
+        mw = _find_idempotency(app)
+        if mw is not None:
+            removed = await asyncio.to_thread(mw.purge_expired)
+            if removed:
+                log.info("purged %d expired idempotency keys", removed)
+    except Exception:
+        log.exception("idempotency purge failed")
+    try:
+        grace = timedelta(seconds=app.state.settings.delete_grace_s)
+        await asyncio.to_thread(deleted_purge.purge_expired, app.state.sessionmaker, grace)
+    except Exception:
+        log.exception("purge of deleted runs and experiments failed")
 
 
 def _find_idempotency(app: FastAPI) -> IdempotencyMiddleware | None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -133,6 +134,8 @@ class Experiment(Base):
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     status: Mapped[str] = mapped_column(String(16), default="active")
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set by an owner's delete (migration 0011): hidden, restorable until purged.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -161,6 +164,11 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set by an owner's delete of the run or of its experiment (migration 0011): the one
+    #: mark every read checks, so a deleted experiment's runs need no join to hide.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: Deleted with its experiment (restored with it), not on its own.
+    deleted_with_experiment: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
 from cloud.db import models
-from cloud.deps import DbSession, Editor, Owner, Viewer, same_project
+from cloud.deps import DbSession, Editor, Owner, SettingsDep, Viewer, same_project
 from cloud.schemas import ExperimentIn, ExperimentOut, ExperimentPatch, Page
-from cloud.services import experiments
+from cloud.schemas_deletion import DeletedOut
+from cloud.services import deletion, experiments
 from cloud.services.scope import get_in_project
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"])
@@ -68,3 +70,25 @@ def archive_experiment(experiment_id: uuid.UUID, db: DbSession, caller: Owner) -
 @router.post("/{experiment_id}/unarchive")
 def unarchive_experiment(experiment_id: uuid.UUID, db: DbSession, caller: Owner) -> ExperimentOut:
     return ExperimentOut.model_validate(experiments.set_archived(db, caller, experiment_id, False))
+
+
+@router.delete("/{experiment_id}")
+def delete_experiment(
+    experiment_id: uuid.UUID, db: DbSession, caller: Owner, settings: SettingsDep
+) -> DeletedOut:
+    """Delete the experiment with all its runs and their data: restorable until
+    ``purge_after`` (``BENCHLINK_DELETE_GRACE_S`` later), then purged. 409 while one of its
+    runs has a running capture session."""
+    grace = timedelta(seconds=settings.delete_grace_s)
+    return deletion.delete_experiment(db, caller, experiment_id, grace)
+
+
+@router.post("/{experiment_id}/restore")
+def restore_experiment(
+    experiment_id: uuid.UUID, db: DbSession, caller: Owner, settings: SettingsDep
+) -> ExperimentOut:
+    """Bring a deleted experiment back with the runs deleted with it."""
+    grace = timedelta(seconds=settings.delete_grace_s)
+    return ExperimentOut.model_validate(
+        deletion.restore_experiment(db, caller, experiment_id, grace)
+    )

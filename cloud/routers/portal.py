@@ -1,11 +1,11 @@
 """The experiment portal: static HTML/JS/CSS served by the API itself (no build step).
 
-Page paths (``/``, ``/tests``, ``/devices``, ``/experiments/{id}``, ``/runs/{id}``) all serve
-the one page; the script routes by path. The browser calls the same REST API as everyone
-else: behind a gateway the gateway adds the identity headers; with
-``BENCHLINK_DEV_IDENTITY=1`` (development only, shown as a banner) the page sends them itself:
-the default identity of the settings (``make demo``: the demo project's owner), or the user,
-project and role it asks for.
+Page paths (``/``, ``/tests``, ``/devices``, ``/sensors``, ``/deleted``, ``/experiments/{id}``,
+``/runs/{id}``) all serve the one page;
+the script routes by path. The browser calls the same REST API as everyone else: behind a
+gateway the gateway adds the identity headers; with ``BENCHLINK_DEV_IDENTITY=1`` (development
+only, shown as a banner) the page sends them itself: the default identity of the settings
+(``make demo``: the demo project's owner), or the user, project and role it asks for.
 """
 
 from __future__ import annotations
@@ -41,6 +41,16 @@ def tests_page() -> FileResponse:
 
 @router.get("/devices")
 def devices_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/sensors")
+def sensors_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/deleted")
+def deleted_page() -> FileResponse:
     return _page()
 
 

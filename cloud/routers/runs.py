@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status
 
 from cloud.db import models
-from cloud.deps import DbSession, Editor, Owner, Viewer
+from cloud.deps import DbSession, Editor, Owner, SettingsDep, Viewer
 from cloud.schemas import (
     BatchStatusIn,
     BatchStatusOut,
@@ -16,7 +17,8 @@ from cloud.schemas import (
     RunPatch,
     RunStatus,
 )
-from cloud.services import runs
+from cloud.schemas_deletion import DeletedOut
+from cloud.services import deletion, runs
 from cloud.services.scope import get_in_project
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -62,3 +64,21 @@ def get_run(run_id: uuid.UUID, db: DbSession, caller: Viewer) -> RunOut:
 @router.patch("/runs/{run_id}")
 def patch_run(run_id: uuid.UUID, body: RunPatch, db: DbSession, caller: Editor) -> RunOut:
     return RunOut.model_validate(runs.patch(db, caller, run_id, body))
+
+
+@router.delete("/runs/{run_id}")
+def delete_run(
+    run_id: uuid.UUID, db: DbSession, caller: Owner, settings: SettingsDep
+) -> DeletedOut:
+    """Delete the run with its data: it vanishes from lists and reads (404) at once, can be
+    restored until ``purge_after`` (``BENCHLINK_DELETE_GRACE_S`` later), then is purged. A
+    run with a running capture session is 409: stop it first."""
+    return deletion.delete_run(db, caller, run_id, timedelta(seconds=settings.delete_grace_s))
+
+
+@router.post("/runs/{run_id}/restore")
+def restore_run(run_id: uuid.UUID, db: DbSession, caller: Owner, settings: SettingsDep) -> RunOut:
+    """Bring a deleted run back, with its data, before it is purged. A run deleted with its
+    experiment comes back with the experiment (409 here)."""
+    grace = timedelta(seconds=settings.delete_grace_s)
+    return RunOut.model_validate(deletion.restore_run(db, caller, run_id, grace))

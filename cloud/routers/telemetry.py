@@ -115,6 +115,9 @@ def _filter(
     for model, ident in named:
         if ident is not None:
             get_in_project(db, model, ident, caller.project_id)
+    # A named run or session is visible (checked above); a sensor alone spans runs, and
+    # the readings of deleted ones are left out.
+    across_runs = run_id is None and capture_session_id is None
     return telemetry_query.ReadingFilter(
         project_id=caller.project_id,
         run_id=run_id,
@@ -122,6 +125,7 @@ def _filter(
         capture_session_id=capture_session_id,
         since=since,
         until=until,
+        hidden_runs=telemetry_query.hidden_runs(db, caller.project_id) if across_runs else (),
     )
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
@@ -24,7 +24,7 @@ from cloud.schemas_calibrations import (
     CalibrationOut,
     CalibrationSummary,
 )
-from cloud.services import journal, sensors
+from cloud.services import journal, sensors, telemetry_query
 from cloud.services.calibration_fit import Fit, FitRefused, compose, fit_polynomial
 from cloud.services.scope import get_in_project
 from common import units
@@ -140,10 +140,16 @@ def _widened(
 ) -> tuple[datetime, datetime]:
     """[since, until] out to the sensor's last reading before and first one after it."""
     R = models.TelemetryReading
-    mine = R.sensor_id == sensor.id
+    mine = and_(R.sensor_id == sensor.id, *_visible(db, sensor))
     before = db.scalar(select(R.ts).where(mine, R.ts < since).order_by(R.ts.desc()).limit(1))
     after = db.scalar(select(R.ts).where(mine, R.ts > until).order_by(R.ts).limit(1))
     return before or since, after or until
+
+
+def _visible(db: Session, sensor: models.Sensor) -> list[Any]:
+    """Leaves out the readings of deleted runs: a fit never uses data its owner removed."""
+    hidden = telemetry_query.hidden_runs(db, sensor.project_id)
+    return [models.TelemetryReading.run_id.not_in(hidden)] if hidden else []
 
 
 def _us(t: datetime) -> float:
@@ -160,7 +166,7 @@ def _converted(
     R = models.TelemetryReading
     rows = db.execute(
         select(R.ts, R.raw_value, R.meta)
-        .where(R.sensor_id == sensor.id, R.ts >= since, R.ts <= until)
+        .where(R.sensor_id == sensor.id, R.ts >= since, R.ts <= until, *_visible(db, sensor))
         .order_by(R.ts)
         .limit(most + 1)
     ).all()

@@ -216,7 +216,7 @@ def list_in_project(
         select(CS, R, E)
         .join(R, R.id == CS.run_id)
         .join(E, E.id == R.experiment_id)
-        .where(CS.project_id == caller.project_id)
+        .where(CS.project_id == caller.project_id, R.deleted_at.is_(None))
     )
     if status is not None:
         q = q.where(CS.status == status)

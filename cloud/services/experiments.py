@@ -70,7 +70,7 @@ def list_experiments(
     cursor: str | None,
 ) -> tuple[Sequence[models.Experiment], str | None]:
     E = models.Experiment
-    query = select(E).where(E.project_id == caller.project_id)
+    query = select(E).where(E.project_id == caller.project_id, E.deleted_at.is_(None))
     if status is not None:
         query = query.where(E.status == status)
     elif not include_archived:

@@ -18,7 +18,9 @@ from cloud.services.scope import get_in_project
 
 
 def create(db: Session, caller: Principal, experiment_id: uuid.UUID, body: RunIn) -> models.Run:
-    experiment = get_in_project(db, models.Experiment, experiment_id, caller.project_id)
+    # Locked: a run is not created in an experiment that is being archived or deleted (the
+    # delete stamps the runs it finds; one created alongside would be left visible).
+    experiment = get_in_project(db, models.Experiment, experiment_id, caller.project_id, lock=True)
     ensure_open(experiment)
     now = datetime.now(UTC)
     run = models.Run(
@@ -57,7 +59,7 @@ def list_runs(
 ) -> tuple[Sequence[models.Run], str | None]:
     get_in_project(db, models.Experiment, experiment_id, caller.project_id)
     R = models.Run
-    q = select(R).where(R.experiment_id == experiment_id)
+    q = select(R).where(R.experiment_id == experiment_id, R.deleted_at.is_(None))
     if status is not None:
         q = q.where(R.status == status)
     return newest_first(db, q, R, limit, cursor)

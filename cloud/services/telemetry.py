@@ -96,6 +96,7 @@ _CONTEXT_COLUMNS = (
     R.id.label("run_id"),
     R.project_id.label("run_project_id"),
     R.experiment_id,
+    R.deleted_at.label("run_deleted_at"),
     C.id.label("session_id"),
     C.run_id.label("session_run_id"),
     C.status,
@@ -122,6 +123,7 @@ class _Context(NamedTuple):
     run_id: uuid.UUID | None
     run_project_id: uuid.UUID | None
     experiment_id: uuid.UUID | None
+    run_deleted_at: datetime | None
     session_id: uuid.UUID | None
     session_run_id: uuid.UUID | None
     status: str | None
@@ -227,7 +229,9 @@ def ingest(
     timestamp, same raw value) is dropped and counted as ``duplicate``; another value at a
     stored timestamp is refused (422 naming the reading)."""
     ctx = _lookup(db, token, batch, idempotency_key)
-    if ctx.run_id is None or ctx.run_project_id != ctx.project_id:
+    # A deleted run takes no readings (its sessions are stopped before it can be deleted; a
+    # late batch from an offline edge is refused like any for an unknown run).
+    if ctx.run_id is None or ctx.run_project_id != ctx.project_id or ctx.run_deleted_at:
         raise NotFound(f"run {batch.run_id} not found")
     if ctx.session_id is None or ctx.session_run_id != ctx.run_id:
         raise NotFound(f"capture session {batch.capture_session_id} not found in run {ctx.run_id}")

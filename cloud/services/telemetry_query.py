@@ -57,6 +57,8 @@ class ReadingFilter:
     capture_session_id: uuid.UUID | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: Deleted runs whose readings a sensor-wide query must leave out (:func:`hidden_runs`).
+    hidden_runs: tuple[uuid.UUID, ...] = ()
 
     def where(self) -> list[Any]:
         if self.run_id is None and self.sensor_id is None and self.capture_session_id is None:
@@ -75,7 +77,18 @@ class ReadingFilter:
             conds.append(T.ts >= self.since)
         if self.until is not None:
             conds.append(T.ts < self.until)
+        if self.hidden_runs:
+            conds.append(T.run_id.not_in(self.hidden_runs))
         return conds
+
+
+def hidden_runs(db: Session, project_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
+    """The project's deleted runs (not yet purged). Usually none, and the filter then costs
+    nothing; while there are some, a sensor's readings across runs are read without them."""
+    R = models.Run
+    return tuple(
+        db.scalars(select(R.id).where(R.project_id == project_id, R.deleted_at.is_not(None)))
+    )
 
 
 def _reading_out(r: Any) -> ReadingOut:
@@ -243,6 +256,8 @@ def _scope(model: Any, f: ReadingFilter) -> list[Any]:
         conds.append(model.capture_session_id == f.capture_session_id)
     if f.run_id is not None:
         conds.append(model.run_id == f.run_id)
+    if f.hidden_runs:
+        conds.append(model.run_id.not_in(f.hidden_runs))
     return conds
 
 

@@ -64,6 +64,10 @@ ENDPOINTS = [
     Endpoint("PATCH", "/api/v1/experiments/{experiment}", "editor", lambda w, i: {"name": "y"}),
     Endpoint("POST", "/api/v1/experiments/{experiment}/archive", "owner"),
     Endpoint("POST", "/api/v1/experiments/{experiment}/unarchive", "owner"),
+    Endpoint("DELETE", "/api/v1/experiments/{idle_experiment}", "owner"),
+    Endpoint("DELETE", "/api/v1/runs/{draft_run}", "owner"),
+    Endpoint("GET", "/api/v1/deleted", "owner"),
+    Endpoint("GET", "/api/v1/me", "viewer"),
     Endpoint("POST", "/api/v1/experiments/{experiment}/runs", "editor"),
     Endpoint("GET", "/api/v1/experiments/{experiment}/runs", "viewer"),
     Endpoint("GET", "/api/v1/experiments/{experiment}/events", "viewer"),
@@ -122,6 +126,7 @@ def _stack(api: Api, who: Identity) -> dict[str, str]:
     # A second run with a session still in draft, for the start endpoint.
     ids["draft_run"] = api.run(who, s["experiment_id"])
     ids["draft"] = api.session(who, ids["draft_run"], status="draft")
+    ids["idle_experiment"] = api.experiment(who, "idle")  # nothing capturing: deletable
     ts = datetime.now(UTC).isoformat()
     assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
     return ids
@@ -275,10 +280,13 @@ def test_body_project_must_match_header(api: Api) -> None:
     assert api.get("/api/v1/experiments", headers=owner.headers()).json()["items"] == []
 
 
+KEYS = ("sensor", "experiment", "run", "session", "draft_run", "draft", "idle_experiment")
+
+
 def test_unknown_ids_are_404(api: Api) -> None:
     owner = api.project()
     missing = str(uuid.uuid4())
-    ids = {k: missing for k in ("sensor", "experiment", "run", "session", "draft_run", "draft")}
+    ids = {k: missing for k in KEYS}
     for e in ADDRESSED:
         if "{" in e.query:
             continue

@@ -37,12 +37,20 @@ const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
 const short = (id) => (id ? String(id).slice(0, 8) : "");
 const badge = (status) => h("span", { class: `badge ${status}` }, status);
 const fmtNum = (v) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : v.toFixed(3));
+// Sizes in SI units, as disks and transfers are counted.
+const fmtBytes = (n) => {
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+};
 
 function onCleanup(fn) { state.cleanup.push(fn); }
 function runCleanup() { for (const fn of state.cleanup.splice(0)) try { fn(); } catch (e) { console.error(e); } }
 
 class ApiError extends Error {
-  constructor(status, detail) { super(detail); this.status = status; }
+  // errors: the problem's per-field [{field, reason}] (forms show each next to its field).
+  constructor(status, detail, errors = []) { super(detail); this.status = status; this.errors = errors; }
 }
 
 function identityHeaders() {
@@ -64,8 +72,9 @@ async function api(path, { method = "GET", body, params, headers } = {}) {
   });
   if (!r.ok) {
     let detail = r.statusText;
-    try { detail = (await r.json()).detail || detail; } catch { /* not JSON */ }
-    throw new ApiError(r.status, detail);
+    let errors = [];
+    try { const p = await r.json(); detail = p.detail || detail; errors = p.errors || []; } catch { /* not JSON */ }
+    throw new ApiError(r.status, detail, errors);
   }
   return r.status === 204 ? null : r.json();
 }
@@ -161,7 +170,7 @@ function setupIdentityDialog() {
     const projectName = opt && opt.value === form.project.value.trim() ? opt.textContent : null;
     saveIdentity({ user: form.user.value.trim(), project: form.project.value.trim(), role: form.role.value, projectName, source: "dialog" });
     renderIdentity();
-    route();
+    loadRole().finally(route);
   });
 }
 
@@ -173,6 +182,8 @@ const routes = [
   [/^\/devices$/, viewDevices, "devices"],
   [/^\/experiments\/([0-9a-f-]{36})$/, viewExperiment, "experiments"],
   [/^\/runs\/([0-9a-f-]{36})$/, viewRun, "experiments"],
+  [/^\/sensors$/, viewSensors, "sensors"],
+  [/^\/deleted$/, viewDeleted, "deleted"],
 ];
 
 function navigate(url) { history.pushState({}, "", url); route(); }
@@ -191,6 +202,7 @@ async function route() {
       return;
     }
     try { await fn(view, ...m.slice(1)); } catch (e) { console.error(e); view.replaceChildren(errorPanel(e)); }
+    showPendingNotice();
     return;
   }
   view.replaceChildren(h("div", { class: "panel empty" }, "No such page."));
@@ -214,7 +226,8 @@ async function viewExperiments(view) {
   const body = h("tbody");
   const table = h("table", {}, h("thead", {}, h("tr", {}, ["Experiment", "Tags", "Status", "Created"].map((t) => h("th", {}, t)))), body);
   view.replaceChildren(
-    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, `Experiments of ${state.identity && state.identity.projectName ? state.identity.projectName : "the current project"}`))),
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Experiments"), h("div", { class: "muted" }, `Experiments of ${state.identity && state.identity.projectName ? state.identity.projectName : "the current project"}`)),
+      experimentListActions()),
     h("div", { class: "panel" }, h("div", { class: "filters" }, q, tag, status, h("label", { class: "check" }, archived, "show archived")), table),
   );
   let timer;
@@ -242,7 +255,9 @@ async function viewExperiment(view, id) {
     api(`/api/v1/experiments/${id}`),
     api(`/api/v1/experiments/${id}/runs`, { params: { limit: 200 } }),
   ]);
+  const picker = new RunPicker(runs.items);
   const rows = runs.items.map((r) => h("tr", { class: "clickable", dataset: { runId: r.id }, onclick: () => navigate(`/runs/${r.id}`) },
+    picker.cell(r),
     h("td", {}, h("a", { href: `/runs/${r.id}`, "data-link": true }, r.name || `run ${short(r.id)}`)),
     h("td", {}, badge(r.status)),
     h("td", {}, Object.entries(r.params || {}).map(([k, v]) => h("span", { class: "chip kv" }, `${k}=${JSON.stringify(v)}`))),
@@ -253,20 +268,15 @@ async function viewExperiment(view, id) {
     h("div", { class: "crumbs" }, h("a", { href: "/", "data-link": true }, "Experiments"), " / ", exp.name),
     h("div", { class: "page-head" },
       h("div", {}, h("h1", {}, exp.name, " ", badge(exp.status)), exp.description ? h("div", { class: "muted" }, exp.description) : null,
-        h("div", {}, exp.tags.map((t) => h("span", { class: "chip tag" }, t))))),
-    h("div", { class: "panel" }, h("h2", {}, "Runs"),
-      h("table", {}, h("thead", {}, h("tr", {}, ["Run", "Status", "Params", "Started", "Ended"].map((t) => h("th", {}, t)))),
-        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No runs yet."))))),
+        h("div", {}, exp.tags.map((t) => h("span", { class: "chip tag" }, t)))),
+      experimentActions(exp)),
+    h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Runs"), newRunButton(exp)), picker.bar,
+      h("table", {}, h("thead", {}, h("tr", {}, picker.head(), ["Run", "Status", "Params", "Started", "Ended"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No runs yet."))))),
   );
 }
 
 // --- export ------------------------------------------------------------------------------
-
-function fmtBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
-}
 
 // The run's readings as a file. Fetched rather than linked, so that the identity headers go
 // with it; the export streams (its length is unknown until it ends), so progress is the
@@ -337,6 +347,7 @@ async function viewRun(view, runId) {
   let current = sessions.find((s) => s.id === wanted) || sessions.find((s) => s.status === "running") || sessions[sessions.length - 1];
 
   const sessionBar = h("div", { class: "sessions", id: "sessions" });
+  const sessionTools = h("span", { class: "head-tools", id: "session-tools" });
   const telemetry = h("div", { id: "telemetry" });
   const liveState = h("span", { class: "live-dot off", id: "live-state" }, "○ not live");
   const metricsBox = h("div", { id: "metrics" });
@@ -357,8 +368,9 @@ async function viewRun(view, runId) {
         h("div", {}, Object.entries(run.params || {}).map(([k, v]) => h("span", { class: "chip kv" }, `${k}=${JSON.stringify(v)}`))),
         h("div", { class: "muted" }, `started ${fmtTime(run.started_at)}`, run.ended_at ? ` · ended ${fmtTime(run.ended_at)}` : "")),
       exportControl(run),
+      runActions(run, exp),
     ),
-    h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions")), sessionBar),
+    h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions"), sessionTools), sessionBar),
     h("div", { class: "grid" },
       h("div", {},
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), h("span", { class: "head-tools" }, annotateBtn, liveState)), notes.hint, notes.form, telemetry),
@@ -369,6 +381,7 @@ async function viewRun(view, runId) {
 
   let sessionScope = null;
   function drawSessions() {
+    drawSessionTools(sessionTools, run, sessions, current);
     sessionBar.replaceChildren(...(sessions.length ? sessions.map((s) => h("button", {
       class: `session-tab${current && s.id === current.id ? " selected" : ""}`,
       dataset: { sessionId: s.id, ordinal: s.ordinal_number, status: s.status },
@@ -609,9 +622,8 @@ class RunNotes {
     this.items = [];
     this.listeners = new Set();
     this.annotating = false;
-    // A viewer is refused by the API anyway; behind a gateway the portal does not know the
-    // role, and offers the action.
-    this.canEdit = !(state.config.dev_identity && state.identity?.role === "viewer");
+    // A viewer is refused by the API anyway; the portal offers what the role may do.
+    this.canEdit = can("editor");
     this.hint = h("div", { class: "muted annotate-hint", hidden: true }, "Drag across a chart to mark a time range.");
     this.form = h("form", { class: "annotate-form", id: "annotate-form", hidden: true });
   }
@@ -861,12 +873,6 @@ async function viewTests(view) {
 
 // --- devices (edges: bench PCs and their heartbeats) -----------------------------------------
 
-const fmtBytes = (n) => {
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
-};
 const fmtAge = (s) => {
   if (s === null || s === undefined) return "—";
   if (s < 90) return `${Math.round(s)} s`;
@@ -924,6 +930,479 @@ async function viewDevices(view) {
   onCleanup(() => clearTimeout(timer));
 }
 
+// --- role and forms ------------------------------------------------------------------------
+
+// Each role sees the actions the API allows it (GET /api/v1/me says the role, behind a
+// gateway too); a viewer sees none. The API checks every action anyway.
+const RANK = { viewer: 1, editor: 2, owner: 3 };
+const can = (role) => (RANK[state.role] || 0) >= RANK[role];
+
+async function loadRole() {
+  state.role = null;
+  try { state.role = (await api("/api/v1/me")).role; } catch (e) { console.warn("role unknown:", e.message); }
+  const deleted = $("#nav-deleted");
+  if (deleted) deleted.hidden = !can("owner");
+}
+
+// A form in a modal dialog. fields: [{name, label, type, value, options, hint, paths}]; type is
+// text (default), textarea, select, tags (comma separated -> list), json (an object). onSubmit
+// gets the values and calls the API; an ApiError's per-field errors (problem+json `errors`)
+// are shown next to the field they name (its `name` or one of its `paths`, or below them),
+// the rest under the form.
+function formDialog({ title, intro, fields, submit = "Save", onSubmit, id }) {
+  const dialog = h("dialog", { class: "form-dialog", id });
+  const form = h("form", { method: "dialog", novalidate: true });
+  const general = h("div", { class: "error-text form-error", role: "alert" });
+  const inputs = new Map();
+  const rows = fields.map((f) => {
+    const input = fieldInput(f);
+    const error = h("div", { class: "error-text field-error", dataset: { errorFor: f.name } });
+    inputs.set(f.name, { f, input, error });
+    return h("label", { class: "field" }, h("span", { class: "field-label" }, f.label), input,
+      f.hint ? h("span", { class: "muted field-hint" }, f.hint) : null, error);
+  });
+  const cancel = h("button", { type: "button", class: "secondary", onclick: () => dialog.close() }, "Cancel");
+  const ok = h("button", { type: "submit", class: "primary" }, submit);
+  form.append(h("h2", {}, title), ...(intro ? [h("p", { class: "muted" }, intro)] : []), ...rows, general,
+    h("div", { class: "actions" }, cancel, ok));
+  dialog.append(form);
+  dialog.addEventListener("close", () => dialog.remove());
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    general.textContent = "";
+    for (const { error } of inputs.values()) error.textContent = "";
+    let values;
+    try { values = readFields(inputs); } catch (e) { return; }
+    ok.disabled = true;
+    try {
+      await onSubmit(values, dialog);
+      if (dialog.open) dialog.close();
+    } catch (e) {
+      if (!(e instanceof ApiError)) { console.error(e); general.textContent = String(e.message || e); return; }
+      showProblem(e, inputs, general);
+    } finally { ok.disabled = false; }
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+  return dialog;
+}
+
+function fieldInput(f) {
+  const base = { name: f.name, id: `field-${f.name}`, autocomplete: "off", placeholder: f.placeholder };
+  if (f.type === "select") {
+    const sel = h("select", base, ...f.options.map(([v, label]) => h("option", { value: v, selected: v === f.value }, label)));
+    if (f.onchange) sel.addEventListener("change", () => f.onchange(sel.value));
+    return sel;
+  }
+  if (f.type === "textarea" || f.type === "json") {
+    const ta = h("textarea", { ...base, rows: f.rows || 3 });
+    ta.value = f.type === "json" ? JSON.stringify(f.value ?? {}, null, 1) : (f.value ?? "");
+    return ta;
+  }
+  const input = h("input", { ...base, type: "text" });
+  input.value = f.type === "tags" ? (f.value || []).join(", ") : (f.value ?? "");
+  return input;
+}
+
+function readFields(inputs) {
+  const values = {};
+  let bad = false;
+  for (const [name, { f, input, error }] of inputs) {
+    const raw = input.value;
+    if (f.type === "tags") values[name] = raw.split(",").map((t) => t.trim()).filter(Boolean);
+    else if (f.type === "json") {
+      try {
+        const v = raw.trim() ? JSON.parse(raw) : {};
+        if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
+        values[name] = v;
+      } catch { error.textContent = "must be a JSON object, e.g. {\"a\": 1}"; bad = true; }
+    } else values[name] = f.optional && raw.trim() === "" ? null : raw;
+  }
+  if (bad) throw new Error("invalid fields");
+  return values;
+}
+
+function showProblem(err, inputs, general) {
+  const rest = [];
+  for (const e of err.errors || []) {
+    const hit = [...inputs.values()].find(({ f }) => [f.name, ...(f.paths || [])]
+      .some((p) => e.field === p || e.field.startsWith(`${p}.`)));
+    if (hit) hit.error.textContent = (hit.error.textContent ? `${hit.error.textContent}; ` : "") +
+      (e.field === hit.f.name || (hit.f.paths || []).includes(e.field) ? e.reason : `${e.field}: ${e.reason}`);
+    else rest.push(`${e.field}: ${e.reason}`);
+  }
+  // Every error shown at its field: nothing more to say below; else what is left, or the detail.
+  if (rest.length) general.textContent = rest.join("; ");
+  else if (!(err.errors || []).length) general.textContent = err.message;
+}
+
+// A yes/no question in a dialog (never window.confirm: a page's own dialog can say what goes).
+function confirmDialog({ title, text, yes, danger, onYes, id }) {
+  const dialog = formDialog({ title, intro: text, fields: [], submit: yes, id, onSubmit: onYes });
+  if (danger) dialog.querySelector("button[type=submit]").classList.add("danger");
+  return dialog;
+}
+
+// A notice for the page an action goes to next (shown once that page is drawn).
+function noticeNext(text, action) { state.pendingNotice = [text, action]; }
+function showPendingNotice() {
+  const pending = state.pendingNotice;
+  state.pendingNotice = null;
+  if (pending) notice(...pending);
+}
+
+function notice(text, action) {
+  const box = h("div", { class: "notice", id: "notice", role: "status" }, text, action || null,
+    h("button", { class: "secondary small", onclick: () => box.remove() }, "Dismiss"));
+  $("#notice")?.remove();
+  $("#view").prepend(box);
+  return box;
+}
+
+const actionBar = (...buttons) => {
+  const shown = buttons.filter(Boolean);
+  return shown.length ? h("div", { class: "actions-bar" }, ...shown) : null;
+};
+
+// --- experiment actions --------------------------------------------------------------------
+
+function experimentFields(exp = {}) {
+  return [
+    { name: "name", label: "Name", value: exp.name },
+    { name: "description", label: "Description", type: "textarea", value: exp.description },
+    { name: "tags", label: "Tags", type: "tags", value: exp.tags, hint: "comma separated" },
+  ];
+}
+
+function experimentListActions() {
+  if (!can("editor")) return null;
+  return actionBar(h("button", { id: "new-experiment", onclick: () => formDialog({
+    title: "New experiment", id: "experiment-form", submit: "Create", fields: experimentFields(),
+    onSubmit: async (v) => {
+      const exp = await api("/api/v1/experiments", { method: "POST", body: v });
+      navigate(`/experiments/${exp.id}`);
+    },
+  }) }, "New experiment"));
+}
+
+function experimentActions(exp) {
+  const edit = can("editor") && h("button", { class: "secondary", id: "edit-experiment", onclick: () => formDialog({
+    title: "Edit experiment", id: "experiment-form", fields: experimentFields(exp),
+    onSubmit: async (v) => { await api(`/api/v1/experiments/${exp.id}`, { method: "PATCH", body: v }); route(); },
+  }) }, "Edit");
+  const archived = exp.status === "archived";
+  const archive = can("owner") && h("button", { class: "secondary", id: archived ? "unarchive-experiment" : "archive-experiment",
+    onclick: () => api(`/api/v1/experiments/${exp.id}/${archived ? "unarchive" : "archive"}`, { method: "POST" })
+      .then(route, (e) => notice(e.message)) }, archived ? "Unarchive" : "Archive");
+  const del = can("owner") && h("button", { class: "danger", id: "delete-experiment", onclick: () => confirmDialog({
+    title: `Delete experiment “${exp.name}”?`, id: "confirm-delete", yes: "Delete", danger: true,
+    text: "Its runs and all their data (readings, metrics, annotations) go with it. It can be restored from Deleted until it is purged.",
+    onYes: async () => {
+      const gone = await api(`/api/v1/experiments/${exp.id}`, { method: "DELETE" });
+      deletedNotice(gone);
+      navigate("/");
+    },
+  }) }, "Delete");
+  return actionBar(edit, archive, del);
+}
+
+function deletedNotice(gone) {
+  const path = gone.kind === "run" ? `/api/v1/runs/${gone.id}/restore` : `/api/v1/experiments/${gone.id}/restore`;
+  noticeNext(`${gone.kind === "run" ? "Run" : "Experiment"} “${gone.name || short(gone.id)}” deleted; it is purged after ${fmtTime(gone.purge_after)}. `,
+    h("button", { class: "secondary small", id: "undo-delete", onclick: async () => {
+      try {
+        await api(path, { method: "POST" });
+        navigate(gone.kind === "run" ? `/runs/${gone.id}` : `/experiments/${gone.id}`);
+      } catch (e) { notice(e.message); }
+    } }, "Undo"));
+}
+
+// --- runs: create, edit, status, batch status, delete ----------------------------------------
+
+function runFields(run = {}) {
+  return [
+    { name: "name", label: "Name", value: run.name, optional: true },
+    { name: "params", label: "Parameters", type: "json", value: run.params || {}, rows: 4, hint: "a JSON object, e.g. {\"setpoint_c\": 120}" },
+    { name: "tags", label: "Tags", type: "tags", value: run.tags, hint: "comma separated" },
+  ];
+}
+
+function newRunButton(exp) {
+  if (!can("editor") || exp.status === "archived") return null;
+  return h("button", { id: "new-run", onclick: () => formDialog({
+    title: "New run", id: "run-form", submit: "Create",
+    fields: [...runFields(), { name: "status", label: "Status", type: "select", value: "running",
+      options: [["running", "running (starts now)"], ["draft", "draft"]] }],
+    onSubmit: async (v) => {
+      const run = await api(`/api/v1/experiments/${exp.id}/runs`, { method: "POST", body: v });
+      navigate(`/runs/${run.id}`);
+    },
+  }) }, "New run");
+}
+
+const NEXT_STATUS = { draft: ["running", "cancelled"], running: ["succeeded", "failed", "cancelled"] };
+
+function runActions(run, exp) {
+  const edit = can("editor") && h("button", { class: "secondary", id: "edit-run", onclick: () => formDialog({
+    title: "Edit run", id: "run-form", fields: runFields(run),
+    onSubmit: async (v) => {
+      if (v.name === null) delete v.name;
+      await api(`/api/v1/runs/${run.id}`, { method: "PATCH", body: v });
+      route();
+    },
+  }) }, "Edit");
+  const moves = can("editor") ? (NEXT_STATUS[run.status] || []).map((s) => h("button", {
+    class: s === "failed" || s === "cancelled" ? "secondary" : "", id: `run-${s}`,
+    onclick: () => api(`/api/v1/runs/${run.id}`, { method: "PATCH", body: { status: s } }).then(route, (e) => notice(e.message)),
+  }, { running: "Start", succeeded: "Mark succeeded", failed: "Mark failed", cancelled: "Cancel run" }[s])) : [];
+  const del = can("owner") && h("button", { class: "danger", id: "delete-run", onclick: () => confirmDialog({
+    title: `Delete run “${run.name || short(run.id)}”?`, id: "confirm-delete", yes: "Delete", danger: true,
+    text: "Its capture sessions, readings, metrics and annotations go with it. It can be restored from Deleted until it is purged.",
+    onYes: async () => {
+      const gone = await api(`/api/v1/runs/${run.id}`, { method: "DELETE" });
+      deletedNotice(gone);
+      navigate(`/experiments/${exp.id}`);
+    },
+  }) }, "Delete");
+  return actionBar(edit, ...moves, del);
+}
+
+// Check boxes on an experiment's runs and one status for all of them (runs:batch-status,
+// owners): each run answers for itself, and the refused ones say why.
+class RunPicker {
+  constructor(runs) {
+    this.enabled = can("owner") && runs.length > 0;
+    this.chosen = new Set();
+    this.status = h("select", { id: "batch-status" }, ...["succeeded", "failed", "cancelled", "running"].map((s) => h("option", { value: s }, s)));
+    this.apply = h("button", { id: "batch-apply", disabled: true, onclick: () => this.run() }, "Set status");
+    this.result = h("span", { class: "muted", id: "batch-result" });
+    this.bar = this.enabled ? h("div", { class: "batch-bar" }, "Selected runs: ", this.status, this.apply, this.result) : null;
+  }
+
+  head() { return this.enabled ? h("th", {}, "") : null; }
+
+  cell(run) {
+    if (!this.enabled) return null;
+    const box = h("input", { type: "checkbox", class: "pick-run", dataset: { runId: run.id }, "aria-label": `select ${run.name || run.id}` });
+    box.addEventListener("click", (ev) => ev.stopPropagation());
+    box.addEventListener("change", () => {
+      if (box.checked) this.chosen.add(run.id); else this.chosen.delete(run.id);
+      this.apply.disabled = !this.chosen.size;
+    });
+    return h("td", { class: "pick" }, box);
+  }
+
+  async run() {
+    try {
+      const out = await api("/api/v1/runs:batch-status", { method: "POST", body: { run_ids: [...this.chosen], status: this.status.value } });
+      const refused = out.results.filter((r) => !r.ok).map((r) => `${short(r.run_id)}: ${r.error.detail}`);
+      noticeNext(`${out.succeeded} run${out.succeeded === 1 ? "" : "s"} set to ${this.status.value}` + (refused.length ? `; refused: ${refused.join("; ")}` : "."));
+      await route();
+    } catch (e) { this.result.textContent = e.message; }
+  }
+}
+
+// --- capture sessions: create, start, stop -------------------------------------------------
+
+function drawSessionTools(box, run, sessions, current) {
+  box.replaceChildren();
+  if (!can("editor")) return;
+  const ended = ["succeeded", "failed", "cancelled"].includes(run.status);
+  if (!ended) box.append(h("button", { class: "secondary", id: "new-session", onclick: () => formDialog({
+    title: "New capture session", id: "session-form", submit: "Create",
+    fields: [
+      { name: "ordinal_number", label: "Number", value: String(Math.max(0, ...sessions.map((s) => s.ordinal_number)) + 1) },
+      { name: "status", label: "Status", type: "select", value: "running", options: [["running", "running (starts now)"], ["draft", "draft"]] },
+      { name: "notes", label: "Notes", type: "textarea", optional: true },
+    ],
+    onSubmit: async (v) => {
+      const s = await api(`/api/v1/runs/${run.id}/capture-sessions`, { method: "POST", body: { ...v, ordinal_number: Number(v.ordinal_number) || v.ordinal_number } });
+      navigate(`/runs/${run.id}?session=${s.id}`);
+    },
+  }) }, "New session"));
+  if (current?.status === "draft") box.append(h("button", { id: "start-session", onclick: () =>
+    api(`/api/v1/runs/${run.id}/capture-sessions/${current.id}/start`, { method: "POST" })
+      .then(() => navigate(`/runs/${run.id}?session=${current.id}`), (e) => notice(e.message)) }, `Start #${current.ordinal_number}`));
+  if (current?.status === "running") box.append(h("button", { id: "stop-session", onclick: () => formDialog({
+    title: `Stop capture session #${current.ordinal_number}`, id: "stop-form", submit: "Stop",
+    intro: "Readings timestamped before the stop are still accepted later (marked late).",
+    fields: [{ name: "status", label: "Outcome", type: "select", value: "succeeded",
+      options: [["succeeded", "succeeded"], ["failed", "failed"], ["cancelled", "cancelled"]] }],
+    onSubmit: async (v) => {
+      await api(`/api/v1/runs/${run.id}/capture-sessions/${current.id}/stop`, { method: "POST", body: v });
+      navigate(`/runs/${run.id}?session=${current.id}`);
+    },
+  }) }, `Stop #${current.ordinal_number}`));
+}
+
+// --- sensors -------------------------------------------------------------------------------
+
+const PROFILE_TEMPLATES = {
+  linear: { a: 1.0, b: 0.0 },
+  polynomial: { coefficients: [0.0, 1.0] },
+  lookup_table: { points: [[0.0, 0.0], [10.0, 100.0]] },
+  thermocouple: { type: "K", input: "mV" },
+};
+
+function profileFields(current = {}) {
+  const fields = [
+    { name: "kind", label: "Conversion profile", type: "select", value: current.kind || "linear",
+      options: Object.keys(PROFILE_TEMPLATES).map((k) => [k, k]), paths: ["conversion_profile.kind"],
+      onchange: (kind) => {
+        const ta = $("#field-payload");
+        if (ta) ta.value = JSON.stringify(PROFILE_TEMPLATES[kind], null, 1);
+      } },
+    { name: "version", label: "Profile version", value: current.version || "v1", paths: ["conversion_profile.version"] },
+    { name: "payload", label: "Payload", type: "json", rows: 4, value: current.payload || PROFILE_TEMPLATES.linear,
+      paths: ["conversion_profile.payload", "conversion_profile"], hint: "linear: value = a·raw + b; see the API docs for the others" },
+  ];
+  return fields;
+}
+
+async function viewSensors(view) {
+  const body = h("tbody");
+  const tokenBox = h("div", { id: "token-box" });
+  view.replaceChildren(
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Sensors"), h("div", { class: "muted" }, "The project's sensors, their tokens and conversion profiles")),
+      can("editor") ? actionBar(h("button", { id: "register-sensor", onclick: () => registerSensor(tokenBox, load) }, "Register sensor")) : null),
+    tokenBox,
+    h("div", { class: "panel" }, h("table", { id: "sensors-table" },
+      h("thead", {}, h("tr", {}, ["Sensor", "Type", "Units", "Profile", "Token", ""].map((t) => h("th", {}, t)))), body)),
+  );
+  async function load() {
+    const sensors = await apiAll("/api/v1/sensors");
+    body.replaceChildren(...sensors.map((s) => h("tr", { dataset: { sensorId: s.id, name: s.name } },
+      h("td", {}, h("strong", {}, s.name), h("div", { class: "muted kv" }, s.id)),
+      h("td", {}, s.type),
+      h("td", {}, `${s.input_unit} → ${s.display_unit}`),
+      h("td", {}, h("span", { class: "chip" }, s.conversion_profile.kind), ` ${s.conversion_profile.version}`),
+      h("td", {}, badge(s.token_status), s.token_preview ? h("div", { class: "muted kv" }, s.token_preview) : null),
+      h("td", { class: "row-actions" }, sensorActions(s, tokenBox, load)))));
+    if (!sensors.length) body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No sensors yet.")));
+  }
+  await load();
+}
+
+function sensorActions(s, tokenBox, reload) {
+  const profile = can("editor") && h("button", { class: "secondary small", dataset: { action: "profile" }, onclick: () => formDialog({
+    title: `Conversion profile of ${s.name}`, id: "profile-form", submit: "Set profile",
+    intro: `A new version becomes current; readings keep the version that converted them (now ${s.conversion_profile.version}).`,
+    fields: [...profileFields({ kind: s.conversion_profile.kind, payload: s.conversion_profile.payload, version: nextVersion(s.conversion_profile.version) }),
+      { name: "input_unit", label: "Input unit", value: s.input_unit },
+      { name: "display_unit", label: "Display unit", value: s.display_unit }],
+    onSubmit: async (v) => { await api(`/api/v1/sensors/${s.id}/conversion-profile`, { method: "PUT", body: v }); await reload(); },
+  }) }, "Profile");
+  const rotate = can("owner") && h("button", { class: "secondary small", dataset: { action: "rotate" }, onclick: () => confirmDialog({
+    title: `Rotate the token of ${s.name}?`, id: "confirm-rotate", yes: "Rotate",
+    text: "The old token stops working at once: put the new one in the edge's config.",
+    onYes: async () => {
+      const out = await api(`/api/v1/sensors/${s.id}/rotate-token`, { method: "POST" });
+      showToken(tokenBox, out, null);
+      await reload();
+    },
+  }) }, "Rotate token");
+  const revoke = can("owner") && s.token_status === "active" && h("button", { class: "danger small", dataset: { action: "revoke" }, onclick: () => confirmDialog({
+    title: `Revoke the token of ${s.name}?`, id: "confirm-revoke", yes: "Revoke", danger: true,
+    text: "The sensor's readings are refused until its token is rotated.",
+    onYes: async () => { await api(`/api/v1/sensors/${s.id}/revoke-token`, { method: "POST" }); await reload(); },
+  }) }, "Revoke");
+  return [profile, rotate, revoke].filter(Boolean);
+}
+
+const nextVersion = (v) => (/\d+$/.test(v) ? v.replace(/\d+$/, (n) => String(Number(n) + 1)) : `${v}-2`);
+
+async function registerSensor(tokenBox, reload) {
+  // Running sessions, to fill the edge config's run and session ids.
+  let running = [];
+  try { running = (await api("/api/v1/capture-sessions", { params: { status: "running", limit: 100 } })).items; } catch (e) { console.error(e); }
+  formDialog({
+    title: "Register sensor", id: "sensor-form", submit: "Register",
+    fields: [
+      { name: "name", label: "Name" },
+      { name: "type", label: "Type", value: "thermocouple" },
+      { name: "input_unit", label: "Input unit", value: "mV", hint: "what the device sends: mV, V, °C …" },
+      { name: "display_unit", label: "Display unit", value: "°C" },
+      ...profileFields(),
+      { name: "session", label: "Edge config for", type: "select", value: running[0]?.id || "",
+        options: [["", "— fill in the run and session later —"], ...running.map((s) => [s.id, `${s.experiment.name} / ${s.run.name || short(s.run.id)} / session #${s.ordinal_number}`])] },
+    ],
+    onSubmit: async (v) => {
+      const { kind, version, payload, session, ...sensor } = v;
+      const out = await api("/api/v1/sensors", { method: "POST", body: { ...sensor, conversion_profile: { kind, version, payload } } });
+      showToken(tokenBox, out, running.find((s) => s.id === session) || null);
+      await reload();
+    },
+  });
+}
+
+// The token is in this one answer only: shown once, with a copy button and the [[sensors]]
+// table of edge.toml to paste (docs/edge.md).
+function showToken(box, out, session) {
+  const s = out.sensor;
+  const snippet = [
+    "[[sensors]]",
+    `sensor_id = "${s.id}"`,
+    `token = "${out.token}"`,
+    `run_id = "${session ? session.run.id : "REPLACE-with-the-run-id"}"`,
+    `capture_session_id = "${session ? session.id : "REPLACE-with-the-capture-session-id"}"`,
+    'source = "serial"                     # or "mqtt" (then no port/baudrate/protocol)',
+    'port = "/dev/ttyUSB0"',
+    "baudrate = 9600",
+    'protocol = "value"                    # value | csv | jsonl | arduino-thermocouple | max31855-hex',
+  ].join("\n");
+  const token = h("input", { id: "sensor-token", readonly: true, value: out.token, class: "token", "aria-label": "token" });
+  const code = h("pre", { id: "edge-snippet", class: "snippet" }, snippet);
+  const copied = h("span", { class: "muted", id: "copy-state" });
+  box.replaceChildren(h("div", { class: "panel token-panel", id: "token-panel" },
+    h("h2", {}, `Token of ${s.name}`),
+    h("p", {}, "Shown this once: the server keeps only its hash. Copy it now."),
+    h("div", { class: "token-row" }, token,
+      h("button", { id: "copy-token", onclick: () => copyText(out.token, token, copied, "Token copied") }, "Copy token"), copied),
+    h("p", {}, "Paste into the edge's config (", h("code", {}, "/etc/benchlink/edge.toml"), "), then ", h("code", {}, "systemctl reload benchlink-edge"), ":"),
+    code,
+    h("div", { class: "actions-bar" },
+      h("button", { class: "secondary", id: "copy-snippet", onclick: () => copyText(snippet, null, copied, "Config copied") }, "Copy config"),
+      h("button", { class: "secondary", onclick: () => box.replaceChildren() }, "Done"))));
+  box.scrollIntoView({ block: "start" });
+}
+
+async function copyText(text, input, label, said) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    // No clipboard API (a page served over plain http from another host): select it for Ctrl+C.
+    if (input) { input.focus(); input.select(); }
+    label.textContent = "Select and press Ctrl+C";
+    return;
+  }
+  label.textContent = said;
+}
+
+// --- deleted (owners) ----------------------------------------------------------------------
+
+async function viewDeleted(view) {
+  const body = h("tbody");
+  view.replaceChildren(
+    h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Deleted"),
+      h("div", { class: "muted" }, "Deleted experiments and runs, restorable until they are purged with their data"))),
+    h("div", { class: "panel" }, h("table", { id: "deleted-table" },
+      h("thead", {}, h("tr", {}, ["What", "Deleted", "Purged after", ""].map((t) => h("th", {}, t)))), body)),
+  );
+  if (!can("owner")) { body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "Only a project's owners delete and restore."))); return; }
+  const { items } = await api("/api/v1/deleted");
+  body.replaceChildren(...items.map((d) => h("tr", { dataset: { deletedId: d.id, kind: d.kind } },
+    h("td", {}, h("span", { class: "chip" }, d.kind), ` ${d.name || short(d.id)}`),
+    h("td", { class: "muted" }, fmtTime(d.deleted_at)),
+    h("td", { class: "muted" }, fmtTime(d.purge_after)),
+    h("td", {}, h("button", { class: "secondary small", onclick: async () => {
+      try {
+        await api(`/api/v1/${d.kind === "run" ? "runs" : "experiments"}/${d.id}/restore`, { method: "POST" });
+        navigate(d.kind === "run" ? `/runs/${d.id}` : `/experiments/${d.id}`);
+      } catch (e) { notice(e.message); }
+    } }, "Restore")))));
+  if (!items.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "Nothing deleted.")));
+}
+
 // --- start -------------------------------------------------------------------------------
 
 (async () => {
@@ -932,5 +1411,6 @@ async function viewDevices(view) {
   try { await applyDefaultIdentity(); } catch (e) { console.error(e); }
   setupIdentityDialog();
   renderIdentity();
+  await loadRole();
   route();
 })();

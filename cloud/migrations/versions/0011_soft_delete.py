@@ -1,0 +1,50 @@
+"""experiments and runs: soft delete (deleted_at), purged after a grace period
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-07 10:00:00
+
+An owner's DELETE of a run or an experiment stamps ``deleted_at``; the thing vanishes from
+lists and reads but ``POST .../restore`` brings it back until the app's periodic task purges
+it (``BENCHLINK_DELETE_GRACE_S`` later). The runs of a deleted experiment are stamped with it
+and ``deleted_with_experiment``, so that restoring the experiment brings back those runs and
+not one deleted on its own before. Both columns are indexed: the purge and the telemetry
+queries look the deleted ones up.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("experiments") as batch:
+        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index("ix_experiments_deleted_at", "experiments", ["deleted_at"])
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column(
+                "deleted_with_experiment",
+                sa.Boolean(),
+                server_default=sa.false(),
+                nullable=False,
+            )
+        )
+    op.create_index("ix_runs_deleted_at", "runs", ["deleted_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_runs_deleted_at", table_name="runs")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_column("deleted_with_experiment")
+        batch.drop_column("deleted_at")
+    op.drop_index("ix_experiments_deleted_at", table_name="experiments")
+    with op.batch_alter_table("experiments") as batch:
+        batch.drop_column("deleted_at")
