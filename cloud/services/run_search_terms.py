@@ -101,17 +101,28 @@ def parse_terms(raw_query: bytes) -> list[Term]:
             # PostgreSQL takes no NUL in text: refused here, not a 500 there.
             errors.append(FieldError(text.replace("\x00", "\\x00"), "contains a NUL character"))
             continue
+        if _plain(part):
+            continue
         try:
             term = _term(text)
         except TermError as exc:
             errors.append(FieldError(text, str(exc)))
             continue
-        if term is not None:
-            terms.append(term)
+        terms.append(term)
     if errors:
         detail = "; ".join(f"{e.field}: {e.reason}" for e in errors)
         raise InvalidInput(detail, errors=errors)
     return terms
+
+
+def _plain(part: str) -> bool:
+    """Whether ``part`` is one of the route's own parameters, which the framework reads: it
+    splits at the first literal ``=``, so that is where this looks too."""
+    key, eq, _ = part.partition("=")
+    try:
+        return bool(eq) and unquote_plus(key, errors="strict") in PLAIN
+    except UnicodeDecodeError:
+        return False
 
 
 def parse_sort(text: str) -> Sort:
@@ -127,7 +138,7 @@ def parse_sort(text: str) -> Sort:
         raise InvalidInput(f"sort={text}: {reason}", errors=[FieldError("sort", reason)]) from None
 
 
-def _term(text: str) -> Term | None:
+def _term(text: str) -> Term:
     split = _split(text)
     if split is None:
         raise TermError("no comparison; write it as name, operator, value (=, !=, <, <=, >, >=)")
@@ -135,7 +146,8 @@ def _term(text: str) -> Term | None:
     if left in PLAIN:
         if op != "=":
             raise TermError(f"{left} takes only =")
-        return None
+        # Reached only when the = was percent-encoded: the framework would not see it.
+        raise TermError(f"write the = after {left} as it is, not percent-encoded")
     field = _field(left)
     if right == "":
         raise TermError(f"no value after {op}")
