@@ -1,4 +1,6 @@
-"""``GET /runs``: the caller's project's runs that match a filter, sorted and paged."""
+"""``GET /runs``: the caller's project's runs that match a filter, sorted and paged; and
+``GET /runs/compare``: one sensor's series of several runs on a common time axis. (This
+router is included before the one of ``/runs/{run_id}``, which would take "compare".)"""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from fastapi import APIRouter, Query, Request
 
 from cloud.deps import DbSession, Viewer
 from cloud.schemas import Page, RunOut, RunStatus
-from cloud.services import run_search
+from cloud.schemas_search import MAX_RUNS, Comparison
+from cloud.services import run_compare, run_search
 from cloud.services.run_search_terms import parse_sort, parse_terms
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -51,3 +54,17 @@ def search_runs(
     )
     rows, nxt = run_search.search(db, caller, search, limit, cursor)
     return Page(items=[RunOut.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/runs/compare")
+def compare_runs(
+    db: DbSession,
+    caller: Viewer,
+    run_id: Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_RUNS)],
+    sensor: Annotated[str, Query(min_length=1, max_length=200, description="a sensor's name")],
+    max_points: Annotated[int, Query(ge=2, le=20_000)] = 1000,
+) -> Comparison:
+    """The sensor's chart series of each run (as ``GET /telemetry/series`` has it, peaks
+    kept when downsampled), in the order asked, each point also at ``t``: seconds since the
+    run's first capture session started, so that runs of different days overlay."""
+    return run_compare.compare(db, caller, run_id, sensor, max_points)

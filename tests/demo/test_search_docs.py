@@ -1,6 +1,7 @@
 """docs/search.md is executable: its ``bash`` blocks run, in order, in one shell, against a live
 cloud, and every query of its examples table is then sent to that cloud: each must find the
-runs the table lists, in that order, over all pages. Its 422 example is the server's own."""
+runs the table lists, in that order, over all pages. Its 422 example is the server's own;
+its comparison answers what the runs read."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def test_the_page_has_examples_of_every_kind_of_term() -> None:
 def test_every_example_finds_what_the_page_says(cloud: CloudServer, tmp_path: Path) -> None:
     lines = run_blocks(cloud, tmp_path)
     assert lines[:2] == ["ramp-400-a", "ramp-400-a"], lines  # the issue's search, both ways
+    assert lines[2] == "431.0", lines  # compared: ramp-420's third furnace reading
     _, owner, project = lines[-1].split()
     headers = {"X-User-Id": owner, "X-Project-Id": project, "X-Project-Role": "viewer"}
     with httpx.Client(base_url=cloud.url, headers=headers, timeout=30) as client:
