@@ -24,7 +24,7 @@ from __future__ import annotations
 import operator
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +52,7 @@ from cloud.db.types import UTCDateTime
 from cloud.deps import Principal
 from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import Keyset, aware_datetime, int64, text, uid
-from cloud.services.run_search_terms import TIMES, Field, Sort, Term
+from cloud.services.run_search_terms import DEFAULT_SORT, TIMES, Field, Sort, Term
 from cloud.services.telemetry_rollup import NOT_ROLLED
 
 R, M = models.Run, models.Metric
@@ -71,7 +71,7 @@ _OPS: dict[str, Callable[[Any, Any], Any]] = {
 @dataclass(frozen=True)
 class Search:
     terms: Sequence[Term] = ()
-    sort: Sort = field(default_factory=lambda: Sort(Field("created_at"), descending=True))
+    sort: Sort = DEFAULT_SORT
     experiment_ids: Sequence[uuid.UUID] = ()
     statuses: Sequence[str] = ()
     tags: Sequence[str] = ()
