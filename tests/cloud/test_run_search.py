@@ -3,12 +3,15 @@ names that need quotes; cursors belong to their sort; who may search."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.cloud.conftest import Api, Identity, assert_problem
+from cloud.migrate import upgrade
+from tests.cloud.conftest import Api, Identity, assert_problem, make_client
+from tests.support.services import postgres_database
 
 BAD = [
     ("metric.loss.avg<1", "metric.loss.avg<1", "avg is not a summary; use min, max, last, count"),
@@ -135,3 +138,28 @@ def names(api: Api, who: Identity, query: str) -> list[Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+def icu_database_url() -> Iterator[str]:
+    """A PostgreSQL database whose text sorts by an ICU English locale ("a" before "B"),
+    as a server set up for people would: the search must not sort by it."""
+    with postgres_database(
+        "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0"
+    ) as url:
+        upgrade(url)
+        yield url
+
+
+def test_text_compares_by_code_point_whatever_the_database_locale(icu_database_url: str) -> None:
+    with make_client(icu_database_url) as client:
+        api = Api(client)
+        owner = api.project()
+        exp = api.experiment(owner)
+        for mode in ("a", "B", "b"):
+            api.run(owner, exp, {"name": mode, "params": {"mode": mode}})
+        assert names(api, owner, "sort=param.mode") == ["B", "a", "b"]
+        assert names(api, owner, "param.mode<a") == ["B"]
+        page = api.get("/api/v1/runs?sort=param.mode&limit=1", headers=owner.headers()).json()
+        rest = names(api, owner, f"sort=param.mode&cursor={page['next_cursor']}")
+        assert rest == ["a", "b"]
