@@ -36,6 +36,8 @@ TELEMETRY_SUMMARIES = ("min", "max", "mean", "count")
 TIMES = ("created_at", "started_at", "ended_at")
 #: Keys the route reads itself (``key=value`` only).
 PLAIN = ("experiment_id", "status", "tag", "sort", "limit", "cursor")
+#: Most comparison terms one search takes: each is a join or a subquery of the one query.
+MAX_TERMS = 30
 _OP_CHARS = "=!<>"
 _NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _SORTS = (
@@ -108,6 +110,9 @@ def parse_terms(raw_query: bytes) -> list[Term]:
     if errors:
         detail = "; ".join(f"{e.field}: {e.reason}" for e in errors)
         raise InvalidInput(detail, errors=errors)
+    if len(terms) > MAX_TERMS:
+        reason = f"{len(terms)} comparisons; a search takes at most {MAX_TERMS}"
+        raise InvalidInput(reason, errors=[FieldError("query", reason)])
     return terms
 
 

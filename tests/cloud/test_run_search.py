@@ -34,7 +34,12 @@ BAD = [
     ("param.=1", "param.=1", "the name is empty"),
     ('param."a=1', 'param."a=1', "no closing quote"),
     ('param.a"b"c=1', 'param.a"b"c=1', 'a name with " cannot be searched'),
-    ("param.x=%00", "query", "NUL"),  # refused for every route by RequestBodyMiddleware
+    ("param.x=%00", "query", "NUL"),
+    (
+        "&".join(f"param.p{i}={i}" for i in range(31)),
+        "query",
+        "31 comparisons; a search takes at most 30",
+    ),  # refused for every route by RequestBodyMiddleware
     ("param.x=%FF", "param.x=%FF", "not UTF-8"),
     ("sort=metric.loss.avg", "sort", "avg is not a summary"),
     ("sort=-param.x%3C1", "sort", "a sort has no operator"),
