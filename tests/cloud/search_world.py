@@ -225,7 +225,7 @@ def field_value(w: World, run: dict[str, Any], kind: str, name: str, summary: st
 def matches(w: World, run: dict[str, Any], term: tuple[Any, ...]) -> bool:
     kind = term[0]
     if kind == "experiment_id":
-        return bool(run["experiment_id"] == term[1])
+        return bool(run["experiment_id"] in term[1])
     if kind == "status":
         return bool(run["status"] in term[1])
     if kind == "tag":
@@ -260,6 +260,12 @@ def sort_key(w: World, run: dict[str, Any], sort: tuple[str, str, str], desc: bo
 def expected(
     w: World, terms: list[tuple[Any, ...]], sort: tuple[str, str, str], desc: bool
 ) -> list[str]:
+    # status= and experiment_id= repeated (in one term or several) mean any of them.
+    anyof: dict[str, list[Any]] = {}
+    for t in terms:
+        if t[0] in ("status", "experiment_id"):
+            anyof.setdefault(t[0], []).extend(t[1] if t[0] == "status" else [t[1]])
+    terms = [t for t in terms if t[0] not in anyof] + [(k, v) for k, v in anyof.items()]
     found = [run for run in w.runs.values() if all(matches(w, run, t) for t in terms)]
     found.sort(key=lambda run: sort_key(w, run, sort, desc), reverse=desc)
     return [run["name"] for run in found]
