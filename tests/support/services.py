@@ -52,8 +52,9 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """Create ``benchlink_test_<random>``, yield its SQLAlchemy URL, drop it afterwards."""
+def postgres_database(options: str = "") -> Iterator[str]:
+    """Create ``benchlink_test_<random>`` (``CREATE DATABASE`` ``options``: a locale, say),
+    yield its SQLAlchemy URL, drop it afterwards."""
     try:
         import psycopg
 
@@ -63,7 +64,7 @@ def postgres_database() -> Iterator[str]:
         raise  # unreachable: unavailable() skips or fails
     name = f"benchlink_test_{uuid.uuid4().hex[:12]}"
     with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}" {options}')
         base = PG_ADMIN_DSN.rsplit("/", 1)[0]
         try:
             yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
