@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import edge, export, ingest, live, query
+from bench import client, edge, export, ingest, live, query
 from bench.harness import Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -51,6 +51,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     "export_columnar": (
         ("export_parquet", "export_arrow"),
         lambda s, logs, peers, done: export.columnar(s, logs),
+    ),
+    "client_telemetry": (
+        ("client_telemetry",),
+        lambda s, logs, peers, done: [client.telemetry_read(s, logs)],
     ),
     "chart_filters": (
         tuple(

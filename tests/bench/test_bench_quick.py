@@ -29,6 +29,7 @@ ROWS = {
     "export": True,
     "export_parquet": True,
     "export_arrow": True,
+    "client_telemetry": True,
     **{
         f"chart_{f}_{size}": False
         for f in ("sensor", "sensor_session", "sensor_run")
