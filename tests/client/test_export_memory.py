@@ -2,8 +2,8 @@
 readings stream in as Arrow record batches, so a page at a time costs a fraction of what
 arrives, and the whole run as one frame costs the record batches and the frame, never the
 answer's body twice. Measured in a subprocess (tests/client/memory_probe.py) from the
-kernel's peak RSS; the JSON list this replaced grew by ~130 MB for the frame and ~100 MB a
-page at a time, for a 16 MB stream."""
+kernel's peak RSS; the JSON list this replaced grew by ~127 MB for the frame and ~96 MB a
+page at a time, for a 15 MB stream (MB: 2**20 bytes)."""
 
 from __future__ import annotations
 
