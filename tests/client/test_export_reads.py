@@ -189,6 +189,8 @@ def test_exports_are_written_to_disk_whole(
     pd.testing.assert_index_equal(back.index, df.index)
     for col in ("raw_value", "value", "late"):
         assert list(back[col]) == list(df[col]), col
+    for col in ("sensor", "sensor_id", "capture_session_id", "raw_unit", "profile_version"):
+        assert list(back[col].astype(str)) == list(df[col].astype(str)), col
     assert list(back["value_unit"].astype(str)) == list(df["unit"].astype(str))
     assert back.attrs["benchlink"]["runs"][0]["params"] == {"setpoint_c": 420}
     assert seen[-1] == parquet.stat().st_size and seen == sorted(seen)
