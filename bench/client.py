@@ -66,11 +66,14 @@ def telemetry_read(sizes: Sizes, logs: Path) -> Row:
         store(url, [target], start_us, STEP_US, range(n), lambda i: 20 + (i % 1000) / 100)
         print(f"   stored {n:,}", file=sys.stderr)
         times: dict[str, list[float]] = {"raw": [], "client": []}
+        assert cloud.rss is not None
+        cloud.rss.reset()
         for _ in range(ROUNDS + 1):  # the first round warms imports, pools and the route
             for name, read in (("raw", _raw), ("client", _client)):
                 seconds, rows = _measured(partial(read, bench))
                 assert rows == n, (name, rows)
                 times[name].append(seconds)
+        api_peak = cloud.rss.mb
     for kept in times.values():
         del kept[0]
     raw, client = n / min(times["raw"]), n / min(times["client"])
@@ -83,6 +86,7 @@ def telemetry_read(sizes: Sizes, logs: Path) -> Row:
         ceiling_what="httpx body + pyarrow read_all().to_pandas(), same export",
         target=f">= {MIN_RATIO:.0%} of ceiling",
         passed=client / raw >= MIN_RATIO,
+        rss_mb={"cloud": api_peak},
         extra={
             "seconds": [round(s, 2) for s in times["client"]],
             "ceiling_seconds": [round(s, 2) for s in times["raw"]],
