@@ -50,6 +50,8 @@ class Sizes:
     export_readings: int = 1_000_000
     #: readings of the run exported as Parquet and as Arrow
     export_columnar_readings: int = 10_000_000
+    #: readings of the run the Python client reads into pandas
+    client_readings: int = 1_000_000
     #: readings stored (all four sensors) when the chart of each filter is measured
     filters_readings: tuple[int, ...] = (1_000_000, 10_000_000)
     repeats: int = 7
@@ -74,6 +76,7 @@ class Sizes:
             chart_readings=10_000,
             export_readings=10_000,
             export_columnar_readings=20_000,
+            client_readings=20_000,
             filters_readings=(40_000, 200_000),
             repeats=2,
             cloud_workers=1,

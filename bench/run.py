@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import edge, export, fleet, ingest, live, query
+from bench import client, edge, export, fleet, ingest, live, query
 from bench.harness import Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -55,6 +55,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     "fleet_heartbeats": (
         ("fleet_heartbeats",),
         lambda s, logs, peers, done: [fleet.heartbeats(s, logs)],
+    ),
+    "client_telemetry": (
+        ("client_telemetry",),
+        lambda s, logs, peers, done: [client.telemetry_read(s, logs)],
     ),
     "chart_filters": (
         tuple(

@@ -30,6 +30,7 @@ ROWS = {
     "export_parquet": True,
     "export_arrow": True,
     "fleet_heartbeats": True,
+    "client_telemetry": True,
     **{
         f"chart_{f}_{size}": False
         for f in ("sensor", "sensor_session", "sensor_run")

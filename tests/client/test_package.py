@@ -20,7 +20,8 @@ from tests.support.cloud import REPO, CloudServer
 
 def test_importing_the_client_brings_nothing_of_the_server() -> None:
     code = (
-        "import sys, benchlink, benchlink._live, benchlink._metrics, benchlink._runs\n"
+        "import sys, benchlink, benchlink._live, benchlink._metrics, benchlink._runs,"
+        " benchlink._export, benchlink._listed\n"
         "heavy = ('fastapi', 'sqlalchemy', 'pydantic', 'uvicorn', 'cloud', 'edge', 'common',"
         " 'pandas', 'pyarrow', 'polars', 'websockets')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"

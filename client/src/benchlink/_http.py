@@ -12,7 +12,8 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,25 @@ class Http:
         response = self._send(method, path, json=json, params=params, headers=headers, retry=retry)
         return response.json() if response.content else None
 
+    def get_sized(self, path: str, *, params: Mapping[str, Any] | None = None) -> tuple[Any, int]:
+        """A GET's decoded JSON and the size of its body in bytes (for progress)."""
+        response = self._send("GET", path, params=params, headers=dict(self.identity()))
+        return response.json(), len(response.content)
+
+    @contextmanager
+    def stream(
+        self, path: str, *, params: Mapping[str, Any] | None = None
+    ) -> Iterator[httpx.Response]:
+        """A GET whose body is read as it arrives (``response.iter_bytes()``), for exports of
+        any size. Retried as :meth:`request` is until the answer starts; an error answer
+        raises :class:`APIError`. Closed (the connection back in the pool) on the way out."""
+        headers = dict(self.identity())
+        response = self._send("GET", path, params=params, headers=headers, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
     def _send(
         self,
         method: str,
@@ -144,15 +164,17 @@ class Http:
         params: Mapping[str, Any] | None = None,
         headers: dict[str, str],
         retry: Retry | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
         policy = retry or self.retry
         clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         for attempt in range(policy.attempts):
             last = attempt == policy.attempts - 1
             try:
-                response = self._client.request(
+                request = self._client.build_request(
                     method, path, json=json, params=clean, headers=headers
                 )
+                response = self._client.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if last:
                     raise TransportError(
@@ -162,6 +184,9 @@ class Http:
                 continue
             if response.is_success:
                 return response
+            if stream:  # an error answer is small: read it for its problem, then let go
+                response.read()
+                response.close()
             if _retryable(response) and not last:
                 self._wait(policy, attempt, _retry_after(response), str(response.status_code))
                 continue

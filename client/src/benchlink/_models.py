@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from benchlink import _times
@@ -16,7 +17,7 @@ from benchlink._pages import Pages
 
 if TYPE_CHECKING:
     from benchlink._client import Client
-    from benchlink._runs import RunData
+    from benchlink._runs import ExportFormat, RunData
 
 RunStatus = Literal["draft", "running", "succeeded", "failed", "cancelled"]
 StopStatus = Literal["succeeded", "failed", "cancelled"]
@@ -214,6 +215,14 @@ class Run:
         """A chart-sized frame of one sensor: see :meth:`benchlink.RunData.series`."""
         return self.data.series(sensor, **kw)
 
+    def export(self, path: str | Path, format: ExportFormat = "parquet", **kw: Any) -> Path:
+        """The readings streamed to a file: see :meth:`benchlink.RunData.export`."""
+        return self.data.export(path, format, **kw)
+
+    def export_metrics(self, path: str | Path, format: ExportFormat = "parquet", **kw: Any) -> Path:
+        """Metric points streamed to a file: see :meth:`benchlink.RunData.export_metrics`."""
+        return self.data.export_metrics(path, format, **kw)
+
     def log_metrics(
         self, values: dict[str, float], step: int, *, unit: str | None = None, timestamp: Any = None
     ) -> None:
@@ -308,6 +317,13 @@ class CaptureSession:
         if stopped_at is not None:
             body["stopped_at"] = _times.wire(stopped_at)
         return self._replace(self._client.http.request("POST", f"{self._path}/stop", json=body))
+
+    def telemetry(self, **kw: Any) -> Any:
+        """The session's readings as a frame: :meth:`benchlink.RunData.telemetry` of its run
+        with ``session=`` this one."""
+        from benchlink._runs import RunData
+
+        return RunData(self._client, self.run_id).telemetry(session=self.id, **kw)
 
     def _replace(self, d: dict[str, Any]) -> CaptureSession:
         self.__dict__.update(vars(CaptureSession.from_json(self._client, d)))

@@ -1,90 +1,39 @@
-"""A run's data as frames: readings (``telemetry``), chart-sized series, metric points.
+"""A run's data as frames: readings (``telemetry``), chart-sized series, metric points; and
+its exports written to files.
 
-Readings come from the telemetry list, 10,000 a page, each page copied into compact columns
-and dropped (see :mod:`benchlink._frames`); ``telemetry_batches`` yields a frame per page for
-runs larger than memory.
+Readings and metrics come through the cloud's Arrow export, read as it arrives
+(:mod:`benchlink._export`): the client holds record batches, never the answer's whole body,
+and the frame carries the export's description (run, params, sensors, units). Without
+pyarrow they come from the paged JSON lists instead (:mod:`benchlink._listed`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from benchlink import _times
-from benchlink._frames import Codes, Columns, Frame, micros, need
+from benchlink import _export, _listed, _times
+from benchlink._frames import FRAMES, Columns, Frame, micros, need
 from benchlink._models import Ref
 
 if TYPE_CHECKING:
     from benchlink._client import Client
+    from benchlink._export import Progress
 
-PAGE = 10_000
-READING_COLUMNS = {
-    "timestamp": "time",
-    "sensor": "code",
-    "sensor_id": "code",
-    "capture_session_id": "code",
-    "raw_value": "float",
-    "raw_unit": "code",
-    "value": "float",
-    "unit": "code",
-    "profile_version": "code",
-    "late": "bool",
-}
+PAGE = _listed.PAGE
+TELEMETRY_EXPORT = "/api/v1/telemetry/export"
+ExportFormat = Literal["parquet", "arrow", "csv"]
 
 
-class _Units:
-    """Each sensor's name and each of its profile versions' units, fetched once per sensor."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._sensors: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {}
-
-    def of(self, sensor_id: str, version: str) -> tuple[str, str, str]:
-        """(sensor name, raw unit, unit) of a reading converted by ``version``."""
-        known = self._sensors.get(sensor_id)
-        if known is None or version not in known[1]:
-            known = self._sensors[sensor_id] = self._fetch(sensor_id)
-        raw_unit, unit = known[1].get(version, ("", ""))
-        return known[0], raw_unit, unit
-
-    def _fetch(self, sensor_id: str) -> tuple[str, dict[str, tuple[str, str]]]:
-        sensor = self._client.sensors.get(sensor_id)
-        versions = {p.version: (p.input_unit, p.display_unit) for p in sensor.profiles()}
-        return sensor.name, versions
-
-
-class _ReadingColumns(Columns):
-    def __init__(self, units: _Units) -> None:
-        super().__init__(READING_COLUMNS)
-        self._units = units
-        self._codes = {n: Codes() for n, k in READING_COLUMNS.items() if k == "code"}
-        self.labels = {n: c.values for n, c in self._codes.items()}
-
-    def add(self, item: dict[str, Any], profile_version: str | None) -> None:
-        version = item["profile_version"]
-        if profile_version is not None and version != profile_version:
-            return
-        sensor_id = item["sensor_id"]
-        name, raw_unit, unit = self._units.of(sensor_id, version)
-        d, c = self.data, self._codes
-        d["timestamp"].append(micros(item["timestamp"]))
-        d["raw_value"].append(item["raw_value"])
-        d["value"].append(item["value"])
-        d["late"].append(1 if item["late"] else 0)
-        for col, value in (
-            ("sensor", name),
-            ("sensor_id", sensor_id),
-            ("capture_session_id", item["capture_session_id"]),
-            ("raw_unit", raw_unit),
-            ("unit", unit),
-            ("profile_version", version),
-        ):
-            d[col].append(c[col].code(value))
+def _check(frame: Frame) -> None:
+    if frame not in FRAMES:  # before anything is fetched
+        raise ValueError(f"frame must be one of {', '.join(FRAMES)}, not {frame!r}")
 
 
 class RunData:
-    """``run.telemetry()``, ``run.metrics()``, ``run.series()`` (also reachable as
-    ``run.data``)."""
+    """``run.telemetry()``, ``run.metrics()``, ``run.series()``, ``run.export()`` (also
+    reachable as ``run.data``)."""
 
     def __init__(self, client: Client, run_id: str) -> None:
         self._client, self.run_id = client, run_id
@@ -102,6 +51,44 @@ class RunData:
             "until": None if until is None else _times.wire(until),
         }
 
+    def telemetry(
+        self,
+        *,
+        sensor: Ref | None = None,
+        session: Ref | None = None,
+        since: Any = None,
+        until: Any = None,
+        profile_version: str | None = None,
+        frame: Frame = "pandas",
+        progress: Progress | None = None,
+    ) -> Any:
+        """The run's readings (of one sensor, session, time window ``[since, until)`` or
+        profile version) in time order: a frame indexed by tz-aware UTC ``timestamp`` with
+        ``sensor``, ``sensor_id``, ``capture_session_id``, ``raw_value``, ``raw_unit``,
+        ``value``, ``unit``, ``profile_version`` and ``late``. ``frame``: ``"pandas"``
+        (default), ``"arrow"`` (a pyarrow Table) or ``"polars"``; the last two keep
+        ``timestamp`` as a column.
+
+        The readings stream in through the Arrow export, a record batch at a time; the
+        export's description (experiment, run and its params, capture sessions, sensors with
+        their units and profiles) is ``df.attrs["benchlink"]`` (pandas) or the schema
+        metadata ``benchlink`` (Arrow, JSON text). ``progress(bytes_received, readings)`` is
+        called after each batch. Without pyarrow installed the readings come from the paged
+        JSON list instead (10,000 a request), and the frame has no description."""
+        _check(frame)
+        params = self._query(sensor, session, since, until)
+        if not _export.available():
+            return _listed.telemetry(self._client, params, profile_version, frame, progress)
+        from benchlink import _tables
+
+        with _export.open_arrow(self._client.http, TELEMETRY_EXPORT, params, progress) as s:
+            schema = _tables.reading_schema(s.schema)
+            batches = list(_tables.readings(s.batches(), schema, profile_version))
+            about = s.about
+        table = _tables.concat(batches, schema)
+        del batches  # the table's are the only references: pandas frees them as it goes
+        return _tables.frame(table, frame, about, index="timestamp")
+
     def telemetry_batches(
         self,
         *,
@@ -112,43 +99,82 @@ class RunData:
         profile_version: str | None = None,
         frame: Frame = "pandas",
         page_size: int = PAGE,
+        progress: Progress | None = None,
     ) -> Iterator[Any]:
-        """The readings as one frame per page, in time order: any number of readings in the
-        memory of one page."""
-        units = _Units(self._client)
+        """The readings as one frame per ``page_size`` readings, in time order: any number of
+        readings in the memory of one page. Frames as :meth:`telemetry` makes them."""
+        _check(frame)
         params = self._query(sensor, session, since, until)
-        for items in self._pages(params, page_size):
-            cols = _ReadingColumns(units)
-            for item in items:
-                cols.add(item, profile_version)
-            yield cols.to_frame(frame, index="timestamp")
+        if not _export.available():
+            yield from _listed.reading_batches(
+                self._client, params, profile_version, frame, page_size, progress
+            )
+            return
+        from benchlink import _tables
 
-    def telemetry(
+        with _export.open_arrow(self._client.http, TELEMETRY_EXPORT, params, progress) as s:
+            schema = _tables.reading_schema(s.schema)
+            batches = _tables.readings(s.batches(), schema, profile_version)
+            for table in _tables.rebatch(batches, schema, page_size):
+                yield _tables.frame(table, frame, s.about, index="timestamp")
+
+    def metrics(
         self,
+        name: str | None = None,
+        *,
+        max_points: int | None = None,
+        frame: Frame = "pandas",
+        progress: Progress | None = None,
+    ) -> Any:
+        """Metric points in step order (of one ``name``, or all with a ``name`` column):
+        ``step``, ``value``, UTC ``timestamp``, ``unit``; pandas frames are indexed by
+        ``step``. They stream in through the Arrow export, with its description (the run and
+        its experiment) as for :meth:`telemetry`. ``max_points`` downsamples each series in
+        the database (min and max of equal buckets, first and last point kept): those points
+        come from the JSON list, as all do without pyarrow."""
+        _check(frame)
+        if max_points is not None or not _export.available():
+            cols = _listed.metrics(self._client, self.run_id, name, max_points)
+            return _metrics_index(cols.to_frame(frame), frame, name)
+        from benchlink import _tables
+
+        path = f"/api/v1/runs/{self.run_id}/metrics/export"
+        params = {"name": name}
+        with _export.open_arrow(self._client.http, path, params, progress) as s:
+            table = _tables.metrics(s.batches(), s.schema.remove_metadata())
+            about = s.about
+        return _metrics_index(_tables.frame(table, frame, about), frame, name)
+
+    def export(
+        self,
+        path: str | Path,
+        format: ExportFormat = "parquet",
         *,
         sensor: Ref | None = None,
         session: Ref | None = None,
         since: Any = None,
         until: Any = None,
-        profile_version: str | None = None,
-        frame: Frame = "pandas",
-    ) -> Any:
-        """The run's readings (of one sensor, session, time window ``[since, until)`` or
-        profile version) in time order: a frame indexed by tz-aware UTC ``timestamp`` with
-        ``sensor``, ``sensor_id``, ``capture_session_id``, ``raw_value``, ``raw_unit``,
-        ``value``, ``unit``, ``profile_version`` and ``late``. ``frame``: ``"pandas"``
-        (default), ``"arrow"`` (a pyarrow Table) or ``"polars"``; the last two keep
-        ``timestamp`` as a column."""
-        cols = _ReadingColumns(_Units(self._client))
-        for items in self._pages(self._query(sensor, session, since, until), PAGE):
-            for item in items:
-                cols.add(item, profile_version)
-        return cols.to_frame(frame, index="timestamp")
+        progress: Progress | None = None,
+    ) -> Path:
+        """Write the run's readings (filtered as :meth:`telemetry` is, but for the profile
+        version) to ``path`` as ``parquet``, ``arrow`` (an IPC stream) or ``csv``, streamed
+        to disk in constant memory; ``path`` a directory: the server's file name in it.
+        ``progress(bytes_received, None)`` after each network chunk. The path written."""
+        params = {**self._query(sensor, session, since, until), "format": format}
+        return _export.download(self._client.http, TELEMETRY_EXPORT, params, Path(path), progress)
 
-    def _pages(self, params: dict[str, Any], size: int) -> Iterator[list[dict[str, Any]]]:
-        from benchlink._pages import Pages
-
-        return Pages(self._client.http, "/api/v1/telemetry", dict, params, limit=size).pages()
+    def export_metrics(
+        self,
+        path: str | Path,
+        format: ExportFormat = "parquet",
+        *,
+        name: str | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """Write the run's metric points (or one metric's) to ``path``, as :meth:`export`."""
+        api = f"/api/v1/runs/{self.run_id}/metrics/export"
+        params = {"format": format, "name": name}
+        return _export.download(self._client.http, api, params, Path(path), progress)
 
     def series(
         self,
@@ -181,40 +207,11 @@ class RunData:
         }
         return _with_meta(out, frame, meta)
 
-    def metrics(
-        self, name: str | None = None, *, max_points: int | None = None, frame: Frame = "pandas"
-    ) -> Any:
-        """Metric points in step order (of one ``name``, or all with a ``name`` column):
-        ``step``, ``value``, UTC ``timestamp``, ``unit``; pandas frames are indexed by
-        ``step``. ``max_points`` downsamples each series in the database (min and max of
-        equal buckets, first and last point kept)."""
-        cols = Columns(
-            {"name": "code", "step": "int", "value": "float", "timestamp": "time", "unit": "code"}
-        )
-        names, units = Codes(), Codes()
-        cols.labels = {"name": names.values, "unit": units.values}
-        path = f"/api/v1/runs/{self.run_id}/metrics"
-        cursor: str | None = None
-        while True:
-            params = {"name": name, "limit": 10_000, "cursor": cursor, "max_points": max_points}
-            body = self._client.http.request("GET", path, params=params)
-            for p in body["points"]:
-                cols.data["name"].append(names.code(p["name"]))
-                cols.data["step"].append(p["step"])
-                cols.data["value"].append(p["value"])
-                cols.data["timestamp"].append(micros(p["timestamp"]))
-                cols.data["unit"].append(units.code(p.get("unit") or ""))
-            cursor = body.get("next_cursor")
-            if not cursor:
-                break
-        out = cols.to_frame(frame)
-        if frame == "pandas":
-            out = (
-                out.drop(columns="name").set_index("step")
-                if name
-                else out.set_index(["name", "step"])
-            )
+
+def _metrics_index(out: Any, frame: Frame, name: str | None) -> Any:
+    if frame != "pandas":
         return out
+    return out.drop(columns="name").set_index("step") if name else out.set_index(["name", "step"])
 
 
 def _with_meta(out: Any, frame: Frame, meta: dict[str, Any]) -> Any:
