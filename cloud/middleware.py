@@ -323,6 +323,10 @@ async def _replay(send: Send, rec: IdempotencyRecord) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+#: the status counted for a request whose client went away before it was answered
+CLIENT_CLOSED_REQUEST = 499
+
+
 class TimingMiddleware:
     """Counts requests by route template and status for Prometheus."""
 
@@ -336,16 +340,27 @@ class TimingMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered = gone = False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
+        async def listen() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, listen, watch)
         finally:
+            if gone and not answered:
+                # The client left before the answer (a request cut on a flaky network): no
+                # server error, and counted as one it would set off 5xx alerts. nginx's 499.
+                status = CLIENT_CLOSED_REQUEST
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
             self.stats.requests.labels(scope["method"], name, str(status)).inc()
