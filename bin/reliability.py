@@ -27,6 +27,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common.cli import Parser, add_version, plain  # noqa: E402
+
 GUARANTEES = [
     (
         "Every reading the edge committed is stored in the cloud exactly once",
@@ -164,10 +166,18 @@ def render(run: dict[str, Any], head: str, when: str, seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(
+        description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_version(parser)
     parser.add_argument("--seed", type=int, help="replay a run (default: a new seed)")
     parser.add_argument("--short", action="store_true", help="the slice `make test` runs")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "docs" / "reliability.md",
+        help="the page to write (default: docs/reliability.md)",
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
     seed = args.seed

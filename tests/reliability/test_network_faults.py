@@ -34,14 +34,14 @@ def schedule(rng: random.Random) -> Iterator[tuple[str, float]]:
     """(fault kind, seconds) phases: every kind, in a seeded order; a long blackhole; in the
     long run several rounds and a phase where each connection draws its own fault."""
     kinds = [k for k in KINDS if k not in ("pass", "blackhole")]
-    for _ in range(int(scale(1, 3))):
+    for _ in range(int(scale(1, 4))):
         rng.shuffle(kinds)
         for kind in kinds:
-            yield kind, scale(1.5, 5.0)
+            yield kind, scale(1.5, 6.0)
             yield "pass", scale(0.5, 2.0)
-    yield "blackhole", scale(6.0, 60.0)  # past the 5 s timeout
+    yield "blackhole", scale(6.0, 120.0)  # past the 5 s timeout
     if LONG:
-        yield "mixture", 45.0
+        yield "mixture", 60.0
 
 
 @pytest.fixture
