@@ -23,7 +23,7 @@ from cloud.deps import refuse_repeated_identity
 from cloud.errors import DomainError, FieldError
 from cloud.idempotency import SCOPE_KEY as IDEMPOTENCY_SCOPE_KEY
 from cloud.idempotency import IdempotencyStore, PendingKey, Replay
-from cloud.problems import problem_for, problem_response
+from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for, problem_response
 from cloud.services.sensors import TokenGate, bearer_token, hash_token, token_refused
 from cloud.settings import Settings
 from common.wire import TELEMETRY_PATH
@@ -77,7 +77,16 @@ class TelemetryAuthMiddleware:
                 await _send_response(send, problem_for(exc))
                 return
             token = bearer_token(_header(scope, b"authorization"))
-            if token is None or not await self._admits(hash_token(token)):
+            try:
+                admitted = token is not None and await self._admits(hash_token(token))
+            except DATABASE_DOWN as exc:
+                # Outside the app's exception handlers: without this, a database that went
+                # away (restart, crash) made the token lookup a 500 and not a 503 to retry.
+                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                log.warning("database unavailable checking a sensor token: %s", reason)
+                await _send_response(send, problem_for(database_unavailable()))
+                return
+            if not admitted:
                 await _send_response(send, problem_for(token_refused(token)))
                 return
         await self.app(scope, receive, send)
