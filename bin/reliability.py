@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             "BENCHLINK_REQUIRE_SERVICES": os.environ.get("BENCHLINK_REQUIRE_SERVICES", "1"),
         }
         started = time.monotonic()
-        cmd = [sys.executable, "-m", "pytest", "tests/reliability", "-q", *args.pytest_args]
+        # The long sections run for minutes each: past pyproject's 300 s per-test timeout.
+        timeout = [] if args.short else ["--timeout", "3600"]
+        cmd = [sys.executable, "-m", "pytest", "tests/reliability", "-q", *timeout]
+        cmd += args.pytest_args
         rc = subprocess.run(cmd, cwd=REPO, env=env, check=False).returncode
         seconds = time.monotonic() - started
         if rc != 0:
