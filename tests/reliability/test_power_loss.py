@@ -96,7 +96,7 @@ def test_kill9_inside_sqlite_commits_never_loses_or_tears(
     outcome: Counter[str] = Counter()
     started = time.monotonic()
     last = -1
-    for i in range(int(scale(10, 300))):
+    for i in range(int(scale(10, 200))):
         how, acked, handed = kill_once(buffer, tmp_path / "child.out", rng, last)
         try:
             last = check_buffer(buffer, inode, acked, handed)
