@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test check fmt demo bench clean
+.PHONY: install test check fmt demo bench reliability clean
 
 # The Python client (client/, importable as benchlink) is its own distribution; installed
 # editable with every extra so the tests and the tutorial use it as users do.
@@ -36,6 +36,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The reliability suite in its long form (tens of minutes); writes docs/reliability.md.
+# `make test` runs a short slice of it. BENCHLINK_RELIABILITY_SEED=N replays a run.
+reliability: $(STAMP)
+	$(BIN)/python bin/reliability.py $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

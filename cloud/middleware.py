@@ -23,7 +23,7 @@ from cloud.deps import refuse_repeated_identity
 from cloud.errors import DomainError, FieldError
 from cloud.idempotency import SCOPE_KEY as IDEMPOTENCY_SCOPE_KEY
 from cloud.idempotency import IdempotencyStore, PendingKey, Replay
-from cloud.problems import problem_for, problem_response
+from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for, problem_response
 from cloud.services.sensors import TokenGate, bearer_token, hash_token, token_refused
 from cloud.settings import Settings
 from common.wire import TELEMETRY_PATH
@@ -77,7 +77,16 @@ class TelemetryAuthMiddleware:
                 await _send_response(send, problem_for(exc))
                 return
             token = bearer_token(_header(scope, b"authorization"))
-            if token is None or not await self._admits(hash_token(token)):
+            try:
+                admitted = token is not None and await self._admits(hash_token(token))
+            except DATABASE_DOWN as exc:
+                # Outside the app's exception handlers: without this, a database that went
+                # away (restart, crash) made the token lookup a 500 and not a 503 to retry.
+                reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+                log.warning("database unavailable checking a sensor token: %s", reason)
+                await _send_response(send, problem_for(database_unavailable()))
+                return
+            if not admitted:
                 await _send_response(send, problem_for(token_refused(token)))
                 return
         await self.app(scope, receive, send)
@@ -323,6 +332,10 @@ async def _replay(send: Send, rec: IdempotencyRecord) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+#: the status counted for a request whose client went away before it was answered
+CLIENT_CLOSED_REQUEST = 499
+
+
 class TimingMiddleware:
     """Counts requests by route template and status for Prometheus."""
 
@@ -336,16 +349,27 @@ class TimingMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered = gone = False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
+        async def listen() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, listen, watch)
         finally:
+            if gone and not answered:
+                # The client left before the answer (a request cut on a flaky network): no
+                # server error, and counted as one it would set off 5xx alerts. nginx's 499.
+                status = CLIENT_CLOSED_REQUEST
             route = scope.get("route")
             name = getattr(route, "path", None) or "unmatched"
             self.stats.requests.labels(scope["method"], name, str(status)).inc()

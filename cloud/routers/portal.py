@@ -21,12 +21,22 @@ from cloud.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "portal" / "static"
 NO_CACHE = {"Cache-Control": "no-cache"}
+#: The page runs only the package's own scripts: names, tags and meta are user text, and a
+#: rendering slip that turned one into markup must still not run (no inline script, no
+#: handler attributes, no javascript: URLs, no eval) nor send anything to another origin.
+#: Inline styles stay allowed: uPlot sizes its elements with them, and CSS runs no code.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none';"
+    " form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {**NO_CACHE, "Content-Security-Policy": CONTENT_SECURITY_POLICY}
 
 router = APIRouter(include_in_schema=False)
 
 
 def _page() -> FileResponse:
-    return FileResponse(STATIC / "index.html", headers=NO_CACHE)
+    return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
 
 @router.get("/")

@@ -39,6 +39,8 @@ class CloudServer:
     cwd: Path = REPO
     #: False: ``env`` is the whole environment (a launcher that must not see this one's venv)
     inherit_env: bool = True
+    #: a process group of its own, so that :meth:`kill_group` kills every worker at once
+    own_group: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +71,7 @@ class CloudServer:
             env=env,
             stdout=log,
             stderr=log,
+            start_new_session=self.own_group,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,6 +100,14 @@ class CloudServer:
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def kill_group(self) -> None:
+        """kill -9 of the whole service (``own_group``): the supervisor and its workers, as
+        systemd does to a unit's cgroup; killing the supervisor alone leaves workers serving."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
 
