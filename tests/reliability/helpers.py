@@ -74,7 +74,9 @@ def cloud_metrics(base_url: str) -> dict[str, Any]:
     sums: dict[str, Any] = {"replays": 0.0, "duplicates": 0.0, "http_5xx": 0.0, "http_503": 0.0}
     sums["lines_5xx"] = lines = []
     for line in httpx.get(base_url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("benchlink_idempotent_replays_total "):
+        if line.startswith("benchlink_idempotent_replays_total ") or line.startswith(
+            'benchlink_telemetry_batches_total{outcome="duplicate"}'
+        ):  # a telemetry batch re-sent after a lost answer is counted as a duplicate batch
             sums["replays"] += float(line.split()[-1])
         elif line.startswith("benchlink_duplicate_readings_total "):
             sums["duplicates"] += float(line.split()[-1])
