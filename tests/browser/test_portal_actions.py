@@ -288,14 +288,15 @@ def test_a_viewer_sees_no_action(
         expect(page.locator("#view h1")).to_be_visible()
         page.wait_for_timeout(300)  # the page's own requests answered
         # No action anywhere: no bar of actions, no selection, no per-row action, no
-        # annotate; the only buttons are the session tabs (they select, they change nothing).
+        # annotate; the only buttons are the session tabs (they select, they change nothing)
+        # and the run's Export (a read, which a viewer may do).
         assert (
             page.locator(
                 "#view .actions-bar, #view .pick-run, #view [data-action], #annotate"
             ).count()
             == 0
         )
-        buttons = page.locator("#view button:visible:not(.session-tab)")
+        buttons = page.locator("#view button:visible:not(.session-tab):not(#export-run)")
         assert buttons.count() == 0, (name, buttons.all_inner_texts())
         if name == "run":
             expect(page.locator(".session-tab")).to_have_count(1)
