@@ -24,27 +24,24 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("experiments") as batch:
-        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    # Plain ADD COLUMN on both databases, not a batch: on SQLite a batch may recreate the
+    # table, and SQLite refuses to drop `runs` while rows of other tables point at it.
+    op.add_column("experiments", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_experiments_deleted_at", "experiments", ["deleted_at"])
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(
-            sa.Column(
-                "deleted_with_experiment",
-                sa.Boolean(),
-                server_default=sa.false(),
-                nullable=False,
-            )
-        )
+    op.add_column("runs", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "runs",
+        sa.Column(
+            "deleted_with_experiment", sa.Boolean(), server_default=sa.false(), nullable=False
+        ),
+    )
     op.create_index("ix_runs_deleted_at", "runs", ["deleted_at"])
 
 
 def downgrade() -> None:
+    # Plain DROP COLUMN (SQLite has it since 3.35), not a batch, as in upgrade().
     op.drop_index("ix_runs_deleted_at", table_name="runs")
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("deleted_with_experiment")
-        batch.drop_column("deleted_at")
+    op.drop_column("runs", "deleted_with_experiment")
+    op.drop_column("runs", "deleted_at")
     op.drop_index("ix_experiments_deleted_at", table_name="experiments")
-    with op.batch_alter_table("experiments") as batch:
-        batch.drop_column("deleted_at")
+    op.drop_column("experiments", "deleted_at")
