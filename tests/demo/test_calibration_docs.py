@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.demo.conftest import REPO
-from tests.demo.test_docs import FENCE, without_venv
+from tests.demo.test_docs import FENCE, run_as_new_user, without_venv
 from tests.support.cloud import CloudServer
 
 DOC = REPO / "docs" / "calibration.md"
@@ -34,21 +33,7 @@ def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path
         script += [f"echo '{MARK} {i}' >&2", body]
     env = {**os.environ, "BASE": cloud.url, "TMPDIR": str(tmp_path)}
     env["PATH"] = without_venv(env["PATH"])
-    env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run(
-        ["bash", "-c", "\n".join(script)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        failed = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
-        pytest.fail(
-            f"{failed[-1] if failed else 'before the first block'} failed "
-            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
+    proc = run_as_new_user(script, env, MARK, timeout=120)
     lines = proc.stdout.splitlines()
     c0, c1 = json.loads(lines[0])
     assert c1 == pytest.approx(1 / 1.0013, abs=2e-3) and c0 == pytest.approx(-0.3, abs=0.1)

@@ -88,6 +88,31 @@ def without_venv(path: str) -> str:
     return os.pathsep.join(p for p in path.split(os.pathsep) if p not in venv_bins)
 
 
+def run_as_new_user(
+    script: list[str], env: dict[str, str], mark: str, timeout: int
+) -> subprocess.CompletedProcess[str]:
+    """A page's bash blocks (``script``, each after an ``echo '{mark} N' >&2``) in a new user's
+    shell: the repository as the working directory, the venv not activated; a failing block
+    fails the test naming it."""
+    env = {**env, "PATH": without_venv(env["PATH"])}
+    env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        failed = [line for line in proc.stderr.splitlines() if line.startswith(mark)]
+        pytest.fail(
+            f"{failed[-1] if failed else 'before the first block'} failed "
+            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
 #: A program of the project (or an interpreter) called by name: only works in an activated
 #: venv, which the pages never ask for ("No module named 'sqlalchemy'").
 BARE_COMMAND = re.compile(r"(?:^|[;|&(]|\$\()\s*(python3?|benchlink-(?:cloud|edge|sim))\b")
@@ -133,22 +158,8 @@ def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path
         # A new user's shell: .venv not activated (the page calls .venv/bin/... by path).
         "PATH": without_venv(os.environ["PATH"]),
     }
-    env.pop("VIRTUAL_ENV", None)
     assert (REPO / ".venv" / "bin" / "python").exists(), "make install first"
-    proc = subprocess.run(
-        ["bash", "-c", "\n".join(script)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    if proc.returncode != 0:
-        failed = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
-        pytest.fail(
-            f"{failed[-1] if failed else 'before the first block'} failed "
-            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
+    proc = run_as_new_user(script, env, MARK, timeout=240)
     ids = next(line for line in proc.stdout.splitlines() if line.startswith("IDS "))
     run, experiment, warmup, session, sensor, thermal_run = ids.split()[1:]
     out = proc.stdout

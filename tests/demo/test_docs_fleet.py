@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.demo.conftest import REPO
-from tests.demo.test_docs import FENCE, without_venv
+from tests.demo.test_docs import FENCE, run_as_new_user, without_venv
 from tests.support.cloud import CloudServer
 
 DOC = REPO / "docs" / "fleet.md"
@@ -39,21 +37,7 @@ def test_every_bash_block_of_the_fleet_page_runs(cloud: CloudServer, tmp_path: P
         "TMPDIR": str(tmp_path),
         "PATH": without_venv(os.environ["PATH"]),
     }
-    env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run(
-        ["bash", "-c", "\n".join(script)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    if proc.returncode != 0:
-        failed = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
-        pytest.fail(
-            f"{failed[-1] if failed else 'before the first block'} failed "
-            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
+    proc = run_as_new_user(script, env, MARK, timeout=180)
     out = proc.stdout
     assert re.search(r"edge \S+, state never", out)
     assert re.search(r"state online, host \S+, buffer \d+ bytes, clock offset -?[\d.]+ ms", out)

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.demo.conftest import REPO
-from tests.demo.test_docs import FENCE, without_venv
+from tests.demo.test_docs import FENCE, run_as_new_user, without_venv
 from tests.support.cloud import CloudServer
 
 DOC = REPO / "docs" / "search.md"
@@ -41,21 +39,7 @@ def run_blocks(cloud: CloudServer, tmp_path: Path) -> list[str]:
     script.append('echo "IDENTITY $OWNER $PROJECT"')  # for the table's queries below
     env = {**os.environ, "BASE": cloud.url, "TMPDIR": str(tmp_path)}
     env["PATH"] = without_venv(env["PATH"])
-    env.pop("VIRTUAL_ENV", None)
-    proc = subprocess.run(
-        ["bash", "-c", "\n".join(script)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if proc.returncode != 0:
-        failed = [line for line in proc.stderr.splitlines() if line.startswith(MARK)]
-        pytest.fail(
-            f"{failed[-1] if failed else 'before the first block'} failed "
-            f"(exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
+    proc = run_as_new_user(script, env, MARK, timeout=120)
     return proc.stdout.splitlines()
 
 
