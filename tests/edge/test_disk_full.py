@@ -7,18 +7,22 @@ allowed the tests skip and say why), a filler file takes the rest of the space.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from edge.buffer import Buffer, BufferFull, NewReading, Write
 from edge.metrics import EdgeMetrics
 from edge.writer import Writer
+from tests.edge.helpers import BIN, EdgeProcess, RealCloud, running, wait_for, write_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MiB = 1024 * 1024
@@ -205,3 +209,102 @@ async def test_synced_rows_are_pruned_to_make_room_on_a_full_disk(small_fs: Path
         await writer.close()
         await task
         buf.close()
+
+
+def metric(edge: EdgeProcess, name: str) -> float:
+    """``name`` summed from the running daemon's metrics."""
+    port = re.findall(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", edge.log.read_text())[-1]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_daemon_on_a_full_disk_drops_serial_lines_counted_and_resumes_after_sync(
+    small_fs: Path, cloud: RealCloud, tmp_path: Path
+) -> None:
+    """The real daemon, a simulated serial device, the cloud away: the disk fills, lines are
+    dropped and counted, status names the disk; the cloud back, the backlog drains, synced
+    rows make room and capture resumes. Every committed reading reaches the cloud."""
+    (a,) = cloud.bootstrap(1)
+    cloud.stop()  # an outage: the backlog stays on the edge
+    link = tmp_path / "ttySIM"
+    sim = subprocess.Popen(
+        [
+            *(str(BIN / "benchlink-sim"), "--protocol", "value", "--rate", "1000"),
+            *("--link", str(link), "--seed", "3"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().strip()
+        cfg = write_config(
+            tmp_path / "edge.toml",
+            cloud_url=cloud.url,
+            buffer=small_fs / "buffer.db",
+            interval_s=0.1,
+            batch_size=500,
+            sensors=[
+                {
+                    "sensor_id": a.sensor_id,
+                    "token": a.token,
+                    "run_id": a.run_id,
+                    "capture_session_id": a.session_id,
+                    "source": "serial",
+                    "port": str(link),
+                    "baudrate": 115200,
+                    "protocol": "value",
+                }
+            ],
+        )
+        text = cfg.read_text().replace("[buffer]\n", f"[buffer]\nmin_free_bytes = {RESERVE}\n")
+        cfg.write_text(text)
+        fill(small_fs / "filler", leave=RESERVE + 2 * MiB)
+        edge = EdgeProcess(cfg, tmp_path / "edge.log")
+        with running(edge):
+            wait_for(lambda: "the disk is full" in edge.log.read_text(), 120, "a full disk")
+            wait_for(
+                lambda: (
+                    metric(edge, 'benchlink_edge_readings_dropped_total{reason="buffer_full"')
+                    > 1000
+                ),
+                60,
+                "serial lines dropped and counted",
+            )
+            out = edge.cli("status")
+            assert out.returncode == 0 and "FULL (disk)" in out.stdout, out.stdout + out.stderr
+            js = json.loads(edge.cli("status", "--json").stdout)
+            assert js["buffer"]["full"] == "disk"
+            assert js["buffer"]["disk_room_bytes"] < RESERVE
+            assert js["buffer"]["min_free_bytes"] == RESERVE
+
+            cloud.start()  # the backlog drains, synced rows make room, capture resumes
+            wait_for(
+                lambda: "buffer takes new readings again" in edge.log.read_text(),
+                120,
+                "capture to resume",
+            )
+            resumed = metric(edge, 'benchlink_edge_readings_committed_total{source="serial"')
+            wait_for(
+                lambda: (
+                    metric(edge, 'benchlink_edge_readings_committed_total{source="serial"')
+                    > resumed + 1000
+                ),
+                60,
+                "readings committed after the episode",
+            )
+            sim.terminate()
+            sim.wait(10)
+            committed = metric(edge, 'benchlink_edge_readings_committed_total{source="serial"')
+            wait_for(
+                lambda: len(cloud.telemetry(a)) >= committed, 120, "every committed reading synced"
+            )
+            assert len(cloud.telemetry(a)) == committed  # each once: none lost, none twice
+            log = edge.log.read_text()
+            assert edge.terminate() == 0
+        # one ERROR line per episode, never a traceback
+        assert log.count("BUFFER FULL") == 1, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+    finally:
+        if sim.poll() is None:
+            sim.kill()
