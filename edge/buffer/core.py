@@ -33,6 +33,8 @@ WAL_LIMIT_BYTES = 64 * 1024 * 1024
 #: the WAL (up to WAL_LIMIT_BYTES), a group commit, sync's bookkeeping and the deletion of
 #: synced rows, so that the buffer can still drain when capture has stopped for a full disk
 MIN_FREE_BYTES = 100_000_000
+#: how long a measure of the disk that left room is trusted (see Buffer._disk_surely_ok)
+DISK_CHECK_S = 1.0
 #: dead letters kept at most by default (kinds other than dead batches; see rotate_dead_letters)
 MAX_DEAD_LETTERS = 10_000
 
@@ -80,6 +82,8 @@ class Buffer:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
+        #: the last measure of the disk: (monotonic time, used_bytes then, disk_room then)
+        self._disk_seen: tuple[float, int, int] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
         self._executor: ThreadPoolExecutor | None = None
@@ -150,13 +154,14 @@ class Buffer:
         free_pages = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
         return int(st.f_bavail * st.f_frsize) + int(free_pages) * int(page)
 
-    def full(self) -> BufferFull | None:
+    def full(self, used: int | None = None) -> BufferFull | None:
         """Why new readings would be refused now (budget spent, or the disk down to its
         reserve), before any pruning; None when there is room."""
-        used = self.used_bytes()
+        used = self.used_bytes() if used is None else used
         if used >= self.max_bytes:
             return BufferFull(used, self.max_bytes)
         room = self.disk_room()
+        self._disk_seen = (time.monotonic(), used, room)
         if room < self.min_free_bytes:
             return BufferFull(used, self.max_bytes, room=room, reserve=self.min_free_bytes)
         return None
@@ -211,12 +216,29 @@ class Buffer:
         """None when the budget and the disk have room, after pruning synced rows if they
         had none. A filesystem that fills before the budget is a budget reached: the reserve
         (``min_free_bytes``) stays free for the WAL, sync and these very deletions."""
-        if self.full() is None:
+        used = self.used_bytes()
+        if used < self.max_bytes and self._disk_surely_ok(used):
+            return None
+        if self.full(used) is None:
             return None
         self.prune(retention_s=0)  # synced rows go first, whatever their age
         # and the WAL gives its disk back (a reader in the way just makes this partial)
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return self.full()
+
+    def _disk_surely_ok(self, used: int) -> bool:
+        """Whether the last measure of the disk still holds without measuring again: it left
+        room above the reserve, it is recent, and this buffer has grown by less than half
+        that margin since. Keeps the group commit's hot path at what the budget check costs
+        already; space taken meanwhile by another process is caught at the next measure, or
+        by the commit failing with SQLITE_FULL (refused like a full buffer, see the writer)."""
+        if self._disk_seen is None:
+            return False
+        at, used_then, room_then = self._disk_seen
+        margin = room_then - self.min_free_bytes
+        return (
+            margin > 0 and used - used_then < margin // 2 and time.monotonic() - at < DISK_CHECK_S
+        )
 
     # -- sealing and the send queue --------------------------------------------------------------
 

@@ -308,3 +308,18 @@ def test_daemon_on_a_full_disk_drops_serial_lines_counted_and_resumes_after_sync
     finally:
         if sim.poll() is None:
             sim.kill()
+
+
+def test_a_reserve_below_the_floor_is_refused_with_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[buffer]\npath = "{tmp_path / "b.db"}"\nmin_free_bytes = 4096\n')
+    out = subprocess.run(
+        [str(BIN / "benchlink-edge"), "--config", str(cfg), "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 78, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "buffer.min_free_bytes: Input should be greater than or equal to 1000000" in line
+    assert "Traceback" not in out.stderr
