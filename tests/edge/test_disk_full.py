@@ -7,6 +7,7 @@ allowed the tests skip and say why), a filler file takes the rest of the space.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ from edge.buffer import Buffer, BufferFull, NewReading, Write
 from edge.metrics import EdgeMetrics
 from edge.writer import Writer
 from tests.edge.helpers import BIN, EdgeProcess, RealCloud, running, wait_for, write_config
+from tests.support.mqtt import Publisher
+from tests.support.services import Broker
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MiB = 1024 * 1024
@@ -323,3 +326,55 @@ def test_a_reserve_below_the_floor_is_refused_with_one_line(tmp_path: Path) -> N
     (line,) = out.stderr.strip().splitlines()
     assert "buffer.min_free_bytes: Input should be greater than or equal to 1000000" in line
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.mqtt
+def test_daemon_on_a_full_disk_leaves_mqtt_messages_at_the_broker_until_space_comes_back(
+    small_fs: Path, mosquitto: Broker, cloud: RealCloud, tmp_path: Path
+) -> None:
+    """Mosquitto -> the real daemon on a disk already down to its reserve: nothing is
+    acknowledged, the broker keeps every message; the filler removed, each is committed once
+    and reaches the cloud."""
+    (a,) = cloud.bootstrap(1)
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url=cloud.url,
+        buffer=small_fs / "buffer.db",
+        mqtt_url=mosquitto.url,
+        sensors=[
+            {
+                "sensor_id": a.sensor_id,
+                "token": a.token,
+                "run_id": a.run_id,
+                "capture_session_id": a.session_id,
+                "source": "mqtt",
+            }
+        ],
+    )
+    text = cfg.read_text().replace("[buffer]\n", f"[buffer]\nmin_free_bytes = {RESERVE}\n")
+    cfg.write_text(text)
+    filler = small_fs / "filler"
+    edge = EdgeProcess(cfg, tmp_path / "edge.log")
+    sent = [float(1000 + i) for i in range(300)]
+    with running(edge):
+        wait_for(lambda: "MQTT: connected" in edge.log.read_text(), 30, "the MQTT subscription")
+        fill(filler, leave=RESERVE - MiB)  # another program fills the disk
+        with Publisher(mosquitto.host, mosquitto.port) as pub:
+            for v in sent:  # the broker acknowledges the device: they are its now
+                assert pub.publish(f"benchlink/sensors/{a.sensor_id}/readings", f"{v}")
+        wait_for(lambda: "the disk is full" in edge.log.read_text(), 60, "a full disk")
+        js = json.loads(edge.cli("status", "--json").stdout)
+        assert js["buffer"]["full"] == "disk"
+        sensor = js["sensors"][a.sensor_id]
+        assert sensor["waiting"] == 0 and sensor["synced"] == 0  # none committed
+        assert cloud.telemetry(a) == []
+
+        filler.unlink()  # space comes back: the held messages go in, in order, once
+        wait_for(lambda: len(cloud.telemetry(a)) >= len(sent), 60, "every message synced")
+        got = collections.Counter(i["raw_value"] for i in cloud.telemetry(a))
+        assert got == collections.Counter(sent)
+        log = edge.log.read_text()
+        assert edge.terminate() == 0
+    assert log.count("BUFFER FULL") == 1, log[-3000:]
+    assert log.count("buffer takes new readings again") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
