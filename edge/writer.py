@@ -170,7 +170,7 @@ class Writer:
         self.last_commit = time.monotonic()
         self.commits += 1
         self.metrics.queue_depth.set(self.queue.qsize())
-        if any(not isinstance(r, BaseException) for r in results):
+        if self.full is not None and any(not isinstance(r, BaseException) for r in results):
             self._room_again()
         at = 0
         for p in live:
@@ -265,7 +265,7 @@ class Writer:
 
     def _loud_full(self, exc: BufferFull, writes: int) -> None:
         """Count each refusal; log when an episode begins (or its cause changes), not per
-        write: a full disk at 1000 readings/s must not fill the journal as well."""
+        write: a full disk must not fill the journal as well, whatever the rate of readings."""
         self.metrics.errors.labels("buffer_full").inc()
         self.refused_in_episode += writes
         if self.full is not None and self.full.cause == exc.cause:
@@ -293,7 +293,7 @@ class Writer:
             )
 
     def _room_again(self) -> None:
-        """A write went in: the episode of a full buffer, if any, is over."""
+        """A write went in: the episode of a full buffer is over."""
         if self.full is None:
             return
         log.warning(
