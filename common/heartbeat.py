@@ -52,6 +52,13 @@ class BufferState(Wire):
     used_bytes: int = Field(ge=0)
     max_bytes: int = Field(gt=0)
     full_policy: Literal["refuse-new"] = FULL_POLICY
+    #: bytes the buffer can still write on its filesystem (free space plus its own free
+    #: pages), and the reserve below which new readings are refused (``min_free_bytes``)
+    disk_room_bytes: int | None = Field(default=None, ge=0)
+    min_free_bytes: int | None = Field(default=None, ge=0)
+    #: why new readings are refused now: the budget is spent, or the disk is down to its
+    #: reserve; None while there is room
+    full: Literal["budget", "disk"] | None = None
 
 
 class SensorState(Wire):

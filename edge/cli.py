@@ -67,6 +67,19 @@ def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         return 0
     b = beat.buffer
     print(f"buffer {b.path}: {b.used_bytes} of {b.max_bytes} bytes (when full: {b.full_policy})")
+    if b.disk_room_bytes is not None:
+        print(f"disk: {b.disk_room_bytes} bytes left for the buffer ({b.min_free_bytes} kept free)")
+    if b.full == "disk":
+        print(
+            "FULL (disk): new readings are refused, the buffer's filesystem is down to the"
+            " bytes kept free ([buffer] min_free_bytes); they are taken again once the cloud"
+            " takes the backlog or space is freed"
+        )
+    elif b.full == "budget":
+        print(
+            "FULL (budget): new readings are refused, unsynced data fills [buffer] max_bytes;"
+            " they are taken again once the cloud takes the backlog"
+        )
     client_id = cfg.mqtt.client_id or default_client_id(b.id)
     print(f"edge id {b.id}, MQTT client id {client_id}")
     print(f"cloud edge id {beat.edge_id or '- (no [edge] id: no heartbeats)'}")

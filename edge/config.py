@@ -68,6 +68,9 @@ class CloudConfig(Section):
 class BufferConfig(Section):
     path: Path = Path("/var/lib/benchlink/buffer.db")
     max_bytes: int = Field(2_000_000_000, gt=0)
+    #: bytes kept free on the buffer's filesystem: below this, new readings are refused as
+    #: when max_bytes is reached, so that sync and cleanup still have room to drain the buffer
+    min_free_bytes: int = Field(100_000_000, ge=1_000_000)
     #: synced readings are deleted this long after the cloud accepted them
     retention_s: float = Field(7 * 24 * 3600, ge=0)
     #: dead-letter records kept (rejected payloads, retried batches); the oldest are rotated

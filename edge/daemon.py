@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from edge.buffer import Buffer
+from edge.buffer import Buffer, is_disk_full
 from edge.clock import TimeSource
 from edge.cloud_client import CloudClient, Requester
 from edge.config import ConfigError, EdgeConfig, SensorConfig, exposed_secrets, load_config
@@ -51,7 +51,9 @@ def open_buffer(cfg: EdgeConfig) -> Buffer:
     """The buffer the config names, or a StartupError saying why it cannot be opened."""
     path = cfg.buffer.path
     try:
-        return Buffer(path, max_bytes=cfg.buffer.max_bytes)
+        return Buffer(
+            path, max_bytes=cfg.buffer.max_bytes, min_free_bytes=cfg.buffer.min_free_bytes
+        )
     except RuntimeError as exc:  # a file of a newer scheme: the message says what to do
         raise StartupError(f"buffer {exc}") from None
     except (OSError, sqlite3.Error) as exc:
@@ -348,9 +350,12 @@ class Daemon:
                 used, unsynced = await self.reader.call(self.reader.gauges)
                 self.metrics.buffer_bytes.set(used)
                 self.metrics.unsynced.set(unsynced)
-            except Exception:
+            except Exception as exc:
                 self.metrics.errors.labels("maintenance").inc()
-                log.exception("maintenance failed")
+                if is_disk_full(exc):  # retention needs a little room too; next round
+                    log.warning("maintenance: the disk is full (%s); trying again later", exc)
+                else:
+                    log.exception("maintenance failed")
             await asyncio.sleep(MAINTENANCE_EVERY_S)
 
     async def _prune(self) -> None:

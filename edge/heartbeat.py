@@ -28,7 +28,7 @@ from typing import Any
 
 from common.cli import package_version
 from common.heartbeat import BufferState, ClockEstimate, Heartbeat, SensorState
-from edge.buffer import INFLIGHT, PENDING, Buffer
+from edge.buffer import INFLIGHT, PENDING, Buffer, is_disk_full
 from edge.clock import ClockEstimator, TimeSource, sample
 from edge.cloud_client import Answer, Requester, TransportError
 from edge.config import EdgeConfig
@@ -78,6 +78,9 @@ def collect(
             path=status["buffer"],
             used_bytes=status["used_bytes"],
             max_bytes=status["max_bytes"],
+            disk_room_bytes=status["disk_room_bytes"],
+            min_free_bytes=status["min_free_bytes"],
+            full=status["full"],
         ),
         dead_letters=status["dead_letters"],
         clock=clock,
@@ -235,8 +238,11 @@ class Heartbeats:
         while True:
             try:
                 await self.beat()
-            except Exception:  # a bug or a full disk must not stop the daemon
-                log.exception("heartbeat failed")
+            except Exception as exc:  # a bug or a full disk must not stop the daemon
+                if is_disk_full(exc):  # the state file could not be written: next beat
+                    log.warning("heartbeat: the disk is full (%s)", exc)
+                else:
+                    log.exception("heartbeat failed")
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.cfg.edge.heartbeat_s):

@@ -36,7 +36,7 @@ import msgspec
 
 from common.wire import TELEMETRY_PATH
 from edge.backoff import Backoff, parse_retry_after
-from edge.buffer import Batch, Buffer
+from edge.buffer import Batch, Buffer, is_disk_full
 from edge.cloud_client import Answer, Poster, TransportError
 from edge.config import SyncConfig
 from edge.metrics import EdgeMetrics
@@ -348,6 +348,16 @@ class SensorSync:
                     self.state = "backoff"
                     self.metrics.errors.labels("sync_unexpected").inc()
                     delay = self.backoff.next()
+                    if is_disk_full(exc):  # expected, not a bug: one line, no traceback
+                        self.metrics.errors.labels("disk_full").inc()
+                        log.warning(
+                            "sensor %s: sync step failed, the disk is full (%s); retrying in %.1fs",
+                            self.sensor_id,
+                            exc,
+                            delay,
+                        )
+                        await self._sleep(delay)
+                        continue
                     log.exception(
                         "sensor %s: sync step failed (%s); retrying in %.1fs",
                         self.sensor_id,

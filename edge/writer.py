@@ -12,6 +12,12 @@ When the buffer is full, a refused write *blocks its source*: every later write 
 is refused too, until the source re-submits the refused one with ``probe=True`` and it is
 committed. A source's writes therefore commit in the order it submitted them, also across a
 full buffer (a later message can never slip in before a refused one).
+
+A full filesystem is a full buffer: the buffer refuses writes once the disk is down to its
+reserve (``buffer.min_free_bytes``), and a commit that still fails with SQLITE_FULL (another
+process ate the reserve) refuses its whole group the same way -- nothing is dead-lettered
+(that would need the space that is missing), nothing is acked. An episode of refusals is
+logged once when it starts and once when writes go in again.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge.buffer import Buffer, BufferFull, DeadLetter, Write, WriteResult, show
+from edge.buffer import Buffer, BufferFull, DeadLetter, Write, WriteResult, is_disk_full, show
 from edge.metrics import EdgeMetrics
 
 log = logging.getLogger("benchlink.edge.writer")
@@ -61,7 +67,10 @@ class Writer:
         self.blocked: set[str] = set()
         #: MQTT (mid, digest) acked since the last commit: their inbox rows go in the next one
         self.acked: list[tuple[int, str]] = []
-        self._full_logged_at = 0.0
+        #: the refusal that opened the current episode of a full buffer (None: not full)
+        self.full: BufferFull | None = None
+        #: writes refused since that episode began
+        self.refused_in_episode = 0
 
     def enqueue(self, write: Write, *, probe: bool = False) -> asyncio.Future[WriteResult]:
         """Queue ``write``; the future resolves after its commit (futures resolve in order).
@@ -143,7 +152,8 @@ class Writer:
         for p in group:
             if p.writes[0].source in self.blocked and not p.probe:
                 if not p.done.done():
-                    full = BufferFull(self.buffer.max_bytes, self.buffer.max_bytes)
+                    full = self.full or BufferFull(self.buffer.max_bytes, self.buffer.max_bytes)
+                    self.refused_in_episode += len(p.writes)
                     if p.many:
                         p.done.set_result([full] * len(p.writes))
                     else:
@@ -160,6 +170,8 @@ class Writer:
         self.last_commit = time.monotonic()
         self.commits += 1
         self.metrics.queue_depth.set(self.queue.qsize())
+        if self.full is not None and any(not isinstance(r, BaseException) for r in results):
+            self._room_again()
         at = 0
         for p in live:
             mine = results[at : at + len(p.writes)]
@@ -171,7 +183,7 @@ class Writer:
             elif p.probe:
                 self.blocked.discard(source)
             if refused is not None:
-                self._loud_full(refused)
+                self._loud_full(refused, sum(isinstance(r, BufferFull) for r in mine))
             dead = sum(r.dead for r in mine if isinstance(r, WriteResult))
             if dead:
                 self.metrics.dead_lettered.labels("input").inc(dead)
@@ -196,7 +208,13 @@ class Writer:
         call, commit = self.buffer.call, self.buffer.commit
         try:
             return list(await call(commit, writes, acked))
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):
+                # Past the reserve already: one at a time or as dead letters would fail the
+                # same way. Refused, the sources apply the policy (MQTT holds, serial counts).
+                self.acked[:0] = acked
+                full = await self._disk_full()
+                return [full] * len(writes)
             self.metrics.errors.labels("buffer_commit").inc()
             log.exception("group commit of %d writes failed; one by one now", len(writes))
         out: list[WriteResult | BufferFull | Exception] = []
@@ -206,6 +224,9 @@ class Writer:
                 (result,) = await call(commit, [write], acked)
                 acked = []
             except Exception as exc:
+                if is_disk_full(exc):
+                    out.append(await self._disk_full())
+                    continue
                 result = await self._dead_letter_write(write, exc, acked)
                 if not isinstance(result, Exception):
                     acked = []
@@ -228,18 +249,59 @@ class Writer:
             return again
         return result
 
-    def _loud_full(self, exc: BufferFull) -> None:
+    async def _disk_full(self) -> BufferFull:
+        """The refusal for a commit the filesystem refused (what the buffer measures now)."""
+        b = self.buffer
+
+        def measure() -> BufferFull:
+            return BufferFull(
+                b.used_bytes(), b.max_bytes, room=b.disk_room(), reserve=b.min_free_bytes
+            )
+
+        try:
+            return await b.call(measure)
+        except Exception:  # cannot even measure: say nothing is left
+            return BufferFull(b.max_bytes, b.max_bytes, room=0, reserve=b.min_free_bytes)
+
+    def _loud_full(self, exc: BufferFull, writes: int) -> None:
+        """Count each refusal; log when an episode begins (or its cause changes), not per
+        write: a full disk must not fill the journal as well, whatever the rate of readings."""
         self.metrics.errors.labels("buffer_full").inc()
-        now = time.monotonic()
-        if now - self._full_logged_at > 10:
-            self._full_logged_at = now
+        self.refused_in_episode += writes
+        if self.full is not None and self.full.cause == exc.cause:
+            return
+        self.full = exc
+        then = (
+            " until the cloud takes the backlog (MQTT messages stay unacked at the broker;"
+            " serial lines are dropped and counted in benchlink_edge_readings_dropped_total)"
+        )
+        if exc.cause == "disk":
             log.error(
-                "BUFFER FULL (%d of %d bytes): new readings are refused until the cloud takes"
-                " the backlog (MQTT messages stay unacked at the broker; serial lines are"
-                " dropped and counted in benchlink_edge_readings_dropped_total)",
+                "BUFFER FULL: the disk is full (%d bytes left for the buffer, %d kept free by"
+                " buffer.min_free_bytes): new readings are refused%s or space is freed on %s",
+                exc.room,
+                exc.reserve,
+                then,
+                self.buffer.path.parent,
+            )
+        else:
+            log.error(
+                "BUFFER FULL (%d of %d bytes): new readings are refused%s",
                 exc.used,
                 exc.limit,
+                then,
             )
+
+    def _room_again(self) -> None:
+        """A write went in: the episode of a full buffer is over."""
+        if self.full is None:
+            return
+        log.warning(
+            "buffer takes new readings again (%d write(s) were refused while the %s was full)",
+            self.refused_in_episode,
+            "disk" if self.full.cause == "disk" else "buffer",
+        )
+        self.full, self.refused_in_episode = None, 0
 
     async def close(self) -> None:
         """Stop taking writes, commit everything queued so far, and return when done."""

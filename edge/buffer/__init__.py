@@ -15,7 +15,13 @@ The modules hold the SQL; :class:`Buffer` opens the one transaction each public 
 
 from common.reading import meta_text
 from edge.buffer.batches import MAX_BATCH_BYTES
-from edge.buffer.core import MAX_DEAD_LETTERS, WAL_LIMIT_BYTES, Buffer
+from edge.buffer.core import (
+    MAX_DEAD_LETTERS,
+    MIN_FREE_BYTES,
+    WAL_LIMIT_BYTES,
+    Buffer,
+    is_disk_full,
+)
 from edge.buffer.inbox import Delivery, message_digest
 from edge.buffer.records import (
     DEAD,
@@ -39,6 +45,7 @@ __all__ = [
     "INFLIGHT",
     "MAX_BATCH_BYTES",
     "MAX_DEAD_LETTERS",
+    "MIN_FREE_BYTES",
     "PENDING",
     "SCHEME",
     "SYNCED",
@@ -51,6 +58,7 @@ __all__ = [
     "NewReading",
     "Write",
     "WriteResult",
+    "is_disk_full",
     "message_digest",
     "meta_text",
     "reading_row_values",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -28,8 +29,22 @@ T = TypeVar("T")
 
 #: the WAL file is truncated to this after a checkpoint (it counts against the budget)
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+#: bytes kept free on the buffer's filesystem by default (``buffer.min_free_bytes``): room for
+#: the WAL (up to WAL_LIMIT_BYTES), a group commit, sync's bookkeeping and the deletion of
+#: synced rows, so that the buffer can still drain when capture has stopped for a full disk
+MIN_FREE_BYTES = 100_000_000
+#: how long a measure of the disk that left room is trusted (see Buffer._disk_surely_ok)
+DISK_CHECK_S = 1.0
 #: dead letters kept at most by default (kinds other than dead batches; see rotate_dead_letters)
 MAX_DEAD_LETTERS = 10_000
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the filesystem refusing to grow a file (SQLITE_FULL, ENOSPC)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -57,9 +72,18 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 class Buffer:
-    def __init__(self, path: Path | str, *, max_bytes: int = 2_000_000_000) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_bytes: int = 2_000_000_000,
+        min_free_bytes: int = MIN_FREE_BYTES,
+    ) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        #: the last measure of the disk: (monotonic time, used_bytes then, disk_room then)
+        self._disk_seen: tuple[float, int, int] | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
         self._executor: ThreadPoolExecutor | None = None
@@ -84,7 +108,10 @@ class Buffer:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite may already have rolled back (SQLITE_FULL does): a ROLLBACK then would
+            # fail and hide the error that matters
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
 
@@ -116,6 +143,28 @@ class Buffer:
         except OSError:
             wal = 0
         return int((total - free) * page) + wal
+
+    def disk_room(self) -> int:
+        """Bytes the buffer can still write without the filesystem refusing: free space (for
+        an unprivileged process) plus the database's own free pages, which it reuses before
+        growing the file (so pruning synced rows makes room although the file keeps its
+        size). One statvfs and two pragmas: called once per group commit, not per reading."""
+        st = os.statvfs(self.path.parent)
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        free_pages = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(st.f_bavail * st.f_frsize) + int(free_pages) * int(page)
+
+    def full(self, used: int | None = None) -> BufferFull | None:
+        """Why new readings would be refused now (budget spent, or the disk down to its
+        reserve), before any pruning; None when there is room."""
+        used = self.used_bytes() if used is None else used
+        if used >= self.max_bytes:
+            return BufferFull(used, self.max_bytes)
+        room = self.disk_room()
+        self._disk_seen = (time.monotonic(), used, room)
+        if room < self.min_free_bytes:
+            return BufferFull(used, self.max_bytes, room=room, reserve=self.min_free_bytes)
+        return None
 
     def edge_id(self) -> str:
         """The id made when the buffer was created (see :func:`edge.buffer.schema.edge_id`)."""
@@ -164,14 +213,32 @@ class Buffer:
             return commit_writes(c, writes, acked, full, time.time())
 
     def _room(self) -> BufferFull | None:
-        """None when the budget has room, after pruning synced rows if it had none."""
-        if self.used_bytes() < self.max_bytes:
+        """None when the budget and the disk have room, after pruning synced rows if they
+        had none. A filesystem that fills before the budget is a budget reached: the reserve
+        (``min_free_bytes``) stays free for the WAL, sync and these very deletions."""
+        used = self.used_bytes()
+        if used < self.max_bytes and self._disk_surely_ok(used):
+            return None
+        if self.full(used) is None:
             return None
         self.prune(retention_s=0)  # synced rows go first, whatever their age
         # and the WAL gives its disk back (a reader in the way just makes this partial)
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        used = self.used_bytes()
-        return BufferFull(used, self.max_bytes) if used >= self.max_bytes else None
+        return self.full()
+
+    def _disk_surely_ok(self, used: int) -> bool:
+        """Whether the last measure of the disk still holds without measuring again: it left
+        room above the reserve, it is recent, and this buffer has grown by less than half
+        that margin since. Keeps the group commit's hot path at what the budget check costs
+        already; space taken meanwhile by another process is caught at the next measure, or
+        by the commit failing with SQLITE_FULL (refused like a full buffer, see the writer)."""
+        if self._disk_seen is None:
+            return False
+        at, used_then, room_then = self._disk_seen
+        margin = room_then - self.min_free_bytes
+        return (
+            margin > 0 and used - used_then < margin // 2 and time.monotonic() - at < DISK_CHECK_S
+        )
 
     # -- sealing and the send queue --------------------------------------------------------------
 
@@ -298,6 +365,9 @@ class Buffer:
                 "edge_id": self.edge_id(),
                 "used_bytes": self.used_bytes(),
                 "max_bytes": self.max_bytes,
+                "disk_room_bytes": self.disk_room(),
+                "min_free_bytes": self.min_free_bytes,
+                "full": None if (full := self.full()) is None else full.cause,
                 "dead_letters": reports.open_dead_letters(c),
                 "sensors": reports.per_sensor(c, rate_window_s),
             }

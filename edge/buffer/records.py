@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from common.reading import meta_text
 from edge.buffer.inbox import Delivery
@@ -16,11 +16,26 @@ PENDING, INFLIGHT, SYNCED, DEAD = "pending", "inflight", "synced", "dead"
 
 
 class BufferFull(Exception):
-    """The disk budget (``buffer.max_bytes``) is reached; new readings are refused."""
+    """The disk budget (``buffer.max_bytes``) is reached, or the buffer's filesystem has no
+    more room than the reserve kept for sync and cleanup (``buffer.min_free_bytes``): new
+    readings are refused. ``cause`` says which; for ``"disk"``, ``room`` is what the buffer
+    could still write (free on the filesystem plus its own free pages) and ``reserve`` the
+    floor."""
 
-    def __init__(self, used: int, limit: int) -> None:
+    def __init__(
+        self, used: int, limit: int, *, room: int | None = None, reserve: int | None = None
+    ) -> None:
         self.used, self.limit = used, limit
-        super().__init__(f"buffer full: {used} of {limit} bytes used by unsynced data")
+        self.room, self.reserve = room, reserve
+        self.cause: Literal["budget", "disk"] = "budget" if room is None else "disk"
+        if room is None:
+            text = f"buffer full: {used} of {limit} bytes used by unsynced data"
+        else:
+            text = (
+                f"disk full: {room} bytes left for the buffer on its filesystem, below the"
+                f" {reserve} bytes kept free (buffer.min_free_bytes)"
+            )
+        super().__init__(text)
 
 
 @dataclass(frozen=True)
