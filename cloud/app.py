@@ -143,7 +143,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router)
     live.install(app, settings)
     sink = fleet.install(app)
-    evaluator = health.Evaluator(sessions, pending=lambda: sink.pending)
+    evaluator = health.Evaluator(
+        sessions, every_s=settings.health_every_s, pending=lambda: sink.pending
+    )
     sink.after_store.append(evaluator.after_store)
     app.state.health = evaluator
 
