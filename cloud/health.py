@@ -18,7 +18,8 @@ task (on PostgreSQL one process at a time holds an advisory lock for the round; 
 skip it). The rules on what a heartbeat says are evaluated when it is stored
 (:meth:`Evaluator.after_store`, called by :mod:`cloud.fleet` in its flush transaction); a
 heartbeat also ends ``edge_silent``. A heartbeat that changes nothing costs no statement:
-this process remembers what each edge's last heartbeat gave.
+this process remembers what each edge's last heartbeat gave (so with several API processes,
+a silence opened by another one may be ended by the next periodic round rather than at once).
 """
 
 from __future__ import annotations
