@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import fleet, logfilter, openapi, problems
+from cloud import fleet, health, logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as tg:
             purge = tg.create_task(_purge_loop(app), name="periodic-purge")
+            rules = tg.create_task(app.state.health.run(), name="fleet-health")
             for start in app.state.startup_hooks:
                 await start(app)
             try:
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
                 for stop in reversed(app.state.shutdown_hooks):
                     await stop(app)
                 purge.cancel()
+                rules.cancel()
         # After the purge task has ended: pooled connections (sockets, SQLite files) are
         # closed now, not whenever the app object is collected.
         for owned_engine in owned:
@@ -140,7 +142,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     ):
         app.include_router(module.router)
     live.install(app, settings)
-    fleet.install(app)
+    sink = fleet.install(app)
+    evaluator = health.Evaluator(
+        sessions, every_s=settings.health_every_s, pending=lambda: sink.pending
+    )
+    sink.after_store.append(evaluator.after_store)
+    app.state.health = evaluator
 
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.

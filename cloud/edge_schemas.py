@@ -21,6 +21,17 @@ class EdgeIn(In):
     name: NameText
 
 
+class HealthCondition(BaseModel):
+    #: edge_silent | sensor_silent | backlog_old | clock_offset | buffer_full
+    rule: str
+    #: the sensor it is about (sensor_silent, backlog_old), else null
+    sensor_id: uuid.UUID | None = None
+    #: the value that broke the limit when it started (seconds, a share, ms), and the limit
+    value: float
+    limit: float
+    since: datetime
+
+
 class EdgeOut(Out):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -36,6 +47,8 @@ class EdgeOut(Out):
     heartbeat_at: datetime | None
     silent_s: float | None
     heartbeat: Heartbeat | None
+    #: the health conditions in force (cloud.health), oldest first
+    health: list[HealthCondition] = []
 
 
 class EdgeWithToken(BaseModel):

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,9 @@ class HeartbeatSink:
         self.pending: dict[uuid.UUID, Pending] = {}
         #: token hash -> (edge id, until when it is trusted without asking: monotonic)
         self._known: dict[str, tuple[uuid.UUID, float]] = {}
+        #: called with (session, {edge id: Pending}) in the flush's transaction, after the
+        #: UPDATE (the health rules: cloud.health)
+        self.after_store: list[Callable[[Session, dict[uuid.UUID, Pending]], None]] = []
 
     def remembered(self, token_hash: str) -> uuid.UUID | None:
         found = self._known.get(token_hash)
@@ -101,6 +105,8 @@ class HeartbeatSink:
         try:
             with contextlib.contextmanager(transaction)(self.sessions) as db:
                 db.connection().execute(stmt, rows)
+                for hook in self.after_store:
+                    hook(db, batch)
         except Exception:
             # Put them back unless a newer one came meanwhile: the next flush tries again.
             for edge_id, p in batch.items():

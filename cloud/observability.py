@@ -72,9 +72,13 @@ class EdgeHealth(Collector):
 
     def describe(self) -> list[GaugeMetricFamily]:
         # Without it the registry would collect (query the database) when registering.
-        return [GaugeMetricFamily("benchlink_edges", "", labels=["state"])]
+        return [
+            GaugeMetricFamily("benchlink_edges", "", labels=["state"]),
+            GaugeMetricFamily("benchlink_edge_health", "", labels=["rule"]),
+        ]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        from cloud.health import counts_by_rule
         from cloud.services.edges import counts_by_state
 
         gauge = GaugeMetricFamily(
@@ -86,8 +90,18 @@ class EdgeHealth(Collector):
         try:
             with self.sessions() as db:
                 counts = counts_by_state(db, datetime.now(UTC))
+                by_rule = counts_by_rule(db)
         except Exception:  # a scrape while the database is down: the gauge is absent
             return
         for state, n in counts.items():
             gauge.add_metric([state], n)
         yield gauge
+        conditions = GaugeMetricFamily(
+            "benchlink_edge_health",
+            "health conditions in force, by rule (docs/fleet.md, Health rules): edge_silent,"
+            " sensor_silent, backlog_old, clock_offset, buffer_full",
+            labels=["rule"],
+        )
+        for rule, n in by_rule.items():
+            conditions.add_metric([rule], n)
+        yield conditions

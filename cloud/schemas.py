@@ -134,6 +134,10 @@ class ProfileOut(Out):
     created_at: datetime
 
 
+#: a sensor's expected reading interval: from a millisecond to a week
+ExpectedInterval = Annotated[float | None, Field(ge=0.001, le=7 * 86400)]
+
+
 class SensorIn(In):
     project_id: uuid.UUID | None = None
     name: NameText
@@ -141,6 +145,9 @@ class SensorIn(In):
     input_unit: str = Field(min_length=1, max_length=32)
     display_unit: str = Field(min_length=1, max_length=32)
     conversion_profile: ProfileIn
+    #: how often it should read (seconds): no reading for 10 of them is the health rule
+    #: ``sensor_silent`` (docs/fleet.md); None: no such rule
+    expected_interval_s: ExpectedInterval = None
 
 
 class SensorPatch(In):
@@ -151,6 +158,8 @@ class SensorPatch(In):
     #: The name of the profile version a unit change makes (default: the current one's name
     #: with its trailing number raised, v1 -> v2).
     profile_version: str | None = Field(default=None, min_length=1, max_length=64)
+    #: null clears it
+    expected_interval_s: ExpectedInterval = None
 
 
 class SensorOut(Out):
@@ -163,6 +172,7 @@ class SensorOut(Out):
     token_preview: str | None
     token_status: str
     token_issued_at: datetime | None
+    expected_interval_s: float | None = None
     conversion_profile: ProfileOut
     created_at: datetime
     updated_at: datetime

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     export_stall_timeout_s: float = Field(default=60.0, gt=0)
     #: Seconds a deleted run or experiment can be restored before it is purged with its data.
     delete_grace_s: int = Field(default=7 * 24 * 3600, ge=0)
+    #: How often the fleet's health rules on silence are evaluated (seconds).
+    health_every_s: float = Field(default=10.0, gt=0)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.

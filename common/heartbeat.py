@@ -85,6 +85,10 @@ class SensorState(Wire):
     #: readings captured per second over the last minute
     rate_per_s: float = Field(ge=0)
     last_error: str | None = Field(default=None, max_length=2000)
+    #: a device that stamps its own readings (MQTT payloads with a timestamp): the median of
+    #: its recent readings' timestamp minus their arrival at the edge (the edge's clock), ms;
+    #: None when it sent none
+    device_skew_ms: float | None = None
 
 
 class Heartbeat(Wire):

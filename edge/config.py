@@ -152,6 +152,10 @@ class EdgeSection(Section):
 class ClockConfig(Section):
     #: an estimated offset to the cloud's clock past this is logged as a warning
     max_offset_ms: float = Field(500.0, gt=0)
+    #: correct the timestamps of the readings the edge stamps itself (serial lines without a
+    #: device time) by the offset estimate, each corrected one saying by how much
+    #: (``meta.clock_offset_ms``)
+    correct: bool = False
 
 
 class SensorConfig(Section):

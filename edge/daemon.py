@@ -271,6 +271,15 @@ class Daemon:
         if self.cfg.metrics.enabled:
             self._serve_metrics()
 
+    def clock_correction(self) -> float | None:
+        """The ms to add to a timestamp the edge gives a reading itself: the clock estimate's
+        offset (the cloud's clock minus the edge's) with ``[clock] correct = true``; None
+        without it, or before the first estimate (those readings say nothing was moved)."""
+        if not self.cfg.clock.correct or self.heartbeats is None:
+            return None
+        estimate = self.heartbeats.clock.estimate()
+        return None if estimate is None else estimate.offset_ms
+
     def _handle_signals(self) -> None:
         loop = asyncio.get_running_loop()
         handlers = [(signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)]
@@ -329,7 +338,15 @@ class Daemon:
 
     def _start_sources(self, tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
         """Each kind of source (see :mod:`edge.sources`) starts the sources of its sensors."""
-        ctx = SourceContext(self.writer, self.metrics, self.cfg, self.edge_id, self.refuse)
+        ctx = SourceContext(
+            self.writer,
+            self.metrics,
+            self.cfg,
+            self.edge_id,
+            self.refuse,
+            now=self.time_source,
+            correction=self.clock_correction,
+        )
         tasks = []
         for name, kind in kinds().items():
             if sensors := [s for s in self.cfg.sensors if s.source == name]:

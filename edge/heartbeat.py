@@ -186,6 +186,16 @@ def source_states(sources: Mapping[str, object]) -> dict[str, str]:
     return states
 
 
+def device_skews(sources: Mapping[str, object]) -> dict[str, float]:
+    """Each device-stamping sensor's skew, from the sources that measure one (MQTT)."""
+    skews: dict[str, float] = {}
+    for source in sources.values():
+        measure = getattr(source, "device_skew_ms", None)
+        if callable(measure):
+            skews.update(measure())
+    return skews
+
+
 class Heartbeats:
     """The daemon's heartbeat task: every ``[edge] heartbeat_s``, and after a sync round that
     changed how syncing goes (see :meth:`after_sync_round`), build the state, write it beside
@@ -261,6 +271,9 @@ class Heartbeats:
             uptime_s=round(time.monotonic() - self.started, 3),
             clock=self.clock.estimate(),
         )
+        for sid, skew in device_skews(self.sources()).items():
+            if sid in beat.sensors:
+                beat.sensors[sid].device_skew_ms = skew
         self.last = beat
         await asyncio.to_thread(write_state, self.path, beat)
         if self.sending:

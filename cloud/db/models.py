@@ -84,6 +84,9 @@ class Sensor(TokenColumns, Base):
     input_unit: Mapped[str] = mapped_column(String(32))
     display_unit: Mapped[str] = mapped_column(String(32))
     profile_version: Mapped[str] = mapped_column(String(64))
+    #: how often it should read, in seconds (migration 0012): the health rule
+    #: ``sensor_silent`` fires after 10 of them without a reading; None: no such rule
+    expected_interval_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -105,6 +108,8 @@ class Edge(TokenColumns, Base):
     #: cloud received it (by the cloud's clock: staleness never trusts the edge's)
     heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the health conditions in force (migration 0012, :mod:`cloud.health`), by key
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class SensorProfile(Base):

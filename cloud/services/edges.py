@@ -46,7 +46,10 @@ def to_out(edge: models.Edge, pending: Pending | None = None) -> EdgeOut:
     if pending is not None:
         fields.update(heartbeat=pending.body, heartbeat_at=pending.at)
     state, silent = health(fields["heartbeat_at"], fields["heartbeat"], datetime.now(UTC))
-    return EdgeOut.model_validate({**fields, "state": state, "silent_s": silent})
+    conditions = sorted((edge.health or {}).values(), key=lambda c: (c["since"], c["rule"]))
+    return EdgeOut.model_validate(
+        {**fields, "state": state, "silent_s": silent, "health": conditions}
+    )
 
 
 def register(db: Session, caller: Principal, body: EdgeIn) -> tuple[models.Edge, str]:

@@ -121,6 +121,7 @@ def register(db: Session, caller: Principal, body: SensorIn) -> tuple[models.Sen
         input_unit=input_unit,
         display_unit=display_unit,
         profile_version=body.conversion_profile.version,
+        expected_interval_s=body.expected_interval_s,
     )
     token = tokens.issue(sensor, TOKEN_PREFIX)
     db.add(sensor)
@@ -206,6 +207,8 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
     conversion between other units), never a relabelling of the values already stored."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "expected_interval_s" in body.model_fields_set and body.expected_interval_s is None:
+        changes["expected_interval_s"] = None  # null clears it (other fields: null is absent)
     new_version = changes.pop("profile_version", None)
     if "name" in changes:
         _unique_name(db, caller.project_id, changes["name"], but=sensor.id)

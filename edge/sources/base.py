@@ -9,6 +9,7 @@ which modules are imported.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, get_args
@@ -42,6 +43,11 @@ class SourceContext:
     edge_id: str
     #: stop the daemon as on SIGTERM, then exit with this reason (a source that must not go on)
     refuse: Callable[[Refused], None]
+    #: the edge's clock, seconds since 1970 (the daemon's time source: tests shift it)
+    now: Callable[[], float] = time.time
+    #: the correction (ms) to add to a timestamp the edge gives a reading itself: the clock
+    #: estimate's offset with ``[clock] correct = true`` and an estimate, else None
+    correction: Callable[[], float | None] = lambda: None
 
 
 S = TypeVar("S", bound=SensorConfig)

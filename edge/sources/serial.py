@@ -39,7 +39,7 @@ import logging
 import re
 import termios
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -115,7 +115,12 @@ class SerialSource:
         *,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
+        now: Callable[[], float] = time.time,
+        correction: Callable[[], float | None] = lambda: None,
     ) -> None:
+        """``now``: the edge's clock (the daemon's time source); ``correction``: the ms to
+        add to the arrival stamp of a line without a device time (``[clock] correct``), or
+        None."""
         if not sensors:
             raise ValueError("a serial source needs at least one sensor")
         self.port, self.sensors, self.writer, self.metrics = port, list(sensors), writer, metrics
@@ -123,6 +128,7 @@ class SerialSource:
         self.baudrate, self.protocol, self.max_line = first.baudrate, first.protocol, first.max_line
         self.by_channel = {s.channel: str(s.sensor_id) for s in self.sensors}
         self.backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self.now, self.correction = now, correction
         #: "syncing": open, dropping what may be the tail of a line begun before the open
         self.state: Literal["closed", "syncing", "open", "backoff", "stopped"] = "closed"
         self.lines_committed = 0
@@ -234,7 +240,13 @@ class SerialSource:
         # Lines without a device timestamp are stamped with their arrival, strictly after the
         # one before (a chunk of several lines arrives at one instant): the cloud keeps one
         # reading per sensor and timestamp.
-        now = max(datetime.now(UTC), self._arrival + timedelta(microseconds=1))
+        # With [clock] correct, the arrival is by the cloud's clock as the edge estimates it,
+        # and each reading so stamped says by how much its time was moved.
+        offset_ms = self.correction()
+        stamped = datetime.fromtimestamp(self.now(), UTC)
+        if offset_ms is not None:
+            stamped += timedelta(milliseconds=offset_ms)
+        now = max(stamped, self._arrival + timedelta(microseconds=1))
         readings: list[NewReading] = []
         try:
             items = decoder.feed(data)
@@ -253,6 +265,8 @@ class SerialSource:
                 self.metrics.serial_skipped.labels(self.port).inc()
                 continue
             meta = dict(item.meta) if item.meta else None
+            if item.timestamp is None and offset_ms is not None:
+                meta = {**(meta or {}), "clock_offset_ms": offset_ms}
             readings.append(NewReading(sensor_id, item.timestamp or now, item.value, meta))
             if item.timestamp is None:
                 self._arrival, now = now, now + timedelta(microseconds=1)
@@ -326,7 +340,9 @@ def one_reader_per_channel(sensors: Sequence[SerialSensor]) -> None:
 def start(sensors: Sequence[SerialSensor], ctx: SourceContext) -> dict[str, Source]:
     """One source per port."""
     return {
-        f"serial:{port}": SerialSource(port, on_port, ctx.writer, ctx.metrics)
+        f"serial:{port}": SerialSource(
+            port, on_port, ctx.writer, ctx.metrics, now=ctx.now, correction=ctx.correction
+        )
         for port, on_port in group_by_port(sensors).items()
     }
 

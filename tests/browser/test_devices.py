@@ -1,15 +1,17 @@
 """The Devices page in a real browser: each edge's state, last heartbeat, buffer use, backlog,
-clock offset and sensors, from heartbeats sent to a real server."""
+clock offset, health badges and sensors (by name), from heartbeats sent to a real server."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.browser.test_portal import TIMEOUT_MS, Demo, _set_identity
@@ -64,10 +66,24 @@ def sensor(state: str, waiting: int, oldest: float | None, dead: int = 0) -> dic
     }
 
 
+@pytest.fixture
+def portal_server(tmp_path: Path) -> Iterator[CloudServer]:
+    """The portal's server, with the health rules on silence evaluated every half second."""
+    srv = CloudServer(
+        f"sqlite:///{tmp_path / 'cloud.db'}",
+        env={"BENCHLINK_DEV_IDENTITY": "1", "BENCHLINK_HEALTH_EVERY_S": "0.5"},
+        log_path=tmp_path / "server.log",
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 def test_the_devices_page_shows_each_edge(
     portal_server: CloudServer, browser: Browser, artifacts: Path
 ) -> None:
     demo = Demo(portal_server.url)
+    chamber_tc, _ = demo._sensor("TC-7 chamber wall")
     edges = {}
     for name in ("furnace-bench", "climate-chamber", "spare-pc"):
         r = demo.c.post("/api/v1/edges", headers=demo.h, json={"name": name})
@@ -88,7 +104,7 @@ def test_the_devices_page_shows_each_edge(
     send(
         "climate-chamber",
         heartbeat(
-            {str(uuid.uuid4()): sensor("disconnected", 1_234_567, 3900.0, dead=7)},
+            {chamber_tc: sensor("disconnected", 1_234_567, 3900.0, dead=7)},
             1_700_000_000,
             0.5,
             1200.0,
@@ -99,7 +115,7 @@ def test_the_devices_page_shows_each_edge(
         "furnace-bench",
         heartbeat(
             {
-                str(uuid.uuid4()): sensor("open", 12, 0.6),
+                demo.sensor: sensor("open", 12, 0.6),
                 str(uuid.uuid4()): sensor("connected", 0, None),
             },
             310_000_000,
@@ -123,6 +139,12 @@ def test_the_devices_page_shows_each_edge(
     expect(furnace).to_contain_text("-2.4 ms")
     expect(furnace).to_contain_text("310 MB of 2.0 GB")
     expect(furnace.locator(".sensor-line")).to_have_count(2)
+    # Sensors by name where the project has them; an id the cloud does not know stays an id.
+    expect(
+        furnace.locator(f".sensor-line[data-sensor-id='{demo.sensor}'] .sensor-name")
+    ).to_have_text("TC-1 furnace")
+    expect(furnace.locator(".sensor-name")).to_have_count(1)
+    expect(furnace.locator(".badge.health")).to_have_count(0)
     chamber = page.locator(f"tr[data-edge-id='{edges['climate-chamber'][0]}']")
     expect(chamber).to_have_attribute("data-state", "stale")
     expect(chamber).to_contain_text("1,234,567 waiting")
@@ -130,6 +152,16 @@ def test_the_devices_page_shows_each_edge(
     expect(chamber).to_contain_text("7 dead-lettered")
     expect(chamber.locator(".clock.error")).to_contain_text("+1200.0 ms")
     expect(chamber.locator(".meter.hot")).to_have_count(1)
+    expect(chamber.locator(".sensor-name")).to_have_text("TC-7 chamber wall")
+    # Its health: what the heartbeat said, and its silence (by the cloud's clock).
+    expect(chamber.locator(".badge.health[data-rule=buffer_full]")).to_have_text("buffer 85% full")
+    expect(chamber.locator(".badge.health[data-rule=clock_offset]")).to_have_text(
+        "clock 1200 ms off"
+    )
+    expect(chamber.locator(".badge.health[data-rule=backlog_old]")).to_have_text(
+        "backlog 65 min old · TC-7 chamber wall"
+    )
+    expect(chamber.locator(".badge.health[data-rule=edge_silent]")).to_contain_text("silent")
     spare = page.locator(f"tr[data-edge-id='{edges['spare-pc'][0]}']")
     expect(spare).to_have_attribute("data-state", "never")
     expect(spare).to_contain_text("never reported")

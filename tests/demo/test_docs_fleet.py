@@ -47,10 +47,26 @@ def test_every_bash_block_of_the_fleet_page_runs(cloud: CloudServer, tmp_path: P
     assert "daemon: running for" in out and "clock: the cloud's is" in out
     assert "\nTrue\n" in out  # status --json: running
     assert re.search(r"^\d{16}$", out, re.MULTILINE)  # the server's time in microseconds
+    # Health rules: the sensor's expected interval set, the gauge, the silence noticed.
+    assert "\n1.0\n" in out
+    assert re.search(r'^benchlink_edge_health\{rule="edge_silent"\} [01]\.0$', out, re.MULTILINE)
+    assert re.search(r"^health: (.* )?edge_silent", out, re.MULTILINE), out
+    assert re.search(r"^edge.health_started edge_silent furnace-bench [\d.]+ > 3", out, re.M), out
 
 
 def test_the_page_names_what_it_documents() -> None:
     text = DOC.read_text()
-    for thing in ("/api/v1/edges", "rotate-token", "revoke-token", "/api/v1/time", "status --json"):
+    for thing in (
+        "/api/v1/edges",
+        "rotate-token",
+        "revoke-token",
+        "/api/v1/time",
+        "status --json",
+        "[clock] correct",
+        "clock_offset_ms",
+        "expected_interval_s",
+        "benchlink_edge_health",
+        "device_skew_ms",
+    ):
         assert thing in text, thing
     assert (DOC.parent / "img" / "portal-devices.png").is_file()

@@ -881,7 +881,22 @@ const fmtAge = (s) => {
   return `${(s / 86400).toFixed(1)} days`;
 };
 
-function edgeRow(e) {
+// A health condition (cloud: edges' "health") as a badge: what broke which limit, since when.
+const HEALTH = {
+  edge_silent: (c) => `silent ${fmtAge(c.value)}`,
+  sensor_silent: (c) => `no reading ${fmtAge(c.value)}`,
+  backlog_old: (c) => `backlog ${fmtAge(c.value)} old`,
+  clock_offset: (c) => `clock ${Math.round(c.value)} ms off`,
+  buffer_full: (c) => `buffer ${Math.round(c.value * 100)}% full`,
+};
+
+function healthBadge(c, names) {
+  const text = (HEALTH[c.rule] || ((x) => x.rule))(c);
+  const who = c.sensor_id ? ` · ${names.get(c.sensor_id) || short(c.sensor_id)}` : "";
+  return h("span", { class: "badge health", dataset: { rule: c.rule }, title: `${c.rule}: ${c.value} past ${c.limit}, since ${fmtTime(c.since)}` }, text + who);
+}
+
+function edgeRow(e, names) {
   const hb = e.heartbeat;
   const sensors = hb ? Object.entries(hb.sensors) : [];
   const waiting = sensors.reduce((n, [, s]) => n + s.waiting, 0);
@@ -891,7 +906,7 @@ function edgeRow(e) {
   const clockOff = clock && Math.abs(clock.offset_ms) > clock.max_offset_ms;
   return h("tr", { dataset: { edgeId: e.id, state: e.state } },
     h("td", {}, h("strong", {}, e.name), h("div", { class: "muted" }, hb ? `${hb.host} · v${hb.version}` : "never reported")),
-    h("td", {}, badge(e.state)),
+    h("td", { class: "health" }, badge(e.state), (e.health || []).map((c) => h("div", {}, healthBadge(c, names)))),
     h("td", { class: "muted" }, e.heartbeat_at ? `${fmtAge(e.silent_s)} ago` : "—",
       e.heartbeat_at ? h("div", {}, fmtTime(e.heartbeat_at)) : null),
     h("td", { class: "buffer-use" }, hb ? [
@@ -904,7 +919,9 @@ function edgeRow(e) {
       ? [`${clock.offset_ms >= 0 ? "+" : ""}${clock.offset_ms.toFixed(1)} ms`, h("div", { class: "muted" }, `± ${clock.uncertainty_ms.toFixed(1)} ms`)]
       : "—"),
     h("td", {}, sensors.length ? sensors.map(([sid, s]) => h("div", { class: "sensor-line", dataset: { sensorId: sid } },
-      h("code", {}, short(sid)), " ", h("span", { class: `badge ${s.source_state}` }, s.source_state),
+      names.has(sid) ? [h("strong", { class: "sensor-name" }, names.get(sid)), " ", h("code", { class: "muted", title: sid }, short(sid))]
+        : h("code", { title: sid }, short(sid)),
+      " ", h("span", { class: `badge ${s.source_state}` }, s.source_state),
       h("span", { class: "muted" }, ` last ${s.last_reading_age_s === null ? "—" : fmtAge(s.last_reading_age_s) + " ago"}`),
       s.dead ? h("span", { class: "error" }, ` · ${s.dead} dead-lettered`) : null)) : h("span", { class: "muted" }, "—")),
   );
@@ -914,14 +931,18 @@ async function viewDevices(view) {
   const body = h("tbody");
   view.replaceChildren(
     h("div", { class: "page-head" }, h("div", {}, h("h1", {}, "Devices"),
-      h("div", { class: "muted" }, "Bench PCs of the project and what their last heartbeat said. Stale: silent for more than three heartbeat periods."))),
+      h("div", { class: "muted" }, "Bench PCs of the project and what their last heartbeat said. Stale: silent for more than three heartbeat periods; a red badge: a health rule broken (docs/fleet.md)."))),
     h("div", { class: "panel" }, h("table", { id: "devices-table" },
       h("thead", {}, h("tr", {}, ["Edge", "State", "Last heartbeat", "Buffer", "Backlog", "Clock offset", "Sensors"].map((t) => h("th", {}, t)))), body)),
   );
   let timer = null;
   async function load() {
-    const { items } = await api("/api/v1/edges", { params: { limit: 500 } });
-    body.replaceChildren(...items.map(edgeRow));
+    const [{ items }, sensors] = await Promise.all([
+      api("/api/v1/edges", { params: { limit: 500 } }),
+      apiAll("/api/v1/sensors"),
+    ]);
+    const names = new Map(sensors.map((x) => [x.id, x.name]));
+    body.replaceChildren(...items.map((e) => edgeRow(e, names)));
     if (!items.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No edges registered (POST /api/v1/edges).")));
   }
   const loop = async () => { try { await load(); } catch (e) { console.error(e); } timer = setTimeout(loop, 5000); };

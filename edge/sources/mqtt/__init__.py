@@ -83,6 +83,7 @@ def start(sensors: Sequence[MqttSensor], ctx: SourceContext) -> dict[str, Source
         edge_id=ctx.edge_id,
         on_refused=ctx.refuse,
     )
+    source.now = ctx.now
     return {"mqtt": source}
 
 

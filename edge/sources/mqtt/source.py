@@ -7,12 +7,15 @@ See :mod:`edge.sources.mqtt` for what it promises; the client's fast path is in
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import os
 import socket
 import ssl
+import statistics
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -23,7 +26,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.backoff import Backoff
-from edge.buffer import BufferFull, DeadLetter, Delivery, Write, WriteResult, message_digest
+from edge.buffer import (
+    BufferFull,
+    DeadLetter,
+    Delivery,
+    NewReading,
+    Write,
+    WriteResult,
+    message_digest,
+)
 from edge.config import MqttConfig, default_client_id
 from edge.instance import Refused
 from edge.metrics import EdgeMetrics
@@ -36,6 +47,8 @@ log = logging.getLogger("benchlink.edge.mqtt")
 
 #: messages handed to the writer and not yet acked, at most; then the receive loop waits
 MAX_PENDING_ACKS = 1000
+#: device-stamped readings per sensor whose skew the heartbeat's median is taken over
+SKEW_WINDOW = 32
 #: while the buffer is full, how often the first refused message is tried again
 FULL_RETRY_S = 1.0
 #: the retained presence of the daemon that holds a client id
@@ -94,6 +107,10 @@ class MqttSource:
         self._committed = metrics.committed.labels("mqtt")
         #: the arrival time handed to the last message (see :meth:`arrivals`)
         self._arrival = datetime.min.replace(tzinfo=UTC)
+        #: the edge's clock (the daemon's time source)
+        self.now: Callable[[], float] = time.time
+        #: per sensor, its recent device-stamped readings' timestamp minus arrival (seconds)
+        self.skews: dict[str, collections.deque[float]] = {}
         #: builds the client (tests put a fake broker here)
         self.make_client: Callable[[], Any] = self._client
 
@@ -125,7 +142,9 @@ class MqttSource:
         """The writes of a burst. A reading without a timestamp of its own is stamped with
         its arrival, strictly after the one before (a microsecond apart within a burst): the
         cloud keeps one reading per sensor and timestamp, and a burst arrives at one instant."""
-        now = max(datetime.now(UTC), self._arrival + timedelta(microseconds=1))
+        now = max(
+            datetime.fromtimestamp(self.now(), UTC), self._arrival + timedelta(microseconds=1)
+        )
         writes = []
         for message in messages:
             write = self.to_write(message, now, conn)
@@ -148,6 +167,7 @@ class MqttSource:
                 reason = "unknown sensor / topic"
             else:
                 base.readings = parse_payload(payload, sensor_id, now)
+                self._note_skew(sensor_id, base.readings, now)
                 return base
         except PayloadError as exc:
             reason = str(exc)
@@ -158,6 +178,24 @@ class MqttSource:
         text = payload[:4096].decode("utf-8", "replace")
         base.dead = [DeadLetter("mqtt_payload", reason, sensor_id, origin=topic, payload=text)]
         return base
+
+    def _note_skew(self, sensor_id: str, readings: Sequence[NewReading], now: datetime) -> None:
+        """The device's own timestamps against their arrival. Those parse_payload stamped
+        with the arrival are ``now`` plus at most a microsecond each: not the device's."""
+        own = timedelta(microseconds=len(readings))
+        for r in readings:
+            skew = r.timestamp - now
+            if not timedelta(0) <= skew <= own:
+                recent = self.skews.setdefault(sensor_id, collections.deque(maxlen=SKEW_WINDOW))
+                recent.append(skew.total_seconds())
+
+    def device_skew_ms(self) -> dict[str, float]:
+        """Each device-stamping sensor's skew: the median of its recent ones, in ms."""
+        return {
+            sid: round(statistics.median(recent) * 1000, 3)
+            for sid, recent in self.skews.items()
+            if recent
+        }
 
     def _client(self) -> BurstClient:
         tls = self._tls()
