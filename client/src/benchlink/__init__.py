@@ -25,6 +25,7 @@ from benchlink._exceptions import (
     Unauthorized,
     ValidationError,
 )
+from benchlink._export import ExportProgress
 from benchlink._http import Retry
 from benchlink._models import (
     BatchStatus,
@@ -49,6 +50,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Experiment",
+    "ExportProgress",
     "FieldProblem",
     "Forbidden",
     "LiveReset",
