@@ -30,6 +30,7 @@ from benchlink._http import Retry
 from benchlink._models import (
     BatchStatus,
     CaptureSession,
+    Deleted,
     Experiment,
     NewSensor,
     Profile,
@@ -49,6 +50,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "Conflict",
+    "Deleted",
     "Experiment",
     "ExportProgress",
     "FieldProblem",
