@@ -50,6 +50,12 @@ def get_metrics(
         200: {
             "description": "the points, streamed: CSV, Parquet or an Arrow IPC stream",
             "content": {k.media_type.split(";")[0]: {} for k in columnar.FORMATS.values()},
+            "headers": {
+                "Benchlink-Rows": {
+                    "description": "the points the export holds, counted as it starts",
+                    "schema": {"type": "integer"},
+                }
+            },
         },
         404: {"description": "the run is not in the project"},
         422: {"description": "a format that is not csv, parquet or arrow"},
@@ -68,8 +74,9 @@ def export_metrics(
     schema metadata ``benchlink`` holds the run (params, tags) and its experiment."""
     get_in_project(db, models.Run, run_id, caller.project_id)
     state = request.app.state
+    rows = metrics_export.count_points(db, run_id, name)
     return metrics_export.response(
-        state.read_sessionmaker, run_id, name, format, state.settings.export_stall_timeout_s
+        state.read_sessionmaker, run_id, name, format, state.settings.export_stall_timeout_s, rows
     )
 
 

@@ -174,6 +174,13 @@ EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the readings, streamed: CSV, Parquet or an Arrow IPC stream",
         "content": {k.media_type.split(";")[0]: {} for k in columnar.FORMATS.values()},
+        "headers": {
+            telemetry_export.ROWS_HEADER: {
+                "description": "the readings the export holds, counted as it starts"
+                " (for a progress bar: the body has no Content-Length)",
+                "schema": {"type": "integer"},
+            }
+        },
     },
     404: {"description": "the run, sensor or capture session is not in the project"},
     422: {"description": "no filter, or a format that is not csv, parquet or arrow"},
@@ -205,8 +212,9 @@ def export(
         telemetry_query.profile_units(db, caller.project_id, sensor_id) if format == "csv" else {}
     )
     state = request.app.state
+    rows = telemetry_export.count_readings(db, f)
     return telemetry_export.response(
-        state.read_sessionmaker, f, format, unit_of, state.settings.export_stall_timeout_s
+        state.read_sessionmaker, f, format, unit_of, state.settings.export_stall_timeout_s, rows
     )
 
 

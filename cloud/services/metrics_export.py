@@ -12,13 +12,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
 from cloud.services import columnar
 from cloud.services.telemetry_description import SCHEMA_VERSION, experiment_json, iso, run_json
-from cloud.services.telemetry_export import ClosingStreamingResponse, read_snapshot, text_cell
+from cloud.services.telemetry_export import (
+    ROWS_HEADER,
+    ClosingStreamingResponse,
+    read_snapshot,
+    text_cell,
+)
 
 M = models.Metric
 PAGE_ROWS = 20_000
@@ -44,6 +49,15 @@ def _pages(db: Session, run_id: uuid.UUID, name: str | None) -> Iterator[list[An
     )
     for part in result.partitions():
         yield list(part)
+
+
+def count_points(db: Session, run_id: uuid.UUID, name: str | None) -> int:
+    """The points the export will hold, for its :data:`ROWS_HEADER` (counted before it
+    starts, as :func:`cloud.services.telemetry_export.count_readings` is)."""
+    q = select(func.count()).select_from(M).where(M.run_id == run_id)
+    if name is not None:
+        q = q.where(M.name == name)
+    return db.scalar(q) or 0
 
 
 def _describe(db: Session, run_id: uuid.UUID, name: str | None) -> dict[str, Any]:
@@ -114,6 +128,7 @@ def response(
     name: str | None,
     fmt: columnar.ExportFormat,
     stall_timeout_s: float,
+    rows: int,
 ) -> ClosingStreamingResponse:
     chunks = (
         _csv(sessions, run_id, name, stall_timeout_s)
@@ -125,6 +140,9 @@ def response(
         chunks,
         media_type=kind.media_type,
         headers={
-            "Content-Disposition": (f'attachment; filename="metrics-run-{run_id}.{kind.extension}"')
+            "Content-Disposition": (
+                f'attachment; filename="metrics-run-{run_id}.{kind.extension}"'
+            ),
+            ROWS_HEADER: str(rows),
         },
     )

@@ -147,6 +147,19 @@ def attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
 
+#: The header declaring how many rows (readings, metric points) an export holds, so that a
+#: client can show its progress as a share: a streamed export has no Content-Length.
+ROWS_HEADER = "Benchlink-Rows"
+
+
+def count_readings(db: Session, f: ReadingFilter) -> int:
+    """The readings ``f`` selects, counted in the request's transaction before the export
+    starts (an index-only count: a few percent of the export's time). Readings that arrive
+    between this count and the export's snapshot make the export a little longer than the
+    header said; a client caps its share at 100%."""
+    return db.scalar(select(func.count()).select_from(T).where(*f.where())) or 0
+
+
 class ClosingStreamingResponse(StreamingResponse):
     """Streams a generator (each step in a worker thread) and closes it however the response
     ends, so that a client that disconnects does not leave its transaction open until the
@@ -187,8 +200,10 @@ def response(
     fmt: columnar.ExportFormat,
     unit_of: Units,
     stall_timeout_s: float,
+    rows: int,
 ) -> StreamingResponse:
-    """The export of ``f`` as a streamed download in ``fmt``."""
+    """The export of ``f`` as a streamed download in ``fmt``, of about ``rows`` readings
+    (:func:`count_readings`, declared in :data:`ROWS_HEADER`)."""
     f.where()  # a bad filter is refused before the response starts
     if fmt == "csv":
         chunks = csv_chunks(sessions, f, unit_of, stall_timeout_s)
@@ -198,5 +213,8 @@ def response(
     return ClosingStreamingResponse(
         chunks,
         media_type=kind.media_type,
-        headers=attachment(filename(f, "telemetry", kind.extension)),
+        headers={
+            **attachment(filename(f, "telemetry", kind.extension)),
+            ROWS_HEADER: str(rows),
+        },
     )

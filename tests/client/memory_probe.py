@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchlink import Client
+from benchlink import Client, ExportProgress
 
 
 def status_kb(field: str) -> int:
@@ -36,8 +36,8 @@ run.telemetry(until=warmup_until)
 seen = {"bytes": 0, "readings": 0}
 
 
-def progress(received: int, readings: int | None) -> None:
-    seen["bytes"], seen["readings"] = received, readings or 0
+def progress(p: ExportProgress) -> None:
+    seen["bytes"], seen["readings"] = p.bytes, p.rows or 0
 
 
 def measure(read: Callable[[], int]) -> dict[str, int]:

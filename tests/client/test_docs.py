@@ -49,10 +49,12 @@ def test_the_tutorial_runs_top_to_bottom_and_plots_the_run(
     out = proc.stdout
     assert "furnace_tc °C v1" in out and "running 1 running" in out
     assert "'accepted': 600" in out
+    # A run deleted, listed and restored.
+    assert "run scratch True\n[('run', 'scratch')]\nscratch []\n" in out
     assert "UTC 600 " in out  # the frame's zone and size
     assert "°C 600 " in out  # the series' unit and total
     assert "ramp 1 {'setpoint_c': 420}" in out  # the frame's description of the run
-    assert "furnace-run.parquet 600 ramp 1 True" in out  # the exported file, read back
+    assert "furnace-run.parquet 600 ramp 1 100.0" in out  # the exported file, at 100%
     assert "422" in out and "input_unit" in out  # the error's field
     assert "1 0 ['cancelled']" in out and "['archived']" in out
     png = tmp_path / "furnace-run.png"

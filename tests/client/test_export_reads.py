@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from benchlink import CaptureSession, Client, NotFound, Run, TransportError
+from benchlink import CaptureSession, Client, ExportProgress, NotFound, Run, TransportError
 from benchlink._runs import ExportFormat, RunData
 from tests.client.conftest import QUICK, send_readings
 from tests.support.cloud import REPO, CloudServer
@@ -83,9 +83,9 @@ def test_readings_come_through_the_export_as_the_list_has_them(
     cloud: CloudServer, client: Client
 ) -> None:
     run, first, second = _a_run(cloud, client)
-    seen: list[tuple[int, int | None]] = []
+    seen: list[ExportProgress] = []
 
-    df = run.telemetry(progress=lambda received, n: seen.append((received, n)))
+    df = run.telemetry(progress=seen.append)
 
     items = _listed(client, "/api/v1/telemetry", "items", run_id=run.id, limit=10_000)
     assert len(df) == len(items) == 8
@@ -104,8 +104,9 @@ def test_readings_come_through_the_export_as_the_list_has_them(
     assert [e["name"] for e in about["experiments"]] == ["furnace"]
     assert {s["name"]: len(s["profiles"]) for s in about["sensors"]} == {"oven": 2, "probe": 1}
     assert {c["id"] for c in about["capture_sessions"]} == {first.id, second.id}
-    assert seen[-1] == (seen[-1][0], 8) and seen[-1][0] > 0
-    assert [b for b, _ in seen] == sorted(b for b, _ in seen)
+    assert seen[-1].rows == seen[-1].total == 8 and seen[-1].bytes > 0 and seen[-1].done
+    assert [p.bytes for p in seen] == sorted(p.bytes for p in seen)
+    assert all(p.total == 8 for p in seen) and seen[-1].percent == 100
 
     assert list(second.telemetry()["raw_value"]) == [4.0, 5.0]
     assert list(run.telemetry(profile_version="v2")["raw_value"]) == [4.0, 5.0]
@@ -177,9 +178,9 @@ def test_exports_are_written_to_disk_whole(
     run, _, _ = _a_run(cloud, client)
     run.log_metrics({"loss": 0.5}, step=1)
     run.flush()
-    seen: list[int] = []
+    seen: list[ExportProgress] = []
 
-    parquet = run.export(tmp_path / "run.parquet", progress=lambda b, n: seen.append(b))
+    parquet = run.export(tmp_path / "run.parquet", progress=seen.append)
     stream = run.export(tmp_path, "arrow")
     text = run.export(tmp_path / "run.csv", "csv", sensor="oven")
     metrics = run.export_metrics(tmp_path, name="loss")
@@ -193,7 +194,8 @@ def test_exports_are_written_to_disk_whole(
         assert list(back[col].astype(str)) == list(df[col].astype(str)), col
     assert list(back["value_unit"].astype(str)) == list(df["unit"].astype(str))
     assert back.attrs["benchlink"]["runs"][0]["params"] == {"setpoint_c": 420}
-    assert seen[-1] == parquet.stat().st_size and seen == sorted(seen)
+    assert seen[-1].done and seen[-1].rows == seen[-1].total == len(df) == 8
+    assert [p.rows for p in seen] == sorted(p.rows or 0 for p in seen)
     assert stream == tmp_path / f"telemetry-run-{run.id}.arrows"
     arrows = pa.ipc.open_stream(stream.read_bytes()).read_all()
     assert arrows.column("raw_value").to_pylist() == list(df["raw_value"])

@@ -25,10 +25,12 @@ from benchlink._exceptions import (
     Unauthorized,
     ValidationError,
 )
+from benchlink._export import ExportProgress
 from benchlink._http import Retry
 from benchlink._models import (
     BatchStatus,
     CaptureSession,
+    Deleted,
     Experiment,
     NewSensor,
     Profile,
@@ -48,7 +50,9 @@ __all__ = [
     "Client",
     "ConfigError",
     "Conflict",
+    "Deleted",
     "Experiment",
+    "ExportProgress",
     "FieldProblem",
     "Forbidden",
     "LiveReset",

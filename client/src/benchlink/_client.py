@@ -11,7 +11,7 @@ import httpx
 
 from benchlink._config import Config
 from benchlink._http import Http, Retry
-from benchlink._models import Ref, ref
+from benchlink._models import Deleted, Ref, ref
 from benchlink._resources import Experiments, Projects, Runs, Sensors
 
 if TYPE_CHECKING:
@@ -78,6 +78,13 @@ class Client:
                     self.http, self.config.offline_dir, interval=self._metrics_interval
                 )
             return self._logger
+
+    def deleted(self) -> list[Deleted]:
+        """The project's deleted runs and experiments that can still be restored (owner
+        role), newest first, each with its ``purge_after``; ``d.restore()`` brings one back.
+        Runs deleted with their experiment are not listed: they come back with it."""
+        body = self.http.request("GET", "/api/v1/deleted")
+        return [Deleted.from_json(self, d) for d in body["items"]]
 
     def send_offline(self) -> int:
         """Send the metrics queued offline (by this or an earlier process); the number of

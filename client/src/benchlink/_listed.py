@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from benchlink._export import ExportProgress
 from benchlink._frames import Codes, Columns, Frame, micros
 
 if TYPE_CHECKING:
@@ -90,10 +91,10 @@ def _pages(
         )
         received += size_bytes
         readings += len(body["items"])
-        if progress is not None:
-            progress(received, readings)
-        yield body["items"]
         cursor = body.get("next_cursor")
+        if progress is not None:
+            progress(ExportProgress(received, readings, None, done=not cursor))
+        yield body["items"]
         if not cursor:
             return
 

@@ -52,6 +52,55 @@ class Project:
 
 
 @dataclass
+class Deleted:
+    """A run or an experiment deleted with its data: restorable (``restore()``) until
+    ``purge_after``, then purged by the server."""
+
+    kind: Literal["run", "experiment"]
+    id: str
+    name: str | None
+    experiment_id: str
+    deleted_at: datetime | None
+    purge_after: datetime | None
+    _client: Client = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, client: Client, d: dict[str, Any]) -> Deleted:
+        return cls(
+            d["kind"],
+            d["id"],
+            d.get("name"),
+            d["experiment_id"],
+            _times.parse(d.get("deleted_at")),
+            _times.parse(d.get("purge_after")),
+            client,
+        )
+
+    def restore(self) -> Run | Experiment:
+        """Bring it back with its data (an experiment with the runs deleted with it)."""
+        if self.kind == "run":
+            return self._client.runs.restore(self.id)
+        return self._client.experiments.restore(self.id)
+
+
+def delete(client: Client, kind: Literal["run", "experiment"], ident: str) -> Deleted:
+    """``DELETE`` of a run or an experiment (owner role), the same whether it is retried or
+    not: the server forgets nothing on a DELETE, and a retry after an answer that was lost
+    (or a second call) finds it deleted, a 404; the record of the deletion is then read from
+    the deleted list instead, so a call that deleted it never reports it missing."""
+    from benchlink._exceptions import NotFound
+
+    path = f"/api/v1/{kind}s/{ident}"
+    try:
+        return Deleted.from_json(client, client.http.request("DELETE", path))
+    except NotFound:
+        for d in client.deleted():
+            if d.kind == kind and d.id == ident:
+                return d
+        raise
+
+
+@dataclass
 class Experiment:
     id: str
     project_id: str
@@ -87,6 +136,15 @@ class Experiment:
 
     def unarchive(self) -> Experiment:
         return self._replace(self._client.http.request("POST", f"{self._path}/unarchive"))
+
+    def delete(self) -> Deleted:
+        """Delete the experiment with all its runs and their data (owner role): gone from
+        lists and reads at once, restorable until the answer's ``purge_after``."""
+        return delete(self._client, "experiment", self.id)
+
+    def restore(self) -> Experiment:
+        """Bring the deleted experiment back, with the runs deleted with it."""
+        return self._replace(self._client.http.request("POST", f"{self._path}/restore"))
 
     def update(
         self, *, name: str | None = None, description: str | None = None, tags: Any = None
@@ -184,6 +242,19 @@ class Run:
             name=name, params=params, tags=None if tags is None else list(tags), status=status
         )
         d = self._client.http.request("PATCH", f"/api/v1/runs/{self.id}", json=body)
+        self.__dict__.update(vars(Run.from_json(self._client, d)))
+        return self
+
+    def delete(self) -> Deleted:
+        """Delete the run with its data (owner role): gone from lists and reads at once,
+        restorable until the answer's ``purge_after``. A run still capturing is refused
+        (:class:`~benchlink.Conflict`): stop its session first."""
+        return delete(self._client, "run", self.id)
+
+    def restore(self) -> Run:
+        """Bring the deleted run back with its data (one deleted with its experiment comes
+        back with the experiment: :class:`~benchlink.Conflict` here)."""
+        d = self._client.http.request("POST", f"/api/v1/runs/{self.id}/restore")
         self.__dict__.update(vars(Run.from_json(self._client, d)))
         return self
 

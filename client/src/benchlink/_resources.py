@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from benchlink._exceptions import NotFound, TokenLost
 from benchlink._models import (
     BatchStatus,
+    Deleted,
     Experiment,
     NewSensor,
     Project,
@@ -17,6 +18,7 @@ from benchlink._models import (
     RunStatus,
     RunStatusResult,
     Sensor,
+    delete,
     ref,
 )
 from benchlink._pages import Pages
@@ -56,6 +58,15 @@ class Experiments:
         d = self._client.http.request("GET", f"/api/v1/experiments/{ref(experiment_id)}")
         return Experiment.from_json(self._client, d)
 
+    def delete(self, experiment_id: Ref) -> Deleted:
+        """Delete an experiment with its runs and their data (see :meth:`Experiment.delete`)."""
+        return delete(self._client, "experiment", ref(experiment_id))
+
+    def restore(self, experiment_id: Ref) -> Experiment:
+        """Bring a deleted experiment back, with the runs deleted with it."""
+        path = f"/api/v1/experiments/{ref(experiment_id)}/restore"
+        return Experiment.from_json(self._client, self._client.http.request("POST", path))
+
     def list(
         self,
         *,
@@ -82,6 +93,15 @@ class Runs:
         return Run.from_json(
             self._client, self._client.http.request("GET", f"/api/v1/runs/{ref(run_id)}")
         )
+
+    def delete(self, run_id: Ref) -> Deleted:
+        """Delete a run with its data (see :meth:`Run.delete`)."""
+        return delete(self._client, "run", ref(run_id))
+
+    def restore(self, run_id: Ref) -> Run:
+        """Bring a deleted run back with its data."""
+        d = self._client.http.request("POST", f"/api/v1/runs/{ref(run_id)}/restore")
+        return Run.from_json(self._client, d)
 
     def batch_status(self, runs: Iterable[Ref], status: RunStatus) -> BatchStatus:
         """Move many runs to one status; each run succeeds or fails on its own (a run already

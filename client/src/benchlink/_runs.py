@@ -19,7 +19,7 @@ from benchlink._models import Ref
 
 if TYPE_CHECKING:
     from benchlink._client import Client
-    from benchlink._export import Progress
+    from benchlink._export import ProgressArg
 
 PAGE = _listed.PAGE
 TELEMETRY_EXPORT = "/api/v1/telemetry/export"
@@ -60,7 +60,7 @@ class RunData:
         until: Any = None,
         profile_version: str | None = None,
         frame: Frame = "pandas",
-        progress: Progress | None = None,
+        progress: ProgressArg = None,
     ) -> Any:
         """The run's readings (of one sensor, session, time window ``[since, until)`` or
         profile version) in time order: a frame indexed by tz-aware UTC ``timestamp`` with
@@ -72,16 +72,22 @@ class RunData:
         The readings stream in through the Arrow export, a record batch at a time; the
         export's description (experiment, run and its params, capture sessions, sensors with
         their units and profiles) is ``df.attrs["benchlink"]`` (pandas) or the schema
-        metadata ``benchlink`` (Arrow, JSON text). ``progress(bytes_received, readings)`` is
-        called after each batch. Without pyarrow installed the readings come from the paged
-        JSON list instead (10,000 a request), and the frame has no description."""
+        metadata ``benchlink`` (Arrow, JSON text). ``progress`` is called after each batch
+        with an :class:`~benchlink.ExportProgress` (bytes, readings so far, the total the
+        server declared, ``percent``); ``progress=True`` shows it on stderr. Without pyarrow
+        installed the readings come from the paged JSON list instead (10,000 a request), and
+        the frame has no description."""
         _check(frame)
         params = self._query(sensor, session, since, until)
         if not _export.available():
-            return _listed.telemetry(self._client, params, profile_version, frame, progress)
+            return _listed.telemetry(
+                self._client, params, profile_version, frame, _export.reporter(progress)
+            )
         from benchlink import _tables
 
-        with _export.open_arrow(self._client.http, TELEMETRY_EXPORT, params, progress) as s:
+        with _export.open_arrow(
+            self._client.http, TELEMETRY_EXPORT, params, _export.reporter(progress)
+        ) as s:
             schema = _tables.reading_schema(s.schema)
             batches = list(_tables.readings(s.batches(), schema, profile_version))
             about = s.about
@@ -99,7 +105,7 @@ class RunData:
         profile_version: str | None = None,
         frame: Frame = "pandas",
         page_size: int = PAGE,
-        progress: Progress | None = None,
+        progress: ProgressArg = None,
     ) -> Iterator[Any]:
         """The readings as one frame per ``page_size`` readings, in time order: any number of
         readings in the memory of one page. Frames as :meth:`telemetry` makes them."""
@@ -107,12 +113,14 @@ class RunData:
         params = self._query(sensor, session, since, until)
         if not _export.available():
             yield from _listed.reading_batches(
-                self._client, params, profile_version, frame, page_size, progress
+                self._client, params, profile_version, frame, page_size, _export.reporter(progress)
             )
             return
         from benchlink import _tables
 
-        with _export.open_arrow(self._client.http, TELEMETRY_EXPORT, params, progress) as s:
+        with _export.open_arrow(
+            self._client.http, TELEMETRY_EXPORT, params, _export.reporter(progress)
+        ) as s:
             schema = _tables.reading_schema(s.schema)
             batches = _tables.readings(s.batches(), schema, profile_version)
             for table in _tables.rebatch(batches, schema, page_size):
@@ -124,7 +132,7 @@ class RunData:
         *,
         max_points: int | None = None,
         frame: Frame = "pandas",
-        progress: Progress | None = None,
+        progress: ProgressArg = None,
     ) -> Any:
         """Metric points in step order (of one ``name``, or all with a ``name`` column):
         ``step``, ``value``, UTC ``timestamp``, ``unit``; pandas frames are indexed by
@@ -140,7 +148,7 @@ class RunData:
 
         path = f"/api/v1/runs/{self.run_id}/metrics/export"
         params = {"name": name}
-        with _export.open_arrow(self._client.http, path, params, progress) as s:
+        with _export.open_arrow(self._client.http, path, params, _export.reporter(progress)) as s:
             table = _tables.metrics(s.batches(), s.schema.remove_metadata())
             about = s.about
         return _metrics_index(_tables.frame(table, frame, about), frame, name)
@@ -154,14 +162,20 @@ class RunData:
         session: Ref | None = None,
         since: Any = None,
         until: Any = None,
-        progress: Progress | None = None,
+        progress: ProgressArg = None,
     ) -> Path:
         """Write the run's readings (filtered as :meth:`telemetry` is, but for the profile
         version) to ``path`` as ``parquet``, ``arrow`` (an IPC stream) or ``csv``, streamed
         to disk in constant memory; ``path`` a directory: the server's file name in it.
-        ``progress(bytes_received, None)`` after each network chunk. The path written."""
+        ``progress`` (a function, or ``True`` for a line on stderr) is told how far it has got
+        (:class:`~benchlink.ExportProgress`: readings so far of the total the server declared,
+        ``percent``) as it goes, and once more when done. With pyarrow installed Parquet and
+        Arrow files are written here from the export's Arrow stream, so that their readings
+        are counted; a CSV's are counted by line. The path written."""
         params = {**self._query(sensor, session, since, until), "format": format}
-        return _export.download(self._client.http, TELEMETRY_EXPORT, params, Path(path), progress)
+        return _export.download(
+            self._client.http, TELEMETRY_EXPORT, params, Path(path), _export.reporter(progress)
+        )
 
     def export_metrics(
         self,
@@ -169,12 +183,14 @@ class RunData:
         format: ExportFormat = "parquet",
         *,
         name: str | None = None,
-        progress: Progress | None = None,
+        progress: ProgressArg = None,
     ) -> Path:
         """Write the run's metric points (or one metric's) to ``path``, as :meth:`export`."""
         api = f"/api/v1/runs/{self.run_id}/metrics/export"
         params = {"format": format, "name": name}
-        return _export.download(self._client.http, api, params, Path(path), progress)
+        return _export.download(
+            self._client.http, api, params, Path(path), _export.reporter(progress)
+        )
 
     def series(
         self,
