@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -220,7 +220,9 @@ class RestartableMosquitto:
 
 
 @contextlib.contextmanager
-def restartable_mosquitto(directory: Path, autosave_interval: int = 3600) -> Iterator[RestartableMosquitto]:
+def restartable_mosquitto(
+    directory: Path, autosave_interval: int = 3600
+) -> Iterator[RestartableMosquitto]:
     broker = RestartableMosquitto(directory, autosave_interval)
     broker.start()
     try:
