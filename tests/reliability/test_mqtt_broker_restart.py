@@ -185,10 +185,11 @@ def test_graceful_broker_restarts_store_every_reading_once(
     figures.record(
         "mqtt_broker_restart",
         "graceful",
-        restarts=rounds,
-        published=published,
+        faults={"mosquitto SIGTERM": rounds},
+        readings=published,
+        lost=0,
+        doubled=0,
         copies_dropped=dropped,
-        stored_twice=0,
     )
 
 
@@ -205,10 +206,11 @@ def test_kill9_broker_restarts_store_every_stamped_reading_once(
     figures.record(
         "mqtt_broker_restart",
         "kill9",
-        restarts=rounds,
-        published=published,
+        faults={"mosquitto kill -9": rounds},
+        readings=published,
+        lost=0,
+        doubled=0,
         copies_dropped=dropped,
-        stored_twice=0,
     )
 
 
@@ -229,8 +231,9 @@ def test_kill9_broker_restarts_never_drop_a_bare_number(
     figures.record(
         "mqtt_broker_restart",
         "kill9_bare",
-        restarts=rounds,
-        published=published,
+        faults={"mosquitto kill -9": rounds},
+        readings=published,
+        lost=0,
         copies_dropped=dropped,
-        stored_twice=doubled,
+        stored_twice_not_promised=doubled,
     )
