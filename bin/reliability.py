@@ -61,14 +61,6 @@ GUARANTEES = [
         "lines written by the device minus lines left unread in the pty minus lines committed",
     ),
     (
-        "An MQTT reading the broker acknowledged is stored in the edge's buffer exactly once"
-        " across Mosquitto restarts (after a crash: readings carrying their own timestamp)",
-        "Mosquitto stopped with SIGTERM, or killed with kill -9 after a save (it comes back"
-        " with that save's state), with part of a published chunk taken by the daemon",
-        "the real daemon capturing from a private Mosquitto with persistence; every published"
-        " value counted in the buffer",
-    ),
-    (
         "User text in the portal is shown as text, never run; no inline script runs",
         '`<script>`, `"><img onerror=…>`, `javascript:` URLs, `<svg onload>` in names, tags,'
         " descriptions, run names and params; markup injected into the page by hand",
@@ -86,12 +78,8 @@ NOT_PROMISED = [
     "That readings the cloud refuses for good (before their capture session, a revoked"
     " token) reach it: they are dead-lettered at the edge, counted and listed by"
     " `benchlink-edge dead-letter list`.",
-    "Bare-number MQTT payloads (no timestamp of their own) across a Mosquitto crash: those"
-    " the broker had queued at its last save and sends again without DUP are stored again"
-    " (never dropped: the same value twice may be two readings); counted as"
-    " `stored_twice_not_promised`.",
     "Not run by this suite yet: a full filesystem, schemathesis over every endpoint, the"
-    " access matrix, a 10-minute soak, kill -9 during MQTT capture.",
+    " access matrix, a 10-minute soak, Mosquitto restarts, kill -9 during MQTT capture.",
 ]
 
 
