@@ -65,8 +65,6 @@ class Writer:
         self.committing_since: float | None = None
         #: sources whose last write was refused for a full buffer (see the module docstring)
         self.blocked: set[str] = set()
-        #: MQTT (mid, digest) acked since the last commit: their inbox rows go in the next one
-        self.acked: list[tuple[int, str]] = []
         #: the refusal that opened the current episode of a full buffer (None: not full)
         self.full: BufferFull | None = None
         #: writes refused since that episode began
@@ -96,12 +94,6 @@ class Writer:
         self.queue.put_nowait(_Pending(writes, done, probe, many, size))
         self.metrics.queue_depth.set(self.queue.qsize())
         return done
-
-    def note_acked(self, key: tuple[int, str]) -> None:
-        """An MQTT message was acknowledged: the next commit forgets its inbox row. Called
-        right after the PUBACK, before the broker can reuse the packet id, so the deletion is
-        always in a group no later than the one of the next message with that id."""
-        self.acked.append(key)
 
     def healthy(self, stall_s: float) -> bool:
         """Running and making progress: not stuck in one commit, not sitting on a queue."""
@@ -160,11 +152,10 @@ class Writer:
                         p.done.set_exception(full)
             else:
                 live.append(p)
-        acked, self.acked = self.acked, []
         writes = [w for p in live for w in p.writes]
         self.committing_since = time.monotonic()
         try:
-            results = await self._commit_group(writes, acked)
+            results = await self._commit_group(writes)
         finally:
             self.committing_since = None
         self.last_commit = time.monotonic()
@@ -201,18 +192,17 @@ class Writer:
                 p.done.set_result(mine[0])
 
     async def _commit_group(
-        self, writes: list[Write], acked: list[tuple[int, str]]
+        self, writes: list[Write]
     ) -> list[WriteResult | BufferFull | Exception]:
         """Commit the writes in one transaction; if that fails, one write at a time, and
         dead-letter a write that fails on its own (the others must not pay for it)."""
         call, commit = self.buffer.call, self.buffer.commit
         try:
-            return list(await call(commit, writes, acked))
+            return list(await call(commit, writes))
         except Exception as exc:
             if is_disk_full(exc):
                 # Past the reserve already: one at a time or as dead letters would fail the
                 # same way. Refused, the sources apply the policy (MQTT holds, serial counts).
-                self.acked[:0] = acked
                 full = await self._disk_full()
                 return [full] * len(writes)
             self.metrics.errors.labels("buffer_commit").inc()
@@ -221,21 +211,17 @@ class Writer:
         for write in writes:
             result: WriteResult | BufferFull | Exception
             try:
-                (result,) = await call(commit, [write], acked)
-                acked = []
+                (result,) = await call(commit, [write])
             except Exception as exc:
                 if is_disk_full(exc):
                     out.append(await self._disk_full())
                     continue
-                result = await self._dead_letter_write(write, exc, acked)
-                if not isinstance(result, Exception):
-                    acked = []
+                result = await self._dead_letter_write(write, exc)
             out.append(result)
-        self.acked[:0] = acked  # not committed: try again with the next group
         return out
 
     async def _dead_letter_write(
-        self, write: Write, exc: Exception, acked: list[tuple[int, str]]
+        self, write: Write, exc: Exception
     ) -> WriteResult | BufferFull | Exception:
         reason = f"cannot be stored: {type(exc).__name__}: {exc}"[:1000]
         log.error("a write of %d reading(s) dead-lettered: %s", len(write.readings), reason)
@@ -243,7 +229,7 @@ class Writer:
         letter = DeadLetter("write", reason, sensor_id=sensor, payload=_show(write))
         stand_in = Write(dead=[letter, *write.dead], source=write.source, delivery=write.delivery)
         try:
-            (result,) = await self.buffer.call(self.buffer.commit, [stand_in], acked)
+            (result,) = await self.buffer.call(self.buffer.commit, [stand_in])
         except Exception as again:
             log.exception("cannot even dead-letter the write")
             return again

@@ -200,17 +200,11 @@ class Buffer:
 
     # -- the group commit ------------------------------------------------------------------------
 
-    def commit(
-        self, writes: Sequence[Write], acked: Sequence[tuple[int, str]] = ()
-    ) -> list[WriteResult | BufferFull]:
-        """Commit many writes in one transaction (one fsync) and say what became of each.
-
-        ``acked``: deliveries (packet id, digest) acknowledged to the broker since the last
-        commit; their inbox rows are deleted first, so that a later message that reuses the
-        packet id with the same payload is never taken for a copy."""
+    def commit(self, writes: Sequence[Write]) -> list[WriteResult | BufferFull]:
+        """Commit many writes in one transaction (one fsync) and say what became of each."""
         full = self._room()
         with self.tx() as c:
-            return commit_writes(c, writes, acked, full, time.time())
+            return commit_writes(c, writes, full, time.time())
 
     def _room(self) -> BufferFull | None:
         """None when the budget and the disk have room, after pruning synced rows if they

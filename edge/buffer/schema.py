@@ -110,8 +110,9 @@ def edge_id(c: sqlite3.Connection) -> None:
 def unacked_inbox(c: sqlite3.Connection) -> None:
     """The first files kept every (packet id, digest) for a week, so a new message that reused
     a packet id with an old message's payload was dropped as its copy. Keep only the rows of
-    its last few seconds (the only ones that can be committed but unacked); they are purged
-    after the next connection's re-deliveries like any stale row."""
+    its last few seconds (the only ones that can be committed but unacked); they match a DUP
+    copy until the first commit that records the newest packet id, which retires those outside
+    the inbox's window (see :mod:`edge.buffer.inbox`)."""
     old = c.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (OLD_INBOX,)
     ).fetchone()

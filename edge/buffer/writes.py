@@ -27,15 +27,13 @@ Row = tuple[str, str, str, str, float, str | None, float]
 def commit_writes(
     c: sqlite3.Connection,
     writes: Sequence[Write],
-    acked: Sequence[tuple[int, str]],
     full: BufferFull | None,
     now: float,
 ) -> list[WriteResult | BufferFull]:
     """Store the writes and say what became of each: all refused with ``full``, or committed
     (readings the cloud would refuse, and those of unknown sensors, dead-lettered), or dropped
-    as a delivery's copy. ``acked``: deliveries acknowledged since the last commit."""
+    as a delivery's copy (see :mod:`edge.buffer.inbox`)."""
     inbox = Inbox(c)
-    inbox.forget(acked)
     bindings = {
         r[0]: (r[1], r[2])
         for r in c.execute("SELECT sensor_id, run_id, capture_session_id FROM sensors")

@@ -75,70 +75,149 @@ def values(buffer: Buffer) -> list[float]:
     return [r[0] for r in buffer.conn.execute("SELECT raw_value FROM readings ORDER BY id")]
 
 
+def stamped(seq: int) -> bytes:
+    return f'{{"timestamp": "2026-01-01T00:00:{seq:02d}+00:00", "raw_value": {seq}}}'.encode()
+
+
 async def test_a_reused_packet_id_with_the_same_payload_is_a_new_message(
     buffer: Buffer, sensor: str
 ) -> None:
-    """Packet ids wrap every 65,535 messages: a message acked long ago must not make a new one
+    """Packet ids wrap every 65,535 messages: a message taken long ago must not make a new one
     with its id and payload (a bare number) look like a copy after a crash."""
     t = topic(sensor)
     first = FakeClient()
     async with running(buffer, sensor, first):
-        first.deliver(message(t, b"1.0", 7))
-        await until(lambda: first.acked == [7])
-        await asyncio.sleep(0.05)  # the next commit forgets the acked message
-        first.deliver(message(t, b"2.0", 8))
-        await until(lambda: first.acked == [7, 8])
-    # 65,535 messages later the broker gives id 7 to another "1.0"; the daemon is killed
-    # before committing it, and the broker sends it again with DUP
+        # id 7, then the broker's ids go round (the daemon commits them in order)
+        first.deliver(message(t, b"1.0", 7), message(t, b"2.0", 30_000))
+        first.deliver(message(t, b"3.0", 60_000), message(t, b"4.0", 5))
+        await until(lambda: first.acked == [7, 30_000, 60_000, 5])
+    # the broker gives id 7 to another "1.0"; the daemon is killed before committing it, and
+    # the broker sends it again with DUP
     again = FakeClient()
     async with running(buffer, sensor, again):
         again.deliver(message(t, b"1.0", 7, dup=True))
         await until(lambda: again.acked == [7])
-    assert values(buffer) == [1.0, 2.0, 1.0]
+    assert values(buffer) == [1.0, 2.0, 3.0, 4.0, 1.0]
 
 
-async def test_a_committed_but_unacked_message_is_stored_once(
-    buffer: Buffer, sensor: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_committed_but_unacked_message_is_stored_once(buffer: Buffer, sensor: str) -> None:
     t = topic(sensor)
     first = FakeClient()
     first.ack = lambda m: None  # type: ignore[method-assign]  # killed before the PUBACK
-    monkeypatch.setattr(Writer, "note_acked", lambda self, inbox: None)
     async with running(buffer, sensor, first) as (src, _):
         first.deliver(message(t, b"1.0", 7))
         await until(lambda: src.acked == 1)
-    monkeypatch.undo()
     again = FakeClient()
     async with running(buffer, sensor, again) as (src, _):
         again.deliver(message(t, b"1.0", 7, dup=True), message(t, b"3.0", 9))
         await until(lambda: again.acked == [7, 9])
         assert src.duplicates == 1
     assert values(buffer) == [1.0, 3.0]
-    # the inbox holds nothing once everything is acked (the next commit deleted the rows)
-    async with running(buffer, sensor, again):
-        again.deliver(message(t, b"4.0", 10))
-        await until(lambda: again.acked == [7, 9, 10])
-        await asyncio.sleep(0.05)
-    rows = buffer.conn.execute("SELECT mid FROM mqtt_unacked").fetchall()
-    assert [r[0] for r in rows] in ([], [10])
 
 
-async def test_stale_rows_of_a_crashed_connection_are_purged(buffer: Buffer, sensor: str) -> None:
-    """The PUBACK reached the broker but the row's deletion died with the daemon: the new
-    connection's first non-DUP message purges it (the broker re-sends the unacked first)."""
+async def test_acked_messages_sent_again_by_a_restarted_broker_are_stored_once(
+    buffer: Buffer, sensor: str
+) -> None:
+    """The PUBACKs were written, but the broker stopped before it processed them (or came back
+    from a save older than them): it sends the messages again, flagged DUP."""
     t = topic(sensor)
-    buffer.conn.execute("INSERT INTO mqtt_unacked VALUES (7, 'x', 'old-conn', 0)")
+    first = FakeClient()
+    async with running(buffer, sensor, first):
+        first.deliver(*[message(t, b"%d" % i, i) for i in range(1, 6)])
+        await until(lambda: first.acked == [1, 2, 3, 4, 5])
+        first.deliver(message(t, b"6", 6))
+        await until(lambda: first.acked == [1, 2, 3, 4, 5, 6])
+    again = FakeClient()
+    async with running(buffer, sensor, again) as (src, _):
+        again.deliver(*[message(t, b"%d" % i, i, dup=True) for i in range(2, 8)])
+        await until(lambda: again.acked == [2, 3, 4, 5, 6, 7])
+        assert src.duplicates == 5
+    assert values(buffer) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+async def test_a_self_timestamped_copy_without_dup_is_stored_once_a_bare_number_twice(
+    buffer: Buffer, sensor: str
+) -> None:
+    """A broker back from an old save may send messages it had only queued then without DUP.
+    With the device's timestamp, the same topic, id and payload is the same reading: dropped.
+    A bare number is stamped on arrival: the same value twice may be two readings: kept."""
+    t = topic(sensor)
+    first = FakeClient()
+    async with running(buffer, sensor, first):
+        first.deliver(message(t, stamped(1), 1), message(t, b"5.0", 2), message(t, stamped(3), 3))
+        await until(lambda: first.acked == [1, 2, 3])
+    again = FakeClient()
+    async with running(buffer, sensor, again) as (src, _):
+        again.deliver(message(t, stamped(1), 1), message(t, b"5.0", 2), message(t, stamped(3), 3))
+        await until(lambda: again.acked == [1, 2, 3])
+        assert src.duplicates == 2
+        # after a message that is not a copy, no other message without DUP of this connection
+        # is looked up (the broker re-sends first): the hot path pays nothing more
+        again.deliver(message(t, stamped(4), 4))
+        await until(lambda: again.acked == [1, 2, 3, 4])
+        again.deliver(message(t, stamped(1), 1))
+        await until(lambda: again.acked == [1, 2, 3, 4, 1])
+        assert src.duplicates == 2
+    assert values(buffer) == [1.0, 5.0, 3.0, 5.0, 4.0, 1.0]
+
+
+async def test_ids_a_restored_broker_gives_again_to_new_messages(
+    buffer: Buffer, sensor: str
+) -> None:
+    """A broker killed and restored from its last save forgets the ids it gave after the save
+    (here 3 and 4, which the daemon committed) and gives them to new messages, without DUP: a
+    new reading (another timestamp, or a bare number even with the same value) is stored."""
+    t = topic(sensor)
+    first = FakeClient()
+    async with running(buffer, sensor, first):
+        first.deliver(*[message(t, stamped(i), i) for i in (1, 2)])
+        first.deliver(message(t, stamped(3), 3), message(t, b"7.0", 4))
+        await until(lambda: first.acked == [1, 2, 3, 4])
+    again = FakeClient()
+    async with running(buffer, sensor, again) as (src, _):
+        # the saved state: 2 was still in flight
+        again.deliver(message(t, stamped(2), 2, dup=True))
+        again.deliver(message(t, stamped(13), 3), message(t, b"7.0", 4))
+        await until(lambda: again.acked == [2, 3, 4])
+        assert src.duplicates == 1
+    assert values(buffer) == [1.0, 2.0, 3.0, 7.0, 13.0, 7.0]
+
+
+async def test_the_inbox_keeps_a_window_of_packet_ids(buffer: Buffer, sensor: str) -> None:
+    """Rows stay after the ack, but only for the last WINDOW packet ids: the table is bounded,
+    and a row that fell out of the window can never match."""
+    from edge.buffer.inbox import MIDS, WINDOW
+
+    t = topic(sensor)
+    client = FakeClient()
+    mids = [1, 2, WINDOW // 2, WINDOW, WINDOW + 3, MIDS, 4]
+    async with running(buffer, sensor, client):
+        for i, mid in enumerate(mids):
+            client.deliver(message(t, b"%d" % i, mid))
+            await until(lambda i=i: len(client.acked) == i + 1)
+    rows = [r[0] for r in buffer.conn.execute("SELECT mid FROM mqtt_unacked ORDER BY mid")]
+    # each row went once it was WINDOW ids behind the newest at some commit (1 and 2 when
+    # WINDOW + 3 came, WINDOW // 2 at MIDS, WINDOW and WINDOW + 3 at 4)
+    assert rows == [4, MIDS]
+
+
+async def test_rows_of_a_file_written_before_the_window_still_match(
+    buffer: Buffer, sensor: str
+) -> None:
+    """A buffer from before the window holds only rows committed and not known to be acked: its
+    copy, re-sent with DUP after the upgrade, is still dropped."""
     from edge.buffer import message_digest
 
-    digest = message_digest(t, b"1.0")
-    buffer.conn.execute("UPDATE mqtt_unacked SET digest = ?", (digest,))
+    t = topic(sensor)
+    buffer.conn.execute(
+        "INSERT INTO mqtt_unacked VALUES (7, ?, 'old-conn', 0)", (message_digest(t, b"1.0"),)
+    )
     client = FakeClient()
-    async with running(buffer, sensor, client):
-        client.deliver(message(t, b"5.0", 11))
-        await until(lambda: client.acked == [11])
-        client.deliver(message(t, b"1.0", 7, dup=True))  # a new message, re-sent after a hiccup
-        await until(lambda: client.acked == [11, 7])
-    assert values(buffer) == [5.0, 1.0]
+    async with running(buffer, sensor, client) as (src, _):
+        client.deliver(message(t, b"1.0", 7, dup=True), message(t, b"5.0", 8))
+        await until(lambda: client.acked == [7, 8])
+        assert src.duplicates == 1
+    assert values(buffer) == [5.0]
 
 
 POISON = [

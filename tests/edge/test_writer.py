@@ -20,12 +20,10 @@ class FaultyBuffer(Buffer):
     """A buffer whose transaction fails whenever it contains the reading 666 (a fault at a
     precise moment: a constraint, a full disk, a bug in one write's rows)."""
 
-    def commit(
-        self, writes: Sequence[Write], acked: Sequence[tuple[int, str]] = ()
-    ) -> list[WriteResult | BufferFull]:
+    def commit(self, writes: Sequence[Write]) -> list[WriteResult | BufferFull]:
         if any(r.raw_value == 666 for w in writes for r in w.readings):
             raise sqlite3.IntegrityError("a write that cannot be stored")
-        return super().commit(writes, acked)
+        return super().commit(writes)
 
 
 async def test_a_failing_write_is_dead_lettered_and_the_rest_of_its_group_commits(

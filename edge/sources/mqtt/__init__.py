@@ -19,14 +19,18 @@ Acks are manual (paho's ``manual_ack``; aiomqtt 2.5 has no switch for it, so the
 paho client is set directly): a message is acked after its readings are committed, in the
 order the messages arrived (MQTT 3.1.1 §4.6).
 
-A crash between the commit and the PUBACK makes the broker re-deliver the message with the DUP
-flag; the buffer records (packet id, digest of topic+payload) in the commit's transaction, deletes
-the row in the first commit after the PUBACK, and drops a DUP message that matches a row still
-there -- a message committed but not (known to be) acked -- so the reading is stored once. Packet
-ids are reused every 65,535 messages: a row that outlived its message would make a new message
-with the same id and payload look like a copy, hence the deletion (and, for the rows of a
-crashed connection, the purge at the new connection's first non-DUP message). aiomqtt drops the
-DUP flag, so the fast path (:mod:`edge.sources.mqtt.fastpath`) keeps it.
+The broker sends a message again when it does not know the daemon took it: after a crash
+between the commit and the PUBACK (flagged DUP), and after a broker restart -- a PUBACK written
+is not a PUBACK the broker processed or saved (Mosquitto flags everything it re-sends after a
+graceful restart DUP; after a kill it comes back from its last save and re-sends what was
+queued then *without* DUP). The buffer's inbox (:mod:`edge.buffer.inbox`) records each
+message's (packet id, digest of topic+payload) in the commit's transaction and keeps it after
+the ack; it drops a message whose key is recorded less than half the packet ids behind the
+newest committed. Looked up: every DUP message, and -- at a connection's start, until one is
+found not to be a copy (the broker re-sends first, in order) -- messages without DUP whose
+readings all carry the device's own timestamp: the same topic, id and payload is then the same
+reading. A bare number without DUP is never dropped (the same value twice may be two readings).
+aiomqtt drops the DUP flag, so the fast path (:mod:`edge.sources.mqtt.fastpath`) keeps it.
 
 Malformed payloads, naive or out-of-range timestamps, non-finite values (also inside ``meta``),
 unknown sensors -- and anything else that fails while handling one message -- are dead-lettered

@@ -104,6 +104,9 @@ class MqttSource:
         self._unacked = 0
         #: set when acks made room below MAX_PENDING_ACKS
         self._room = asyncio.Event()
+        #: this connection may still be re-sending what was committed before (see
+        #: :mod:`edge.buffer.inbox`): self-timestamped messages are looked up as well
+        self._resending = False
         self._committed = metrics.committed.labels("mqtt")
         #: the arrival time handed to the last message (see :meth:`arrivals`)
         self._arrival = datetime.min.replace(tzinfo=UTC)
@@ -159,7 +162,8 @@ class MqttSource:
         payload = message.payload
         topic = message.topic
         key = (message.mid, message_digest(topic, payload)) if message.qos > 0 else None
-        base = Write(source="mqtt", delivery=Delivery(key, conn, redelivered=message.dup))
+        delivery = Delivery(key, conn, redelivered=message.dup)
+        base = Write(source="mqtt", delivery=delivery)
         sensor_id: str | None = None
         try:
             sensor_id = self.sensor_for(topic)
@@ -168,6 +172,8 @@ class MqttSource:
             else:
                 base.readings = parse_payload(payload, sensor_id, now)
                 self._note_skew(sensor_id, base.readings, now)
+                if self._resending and key is not None and not delivery.suspect:
+                    delivery.suspect = _device_stamped(base.readings, now)
                 return base
         except PayloadError as exc:
             reason = str(exc)
@@ -352,31 +358,40 @@ class MqttSource:
         self.backoff.reset()
         log.info("MQTT: connected to %s as %s", self.cfg.url, self.client_id)
         conn = uuid.uuid4().hex
-        fresh_seen = False
+        self._resending = True
         acks: asyncio.Queue[_Handed] = asyncio.Queue()
         self._unacked = 0
         self._intake.set()
-        async with asyncio.TaskGroup() as tg:
-            acker = tg.create_task(self._acker(client, acks), name="mqtt-acker")
-            try:
-                while True:
-                    # At most MAX_PENDING_ACKS messages handed over and not yet acked;
-                    # the rest waits in the client (bounded by the broker's in-flight
-                    # window) and at the broker.
-                    while self._unacked >= MAX_PENDING_ACKS:
-                        self._room.clear()
-                        await self._room.wait()
-                    # Everything that has arrived goes to the writer as one unit (one
-                    # future, one queue entry); order is kept.
-                    messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
-                    writes = self.arrivals(messages, conn)
-                    if not fresh_seen:
-                        fresh_seen = _mark_fresh(writes)
-                    await self._intake.wait()  # closed while the buffer is full
-                    self._unacked += len(messages)
-                    acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
-            finally:
-                acker.cancel()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                acker = tg.create_task(self._acker(client, acks), name="mqtt-acker")
+                try:
+                    while True:
+                        # At most MAX_PENDING_ACKS messages handed over and not yet acked;
+                        # the rest waits in the client (bounded by the broker's in-flight
+                        # window) and at the broker.
+                        while self._unacked >= MAX_PENDING_ACKS:
+                            self._room.clear()
+                            await self._room.wait()
+                        # Everything that has arrived goes to the writer as one unit (one
+                        # future, one queue entry); order is kept.
+                        messages = await client.burst(MAX_PENDING_ACKS - self._unacked)
+                        writes = self.arrivals(messages, conn)
+                        await self._intake.wait()  # closed while the buffer is full
+                        self._unacked += len(messages)
+                        acks.put_nowait((messages, writes, self.writer.enqueue_many(writes)))
+                finally:
+                    acker.cancel()
+        except ExceptionGroup as group:
+            # A lost connection (a broker restart, the network) is what run() handles with a
+            # reconnect; inside the task group it would come wrapped, as an unexpected error.
+            lost, other = group.split(aiomqtt.MqttError)
+            if lost is None or other is not None:
+                raise
+            first: BaseException = lost
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
 
     async def _acker(self, client: BurstClient, acks: asyncio.Queue[_Handed]) -> None:
         """Ack each burst after its commit, in arrival order."""
@@ -402,9 +417,13 @@ class MqttSource:
     ) -> None:
         """Count and ack committed messages (in order, one write to the socket)."""
         committed = 0
-        for message, result in zip(messages, results, strict=True):
+        for message, write, result in zip(messages, writes, results, strict=True):
             assert isinstance(result, WriteResult)
             committed += result.committed
+            if write.delivery is not None and write.delivery.suspect and not result.duplicate:
+                # the broker sends a session's queue in order, and re-sends come first: after
+                # a message that is not a copy, none of this connection's can be
+                self._resending = False
             self.dead_lettered += result.dead
             if result.duplicate:
                 self.duplicates += 1
@@ -412,9 +431,6 @@ class MqttSource:
         if committed:
             self._committed.inc(committed)
         client.ack_all(messages)
-        for write in writes:
-            if write.delivery is not None and write.delivery.key is not None:
-                self.writer.note_acked(write.delivery.key)
         self.acked += len(messages)
         self._unacked -= len(messages)
         self._room.set()
@@ -463,11 +479,10 @@ class MqttSource:
             self._intake.set()
 
 
-def _mark_fresh(writes: Sequence[Write]) -> bool:
-    """Flag the first write not redelivered as its connection's first fresh one (see
-    :mod:`edge.buffer.inbox`); whether there was one."""
-    for write in writes:
-        if write.delivery is not None and not write.delivery.redelivered:
-            write.delivery.fresh = True
-            return True
-    return False
+def _device_stamped(readings: Sequence[NewReading], now: datetime) -> bool:
+    """Whether every reading carries the device's own timestamp: none has the arrival stamp
+    :func:`~edge.sources.mqtt.payload.parse_payload` gives the i-th reading without one (a
+    device timestamp equal to it counts as the edge's: never dropped as a copy, see
+    :mod:`edge.buffer.inbox`)."""
+    step = timedelta(microseconds=1)
+    return bool(readings) and all(r.timestamp != now + i * step for i, r in enumerate(readings))
