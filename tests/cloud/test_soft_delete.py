@@ -277,6 +277,8 @@ def test_purge_removes_every_row_of_a_run_and_of_an_experiment(database_url: str
 
         exp = a["experiment_id"]
         assert api.request("DELETE", f"/api/v1/experiments/{exp}", headers=h).status_code == 200
+        # Past this deletion's grace too: the clock moved on since ``later`` was taken.
+        later = datetime.now(UTC) + timedelta(seconds=3601)
         assert purge.purge_expired(sessions, timedelta(seconds=3600), now=later) == 1
         assert _rows_of(database_url, [a["run_id"], b["run_id"]], exp) == {}
         assert "experiment.purged" in _kinds(api, owner)
