@@ -148,7 +148,9 @@ def test_the_clock_estimate_finds_a_shifted_edge_clock(
     with caplog.at_level(logging.WARNING, "benchlink.edge"):
         asyncio.run(main())
     got = edge_in_cloud(cloud, a, edge_id)
-    assert got["state"] == "online"
+    # It reported; with a 0.2 s heartbeat it turns stale 0.6 s after it stopped, which a
+    # loaded machine may take before the cloud is asked.
+    assert got["state"] in ("online", "stale")
     clock = got["heartbeat"]["clock"]
     # The cloud's clock minus the edge's: minus the shift, within 20 ms.
     assert abs(clock["offset_ms"] + shift_s * 1000) < 20, clock
