@@ -276,7 +276,12 @@ def body(c: sqlite3.Connection, batch_id: str, epoch: str | None = None) -> dict
         else {"timestamp": ts, "raw_value": raw, "meta": json.loads(meta)}
         for ts, raw, meta in rows
     ]
-    out = {"sensor_id": b[0], "run_id": b[1], "capture_session_id": b[2], "readings": readings}
+    out: dict[str, Any] = {
+        "sensor_id": b[0],
+        "run_id": b[1],
+        "capture_session_id": b[2],
+        "readings": readings,
+    }
     if ranges:
         out["seq"] = {"epoch": epoch, "ranges": ranges}
     return out
