@@ -47,10 +47,19 @@ def test_every_bash_block_of_the_fleet_page_runs(cloud: CloudServer, tmp_path: P
     assert "daemon: running for" in out and "clock: the cloud's is" in out
     assert "\nTrue\n" in out  # status --json: running
     assert re.search(r"^\d{16}$", out, re.MULTILINE)  # the server's time in microseconds
+    # completeness: numbers 1-3 and 6 arrived, two readings without numbers, 4-5 missing
+    assert "arrived 4, without edge accounting 2, gap 4-5" in out, out
 
 
 def test_the_page_names_what_it_documents() -> None:
     text = DOC.read_text()
-    for thing in ("/api/v1/edges", "rotate-token", "revoke-token", "/api/v1/time", "status --json"):
+    for thing in (
+        "/api/v1/edges",
+        "rotate-token",
+        "revoke-token",
+        "/api/v1/time",
+        "status --json",
+        "/completeness",
+    ):
         assert thing in text, thing
     assert (DOC.parent / "img" / "portal-devices.png").is_file()
