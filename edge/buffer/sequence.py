@@ -69,16 +69,17 @@ def _waiting(c: sqlite3.Connection, sensor_id: str, sealed_upto: int) -> list[li
             numbers += seq_ranges(c, batch_id) or []
     # numbers grow with ids: the first and the last unsealed reading bound them (two index
     # probes, where MIN/MAX would read every unsealed reading of a long outage's backlog)
-    ends = []
+    ends: list[int] = []
     for order in ("", " DESC"):
         row = c.execute(
             "SELECT seq FROM readings WHERE sensor_id = ? AND id > ? AND seq IS NOT NULL"
             f" ORDER BY id{order} LIMIT 1",
             (sensor_id, sealed_upto),
         ).fetchone()
-        ends.append(None if row is None else row[0])
-    if ends[0] is not None:
-        numbers.append([ends[0], ends[1]])
+        if row is not None:
+            ends.append(int(row[0]))
+    if ends:
+        numbers.append([ends[0], ends[-1]])
     return merge(numbers)
 
 
