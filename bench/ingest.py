@@ -61,12 +61,23 @@ def copy_telemetry(url: str, bench: Bench, n: int, start: datetime) -> float:
     ids = [uuid.UUID(x) for x in (bench.project_id, bench.sensor_id, bench.run_id)]
     session = uuid.UUID(bench.capture_session_id)
     rows = [
-        (*ids, session, -1, ts, 20 + (i % 500) * 0.01, 20 + (i % 500) * 0.01, "v1", False, None)
+        (
+            *ids,
+            session,
+            -1,
+            ts,
+            20 + (i % 500) * 0.01,
+            20 + (i % 500) * 0.01,
+            "v1",
+            False,
+            None,
+            None,
+        )
         for i, ts in enumerate(_stamps(n, start))
     ]
     cols = (
         "project_id, sensor_id, run_id, capture_session_id, batch_id, ts, raw_value, value,"
-        " profile_version, late, meta"
+        " profile_version, late, meta, seq"
     )
     with psycopg.connect(libpq(url)) as conn:
         started = time.perf_counter()
@@ -92,7 +103,7 @@ def store_readings(url: str, bench: Bench, n: int, start: datetime) -> None:
     session = uuid.UUID(bench.capture_session_id)
     cols = (
         "project_id, sensor_id, run_id, capture_session_id, batch_id, ts, raw_value, value,"
-        " profile_version, late, meta"
+        " profile_version, late, meta, seq"
     )
     with (
         psycopg.connect(libpq(url)) as conn,
@@ -102,7 +113,7 @@ def store_readings(url: str, bench: Bench, n: int, start: datetime) -> None:
         copy.set_types(TELEMETRY_TYPES)
         for i, ts in enumerate(_stamps(n, start)):
             v = _sawtooth(i) - 25
-            copy.write_row((*ids, session, -1, ts, v, v, "v1", False, None))
+            copy.write_row((*ids, session, -1, ts, v, v, "v1", False, None, None))
 
 
 def telemetry_ingest(sizes: Sizes, logs: Path) -> Row:

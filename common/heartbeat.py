@@ -61,6 +61,41 @@ class BufferState(Wire):
     full: Literal["budget", "disk"] | None = None
 
 
+#: most ranges of each kind one sensor's sequence report lists (edge.buffer.sequence)
+MAX_SEQ_RANGES = 200
+
+
+class SeqSession(Wire):
+    """Numbers ``first``..``last`` of the sensor went to this run / capture session."""
+
+    run_id: UUID
+    capture_session_id: UUID
+    first: int = Field(ge=1)
+    last: int = Field(ge=1)
+
+
+class SeqDead(Wire):
+    """Numbers ``first``..``last`` are set aside at the edge (a dead-lettered batch)."""
+
+    first: int = Field(ge=1)
+    last: int = Field(ge=1)
+    reason: str = Field(max_length=500)
+
+
+class SequenceReport(Wire):
+    """The sensor's sequence numbers at the edge: what the cloud cannot know by itself about
+    the readings it has not received (docs/fleet.md, "Proof of completeness")."""
+
+    #: the buffer's id: the numbers start from 1 again in a new buffer file
+    epoch: UUID
+    #: the highest number given (0: none yet)
+    captured_upto: int = Field(ge=0)
+    sessions: list[SeqSession] = Field(default_factory=list, max_length=MAX_SEQ_RANGES)
+    #: ``[first, last]`` ranges not yet accepted by the cloud and not set aside
+    waiting: list[tuple[int, int]] = Field(default_factory=list, max_length=MAX_SEQ_RANGES)
+    dead: list[SeqDead] = Field(default_factory=list, max_length=MAX_SEQ_RANGES)
+
+
 class SensorState(Wire):
     source: str = Field(max_length=64)
     #: the source's state: serial closed | syncing | open | backoff; MQTT disconnected |
@@ -89,6 +124,8 @@ class SensorState(Wire):
     #: its recent readings' timestamp minus their arrival at the edge (the edge's clock), ms;
     #: None when it sent none
     device_skew_ms: float | None = None
+    #: the sensor's sequence numbers (absent from an edge that does not number readings)
+    sequence: SequenceReport | None = None
 
 
 class Heartbeat(Wire):

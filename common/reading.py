@@ -53,6 +53,13 @@ class WireReading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     meta: dict[str, Any] | None = None
 
 
+class WireSeq(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The edge's sequence numbers of a batch's readings (optional: see :func:`seq_problem`)."""
+
+    epoch: uuid.UUID
+    ranges: list[tuple[int, int]]
+
+
 class WireBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A batch as sent: one sensor's readings for one capture session of one run."""
 
@@ -60,6 +67,30 @@ class WireBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     run_id: uuid.UUID
     capture_session_id: uuid.UUID
     readings: Annotated[list[WireReading], msgspec.Meta(min_length=1)]
+    seq: WireSeq | None = None
+
+
+#: highest sequence number accepted (the cloud stores them as 64-bit integers)
+MAX_SEQ = 2**62
+
+
+def seq_problem(ranges: list[tuple[int, int]], n: int) -> str | None:
+    """Why a batch's ``seq.ranges`` cannot describe its ``n`` readings, or None. The ranges
+    number the readings in order (the first range's first number is the first reading's), so
+    they must be ascending, disjoint, from 1 on, and hold exactly ``n`` numbers."""
+    if not ranges:
+        return "at least one [first, last] range"
+    total, prev = 0, 0
+    for first, last in ranges:
+        if not 1 <= first <= last <= MAX_SEQ:
+            return f"each range is [first, last] with 1 <= first <= last <= {MAX_SEQ}"
+        if first <= prev:
+            return "ranges must be ascending and disjoint"
+        total += last - first + 1
+        prev = last
+    if total != n:
+        return f"the ranges hold {total} numbers for {n} readings"
+    return None
 
 
 class ReadingBatch(msgspec.Struct, frozen=True, gc=False):
@@ -71,6 +102,10 @@ class ReadingBatch(msgspec.Struct, frozen=True, gc=False):
     timestamps: list[datetime]
     raw_values: list[float]
     metas: list[dict[str, Any] | None]
+    #: the edge's sequence numbers of the readings: its epoch (the edge buffer's id) and the
+    #: ascending ranges numbering the readings in order; None for a batch sent without
+    seq_epoch: uuid.UUID | None = None
+    seq_ranges: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -124,6 +159,9 @@ def decode(raw: bytes) -> ReadingBatch | None:
     metas = [r.meta for r in readings]
     if any(meta and meta_problem(meta) for meta in metas):
         return None
+    seq = batch.seq
+    if seq is not None and seq_problem(seq.ranges, len(readings)):
+        return None  # the contract words it
     return ReadingBatch(
         sensor_id=batch.sensor_id,
         run_id=batch.run_id,
@@ -131,6 +169,8 @@ def decode(raw: bytes) -> ReadingBatch | None:
         timestamps=stamps,
         raw_values=[r.raw_value for r in readings],
         metas=metas,
+        seq_epoch=None if seq is None else seq.epoch,
+        seq_ranges=None if seq is None else seq.ranges,
     )
 
 

@@ -24,12 +24,15 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 
 from common import reading
 from common.reading import (
     MAX_META_DEPTH,
     MAX_READINGS_PER_BATCH,
+    MAX_SEQ,
     MAX_TELEMETRY_BODY_BYTES,
     TELEMETRY_PATH,
     ReadingBatch,
@@ -43,6 +46,7 @@ __all__ = [
     "BodyRefused",
     "JsonObject",
     "Reading",
+    "SequenceRanges",
     "TelemetryAccepted",
     "TelemetryBatch",
     "UtcDatetime",
@@ -107,14 +111,42 @@ class Reading(WireModel):
     meta: JsonObject | None = None
 
 
+SeqNumber = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+
+
+class SequenceRanges(WireModel):
+    """The edge's sequence numbers of a batch's readings (optional; the edge daemon sends
+    them, a batch sent by hand need not). The ranges number the readings in order: ascending,
+    disjoint, holding exactly as many numbers as there are readings."""
+
+    #: the edge buffer's id: its numbers start from 1 again in a new buffer (a new epoch)
+    epoch: UUID
+    #: ``[first, last]`` ranges, e.g. ``[[1001, 2000]]`` for a batch of 1,000 readings
+    ranges: list[tuple[SeqNumber, SeqNumber]] = Field(min_length=1)
+
+
 class TelemetryBatch(WireModel):
     sensor_id: UUID
     run_id: UUID
     capture_session_id: UUID
     readings: list[Reading] = Field(min_length=1)
+    seq: SequenceRanges | None = None
+
+    @field_validator("seq")
+    @classmethod
+    def _seq_numbers_readings(
+        cls, seq: SequenceRanges | None, info: ValidationInfo
+    ) -> SequenceRanges | None:
+        readings = info.data.get("readings")
+        if seq is not None and readings is not None:
+            problem = reading.seq_problem(list(seq.ranges), len(readings))
+            if problem is not None:
+                raise ValueError(f"ranges: {problem}")
+        return seq
 
     def columns(self) -> ReadingBatch:
         readings = self.readings
+        seq = self.seq
         return ReadingBatch(
             sensor_id=self.sensor_id,
             run_id=self.run_id,
@@ -122,6 +154,8 @@ class TelemetryBatch(WireModel):
             timestamps=[r.timestamp for r in readings],  # UtcDatetime: already in UTC
             raw_values=[r.raw_value for r in readings],
             metas=[r.meta for r in readings],
+            seq_epoch=None if seq is None else seq.epoch,
+            seq_ranges=None if seq is None else list(seq.ranges),
         )
 
 

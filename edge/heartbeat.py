@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import package_version
-from common.heartbeat import BufferState, ClockEstimate, Heartbeat, SensorState
+from common.heartbeat import (
+    BufferState,
+    ClockEstimate,
+    Heartbeat,
+    SensorState,
+    SequenceReport,
+)
 from edge.buffer import INFLIGHT, PENDING, Buffer, is_disk_full
 from edge.clock import ClockEstimator, TimeSource, sample
 from edge.cloud_client import Answer, Requester, TransportError
@@ -65,6 +71,10 @@ def collect(
             sid: _sensor(c, sid, s, sealed.get(sid, 0), now, source_states)
             for sid, s in status["sensors"].items()
         }
+        # each sensor's sequence numbers: captured, waiting, dead-lettered (completeness)
+        for sid, report in buf.sequence_report().items():
+            if sid in sensors:
+                sensors[sid].sequence = SequenceReport.model_validate(report)
     return Heartbeat(
         edge_id=cfg.edge.id,
         version=package_version()[:64],

@@ -178,7 +178,36 @@ async def post_batch(client: Poster, ready: Ready, *, close: bool = False) -> Ou
         response = await client.post(TELEMETRY_PATH, ready.content, headers)
     except TransportError as exc:
         return Outcome("retry", str(exc))
+    if response.status == 422 and seq_unknown(response) and b'"seq"' in ready.content:
+        # A cloud older than sequence numbers refuses the field as unknown, and stored
+        # nothing: the same readings without it (counted there without edge accounting)
+        # rather than every batch dead-lettered until the cloud is upgraded.
+        plain = msgspec.json.decode(ready.content)
+        plain.pop("seq", None)
+        log.warning(
+            "batch %s: the cloud does not know sequence numbers (older than this edge);"
+            " sent without them",
+            ready.batch.id,
+        )
+        return await post_batch(client, Ready(ready.batch, encode(plain), ready.token), close=close)
     return classify(response)
+
+
+def seq_unknown(response: Answer) -> bool:
+    """A 422 whose every field error is about ``seq`` (a cloud that predates the field)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return False
+    return all(
+        isinstance(e, dict)
+        and str(e.get("field", "")).split(".")[0] == "seq"
+        and "extra" in str(e.get("reason", "")).lower()
+        for e in errors
+    )
 
 
 class SensorSync:

@@ -281,6 +281,33 @@ class TelemetryBatchCommit(Base):
     batch_id: Mapped[int] = mapped_column(BigInteger, unique=True)
 
 
+class TelemetrySeqRange(Base):
+    """The edge sequence numbers a stored batch holds (migration 0012), one row per range:
+    written in the batch's transaction, so a batch and its ranges are stored together or not
+    at all, and an idempotent retry (which stores nothing) adds none. The completeness
+    answer (:mod:`cloud.services.completeness`) counts them per sensor, epoch and capture
+    session against what the edge reports. No foreign key, like the batch commits: one index
+    probe less per ingest."""
+
+    __tablename__ = "telemetry_seq_ranges"
+    __table_args__ = (
+        Index("ix_seq_ranges_session", "capture_session_id", "sensor_id", "epoch", "seq_first"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    sensor_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    capture_session_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    #: the edge buffer's id: a sensor's numbers start from 1 again in each epoch
+    epoch: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seq_first: Mapped[int] = mapped_column(BigInteger)
+    seq_last: Mapped[int] = mapped_column(BigInteger)
+    #: numbers of readings the batch carried that were copies of readings already stored
+    #: (same sensor, timestamp and value): arrived, but their rows are another batch's
+    duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class TelemetryReading(Base):
     __tablename__ = "telemetry_readings"
     __table_args__ = (
@@ -318,6 +345,9 @@ class TelemetryReading(Base):
     profile_version: Mapped[str] = mapped_column(String(64))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    #: the edge's sequence number of the reading (migration 0012), its epoch being its
+    #: batch's (telemetry_seq_ranges); None for a reading sent without one
+    seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Metric(Base):

@@ -102,6 +102,7 @@ def purge_run_rows(db: Session, run_id: uuid.UUID) -> None:
         delete(models.TelemetryBatchCommit).where(models.TelemetryBatchCommit.batch_id.in_(batches))
     )
     for model in (
+        models.TelemetrySeqRange,
         models.TelemetryReading,
         models.TelemetryRollup,
         models.TelemetryBatch,

@@ -5,6 +5,7 @@ object per reading), with its batch row, journal entry and summaries.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -257,6 +258,8 @@ def ingest(
         # only what is new, and let the batch, its summaries and the live stream say so.
         rows = _store_new(store, rows, origin)
         cells = _recount(db, new_id, fields, rows)
+    if batch.seq_ranges is not None:
+        _store_seq_ranges(db, batch, rows, new_id)
     record = models.TelemetryBatch(id=new_id, **fields)
     _journal(db, ctx, record, len(batch))
     if not rows:  # every reading was a copy: nothing to summarise or to publish
@@ -277,6 +280,54 @@ def ingest(
         rows=rows,
     )
     return Ingested(_accepted(record, len(batch)), published, False)
+
+
+_SEQ_RANGES = cast(Table, models.TelemetrySeqRange.__table__)
+
+
+def _store_seq_ranges(db: Session, batch: ReadingBatch, rows: StoredBatch, batch_id: int) -> None:
+    """The edge sequence numbers the batch brought, in its transaction: those of the readings
+    it stored, and (``duplicate``) those of readings already stored by another batch."""
+    assert batch.seq_epoch is not None and batch.seq_ranges is not None
+    if len(rows) == len(batch):  # the common case: all stored, the ranges as sent
+        stored, copies = [list(r) for r in batch.seq_ranges], []
+    else:
+        kept = rows.seqs or []
+        stored = seq_ranges(kept)
+        copies = seq_ranges(sorted(set(_numbers(batch.seq_ranges)) - set(kept)))
+    shared = {
+        "batch_id": batch_id,
+        "sensor_id": rows.sensor_id,
+        "run_id": rows.run_id,
+        "capture_session_id": rows.capture_session_id,
+        "epoch": batch.seq_epoch,
+    }
+    db.connection().execute(
+        _SEQ_RANGES.insert(),
+        [
+            {**shared, "seq_first": a, "seq_last": b, "duplicate": dup}
+            for ranges, dup in ((stored, False), (copies, True))
+            for a, b in ranges
+        ],
+    )
+
+
+def _numbers(ranges: list[tuple[int, int]]) -> list[int]:
+    """The numbers of ascending ranges, in order (C-level: no Python loop per reading)."""
+    if len(ranges) == 1:
+        return list(range(ranges[0][0], ranges[0][1] + 1))
+    return list(itertools.chain.from_iterable(range(a, b + 1) for a, b in ranges))
+
+
+def seq_ranges(numbers: Any) -> list[list[int]]:
+    """Ascending numbers as ``[first, last]`` ranges of consecutive ones."""
+    out: list[list[int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
 
 
 def _previous_of(ctx: _Context) -> models.TelemetryBatch:
@@ -315,6 +366,7 @@ def _readings(
         raw_values=batch.raw_values,
         values=_convert(_converter(ctx), ctx, batch),
         metas=batch.metas,
+        seqs=None if batch.seq_ranges is None else _numbers(batch.seq_ranges),
     )
     if len(set(stamps_us)) == len(stamps_us):  # the common case, one pass in C
         return rows, None

@@ -72,6 +72,10 @@ class Group(NamedTuple):
     arrived: float
     #: nothing follows them yet (a partial batch)
     last: bool
+    #: their sequence numbers, exactly ``seq_first``..``seq_last``; None for pre-sequence
+    #: readings (a batch never mixes those with numbered ones)
+    seq_first: int | None = None
+    seq_last: int | None = None
 
 
 # -- sealing -------------------------------------------------------------------------------------
@@ -122,8 +126,8 @@ def waiting(c: sqlite3.Connection, sensor_id: str) -> int:
 def _insert_ranged(c: sqlite3.Connection, sensor_id: str, g: Group, now: float) -> None:
     c.execute(
         "INSERT INTO batches (id, sensor_id, run_id, capture_session_id, state, count,"
-        " first_ts, last_ts, sealed_at, ranged, first_id, last_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        " first_ts, last_ts, sealed_at, ranged, first_id, last_id, seq_first, seq_last)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
         (
             str(uuid.uuid4()),
             sensor_id,
@@ -136,6 +140,8 @@ def _insert_ranged(c: sqlite3.Connection, sensor_id: str, g: Group, now: float) 
             now,
             g.first_id,
             g.last_id,
+            g.seq_first,
+            g.seq_last,
         ),
     )
 
@@ -168,40 +174,56 @@ def _whole_group(
         " WHERE sensor_id = ? AND id > ? ORDER BY id LIMIT ?)",
         (sensor_id, upto, batch_size),
     ).fetchone()
-    first_ts, last_ts, meta_bytes, others = c.execute(
+    first_ts, last_ts, meta_bytes, others, numbered, seq_first, seq_last = c.execute(
         "SELECT MIN(ts), MAX(ts), COALESCE(SUM(length(meta)), 0),"
-        " COALESCE(SUM(run_id != ? OR capture_session_id != ?), 0)"
+        " COALESCE(SUM(run_id != ? OR capture_session_id != ?), 0), COUNT(seq), MIN(seq),"
+        " MAX(seq)"
         f" FROM {readings_table(first_id, last_id, n)}"
         " WHERE sensor_id = ? AND id BETWEEN ? AND ?",
         (run_id, session_id, sensor_id, first_id, last_id),
     ).fetchone()
     size = BATCH_OVERHEAD_BYTES + n * READING_OVERHEAD_BYTES + meta_bytes
-    if others or size > MAX_BATCH_BYTES:
+    if others or size > MAX_BATCH_BYTES or 0 < numbered < n:
         return None
     last = n < batch_size
-    return Group(run_id, session_id, first_id, last_id, n, first_ts, last_ts, arrived, last)
+    # A sensor's numbers grow with its reading ids, one at a time, so n numbered readings
+    # spanning n numbers are exactly that range (no per-reading look needed).
+    seqs = (seq_first, seq_last) if numbered == n == seq_last - seq_first + 1 else (None, None)
+    return Group(run_id, session_id, first_id, last_id, n, first_ts, last_ts, arrived, last, *seqs)
 
 
 def _cut_group(
     c: sqlite3.Connection, sensor_id: str, upto: int, batch_size: int, head: tuple[Any, ...]
 ) -> Group:
-    """A change of binding or a big meta inside: find the cut row by row."""
+    """A change of binding, a big meta, or the first numbered reading after pre-sequence ones
+    inside: find the cut row by row."""
     first_id, run_id, session_id, arrived = head
     rows = c.execute(
-        "SELECT id, run_id, capture_session_id, ts, COALESCE(length(meta), 0)"
+        "SELECT id, run_id, capture_session_id, ts, COALESCE(length(meta), 0), seq"
         " FROM readings WHERE sensor_id = ? AND id > ? ORDER BY id LIMIT ?",
         (sensor_id, upto, batch_size),
     ).fetchall()
     g = rows
     size = BATCH_OVERHEAD_BYTES
+    numbered = rows[0][5] is not None
     for j, r in enumerate(rows):
         size += READING_OVERHEAD_BYTES + r[4]
-        if (r[1], r[2]) != (run_id, session_id) or (j and size > MAX_BATCH_BYTES):
+        if (
+            (r[1], r[2]) != (run_id, session_id)
+            or (r[5] is not None) != numbered
+            or (j and size > MAX_BATCH_BYTES)
+        ):
             g = rows[:j]
             break
     ts = [r[3] for r in g]
     last = len(g) == len(rows) and len(rows) < batch_size
-    return Group(run_id, session_id, first_id, g[-1][0], len(g), min(ts), max(ts), arrived, last)
+    first_seq, last_seq = g[0][5], g[-1][5]
+    seqs = (
+        (first_seq, last_seq) if numbered and last_seq - first_seq + 1 == len(g) else (None, None)
+    )
+    return Group(
+        run_id, session_id, first_id, g[-1][0], len(g), min(ts), max(ts), arrived, last, *seqs
+    )
 
 
 # -- which readings a batch holds ----------------------------------------------------------------
@@ -241,8 +263,10 @@ def batch_readings(
     return b, rows
 
 
-def body(c: sqlite3.Connection, batch_id: str) -> dict[str, Any]:
-    """The JSON body of a sealed batch; the same bytes every time it is sent."""
+def body(c: sqlite3.Connection, batch_id: str, epoch: str | None = None) -> dict[str, Any]:
+    """The JSON body of a sealed batch; the same bytes every time it is sent. With ``epoch``
+    (the buffer's id) it carries its readings' sequence numbers as ranges (``seq``)."""
+    ranges = seq_ranges(c, batch_id) if epoch is not None else None
     b, rows = batch_readings(c, batch_id, "ts, raw_value, meta")
     # one comprehension: a loop appending to a list cost half as much again, on the
     # buffer's thread, for every batch sent
@@ -252,7 +276,45 @@ def body(c: sqlite3.Connection, batch_id: str) -> dict[str, Any]:
         else {"timestamp": ts, "raw_value": raw, "meta": json.loads(meta)}
         for ts, raw, meta in rows
     ]
-    return {"sensor_id": b[0], "run_id": b[1], "capture_session_id": b[2], "readings": readings}
+    out: dict[str, Any] = {
+        "sensor_id": b[0],
+        "run_id": b[1],
+        "capture_session_id": b[2],
+        "readings": readings,
+    }
+    if ranges:
+        out["seq"] = {"epoch": epoch, "ranges": ranges}
+    return out
+
+
+def seq_ranges(c: sqlite3.Connection, batch_id: str) -> list[list[int]] | None:
+    """The batch's sequence numbers as ascending ``[first, last]`` ranges, in the order of its
+    readings; None when its readings are pre-sequence (see
+    :func:`edge.buffer.schema.sequence_numbers`). The common case from the batch row alone:
+    a batch whose ``count`` readings span ``count`` numbers is exactly that range."""
+    row = c.execute(
+        "SELECT seq_first, seq_last, count FROM batches WHERE id = ?", (batch_id,)
+    ).fetchone()
+    if row is None:
+        raise KeyError(batch_id)
+    first, last, count = row
+    if first is not None and last - first + 1 == count:
+        return [[first, last]]
+    _, seqs = batch_readings(c, batch_id, "seq")  # split, explicit: rare
+    if not seqs or any(s[0] is None for s in seqs):
+        return None
+    return to_ranges(s[0] for s in seqs)
+
+
+def to_ranges(numbers: Any) -> list[list[int]]:
+    """Ascending numbers as ``[first, last]`` ranges of consecutive ones."""
+    out: list[list[int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
 
 
 # -- what the cloud answered ---------------------------------------------------------------------

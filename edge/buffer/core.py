@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from edge.buffer import batches, operator, reports, sensors
+from edge.buffer import batches, operator, reports, sensors, sequence
 from edge.buffer.records import INFLIGHT, PENDING, Batch, BufferFull, Write, WriteResult
 from edge.buffer.schema import migrate
 from edge.buffer.writes import commit_writes
@@ -87,6 +87,7 @@ class Buffer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = connect(self.path)
         self._executor: ThreadPoolExecutor | None = None
+        self._edge_id: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -167,9 +168,12 @@ class Buffer:
         return None
 
     def edge_id(self) -> str:
-        """The id made when the buffer was created (see :func:`edge.buffer.schema.edge_id`)."""
-        row = self.conn.execute("SELECT value FROM edge WHERE key = 'edge_id'").fetchone()
-        return str(row[0])
+        """The id made when the buffer was created (see :func:`edge.buffer.schema.edge_id`);
+        also the epoch of its sequence numbers (see :mod:`edge.buffer.sequence`)."""
+        if self._edge_id is None:
+            row = self.conn.execute("SELECT value FROM edge WHERE key = 'edge_id'").fetchone()
+            self._edge_id = str(row[0])
+        return self._edge_id
 
     # -- sensors and bindings --------------------------------------------------------------------
 
@@ -279,7 +283,7 @@ class Buffer:
     def batch_body(self, batch_id: str) -> dict[str, Any]:
         """The JSON body of a sealed batch; the same bytes every time it is sent."""
         with self.snapshot() as c:
-            return batches.body(c, batch_id)
+            return batches.body(c, batch_id, self.edge_id())
 
     def mark_inflight(self, batch_id: str) -> None:
         with self.tx() as c:
@@ -365,6 +369,12 @@ class Buffer:
                 "dead_letters": reports.open_dead_letters(c),
                 "sensors": reports.per_sensor(c, rate_window_s),
             }
+
+    def sequence_report(self) -> dict[str, dict[str, Any]]:
+        """Each sensor's sequence numbers: captured, waiting, dead-lettered (see
+        :mod:`edge.buffer.sequence`), by sensor id."""
+        with self.snapshot() as c:
+            return sequence.report(c, self.edge_id())
 
     def unsent_batches(self) -> int:
         return reports.unsent_batches(self.conn)

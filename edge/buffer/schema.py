@@ -148,6 +148,27 @@ def ranged_batches(c: sqlite3.Connection) -> None:
     )
 
 
+def sequence_numbers(c: sqlite3.Connection) -> None:
+    """Per-sensor sequence numbers (see :mod:`edge.buffer.sequence`). The readings already in
+    the file stay without one (``seq`` NULL, "pre-sequence"): some of them may have reached
+    the cloud already, unnumbered, and numbering them now would make the cloud's accounting
+    count them as missing. They are sent as before and counted by the cloud as arrived
+    without edge accounting; every reading committed from here on gets a number, from 1."""
+    if "seq" not in _columns(c, "readings"):
+        c.execute("ALTER TABLE readings ADD COLUMN seq INTEGER")
+    if "seq" not in _columns(c, "sensors"):
+        c.execute("ALTER TABLE sensors ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    if "seq_first" not in _columns(c, "batches"):
+        c.execute("ALTER TABLE batches ADD COLUMN seq_first INTEGER")
+        c.execute("ALTER TABLE batches ADD COLUMN seq_last INTEGER")
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS seq_sessions (sensor_id TEXT NOT NULL,"
+        " run_id TEXT NOT NULL, capture_session_id TEXT NOT NULL,"
+        " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+        " PRIMARY KEY (sensor_id, first_seq))"
+    )
+
+
 def tables_and_unacked_inbox(c: sqlite3.Connection) -> None:
     tables(c)
     unacked_inbox(c)
@@ -163,6 +184,7 @@ class Migration(NamedTuple):
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("tables_and_unacked_inbox", tables_and_unacked_inbox),
     Migration("ranged_batches", ranged_batches),
+    Migration("sequence_numbers", sequence_numbers),
 )
 #: the version this code writes
 SCHEME = len(MIGRATIONS)

@@ -20,8 +20,9 @@ from edge.buffer.records import (
     show,
 )
 
-#: a reading row as inserted, without its id: sensor, run, session, ts, raw_value, meta, arrived
-Row = tuple[str, str, str, str, float, str | None, float]
+#: a reading row as inserted, without its id: sensor, run, session, ts, raw_value, meta,
+#: arrived, seq
+Row = tuple[str, str, str, str, float, str | None, float, int]
 
 
 def commit_writes(
@@ -38,6 +39,7 @@ def commit_writes(
         r[0]: (r[1], r[2])
         for r in c.execute("SELECT sensor_id, run_id, capture_session_id FROM sensors")
     }
+    seqs = SeqCounter(c)
     # Rows of all writes go in with one statement per table (in write order, so ids keep
     # arrival order): per-write statements cost more than the rows under load.
     rows: list[Row] = []
@@ -52,16 +54,17 @@ def commit_writes(
             continue
         before, dead_before = len(rows), len(dead)
         dead += w.dead
-        _rows(w.readings, bindings, now, rows, dead)
+        _rows(w.readings, bindings, now, rows, dead, seqs)
         if w.delivery is not None:
             inbox.record(w.delivery, now)
         results.append(WriteResult(len(rows) - before, len(dead) - dead_before))
     first = next_reading_id(c)
     c.executemany(
         "INSERT INTO readings (id, sensor_id, run_id, capture_session_id, ts, raw_value,"
-        " meta, arrived) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " meta, arrived, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(first + k, *row) for k, row in enumerate(rows)],
     )
+    seqs.store(bindings)
     insert_dead_letters(c, dead, now)
     inbox.flush()
     return results
@@ -73,8 +76,11 @@ def _rows(
     now: float,
     rows: list[Row],
     dead: list[DeadLetter],
+    seqs: SeqCounter,
 ) -> None:
-    """Each reading as a row stamped with its sensor's binding, or as a dead letter."""
+    """Each reading as a row stamped with its sensor's binding and its next sequence number,
+    or as a dead letter (which takes no number: it was never captured into the buffer)."""
+    top = seqs.top
     for r in readings:
         bound = bindings.get(r.sensor_id)
         if bound is None:
@@ -86,7 +92,52 @@ def _rows(
             # what the cloud would refuse (422 for the whole batch) stops here
             dead.append(DeadLetter("reading", str(exc), sensor_id=r.sensor_id, payload=show(r)))
             continue
-        rows.append((r.sensor_id, bound[0], bound[1], ts, raw, meta, now))
+        seq = top[r.sensor_id] = top[r.sensor_id] + 1
+        rows.append((r.sensor_id, bound[0], bound[1], ts, raw, meta, now, seq))
+
+
+class SeqCounter:
+    """Each sensor's last sequence number, advanced reading by reading in this commit and
+    written back with it (see :mod:`edge.buffer.sequence`): a number is never given twice,
+    since the counter and the readings commit together or not at all."""
+
+    __slots__ = ("_c", "before", "top")
+
+    def __init__(self, c: sqlite3.Connection) -> None:
+        self._c = c
+        self.before = dict(c.execute("SELECT sensor_id, seq FROM sensors").fetchall())
+        self.top = dict(self.before)
+
+    def store(self, bindings: dict[str, tuple[str, str]]) -> None:
+        moved = [
+            (sid, top, self.before[sid]) for sid, top in self.top.items() if top != self.before[sid]
+        ]
+        if not moved:
+            return
+        self._c.executemany(
+            "UPDATE sensors SET seq = ? WHERE sensor_id = ?", [(top, sid) for sid, top, _ in moved]
+        )
+        for sid, top, before in moved:
+            extend_session(self._c, sid, bindings[sid], before + 1, top)
+
+
+def extend_session(
+    c: sqlite3.Connection, sensor_id: str, binding: tuple[str, str], first: int, last: int
+) -> None:
+    """Record that the sensor's numbers ``first``..``last`` went to ``binding`` (run, session):
+    the sensor's last segment grows when it has that binding, else a new one starts. What the
+    heartbeat reports as captured per capture session, long after the readings are pruned."""
+    grown = c.execute(
+        "UPDATE seq_sessions SET last_seq = ? WHERE sensor_id = ? AND last_seq = ?"
+        " AND run_id = ? AND capture_session_id = ?",
+        (last, sensor_id, first - 1, *binding),
+    )
+    if grown.rowcount == 0:
+        c.execute(
+            "INSERT INTO seq_sessions (sensor_id, run_id, capture_session_id, first_seq,"
+            " last_seq) VALUES (?, ?, ?, ?, ?)",
+            (sensor_id, *binding, first, last),
+        )
 
 
 def next_reading_id(c: sqlite3.Connection) -> int:

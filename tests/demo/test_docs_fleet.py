@@ -52,6 +52,8 @@ def test_every_bash_block_of_the_fleet_page_runs(cloud: CloudServer, tmp_path: P
     assert re.search(r'^benchlink_edge_health\{rule="edge_silent"\} [01]\.0$', out, re.MULTILINE)
     assert re.search(r"^health: (.* )?edge_silent", out, re.MULTILINE), out
     assert re.search(r"^edge.health_started edge_silent furnace-bench [\d.]+ > 3", out, re.M), out
+    # completeness: numbers 1-3 and 6 arrived, two readings without numbers, 4-5 missing
+    assert "arrived 4, without edge accounting 2, gap 4-5" in out, out
 
 
 def test_the_page_names_what_it_documents() -> None:
@@ -67,6 +69,7 @@ def test_the_page_names_what_it_documents() -> None:
         "expected_interval_s",
         "benchlink_edge_health",
         "device_skew_ms",
+        "/completeness",
     ):
         assert thing in text, thing
     assert (DOC.parent / "img" / "portal-devices.png").is_file()

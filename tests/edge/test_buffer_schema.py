@@ -41,7 +41,7 @@ def test_a_buffer_written_by_the_previous_release_goes_on_where_it_was(tmp_path:
     (packet id 7, connection c1) and a dead-lettered payload."""
     path = tmp_path / "buffer.db"
     shutil.copy(FIXTURES / "buffer_scheme2.db", path)
-    assert _version(path) == SCHEME == 2
+    assert _version(path) == 2 and SCHEME == 3
     buf = Buffer(path)
     try:
         assert buf.edge_id() == "bc620de9-bb47-404c-b0d3-71f29131b683"
@@ -66,6 +66,16 @@ def test_a_buffer_written_by_the_previous_release_goes_on_where_it_was(tmp_path:
         assert not isinstance(res, Exception) and res.duplicate
         assert buf.retry_dead(sensor_id=B) == 1
         assert [values for _, values in _send_all(buf, B)] == [[0.0, 1.0]]
+        # the readings that were in the file are pre-sequence (sent without numbers); the
+        # first one committed after the upgrade is its sensor's number 1
+        assert buf.conn.execute(
+            "SELECT COUNT(*) FROM readings WHERE seq IS NOT NULL"
+        ).fetchone() == (0,)
+        buf.commit([Write([NewReading(A, T0, 20.0), NewReading(A, T0, 21.0)])])
+        assert buf.seal(A, 10) == 1
+        b = buf.next_batch(A)
+        assert b is not None
+        assert buf.batch_body(b.id)["seq"] == {"epoch": buf.edge_id(), "ranges": [[1, 2]]}
     finally:
         buf.close()
     assert _version(path) == SCHEME
@@ -128,5 +138,5 @@ def test_a_file_of_the_current_version_without_an_edge_id_gets_one(tmp_path: Pat
 
 def test_migrations_are_named_and_numbered_in_order() -> None:
     names = [m.name for m in schema.MIGRATIONS]
-    assert names == ["tables_and_unacked_inbox", "ranged_batches"]
+    assert names == ["tables_and_unacked_inbox", "ranged_batches", "sequence_numbers"]
     assert len(set(names)) == len(names) and len(names) == SCHEME

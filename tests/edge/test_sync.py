@@ -344,3 +344,50 @@ async def test_the_send_loop_prepares_ahead_but_posts_in_order_once_each(
     assert states == [("synced",)]
     closing = [i for i, r in enumerate(cloud.requests) if r.headers.get("Connection") == "close"]
     assert len(closing) >= 2
+
+
+async def test_a_cloud_older_than_sequence_numbers_gets_the_batch_without_them(
+    buffer: Buffer, sensor: str
+) -> None:
+    """Such a cloud refuses the unknown ``seq`` field (422, stored nothing): the batch goes
+    again at once without it, instead of being dead-lettered; an edge upgraded before its
+    cloud loses nothing."""
+    cloud = FakeCloud()
+
+    def old_cloud(request: httpx.Request) -> httpx.Response | None:
+        if "seq" not in json.loads(request.content):
+            return None
+        body = {
+            "type": "https://benchlink.dev/problems/invalid-input",
+            "title": "Invalid input",
+            "status": 422,
+            "detail": "seq: Extra inputs are not permitted",
+            "errors": [{"field": "seq", "reason": "Extra inputs are not permitted"}],
+        }
+        return httpx.Response(422, json=body, headers={"Content-Type": PROBLEM})
+
+    cloud.faults += [old_cloud] * 4
+    fill(buffer, sensor, 6)
+    assert await drain(syncer(buffer, sensor, cloud)) == ["synced", "synced"]
+    assert cloud.values() == [float(i) for i in range(6)]
+    sent = [json.loads(r.content) for r in cloud.requests]
+    assert ["seq" in b for b in sent] == [True, False, True, False]
+    assert buffer.dead_letters() == []
+
+
+async def test_a_refusal_of_the_sequence_ranges_themselves_is_not_resent(
+    buffer: Buffer, sensor: str
+) -> None:
+    """A cloud that knows the field and refuses its value: dead-lettered like any 422."""
+    cloud = FakeCloud()
+    body = {
+        "type": "https://benchlink.dev/problems/invalid-input",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": "seq: ranges: the ranges hold 2 numbers for 3 readings",
+        "errors": [{"field": "seq", "reason": "ranges: the ranges hold 2 numbers for 3 readings"}],
+    }
+    cloud.faults.append(lambda r: httpx.Response(422, json=body, headers={"Content-Type": PROBLEM}))
+    fill(buffer, sensor, 3)
+    assert await drain(syncer(buffer, sensor, cloud)) == ["dead"]
+    assert len(cloud.requests) == 1

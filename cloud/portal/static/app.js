@@ -348,6 +348,7 @@ async function viewRun(view, runId) {
 
   const sessionBar = h("div", { class: "sessions", id: "sessions" });
   const sessionTools = h("span", { class: "head-tools", id: "session-tools" });
+  const completenessBox = h("ul", { class: "completeness", id: "completeness" });
   const telemetry = h("div", { id: "telemetry" });
   const liveState = h("span", { class: "live-dot off", id: "live-state" }, "○ not live");
   const metricsBox = h("div", { id: "metrics" });
@@ -370,7 +371,7 @@ async function viewRun(view, runId) {
       exportControl(run),
       runActions(run, exp),
     ),
-    h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions"), sessionTools), sessionBar),
+    h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions"), sessionTools), sessionBar, completenessBox),
     h("div", { class: "grid" },
       h("div", {},
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), h("span", { class: "head-tools" }, annotateBtn, liveState)), notes.hint, notes.form, telemetry),
@@ -389,6 +390,9 @@ async function viewRun(view, runId) {
     }, h("strong", {}, `#${s.ordinal_number} `), badge(s.status),
       h("span", { class: "when" }, `${fmtTime(s.started_at)} → ${s.stopped_at ? fmtTime(s.stopped_at) : "now"}`))) : [h("span", { class: "muted" }, "No capture sessions yet.")]));
   }
+  function drawCompleteness() {
+    showCompleteness(completenessBox, runId, sessions).catch((e) => completenessBox.replaceChildren(h("li", {}, errorPanel(e))));
+  }
   function openSession() {
     if (sessionScope) sessionScope();
     telemetry.replaceChildren();
@@ -396,6 +400,7 @@ async function viewRun(view, runId) {
     sessionScope = showTelemetry(telemetry, liveState, current, sensors, notes);
   }
   drawSessions();
+  drawCompleteness();
   openSession();
   notes.load().catch((e) => notesList.replaceChildren(h("li", {}, errorPanel(e))));
   onCleanup(() => sessionScope && sessionScope());
@@ -409,10 +414,38 @@ async function viewRun(view, runId) {
       sessions.splice(0, sessions.length, ...fresh);
       if (current) current = sessions.find((s) => s.id === current.id) || current;
       drawSessions();
+      drawCompleteness();
       $("#run-status").replaceChildren(badge(r.status));
     }
   });
   onCleanup(stopJournal);
+}
+
+// Each session's proof of completeness, one line each (GET /runs/{id}/completeness).
+const fmtCount = (n) => n.toLocaleString("en-US");
+
+function completenessLine(c) {
+  const parts = [
+    c.captured == null ? "captured unknown (no edge report)" : `${fmtCount(c.captured)} captured`,
+    `${fmtCount(c.arrived)} arrived`,
+    `${fmtCount(c.waiting)} on their way`,
+  ];
+  if (c.dead_lettered) parts.push(`${fmtCount(c.dead_lettered)} dead-lettered`);
+  parts.push(c.unaccounted == null ? "unaccounted unknown" : `${fmtCount(c.unaccounted)} unaccounted`);
+  if (c.arrived_without_edge_accounting) parts.push(`${fmtCount(c.arrived_without_edge_accounting)} without edge accounting`);
+  return parts.join(" · ");
+}
+
+async function showCompleteness(box, runId, sessions) {
+  const answer = await api(`/api/v1/runs/${runId}/completeness`);
+  const ordinal = new Map(sessions.map((s) => [s.id, s.ordinal_number]));
+  box.replaceChildren(...answer.sessions.map((c) => {
+    const bad = c.unaccounted ? " bad" : c.unaccounted === 0 && !c.waiting ? " good" : "";
+    const reasons = Object.entries(c.dead_lettered_by_reason || {}).map(([r, n]) => `${fmtCount(n)}: ${r}`).join("; ");
+    const gaps = (c.gaps || []).map((g) => `${g.first}–${g.last}`).join(", ");
+    return h("li", { class: `completeness-line${bad}`, dataset: { sessionId: c.capture_session_id }, title: [c.note, reasons && `dead-lettered ${reasons}`, gaps && `gaps (sequence numbers): ${gaps}`].filter(Boolean).join("\n") },
+      h("strong", {}, `#${ordinal.get(c.capture_session_id) ?? "?"} `), completenessLine(c));
+  }));
 }
 
 function showTelemetry(box, liveState, session, sensors, notes) {

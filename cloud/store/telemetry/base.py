@@ -37,6 +37,7 @@ COLUMNS = (
     "profile_version",
     "late",
     "meta",
+    "seq",
 )
 #: The unique index behind one reading per timestamp and sensor (migration 0006).
 ONE_PER_TIMESTAMP_INDEX = "ux_telemetry_sensor_ts"
@@ -67,6 +68,8 @@ class StoredBatch:
     raw_values: list[float]
     values: list[float]
     metas: list[dict[str, Any] | None]
+    #: the edge's sequence number of each reading; None for a batch sent without
+    seqs: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.stamps_us)
@@ -80,6 +83,7 @@ class StoredBatch:
             raw_values=[self.raw_values[k] for k in keep],
             values=[self.values[k] for k in keep],
             metas=[self.metas[k] for k in keep],
+            seqs=None if self.seqs is None else [self.seqs[k] for k in keep],
         )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -93,10 +97,11 @@ class StoredBatch:
             "profile_version": self.profile_version,
             "late": self.late,
         }
+        seqs = self.seqs if self.seqs is not None else [None] * len(self.timestamps)
         return [
-            {**shared, "ts": ts, "raw_value": raw, "value": value, "meta": meta}
-            for ts, raw, value, meta in zip(
-                self.timestamps, self.raw_values, self.values, self.metas, strict=True
+            {**shared, "ts": ts, "raw_value": raw, "value": value, "meta": meta, "seq": seq}
+            for ts, raw, value, meta, seq in zip(
+                self.timestamps, self.raw_values, self.values, self.metas, seqs, strict=True
             )
         ]
 

@@ -3,6 +3,7 @@ in one upsert, chart buckets aggregated in the database, live read-back through 
 
 from __future__ import annotations
 
+import itertools
 import struct
 import uuid
 from collections.abc import Sequence
@@ -48,7 +49,7 @@ from common.reading import ENCODER
 #: PostgreSQL types of :data:`COLUMNS`, for binary COPY.
 COPY_TYPES = [
     "uuid", "uuid", "uuid", "uuid", "int8", "timestamptz", "float8", "float8", "text", "bool",
-    "jsonb",
+    "jsonb", "int8",
 ]  # fmt: skip
 _COPY = f"COPY telemetry_readings ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 #: PostgreSQL's binary COPY framing (see "Binary Format" in the COPY documentation).
@@ -59,6 +60,8 @@ _COPY_NULL = b"\xff\xff\xff\xff"
 _PG_EPOCH_US = utctime.micros(datetime(2000, 1, 1, tzinfo=UTC))
 #: The three columns that vary per reading, each with its length: ts, raw_value, value.
 _VARYING = struct.Struct(">iqidid")
+#: a reading's sequence number, with its length
+_SEQ = struct.Struct(">iq")
 
 _READINGS = cast(Table, models.TelemetryReading.__table__)
 _BATCHES = cast(Table, models.TelemetryBatch.__table__)
@@ -117,15 +120,21 @@ def copy_data(rows: StoredBatch) -> bytes:
     pack = _VARYING.pack
     parts = [_COPY_SIGNATURE]
     append = parts.append
-    for us, raw, value, meta in zip(
-        rows.stamps_us, rows.raw_values, rows.values, rows.metas, strict=True
+    # seq, the last column: NULL for the whole batch, or each reading's own number
+    seqs: Any = rows.seqs
+    if seqs is None:
+        seqs = itertools.repeat(_COPY_NULL, len(rows.stamps_us))
+    else:
+        seqs = [_SEQ.pack(8, n) for n in seqs]
+    for us, raw, value, meta, seq in zip(
+        rows.stamps_us, rows.raw_values, rows.values, rows.metas, seqs, strict=True
     ):
         row = head + pack(8, us - _PG_EPOCH_US, 8, raw, 8, value)
         if meta is None:
-            append(row + tail_null)
+            append(row + tail_null + seq)
         else:
             doc = ENCODER.encode(meta)  # jsonb's binary form: version 1, then the JSON text
-            append(row + tail + struct.pack(">ib", len(doc) + 1, 1) + doc)
+            append(row + tail + struct.pack(">ib", len(doc) + 1, 1) + doc + seq)
     append(_COPY_TRAILER)
     return b"".join(parts)
 
