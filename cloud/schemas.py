@@ -158,6 +158,8 @@ class SensorPatch(In):
     #: The name of the profile version a unit change makes (default: the current one's name
     #: with its trailing number raised, v1 -> v2).
     profile_version: str | None = Field(default=None, min_length=1, max_length=64)
+    #: From when that version converts (default: now), as in ``PUT .../conversion-profile``.
+    effective_from: ReadingTimestamp | None = None
 
 
 class SensorOut(Out):

@@ -73,7 +73,8 @@ def patch_sensor(
     sensor_id: uuid.UUID, body: SensorPatch, db: DbSession, caller: Editor
 ) -> SensorOut:
     """Change a sensor. A new ``input_unit`` or ``display_unit`` makes a new profile version
-    (named ``profile_version``, else the next one: v1 -> v2) with the same conversion."""
+    (named ``profile_version``, else the next one: v1 -> v2) with the same conversion,
+    effective from ``effective_from`` (default: now) as with ``PUT .../conversion-profile``."""
     return sensors.to_out(db, sensors.patch(db, caller, sensor_id, body))
 
 

@@ -217,6 +217,7 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     new_version = changes.pop("profile_version", None)
+    effective_from = changes.pop("effective_from", None)
     if "name" in changes:
         _unique_name(db, caller.project_id, changes["name"], but=sensor.id)
     for unit in ("input_unit", "display_unit"):
@@ -225,12 +226,13 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
             if changes[unit] == getattr(sensor, unit):
                 del changes[unit]
     unit_changes = {k: v for k, v in changes.items() if k in ("input_unit", "display_unit")}
-    if new_version is not None and not unit_changes:
-        raise invalid(
-            "profile_version",
-            "names the profile version a change of input_unit or display_unit makes; "
-            "this request changes no unit",
-        )
+    for field, given in (("profile_version", new_version), ("effective_from", effective_from)):
+        if given is not None and not unit_changes:
+            raise invalid(
+                field,
+                "is for the profile version a change of input_unit or display_unit makes; "
+                "this request changes no unit",
+            )
     for key, value in changes.items():
         if key not in unit_changes:
             setattr(sensor, key, value)
@@ -254,7 +256,7 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
             input_unit=unit_changes.get("input_unit", sensor.input_unit),
             display_unit=unit_changes.get("display_unit", sensor.display_unit),
             at="profile_version" if new_version else "",
-            effective_from=None,
+            effective_from=effective_from,
         )
     return sensor
 

@@ -255,3 +255,22 @@ def test_new_readings_before_a_copy_in_a_batch_are_counted(api: Api) -> None:
     assert r.status_code == 202, r.text
     assert (r.json()["accepted"], r.json()["duplicate"]) == (2, 1)
     assert len(stored(api, owner, ids)) == 3
+
+
+def test_a_unit_change_takes_effect_from_a_time_too(api: Api) -> None:
+    owner = api.project()
+    ids = api.stack(owner)
+    sid, h = ids["sensor_id"], owner.headers()
+    body = {"display_unit": "K", "effective_from": at(5).isoformat()}
+    r = api.patch(f"/api/v1/sensors/{sid}", body, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json()["conversion_profile"]["effective_from"] == "2024-03-01T12:05:00Z"
+    assert api.ingest(ids, readings(4, 6)).status_code == 202
+    assert [v for _, v in sorted(stored(api, owner, ids).values())] == ["v1", "v2"]
+    # Only with a unit change; never before the current version's.
+    r = api.patch(
+        f"/api/v1/sensors/{sid}", {"name": "x", "effective_from": at(9).isoformat()}, headers=h
+    )
+    assert_problem(r, 422, "effective_from")
+    body = {"display_unit": "°F", "effective_from": at(1).isoformat()}
+    assert_problem(api.patch(f"/api/v1/sensors/{sid}", body, headers=h), 409, "effective_from")
