@@ -274,3 +274,21 @@ def test_a_unit_change_takes_effect_from_a_time_too(api: Api) -> None:
     assert_problem(r, 422, "effective_from")
     body = {"display_unit": "°F", "effective_from": at(1).isoformat()}
     assert_problem(api.patch(f"/api/v1/sensors/{sid}", body, headers=h), 409, "effective_from")
+
+
+def test_each_part_of_a_split_batch_is_published_with_its_version_and_unit(api: Api) -> None:
+    """The live stream (an ingest listener) gets one batch per version, after the commit."""
+    got: list[Any] = []
+    api.c.app.state.ingest_listeners.append(got.append)  # type: ignore[attr-defined]
+    owner = api.project()
+    ids = api.stack(owner)
+    body = {**V2, "display_unit": "K", "payload": {"a": 1.0, "b": 273.15}}
+    set_version(api, owner, ids["sensor_id"], body, at(5))
+    assert api.ingest(ids, readings(6, 4, 7)).status_code == 202
+    parts = sorted(got, key=lambda b: b.first_ts)
+    assert [(b.profile_version, b.display_unit, len(b.rows)) for b in parts] == [
+        ("v1", "°C", 1),
+        ("v2", "K", 2),
+    ]
+    assert len({b.batch_id for b in parts}) == 2
+    assert parts[1].rows.values == [16.0 + 273.15, 17.0 + 273.15]
