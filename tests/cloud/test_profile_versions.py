@@ -9,13 +9,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from tests.cloud.conftest import Api, Identity, assert_problem
+from cloud.db import models
+from cloud.db.engine import make_engine
+from cloud.migrate import downgrade, upgrade
+from tests.cloud.conftest import Api, Identity, assert_problem, make_client
 
 #: The middle of a session that started at conftest's LONG_AGO.
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 V1 = {"version": "v1", "kind": "linear", "payload": {"a": 2.0, "b": 1.0}}  # the stack's
 V2 = {"version": "v2", "kind": "linear", "payload": {"a": 3.0, "b": -5.0}}
+P = models.SensorProfile
 
 
 def at(minutes: float) -> datetime:
@@ -292,3 +297,31 @@ def test_each_part_of_a_split_batch_is_published_with_its_version_and_unit(api: 
     ]
     assert len({b.batch_id for b in parts}) == 2
     assert parts[1].rows.values == [16.0 + 273.15, 17.0 + 273.15]
+
+
+def test_the_migration_gives_existing_versions_their_effective_times(database_url: str) -> None:
+    """Upgrading to 0012: a sensor's first version from the epoch, each later one from when
+    it was set; downgrading and upgrading again is clean."""
+    with make_client(database_url) as client:
+        api = Api(client)
+        owner = api.project()
+        first, _ = api.sensor(owner)
+        second, _ = api.sensor(owner)
+        for v in ("v2", "v3"):
+            set_version(api, owner, first, {**V2, "version": v}, None)
+    downgrade(database_url, "0011")
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(P.sensor_id, P.version, P.created_at, P.effective_from).order_by(P.id)
+            ).all()
+    finally:
+        engine.dispose()
+    got = {(str(s), v): (created, effective) for s, v, created, effective in rows}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert got[(first, "v1")][1] == epoch and got[(second, "v1")][1] == epoch
+    for v in ("v2", "v3"):
+        created, effective = got[(first, v)]
+        assert effective == created
