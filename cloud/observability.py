@@ -62,8 +62,8 @@ class Stats:
             return
         self.batches.labels("stored").inc()
         self.duplicate_readings.inc(ingested.answer.duplicate)
-        if ingested.published is not None:
-            self.readings.inc(len(ingested.published.rows))
+        for published in ingested.publications():
+            self.readings.inc(len(published.rows))
 
 
 class EdgeHealth(Collector):

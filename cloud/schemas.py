@@ -10,7 +10,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from common import units
-from common.wire import JsonObject, UtcDatetime
+from common.wire import JsonObject, ReadingTimestamp, UtcDatetime
 
 T = TypeVar("T")
 
@@ -122,6 +122,9 @@ class ProfileChange(ProfileIn):
 
     input_unit: str | None = Field(default=None, min_length=1, max_length=32)
     display_unit: str | None = Field(default=None, min_length=1, max_length=32)
+    #: Readings stamped from then on convert with this version (default: now). Not before
+    #: the current version's, not in the future.
+    effective_from: ReadingTimestamp | None = None
 
 
 class ProfileOut(Out):
@@ -132,6 +135,10 @@ class ProfileOut(Out):
     input_unit: str
     display_unit: str
     created_at: datetime
+    #: Readings stamped from then on convert with this version, until the next one's.
+    effective_from: datetime
+    #: The user who set it (None: a service or a version from before users were recorded).
+    created_by: uuid.UUID | None = None
 
 
 #: a sensor's expected reading interval: from a millisecond to a week
@@ -160,6 +167,8 @@ class SensorPatch(In):
     profile_version: str | None = Field(default=None, min_length=1, max_length=64)
     #: null clears it
     expected_interval_s: ExpectedInterval = None
+    #: From when that version converts (default: now), as in ``PUT .../conversion-profile``.
+    effective_from: ReadingTimestamp | None = None
 
 
 class SensorOut(Out):
@@ -181,6 +190,15 @@ class SensorOut(Out):
     @property
     def sensor_id(self) -> uuid.UUID:
         return self.id
+
+
+class ProfileChangeOut(SensorOut):
+    """The sensor with its new current version."""
+
+    #: Stored readings stamped at or after the new version's ``effective_from``: they keep
+    #: the values an earlier version gave them when they arrived (nothing stored is ever
+    #: re-derived by setting a version; that is reprocessing, a separate step).
+    readings_to_reprocess: int
 
 
 class SensorWithToken(BaseModel):

@@ -127,6 +127,10 @@ class SensorProfile(Base):
     display_unit: Mapped[str] = mapped_column(String(32), server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: Readings stamped from this instant on convert with this version, until the next
+    #: version's (migration 0012). A sensor's first version is effective from the Unix
+    #: epoch: every reading has a version. Later ones only ever start after the one before.
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Experiment(Base):
@@ -226,6 +230,13 @@ class TelemetryBatch(Base):
             postgresql_where=text("rollup_level > 0"),
             sqlite_where=text("rollup_level > 0"),
         ),
+        # The parts of a request split between profile versions (migration 0012): few rows.
+        Index(
+            "ix_telemetry_batches_request",
+            "request_batch_id",
+            postgresql_where=text("request_batch_id IS NOT NULL"),
+            sqlite_where=text("request_batch_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -244,6 +255,11 @@ class TelemetryBatch(Base):
     #: The finest level of :class:`TelemetryRollup` that includes this batch's readings
     #: (coarser ones do too); ``telemetry_rollup.NOT_ROLLED`` (7): none.
     rollup_level: Mapped[int] = mapped_column(SmallInteger, server_default="7")
+    #: A request whose readings fall under several profile versions is stored as one batch
+    #: per version (migration 0012); each of them, the one holding the Idempotency-Key too,
+    #: names that one's id here, so a retry is answered for the whole request. NULL: the
+    #: request is this batch alone (the common case).
+    request_batch_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class TelemetryRollup(Base):

@@ -11,6 +11,7 @@ from cloud.middleware import SECRET_FIELDS_KEY
 from cloud.schemas import (
     Page,
     ProfileChange,
+    ProfileChangeOut,
     ProfileOut,
     SensorIn,
     SensorOut,
@@ -72,7 +73,8 @@ def patch_sensor(
     sensor_id: uuid.UUID, body: SensorPatch, db: DbSession, caller: Editor
 ) -> SensorOut:
     """Change a sensor. A new ``input_unit`` or ``display_unit`` makes a new profile version
-    (named ``profile_version``, else the next one: v1 -> v2) with the same conversion."""
+    (named ``profile_version``, else the next one: v1 -> v2) with the same conversion,
+    effective from ``effective_from`` (default: now) as with ``PUT .../conversion-profile``."""
     return sensors.to_out(db, sensors.patch(db, caller, sensor_id, body))
 
 
@@ -91,10 +93,16 @@ def revoke_token(sensor_id: uuid.UUID, db: DbSession, caller: Owner) -> SensorOu
 @router.put("/{sensor_id}/conversion-profile")
 def set_conversion_profile(
     sensor_id: uuid.UUID, body: ProfileChange, db: DbSession, caller: Editor
-) -> SensorOut:
+) -> ProfileChangeOut:
     """Add a new profile version and make it current; earlier versions are kept. Its units
-    are the sensor's unless ``input_unit`` / ``display_unit`` say others."""
-    return sensors.to_out(db, sensors.set_profile(db, caller, sensor_id, body))
+    are the sensor's unless ``input_unit`` / ``display_unit`` say others.
+
+    It converts the readings stamped from ``effective_from`` (default: now; not before the
+    current version's, not in the future) as they arrive, late ones too. Readings already
+    stored keep their values: ``readings_to_reprocess`` counts those stamped from then on."""
+    sensor, stored = sensors.set_profile(db, caller, sensor_id, body)
+    out = sensors.to_out(db, sensor)
+    return ProfileChangeOut(**out.model_dump(), readings_to_reprocess=stored)
 
 
 @router.get("/{sensor_id}/conversion-profiles")
@@ -106,6 +114,7 @@ def list_conversion_profiles(
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[ProfileOut]:
-    """The sensor's profile versions in the order they were set (the current one last)."""
+    """The sensor's profile versions in the order they were set (the current one last), each
+    with ``effective_from``: it converts the readings stamped from then to the next one's."""
     rows, nxt = sensors.profiles(db, caller, sensor_id, kind=kind, limit=limit, cursor=cursor)
     return Page(items=[ProfileOut.model_validate(p) for p in rows], next_cursor=nxt)

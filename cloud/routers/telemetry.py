@@ -81,8 +81,9 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         # took two more thread hops per request, which small live batches feel.
         with contextmanager(transaction)(request.app.state.sessionmaker) as db:
             done = telemetry.ingest(db, token, batch, key, tolerance, skew)
-            published = done.published
-            if published is not None:  # new readings only: copies are not broadcast again
+            # New readings only: copies are not broadcast again. A request split between
+            # profile versions publishes one batch per version.
+            for published in done.publications():
                 for tx_listener in tx_listeners:  # e.g. the live NOTIFY, sent at the commit
                     tx_listener(db, published)
                 for listener in listeners:

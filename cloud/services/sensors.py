@@ -3,8 +3,9 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
@@ -29,6 +30,8 @@ from common import units
 from common.profiles import ProfileError, UnitMismatch, build_converter
 
 TOKEN_PREFIX = "bls_"
+#: A sensor's first profile version is effective from here: every reading has a version.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def token_refused(token: str | None) -> Unauthenticated:
@@ -126,7 +129,7 @@ def register(db: Session, caller: Principal, body: SensorIn) -> tuple[models.Sen
     token = tokens.issue(sensor, TOKEN_PREFIX)
     db.add(sensor)
     db.flush()
-    _add_profile(db, sensor, body.conversion_profile, caller)
+    _add_profile(db, sensor, body.conversion_profile, caller, EPOCH)
     journal.record(
         db,
         "sensor.registered",
@@ -150,7 +153,13 @@ def _unique_name(
         raise Conflict(f"a sensor named {name!r} already exists in this project")
 
 
-def _add_profile(db: Session, sensor: models.Sensor, profile: ProfileIn, caller: Principal) -> None:
+def _add_profile(
+    db: Session,
+    sensor: models.Sensor,
+    profile: ProfileIn,
+    caller: Principal,
+    effective_from: datetime,
+) -> None:
     """Store ``profile`` with the sensor's units as they are now."""
     db.add(
         models.SensorProfile(
@@ -161,6 +170,7 @@ def _add_profile(db: Session, sensor: models.Sensor, profile: ProfileIn, caller:
             input_unit=sensor.input_unit,
             display_unit=sensor.display_unit,
             created_by=caller.user_id,
+            effective_from=effective_from,
         )
     )
 
@@ -210,6 +220,7 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
     if "expected_interval_s" in body.model_fields_set and body.expected_interval_s is None:
         changes["expected_interval_s"] = None  # null clears it (other fields: null is absent)
     new_version = changes.pop("profile_version", None)
+    effective_from = changes.pop("effective_from", None)
     if "name" in changes:
         _unique_name(db, caller.project_id, changes["name"], but=sensor.id)
     for unit in ("input_unit", "display_unit"):
@@ -218,12 +229,13 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
             if changes[unit] == getattr(sensor, unit):
                 del changes[unit]
     unit_changes = {k: v for k, v in changes.items() if k in ("input_unit", "display_unit")}
-    if new_version is not None and not unit_changes:
-        raise invalid(
-            "profile_version",
-            "names the profile version a change of input_unit or display_unit makes; "
-            "this request changes no unit",
-        )
+    for field, given in (("profile_version", new_version), ("effective_from", effective_from)):
+        if given is not None and not unit_changes:
+            raise invalid(
+                field,
+                "is for the profile version a change of input_unit or display_unit makes; "
+                "this request changes no unit",
+            )
     for key, value in changes.items():
         if key not in unit_changes:
             setattr(sensor, key, value)
@@ -247,6 +259,7 @@ def patch(db: Session, caller: Principal, sensor_id: uuid.UUID, body: SensorPatc
             input_unit=unit_changes.get("input_unit", sensor.input_unit),
             display_unit=unit_changes.get("display_unit", sensor.display_unit),
             at="profile_version" if new_version else "",
+            effective_from=effective_from,
         )
     return sensor
 
@@ -299,7 +312,10 @@ def revoke(db: Session, caller: Principal, sensor_id: uuid.UUID) -> models.Senso
 
 def set_profile(
     db: Session, caller: Principal, sensor_id: uuid.UUID, body: ProfileChange
-) -> models.Sensor:
+) -> tuple[models.Sensor, int]:
+    """Add a version effective from ``body.effective_from`` (default: now); the sensor and
+    how many of its stored readings are stamped from then on (converted by an earlier
+    version, they keep their values: re-deriving them is reprocessing)."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
     input_unit = (
         sensor.input_unit
@@ -312,8 +328,28 @@ def set_profile(
         else normalise_unit(body.display_unit, "display_unit")
     )
     profile = ProfileIn(version=body.version, kind=body.kind, payload=body.payload)
-    _new_version(db, caller, sensor, profile, input_unit, display_unit, at="version")
-    return sensor
+    return sensor, _new_version(
+        db,
+        caller,
+        sensor,
+        profile,
+        input_unit,
+        display_unit,
+        at="version",
+        effective_from=body.effective_from,
+    )
+
+
+def stored_since(db: Session, sensor_id: uuid.UUID, since: datetime) -> int:
+    """How many of the sensor's stored readings are stamped at or after ``since`` (one range
+    of the sensor-and-timestamp index; none for a version effective from now)."""
+    T = models.TelemetryReading
+    return (
+        db.scalar(
+            select(func.count()).select_from(T).where(T.sensor_id == sensor_id, T.ts >= since)
+        )
+        or 0
+    )
 
 
 def _new_version(
@@ -325,10 +361,40 @@ def _new_version(
     display_unit: str,
     *,
     at: str,
-) -> None:
-    """Add ``body`` as the sensor's current profile, converting between these units;
-    ``at`` names the field that gave the version's name (for a 409)."""
+    effective_from: datetime | None,
+) -> int:
+    """Add ``body`` as the sensor's current profile, converting between these units, for
+    readings stamped from ``effective_from`` on (None: now); ``at`` names the field that
+    gave the version's name (for a 409). Returns how many stored readings are stamped from
+    then on (they keep their values).
+
+    A version only ever starts after the current one: inserted before it, the version just
+    set would not be the current one, and readings arriving now would convert with an
+    older one than the lab last chose."""
     validate_profile(body, display_unit, input_unit, at="")
+    now = datetime.now(UTC)
+    if effective_from is None:
+        effective_from = now
+    elif effective_from > now:
+        raise invalid(
+            "effective_from",
+            f"is in the future ({effective_from.isoformat()}, now {now.isoformat()}); "
+            "set a version when it applies",
+        )
+    current = current_profile(db, sensor)
+    if effective_from <= current.effective_from:
+        raise Conflict(
+            f"effective_from {effective_from.isoformat()} is not after the current version "
+            f"{current.version!r}'s ({current.effective_from.isoformat()}); a new version "
+            "starts after the current one",
+            errors=[
+                FieldError(
+                    "effective_from",
+                    f"must be after {current.effective_from.isoformat()}, when the current "
+                    f"version {current.version!r} took effect",
+                )
+            ],
+        )
     exists = db.scalars(
         select(models.SensorProfile.id).where(
             models.SensorProfile.sensor_id == sensor.id,
@@ -342,8 +408,9 @@ def _new_version(
             errors=[FieldError(at or "version", "already used")],
         )
     previous = sensor.profile_version
+    to_reprocess = stored_since(db, sensor.id, effective_from)
     sensor.input_unit, sensor.display_unit = input_unit, display_unit
-    _add_profile(db, sensor, body, caller)
+    _add_profile(db, sensor, body, caller, effective_from)
     sensor.profile_version = body.version
     journal.record(
         db,
@@ -356,7 +423,11 @@ def _new_version(
         kind=body.kind,
         input_unit=input_unit,
         display_unit=display_unit,
+        effective_from=effective_from,
+        previous_effective_from=current.effective_from,
+        readings_to_reprocess=to_reprocess,
     )
+    return to_reprocess
 
 
 # The version history in the order it was written; ids only grow, so the id alone is a

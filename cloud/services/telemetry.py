@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from cloud import utctime
 from cloud.db import models
 from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from cloud.services import journal, telemetry_rollup
+from cloud.services import journal, profile_versions, telemetry_rollup
 from cloud.services.sensors import hash_token, token_refused
 from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import RollupKey, StoredBatch, TelemetryStore
@@ -105,6 +105,7 @@ _CONTEXT_COLUMNS = (
     C.stopped_at,
     P.kind.label("profile_kind"),
     P.payload.label("profile_payload"),
+    P.effective_from.label("profile_effective_from"),
     B.id.label("prev_id"),
     B.fingerprint.label("prev_fingerprint"),
     B.count.label("prev_count"),
@@ -112,6 +113,7 @@ _CONTEXT_COLUMNS = (
     B.profile_version.label("prev_profile_version"),
     B.first_ts.label("prev_first_ts"),
     B.last_ts.label("prev_last_ts"),
+    B.request_batch_id.label("prev_request_id"),
 )
 
 
@@ -132,6 +134,9 @@ class _Context(NamedTuple):
     stopped_at: datetime | None
     profile_kind: str | None
     profile_payload: dict[str, Any] | None
+    #: From when the sensor's current version converts (ingest's one extra column: a batch
+    #: stamped from then on, the common case, needs no other version).
+    profile_effective_from: datetime | None
     prev_id: int | None
     prev_fingerprint: str | None
     prev_count: int | None
@@ -139,6 +144,7 @@ class _Context(NamedTuple):
     prev_profile_version: str | None
     prev_first_ts: datetime | None
     prev_last_ts: datetime | None
+    prev_request_id: int | None
 
 
 def _lookup(db: Session, token: str | None, batch: ReadingBatch, key: str | None) -> _Context:
@@ -216,6 +222,12 @@ class Ingested(NamedTuple):
     published: IngestedBatch | None
     #: The batch was stored before under this Idempotency-Key: its answer again.
     replayed: bool
+    #: A request stored in parts, one per profile version: the other parts to publish.
+    also_published: tuple[IngestedBatch, ...] = ()
+
+    def publications(self) -> list[IngestedBatch]:
+        """Every stored batch to publish, in the order stored."""
+        return [*self.also_published, *([self.published] if self.published else [])]
 
 
 def ingest(
@@ -238,21 +250,48 @@ def ingest(
         raise NotFound(f"capture session {batch.capture_session_id} not found in run {ctx.run_id}")
     if ctx.prev_id is not None:  # stored before under this key: the same batch, or a 422
         _same_batch(ctx.prev_fingerprint, batch)
+        if ctx.prev_request_id is not None:  # stored in parts, one per profile version
+            return Ingested(_accepted_parts(db, ctx.prev_request_id, len(batch)), None, True)
         return Ingested(_accepted(_previous_of(ctx), len(batch)), None, True)
     now = datetime.now(UTC)
     late = _window(ctx, batch, now, future_tolerance, clock_skew)
-    readings, origin = _readings(ctx, batch, late)
+    assert ctx.profile_effective_from is not None
+    if min(batch.timestamps) < ctx.profile_effective_from:  # some under earlier versions
+        return profile_versions.ingest_across(db, ctx, batch, idempotency_key, now, late)
+    return _store_batch(db, ctx, batch, idempotency_key, now, late)
+
+
+def _store_batch(
+    db: Session,
+    ctx: _Context,
+    batch: ReadingBatch,
+    idempotency_key: str | None,
+    now: datetime,
+    late: bool,
+    part: profile_versions.Part | None = None,
+) -> Ingested:
+    """Convert with ``ctx``'s profile version and store ``batch``: the whole request, or
+    one ``part`` of it (the readings of one version, their indices in the request)."""
+    readings, origin = _readings(ctx, batch, late, part)
     store = telemetry_store(db)
     level, cells = telemetry_rollup.summarise(readings.stamps_us, readings.values)
     fields = _batch_fields(ctx, batch, readings, idempotency_key, now, level)
+    if part is not None:
+        fields.update(fingerprint=part.fingerprint, request_batch_id=part.request_batch_id)
     new_id = store.insert_batch(fields)
     if new_id is None:
         # Another request with this key committed between our lookup and our insert (a
         # retry racing the original): it stored the readings; answer as a replay.
-        previous = _previous(db, ctx.sensor_id, idempotency_key or "", batch)
+        previous = _previous(
+            db, ctx.sensor_id, idempotency_key or "", part.request if part else batch
+        )
         assert previous is not None
+        if previous.request_batch_id is not None:
+            return Ingested(_accepted_parts(db, previous.request_batch_id, len(batch)), None, True)
         return Ingested(_accepted(previous, len(batch)), None, True)
     rows = replace(readings, batch_id=new_id)
+    if part is not None:
+        origin = [part.indices[k] for k in origin] if origin else part.indices
     if not store.write(rows):
         # Some of these timestamps were stored already (another batch, another edge): keep
         # only what is new, and let the batch, its summaries and the live stream say so.
@@ -345,10 +384,11 @@ def _previous_of(ctx: _Context) -> models.TelemetryBatch:
 
 
 def _readings(
-    ctx: _Context, batch: ReadingBatch, late: bool
+    ctx: _Context, batch: ReadingBatch, late: bool, part: profile_versions.Part | None = None
 ) -> tuple[StoredBatch, list[int] | None]:
     """The batch's readings converted, one per timestamp (batch id still 0), and the index
-    in the batch of each one kept when some were copies (None: all kept)."""
+    in the batch of each one kept when some were copies (None: all kept). A ``part`` has no
+    copies left (the whole request was checked) and was converted already."""
     if ctx.profile_kind is None:  # cannot happen (a sensor always has its profile)
         raise LookupError(f"sensor {ctx.sensor_id} has no profile {ctx.profile_version}")
     assert ctx.run_id is not None and ctx.session_id is not None
@@ -364,10 +404,12 @@ def _readings(
         timestamps=batch.timestamps,
         stamps_us=stamps_us,
         raw_values=batch.raw_values,
-        values=_convert(_converter(ctx), ctx, batch),
+        values=part.values if part is not None else _convert(_converter(ctx), ctx, batch),
         metas=batch.metas,
         seqs=None if batch.seq_ranges is None else _numbers(batch.seq_ranges),
     )
+    if part is not None:
+        return rows, None
     if len(set(stamps_us)) == len(stamps_us):  # the common case, one pass in C
         return rows, None
     origin = _first_of_each_timestamp(batch.raw_values, stamps_us)
@@ -503,8 +545,11 @@ def _store_new(store: TelemetryStore, rows: StoredBatch, origin: list[int] | Non
     return rows.only([k for k, us in enumerate(micros) if us in inserted])
 
 
-def _convert(converter: Converter, ctx: _Context, batch: ReadingBatch) -> list[float]:
-    """Every reading in the sensor's display unit; a 422 names each one that cannot be."""
+def _convert(
+    converter: Converter, ctx: _Context, batch: ReadingBatch, indices: list[int] | None = None
+) -> list[float]:
+    """Every reading in the sensor's display unit; a 422 names each one that cannot be (by
+    ``indices``, its index in the request, when ``batch`` is a part of one)."""
     convert = converter.convert
     try:  # the common case in one comprehension; the loop below only to name the failures
         return [convert(raw, meta) for raw, meta in zip(batch.raw_values, batch.metas, strict=True)]
@@ -515,7 +560,8 @@ def _convert(converter: Converter, ctx: _Context, batch: ReadingBatch) -> list[f
         try:
             convert(raw, meta)
         except ConversionError as exc:
-            errors.append(FieldError(f"readings.{i}.raw_value", str(exc)))
+            at = indices[i] if indices is not None else i
+            errors.append(FieldError(f"readings.{at}.raw_value", str(exc)))
     raise InvalidInput(
         f"{len(errors)} readings cannot be converted by profile {ctx.profile_version} "
         f"({ctx.profile_kind}): {errors[0].reason}",
@@ -552,6 +598,19 @@ def _same_batch(stored: str | None, batch: ReadingBatch) -> None:
             "this Idempotency-Key already carried another batch of this sensor",
             errors=[FieldError("header.Idempotency-Key", "already used for another batch")],
         )
+
+
+def _accepted_parts(db: Session, request_id: int, received: int) -> TelemetryAccepted:
+    """The answer to a request stored in parts (one batch per profile version): their
+    counts summed, the version of its newest reading."""
+    parts = list(
+        db.scalars(
+            select(models.TelemetryBatch).where(
+                models.TelemetryBatch.request_batch_id == request_id
+            )
+        )
+    )
+    return profile_versions.combined_answer(parts, received)
 
 
 def _accepted(record: models.TelemetryBatch, received: int) -> TelemetryAccepted:

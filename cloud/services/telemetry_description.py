@@ -167,6 +167,8 @@ def _sensor(s: models.Sensor, profiles: list[models.SensorProfile]) -> dict[str,
                 "input_unit": p.input_unit,
                 "display_unit": p.display_unit,
                 "created_at": iso(p.created_at),
+                # The readings stamped from then on, up to the next one's, are its own.
+                "effective_from": iso(p.effective_from),
             }
             for p in profiles
             if p.sensor_id == s.id

@@ -222,8 +222,12 @@ def test_charts_show_units_as_a_lab_writes_them(
 ) -> None:
     """A sensor registered in "degC" and a metric logged in "C" are both charted in °C."""
     demo = Demo(portal_server.url)
+    # In °F from a minute ago: the readings below (stamped 10 s ago on) are v2's, in °F.
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     r = demo.c.patch(
-        f"/api/v1/sensors/{demo.sensor}", headers=demo.h, json={"display_unit": "degF"}
+        f"/api/v1/sensors/{demo.sensor}",
+        headers=demo.h,
+        json={"display_unit": "degF", "effective_from": since},
     )
     assert r.status_code == 200, r.text
     session = demo.session(1)

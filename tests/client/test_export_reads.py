@@ -72,9 +72,15 @@ def _a_run(cloud: CloudServer, client: Client) -> tuple[Run, CaptureSession, Cap
     first.stop()
     late = start + timedelta(seconds=2)
     send_readings(cloud.url, probe.token, probe.sensor.id, first, [30.0], start=late)
-    client.http.request("PATCH", f"/api/v1/sensors/{oven.sensor.id}", json={"display_unit": "K"})
-    second = run.sessions.create(started_at=start + timedelta(minutes=1))
+    # v2 (the oven in K) takes effect with the second session's readings.
     t = start + timedelta(minutes=2)
+    sensor = client.http.request(
+        "PATCH",
+        f"/api/v1/sensors/{oven.sensor.id}",
+        json={"display_unit": "K", "effective_from": t.isoformat()},
+    )
+    assert sensor["conversion_profile"]["version"] == "v2"  # errors raise
+    second = run.sessions.create(started_at=start + timedelta(minutes=1))
     send_readings(cloud.url, oven.token, oven.sensor.id, second, [4.0, 5.0], start=t)
     return run, first, second
 

@@ -33,8 +33,15 @@ def test_telemetry_is_a_frame_with_utc_index_values_and_units(
 ) -> None:
     new, session = _sensor(client), _session(client)
     times = send_readings(cloud.url, new.token, new.sensor.id, session, [1.0, 2.0, 3.5])
-    # A unit change makes profile version v2; later readings carry its units.
-    client.http.request("PATCH", f"/api/v1/sensors/{new.sensor.id}", json={"display_unit": "K"})
+    # A unit change makes profile version v2, effective from just after the readings sent:
+    # later readings carry its units.
+    after = (times[-1] + timedelta(microseconds=1)).isoformat()
+    sensor = client.http.request(
+        "PATCH",
+        f"/api/v1/sensors/{new.sensor.id}",
+        json={"display_unit": "K", "effective_from": after},
+    )
+    assert sensor["conversion_profile"]["version"] == "v2"  # errors raise
     later = send_readings(
         cloud.url, new.token, new.sensor.id, session, [4.0], start=times[-1] + timedelta(seconds=1)
     )

@@ -176,8 +176,10 @@ def test_applying_the_proposal_corrects_new_readings_and_keeps_old_ones(api: Api
     proposal = fit["proposed_profile"]
     assert proposal["version"] == "v2" and proposal["kind"] == "linear"
     assert proposal["payload"]["correction"]["calibration_id"] == fit["calibration_id"]
+    # Applied from the next reading's time on (the proposal with an effective_from).
+    body = {**proposal, "effective_from": "2026-01-01T00:00:01Z"}
     r = api.put(
-        f"/api/v1/sensors/{ids['sensor_id']}/conversion-profile", proposal, headers=who.headers()
+        f"/api/v1/sensors/{ids['sensor_id']}/conversion-profile", body, headers=who.headers()
     )
     assert r.status_code == 200, r.text
     assert r.json()["conversion_profile"]["version"] == "v2"

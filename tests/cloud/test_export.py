@@ -14,14 +14,20 @@ FORMULA = '=HYPERLINK("http://evil.example/x","open")'
 def test_export_neutralises_formula_text_and_keeps_numbers_exact(api: Api) -> None:
     owner = api.project()
     ids = api.stack(owner)
-    # An editor chooses the profile version, which every exported reading carries.
+    # An editor chooses the profile version, which every exported reading carries (it
+    # converts the readings stamped from its effective_from on).
+    now = datetime.now(UTC)
     r = api.put(
         f"/api/v1/sensors/{ids['sensor_id']}/conversion-profile",
-        {"version": FORMULA, "kind": "linear", "payload": {"a": 1.0, "b": 0.0}},
+        {
+            "version": FORMULA,
+            "kind": "linear",
+            "payload": {"a": 1.0, "b": 0.0},
+            "effective_from": (now - timedelta(seconds=60)).isoformat(),
+        },
         headers=owner.headers(),
     )
     assert r.status_code in (200, 201), r.text
-    now = datetime.now(UTC)
     raws = [-3.5, 0.1, -1e-300, 1.0000000000000002]
     readings = [
         {"timestamp": (now - timedelta(seconds=10 - i)).isoformat(), "raw_value": v}

@@ -56,9 +56,10 @@ def _scenario(api: Api) -> tuple[Identity, dict[str, Any]]:
     a = {**ids, "run_id": run, "capture_session_id": session}
     b = {**a, "sensor_id": other_id, "token": other_token}
     assert api.ingest(a, _readings(T0, [-3.5, 0.1, 1.0000000000000002])).status_code == 202
-    r = api.patch(f"/api/v1/sensors/{a['sensor_id']}", {"display_unit": "degF"}, headers=h)
+    later = T0 + timedelta(seconds=10)  # v2 (in °F) converts from then on
+    body = {"display_unit": "degF", "effective_from": later.isoformat()}
+    r = api.patch(f"/api/v1/sensors/{a['sensor_id']}", body, headers=h)
     assert r.status_code == 200 and r.json()["conversion_profile"]["version"] == "v2", r.text
-    later = T0 + timedelta(seconds=10)
     assert api.ingest(a, _readings(later, [2.5, -1e-300])).status_code == 202
     assert (
         api.ingest(b, _readings(T0 + timedelta(milliseconds=100), [7.0, 8.0, 9.5])).status_code

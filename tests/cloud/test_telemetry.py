@@ -31,13 +31,20 @@ def test_values_are_converted_with_the_current_profile_version(
     api: Api, owner: Identity, ids: dict[str, str]
 ) -> None:
     assert api.ingest(ids, [{"timestamp": ts(-2), "raw_value": 3.0}]).status_code == 202
+    # v2 takes effect a second later: the readings stamped from then on are its own.
+    second = ts(-1)
     r = api.put(
         f"/api/v1/sensors/{ids['sensor_id']}/conversion-profile",
-        {"version": "v2", "kind": "polynomial", "payload": {"coefficients": [1, 0, 1]}},
+        {
+            "version": "v2",
+            "kind": "polynomial",
+            "payload": {"coefficients": [1, 0, 1]},
+            "effective_from": second,
+        },
         headers=owner.headers(),
     )
     assert r.status_code == 200 and r.json()["conversion_profile"]["version"] == "v2"
-    r = api.ingest(ids, [{"timestamp": ts(-1), "raw_value": 3.0}])
+    r = api.ingest(ids, [{"timestamp": second, "raw_value": 3.0}])
     assert r.status_code == 202 and r.json()["profile_version"] == "v2"
     rows = api.readings(owner, run_id=ids["run_id"])
     assert [(x["value"], x["profile_version"]) for x in rows] == [(7.0, "v1"), (10.0, "v2")]

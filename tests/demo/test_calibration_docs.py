@@ -42,7 +42,24 @@ def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path
     correction = json.loads(lines[3])
     assert correction["coefficients"] == pytest.approx([c0, c1])
     # The bath: four pairs, fitted on values the first correction already made good.
-    assert "pairs 4 from reference_sensor" in proc.stdout
-    b0, b1 = json.loads(lines[-2])
+    # The two telemetry answers print without a newline: the line ends with the pairs.
+    bath = next(i for i, line in enumerate(lines) if line.endswith("pairs 4 from reference_sensor"))
+    b0, b1 = json.loads(lines[bath + 1])
     assert abs(b0 + b1 * 150.0 - 150.0) < 0.5 and b1 == pytest.approx(1.0, abs=0.01)
-    assert lines[-1] == "v3"
+    assert lines[bath + 2] == "v3"
+    # Profile versions over time: three stored, v2 from the third reading on (one stored
+    # reading to reprocess), a straddling batch stored once and answered alike twice.
+    assert lines[bath + 3 : bath + 7] == ["3", "1", "3", "v2"]
+    readings = [line.split()[1:] for line in lines if line.startswith("reading ")]
+    v1 = lambda raw: 2.6 * raw - 260  # noqa: E731
+    v2 = lambda raw: 2.5 * raw - 250  # noqa: E731
+    want = [(110.0, v1, "v1"), (111.0, v1, "v1"), (111.5, v1, "v1"), (112.0, v1, "v1")]
+    want += [(114.0, v2, "v2"), (115.0, v2, "v2")]
+    assert len(readings) == len(want)
+    for (raw, value, version), (want_raw, convert, want_version) in zip(
+        readings, want, strict=True
+    ):
+        assert float(raw) == want_raw and version == want_version
+        assert float(value) == pytest.approx(convert(want_raw))
+    versions = [line.split()[1:] for line in lines if line.startswith("version ")]
+    assert versions[0] == ["v1", "1970-01-01T00:00:00Z"] and versions[1][0] == "v2"

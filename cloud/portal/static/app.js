@@ -183,6 +183,7 @@ const routes = [
   [/^\/experiments\/([0-9a-f-]{36})$/, viewExperiment, "experiments"],
   [/^\/runs\/([0-9a-f-]{36})$/, viewRun, "experiments"],
   [/^\/sensors$/, viewSensors, "sensors"],
+  [/^\/sensors\/([0-9a-f-]{36})$/, viewSensor, "sensors"],
   [/^\/deleted$/, viewDeleted, "deleted"],
 ];
 
@@ -1326,7 +1327,7 @@ async function viewSensors(view) {
   async function load() {
     const sensors = await apiAll("/api/v1/sensors");
     body.replaceChildren(...sensors.map((s) => h("tr", { dataset: { sensorId: s.id, name: s.name } },
-      h("td", {}, h("strong", {}, s.name), h("div", { class: "muted kv" }, s.id)),
+      h("td", {}, h("a", { href: `/sensors/${s.id}`, "data-link": "" }, h("strong", {}, s.name)), h("div", { class: "muted kv" }, s.id)),
       h("td", {}, s.type),
       h("td", {}, `${s.input_unit} → ${s.display_unit}`),
       h("td", {}, h("span", { class: "chip" }, s.conversion_profile.kind), ` ${s.conversion_profile.version}`),
@@ -1340,11 +1341,17 @@ async function viewSensors(view) {
 function sensorActions(s, tokenBox, reload) {
   const profile = can("editor") && h("button", { class: "secondary small", dataset: { action: "profile" }, onclick: () => formDialog({
     title: `Conversion profile of ${s.name}`, id: "profile-form", submit: "Set profile",
-    intro: `A new version becomes current; readings keep the version that converted them (now ${s.conversion_profile.version}).`,
+    intro: `A new version becomes current and converts the readings stamped from its effective time on, late ones too; readings already stored keep the version that converted them (now ${s.conversion_profile.version}).`,
     fields: [...profileFields({ kind: s.conversion_profile.kind, payload: s.conversion_profile.payload, version: nextVersion(s.conversion_profile.version) }),
       { name: "input_unit", label: "Input unit", value: s.input_unit },
-      { name: "display_unit", label: "Display unit", value: s.display_unit }],
-    onSubmit: async (v) => { await api(`/api/v1/sensors/${s.id}/conversion-profile`, { method: "PUT", body: v }); await reload(); },
+      { name: "display_unit", label: "Display unit", value: s.display_unit },
+      { name: "effective_from", label: "Effective from", value: "", hint: "RFC 3339 with a zone, e.g. 2026-12-06T09:30:00Z; empty: now" }],
+    onSubmit: async (v) => {
+      const { effective_from, ...body } = v;
+      if (effective_from) body.effective_from = effective_from;
+      await api(`/api/v1/sensors/${s.id}/conversion-profile`, { method: "PUT", body });
+      await reload();
+    },
   }) }, "Profile");
   const rotate = can("owner") && h("button", { class: "secondary small", dataset: { action: "rotate" }, onclick: () => confirmDialog({
     title: `Rotate the token of ${s.name}?`, id: "confirm-rotate", yes: "Rotate",
@@ -1361,6 +1368,81 @@ function sensorActions(s, tokenBox, reload) {
     onYes: async () => { await api(`/api/v1/sensors/${s.id}/revoke-token`, { method: "POST" }); await reload(); },
   }) }, "Revoke");
   return [profile, rotate, revoke].filter(Boolean);
+}
+
+// A sensor's page: its profile versions over time (who set each, from when) and its
+// calibration fits, the newest with its residuals plotted.
+const EPOCH_ISO = "1970-01-01T00:00:00Z";
+const SENSOR_FITS = 20;
+const fmtEffective = (iso) => (Date.parse(iso) === 0 ? "from the start" : fmtTime(iso));
+const whoSet = (id) => (!id ? "—" : state.identity && id === state.identity.user ? `you (${short(id)})` : `user ${short(id)}`);
+
+async function viewSensor(view, id) {
+  const [s, versions, fits] = await Promise.all([
+    api(`/api/v1/sensors/${id}`),
+    apiAll(`/api/v1/sensors/${id}/conversion-profiles`),
+    // The newest fits only: a sensor calibrated every week would list years of them.
+    api(`/api/v1/sensors/${id}/calibrations`, { params: { limit: SENSOR_FITS } }).then((p) => p.items),
+  ]);
+  const reload = () => viewSensor(view, id);
+  const versionRows = [...versions].reverse().map((p, i) => h("tr", { dataset: { version: p.version, current: i === 0 ? "1" : "0" } },
+    h("td", {}, h("strong", {}, p.version), i === 0 ? [" ", badge("current")] : null),
+    h("td", {}, h("span", { class: "chip" }, p.kind), h("div", { class: "muted kv" }, JSON.stringify(p.payload))),
+    h("td", {}, `${p.input_unit} → ${p.display_unit}`),
+    h("td", { class: "effective" }, fmtEffective(p.effective_from), h("div", { class: "muted kv" }, p.effective_from === EPOCH_ISO ? "1970-01-01 (every earlier reading)" : p.effective_from)),
+    h("td", {}, whoSet(p.created_by), h("div", { class: "muted kv" }, fmtTime(p.created_at)))));
+  const fitRows = fits.map((c) => h("tr", { dataset: { calibrationId: c.calibration_id } },
+    h("td", {}, fmtTime(c.created_at), h("div", { class: "muted kv" }, short(c.calibration_id))),
+    h("td", {}, c.source === "reference_sensor" ? `reference sensor ${short(c.reference_sensor_id)}` : "explicit points", h("div", { class: "muted" }, `on ${c.base_profile_version}`)),
+    h("td", {}, `degree ${c.degree} · ${c.n_points} points`),
+    h("td", { class: "kv" }, c.coefficients.map(fmtNum).join(", ")),
+    h("td", {}, `rms ${fmtNum(c.rms_error)} · max ${fmtNum(c.max_error)} ${c.unit}`,
+      h("div", { class: "muted" }, c.standard_uncertainty == null ? "exact fit (no degree of freedom left)" : `u = ${fmtNum(c.standard_uncertainty)} ${c.unit}`)),
+    h("td", {}, whoSet(c.created_by))));
+  const residualBox = h("div", { id: "residual-plot", style: "margin-top: 18px" });
+  view.replaceChildren(
+    h("div", { class: "page-head" }, h("div", {},
+      h("div", { class: "muted" }, h("a", { href: "/sensors", "data-link": "" }, "Sensors"), " / "),
+      h("h1", {}, s.name),
+      h("div", { class: "muted" }, `${s.type} · ${s.input_unit} → ${s.display_unit} · token ${s.token_status}`)),
+      can("editor") ? actionBar(...sensorActions(s, h("div"), reload).filter((b) => b.dataset.action === "profile")) : null),
+    h("div", { class: "panel" }, h("h2", {}, "Profile versions"),
+      h("p", { class: "muted" }, "Each version converts the readings stamped from its effective time up to the next one's, late readings too. Readings already stored keep the version that converted them."),
+      h("table", { id: "profile-versions" },
+        h("thead", {}, h("tr", {}, ["Version", "Conversion", "Units", "Effective", "Set by"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, ...versionRows))),
+    h("div", { class: "panel" }, h("h2", {}, "Calibration fits"),
+      h("p", { class: "muted" }, `The ${SENSOR_FITS} newest, newest first; each proposes a profile version that corrects the one it fitted.`),
+      fits.length
+        ? [h("table", { id: "calibration-fits" },
+            h("thead", {}, h("tr", {}, ["Fitted", "Source", "Model", "Coefficients c0, c1, …", "Error", "By"].map((t) => h("th", {}, t)))),
+            h("tbody", {}, ...fitRows)), residualBox]
+        : h("div", { class: "empty" }, "No calibration fit yet.")),
+  );
+  if (fits.length) await plotResiduals(residualBox, id, fits[0]);
+}
+
+async function plotResiduals(box, sensorId, summary) {
+  const fit = await api(`/api/v1/sensors/${sensorId}/calibrations/${summary.calibration_id}`);
+  // uPlot wants x ascending: the points by their reference value.
+  const pts = [...fit.points].sort((a, b) => a.reference - b.reference);
+  box.dataset.points = String(pts.length);
+  box.append(h("div", { class: "chart-head" }, h("span", { class: "chart-title" },
+    `Residuals of the newest fit (${fmtTime(fit.created_at)}) `, h("span", { class: "muted" }, `corrected − reference, ${fit.unit}`))));
+  const plotBox = h("div");
+  box.append(plotBox);
+  const zero = pts.map(() => 0);
+  new uPlot({
+    width: Math.max(320, box.parentElement.clientWidth - 40), height: 220,
+    scales: { x: { time: false } },
+    axes: [{ label: `reference (${fit.unit})` }, { label: `residual (${fit.unit})`, size: 70 }],
+    series: [
+      { label: "reference", value: (u, v) => (v == null ? "—" : fmtNum(v)) },
+      { label: "residual", stroke: "#dc2626", width: 0, paths: () => null, points: { show: true, size: 8, fill: "#dc2626" },
+        value: (u, v) => (v == null ? "—" : fmtNum(v)) },
+      { label: "zero", stroke: "rgba(100,116,139,.6)", width: 1, dash: [4, 4], points: { show: false } },
+    ],
+  }, [pts.map((p) => p.reference), pts.map((p) => p.residual), zero], plotBox);
 }
 
 const nextVersion = (v) => (/\d+$/.test(v) ? v.replace(/\d+$/, (n) => String(Number(n) + 1)) : `${v}-2`);

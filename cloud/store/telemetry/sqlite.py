@@ -76,7 +76,10 @@ class SqliteStore(TelemetryStore):
         return cast(int | None, self.conn.execute(_INSERT_BATCH, fields).scalar_one_or_none())
 
     def write(self, rows: StoredBatch) -> bool:
-        nested = self.db.begin_nested()
+        # The savepoint on the connection the insert runs on: the session's begin_nested()
+        # emits none before the session itself next asks for its connection, so a failed
+        # executemany kept the rows before the duplicate (and the batch said it stored none).
+        nested = self.conn.begin_nested()
         try:
             self.conn.execute(insert(models.TelemetryReading), rows.rows())
         except IntegrityError as exc:
