@@ -145,6 +145,8 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/runs", "viewer", query="?status=running"),
     Endpoint("GET", "/api/v1/runs/compare", "viewer", query="?run_id={run}&sensor={sensor_name}"),
     Endpoint("POST", "/api/v1/stream-tickets", "viewer", journals=False),
+    Endpoint("GET", "/api/v1/capture-sessions/{session}/completeness", "viewer"),
+    Endpoint("GET", "/api/v1/runs/{run}/completeness", "viewer", query="?sensor_id={sensor}"),
 ]
 
 #: Routes not called with the identity headers' roles: who may call them, and the tests that
