@@ -13,12 +13,37 @@ A charge or a capacitance is written ``coulomb`` or ``farad`` (or with a prefix:
 from __future__ import annotations
 
 import functools
+import importlib
 import math
+import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import pint
+
+def _pint_without_numpy() -> ModuleType:
+    """pint, imported without numpy when numpy is not loaded yet.
+
+    pint imports numpy whenever it is installed (to take arrays as magnitudes), and numpy is
+    installed for the cloud's calibration fits: every process that parses a unit (the API,
+    the edge) would carry numpy for nothing. Units here are parsed and converted as scalars,
+    which pint does the same way without numpy. ``sys.modules["numpy"] = None`` makes
+    pint's ``import numpy`` fail for the moment pint is imported (once, when this module
+    is); numpy imported later, for a fit, is untouched."""
+    if "pint" in sys.modules or "numpy" in sys.modules:
+        return importlib.import_module("pint")
+    sys.modules["numpy"] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module("pint")
+    finally:
+        del sys.modules["numpy"]
+
+
+if TYPE_CHECKING:
+    import pint
+else:
+    pint = _pint_without_numpy()
 
 #: Whole-unit spellings (compared trimmed and case-folded) that mean a temperature on a lab
 #: bench but something else, or nothing, to pint. Everything else goes to pint as written.

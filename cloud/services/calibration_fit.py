@@ -12,17 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Array = npt.NDArray[np.float64]
 
 MAX_DEGREE = 3
 #: Beyond this condition number of the scaled design matrix, the references' noise reaches
 #: the coefficients amplified a millionfold: the values nearly coincide for this degree
 #: (two clusters of points for a quadratic), and more points at other values are needed.
 MAX_CONDITION = 1e6
-
-Array = npt.NDArray[np.float64]
 
 
 class FitRefused(ValueError):
@@ -58,6 +60,8 @@ class Fit:
 def fit_polynomial(values: Sequence[float], references: Sequence[float], degree: int) -> Fit:
     """Fit ``references`` as a polynomial of ``values``; :class:`FitRefused` when the points
     cannot determine it."""
+    import numpy as np  # at the first fit, not when the app is built (RSS)
+
     x = np.asarray(values, dtype=np.float64)
     y = np.asarray(references, dtype=np.float64)
     n, p = x.size, degree + 1
@@ -111,6 +115,8 @@ def fit_polynomial(values: Sequence[float], references: Sequence[float], degree:
 
 def _power_basis(centre: float, half: float, p: int) -> Array:
     """T with c = T·b: ``Σ b_k ((x - centre)/half)^k`` as ``Σ c_j x^j`` (binomial theorem)."""
+    import numpy as np
+
     t = np.zeros((p, p))
     for k in range(p):
         for j in range(k + 1):
@@ -120,5 +126,7 @@ def _power_basis(centre: float, half: float, p: int) -> Array:
 
 def compose(outer: Sequence[float], inner: Sequence[float]) -> list[float]:
     """The coefficients of ``outer(inner(v))``: a new correction on top of an existing one."""
+    import numpy as np
+
     poly = np.polynomial.Polynomial
     return [float(c) for c in poly(list(outer))(poly(list(inner))).coef]

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
@@ -123,6 +122,8 @@ def _from_reference(
     since, until = _widened(db, reference, body.since, body.until)
     ref_t, ref_v, _ = _converted(db, reference, since, until, MAX_REFERENCE_READINGS)
     a, b = _unit_scale(reference, sensor)
+    import numpy as np  # at the first fit, not when the app is built (see calibration_fit)
+
     inside = [i for i, t in enumerate(own_t) if ref_t and ref_t[0] <= t <= ref_t[-1]]
     micros = np.array([_us(own_t[i]) for i in inside], dtype=np.float64)
     interpolated = np.interp(micros, [_us(t) for t in ref_t], ref_v) if inside else micros

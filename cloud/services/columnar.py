@@ -5,6 +5,9 @@ generator of byte chunks for a streaming response. Parquet is written a row grou
 with :class:`pyarrow.parquet.ParquetWriter`; the Arrow IPC *stream* format (not the file
 format) needs no footer and no seeking, so a reader can start before the end arrives. Memory
 stays at one row group whatever the export's size.
+
+pyarrow is imported at the first export, not with this module: the app imports this module
+when it is built, and pyarrow in every API process was a large part of its memory.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ExportFormat = Literal["csv", "parquet", "arrow"]
 
@@ -93,11 +96,16 @@ def give_memory_back() -> None:
     system, instead of mimalloc, which keeps them: an export allocates and frees a row group
     at a time, and with mimalloc the API's RSS grew by a third more during one and stayed
     there. Called by each export (it only sets a pointer), not when the module is imported."""
+    import pyarrow as pa
+
     pa.set_memory_pool(pa.system_memory_pool())
 
 
 def parquet_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Generator[bytes]:
     """A Parquet file of ``batches``, a row group (:data:`ROW_GROUP_ROWS`) at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     give_memory_back()
     sink = Drain()
     with pq.ParquetWriter(sink, schema, compression="snappy") as writer:
@@ -118,6 +126,8 @@ def parquet_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Gene
 def arrow_chunks(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Generator[bytes]:
     """An Arrow IPC stream of ``batches``: the schema first, then each batch as it comes.
     Uncompressed, so that every Arrow reader (including the browsers' arrow-js) opens it."""
+    import pyarrow as pa
+
     give_memory_back()
     sink = Drain()
     with pa.ipc.new_stream(sink, schema) as writer:

@@ -4,14 +4,14 @@ step) from a server-side cursor in its own read snapshot, as the telemetry expor
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import uuid
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,18 +25,29 @@ from cloud.services.telemetry_export import (
     text_cell,
 )
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 M = models.Metric
 PAGE_ROWS = 20_000
 HEADER = ("name", "step", "value", "timestamp", "unit")
-SCHEMA = pa.schema(
-    [
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("step", pa.int64(), nullable=False),
-        pa.field("value", pa.float64(), nullable=False),
-        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("unit", pa.string()),
-    ]
-)
+
+
+@functools.cache
+def schema() -> pa.Schema:
+    """The columns of a Parquet or Arrow export; pyarrow is imported at the first one
+    (:mod:`cloud.services.columnar`)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("name", pa.string(), nullable=False),
+            pa.field("step", pa.int64(), nullable=False),
+            pa.field("value", pa.float64(), nullable=False),
+            pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("unit", pa.string()),
+        ]
+    )
 
 
 def _pages(db: Session, run_id: uuid.UUID, name: str | None) -> Iterator[list[Any]]:
@@ -77,6 +88,9 @@ def _describe(db: Session, run_id: uuid.UUID, name: str | None) -> dict[str, Any
 
 
 def _batches(db: Session, run_id: uuid.UUID, name: str | None) -> Generator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    columns = schema()
     for rows in _pages(db, run_id, name):
         names, steps, values, stamps, units = zip(*rows, strict=True)
         yield pa.RecordBatch.from_arrays(
@@ -84,10 +98,10 @@ def _batches(db: Session, run_id: uuid.UUID, name: str | None) -> Generator[pa.R
                 pa.array(names, pa.string()),
                 pa.array(steps, pa.int64()),
                 pa.array(values, pa.float64()),
-                pa.array(stamps, SCHEMA.field("timestamp").type),
+                pa.array(stamps, columns.field("timestamp").type),
                 pa.array(units, pa.string()),
             ],
-            schema=SCHEMA,
+            schema=columns,
         )
 
 
@@ -99,9 +113,9 @@ def _columnar(
     stall_timeout_s: float,
 ) -> Generator[bytes]:
     with read_snapshot(sessions, stall_timeout_s) as db:
-        schema = columnar.with_description(SCHEMA, _describe(db, run_id, name))
+        described = columnar.with_description(schema(), _describe(db, run_id, name))
         with closing(_batches(db, run_id, name)) as batches:
-            yield from columnar.chunks(fmt, schema, batches)
+            yield from columnar.chunks(fmt, described, batches)
 
 
 def _csv(

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
-from cloud.services import columnar, telemetry_columns, telemetry_description
+from cloud.services import columnar, telemetry_description
 from cloud.services.telemetry_query import ReadingFilter
 
 T = models.TelemetryReading
@@ -188,6 +188,9 @@ def columnar_chunks(
 ) -> Generator[bytes]:
     """The export as Parquet or Arrow: the description first (from the same snapshot as the
     rows), then the rows a batch at a time."""
+    # pyarrow's module, imported at the first columnar export (cloud.services.columnar).
+    from cloud.services import telemetry_columns
+
     with read_snapshot(sessions, stall_timeout_s) as db:
         d = telemetry_description.describe(db, f)
         with closing(telemetry_columns.batches(db, f, d)) as batches:
