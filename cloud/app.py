@@ -25,6 +25,7 @@ from cloud.middleware import (
     TimingMiddleware,
 )
 from cloud.observability import Stats
+from cloud.routers import alarms as alarm_routes
 from cloud.routers import annotations as annotation_routes
 from cloud.routers import (
     calibrations,
@@ -45,6 +46,7 @@ from cloud.routers import (
     stream,
     telemetry,
 )
+from cloud.services import alarm_clock
 from cloud.services import purge as deleted_purge
 from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         deleted,
         capture_sessions,
         annotation_routes,
+        alarm_routes,
         telemetry,
         metrics,
         events,
@@ -141,6 +144,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router)
     live.install(app, settings)
     fleet.install(app)
+    alarm_clock.install(app)
 
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.
