@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import uuid
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from cloud.db.uow import after_commit
 from cloud.deps import DbSession, Editor, Viewer
 from cloud.schemas import Page
 from cloud.schemas_alarms import (
@@ -65,7 +63,7 @@ def delete_rule(
     request: Request, sensor_id: uuid.UUID, rule_id: uuid.UUID, db: DbSession, caller: Editor
 ) -> Response:
     """The rule stops; an alarm of it still raised is cleared; its alarms are kept."""
-    service.delete_rule(db, caller, sensor_id, rule_id)
+    request.app.state.announce_alarms(db, service.delete_rule(db, caller, sensor_id, rule_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -109,7 +107,5 @@ def acknowledge(
 ) -> AlarmOut:
     """Acknowledge the alarm with a note (the caller is recorded); once per alarm."""
     alarm, messages = service.acknowledge(db, caller, alarm_id, body)
-    publish = getattr(request.app.state, "publish_alarms", None)
-    if publish is not None:
-        after_commit(db, partial(publish, messages))
+    request.app.state.announce_alarms(db, messages)
     return AlarmOut.model_validate(alarm)

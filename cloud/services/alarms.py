@@ -310,18 +310,23 @@ def patch_rule(
     return rule
 
 
-def delete_rule(db: Session, caller: Principal, sensor_id: uuid.UUID, rule_id: uuid.UUID) -> None:
-    """The rule stops; its open alarm clears now (by the clock); its alarms stay."""
+def delete_rule(
+    db: Session, caller: Principal, sensor_id: uuid.UUID, rule_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """The rule stops; its open alarm clears now (by the clock); its alarms stay. The
+    transition, as a live message."""
     rule = get_rule(db, caller, sensor_id, rule_id, lock=True)
     now = datetime.now(UTC)
+    messages: list[dict[str, Any]] = []
     if rule.open_alarm_id is not None:
         alarm = db.get(AL, rule.open_alarm_id, with_for_update=True)
         if alarm is not None:
-            _clear(db, alarm, now, None, actor=caller.actor, reason="rule deleted")
+            messages = _clear(db, alarm, now, None, actor=caller.actor, reason="rule deleted")
     rule.open_alarm_id = None
     rule.deleted_at = now
     _count(db, rule.sensor_id, -1)
     _journal_rule(db, caller, "alarm_rule.deleted", rule, rule=rule_dict(rule))
+    return messages
 
 
 def purge_run_rules(db: Session, run_id: uuid.UUID) -> None:
