@@ -210,12 +210,12 @@ def _check(rule: models.AlarmRule) -> None:
     for name in RULE_FIELDS:
         value = getattr(rule, name)
         if name in needs and value is None:
-            errors.append(FieldError(name, f"is required for a {rule.kind} rule"))
+            errors.append(FieldError(name, f"is required by {rule.kind} rules"))
         elif name not in needs and name not in _OPTIONAL and value is not None:
             errors.append(
                 FieldError(
                     name,
-                    f"is not used by a {rule.kind} rule (it takes "
+                    f"is not used by {rule.kind} rules (they take "
                     f"{', '.join(needs + _OPTIONAL) if needs else ', '.join(_OPTIONAL)})",
                 )
             )
@@ -232,9 +232,9 @@ def _check(rule: models.AlarmRule) -> None:
         elif rule.hysteresis >= rule.threshold:
             errors.append(FieldError("hysteresis", "must be under threshold (or it never clears)"))
     if rule.kind in ("stale", "fault") and rule.hysteresis:
-        errors.append(FieldError("hysteresis", f"has no meaning for a {rule.kind} rule"))
+        errors.append(FieldError("hysteresis", f"has no meaning for {rule.kind} rules"))
     if rule.kind == "stale" and rule.for_s:
-        errors.append(FieldError("for_s", "has no meaning for a stale rule (after_s is its hold)"))
+        errors.append(FieldError("for_s", "has no meaning for stale rules (after_s is their hold)"))
     if errors:
         raise InvalidInput(
             f"{len(errors)} problem(s) with this {rule.kind} rule: "
