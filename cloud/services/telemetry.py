@@ -265,11 +265,13 @@ def ingest(
     _journal(db, ctx, record, len(batch))
     if not rows:  # every reading was a copy: nothing to summarise or to publish
         return Ingested(_accepted(record, len(batch)), None, False)
-    # Only a sensor with rules is evaluated (the count came with the lookup).
-    raised = alarms.evaluate_batch(db, rows, now) if ctx.alarm_rules else []
     # Last: concurrent ingests of this sensor and session share the coarse cells' rows, and
     # each holds them locked from here to its commit.
     store.add_rollups(RollupKey(ctx.sensor_id, rows.capture_session_id, rows.run_id), cells)
+    # Only a sensor with rules is evaluated (the count came with the lookup). After the
+    # summaries: its rule rows are locked to the commit too, and batches of one sensor
+    # already wait for each other there.
+    raised = alarms.evaluate_batch(db, rows, now) if ctx.alarm_rules else []
     published = IngestedBatch(
         batch_id=new_id,
         project_id=ctx.project_id,

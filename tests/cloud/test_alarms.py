@@ -11,8 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from cloud.app import create_app
 from cloud.services import alarm_clock
+from cloud.settings import Settings
 from tests.cloud.conftest import Api, Identity, assert_problem, make_client
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -239,7 +242,16 @@ def test_a_run_rule_overrides_the_sensor_rule_of_its_kind(api: Api) -> None:
     assert alarm["rule_id"] == r.json()["id"] and alarm["value"] == 25
 
 
-def test_stale_by_the_clock_and_cleared_by_the_next_reading(api: Api) -> None:
+def test_stale_by_the_clock_and_cleared_by_the_next_reading(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url))
+    # The app's own periodic evaluation (by the real clock) stays out of the way of the
+    # evaluations at the instants this test chooses.
+    app.state.stale_every_s = 3600
+    with TestClient(app) as client:
+        _stale_by_the_clock(Api(client))
+
+
+def _stale_by_the_clock(api: Api) -> None:
     owner = api.project()
     ids = _stack(api, owner)
     assert _rule(api, owner, ids["sensor_id"], kind="stale", after_s=30).status_code == 201
@@ -310,3 +322,19 @@ def test_project_list_pages_and_refuses_an_unknown_state(api: Api, state: str) -
     assert seen == [8, 7, 6]
     raised = api.get("/api/v1/alarms", params={"state": state}, headers=owner.headers()).json()
     assert [a["value"] for a in raised["items"]] == [8]
+
+
+def test_the_app_evaluates_stale_rules_by_itself(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url))
+    app.state.stale_every_s = 0.05
+    with TestClient(app) as client:
+        api = Api(client)
+        owner = api.project()
+        ids = _stack(api, owner)
+        assert _rule(api, owner, ids["sensor_id"], kind="stale", after_s=1).status_code == 201
+        _send(api, ids, _readings([1], start=datetime.now(UTC) - timedelta(seconds=2)))
+        deadline = datetime.now(UTC) + timedelta(seconds=60)  # a loaded machine: no speed claim
+        while not (found := _alarms(api, owner, ids["run_id"])):
+            assert datetime.now(UTC) < deadline, "the periodic task raised nothing"
+            threading.Event().wait(0.05)
+        assert found[0]["kind"] == "stale" and found[0]["state"] == "raised"
