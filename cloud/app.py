@@ -25,6 +25,7 @@ from cloud.middleware import (
     TimingMiddleware,
 )
 from cloud.observability import Stats
+from cloud.routers import alarms as alarm_routes
 from cloud.routers import annotations as annotation_routes
 from cloud.routers import (
     calibrations,
@@ -46,6 +47,7 @@ from cloud.routers import (
     stream,
     telemetry,
 )
+from cloud.services import alarm_clock
 from cloud.services import purge as deleted_purge
 from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         capture_sessions,
         completeness,
         annotation_routes,
+        alarm_routes,
         telemetry,
         metrics,
         events,
@@ -150,6 +153,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     sink.after_store.append(evaluator.after_store)
     app.state.health = evaluator
+    alarm_clock.install(app)
 
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.

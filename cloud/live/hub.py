@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import uuid
@@ -36,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -123,6 +124,8 @@ class LiveEvent:
     """One reading as clients see it; encoded to JSON once, however many clients get it."""
 
     __slots__ = ("_json", "header", "index", "row")
+    #: The SSE event name.
+    event = "reading"
 
     def __init__(self, header: BatchHeader, index: int, row: Row) -> None:
         self.header = header
@@ -144,11 +147,52 @@ class LiveEvent:
         )  # fmt: skip
 
     @property
+    def is_reading(self) -> bool:
+        return True
+
+    @property
     def json(self) -> str:
         """``message()`` as compact JSON, encoded once however many clients get it."""
         if self._json is None:
             self._json = ENCODER.encode(self.message()).decode()
         return self._json
+
+
+class AlarmNotice(LiveEvent):
+    """An alarm transition (:func:`cloud.services.alarms.live_message`): delivered between
+    readings to the subscribers whose filter matches its sensor, run and session. It has no
+    event id: a client resumes after the last reading it saw, and an alarm missed while it was
+    away is in ``GET /alarms``."""
+
+    __slots__ = ()
+    event = "alarm"
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        raised = datetime.fromisoformat(message["raised_at"])
+        scope = BatchHeader(
+            batch_id=-1,
+            project_id=uuid.UUID(message["project_id"]),
+            sensor_id=uuid.UUID(message["sensor_id"]),
+            run_id=uuid.UUID(message["run_id"]) if message.get("run_id") else uuid.UUID(int=0),
+            capture_session_id=uuid.UUID(message["capture_session_id"])
+            if message.get("capture_session_id")
+            else uuid.UUID(int=0),
+            unit="",
+            profile_version="",
+            count=0,
+            first_ts=raised,
+            last_ts=raised,
+        )
+        super().__init__(scope, 0, ("", 0.0, 0.0, False))
+        self._json = json.dumps(message, separators=(",", ":"))
+
+    @property
+    def id(self) -> str:
+        return ""
+
+    @property
+    def is_reading(self) -> bool:
+        return False
 
 
 def events(header: BatchHeader, rows: Sequence[Row], start: int = 0) -> list[LiveEvent]:
@@ -240,6 +284,17 @@ class Subscriber:
             self.pending += len(batch)
             self._wakeup.set()
 
+    def notice(self, ev: LiveEvent) -> None:
+        """An alarm transition: queued like a batch of one, whatever came before it."""
+        if self.overflowed.is_set():
+            self.dropped += 1
+        elif self.pending and self.pending + 1 > self.maxsize:
+            self.cut_off(1)
+        else:
+            self._batches.append([ev])
+            self.pending += 1
+            self._wakeup.set()
+
     def resume_after(self, after: Sequence[BatchHeader]) -> None:
         """The backlog will deliver ``after`` (the resume batch first, then what committed
         after it): nothing of it, nor anything committed before it, may come live as well,
@@ -303,6 +358,8 @@ class _Announced:
     header: BatchHeader
     local: StoredBatch | None
     reading: asyncio.Future[dict[int, list[Row]]] | None = None
+    #: An alarm transition, delivered in its turn (after the batch that raised it).
+    notice: AlarmNotice | None = None
 
 
 class Hub:
@@ -433,6 +490,10 @@ class Hub:
     async def _drain(self) -> None:
         while self._incoming:
             item = self._incoming[0]
+            if item.notice is not None:
+                self._incoming.popleft()
+                self._deliver(item.notice)
+                continue
             try:
                 rows = await self._rows_of(item)
             except Exception:  # the batch is stored; only its live delivery failed
@@ -492,6 +553,36 @@ class Hub:
         self.published += len(batch)
         for sub in subs:
             sub.offer(batch)
+
+    def notify_alarm(self, message: dict[str, Any]) -> None:
+        """An alarm transition (loop thread): to every subscriber whose filter matches,
+        after the batches announced before it (the one that raised it among them)."""
+        if self.state == "stopped":
+            return
+        try:
+            notice = AlarmNotice(message)
+        except (KeyError, ValueError, TypeError):
+            log.exception("malformed alarm message ignored")
+            return
+        self._incoming.append(_Announced(notice.header, None, notice=notice))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.get_running_loop().create_task(
+                self._drain(), name="live-dispatch"
+            )
+
+    def _deliver(self, notice: AlarmNotice) -> None:
+        h = notice.header
+        for sub in self._by_project.get(h.project_id, ()):
+            if sub.filter.matches(h):
+                sub.notice(notice)
+
+    def notify_alarms_soon(self, messages: list[dict[str, Any]]) -> None:
+        """:meth:`notify_alarm` each, from any thread (after a commit)."""
+        loop = self._loop
+        if self.state != "running" or loop is None:
+            return
+        for message in messages:
+            loop.call_soon_threadsafe(self.notify_alarm, message)
 
     # --- out: subscribers -----------------------------------------------------------------
 

@@ -44,6 +44,8 @@ from cloud.live.hub import BatchHeader, Hub
 log = logging.getLogger("benchlink.live")
 
 CHANNEL = "benchlink_telemetry"
+#: Alarm transitions (:mod:`cloud.services.alarm_clock`), NOTIFYed by their transaction.
+ALARM_CHANNEL = "benchlink_alarms"
 
 
 def libpq_dsn(sqlalchemy_url: str) -> str:
@@ -145,6 +147,7 @@ class PostgresBus:
                     self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout)
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {ALARM_CHANNEL}")
                     self._listening.set()
                     attempt = 0
                     # Whatever was committed while nobody here listened was never announced
@@ -152,7 +155,10 @@ class PostgresBus:
                     if self._hub is not None:
                         self._hub.resync()
                     async for note in conn.notifies():
-                        self._received(note.payload)
+                        if note.channel == ALARM_CHANNEL:
+                            self._alarm(note.payload)
+                        else:
+                            self._received(note.payload)
             except asyncio.CancelledError:
                 self._listening.clear()
                 raise
@@ -163,6 +169,15 @@ class PostgresBus:
                 log.warning("live LISTEN connection lost (%r); reconnecting", exc)
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
+
+    def _alarm(self, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            log.exception("malformed alarm notification ignored")
+            return
+        if self._hub is not None and isinstance(message, dict):
+            self._hub.notify_alarm(message)
 
     def _received(self, payload: str) -> None:
         try:

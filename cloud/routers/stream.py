@@ -101,6 +101,21 @@ def readings_message(events: Sequence[LiveEvent]) -> str:
     return '{"type":"readings","items":[' + ",".join(ev.json for ev in events) + "]}"
 
 
+def grouped(events: Sequence[LiveEvent]) -> list[Sequence[LiveEvent]]:
+    """Runs of readings, and each alarm notice alone (it is its own message)."""
+    out: list[Sequence[LiveEvent]] = []
+    start = 0
+    for i, ev in enumerate(events):
+        if not ev.is_reading:
+            if i > start:
+                out.append(events[start:i])
+            out.append([ev])
+            start = i + 1
+    if start < len(events):
+        out.append(events[start:] if start else events)
+    return out
+
+
 _OVERFLOW_DETAIL = {
     "too_slow": "client too slow",
     "resync": "the server may have missed readings while it was not notified of them",
@@ -157,7 +172,10 @@ async def stream_websocket(ws: WebSocket) -> None:
 
         async def send(events: Sequence[LiveEvent]) -> None:
             if batch:
-                await ws.send_text(readings_message(events))
+                for group in grouped(events):
+                    await ws.send_text(
+                        readings_message(group) if group[0].is_reading else group[0].json
+                    )
                 return
             for ev in events:
                 await ws.send_text(ev.json)
@@ -238,9 +256,16 @@ class EventStream(Response):
 
             async def events(evs: Sequence[LiveEvent]) -> None:
                 if self.batch:
-                    await write(sse(readings_message(evs), event="readings", ident=evs[-1].id))
+                    await write(
+                        "".join(
+                            sse(readings_message(g), event="readings", ident=g[-1].id)
+                            if g[0].is_reading
+                            else sse(g[0].json, event=g[0].event)
+                            for g in grouped(evs)
+                        )
+                    )
                 else:
-                    await write("".join(sse(ev.json, event="reading", ident=ev.id) for ev in evs))
+                    await write("".join(sse(ev.json, event=ev.event, ident=ev.id) for ev in evs))
 
             async def keepalive() -> None:
                 await write(f": keepalive {time.time():.0f}\n\n")

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
-from cloud.services import journal
+from cloud.services import alarms, journal
 
 log = logging.getLogger("benchlink.cloud.purge")
 
@@ -108,8 +108,10 @@ def purge_run_rows(db: Session, run_id: uuid.UUID) -> None:
         models.TelemetryBatch,
         models.Metric,
         models.Annotation,
+        models.Alarm,
         models.Event,
         models.CaptureSession,
     ):
         db.execute(delete(model).where(model.run_id == run_id))
+    alarms.purge_run_rules(db, run_id)
     db.execute(delete(R).where(R.id == run_id))

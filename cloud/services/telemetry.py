@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from cloud import utctime
 from cloud.db import models
 from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from cloud.services import journal, profile_versions, telemetry_rollup
+from cloud.services import alarms, journal, profile_versions, telemetry_rollup
 from cloud.services.sensors import hash_token, token_refused
 from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import RollupKey, StoredBatch, TelemetryStore
@@ -40,6 +40,8 @@ class IngestedBatch:
     first_ts: datetime
     last_ts: datetime
     rows: StoredBatch
+    #: Alarm transitions the batch caused (live messages, sent after the commit).
+    alarms: list[dict[str, Any]] = field(default_factory=list)
 
 
 #: Converters by (sensor, profile version, units): versions are immutable, so a key names
@@ -94,6 +96,7 @@ _CONTEXT_COLUMNS = (
     P.input_unit,
     P.display_unit,
     S.profile_version,
+    S.alarm_rules,
     R.id.label("run_id"),
     R.project_id.label("run_project_id"),
     R.experiment_id,
@@ -123,6 +126,7 @@ class _Context(NamedTuple):
     input_unit: str
     display_unit: str
     profile_version: str
+    alarm_rules: int
     run_id: uuid.UUID | None
     run_project_id: uuid.UUID | None
     experiment_id: uuid.UUID | None
@@ -306,6 +310,10 @@ def _store_batch(
     # Last: concurrent ingests of this sensor and session share the coarse cells' rows, and
     # each holds them locked from here to its commit.
     store.add_rollups(RollupKey(ctx.sensor_id, rows.capture_session_id, rows.run_id), cells)
+    # Only a sensor with rules is evaluated (the count came with the lookup). After the
+    # summaries: its rule rows are locked to the commit too, and batches of one sensor
+    # already wait for each other there.
+    raised = alarms.evaluate_batch(db, rows, now) if ctx.alarm_rules else []
     published = IngestedBatch(
         batch_id=new_id,
         project_id=ctx.project_id,
@@ -317,6 +325,7 @@ def _store_batch(
         first_ts=record.first_ts,
         last_ts=record.last_ts,
         rows=rows,
+        alarms=raised,
     )
     return Ingested(_accepted(record, len(batch)), published, False)
 

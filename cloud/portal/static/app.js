@@ -356,6 +356,7 @@ async function viewRun(view, runId) {
   const journal = h("ol", { class: "journal", id: "journal" });
   const notes = new RunNotes(runId);
   const notesList = h("ol", { class: "notes", id: "annotations" });
+  const alarmList = h("ol", { class: "alarms", id: "alarms" });
   const annotateBtn = notes.canEdit ? h("button", { class: "secondary", id: "annotate", onclick: () => notes.toggle() }, "Annotate") : null;
   notes.onChange(() => {
     if (annotateBtn) annotateBtn.textContent = notes.annotating ? "Done annotating" : "Annotate";
@@ -376,6 +377,7 @@ async function viewRun(view, runId) {
     h("div", { class: "grid" },
       h("div", {},
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), h("span", { class: "head-tools" }, annotateBtn, liveState)), notes.hint, notes.form, telemetry),
+        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Alarms")), alarmList),
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Annotations")), notesList),
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Metrics")), metricsBox)),
       h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Event journal")), journal)),
@@ -405,6 +407,8 @@ async function viewRun(view, runId) {
   openSession();
   notes.load().catch((e) => notesList.replaceChildren(h("li", {}, errorPanel(e))));
   onCleanup(() => sessionScope && sessionScope());
+
+  onCleanup(showAlarms(alarmList, runId, sensors));
 
   const stopMetrics = showMetrics(metricsBox, run);
   onCleanup(stopMetrics);
@@ -503,6 +507,8 @@ function showTelemetry(box, liveState, session, sensors, notes) {
         }
       } else if (m.type === "reset") {
         for (const c of charts.values()) c.reload();
+      } else if (m.type.startsWith("alarm.")) {
+        window.dispatchEvent(new CustomEvent("benchlink-alarm", { detail: m }));
       }
     };
     socket.onclose = () => { liveState.className = "live-dot off"; liveState.textContent = "○ reconnecting"; schedule(); };
@@ -644,6 +650,56 @@ class SensorChart {
     window.removeEventListener("resize", this.onResize);
     this.plot?.destroy();
   }
+}
+
+// --- alarms -------------------------------------------------------------------------------
+
+// A run's alarms, newest first: those still raised on top with an Ack button for editors.
+// Redrawn when the live stream (or the journal) reports a transition.
+function showAlarms(list, runId, sensors) {
+  let closed = false;
+  const units = new Map(sensors.map((s) => [s.id, s.display_unit]));
+  const who = (actor) => actor.startsWith("user:") ? `user ${short(actor.slice(5))}` : actor;
+  const num = (v) => `${Number(v.toPrecision(6))}`;
+  const what = (a) => {
+    const r = a.rule || {};
+    if (a.kind === "above") return `above ${r.threshold}`;
+    if (a.kind === "below") return `below ${r.threshold}`;
+    if (a.kind === "outside") return `outside ${r.low}…${r.high}`;
+    if (a.kind === "rate") return `rate over ${r.threshold}/s in ${r.window_s} s`;
+    if (a.kind === "stale") return `silent for ${r.after_s} s`;
+    return "probe fault";
+  };
+  async function ack(a, button) {
+    const note = prompt(`Acknowledge the alarm "${what(a)}" on ${sensorNames.get(a.sensor_id) || short(a.sensor_id)}: note`, "");
+    if (note === null) return;
+    button.disabled = true;
+    try { await api(`/api/v1/alarms/${a.id}/ack`, { method: "POST", body: { note } }); }
+    catch (e) { alert(e.message); }
+    await load();
+  }
+  async function load() {
+    const items = await apiAll(`/api/v1/runs/${runId}/alarms`);
+    if (closed) return;
+    if (!items.length) { list.replaceChildren(h("li", { class: "muted" }, "No alarms.")); return; }
+    const rank = { raised: 0, acknowledged: 1, cleared: 2 };
+    items.sort((x, y) => rank[x.state] - rank[y.state]);
+    list.replaceChildren(...items.map((a) => {
+      const button = can("editor") && !a.acknowledged_at
+        ? h("button", { class: "secondary small ack", onclick: (e) => ack(a, e.currentTarget) }, "Ack") : null;
+      return h("li", { class: `alarm ${a.state}`, dataset: { alarmId: a.id, state: a.state } },
+        h("span", { class: `badge ${a.state === "raised" ? "failed" : a.state === "acknowledged" ? "draft" : "succeeded"}` }, a.state),
+        " ", h("strong", {}, sensorNames.get(a.sensor_id) || short(a.sensor_id)), ` ${what(a)}`,
+        a.value !== null ? ` · ${num(a.value)} ${units.get(a.sensor_id) || ""}` : "",
+        h("span", { class: "muted" }, ` · ${fmtTime(a.raised_at)}`, a.cleared_at ? ` → ${fmtTime(a.cleared_at)}` : "",
+          a.late ? " · late" : "", a.acknowledged_by ? ` · acknowledged by ${who(a.acknowledged_by)}${a.ack_note ? `: ${a.ack_note}` : ""}` : ""),
+        button ? " " : "", button);
+    }));
+  }
+  const onAlarm = (e) => { if (e.detail.run_id === runId) load().catch(console.error); };
+  window.addEventListener("benchlink-alarm", onAlarm);
+  load().catch((e) => list.replaceChildren(h("li", {}, errorPanel(e))));
+  return () => { closed = true; window.removeEventListener("benchlink-alarm", onAlarm); };
 }
 
 // --- annotations -------------------------------------------------------------------------
