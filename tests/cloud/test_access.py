@@ -48,6 +48,10 @@ def _calibration(_: Identity, __: dict[str, str]) -> Any:
     return {"points": points, "degree": 1}
 
 
+def _rule(_: Identity, __: dict[str, str]) -> Any:
+    return {"kind": "above", "threshold": -1000, "for_s": 0}
+
+
 def _sensor(who: Identity, _: dict[str, str]) -> Any:
     return {
         "project_id": who.project_id,
@@ -145,6 +149,17 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/runs", "viewer", query="?status=running"),
     Endpoint("GET", "/api/v1/runs/compare", "viewer", query="?run_id={run}&sensor={sensor_name}"),
     Endpoint("POST", "/api/v1/stream-tickets", "viewer", journals=False),
+    Endpoint("POST", "/api/v1/sensors/{sensor}/alarm-rules", "editor", _rule),
+    Endpoint("GET", "/api/v1/sensors/{sensor}/alarm-rules", "viewer"),
+    Endpoint("GET", "/api/v1/sensors/{sensor}/alarm-rules/{rule}", "viewer"),
+    Endpoint(
+        "PATCH", "/api/v1/sensors/{sensor}/alarm-rules/{rule}", "editor", lambda w, i: {"for_s": 1}
+    ),
+    Endpoint("DELETE", "/api/v1/sensors/{sensor}/alarm-rules/{rule}", "editor"),
+    Endpoint("GET", "/api/v1/runs/{run}/alarms", "viewer"),
+    Endpoint("GET", "/api/v1/alarms", "viewer", query="?state=raised"),
+    Endpoint("GET", "/api/v1/alarms/{alarm}", "viewer"),
+    Endpoint("POST", "/api/v1/alarms/{alarm}/ack", "editor", lambda w, i: {"note": "seen"}),
     Endpoint("GET", "/api/v1/capture-sessions/{session}/completeness", "viewer"),
     Endpoint("GET", "/api/v1/runs/{run}/completeness", "viewer", query="?sensor_id={sensor}"),
 ]
@@ -204,8 +219,15 @@ def _stack(api: Api, who: Identity) -> dict[str, str]:
     r = api.post("/api/v1/edges", {"name": f"bench-{uuid.uuid4().hex[:6]}"}, headers=who.headers())
     assert r.status_code == 201, r.text
     ids["edge"] = r.json()["edge"]["id"]
+    r = api.post(
+        f"/api/v1/sensors/{s['sensor_id']}/alarm-rules", _rule(who, {}), headers=who.headers()
+    )
+    assert r.status_code == 201, r.text
+    ids["rule"] = r.json()["id"]
     ts = datetime.now(UTC).isoformat()
     assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
+    r = api.get(f"/api/v1/runs/{s['run_id']}/alarms", headers=who.headers())
+    ids["alarm"] = r.json()["items"][0]["id"]  # the rule's alarm, raised by that reading
     return ids
 
 
@@ -393,6 +415,8 @@ KEYS = (
     "annotation",
     "calibration",
     "edge",
+    "rule",
+    "alarm",
 )
 
 
