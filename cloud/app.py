@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from cloud import fleet, health, logfilter, openapi, problems
+from cloud import deps, fleet, health, logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
@@ -141,10 +141,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         telemetry,
         metrics,
         events,
-        ops,
-        stream,
-        portal,
     ):
+        app.include_router(module.router, dependencies=[Depends(deps.known_query_parameters)])
+    # The streams read their parameters by hand (a WebSocket has no dependant to check); a
+    # probe or a scraper may add its own.
+    for module in (ops, stream, portal):
         app.include_router(module.router)
     live.install(app, settings)
     sink = fleet.install(app)

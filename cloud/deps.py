@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -193,3 +193,43 @@ def same_project(principal: Principal, body_project_id: uuid.UUID | None) -> Non
     """A body ``project_id`` other than ``X-Project-Id`` is refused (403)."""
     if body_project_id is not None and body_project_id != principal.project_id:
         raise Forbidden("project_id in the body differs from X-Project-Id")
+
+
+#: Endpoints that read terms of their own from the query string (run search's
+#: ``param.NAME=VALUE``): :func:`takes_free_query` puts them here.
+FREE_QUERY: set[Callable[..., Any]] = set()
+
+
+def takes_free_query(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an endpoint whose query string holds names of the caller's choosing (it checks
+    them itself: an unknown term is its own 422)."""
+    FREE_QUERY.add(endpoint)
+    return endpoint
+
+
+async def known_query_parameters(request: Request) -> None:
+    """Refuse (422) a query parameter the endpoint does not take. A misspelt filter
+    (``?sensor=`` for ``?sensor_id=``) would otherwise be ignored, and the answer would hold
+    more than was asked for while looking like what was asked for."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or getattr(route, "endpoint", None) in FREE_QUERY:
+        return
+    # Worked out once per route and kept on it (a route is not hashable, so no mapping).
+    taken: frozenset[str] | None = getattr(route, "_benchlink_query_names", None)
+    if taken is None:
+        taken = frozenset(_query_names(dependant))
+        setattr(route, "_benchlink_query_names", taken)  # noqa: B010
+    for name in request.query_params:
+        if name not in taken:
+            offered = ", ".join(sorted(taken)) or "none"
+            raise invalid(
+                name or "(empty name)", f"not a parameter of this endpoint (it takes: {offered})"
+            )
+
+
+def _query_names(dependant: Any) -> Iterator[str]:
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)

@@ -88,7 +88,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 ERRORS = {
     "400": "a malformed request (e.g. an identity header given twice)",
     "401": "no identity headers, or a missing, unknown, rotated or revoked sensor token",
-    "403": "the caller's role or project does not allow this",
+    "403": "the caller's role or project does not allow this, or the token is another's",
     "404": "no such object in the caller's project",
     "409": "a conflict with the current state, or the same Idempotency-Key still in progress",
     "413": "the request body is too large",
@@ -218,10 +218,10 @@ def _errors(op: dict[str, Any], method: str, path: str, kind: str | None) -> Non
     codes = {"422"} if op.get("parameters") or op.get("requestBody") else set()
     if kind:  # malformed identity headers or token are 422 too
         codes |= {"400", "401", "422", "503"}
-    if kind in ("identity", "user"):
-        codes.add("403")
-    if "{" in path or kind == "identity":
-        codes.add("404")
+    if kind in ("identity", "user", "sensor", "edge"):
+        codes.add("403")  # a token is also refused for another sensor's or edge's data
+    if "{" in path or kind in ("identity", "sensor"):
+        codes.add("404")  # a sensor's batch names a run and a session, which may not exist
     if method in ("post", "put", "patch"):
         codes |= {"409", "413"}
     responses = op.setdefault("responses", {})

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from cloud.deps import DbSession, Viewer
+from cloud.deps import DbSession, Viewer, takes_free_query
 from cloud.schemas import Page, RunOut, RunStatus
 from cloud.schemas_search import MAX_RUNS, Comparison
 from cloud.services import run_compare, run_search
@@ -34,6 +34,7 @@ leading `-` for descending (default `-created_at`); runs without a value sort la
 
 
 @router.get("/runs", description=_GRAMMAR)
+@takes_free_query
 def search_runs(
     request: Request,
     db: DbSession,

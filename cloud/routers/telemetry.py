@@ -4,7 +4,7 @@ import uuid
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
@@ -229,6 +229,7 @@ def export_csv(
     capture_session_id: uuid.UUID | None = None,
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
+    format: Annotated[Literal["csv"], Query(description="csv only, as the address says")] = "csv",
 ) -> StreamingResponse:
     """``GET /export?format=csv``, at its earlier address."""
     return export(request, db, caller, "csv", run_id, sensor_id, capture_session_id, since, until)
