@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import deps, fleet, health, logfilter, openapi, problems
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
@@ -57,19 +58,35 @@ log = logging.getLogger("benchlink.cloud")
 PURGE_EVERY_S = 600
 
 
+#: Routers whose endpoints refuse a query parameter they do not take
+#: (:func:`cloud.deps.known_query_parameters`).
+CHECKED_ROUTERS = (
+    projects,
+    me,
+    sensors,
+    calibrations,
+    edges,
+    clock,
+    experiments,
+    run_search,
+    runs,
+    deleted,
+    capture_sessions,
+    completeness,
+    annotation_routes,
+    alarm_routes,
+    telemetry,
+    metrics,
+    events,
+)
+#: The streams read their parameters by hand (a WebSocket has no dependant to check); a probe
+#: or a scraper may add its own.
+UNCHECKED_ROUTERS = (ops, stream, portal)
+
+
 def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
-    owned: list[Engine] = []  # the engines made here, closed when the app stops
-    if engine is None:
-        engine = make_engine(settings.sqlalchemy_url)
-        owned.append(engine)
-    sessions = make_sessionmaker(engine)
-    # Reads need no write lock on SQLite; on PostgreSQL one engine serves both.
-    readers = sessions
-    if is_sqlite(settings.sqlalchemy_url):
-        read_engine = make_engine(settings.sqlalchemy_url, writer=False)
-        owned.append(read_engine)
-        readers = make_sessionmaker(read_engine)
+    engine, sessions, readers, owned = _engines(settings, engine)
     stats = Stats()
     stats.watch_edges(readers)
     logfilter.install()
@@ -123,29 +140,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.shutdown_hooks = []
 
     problems.install(app)
-    for module in (
-        projects,
-        me,
-        sensors,
-        calibrations,
-        edges,
-        clock,
-        experiments,
-        run_search,
-        runs,
-        deleted,
-        capture_sessions,
-        completeness,
-        annotation_routes,
-        alarm_routes,
-        telemetry,
-        metrics,
-        events,
-    ):
+    for module in CHECKED_ROUTERS:
         app.include_router(module.router, dependencies=[Depends(deps.known_query_parameters)])
-    # The streams read their parameters by hand (a WebSocket has no dependant to check); a
-    # probe or a scraper may add its own.
-    for module in (ops, stream, portal):
+    for module in UNCHECKED_ROUTERS:
         app.include_router(module.router)
     live.install(app, settings)
     sink = fleet.install(app)
@@ -155,7 +152,32 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     sink.after_store.append(evaluator.after_store)
     app.state.health = evaluator
     alarm_clock.install(app)
+    _install_middleware(app, settings, stats, readers)
+    return app
 
+
+def _engines(
+    settings: Settings, engine: Engine | None
+) -> tuple[Engine, sessionmaker[Session], sessionmaker[Session], list[Engine]]:
+    """The engine (given, or made here), its sessions, the sessions for reads, and the
+    engines made here (closed when the app stops)."""
+    owned: list[Engine] = []
+    if engine is None:
+        engine = make_engine(settings.sqlalchemy_url)
+        owned.append(engine)
+    sessions = make_sessionmaker(engine)
+    # Reads need no write lock on SQLite; on PostgreSQL one engine serves both.
+    readers = sessions
+    if is_sqlite(settings.sqlalchemy_url):
+        read_engine = make_engine(settings.sqlalchemy_url, writer=False)
+        owned.append(read_engine)
+        readers = make_sessionmaker(read_engine)
+    return engine, sessions, readers, owned
+
+
+def _install_middleware(
+    app: FastAPI, settings: Settings, stats: Stats, readers: sessionmaker[Session]
+) -> None:
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.
     app.add_middleware(
@@ -165,12 +187,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.add_middleware(TelemetryAuthMiddleware, gate=TokenGate(readers))
     app.add_middleware(TimingMiddleware, stats=stats)
 
-    async def _purge_loop(app: FastAPI) -> None:
-        while True:
-            await asyncio.sleep(PURGE_EVERY_S)
-            await _purge_once(app)
 
-    return app
+async def _purge_loop(app: FastAPI) -> None:
+    while True:
+        await asyncio.sleep(PURGE_EVERY_S)
+        await _purge_once(app)
 
 
 async def _purge_once(app: FastAPI) -> None:

@@ -333,6 +333,7 @@ def test_a_run_is_exported_from_its_page(
     size = path.stat().st_size
     assert 1000 <= size < 100_000  # shown in kB with one decimal (the portal's fmtBytes)
     expect(progress).to_contain_text(f"{size / 1000:.1f} kB")
+    expect(progress).to_contain_text("50 readings in all")
     table = pq.read_table(path)
     assert table.num_rows == 50
     listed = demo.c.get(
@@ -345,3 +346,6 @@ def test_a_run_is_exported_from_its_page(
     with page.expect_download() as info:
         page.locator("#export-run").click()
     assert info.value.suggested_filename == f"telemetry-run-{demo.run}.csv"
+    # A CSV's lines are counted against the readings the export announced.
+    expect(progress).to_have_attribute("data-done", "true")
+    expect(progress).to_contain_text("100% · 50 of 50 readings")

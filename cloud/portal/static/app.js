@@ -280,8 +280,9 @@ async function viewExperiment(view, id) {
 // --- export ------------------------------------------------------------------------------
 
 // The run's readings as a file. Fetched rather than linked, so that the identity headers go
-// with it; the export streams (its length is unknown until it ends), so progress is the
-// bytes received so far.
+// with it. The export streams (its length in bytes is unknown until it ends) but says up
+// front how many readings it holds (Benchlink-Rows): a CSV's lines are counted as they
+// arrive, so its progress is a percentage; Parquet and Arrow show the bytes received.
 function exportControl(run) {
   const format = h("select", { id: "export-format", "aria-label": "export format" },
     h("option", { value: "parquet" }, "Parquet"), h("option", { value: "arrow" }, "Arrow"),
@@ -293,7 +294,7 @@ function exportControl(run) {
     progress.textContent = "starting…";
     try {
       const name = await download(`/api/v1/telemetry/export?format=${format.value}&run_id=${run.id}`,
-        (n) => { progress.textContent = `${fmtBytes(n)} received`; });
+        (n, rows, total) => { progress.textContent = exportProgress(n, rows, total); });
       progress.textContent = `${name} · ${progress.textContent.replace(" received", "")}`;
       progress.dataset.done = "true";
     } catch (err) {
@@ -305,6 +306,16 @@ function exportControl(run) {
   return h("div", { class: "export", id: "export" }, format, button, progress);
 }
 
+function exportProgress(bytes, rows, total) {
+  const got = `${fmtBytes(bytes)} received`;
+  if (total === null) return got;
+  if (rows === null) return `${got} · ${total.toLocaleString()} readings in all`;
+  const pct = total ? Math.min(100, Math.floor((100 * rows) / total)) : 100;
+  return `${pct}% · ${Math.min(rows, total).toLocaleString()} of ${total.toLocaleString()} readings · ${got}`;
+}
+
+// Calls onBytes(bytes, rows, total): rows counted (CSV lines after the header) or null, total
+// from Benchlink-Rows or null.
 async function download(path, onBytes) {
   delete $("#export-progress").dataset.done;
   const r = await fetch(new URL(path, location.origin), { headers: identityHeaders() });
@@ -313,15 +324,20 @@ async function download(path, onBytes) {
     try { detail = (await r.json()).detail || detail; } catch { /* not JSON */ }
     throw new ApiError(r.status, detail);
   }
+  const header = r.headers.get("Benchlink-Rows");
+  const total = header === null || header === "" ? null : Number(header);
+  const isCsv = (r.headers.get("Content-Type") || "").startsWith("text/csv");
   const reader = r.body.getReader();
   const parts = [];
   let received = 0;
+  let lines = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     parts.push(value);
     received += value.length;
-    onBytes(received);
+    if (isCsv) for (const byte of value) if (byte === 10) lines += 1;
+    onBytes(received, isCsv ? Math.max(0, lines - 1) : null, Number.isFinite(total) ? total : null);
   }
   const found = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
   const name = found ? found[1] : "export";
