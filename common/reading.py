@@ -19,6 +19,7 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -72,6 +73,18 @@ class WireBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 #: highest sequence number accepted (the cloud stores them as 64-bit integers)
 MAX_SEQ = 2**62
+
+
+def to_ranges(numbers: Iterable[int]) -> list[list[int]]:
+    """Ascending numbers as ``[first, last]`` ranges of consecutive ones (the edge's batch
+    body and the cloud's stored ranges say the same numbers the same way)."""
+    out: list[list[int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return out
 
 
 def seq_problem(ranges: list[tuple[int, int]], n: int) -> str | None:

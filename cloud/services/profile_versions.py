@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from cloud import utctime
 from cloud.db import models
 from cloud.errors import FieldError, InvalidInput
-from common.reading import ReadingBatch
+from common.reading import ReadingBatch, to_ranges
 from common.wire import TelemetryAccepted
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ class Part:
     request_batch_id: int | None
     #: The whole request.
     request: ReadingBatch
+    #: Edge sequence numbers of the request's copies of its own readings (dropped before the
+    #: split), recorded with the first part as copies: they arrived, and no part holds them.
+    seq_copies: tuple[int, ...] = ()
 
 
 def ingest_across(
@@ -78,7 +81,11 @@ def ingest_across(
         (k,) = groups
         return t._store_batch(db, contexts[k], batch, key, now, late)
 
-    subs = {k: _sub(batch, idx) for k, idx in groups.items()}
+    # Each part carries its readings' own sequence numbers (completeness counts them).
+    numbers = None if batch.seq_ranges is None else t._numbers(batch.seq_ranges)
+    subs = {k: _sub(batch, idx, numbers) for k, idx in groups.items()}
+    kept = {i for idx in groups.values() for i in idx}
+    copies = tuple(numbers[i] for i in range(len(batch)) if i not in kept) if numbers else ()
     values: dict[int, list[float]] = {}
     errors: list[FieldError] = []
     for k, idx in groups.items():
@@ -103,6 +110,7 @@ def ingest_across(
             fingerprint=batch.fingerprint() if n == 0 else None,
             request_batch_id=request_id,
             request=batch,
+            seq_copies=copies if n == 0 else (),
         )
         result = t._store_batch(db, contexts[k], subs[k], key if n == 0 else None, now, late, part)
         if result.replayed:  # the key's request committed meanwhile: its answer, ours unstored
@@ -158,7 +166,11 @@ def _with_version(ctx: _Context, v: models.SensorProfile) -> _Context:
     )
 
 
-def _sub(batch: ReadingBatch, indices: list[int]) -> ReadingBatch:
+def _sub(batch: ReadingBatch, indices: list[int], numbers: list[int] | None) -> ReadingBatch:
+    """The request's readings at ``indices``, with their sequence numbers if it has them."""
+    ranges = None
+    if numbers is not None:
+        ranges = [(a, b) for a, b in to_ranges(numbers[i] for i in indices)]
     return ReadingBatch(
         sensor_id=batch.sensor_id,
         run_id=batch.run_id,
@@ -166,6 +178,8 @@ def _sub(batch: ReadingBatch, indices: list[int]) -> ReadingBatch:
         timestamps=[batch.timestamps[i] for i in indices],
         raw_values=[batch.raw_values[i] for i in indices],
         metas=[batch.metas[i] for i in indices],
+        seq_epoch=batch.seq_epoch if numbers is not None else None,
+        seq_ranges=ranges,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
@@ -22,7 +23,7 @@ from cloud.services.sensors import hash_token, token_refused
 from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import RollupKey, StoredBatch, TelemetryStore
 from common.profiles import ConversionError, Converter, build_converter
-from common.reading import ReadingBatch
+from common.reading import ReadingBatch, to_ranges
 from common.wire import TelemetryAccepted, legacy_fingerprint
 
 
@@ -302,7 +303,7 @@ def _store_batch(
         rows = _store_new(store, rows, origin)
         cells = _recount(db, new_id, fields, rows)
     if batch.seq_ranges is not None:
-        _store_seq_ranges(db, batch, rows, new_id)
+        _store_seq_ranges(db, batch, rows, new_id, part.seq_copies if part else ())
     record = models.TelemetryBatch(id=new_id, **fields)
     _journal(db, ctx, record, len(batch))
     if not rows:  # every reading was a copy: nothing to summarise or to publish
@@ -333,16 +334,24 @@ def _store_batch(
 _SEQ_RANGES = cast(Table, models.TelemetrySeqRange.__table__)
 
 
-def _store_seq_ranges(db: Session, batch: ReadingBatch, rows: StoredBatch, batch_id: int) -> None:
+def _store_seq_ranges(
+    db: Session,
+    batch: ReadingBatch,
+    rows: StoredBatch,
+    batch_id: int,
+    extra_copies: Sequence[int] = (),
+) -> None:
     """The edge sequence numbers the batch brought, in its transaction: those of the readings
-    it stored, and (``duplicate``) those of readings already stored by another batch."""
+    it stored, and (``duplicate``) those of readings already stored by another batch, and
+    ``extra_copies`` (a request split by profile version: its copies of its own readings)."""
     assert batch.seq_epoch is not None and batch.seq_ranges is not None
-    if len(rows) == len(batch):  # the common case: all stored, the ranges as sent
+    if len(rows) == len(batch) and not extra_copies:  # the common case: the ranges as sent
         stored, copies = [list(r) for r in batch.seq_ranges], []
     else:
         kept = rows.seqs or []
-        stored = seq_ranges(kept)
-        copies = seq_ranges(sorted(set(_numbers(batch.seq_ranges)) - set(kept)))
+        stored = to_ranges(kept)
+        dropped = set(_numbers(batch.seq_ranges)) - set(kept)
+        copies = to_ranges(sorted(dropped.union(extra_copies)))
     shared = {
         "batch_id": batch_id,
         "sensor_id": rows.sensor_id,
@@ -365,17 +374,6 @@ def _numbers(ranges: list[tuple[int, int]]) -> list[int]:
     if len(ranges) == 1:
         return list(range(ranges[0][0], ranges[0][1] + 1))
     return list(itertools.chain.from_iterable(range(a, b + 1) for a, b in ranges))
-
-
-def seq_ranges(numbers: Any) -> list[list[int]]:
-    """Ascending numbers as ``[first, last]`` ranges of consecutive ones."""
-    out: list[list[int]] = []
-    for n in numbers:
-        if out and n == out[-1][1] + 1:
-            out[-1][1] = n
-        else:
-            out.append([n, n])
-    return out
 
 
 def _previous_of(ctx: _Context) -> models.TelemetryBatch:

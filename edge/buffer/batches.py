@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from common.reading import to_ranges
 from common.wire import MAX_TELEMETRY_BODY_BYTES
 from edge.buffer.records import DEAD, INFLIGHT, PENDING, SYNCED, DeadLetter
 from edge.buffer.writes import insert_dead_letters
@@ -304,17 +305,6 @@ def seq_ranges(c: sqlite3.Connection, batch_id: str) -> list[list[int]] | None:
     if not seqs or any(s[0] is None for s in seqs):
         return None
     return to_ranges(s[0] for s in seqs)
-
-
-def to_ranges(numbers: Any) -> list[list[int]]:
-    """Ascending numbers as ``[first, last]`` ranges of consecutive ones."""
-    out: list[list[int]] = []
-    for n in numbers:
-        if out and n == out[-1][1] + 1:
-            out[-1][1] = n
-        else:
-            out.append([n, n])
-    return out
 
 
 # -- what the cloud answered ---------------------------------------------------------------------

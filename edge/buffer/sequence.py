@@ -21,7 +21,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from edge.buffer.batches import seq_ranges, to_ranges
+from common.reading import to_ranges
+from edge.buffer.batches import seq_ranges
 from edge.buffer.records import DEAD, INFLIGHT, PENDING
 
 #: most ranges one sensor's report lists per kind (the rest are merged into the last one's

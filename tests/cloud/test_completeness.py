@@ -262,3 +262,34 @@ def test_access_is_that_of_the_session_and_the_run_sums_its_sessions(
         headers=owner.headers(),
     )
     assert one.json()["arrived"] == 0
+
+
+def test_a_batch_split_by_profile_version_keeps_its_numbers(api: Api, owner: Identity) -> None:
+    """A request whose readings straddle a profile version's start is stored in parts (one
+    per version): each part keeps its readings' numbers, and the request's copies of its own
+    readings count as arrived copies, so nothing shows as a gap."""
+    ids = api.stack(owner)
+    start = T0 + timedelta(milliseconds=50)  # v2 converts readings 50.. of the batch below
+    body = {"version": "v2", "kind": "linear", "payload": {"a": 3.0, "b": -5.0}}
+    body["effective_from"] = start.isoformat()
+    r = api.put(
+        f"/api/v1/sensors/{ids['sensor_id']}/conversion-profile", body, headers=owner.headers()
+    )
+    assert r.status_code == 200, r.text
+    rows = readings(1, 100)
+    rows.insert(10, dict(rows[9]))  # a copy of reading 10 inside the request: number 11
+    assert send(api, ids, [[1, 101]], rows, key="split").status_code == 202
+    report(
+        api,
+        owner,
+        ids,
+        {"captured_upto": 101, "sessions": [session_of(ids, 1, 101)], "waiting": [], "dead": []},
+    )
+    got = completeness(api, owner, ids["capture_session_id"])
+    assert got["unaccounted"] == 0 and got["gaps"] == [], got
+    assert got["captured"] == 101 and got["waiting"] == 0
+    versions = {r["profile_version"] for r in api.readings(owner, run_id=ids["run_id"])}
+    assert versions == {"v1", "v2"}  # it was split
+    # The retry is the same request: counts unchanged.
+    assert send(api, ids, [[1, 101]], rows, key="split").status_code == 202
+    assert completeness(api, owner, ids["capture_session_id"]) == got
