@@ -102,6 +102,8 @@ def evaluate(
     buffer = heartbeat.get("buffer") or {}
     if buffer.get("max_bytes"):
         share = float(buffer.get("used_bytes") or 0) / float(buffer["max_bytes"])
+        if buffer.get("full"):  # refusing readings (budget spent, or the disk at its reserve)
+            share = max(share, 1.0)
         add("buffer_full", None, share, BUFFER_MAX_SHARE)
     clock = heartbeat.get("clock")
     if clock:

@@ -230,3 +230,19 @@ def test_expected_interval_is_validated_and_clearable(api: Api, owner: Identity)
     assert_problem(
         api.post("/api/v1/sensors", bad, headers=owner.headers()), 422, "expected_interval_s"
     )
+
+
+def test_a_buffer_refusing_for_a_full_disk_is_buffer_full(
+    api: Api, owner: Identity, clock: Clock, sink: HeartbeatSink
+) -> None:
+    """The disk at its reserve refuses readings with the buffer far under its budget: the
+    rule says so (the share alone, 10 %, would not)."""
+    edge_id, token = register(api, owner)
+    disk = beat(edge_id)
+    disk["buffer"].update(used_bytes=200, full="disk", disk_room_bytes=0, min_free_bytes=10**8)
+    assert put_beat(api, edge_id, token, disk).status_code == 200
+    sink.flush()
+    assert conditions(api, owner, edge_id) == {("buffer_full", None)}
+    assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200
+    sink.flush()
+    assert conditions(api, owner, edge_id) == set()
