@@ -52,13 +52,20 @@ def run_events(
     run_id: uuid.UUID,
     db: DbSession,
     caller: Viewer,
+    kind: str | None = None,
     after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
 ) -> Page[EventOut]:
     return _page(
         *journal.list_events(
-            db, caller.project_id, run_id=run_id, after_id=after_id, limit=limit, cursor=cursor
+            db,
+            caller.project_id,
+            run_id=run_id,
+            kind=kind,
+            after_id=after_id,
+            limit=limit,
+            cursor=cursor,
         )
     )
 
@@ -68,6 +75,7 @@ def experiment_events(
     experiment_id: uuid.UUID,
     db: DbSession,
     caller: Viewer,
+    kind: str | None = None,
     after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
@@ -77,6 +85,7 @@ def experiment_events(
             db,
             caller.project_id,
             experiment_id=experiment_id,
+            kind=kind,
             after_id=after_id,
             limit=limit,
             cursor=cursor,
