@@ -35,9 +35,11 @@ Evaluation
     is unchanged.
 
     ``stale`` is evaluated by the clock: :func:`stale_tick` (the app's periodic task) raises
-    an alarm for every stale rule whose sensor's last reading is more than ``after_s`` old
-    while that reading's capture session still runs; raised at ``last reading + after_s``.
-    The next reading clears it. On PostgreSQL the tick takes a transaction-level advisory
+    an alarm for every stale rule whose sensor's last reading *arrived* more than ``after_s``
+    ago (the cloud's clock, kept in the rule's ``last_ts_us``) while that reading's capture
+    session still runs; raised at ``arrival + after_s``. The next reading to arrive clears
+    it. By arrival, not by the readings' timestamps: a backlog draining after an outage, or
+    a device whose clock is behind the cloud's, would otherwise flap between ticks. On PostgreSQL the tick takes a transaction-level advisory
     lock, so one process evaluates at a time whatever the number of workers; the rule row
     lock makes a second evaluation a no-op in any case.
 """
@@ -410,6 +412,18 @@ def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[s
     now_us = utctime.micros(now)
     messages: list[dict[str, Any]] = []
     for rule in rules:
+        if rule.kind == "stale":
+            # Silence is judged by arrival, on the cloud's clock (``last_ts_us`` holds it for
+            # this kind): a backlog of old readings draining after an outage, or a device
+            # whose clock is behind, is not silence while its readings keep arriving.
+            rule.last_session_id = rows.capture_session_id
+            rule.last_ts_us = max(rule.last_ts_us or 0, now_us)
+            if rule.open_alarm_id is not None:  # a reading: the sensor speaks again
+                open_alarm = db.get(AL, rule.open_alarm_id)
+                if open_alarm is not None:
+                    messages += _clear(db, open_alarm, now, values[-1])
+                rule.open_alarm_id = None
+            continue
         start = 0
         if rule.last_ts_us is not None and stamps[0] <= rule.last_ts_us:
             start = next((k for k, t in enumerate(stamps) if t > rule.last_ts_us), len(stamps))
@@ -418,12 +432,6 @@ def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[s
             continue
         rule.last_session_id = rows.capture_session_id
         alarm = db.get(AL, rule.open_alarm_id) if rule.open_alarm_id is not None else None
-        if rule.kind == "stale":
-            rule.last_ts_us = ts[-1]
-            if alarm is not None:  # a reading: the sensor speaks again
-                messages += _clear(db, alarm, at(ts[0]), vs[0])
-            rule.open_alarm_id = None
-            continue
         spec = _spec(rule)
         state = State(rule.last_ts_us, rule.holding_since_us, alarm is not None)
         if rule.kind == "rate":
