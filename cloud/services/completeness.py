@@ -377,6 +377,10 @@ def _sensor(held: Held, report: Report | None, session_id: str) -> tuple[dict[st
     mine = normal(
         [s.first, s.last] for s in seq.sessions if str(s.capture_session_id) == session_id
     )
+    if not mine:
+        # The report does not speak of this session (an edge lists its newest session
+        # segments only): what it captured here is unknown, not "what arrived".
+        return _sensor(held, None, session_id)
     # a heartbeat is older than the answer: numbers that arrived since it count as captured
     captured = union(mine, arrived)
     waiting = subtract(intersect(normal(seq.waiting), captured), arrived)

@@ -293,3 +293,23 @@ def test_a_batch_split_by_profile_version_keeps_its_numbers(api: Api, owner: Ide
     # The retry is the same request: counts unchanged.
     assert send(api, ids, [[1, 101]], rows, key="split").status_code == 202
     assert completeness(api, owner, ids["capture_session_id"]) == got
+
+
+def test_a_session_the_report_does_not_list_is_not_called_complete(
+    api: Api, owner: Identity
+) -> None:
+    """An edge lists its newest session segments only: for a session it no longer lists,
+    what was captured is unknown (not "what arrived", which would hide a loss)."""
+    ids = api.stack(owner)
+    assert send(api, ids, [[1, 10]], readings(1, 10), key="old").status_code == 202
+    draft = api.session(owner, ids["run_id"], ordinal=2, status="draft")  # another session
+    other = {**ids, "capture_session_id": draft}
+    report(
+        api,
+        owner,
+        ids,
+        {"captured_upto": 30, "sessions": [session_of(other, 11, 30)], "waiting": [], "dead": []},
+    )
+    got = completeness(api, owner, ids["capture_session_id"])
+    assert got["arrived"] == 10
+    assert got["captured"] is None and got["unaccounted"] is None, got
