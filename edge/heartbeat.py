@@ -324,7 +324,12 @@ class Heartbeats:
         t0 = self.now()
         try:
             answer = await self.client.request(
-                "PUT", path, beat.model_dump_json().encode(), headers
+                # Unset fields left out: a cloud older than this edge takes the heartbeat
+                # unless a field it does not know has something to say.
+                "PUT",
+                path,
+                beat.model_dump_json(exclude_none=True).encode(),
+                headers,
             )
         except TransportError as exc:
             self._note(f"cloud unreachable ({exc})")
