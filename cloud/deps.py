@@ -8,6 +8,8 @@ Routes read like the API they serve::
 from __future__ import annotations
 
 import hmac
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,28 +210,46 @@ def takes_free_query(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def known_query_parameters(request: Request) -> None:
-    """Refuse (422) a query parameter the endpoint does not take. A misspelt filter
-    (``?sensor=`` for ``?sensor_id=``) would otherwise be ignored, and the answer would hold
-    more than was asked for while looking like what was asked for."""
+    """Refuse (422) a query parameter the endpoint does not take, or one that takes a single
+    value given more than once. A misspelt filter (``?sensor=`` for ``?sensor_id=``) would
+    otherwise be ignored, and ``?name=a&name=b`` read as ``b``: the answer would hold other
+    than was asked for while looking like what was asked for."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None or getattr(route, "endpoint", None) in FREE_QUERY:
         return
-    # Worked out once per route and kept on it (a route is not hashable, so no mapping).
-    taken: frozenset[str] | None = getattr(route, "_benchlink_query_names", None)
+    # Worked out once per route and kept on it (a route is not hashable, so no mapping):
+    # each name the route takes, and whether it takes several values.
+    taken: dict[str, bool] | None = getattr(route, "_benchlink_query_names", None)
     if taken is None:
-        taken = frozenset(_query_names(dependant))
+        taken = dict(_query_names(dependant))
         setattr(route, "_benchlink_query_names", taken)  # noqa: B010
-    for name in request.query_params:
-        if name not in taken:
+    params = request.query_params
+    for name in params:
+        many = taken.get(name)
+        if many is None:
             offered = ", ".join(sorted(taken)) or "none"
             raise invalid(
                 name or "(empty name)", f"not a parameter of this endpoint (it takes: {offered})"
             )
+        if not many and len(params.getlist(name)) > 1:
+            raise invalid(name, f"given {len(params.getlist(name))} times; it takes one value")
 
 
-def _query_names(dependant: Any) -> Iterator[str]:
+def _query_names(dependant: Any) -> Iterator[tuple[str, bool]]:
     for param in dependant.query_params:
-        yield param.alias
+        yield param.alias, _takes_many(param.field_info.annotation)
     for sub in dependant.dependencies:
         yield from _query_names(sub)
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter's type is a list (``?tag=a&tag=b``), through Optional/Annotated."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin is typing.Annotated:
+        return _takes_many(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_many(arg) for arg in typing.get_args(annotation))
+    return False

@@ -23,7 +23,16 @@ def test_a_misspelt_filter_is_a_422_naming_it(api: Api) -> None:
     assert_problem(r, 422, "(empty name)")
     r = api.get("/api/v1/experiments", params={"limt": "5"}, headers=h)
     assert_problem(r, 422, "limt")
+    # A single value given twice is not read as the last one.
+    r = api.get("/api/v1/experiments?limit=1&limit=500", headers=h)
+    assert_problem(r, 422, "limit")
     # What they do take still works, a parameter given twice included where it is a list.
+    name = api.get(f"/api/v1/sensors/{ids['sensor_id']}", headers=h).json()["name"]
+    other = api.run(owner, ids["experiment_id"])
+    r = api.get(
+        f"/api/v1/runs/compare?run_id={ids['run_id']}&run_id={other}&sensor={name}", headers=h
+    )
+    assert r.status_code == 200, r.text
     r = api.get("/api/v1/telemetry", params={"run_id": ids["run_id"]}, headers=h)
     assert r.status_code == 200 and len(r.json()["items"]) == 1
     r = api.get("/api/v1/runs?status=running&status=succeeded", headers=h)
