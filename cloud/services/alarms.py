@@ -39,9 +39,10 @@ Evaluation
     ago (the cloud's clock, kept in the rule's ``last_ts_us``) while that reading's capture
     session still runs; raised at ``arrival + after_s``. The next reading to arrive clears
     it. By arrival, not by the readings' timestamps: a backlog draining after an outage, or
-    a device whose clock is behind the cloud's, would otherwise flap between ticks. On PostgreSQL the tick takes a transaction-level advisory
-    lock, so one process evaluates at a time whatever the number of workers; the rule row
-    lock makes a second evaluation a no-op in any case.
+    a device whose clock is behind the cloud's, would otherwise flap between ticks. On
+    PostgreSQL the tick takes a transaction-level advisory lock, so one process evaluates at
+    a time whatever the number of workers; the rule row lock makes a second evaluation a
+    no-op in any case.
 """
 
 from __future__ import annotations

@@ -407,6 +407,15 @@ def _new_version(
             "immutable, use a new one",
             errors=[FieldError(at or "version", "already used")],
         )
+    if display_unit != sensor.display_unit and sensor.alarm_rules:
+        # A rule's thresholds are numbers in the unit the sensor had when it was set: the
+        # same numbers against values in another unit would raise (or miss) alarms.
+        raise Conflict(
+            f"the sensor has {sensor.alarm_rules} alarm rule(s) whose thresholds are in "
+            f"{sensor.display_unit}; delete them before changing display_unit to "
+            f"{display_unit}, then set them again in the new unit",
+            errors=[FieldError("display_unit", "alarm rules are set in the current unit")],
+        )
     previous = sensor.profile_version
     to_reprocess = stored_since(db, sensor.id, effective_from)
     sensor.input_unit, sensor.display_unit = input_unit, display_unit

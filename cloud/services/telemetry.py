@@ -150,6 +150,9 @@ class _Context(NamedTuple):
     prev_first_ts: datetime | None
     prev_last_ts: datetime | None
     prev_request_id: int | None
+    #: The display unit of the sensor's current version: alarm rules are set in it (a part
+    #: of a request converted by an older version in another unit is not evaluated).
+    current_display_unit: str | None = None
 
 
 def _lookup(db: Session, token: str | None, batch: ReadingBatch, key: str | None) -> _Context:
@@ -247,6 +250,7 @@ def ingest(
     timestamp, same raw value) is dropped and counted as ``duplicate``; another value at a
     stored timestamp is refused (422 naming the reading)."""
     ctx = _lookup(db, token, batch, idempotency_key)
+    ctx = ctx._replace(current_display_unit=ctx.display_unit)
     # A deleted run takes no readings (its sessions are stopped before it can be deleted; a
     # late batch from an offline edge is refused like any for an unknown run).
     if ctx.run_id is None or ctx.run_project_id != ctx.project_id or ctx.run_deleted_at:
@@ -314,7 +318,8 @@ def _store_batch(
     # Only a sensor with rules is evaluated (the count came with the lookup). After the
     # summaries: its rule rows are locked to the commit too, and batches of one sensor
     # already wait for each other there.
-    raised = alarms.evaluate_batch(db, rows, now) if ctx.alarm_rules else []
+    in_rule_unit = ctx.display_unit == (ctx.current_display_unit or ctx.display_unit)
+    raised = alarms.evaluate_batch(db, rows, now) if ctx.alarm_rules and in_rule_unit else []
     published = IngestedBatch(
         batch_id=new_id,
         project_id=ctx.project_id,

@@ -347,3 +347,30 @@ def test_the_app_evaluates_stale_rules_by_itself(database_url: str) -> None:
             assert datetime.now(UTC) < deadline, "the periodic task raised nothing"
             threading.Event().wait(0.05)
         assert found[0]["kind"] == "stale" and found[0]["state"] == "raised"
+
+
+def test_a_unit_change_waits_for_the_rules_set_in_the_old_unit(api: Api) -> None:
+    """A rule's threshold is a number in the sensor's unit: while rules exist, the unit does
+    not change under them (409 naming display_unit); without rules it does."""
+    owner = api.project()
+    ids = _stack(api, owner)
+    sensor = ids["sensor_id"]
+    r = _rule(api, owner, sensor, kind="above", threshold=850)
+    assert r.status_code == 201, r.text
+    url = f"/api/v1/sensors/{sensor}"
+    assert_problem(api.patch(url, {"display_unit": "degF"}, headers=owner.headers()), 409,
+                   "display_unit")  # fmt: skip
+    profile = {"version": "v9", "kind": "linear", "payload": {"a": 1.0, "b": 0.0},
+               "display_unit": "degF"}  # fmt: skip
+    r = api.put(f"{url}/conversion-profile", profile, headers=owner.headers())
+    assert_problem(r, 409, "display_unit")
+    # The same unit is no change: a new version goes through.
+    r = api.put(
+        f"{url}/conversion-profile", {**profile, "display_unit": None}, headers=owner.headers()
+    )
+    assert r.status_code == 200, r.text
+    rule_id = api.get(f"{url}/alarm-rules", headers=owner.headers()).json()["items"][0]["id"]
+    r = api.request("DELETE", f"{url}/alarm-rules/{rule_id}", headers=owner.headers())
+    assert r.status_code == 204
+    r = api.patch(url, {"display_unit": "degF"}, headers=owner.headers())
+    assert r.status_code == 200, r.text
