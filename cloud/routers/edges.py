@@ -37,7 +37,7 @@ def list_edges(
     request: Request,
     db: DbSession,
     caller: Viewer,
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     state: Literal["never", "online", "stale"] | None = None,
     limit: Limit = 50,
     cursor: str | None = None,

@@ -28,7 +28,7 @@ def list_experiments(
     caller: Viewer,
     tag: Annotated[list[str], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     status: Literal["active", "archived"] | None = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     include_archived: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,

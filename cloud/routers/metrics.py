@@ -28,7 +28,7 @@ def get_metrics(
     run_id: uuid.UUID,
     db: DbSession,
     caller: Viewer,
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: str | None = None,
     max_points: Annotated[int | None, Query(ge=2, le=20_000)] = None,
@@ -67,7 +67,7 @@ def export_metrics(
     db: DbSession,
     caller: Viewer,
     format: columnar.ExportFormat = "csv",
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
 ) -> StreamingResponse:
     """The run's points (or one metric's) in the list's order, streamed in constant memory
     whatever their number, as ``csv``, ``parquet`` or ``arrow``; the Parquet and Arrow

@@ -21,7 +21,7 @@ def create_project(body: ProjectIn, db: DbSession, user: CurrentUser) -> Project
 def list_projects(
     db: DbSession,
     user: CurrentUser,
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> Page[ProjectOut]:

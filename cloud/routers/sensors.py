@@ -44,8 +44,8 @@ def register_sensor(body: SensorIn, db: DbSession, caller: Editor) -> SensorWith
 def list_sensors(
     db: DbSession,
     caller: Viewer,
-    name: Annotated[str | None, Query(max_length=200)] = None,
-    type: Annotated[str | None, Query(max_length=100)] = None,
+    name: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    type: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     token_status: Literal["active", "revoked"] | None = None,
     limit: Limit = 50,
     cursor: str | None = None,
@@ -110,7 +110,7 @@ def list_conversion_profiles(
     sensor_id: uuid.UUID,
     db: DbSession,
     caller: Viewer,
-    kind: Annotated[str | None, Query(max_length=32)] = None,
+    kind: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
     limit: Limit = 50,
     cursor: str | None = None,
 ) -> Page[ProfileOut]:
