@@ -25,6 +25,8 @@ def test_an_alarm_raised_live_is_listed_and_acknowledged(
     _open_run(page, portal_server.url, demo, "editor")
     expect(page.locator("#alarms")).to_contain_text("No alarms.")
     expect(page.locator("#live-state")).to_have_text("● live")
+    # Readings sent straight to the API: nothing for completeness to account, and it says so.
+    expect(page.locator("#completeness")).to_contain_text("arrived, sent without an edge")
 
     r = demo.c.post(
         f"/api/v1/sensors/{demo.sensor}/alarm-rules",

@@ -446,6 +446,12 @@ async function viewRun(view, runId) {
 const fmtCount = (n) => n.toLocaleString("en-US");
 
 function completenessLine(c) {
+  const direct = c.arrived_without_edge_accounting || 0;
+  if (c.captured == null && !c.arrived && !c.waiting && !c.dead_lettered) {
+    // Readings sent straight to the API (no edge, no sequence numbers): nothing to account.
+    return direct ? `${fmtCount(direct)} arrived, sent without an edge (no sequence numbers to account for)`
+      : "nothing arrived yet";
+  }
   const parts = [
     c.captured == null ? "captured unknown (no edge report)" : `${fmtCount(c.captured)} captured`,
     `${fmtCount(c.arrived)} arrived`,
