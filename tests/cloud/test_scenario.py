@@ -36,6 +36,8 @@ def test_demo_scenario_as_curl_sends_it(api: Api) -> None:
         "input_unit": "mV",
         "display_unit": "°C",  # the scenario's "C", in its one spelling
         "created_at": sensor["conversion_profile"]["created_at"],
+        "effective_from": "1970-01-01T00:00:00Z",  # a first version converts every reading
+        "created_by": h["X-User-Id"],
     }
     assert (sensor["input_unit"], sensor["display_unit"]) == ("mV", "°C")
     again = api.c.post(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import column, insert, select, table
 
 from cloud.db import models
 from cloud.db.engine import make_engine
@@ -53,7 +53,7 @@ def _seed_legacy(
             for name, (input_unit, display_unit, versions) in legacy.items():
                 sensor_id, token = uuid.uuid4(), f"bls_{uuid.uuid4().hex}"
                 conn.execute(
-                    insert(models.Sensor).values(
+                    insert(_as_of_0004(models.Sensor, SENSOR_COLUMNS)).values(
                         id=sensor_id,
                         project_id=project_id,
                         name=name,
@@ -71,7 +71,7 @@ def _seed_legacy(
                 )
                 for version, kind, payload in versions:
                     conn.execute(
-                        insert(models.SensorProfile).values(
+                        insert(_as_of_0004(models.SensorProfile, PROFILE_COLUMNS)).values(
                             sensor_id=sensor_id,
                             version=version,
                             kind=kind,
@@ -83,6 +83,21 @@ def _seed_legacy(
     finally:
         engine.dispose()
     return project_id, made
+
+
+#: The columns the tables had at 0004: the models' own inserts would also fill columns added
+#: since (with their defaults), which a database at 0004 does not have.
+SENSOR_COLUMNS = (
+    "id", "project_id", "name", "type", "input_unit", "display_unit", "token_hash",
+    "token_preview", "token_status", "token_issued_at", "profile_version", "created_at",
+    "updated_at",
+)  # fmt: skip
+PROFILE_COLUMNS = ("sensor_id", "version", "kind", "payload", "created_at")
+
+
+def _as_of_0004(model: Any, names: tuple[str, ...]) -> Any:
+    t = model.__table__
+    return table(t.name, *(column(n, t.c[n].type) for n in names))
 
 
 def _units(url: str) -> dict[str, Any]:
