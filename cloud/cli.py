@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import socket
 import sys
 
@@ -32,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         "--database-url", default=None, help="default: BENCHLINK_DATABASE_URL or a SQLite file"
     )
     serve.add_argument(
-        "--workers", type=int, default=1, help="server processes (default: %(default)s)"
+        "--workers",
+        type=_workers_option,
+        default="auto",
+        help="server processes, or 'auto': one per core on PostgreSQL, 1 on SQLite "
+        "(default: %(default)s)",
     )
     serve.add_argument(
         "--migrate",
@@ -106,6 +111,57 @@ def _port_taken(host: str, port: int) -> str | None:
     return None
 
 
+def _workers_option(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a number of processes (1 or more) or 'auto'"
+        )
+    return n
+
+
+def worker_count(asked: int | str, database_url: str) -> int:
+    """``--workers auto``: one process per core the server may use, except on SQLite, whose
+    single writer would keep every other process waiting on its lock."""
+    if asked != "auto":
+        return int(asked)
+    if make_url(database_url).get_backend_name() == "sqlite":
+        return 1
+    return len(os.sched_getaffinity(0))
+
+
+def _serve(args: argparse.Namespace, settings: Settings, url: str) -> None:
+    import uvicorn
+
+    from cloud import httpproto, wsproto
+
+    # Workers re-create the app from the environment, so hand the settings down that way.
+    os.environ["BENCHLINK_DATABASE_URL"] = settings.database_url
+    if settings.dev_identity:
+        os.environ["BENCHLINK_DEV_IDENTITY"] = "1"
+    if settings.dev_identity_user:
+        os.environ["BENCHLINK_DEV_IDENTITY_USER"] = str(settings.dev_identity_user)
+    if settings.dev_identity_project:
+        os.environ["BENCHLINK_DEV_IDENTITY_PROJECT"] = settings.dev_identity_project
+    uvicorn.run(
+        "cloud.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=worker_count(args.workers, url),
+        log_level=args.log_level,
+        proxy_headers=True,
+        ws=wsproto.IMPORT_PATH,
+        # Limits on request heads (size, count, time): cloud.httpproto, from the settings.
+        http=httpproto.IMPORT_PATH,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {}
@@ -142,32 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if migrate:
         upgrade(url)
-    import os
-
-    import uvicorn
-
-    from cloud import httpproto, wsproto
-
-    # Workers re-create the app from the environment, so hand the settings down that way.
-    os.environ["BENCHLINK_DATABASE_URL"] = settings.database_url
-    if settings.dev_identity:
-        os.environ["BENCHLINK_DEV_IDENTITY"] = "1"
-    if settings.dev_identity_user:
-        os.environ["BENCHLINK_DEV_IDENTITY_USER"] = str(settings.dev_identity_user)
-    if settings.dev_identity_project:
-        os.environ["BENCHLINK_DEV_IDENTITY_PROJECT"] = settings.dev_identity_project
-    uvicorn.run(
-        "cloud.asgi:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        proxy_headers=True,
-        ws=wsproto.IMPORT_PATH,
-        # Limits on request heads (size, count, time): cloud.httpproto, from the settings.
-        http=httpproto.IMPORT_PATH,
-        timeout_keep_alive=settings.keep_alive_timeout_s,
-    )
+    _serve(args, settings, url)
     return 0
 
 
