@@ -327,3 +327,36 @@ def running(edge: EdgeProcess) -> Iterator[EdgeProcess]:
         if edge.proc is not None:
             edge.proc.kill()
             edge.proc.wait()
+
+
+@contextlib.contextmanager
+def simulator(link: Path, *options: str) -> Iterator[subprocess.Popen[str]]:
+    """``benchlink-sim`` serving a pseudo-terminal at ``link`` (ready when this yields); killed
+    on the way out if the test has not stopped it."""
+    sim = subprocess.Popen(
+        [str(BIN / "benchlink-sim"), *options, "--link", str(link)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().strip()
+        yield sim
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+        sim.wait(10)
+
+
+def serial_sensor(bound: Bound, link: Path, protocol: str = "value") -> dict[str, Any]:
+    """The edge config's entry for ``bound`` read from the serial port at ``link``."""
+    return {
+        "sensor_id": bound.sensor_id,
+        "token": bound.token,
+        "run_id": bound.run_id,
+        "capture_session_id": bound.session_id,
+        "source": "serial",
+        "port": str(link),
+        "baudrate": 115200,
+        "protocol": protocol,
+    }

@@ -23,7 +23,16 @@ import pytest
 from edge.buffer import Buffer, BufferFull, NewReading, Write
 from edge.metrics import EdgeMetrics
 from edge.writer import Writer
-from tests.edge.helpers import BIN, EdgeProcess, RealCloud, running, wait_for, write_config
+from tests.edge.helpers import (
+    BIN,
+    EdgeProcess,
+    RealCloud,
+    running,
+    serial_sensor,
+    simulator,
+    wait_for,
+    write_config,
+)
 from tests.support.mqtt import Publisher
 from tests.support.services import Broker
 
@@ -230,35 +239,14 @@ def test_daemon_on_a_full_disk_drops_serial_lines_counted_and_resumes_after_sync
     (a,) = cloud.bootstrap(1)
     cloud.stop()  # an outage: the backlog stays on the edge
     link = tmp_path / "ttySIM"
-    sim = subprocess.Popen(
-        [
-            *(str(BIN / "benchlink-sim"), "--protocol", "value", "--rate", "1000"),
-            *("--link", str(link), "--seed", "3"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None and sim.stdout.readline().strip()
+    with simulator(link, "--protocol", "value", "--rate", "1000", "--seed", "3") as sim:
         cfg = write_config(
             tmp_path / "edge.toml",
             cloud_url=cloud.url,
             buffer=small_fs / "buffer.db",
             interval_s=0.1,
             batch_size=500,
-            sensors=[
-                {
-                    "sensor_id": a.sensor_id,
-                    "token": a.token,
-                    "run_id": a.run_id,
-                    "capture_session_id": a.session_id,
-                    "source": "serial",
-                    "port": str(link),
-                    "baudrate": 115200,
-                    "protocol": "value",
-                }
-            ],
+            sensors=[serial_sensor(a, link)],
         )
         text = cfg.read_text().replace("[buffer]\n", f"[buffer]\nmin_free_bytes = {RESERVE}\n")
         cfg.write_text(text)
@@ -308,9 +296,6 @@ def test_daemon_on_a_full_disk_drops_serial_lines_counted_and_resumes_after_sync
         # one ERROR line per episode, never a traceback
         assert log.count("BUFFER FULL") == 1, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
-    finally:
-        if sim.poll() is None:
-            sim.kill()
 
 
 def test_a_reserve_below_the_floor_is_refused_with_one_line(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import random
 import re
-import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +13,15 @@ import httpx
 
 from common.profiles import build_converter
 from edge.buffer import Buffer
-from tests.edge.helpers import BIN, EdgeProcess, RealCloud, running, wait_for, write_config
+from tests.edge.helpers import (
+    EdgeProcess,
+    RealCloud,
+    running,
+    serial_sensor,
+    simulator,
+    wait_for,
+    write_config,
+)
 
 PROFILE = {
     "version": "1",
@@ -47,48 +54,18 @@ def test_simulator_readings_arrive_converted_exactly_once_through_kill9(
 ) -> None:
     (a,) = cloud.bootstrap(1, profile=PROFILE)
     link = tmp_path / "ttySIM"
-    sim = subprocess.Popen(
-        [
-            str(BIN / "benchlink-sim"),
-            "--protocol",
-            "value",
-            "--type",
-            "K",
-            "--rate",
-            "200",
-            "--link",
-            str(link),
-            "--garbage-every",
-            "25",
-            "--period-s",
-            "5",
-            "--seed",
-            "7",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert sim.stdout is not None and sim.stdout.readline().strip()
+    with simulator(
+        link,
+        *("--protocol", "value", "--type", "K", "--rate", "200"),
+        *("--garbage-every", "25", "--period-s", "5", "--seed", "7"),
+    ) as sim:
         cfg = write_config(
             tmp_path / "edge.toml",
             cloud_url=cloud.url,
             buffer=tmp_path / "buffer.db",
             interval_s=0.1,
             batch_size=50,
-            sensors=[
-                {
-                    "sensor_id": a.sensor_id,
-                    "token": a.token,
-                    "run_id": a.run_id,
-                    "capture_session_id": a.session_id,
-                    "source": "serial",
-                    "port": str(link),
-                    "baudrate": 115200,
-                    "protocol": "value",
-                }
-            ],
+            sensors=[serial_sensor(a, link)],
         )
         edge = EdgeProcess(cfg, tmp_path / "edge.log")
         rng = random.Random()
@@ -121,9 +98,6 @@ def test_simulator_readings_arrive_converted_exactly_once_through_kill9(
             time.sleep(0.5)
         finally:
             edge.terminate()
-    finally:
-        if sim.poll() is None:
-            sim.kill()
     items = cloud.telemetry(a)
     in_cloud = collections.Counter(
         (datetime.fromisoformat(i["timestamp"]), i["raw_value"]) for i in items
