@@ -1,6 +1,8 @@
 """Request dependencies: the database transaction and who is calling.
 
-Routes read like the API they serve::
+Who a caller is (``Principal``, ``Role``, ``User``) lives in ``cloud.identity``, so services
+need nothing of FastAPI; they are imported here for the routes. Routes read like the API they
+serve::
 
     def create(body: ExperimentIn, db: DbSession, caller: Editor) -> ExperimentOut: ...
 """
@@ -12,8 +14,6 @@ import types
 import typing
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -23,6 +23,7 @@ from starlette.requests import HTTPConnection
 from cloud import idempotency
 from cloud.db.uow import transaction
 from cloud.errors import DomainError, FieldError, Forbidden, InvalidInput, Unauthenticated, invalid
+from cloud.identity import Principal, Role, User
 from cloud.settings import Settings
 
 #: Headers that say who is calling. Each may appear once: with two values, a gateway that
@@ -35,32 +36,6 @@ IDENTITY_HEADERS = (
     "Authorization",
 )
 _IDENTITY_LOWER = {name.lower().encode("latin-1"): name for name in IDENTITY_HEADERS}
-
-
-class Role(IntEnum):
-    viewer = 1
-    editor = 2
-    owner = 3
-
-
-@dataclass(frozen=True)
-class Principal:
-    user_id: uuid.UUID
-    project_id: uuid.UUID
-    role: Role
-
-    @property
-    def actor(self) -> str:
-        return f"user:{self.user_id}"
-
-
-@dataclass(frozen=True)
-class User:
-    """A caller known only by ``X-User-Id`` (creating or listing projects)."""
-
-    user_id: uuid.UUID
-    project_id: uuid.UUID | None
-    role: Role | None
 
 
 def get_settings(request: Request) -> Settings:

@@ -16,8 +16,9 @@ from starlette.requests import HTTPConnection
 
 from cloud.db import models
 from cloud.db.models import StreamTicketUse
-from cloud.deps import Principal, identify, refuse_repeated_identity
+from cloud.deps import identify, refuse_repeated_identity
 from cloud.errors import FieldError, InvalidInput, Unauthenticated, invalid
+from cloud.identity import Principal
 from cloud.live import tickets
 from cloud.live.hub import StreamFilter
 from cloud.services.scope import get_in_project

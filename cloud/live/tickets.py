@@ -21,8 +21,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from cloud.deps import Principal, Role
 from cloud.errors import Unauthenticated
+from cloud.identity import Principal, Role
 
 TICKET_TTL_S = 60
 

@@ -15,8 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
 from cloud.db.uow import after_commit, transaction
-from cloud.deps import DbSession, Principal, SettingsDep, Viewer
+from cloud.deps import DbSession, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
+from cloud.identity import Principal
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import columnar, telemetry, telemetry_export, telemetry_query
 from cloud.services.scope import get_in_project

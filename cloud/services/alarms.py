@@ -59,8 +59,8 @@ from sqlalchemy.orm import Session
 
 from cloud import utctime
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import FieldError, InvalidInput, NotFound, invalid
+from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, uid
 from cloud.schemas_alarms import AckIn, AlarmRuleIn, AlarmRulePatch
 from cloud.services import journal

@@ -10,8 +10,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import invalid
+from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, uid
 from cloud.schemas import AnnotationIn, AnnotationPatch
 from cloud.services import journal

@@ -14,8 +14,8 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import NotFound, invalid
+from cloud.identity import Principal
 from cloud.pagination import newest_first
 from cloud.schemas_calibrations import (
     MAX_POINTS,

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import Conflict, FieldError, NotFound, invalid
+from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, int32, uid
 from cloud.schemas import TERMINAL, CaptureSessionIn, CaptureSessionStop
 from cloud.services import journal, runs

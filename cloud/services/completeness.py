@@ -30,8 +30,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import NotFound
+from cloud.identity import Principal
 from cloud.schemas_completeness import (
     MAX_GAPS,
     Gap,

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import Conflict
+from cloud.identity import Principal
 from cloud.schemas_deletion import DeletedOut
 from cloud.services import journal
 from cloud.services.scope import get_in_project

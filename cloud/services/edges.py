@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.edge_schemas import EdgeIn, EdgeOut, EdgeState
 from cloud.errors import Conflict, Unauthenticated
 from cloud.fleet import Pending
+from cloud.identity import Principal
 from cloud.pagination import newest_first
 from cloud.schemas import normalize_name
 from cloud.services import journal, tokens

@@ -8,8 +8,8 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import Conflict
+from cloud.identity import Principal
 from cloud.pagination import newest_first
 from cloud.schemas import ExperimentIn, ExperimentPatch
 from cloud.services import journal

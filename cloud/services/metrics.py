@@ -8,7 +8,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
+from cloud.identity import Principal
 from cloud.pagination import decode, encode, int64, text
 from cloud.schemas import MetricPoint, MetricPointOut, MetricSummary
 from cloud.services import journal

@@ -7,8 +7,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import User
 from cloud.errors import NotFound
+from cloud.identity import User
 from cloud.pagination import newest_first
 from cloud.schemas import ProjectIn
 from cloud.services import journal

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import invalid
+from cloud.identity import Principal
 from cloud.schemas import normalize_name
 from cloud.schemas_search import ComparedPoint, ComparedRun, Comparison
 from cloud.services import telemetry_query

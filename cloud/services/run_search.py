@@ -49,8 +49,8 @@ from cloud import utctime
 from cloud.db import models
 from cloud.db.jsonsql import json_array_has, json_number, json_text
 from cloud.db.types import UTCDateTime
-from cloud.deps import Principal
 from cloud.errors import FieldError, InvalidInput
+from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, int64, text, uid
 from cloud.services.run_search_terms import DEFAULT_SORT, TIMES, Field, Sort, Term
 from cloud.services.telemetry_rollup import NOT_ROLLED

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, FieldError
+from cloud.identity import Principal
 from cloud.pagination import newest_first
 from cloud.schemas import TERMINAL, BatchStatusResult, RunIn, RunPatch
 from cloud.services import journal

@@ -9,8 +9,8 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import Conflict, FieldError, InvalidInput, Unauthenticated, invalid
+from cloud.identity import Principal
 from cloud.pagination import Keyset, int64, newest_first
 from cloud.schemas import (
     ProfileChange,

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from cloud.deps import Principal, Role
+from cloud.identity import Principal, Role
 from cloud.errors import Unauthenticated
 from cloud.live import tickets
 from tests.live.helpers import TICKET_SECRET, ingest, next_message, readings, ws_url
