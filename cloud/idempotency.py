@@ -18,11 +18,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from cloud.db.models import IdempotencyRecord
-from cloud.errors import FieldError, IdempotencyInFlight, IdempotencyKeyReused
+from cloud.errors import FieldError, IdempotencyInFlight, IdempotencyKeyReused, invalid
 from cloud.settings import Settings
 
 #: Where the middleware leaves the request's pending key for the route's authentication.
 SCOPE_KEY = "benchlink.idempotency"
+#: The document's bounds for the header (cloud.openapi); one place checks them.
+KEY_LENGTH = range(1, 256)
+
+
+def check_key(key: str | None) -> None:
+    """Refuse an ``Idempotency-Key`` outside the documented length (422 naming the header)."""
+    if key is not None and len(key) not in KEY_LENGTH:
+        raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
 
 
 @dataclass

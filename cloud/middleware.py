@@ -20,10 +20,10 @@ from starlette.responses import Response
 
 from cloud.db.models import IdempotencyRecord
 from cloud.deps import refuse_repeated_identity
-from cloud.errors import DomainError, FieldError
+from cloud.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge
 from cloud.idempotency import SCOPE_KEY as IDEMPOTENCY_SCOPE_KEY
-from cloud.idempotency import IdempotencyStore, PendingKey, Replay
-from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for, problem_response
+from cloud.idempotency import IdempotencyStore, PendingKey, Replay, check_key
+from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
 from cloud.services.sensors import TokenGate, bearer_token, hash_token, token_refused
 from cloud.settings import Settings
 from common.wire import TELEMETRY_PATH
@@ -50,14 +50,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _send_problem(send: Send, status: int, title: str, detail: str, **kw: Any) -> None:
-    await _send_response(send, problem_response(status, title, detail, **kw))
+async def _refuse(send: Send, exc: DomainError) -> None:
+    """Answer before the app is reached, with the body its exception handler would give."""
+    await _send_response(send, problem_for(exc))
 
 
 async def _send_response(send: Send, response: Response) -> None:
     start = {"type": "http.response.start", "status": response.status_code}
     await send({**start, "headers": response.raw_headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body over the {limit}-byte limit")
 
 
 class TelemetryAuthMiddleware:
@@ -124,13 +129,12 @@ class RequestBodyMiddleware:
             await self.app(scope, receive, send)
             return
         if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
-            await _send_problem(
+            await _refuse(
                 send,
-                422,
-                "Invalid input",
-                "NUL characters are not accepted in the URL",
-                slug="invalid-input",
-                errors=[FieldError("query", "contains a NUL character")],
+                InvalidInput(
+                    "NUL characters are not accepted in the URL",
+                    errors=[FieldError("query", "contains a NUL character")],
+                ),
             )
             return
         if scope["method"] not in WRITE_METHODS:
@@ -144,13 +148,7 @@ class RequestBodyMiddleware:
         )
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _send_problem(
-                send,
-                413,
-                "Payload too large",
-                f"request body over the {limit}-byte limit",
-                slug="payload-too-large",
-            )
+            await _refuse(send, _too_large(limit))
             return
         chunks, size = [], 0
         while True:
@@ -160,26 +158,19 @@ class RequestBodyMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _send_problem(
-                    send,
-                    413,
-                    "Payload too large",
-                    f"request body over the {limit}-byte limit",
-                    slug="payload-too-large",
-                )
+                await _refuse(send, _too_large(limit))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
         if path.startswith("/api/") and _has_nul(body):
-            await _send_problem(
+            await _refuse(
                 send,
-                422,
-                "Invalid input",
-                "NUL characters (\\u0000) are not accepted",
-                slug="invalid-input",
-                errors=[FieldError("body", "contains a NUL character")],
+                InvalidInput(
+                    "NUL characters (\\u0000) are not accepted",
+                    errors=[FieldError("body", "contains a NUL character")],
+                ),
             )
             return
         content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
@@ -231,15 +222,10 @@ class IdempotencyMiddleware:
         if key is None or scope["method"] != "POST" or scope["path"] == TELEMETRY_PATH:
             await self.app(scope, receive, send)
             return
-        if not 1 <= len(key) <= 255:
-            await _send_problem(
-                send,
-                422,
-                "Invalid input",
-                "Idempotency-Key must be 1 to 255 characters",
-                slug="invalid-input",
-                errors=[_field("header.Idempotency-Key", "must be 1 to 255 characters")],
-            )
+        try:
+            check_key(key)
+        except InvalidInput as exc:
+            await _refuse(send, exc)
             return
         body: bytes = scope.get(BODY_KEY, b"")
         fingerprint = hashlib.sha256(
@@ -313,10 +299,6 @@ def _redact(body: bytes, fields: tuple[str, ...]) -> bytes:
                     f"the {name} is shown only once, in the first answer; rotate it for a new one"
                 )
     return json.dumps(data, separators=(",", ":")).encode()
-
-
-def _field(field: str, reason: str) -> FieldError:
-    return FieldError(field, reason)
 
 
 async def _replay(send: Send, rec: IdempotencyRecord) -> None:

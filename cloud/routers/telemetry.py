@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from cloud.db import models
 from cloud.db.uow import after_commit, transaction
 from cloud.deps import DbSession, SettingsDep, Viewer
-from cloud.errors import FieldError, InvalidInput, PayloadTooLarge, invalid
+from cloud.errors import FieldError, InvalidInput, PayloadTooLarge
+from cloud.idempotency import check_key as check_idempotency_key
 from cloud.identity import Principal
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import columnar, telemetry, telemetry_export, telemetry_query
@@ -66,8 +67,7 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
     raw = await request.body()
     token = bearer_token(request.headers.get("authorization"))
     key = request.headers.get("idempotency-key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise invalid("header.Idempotency-Key", "must be 1 to 255 characters")
+    check_idempotency_key(key)
     tolerance = timedelta(seconds=settings.future_tolerance_s)
     skew = timedelta(seconds=settings.clock_skew_tolerance_s)
     listeners = request.app.state.ingest_listeners
