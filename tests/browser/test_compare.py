@@ -65,6 +65,8 @@ def test_three_runs_compared_as_a_viewer(
         page.locator(f".pick-run[data-run-id='{run}']").check()
     expect(page.locator("#batch-apply, #batch-status")).to_have_count(0)
     expect(compare).to_have_attribute("aria-disabled", "false")
+    expect(page.locator("#picked")).to_have_text("3 runs selected")
+    shot(page, artifacts, "compare-pick")
     compare.click()
 
     expect(page).to_have_url(re.compile(r"/compare\?"))
