@@ -1,7 +1,7 @@
 """The experiment portal: static HTML/JS/CSS served by the API itself (no build step).
 
 Page paths (``/``, ``/tests``, ``/devices``, ``/sensors``, ``/deleted``, ``/experiments/{id}``,
-``/runs/{id}``) all serve the one page;
+``/runs/{id}``, ``/compare``) all serve the one page;
 the script routes by path. The browser calls the same REST API as everyone else: behind a
 gateway the gateway adds the identity headers; with ``BENCHLINK_DEV_IDENTITY=1`` (development
 only, shown as a banner) the page sends them itself: the default identity of the settings
@@ -61,6 +61,12 @@ def sensors_page() -> FileResponse:
 
 @router.get("/deleted")
 def deleted_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/compare")
+def compare_page() -> FileResponse:
+    """Runs compared (``?run=…&run=…&sensor=…``): the query is the page's own to read."""
     return _page()
 
 

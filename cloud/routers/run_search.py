@@ -5,7 +5,7 @@ router is included before the one of ``/runs/{run_id}``, which would take "compa
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
@@ -14,8 +14,20 @@ from cloud.schemas import Page, RunOut, RunStatus
 from cloud.schemas_search import MAX_RUNS, Comparison
 from cloud.services import run_compare, run_search
 from cloud.services.run_search_terms import parse_sort, parse_terms
+from common.wire import UtcDatetime
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
+#: Seconds since a run's start a window may name (about 31 years either way): any time a
+#: bench records, and far from what a datetime can hold.
+_T_LIMIT = 1e9
+_T_SINCE = "readings from this many seconds after each run's start on"
+_T_UNTIL = "readings before this many seconds after each run's start"
+
+
+def _seconds(description: str) -> Any:
+    """A window's bound in seconds since a run's start: finite, within the limit."""
+    return Query(ge=-_T_LIMIT, le=_T_LIMIT, allow_inf_nan=False, description=description)
+
 
 _GRAMMAR = """Runs of the caller's project matching every term (docs/search.md).
 
@@ -64,8 +76,17 @@ def compare_runs(
     run_id: Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_RUNS)],
     sensor: Annotated[str, Query(min_length=1, max_length=200, description="a sensor's name")],
     max_points: Annotated[int, Query(ge=2, le=20_000)] = 1000,
+    since: Annotated[UtcDatetime | None, Query(description="readings from then on")] = None,
+    until: Annotated[UtcDatetime | None, Query(description="readings before then")] = None,
+    t_since: Annotated[float | None, _seconds(_T_SINCE)] = None,
+    t_until: Annotated[float | None, _seconds(_T_UNTIL)] = None,
 ) -> Comparison:
     """The sensor's chart series of each run (as ``GET /telemetry/series`` has it, peaks
     kept when downsampled), in the order asked, each point also at ``t``: seconds since the
-    run's first capture session started, so that runs of different days overlay."""
-    return run_compare.compare(db, caller, run_id, sensor, max_points)
+    run's first capture session started, so that runs of different days overlay.
+
+    A window (a chart zoomed in) is asked in either axis: ``since``/``until`` in time,
+    ``t_since``/``t_until`` in seconds since each run's start; given both, a reading is
+    in both. Each run's series then has ``max_points`` for the window alone."""
+    window = run_compare.Window(since, until, t_since, t_until)
+    return run_compare.compare(db, caller, run_id, sensor, max_points, window)

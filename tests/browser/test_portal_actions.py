@@ -287,12 +287,14 @@ def test_a_viewer_sees_no_action(
         page.goto(portal_server.url + path)
         expect(page.locator("#view h1")).to_be_visible()
         page.wait_for_timeout(300)  # the page's own requests answered
-        # No action anywhere: no bar of actions, no selection, no per-row action, no
+        # No action anywhere: no bar of actions, no batch status, no per-row action, no
         # annotate; the only buttons are the session tabs (they select, they change nothing)
-        # and the run's Export (a read, which a viewer may do).
+        # and the run's Export (a read, which a viewer may do). Runs are selected only to be
+        # compared (a link to a page that reads).
         assert (
             page.locator(
-                "#view .actions-bar, #view .pick-run, #view [data-action], #annotate"
+                "#view .actions-bar, #view #batch-status, #view #batch-apply,"
+                " #view [data-action], #annotate"
             ).count()
             == 0
         )

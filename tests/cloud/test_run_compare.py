@@ -105,3 +105,61 @@ def test_what_compare_refuses(api: Api) -> None:
     many = "&".join(f"run_id={mine}" for _ in range(21))
     assert_problem(api.get(f"/api/v1/runs/compare?{many}&sensor=probe", headers=h), 422, "run_id")
     assert api.get(f"/api/v1/runs/compare?run_id={mine}&sensor=probe").status_code == 401
+
+
+def test_a_window_narrows_every_run_on_either_axis(api: Api) -> None:
+    """A zoomed chart asks for its range: in seconds since each run's start (the overlay) or
+    in time; each run's series then has max_points for the window alone, peaks kept."""
+    owner = api.project()
+    probe = api.sensor(
+        owner, name="probe", profile={"version": "v1", "kind": "linear", "payload": {"a": 1}}
+    )
+    exp = api.experiment(owner)
+    day1, day8 = datetime(2026, 3, 1, 9, tzinfo=UTC), datetime(2026, 3, 8, 14, 30, tzinfo=UTC)
+    ramp = [20.0 + i * 0.1 for i in range(3000)]
+    ramp[1234] = 999.0  # at t = 14.34 s
+    first = recorded(api, owner, exp, probe, day1, [20.0 + i * 0.1 for i in range(1500)])
+    second = recorded(api, owner, exp, probe, day8, ramp)
+    idle = api.run(owner, exp, {"name": "idle"})
+    runs = f"run_id={first}&run_id={second}&run_id={idle}&sensor=probe&max_points=50"
+
+    body = compare(api, owner, f"{runs}&t_since=14&t_until=15")
+    one, two, none = body["runs"]
+    assert one["total"] == two["total"] == 100 and none["total"] == 0
+    for run in (one, two):
+        assert run["downsampled"] and 10 <= len(run["points"]) <= 50
+        assert all(14.0 <= p["t"] < 15.0 for p in run["points"])
+    assert max(p["max"] for p in two["points"]) == 999.0
+    assert max(p["max"] for p in one["points"]) < 200
+
+    # Few enough readings: every one, not buckets.
+    body = compare(api, owner, f"{runs}&t_since=3&t_until=3.2")
+    assert [round(p["t"], 2) for p in body["runs"][1]["points"]] == [
+        round(3 + i / 100, 2) for i in range(20)
+    ]
+
+    # In time: only the run recorded then; both axes: a reading in both.
+    since = stamp(day8 + timedelta(seconds=10))
+    body = compare(api, owner, f"{runs}&since={since}")
+    assert [r["total"] for r in body["runs"]] == [0, 2200, 0]
+    body = compare(api, owner, f"{runs}&since={since}&t_until=12")
+    assert [r["total"] for r in body["runs"]] == [0, 200, 0]
+    assert all(10.0 <= p["t"] < 12.0 for p in body["runs"][1]["points"])
+
+
+def test_what_a_window_refuses(api: Api) -> None:
+    owner = api.project()
+    api.sensor(owner, name="probe")
+    run = api.run(owner, api.experiment(owner))
+    h = owner.headers()
+    base = f"/api/v1/runs/compare?run_id={run}&sensor=probe"
+    for bad, reason in (
+        ("nan", "finite number"),
+        ("-inf", "finite number"),
+        ("-1e12", "greater than or equal to -1000000000"),
+        ("soon", "valid number"),
+    ):
+        problem = assert_problem(api.get(f"{base}&t_until={bad}", headers=h), 422, "t_until")
+        assert reason in problem["errors"][0]["reason"], problem
+    problem = assert_problem(api.get(f"{base}&until=2026-03-01T09:00:00", headers=h), 422, "until")
+    assert "timezone" in problem["errors"][0]["reason"], problem

@@ -2,102 +2,17 @@
 // Identity: behind a gateway the gateway adds the X-* headers; in development identity mode
 // (server setting BENCHLINK_DEV_IDENTITY) this page stores them in localStorage and sends them.
 
+import {
+  state, $, h, fmtTime, fmtClock, short, badge, fmtNum, fmtBytes, onCleanup, runCleanup, ApiError, identityHeaders,
+  api, apiAll, errorPanel, can,
+} from "./core.js";
+import { showTelemetry } from "./charts.js";
+import { RunAlarms, showAlarms } from "./alarms.js";
+import { viewCompare } from "./compare.js";
+
 const IDENTITY_KEY = "benchlink.identity";
-const HISTORY_POINTS = 1500;   // server-side downsampling target per chart
-const LIVE_REFETCH = 20000;    // live points appended before the history is re-downsampled
 const JOURNAL_POLL_MS = 2000;
 const METRICS_POLL_MS = 4000;
-
-const state = { config: { dev_identity: false }, identity: null, cleanup: [] };
-const $ = (sel, root = document) => root.querySelector(sel);
-
-// --- helpers -----------------------------------------------------------------------------
-
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "dataset") Object.assign(el.dataset, v);
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) {
-    if (c === null || c === undefined || c === false) continue;
-    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-  }
-  return el;
-}
-
-const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
-const fmtClock = (iso) => new Date(iso).toLocaleTimeString();
-// A reading's time to the millisecond (readings come many a second), in the browser's zone.
-const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
-  year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-  second: "2-digit", fractionalSecondDigits: 3, hour12: false });
-const short = (id) => (id ? String(id).slice(0, 8) : "");
-const badge = (status) => h("span", { class: `badge ${status}` }, status);
-const fmtNum = (v) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : v.toFixed(3));
-// Sizes in SI units, as disks and transfers are counted.
-const fmtBytes = (n) => {
-  const units = ["B", "kB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
-};
-
-function onCleanup(fn) { state.cleanup.push(fn); }
-function runCleanup() { for (const fn of state.cleanup.splice(0)) try { fn(); } catch (e) { console.error(e); } }
-
-class ApiError extends Error {
-  // errors: the problem's per-field [{field, reason}] (forms show each next to its field).
-  constructor(status, detail, errors = []) { super(detail); this.status = status; this.errors = errors; }
-}
-
-function identityHeaders() {
-  const id = state.identity;
-  if (!state.config.dev_identity || !id) return {};
-  return { "X-User-Id": id.user, "X-Project-Id": id.project, "X-Project-Role": id.role };
-}
-
-async function api(path, { method = "GET", body, params, headers } = {}) {
-  const url = new URL(path, location.origin);
-  for (const [k, v] of Object.entries(params || {})) {
-    if (Array.isArray(v)) v.forEach((x) => url.searchParams.append(k, x));
-    else if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
-  }
-  const r = await fetch(url, {
-    method,
-    headers: { ...identityHeaders(), ...(body ? { "Content-Type": "application/json" } : {}), ...headers },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  if (!r.ok) {
-    let detail = r.statusText;
-    let errors = [];
-    try { const p = await r.json(); detail = p.detail || detail; errors = p.errors || []; } catch { /* not JSON */ }
-    throw new ApiError(r.status, detail, errors);
-  }
-  return r.status === 204 ? null : r.json();
-}
-
-// Every item of a paginated list ({items, next_cursor}), following the cursors: the run page
-// needs all of a run's sessions and all sensors, not the first page of them.
-async function apiAll(path, { params, ...opts } = {}) {
-  const items = [];
-  let cursor = null;
-  do {
-    const page = await api(path, { ...opts, params: { limit: 500, ...params, cursor } });
-    items.push(...page.items);
-    cursor = page.next_cursor;
-  } while (cursor);
-  return items;
-}
-
-function errorPanel(err) {
-  const hint = err.status === 401 || err.status === 422
-    ? (state.config.dev_identity ? "Set a development identity (top right)." : "Sign in through the gateway.")
-    : "";
-  return h("div", { class: "panel error" }, `${err.message}`, hint ? h("div", { class: "muted" }, hint) : null);
-}
 
 // --- identity ----------------------------------------------------------------------------
 
@@ -185,6 +100,7 @@ const routes = [
   [/^\/sensors$/, viewSensors, "sensors"],
   [/^\/sensors\/([0-9a-f-]{36})$/, viewSensor, "sensors"],
   [/^\/deleted$/, viewDeleted, "deleted"],
+  [/^\/compare$/, viewCompare, "experiments"],
 ];
 
 function navigate(url) { history.pushState({}, "", url); route(); }
@@ -211,6 +127,7 @@ async function route() {
 
 document.addEventListener("click", (ev) => {
   const a = ev.target.closest("a[data-link]");
+  if (a?.getAttribute("aria-disabled") === "true") { ev.preventDefault(); return; }
   if (a && !ev.metaKey && !ev.ctrlKey && a.origin === location.origin) { ev.preventDefault(); navigate(a.pathname + a.search); }
 });
 window.addEventListener("popstate", route);
@@ -360,7 +277,12 @@ async function viewRun(view, runId) {
     apiAll("/api/v1/sensors"),
   ]);
   for (const s of sensors) sensorNames.set(s.id, s.name);
-  const wanted = new URLSearchParams(location.search).get("session");
+  const query = new URLSearchParams(location.search);
+  const wanted = query.get("session");
+  // One chart per unit (every sensor of a unit on one axis) or one per sensor; in the URL,
+  // so a page shared or reloaded shows the same.
+  let byUnit = query.get("charts") === "unit";
+  const pageUrl = () => `/runs/${runId}?` + new URLSearchParams({ ...(current && { session: current.id }), ...(byUnit && { charts: "unit" }) });
   let current = sessions.find((s) => s.id === wanted) || sessions.find((s) => s.status === "running") || sessions[sessions.length - 1];
 
   const sessionBar = h("div", { class: "sessions", id: "sessions" });
@@ -371,8 +293,15 @@ async function viewRun(view, runId) {
   const metricsBox = h("div", { id: "metrics" });
   const journal = h("ol", { class: "journal", id: "journal" });
   const notes = new RunNotes(runId);
+  const alarms = new RunAlarms(runId);
   const notesList = h("ol", { class: "notes", id: "annotations" });
   const alarmList = h("ol", { class: "alarms", id: "alarms" });
+  const unitBox = h("input", { type: "checkbox", id: "charts-by-unit", checked: byUnit, onchange: () => {
+    byUnit = unitBox.checked;
+    history.replaceState({}, "", pageUrl());
+    openSession();
+  } });
+  const unitToggle = h("label", { class: "check", title: "Sensors that share a unit on one axis" }, unitBox, "one chart per unit");
   const annotateBtn = notes.canEdit ? h("button", { class: "secondary", id: "annotate", onclick: () => notes.toggle() }, "Annotate") : null;
   notes.onChange(() => {
     if (annotateBtn) annotateBtn.textContent = notes.annotating ? "Done annotating" : "Annotate";
@@ -392,7 +321,7 @@ async function viewRun(view, runId) {
     h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Capture sessions"), sessionTools), sessionBar, completenessBox),
     h("div", { class: "grid" },
       h("div", {},
-        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), h("span", { class: "head-tools" }, annotateBtn, liveState)), notes.hint, notes.form, telemetry),
+        h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Telemetry"), h("span", { class: "head-tools" }, unitToggle, annotateBtn, liveState)), notes.hint, notes.form, telemetry),
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Alarms")), alarmList),
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Annotations")), notesList),
         h("div", { class: "panel" }, h("div", { class: "panel-head" }, h("h2", {}, "Metrics")), metricsBox)),
@@ -405,7 +334,7 @@ async function viewRun(view, runId) {
     sessionBar.replaceChildren(...(sessions.length ? sessions.map((s) => h("button", {
       class: `session-tab${current && s.id === current.id ? " selected" : ""}`,
       dataset: { sessionId: s.id, ordinal: s.ordinal_number, status: s.status },
-      onclick: () => { current = s; history.replaceState({}, "", `/runs/${runId}?session=${s.id}`); drawSessions(); openSession(); },
+      onclick: () => { current = s; history.replaceState({}, "", pageUrl()); drawSessions(); openSession(); },
     }, h("strong", {}, `#${s.ordinal_number} `), badge(s.status),
       h("span", { class: "when" }, `${fmtTime(s.started_at)} → ${s.stopped_at ? fmtTime(s.stopped_at) : "now"}`))) : [h("span", { class: "muted" }, "No capture sessions yet.")]));
   }
@@ -416,7 +345,7 @@ async function viewRun(view, runId) {
     if (sessionScope) sessionScope();
     telemetry.replaceChildren();
     if (!current) { telemetry.append(h("div", { class: "empty" }, "No telemetry without a capture session.")); return; }
-    sessionScope = showTelemetry(telemetry, liveState, current, sensors, notes);
+    sessionScope = showTelemetry(telemetry, liveState, current, sensors, { notes, alarms, byUnit });
   }
   drawSessions();
   drawCompleteness();
@@ -424,12 +353,14 @@ async function viewRun(view, runId) {
   notes.load().catch((e) => notesList.replaceChildren(h("li", {}, errorPanel(e))));
   onCleanup(() => sessionScope && sessionScope());
 
-  onCleanup(showAlarms(alarmList, runId, sensors));
+  onCleanup(showAlarms(alarmList, alarms, sensors));
 
   const stopMetrics = showMetrics(metricsBox, run);
   onCleanup(stopMetrics);
   const stopJournal = showJournal(journal, runId, async (ev) => {
-    // Keep the session list and run status in step with what the journal reports.
+    // Keep the session list, run status and alarms in step with what the journal reports
+    // (a finished session has no live stream to say an alarm cleared).
+    if (ev.kind.startsWith("alarm.")) await alarms.load();
     if (ev.kind.startsWith("capture_session.") || ev.kind.startsWith("run.")) {
       const [fresh, r] = await Promise.all([apiAll(`/api/v1/runs/${runId}/capture-sessions`), api(`/api/v1/runs/${runId}`)]);
       sessions.splice(0, sessions.length, ...fresh);
@@ -473,255 +404,6 @@ async function showCompleteness(box, runId, sessions) {
     return h("li", { class: `completeness-line${bad}`, dataset: { sessionId: c.capture_session_id }, title: [c.note, reasons && `dead-lettered ${reasons}`, gaps && `gaps (sequence numbers): ${gaps}`].filter(Boolean).join("\n") },
       h("strong", {}, `#${ordinal.get(c.capture_session_id) ?? "?"} `), completenessLine(c));
   }));
-}
-
-function showTelemetry(box, liveState, session, sensors, notes) {
-  const charts = new Map();
-  let closed = false;
-  let socket = null;
-  let retry = null;
-  let lastEventId = null;
-
-  // Charts stand in the order of the run's sensors whichever answer comes first.
-  const rank = new Map(sensors.map((s, i) => [s.id, i]));
-  const rankOf = (id) => rank.get(id) ?? sensors.length;
-
-  function chartFor(sensor) {
-    if (!charts.has(sensor.id)) {
-      const c = new SensorChart(sensor, session, notes);
-      charts.set(sensor.id, c);
-      box.querySelector(".empty")?.remove();
-      const next = [...box.querySelectorAll(".chart")].find((el) => rankOf(el.dataset.sensorId) > rankOf(sensor.id));
-      box.insertBefore(c.el, next || null);
-      c.mount();
-    }
-    return charts.get(sensor.id);
-  }
-
-  (async () => {
-    // Every sensor's history is asked for at once, and each is drawn as soon as it arrives.
-    await Promise.all(sensors.map((s) => api("/api/v1/telemetry/series", {
-      params: { sensor_id: s.id, capture_session_id: session.id, max_points: HISTORY_POINTS },
-    }).then((data) => { if (!closed && data.total > 0) chartFor(s).setHistory(data); })));
-    if (closed) return;
-    if (!charts.size) box.append(h("div", { class: "empty" }, session.status === "running" ? "Waiting for readings…" : "No readings in this session."));
-    if (session.status === "running") connect();
-  })().catch((e) => box.replaceChildren(errorPanel(e)));
-
-  async function connect() {
-    if (closed) return;
-    try {
-      const { ticket } = await api("/api/v1/stream-tickets", { method: "POST" });
-      // batch: one "readings" message per group of readings, not a frame per reading.
-      const params = new URLSearchParams({ capture_session_id: session.id, ticket, batch: "true" });
-      if (lastEventId) params.set("last_event_id", lastEventId);
-      const proto = location.protocol === "https:" ? "wss:" : "ws:";
-      socket = new WebSocket(`${proto}//${location.host}/api/v1/telemetry/stream?${params}`);
-    } catch (e) { console.error(e); return schedule(); }
-    socket.onopen = () => { liveState.className = "live-dot"; liveState.textContent = "● live"; };
-    socket.onmessage = (msg) => {
-      const m = JSON.parse(msg.data);
-      if (m.type === "readings" || m.type === "reading") {
-        for (const r of m.type === "readings" ? m.items : [m]) {
-          lastEventId = r.id;
-          const sensor = sensors.find((s) => s.id === r.sensor_id) || { id: r.sensor_id, name: short(r.sensor_id), display_unit: r.unit };
-          chartFor(sensor).append(r);
-        }
-      } else if (m.type === "reset") {
-        for (const c of charts.values()) c.reload();
-      } else if (m.type.startsWith("alarm.")) {
-        window.dispatchEvent(new CustomEvent("benchlink-alarm", { detail: m }));
-      }
-    };
-    socket.onclose = () => { liveState.className = "live-dot off"; liveState.textContent = "○ reconnecting"; schedule(); };
-  }
-  function schedule() { if (!closed) retry = setTimeout(connect, 1500); }
-
-  return () => {
-    closed = true;
-    clearTimeout(retry);
-    if (socket) { socket.onclose = null; socket.close(); }
-    for (const c of charts.values()) c.destroy();
-    liveState.className = "live-dot off";
-    liveState.textContent = "○ not live";
-  };
-}
-
-class SensorChart {
-  constructor(sensor, session, notes) {
-    this.sensor = sensor;
-    this.session = session;
-    this.notes = notes;
-    this.full = [[], [], [], []];  // x (s), value, min, max
-    this.downsampled = false;
-    this.zoomed = false;
-    this.live = 0;
-    this.pending = false;
-    this.total = 0;
-    this.count = h("span", { class: "points" });
-    this.resetBtn = h("button", { class: "secondary", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
-    this.plotBox = h("div");
-    this.el = h("div", { class: "chart", dataset: { sensorId: sensor.id, points: 0, unit: sensor.display_unit } },
-      h("div", { class: "chart-head" },
-        h("span", { class: "chart-title" }, `${sensor.name} `, h("span", { class: "muted" }, `(${sensor.display_unit})`)),
-        h("span", { class: "chart-meta" }, this.count, this.resetBtn)),
-      this.plotBox);
-  }
-
-  mount() {
-    const width = Math.max(320, this.el.parentElement.clientWidth - 8);
-    const unit = this.sensor.display_unit;
-    this.plot = new uPlot({
-      width, height: 260,
-      // setScale off: a drag zooms (onSelect) or, while annotating, marks a range instead.
-      cursor: { drag: { x: true, y: false, setScale: false } },
-      scales: { x: { time: true } },
-      axes: [{}, { label: unit, size: 60 }],
-      series: [
-        { label: "time", value: (u, v) => (v == null ? "—" : fmtInstant(v)) },
-        { label: `value (${unit})`, stroke: "#2563eb", width: 1.5, value: (u, v) => (v == null ? "—" : fmtNum(v)) },
-        { label: "min", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
-        { label: "max", stroke: "rgba(37,99,235,.25)", width: 1, show: false },
-      ],
-      hooks: { setSelect: [(u) => this.onSelect(u)], draw: [(u) => drawNoteBands(u, this.notes, this.sensor.id)] },
-    }, this.full, this.plotBox);
-    this.offNotes = this.notes.onChange(() => this.plot.redraw(false));
-    this.onResize = () => this.plot.setSize({ width: Math.max(320, this.el.parentElement.clientWidth - 8), height: 260 });
-    window.addEventListener("resize", this.onResize);
-  }
-
-  static columns(points) {
-    const cols = [[], [], [], []];
-    for (const p of points) {
-      cols[0].push(Date.parse(p.timestamp) / 1000); cols[1].push(p.value); cols[2].push(p.min); cols[3].push(p.max);
-    }
-    return cols;
-  }
-
-  setHistory(data) {
-    this.full = SensorChart.columns(data.points);
-    this.downsampled = data.downsampled;
-    this.total = data.total;
-    this.live = 0;
-    this.plot.setSeries(2, { show: data.downsampled });
-    this.plot.setSeries(3, { show: data.downsampled });
-    this.redraw(true);
-  }
-
-  append(m) {
-    const x = Date.parse(m.timestamp) / 1000;
-    const [xs, vs, lo, hi] = this.full;
-    let i = xs.length;
-    while (i > 0 && xs[i - 1] > x) i--;  // late readings land in place
-    xs.splice(i, 0, x); vs.splice(i, 0, m.value); lo.splice(i, 0, m.value); hi.splice(i, 0, m.value);
-    this.total += 1;
-    this.live += 1;
-    if (this.live > LIVE_REFETCH) { this.reload(); return; }
-    if (!this.pending) {
-      this.pending = true;
-      requestAnimationFrame(() => { this.pending = false; this.redraw(!this.zoomed); });
-    }
-  }
-
-  redraw(rescale) {
-    if (!this.zoomed) this.plot.setData(this.full, rescale);
-    this.el.dataset.points = String(this.full[0].length);
-    this.el.dataset.readings = String(this.total);
-    this.count.textContent = `${this.total.toLocaleString()} readings` +
-      (this.downsampled ? ` · ${this.full[0].length.toLocaleString()} points shown (downsampled)` : "");
-  }
-
-  async reload() {
-    const data = await api("/api/v1/telemetry/series", {
-      params: { sensor_id: this.sensor.id, capture_session_id: this.session.id, max_points: HISTORY_POINTS },
-    });
-    this.zoomed = false;
-    this.resetBtn.hidden = true;
-    this.setHistory(data);
-  }
-
-  async onSelect(u) {
-    if (u.select.width < 5) return;
-    const since = u.posToVal(u.select.left, "x");
-    const until = u.posToVal(u.select.left + u.select.width, "x");
-    u.setSelect({ width: 0, height: 0 }, false);
-    if (this.notes.annotating) { this.notes.ask(since, until, this.sensor); return; }
-    this.plot.setScale("x", { min: since, max: until });
-    this.zoomed = true;
-    this.resetBtn.hidden = false;
-    // Zooming fetches detail: the same number of points for the narrower window.
-    const data = await api("/api/v1/telemetry/series", {
-      params: {
-        sensor_id: this.sensor.id, capture_session_id: this.session.id, max_points: HISTORY_POINTS,
-        since: new Date(since * 1000).toISOString(), until: new Date(until * 1000 + 1).toISOString(),
-      },
-    });
-    const cols = SensorChart.columns(data.points);
-    this.plot.setData(cols, false);
-    this.plot.setScale("x", { min: since, max: until });
-  }
-
-  resetZoom() {
-    this.zoomed = false;
-    this.resetBtn.hidden = true;
-    this.redraw(true);
-  }
-
-  destroy() {
-    this.offNotes?.();
-    window.removeEventListener("resize", this.onResize);
-    this.plot?.destroy();
-  }
-}
-
-// --- alarms -------------------------------------------------------------------------------
-
-// A run's alarms, newest first: those still raised on top with an Ack button for editors.
-// Redrawn when the live stream (or the journal) reports a transition.
-function showAlarms(list, runId, sensors) {
-  let closed = false;
-  const units = new Map(sensors.map((s) => [s.id, s.display_unit]));
-  const who = (actor) => actor.startsWith("user:") ? `user ${short(actor.slice(5))}` : actor;
-  const num = (v) => `${Number(v.toPrecision(6))}`;
-  const what = (a) => {
-    const r = a.rule || {};
-    if (a.kind === "above") return `above ${r.threshold}`;
-    if (a.kind === "below") return `below ${r.threshold}`;
-    if (a.kind === "outside") return `outside ${r.low}…${r.high}`;
-    if (a.kind === "rate") return `rate over ${r.threshold}/s in ${r.window_s} s`;
-    if (a.kind === "stale") return `silent for ${r.after_s} s`;
-    return "probe fault";
-  };
-  async function ack(a, button) {
-    const note = prompt(`Acknowledge the alarm "${what(a)}" on ${sensorNames.get(a.sensor_id) || short(a.sensor_id)}: note`, "");
-    if (note === null) return;
-    button.disabled = true;
-    try { await api(`/api/v1/alarms/${a.id}/ack`, { method: "POST", body: { note } }); }
-    catch (e) { alert(e.message); }
-    await load();
-  }
-  async function load() {
-    const items = await apiAll(`/api/v1/runs/${runId}/alarms`);
-    if (closed) return;
-    if (!items.length) { list.replaceChildren(h("li", { class: "muted" }, "No alarms.")); return; }
-    const rank = { raised: 0, acknowledged: 1, cleared: 2 };
-    items.sort((x, y) => rank[x.state] - rank[y.state]);
-    list.replaceChildren(...items.map((a) => {
-      const button = can("editor") && !a.acknowledged_at
-        ? h("button", { class: "secondary small ack", onclick: (e) => ack(a, e.currentTarget) }, "Ack") : null;
-      return h("li", { class: `alarm ${a.state}`, dataset: { alarmId: a.id, state: a.state } },
-        h("span", { class: `badge ${a.state === "raised" ? "failed" : a.state === "acknowledged" ? "draft" : "succeeded"}` }, a.state),
-        " ", h("strong", {}, sensorNames.get(a.sensor_id) || short(a.sensor_id)), ` ${what(a)}`,
-        a.value !== null ? ` · ${num(a.value)} ${units.get(a.sensor_id) || ""}` : "",
-        h("span", { class: "muted" }, ` · ${fmtTime(a.raised_at)}`, a.cleared_at ? ` → ${fmtTime(a.cleared_at)}` : "",
-          a.late ? " · late" : "", a.acknowledged_by ? ` · acknowledged by ${who(a.acknowledged_by)}${a.ack_note ? `: ${a.ack_note}` : ""}` : ""),
-        button ? " " : "", button);
-    }));
-  }
-  const onAlarm = (e) => { if (e.detail.run_id === runId) load().catch(console.error); };
-  window.addEventListener("benchlink-alarm", onAlarm);
-  load().catch((e) => list.replaceChildren(h("li", {}, errorPanel(e))));
-  return () => { closed = true; window.removeEventListener("benchlink-alarm", onAlarm); };
 }
 
 // --- annotations -------------------------------------------------------------------------
@@ -786,31 +468,6 @@ class RunNotes {
     await api(`/api/v1/annotations/${id}`, { method: "DELETE" });
     await this.load();
   }
-}
-
-// Bands for ranges and lines for instants, on the charts of the sensors they concern (a
-// note about no sensor is on every chart). Text goes on the canvas, never into the page.
-function drawNoteBands(u, notes, sensorId) {
-  const { ctx, bbox } = u;
-  ctx.save();
-  ctx.beginPath();
-  ctx.rect(bbox.left, bbox.top, bbox.width, bbox.height);
-  ctx.clip();
-  ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
-  ctx.textAlign = "left";  // uPlot leaves the axes' alignment on the context
-  ctx.textBaseline = "alphabetic";
-  for (const a of notes.items) {
-    if (a.sensor_id && a.sensor_id !== sensorId) continue;
-    const x0 = u.valToPos(Date.parse(a.start) / 1000, "x", true);
-    const x1 = a.end ? u.valToPos(Date.parse(a.end) / 1000, "x", true) : x0;
-    if (x1 < bbox.left || x0 > bbox.left + bbox.width) continue;
-    ctx.fillStyle = "rgba(245, 158, 11, 0.16)";
-    ctx.fillRect(x0, bbox.top, Math.max(x1 - x0, 2 * devicePixelRatio), bbox.height);
-    ctx.fillStyle = "#b45309";
-    const label = a.text.length > 40 ? `${a.text.slice(0, 39)}…` : a.text;
-    ctx.fillText(label, Math.max(x0, bbox.left) + 4 * devicePixelRatio, bbox.top + 12 * devicePixelRatio);
-  }
-  ctx.restore();
 }
 
 function drawNotes(list, notes) {
@@ -888,7 +545,15 @@ const KIND_LABELS = {
   "annotation.created": (p) => `“${p.text}”`,
   "annotation.updated": (p) => (p.changes?.text ? `“${p.changes.text}”` : "changed"),
   "annotation.deleted": (p) => `“${p.text}”`,
+  // An alarm's line names its sensor and rule kind, not its ids (the Alarms panel has the rest).
+  "alarm.raised": (p, ev) => alarmLine(p, ev) + (p.late ? " · late" : ""),
+  "alarm.cleared": (p, ev) => alarmLine(p, ev),
+  "alarm.acknowledged": (p, ev) => alarmLine(p, ev) + (p.note ? `: “${p.note}”` : ""),
 };
+
+function alarmLine(p, ev) {
+  return `${sensorLabel(ev.sensor_id)} · ${p.alarm_kind}` + (typeof p.value === "number" ? ` · ${fmtNum(p.value)}` : "");
+}
 
 function describe(ev) {
   const fn = KIND_LABELS[ev.kind];
@@ -1065,10 +730,7 @@ async function viewDevices(view) {
 
 // --- role and forms ------------------------------------------------------------------------
 
-// Each role sees the actions the API allows it (GET /api/v1/me says the role, behind a
-// gateway too); a viewer sees none. The API checks every action anyway.
-const RANK = { viewer: 1, editor: 2, owner: 3 };
-const can = (role) => (RANK[state.role] || 0) >= RANK[role];
+// The role (GET /api/v1/me, behind a gateway too) decides which actions the page offers.
 
 async function loadRole() {
   state.role = null;
@@ -1300,16 +962,25 @@ function runActions(run, exp) {
   return actionBar(edit, ...moves, del);
 }
 
-// Check boxes on an experiment's runs and one status for all of them (runs:batch-status,
-// owners): each run answers for itself, and the refused ones say why.
+// Check boxes on an experiment's runs: any role compares the chosen ones (a page of its own,
+// a link); owners also set one status for all of them (runs:batch-status), each run
+// answering for itself and the refused ones saying why.
+const COMPARE_MAX = 20;  // the API's limit of runs per comparison
+
 class RunPicker {
   constructor(runs) {
-    this.enabled = can("owner") && runs.length > 0;
+    this.batch = can("owner");
+    this.comparable = runs.length > 1;
+    this.enabled = this.comparable || (this.batch && runs.length > 0);
     this.chosen = new Set();
+    this.compare = h("a", { class: "button disabled", id: "compare-runs", href: "#", "data-link": true, "aria-disabled": "true" }, "Compare");
     this.status = h("select", { id: "batch-status" }, ...["succeeded", "failed", "cancelled", "running"].map((s) => h("option", { value: s }, s)));
     this.apply = h("button", { id: "batch-apply", disabled: true, onclick: () => this.run() }, "Set status");
     this.result = h("span", { class: "muted", id: "batch-result" });
-    this.bar = this.enabled ? h("div", { class: "batch-bar" }, "Selected runs: ", this.status, this.apply, this.result) : null;
+    this.said = h("span", { id: "picked" }, "Select runs to compare them");
+    this.bar = this.enabled ? h("div", { class: "batch-bar" }, this.comparable ? [this.said, this.compare] : "Selected runs:",
+      this.batch ? [this.comparable ? h("span", { class: "sep" }, "·") : null, "Set their status:", this.status, this.apply] : null,
+      this.result) : null;
   }
 
   head() { return this.enabled ? h("th", {}, "") : null; }
@@ -1320,9 +991,20 @@ class RunPicker {
     box.addEventListener("click", (ev) => ev.stopPropagation());
     box.addEventListener("change", () => {
       if (box.checked) this.chosen.add(run.id); else this.chosen.delete(run.id);
-      this.apply.disabled = !this.chosen.size;
+      this.changed();
     });
     return h("td", { class: "pick" }, box);
+  }
+
+  changed() {
+    const n = this.chosen.size;
+    this.apply.disabled = !n;
+    const ok = n >= 2 && n <= COMPARE_MAX;
+    this.said.textContent = !n ? "Select runs to compare them" : n > COMPARE_MAX ? `${n} runs selected (compare at most ${COMPARE_MAX})` : `${n} run${n === 1 ? "" : "s"} selected`;
+    this.compare.classList.toggle("disabled", !ok);
+    this.compare.setAttribute("aria-disabled", String(!ok));
+    this.compare.title = ok ? "" : "Select two runs or more";
+    this.compare.href = ok ? `/compare?${new URLSearchParams([...this.chosen].map((id) => ["run", id]))}` : "#";
   }
 
   async run() {

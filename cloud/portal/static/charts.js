@@ -1,0 +1,361 @@
+// The run page's telemetry: a chart per sensor, or per unit (every sensor of one unit on one
+// axis, each in its colour). History comes downsampled by the server (each point with the
+// min and max of its bucket, drawn as an envelope), live readings are appended, a drag zooms
+// (finer data fetched for the window) or, while annotating, marks a range. Annotations and
+// alarm periods are drawn over the readings as bands.
+
+import { h, api, errorPanel, fmtInstant, fmtNum, short, colourOf, fade, hideLegendRows } from "./core.js";
+import { alarmRule } from "./alarms.js";
+
+const HISTORY_POINTS = 1500;   // server-side downsampling target per sensor
+const LIVE_REFETCH = 20000;    // live points appended before the history is re-downsampled
+const HEIGHT = 260;
+const ALARM_RED = "#dc2626";
+
+// ctx: { notes, alarms, byUnit }. Returns the function that closes it all.
+export function showTelemetry(box, liveState, session, sensors, ctx) {
+  const charts = new Map();
+  let closed = false;
+  let socket = null;
+  let retry = null;
+  let lastEventId = null;
+
+  // Charts stand in the order of the run's sensors whichever answer comes first.
+  const rank = new Map(sensors.map((s, i) => [s.id, i]));
+  const rankOf = (id) => rank.get(id) ?? sensors.length;
+  const keyOf = (sensor) => (ctx.byUnit ? `unit:${sensor.display_unit}` : sensor.id);
+
+  function chartFor(sensor) {
+    const key = keyOf(sensor);
+    let c = charts.get(key);
+    if (!c) {
+      c = new TelemetryChart(sensor.display_unit, session, ctx, rankOf);
+      charts.set(key, c);
+      box.querySelector(".empty")?.remove();
+    }
+    if (!c.has(sensor.id)) {
+      // A chart stands where its first sensor in the run's order puts it.
+      const at = Math.min(rankOf(sensor.id), Number(c.el.dataset.rank ?? Infinity));
+      c.el.dataset.rank = String(at);
+      const next = [...box.querySelectorAll(".chart")].find((el) => el !== c.el && Number(el.dataset.rank) > at);
+      box.insertBefore(c.el, next || null);
+      c.add(sensor);
+    }
+    return c;
+  }
+
+  (async () => {
+    // Every sensor's history is asked for at once, and each is drawn as soon as it arrives.
+    await Promise.all(sensors.map((s) => fetchSeries(s.id, session.id).then((data) => {
+      if (!closed && data.total > 0) chartFor(s).setHistory(s.id, data);
+    })));
+    if (closed) return;
+    if (!charts.size) box.append(h("div", { class: "empty" }, session.status === "running" ? "Waiting for readings…" : "No readings in this session."));
+    if (session.status === "running") connect();
+  })().catch((e) => box.replaceChildren(errorPanel(e)));
+
+  async function connect() {
+    if (closed) return;
+    try {
+      const { ticket } = await api("/api/v1/stream-tickets", { method: "POST" });
+      // batch: one "readings" message per group of readings, not a frame per reading.
+      const params = new URLSearchParams({ capture_session_id: session.id, ticket, batch: "true" });
+      if (lastEventId) params.set("last_event_id", lastEventId);
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      socket = new WebSocket(`${proto}//${location.host}/api/v1/telemetry/stream?${params}`);
+    } catch (e) { console.error(e); return schedule(); }
+    socket.onopen = () => { liveState.className = "live-dot"; liveState.textContent = "● live"; };
+    socket.onmessage = (msg) => onMessage(JSON.parse(msg.data));
+    socket.onclose = () => { liveState.className = "live-dot off"; liveState.textContent = "○ reconnecting"; schedule(); };
+  }
+  function onMessage(m) {
+    if (m.type === "readings" || m.type === "reading") {
+      for (const r of m.type === "readings" ? m.items : [m]) {
+        lastEventId = r.id;
+        const sensor = sensors.find((s) => s.id === r.sensor_id) || { id: r.sensor_id, name: short(r.sensor_id), display_unit: r.unit };
+        chartFor(sensor).append(sensor.id, r);
+      }
+    } else if (m.type === "reset") {
+      for (const c of charts.values()) c.reload();
+    } else if (m.type.startsWith("alarm.")) {
+      window.dispatchEvent(new CustomEvent("benchlink-alarm", { detail: m }));
+    }
+  }
+  function schedule() { if (!closed) retry = setTimeout(connect, 1500); }
+
+  return () => {
+    closed = true;
+    clearTimeout(retry);
+    if (socket) { socket.onclose = null; socket.close(); }
+    for (const c of charts.values()) c.destroy();
+    liveState.className = "live-dot off";
+    liveState.textContent = "○ not live";
+  };
+}
+
+function fetchSeries(sensorId, sessionId, range = {}) {
+  return api("/api/v1/telemetry/series", {
+    params: { sensor_id: sensorId, capture_session_id: sessionId, max_points: HISTORY_POINTS, ...range },
+  });
+}
+
+// Points as uPlot columns: x (s), value, min, max.
+function columns(points) {
+  const cols = [[], [], [], []];
+  for (const p of points) {
+    cols[0].push(Date.parse(p.timestamp) / 1000); cols[1].push(p.value); cols[2].push(p.min); cols[3].push(p.max);
+  }
+  return cols;
+}
+
+// Several sensors' columns on one x: uPlot draws series against one x array. A sensor has
+// no value at another's instants; spanGaps draws its line across them.
+function joined(tables) {
+  return tables.length === 1 ? tables[0] : uPlot.join(tables);
+}
+
+class TelemetryChart {
+  constructor(unit, session, ctx, rankOf) {
+    this.unit = unit;
+    this.session = session;
+    this.notes = ctx.notes;
+    this.alarms = ctx.alarms;
+    this.grouped = ctx.byUnit;
+    this.rankOf = rankOf;
+    this.members = [];  // { sensor, cols, total, downsampled, live }
+    this.zoomed = false;
+    this.pending = false;
+    this.title = h("span", { class: "chart-title" });
+    this.count = h("span", { class: "points" });
+    this.resetBtn = h("button", { class: "secondary", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
+    this.plotBox = h("div");
+    this.alarmKey = h("ul", { class: "alarm-key", hidden: true });
+    this.el = h("div", { class: "chart", dataset: { points: 0, unit, alarmBands: 0 } },
+      h("div", { class: "chart-head" }, this.title, h("span", { class: "chart-meta" }, this.count, this.resetBtn)),
+      this.plotBox, this.alarmKey);
+    if (this.grouped) this.el.dataset.group = "unit";
+    this.offNotes = this.notes.onChange(() => this.plot?.redraw(false));
+    this.offAlarms = this.alarms.onChange(() => { this.plot?.redraw(false); this.drawAlarmKey(); });
+    this.onResize = () => this.plot?.setSize({ width: this.width(), height: HEIGHT });
+    window.addEventListener("resize", this.onResize);
+  }
+
+  has(sensorId) { return this.members.some((m) => m.sensor.id === sensorId); }
+  member(sensorId) { return this.members.find((m) => m.sensor.id === sensorId); }
+  width() { return Math.max(320, this.el.parentElement.clientWidth - 8); }
+
+  add(sensor) {
+    this.members.push({ sensor, cols: [[], [], [], []], total: 0, downsampled: false, live: 0 });
+    this.members.sort((a, b) => this.rankOf(a.sensor.id) - this.rankOf(b.sensor.id));
+    const ids = this.members.map((m) => m.sensor.id);
+    if (this.grouped) {
+      this.el.dataset.sensorIds = ids.join(" ");
+      this.el.dataset.series = String(ids.length);
+      this.title.replaceChildren(this.members.map((m) => m.sensor.name).join(", "), " ", h("span", { class: "muted" }, `(${this.unit})`));
+    } else {
+      this.el.dataset.sensorId = sensor.id;
+      this.title.replaceChildren(`${sensor.name} `, h("span", { class: "muted" }, `(${this.unit})`));
+    }
+    this.build();
+    this.redraw(true);
+    this.drawAlarmKey();
+  }
+
+  // (Re)made with a series per sensor: value, then the min and max of its envelope.
+  build() {
+    this.plot?.destroy();
+    this.zoomed = false;
+    this.resetBtn.hidden = true;
+    const series = [{ label: "time", value: (u, v) => (v == null ? "—" : fmtInstant(v)) }];
+    const bands = [];
+    this.members.forEach((m, i) => {
+      const colour = colourOf(this.grouped ? i : 0);
+      const label = this.grouped ? `${m.sensor.name} (${this.unit})` : `value (${this.unit})`;
+      series.push(
+        { label, stroke: colour, width: 1.5, spanGaps: true, value: (u, v) => (v == null ? "—" : fmtNum(v)) },
+        { label: "min", stroke: fade(colour, 0.3), width: 1, spanGaps: true, show: m.downsampled },
+        { label: "max", stroke: fade(colour, 0.3), width: 1, spanGaps: true, show: m.downsampled },
+      );
+      bands.push({ series: [3 * i + 3, 3 * i + 2], fill: fade(colour, 0.1) });
+    });
+    this.plot = new uPlot({
+      width: this.width(), height: HEIGHT,
+      // setScale off: a drag zooms (onSelect) or, while annotating, marks a range instead.
+      cursor: { drag: { x: true, y: false, setScale: false } },
+      scales: { x: { time: true } },
+      axes: [{}, { label: this.unit, size: 60 }],
+      series, bands,
+      hooks: {
+        setSelect: [(u) => this.onSelect(u)],
+        draw: [(u) => { this.drawAlarmBands(u); drawNoteBands(u, this.notes, this.members.map((m) => m.sensor.id)); }],
+        setCursor: [(u) => this.alarmTip(u)],
+      },
+    }, this.data(), this.plotBox);
+    hideLegendRows(this.plot, this.members.flatMap((m, i) => [3 * i + 2, 3 * i + 3]));
+  }
+
+  data() { return joined(this.members.map((m) => m.cols)); }
+
+  setHistory(sensorId, data) {
+    const m = this.member(sensorId);
+    Object.assign(m, { cols: columns(data.points), downsampled: data.downsampled, total: data.total, live: 0 });
+    const i = this.members.indexOf(m);
+    this.plot.setSeries(3 * i + 2, { show: data.downsampled });
+    this.plot.setSeries(3 * i + 3, { show: data.downsampled });
+    this.redraw(true);
+  }
+
+  append(sensorId, r) {
+    const m = this.member(sensorId);
+    const x = Date.parse(r.timestamp) / 1000;
+    const [xs, vs, lo, hi] = m.cols;
+    let i = xs.length;
+    while (i > 0 && xs[i - 1] > x) i--;  // late readings land in place
+    xs.splice(i, 0, x); vs.splice(i, 0, r.value); lo.splice(i, 0, r.value); hi.splice(i, 0, r.value);
+    m.total += 1;
+    m.live += 1;
+    if (m.live > LIVE_REFETCH) { this.reload(); return; }
+    if (!this.pending) {
+      this.pending = true;
+      requestAnimationFrame(() => { this.pending = false; this.redraw(!this.zoomed); });
+    }
+  }
+
+  redraw(rescale) {
+    const data = this.data();
+    if (!this.zoomed) this.plot.setData(data, rescale);
+    const total = this.members.reduce((n, m) => n + m.total, 0);
+    const downsampled = this.members.some((m) => m.downsampled);
+    this.el.dataset.points = String(data[0].length);
+    this.el.dataset.readings = String(total);
+    this.count.textContent = `${total.toLocaleString()} readings` +
+      (downsampled ? ` · ${data[0].length.toLocaleString()} points shown (downsampled, min–max shaded)` : "");
+  }
+
+  async reload() {
+    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id)));
+    this.zoomed = false;
+    this.resetBtn.hidden = true;
+    this.members.forEach((m, i) => this.setHistory(m.sensor.id, answers[i]));
+  }
+
+  async onSelect(u) {
+    if (u.select.width < 5) return;
+    const since = u.posToVal(u.select.left, "x");
+    const until = u.posToVal(u.select.left + u.select.width, "x");
+    u.setSelect({ width: 0, height: 0 }, false);
+    if (this.notes.annotating) { this.notes.ask(since, until, this.members[0].sensor); return; }
+    this.plot.setScale("x", { min: since, max: until });
+    this.zoomed = true;
+    this.resetBtn.hidden = false;
+    // Zooming fetches detail: the same number of points for the narrower window.
+    const range = { since: new Date(since * 1000).toISOString(), until: new Date(until * 1000 + 1).toISOString() };
+    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id, range)));
+    if (!this.zoomed) return;  // reset while the detail was on its way
+    this.plot.setData(joined(answers.map((a) => columns(a.points))), false);
+    this.plot.setScale("x", { min: since, max: until });
+  }
+
+  resetZoom() {
+    this.zoomed = false;
+    this.resetBtn.hidden = true;
+    this.redraw(true);
+  }
+
+  // The run's alarms on this chart's sensors, each over [raised_at, cleared_at), or up to
+  // the chart's right edge while it is still raised.
+  // Those of this session's time only (a run's alarms span its sessions).
+  chartAlarms() {
+    const ids = new Set(this.members.map((m) => m.sensor.id));
+    const from = Date.parse(this.session.started_at);
+    const to = this.session.stopped_at ? Date.parse(this.session.stopped_at) : Infinity;
+    return this.alarms.items.filter((a) => ids.has(a.sensor_id) && Date.parse(a.raised_at) <= to &&
+      (!a.cleared_at || Date.parse(a.cleared_at) >= from));
+  }
+
+  alarmText(a) {
+    const who = this.grouped ? `${this.member(a.sensor_id)?.sensor.name || short(a.sensor_id)} ` : "";
+    return `alarm: ${who}${alarmRule(a, this.unit)}`;
+  }
+
+  drawAlarmBands(u) {
+    const { ctx, bbox } = u;
+    const dpr = devicePixelRatio;
+    let drawn = 0;
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(bbox.left, bbox.top, bbox.width, bbox.height);
+    ctx.clip();
+    ctx.font = `${11 * dpr}px system-ui, sans-serif`;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "alphabetic";
+    for (const a of this.chartAlarms()) {
+      const x0 = Math.max(bbox.left, u.valToPos(Date.parse(a.raised_at) / 1000, "x", true));
+      const x1 = a.cleared_at ? u.valToPos(Date.parse(a.cleared_at) / 1000, "x", true) : bbox.left + bbox.width;
+      if (x1 < bbox.left || x0 > bbox.left + bbox.width) continue;
+      const w = Math.max(x1 - x0, 2 * dpr);
+      ctx.fillStyle = fade(ALARM_RED, 0.1);
+      ctx.fillRect(x0, bbox.top, w, bbox.height);
+      // A solid stripe along the bottom: annotations label the top.
+      ctx.fillStyle = ALARM_RED;
+      ctx.fillRect(x0, bbox.top + bbox.height - 4 * dpr, w, 4 * dpr);
+      // Its label inside the plot: an open band at the right edge has it end there.
+      const label = `⚠ ${alarmRule(a, this.unit)}${a.cleared_at ? "" : " (raised)"}`;
+      const right = bbox.left + bbox.width - ctx.measureText(label).width - 4 * dpr;
+      ctx.fillText(label, Math.max(bbox.left + 4 * dpr, Math.min(x0 + 4 * dpr, right)), bbox.top + bbox.height - 8 * dpr);
+      drawn += 1;
+    }
+    ctx.restore();
+    this.el.dataset.alarmBands = String(drawn);
+  }
+
+  // Hovering inside an alarm's period says which rule it was (the native tooltip).
+  alarmTip(u) {
+    const x = u.cursor.left;
+    if (x == null || x < 0) return;
+    const t = u.posToVal(x, "x") * 1000;
+    const hits = this.chartAlarms().filter((a) => Date.parse(a.raised_at) <= t && (!a.cleared_at || t < Date.parse(a.cleared_at)));
+    u.over.title = hits.map((a) => this.alarmText(a)).join("\n");
+  }
+
+  // Under the chart: what each red band is, and when.
+  drawAlarmKey() {
+    const items = this.chartAlarms().sort((a, b) => Date.parse(a.raised_at) - Date.parse(b.raised_at));
+    this.alarmKey.hidden = !items.length;
+    this.alarmKey.replaceChildren(...items.map((a) => h("li", { dataset: { alarmId: a.id } },
+      h("span", { class: "swatch alarm" }), ` ${this.alarmText(a)} · `,
+      h("span", { class: "muted" }, `${fmtInstant(Date.parse(a.raised_at) / 1000)} → ${a.cleared_at ? fmtInstant(Date.parse(a.cleared_at) / 1000) : "still raised"}`))));
+  }
+
+  destroy() {
+    this.offNotes?.();
+    this.offAlarms?.();
+    window.removeEventListener("resize", this.onResize);
+    this.plot?.destroy();
+  }
+}
+
+// Bands for ranges and lines for instants, on the charts of the sensors they concern (a
+// note about no sensor is on every chart). Text goes on the canvas, never into the page.
+function drawNoteBands(u, notes, sensorIds) {
+  const { ctx, bbox } = u;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(bbox.left, bbox.top, bbox.width, bbox.height);
+  ctx.clip();
+  ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+  ctx.textAlign = "left";  // uPlot leaves the axes' alignment on the context
+  ctx.textBaseline = "alphabetic";
+  for (const a of notes.items) {
+    if (a.sensor_id && !sensorIds.includes(a.sensor_id)) continue;
+    const x0 = u.valToPos(Date.parse(a.start) / 1000, "x", true);
+    const x1 = a.end ? u.valToPos(Date.parse(a.end) / 1000, "x", true) : x0;
+    if (x1 < bbox.left || x0 > bbox.left + bbox.width) continue;
+    ctx.fillStyle = "rgba(245, 158, 11, 0.16)";
+    ctx.fillRect(x0, bbox.top, Math.max(x1 - x0, 2 * devicePixelRatio), bbox.height);
+    ctx.fillStyle = "#b45309";
+    const label = a.text.length > 40 ? `${a.text.slice(0, 39)}…` : a.text;
+    ctx.fillText(label, Math.max(x0, bbox.left) + 4 * devicePixelRatio, bbox.top + 12 * devicePixelRatio);
+  }
+  ctx.restore();
+}
