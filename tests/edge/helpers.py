@@ -34,8 +34,13 @@ class MockCloudClient:
         self.handler = handler
 
     async def post(self, path: str, content: bytes, headers: Mapping[str, str]) -> Answer:
+        return await self.request("POST", path, content, headers)
+
+    async def request(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> Answer:
         request = httpx.Request(
-            "POST", f"http://cloud.test{path}", content=content, headers=headers
+            method, f"http://cloud.test{path}", content=content, headers=headers
         )
         try:
             return as_answer(self.handler(request))
