@@ -96,12 +96,15 @@ class Bound:
 
 
 class RealCloud:
-    """``benchlink-cloud serve`` on SQLite in a subprocess; stop/start simulate an outage."""
+    """``benchlink-cloud serve`` in a subprocess, on a SQLite file of its own or on
+    ``database_url`` (a PostgreSQL database the caller made for it); stop/start simulate an
+    outage."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, database_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "cloud.db"
+        self.database_url = database_url or f"sqlite:///{self.db}"
         self.log = tmp / "cloud.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -119,7 +122,8 @@ class RealCloud:
                     "--port",
                     str(self.port),
                     "--database-url",
-                    f"sqlite:///{self.db}",
+                    self.database_url,
+                    "--migrate",  # on PostgreSQL too (its default there is off)
                     "--log-level",
                     "warning",
                 ],

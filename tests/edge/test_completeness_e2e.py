@@ -1,21 +1,21 @@
-"""Proof of completeness end to end: a real daemon, Mosquitto and the cloud. Readings captured
-through two SIGKILLs of the daemon and a cloud outage are all accounted for once synced; a
-batch the cloud refuses shows under dead-lettered with its reason; rows deleted by hand in
-the cloud's database show as exactly that gap; an idempotent replay changes no count.
-Dead-lettered readings an operator moves to another capture session (``bind --move-dead``,
-``dead-letter retry --rebind``) are accounted for in the session they went to, and no longer
-in the one they left."""
+"""Proof of completeness end to end: a real daemon, Mosquitto and the cloud (on SQLite and on
+PostgreSQL). Readings captured through two SIGKILLs of the daemon and a cloud outage are all
+accounted for once synced; a batch the cloud refuses shows under dead-lettered with its
+reason; rows deleted by hand in the cloud's database show as exactly that gap; an idempotent
+replay changes no count. Dead-lettered readings an operator moves to another capture session
+(``bind --move-dead``, ``dead-letter retry --rebind``) are accounted for in the session they
+went to, and no longer in the one they left."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
 from tests.edge.test_fleet import edge_section, register_edge
@@ -37,10 +37,31 @@ def publish(pub: Publisher, b: Bound, values: range) -> None:
         assert pub.publish(topic(b), json.dumps({"raw_value": float(v), "meta": {"n": v}}).encode())
 
 
+def delete_by_hand(cloud: RealCloud, first: int, last: int) -> None:
+    """Delete the readings numbered ``first``..``last`` in the cloud's database, as someone
+    outside benchlink would (the test's database holds one sensor's readings)."""
+    engine = create_engine(cloud.database_url)
+    try:
+        with engine.begin() as db:
+            rows = db.execute(
+                text(
+                    "SELECT id, seq FROM telemetry_readings WHERE seq BETWEEN :a AND :b"
+                    " ORDER BY seq"
+                ),
+                {"a": first, "b": last},
+            ).all()
+            assert [r[1] for r in rows] == list(range(first, last + 1))
+            for r in rows:
+                db.execute(text("DELETE FROM telemetry_readings WHERE id = :id"), {"id": r[0]})
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.mqtt
 def test_every_reading_is_accounted_for_through_kills_an_outage_and_a_refusal(
-    mosquitto: Broker, cloud: RealCloud, tmp_path: Path
+    mosquitto: Broker, cloud_on_each_db: RealCloud, tmp_path: Path
 ) -> None:
+    cloud = cloud_on_each_db
     (a,) = cloud.bootstrap(1)
     edge_id, token = register_edge(cloud, a)
     cfg = write_config(
@@ -101,16 +122,7 @@ def test_every_reading_is_accounted_for_through_kills_an_outage_and_a_refusal(
     assert got["edge_accounting"] == "full"
 
     # someone deletes five readings of one batch in the cloud's database
-    db = sqlite3.connect(cloud.db)
-    try:
-        rows = db.execute(
-            "SELECT id, seq FROM telemetry_readings WHERE seq BETWEEN 31 AND 35 ORDER BY seq"
-        ).fetchall()
-        assert [r[1] for r in rows] == [31, 32, 33, 34, 35]
-        db.executemany("DELETE FROM telemetry_readings WHERE id = ?", [(r[0],) for r in rows])
-        db.commit()
-    finally:
-        db.close()
+    delete_by_hand(cloud, 31, 35)
     after = completeness(cloud, a)
     assert (after["arrived"], after["unaccounted"]) == (total - 6, 5)
     assert [(g["first"], g["last"]) for g in after["gaps"]] == [(31, 35)]
