@@ -54,6 +54,11 @@ class SensorCompleteness(Counts):
     edge_report: bool
     #: when that heartbeat was received
     reported_at: datetime | None = None
+    #: dead-lettered readings the edge's report left out (its oldest ranges: the report's
+    #: lists are capped, and a heartbeat over its size limit is cut): where they belong to
+    #: this session they are counted in ``unaccounted`` (``benchlink-edge dead-letter list``
+    #: at the bench shows them)
+    dead_lettered_not_reported: int = 0
 
 
 class SessionCompleteness(Counts):

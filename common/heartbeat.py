@@ -25,6 +25,10 @@ FULL_POLICY: Literal["refuse-new"] = "refuse-new"
 
 #: most sensors one heartbeat may describe (a bench PC has a handful)
 MAX_SENSORS = 1000
+#: the most bytes an edge sends as one heartbeat (its JSON); the cloud's body limit is
+#: 1 MiB by default (``BENCHLINK_MAX_BODY_BYTES``). A bigger document is cut down at the
+#: edge, the least useful detail first, and says what it left out (:class:`Truncated`).
+MAX_HEARTBEAT_BYTES = 512 * 1024
 
 
 class Wire(BaseModel):
@@ -82,6 +86,20 @@ class SeqDead(Wire):
     reason: str = Field(max_length=500)
 
 
+class SeqLeftOut(Wire):
+    """What a sequence report does not list (its lists are capped, and a heartbeat over
+    :data:`MAX_HEARTBEAT_BYTES` is cut). Sessions are left out whole, the oldest first: a
+    session the report does not name is not accounted (captured unknown), never counted
+    short. Dead-lettered ranges left out are the oldest: their readings count as
+    unaccounted in the cloud (an over-count, never a loss hidden)."""
+
+    #: capture sessions left out (all of their segments)
+    sessions: int = Field(default=0, ge=0)
+    #: dead-lettered ranges left out, and the readings in them
+    dead: int = Field(default=0, ge=0)
+    dead_readings: int = Field(default=0, ge=0)
+
+
 class SequenceReport(Wire):
     """The sensor's sequence numbers at the edge: what the cloud cannot know by itself about
     the readings it has not received (docs/fleet.md, "Proof of completeness")."""
@@ -94,6 +112,9 @@ class SequenceReport(Wire):
     #: ``[first, last]`` ranges not yet accepted by the cloud and not set aside
     waiting: list[tuple[int, int]] = Field(default_factory=list, max_length=MAX_SEQ_RANGES)
     dead: list[SeqDead] = Field(default_factory=list, max_length=MAX_SEQ_RANGES)
+    #: None when everything is listed (left out of the JSON: a cloud older than the field
+    #: takes the report)
+    left_out: SeqLeftOut | None = None
 
 
 class SensorState(Wire):
@@ -128,6 +149,28 @@ class SensorState(Wire):
     sequence: SequenceReport | None = None
 
 
+class Truncated(Wire):
+    """What the edge left out of a heartbeat to keep it under its size limit (the least
+    useful detail first: reasons shortened, then the oldest sessions and dead-lettered
+    ranges, waiting ranges joined, whole sequence reports, whole sensors)."""
+
+    #: the whole document's size, and the limit it was cut to (bytes of JSON)
+    full_bytes: int = Field(ge=0)
+    limit_bytes: int = Field(gt=0)
+    #: dead-lettered reasons shortened to this many characters (None: kept whole)
+    reasons_cut_to: int | None = Field(default=None, ge=0)
+    #: capture sessions and dead-lettered ranges left out of sequence reports (the counts
+    #: per sensor are in its report's ``left_out``)
+    sessions: int = Field(default=0, ge=0)
+    dead: int = Field(default=0, ge=0)
+    #: sensors whose waiting ranges were joined into fewer (they cover more numbers: errs
+    #: towards "waiting", never towards "missing")
+    waiting_joined: int = Field(default=0, ge=0)
+    #: sensors listed without their sequence report, and sensors left out altogether
+    sequence_reports: int = Field(default=0, ge=0)
+    sensors: int = Field(default=0, ge=0)
+
+
 class Heartbeat(Wire):
     schema_version: Literal[1] = 1
     #: the edge's id in the cloud (``[edge] id``); None in a local status without one
@@ -148,3 +191,6 @@ class Heartbeat(Wire):
     clock: ClockEstimate | None = None
     #: by sensor id
     sensors: dict[str, SensorState] = Field(default_factory=dict, max_length=MAX_SENSORS)
+    #: what was left out to keep the document under the edge's size limit; None (and absent
+    #: from the JSON, so a cloud older than the field takes it) when nothing was
+    truncated: Truncated | None = None

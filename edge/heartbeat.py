@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 from common.cli import package_version
 from common.heartbeat import (
+    MAX_HEARTBEAT_BYTES,
     BufferState,
     ClockEstimate,
     Heartbeat,
@@ -38,6 +40,7 @@ from edge.buffer import INFLIGHT, PENDING, Buffer, is_disk_full
 from edge.clock import ClockEstimator, TimeSource, sample
 from edge.cloud_client import Answer, Requester, TransportError
 from edge.config import EdgeConfig
+from edge.heartbeat_size import fit
 
 log = logging.getLogger("benchlink.edge")
 
@@ -46,6 +49,8 @@ TIME_PATH = "/api/v1/time"
 #: heartbeat's answer (the same two server times) is the sample, so a steady edge costs the
 #: cloud one request a period
 FIRST_SAMPLES = 4
+#: the least a heartbeat is cut to after the cloud refused one as too large (413)
+MIN_HEARTBEAT_BYTES = 16 * 1024
 
 
 def state_path(buffer: Path) -> Path:
@@ -233,6 +238,8 @@ class Heartbeats:
         self._rounds: dict[str, bool] = {}
         #: what went wrong last (logged once until it changes): None while all is well
         self._trouble: str | None = None
+        #: the most bytes a heartbeat is sent as (less after a 413: see :meth:`_shrink`)
+        self.limit = MAX_HEARTBEAT_BYTES
 
     @property
     def sending(self) -> bool:
@@ -321,19 +328,19 @@ class Heartbeats:
         assert self.client is not None
         path = f"/api/v1/edges/{self.cfg.edge.id}/heartbeat"
         headers = {**self._headers(), "Content-Type": "application/json"}
-        t0 = self.now()
-        try:
-            answer = await self.client.request(
-                # Unset fields left out: a cloud older than this edge takes the heartbeat
-                # unless a field it does not know has something to say.
-                "PUT",
-                path,
-                beat.model_dump_json(exclude_none=True).encode(),
-                headers,
-            )
-        except TransportError as exc:
-            self._note(f"cloud unreachable ({exc})")
-            return
+        while True:
+            # Cut to the size limit (edge.heartbeat_size); unset fields left out: a cloud
+            # older than this edge takes the heartbeat unless a field it does not know has
+            # something to say.
+            body = await asyncio.to_thread(fit, beat, self.limit)
+            t0 = self.now()
+            try:
+                answer = await self.client.request("PUT", path, body, headers)
+            except TransportError as exc:
+                self._note(f"cloud unreachable ({exc})")
+                return
+            if answer.status != 413 or not self._shrink(len(body), answer):
+                break
         if answer.status != 200:
             self._note(_refusal("heartbeat", answer))
             return
@@ -343,12 +350,43 @@ class Heartbeats:
             log.info("heartbeat: the cloud takes them again (after: %s)", self._trouble)
             self._trouble = None
 
+    def _shrink(self, sent: int, answer: Answer) -> bool:
+        """After a 413: cut heartbeats to the cloud's limit (as its answer names it, else
+        half) from now on, say so once, and send again; False when they are at their
+        smallest already (then the refusal is logged as any other, once)."""
+        if self.limit <= MIN_HEARTBEAT_BYTES:
+            return False
+        named = _body_limit(answer)
+        smaller = named if named is not None else min(self.limit, sent) // 2
+        self.limit = max(MIN_HEARTBEAT_BYTES, min(smaller, sent - 1, self.limit - 1))
+        if self.limit >= sent:  # it was no bigger than the least it can be cut to
+            return False
+        log.warning(
+            "heartbeat: the cloud refused %d bytes as too large (413%s); heartbeats are cut to"
+            " %d bytes from now on, what is left out is listed in their `truncated` (raise the"
+            " cloud's BENCHLINK_MAX_BODY_BYTES for whole ones)",
+            sent,
+            f", its limit {named} bytes" if named is not None else "",
+            self.limit,
+        )
+        return True
+
     def _note(self, trouble: str) -> None:
         if trouble != self._trouble:
             log.warning(
                 "heartbeat: not sent, %s; the next one supersedes it (none are queued)", trouble
             )
         self._trouble = trouble
+
+
+def _body_limit(answer: Answer) -> int | None:
+    """The byte limit a 413 names ("request body over the 1048576-byte limit"), if any."""
+    try:
+        detail = str(answer.json().get("detail", ""))
+    except (ValueError, AttributeError):
+        return None
+    found = re.search(r"over the (\d+)-byte limit", detail)
+    return int(found.group(1)) if found else None
 
 
 def _refusal(what: str, answer: Answer) -> str:
@@ -359,4 +397,9 @@ def _refusal(what: str, answer: Answer) -> str:
     hint = ""
     if answer.status in (401, 403):
         hint = "; put the edge's current token in [edge] token (rotate-token gives a new one)"
+    if answer.status == 413:
+        hint = (
+            f"; heartbeats are cut to {MIN_HEARTBEAT_BYTES} bytes at the least: raise the"
+            " cloud's BENCHLINK_MAX_BODY_BYTES"
+        )
     return f"{what} answered {answer.status} {detail}{hint}"

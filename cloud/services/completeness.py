@@ -313,6 +313,7 @@ def session_answer(
     for s in sensors:
         for reason, n in s.dead_lettered_by_reason.items():
             by_reason[reason] += n
+    not_reported = sum(s.dead_lettered_not_reported for s in sensors)
     listed = [_gap(db, session.id, held, g) for g in gaps[:MAX_GAPS]]
     captured = sum(s.captured or 0 for s in reported) if numbered_known and reported else None
     if not reported and not without:
@@ -328,14 +329,14 @@ def session_answer(
         dead_lettered_by_reason=dict(by_reason),
         unaccounted=(None if captured is None else sum(s.unaccounted or 0 for s in reported)),
         edge_accounting=kind,
-        note=_note(kind, without, numbered_known),
+        note=_note(kind, without, numbered_known, not_reported),
         gaps=listed,
         gaps_truncated=len(gaps) > MAX_GAPS,
         sensors=sensors,
     )
 
 
-def _note(kind: str, without: int, numbered_known: bool) -> str:
+def _note(kind: str, without: int, numbered_known: bool, not_reported: int = 0) -> str:
     parts = []
     if kind == "full":
         parts.append("every reading is accounted for by its edge's sequence numbers")
@@ -346,8 +347,15 @@ def _note(kind: str, without: int, numbered_known: bool) -> str:
         )
     if kind != "none" and not numbered_known:
         parts.append(
-            "some sensors' edges have sent no heartbeat with sequence numbers: for them only"
-            " the holes between arrived numbers are named as gaps, and captured is unknown"
+            "some sensors' edges have sent no heartbeat with sequence numbers for this session"
+            " (none, or their last one no longer lists it): for them only the holes between"
+            " arrived numbers are named as gaps, and captured is unknown"
+        )
+    if not_reported:
+        parts.append(
+            f"an edge's report left out {not_reported} dead-lettered readings (its oldest"
+            " ranges, to keep its heartbeat small): those of this session are counted as"
+            " unaccounted; `benchlink-edge dead-letter list` at the bench shows them"
         )
     if kind == "none" and not without:
         parts.append("no readings")
@@ -393,10 +401,13 @@ def _sensor(held: Held, report: Report | None, session_id: str) -> tuple[dict[st
             dead_by_reason[d.reason] += size(part)
             dead_all = union(dead_all, part)
     holes = subtract(subtract(subtract(captured, arrived), waiting), dead_all)
+    left_out = seq.left_out.dead_readings if seq.left_out is not None else 0
     return (
         {
             "edge_report": True,
             "reported_at": report.at,
+            # only where it may explain some of this session's holes
+            "dead_lettered_not_reported": left_out if holes else 0,
             "captured": size(captured),
             "arrived": size(arrived),
             "arrived_without_edge_accounting": 0,

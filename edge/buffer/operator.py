@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from edge.buffer.batches import members
+from edge.buffer.batches import members, seq_ranges
 from edge.buffer.records import DEAD, PENDING, SYNCED
 
 
@@ -43,15 +43,20 @@ def retry_dead(
 
 
 def _rebind(c: sqlite3.Connection, batch_id: str) -> None:
-    """The dead batch's readings move to their sensor's current binding, under a new id."""
+    """The dead batch's readings move to their sensor's current binding, under a new id, and
+    so do their sequence numbers' session segments: each capture session's completeness
+    counts them where they are sent, not where they were captured first."""
     row = c.execute(
-        "SELECT s.run_id, s.capture_session_id FROM batches b JOIN sensors s"
+        "SELECT s.run_id, s.capture_session_id, s.sensor_id FROM batches b JOIN sensors s"
         " ON s.sensor_id = b.sensor_id WHERE b.id = ? AND b.state = ?",
         (batch_id, DEAD),
     ).fetchone()
     found = members(c, batch_id)
     if row is None or found is None:
         return
+    numbers = seq_ranges(c, batch_id)
+    if numbers:
+        move_numbers(c, row[2], numbers, (row[0], row[1]))
     new_id = str(uuid.uuid4())
     c.execute(
         f"UPDATE {found.table} SET run_id = ?, capture_session_id = ? WHERE {found.where}",
@@ -62,6 +67,43 @@ def _rebind(c: sqlite3.Connection, batch_id: str) -> None:
         "UPDATE batches SET id = ?, run_id = ?, capture_session_id = ?, state = ?,"
         " attempts = 0, last_error = NULL WHERE id = ?",
         (new_id, row[0], row[1], PENDING, batch_id),
+    )
+
+
+def move_numbers(
+    c: sqlite3.Connection, sensor_id: str, ranges: list[list[int]], binding: tuple[str, str]
+) -> None:
+    """Record that the sensor's numbers in ``ranges`` went to ``binding`` (run, session): the
+    segments of ``seq_sessions`` they lie in are split around them, and neighbours with one
+    binding joined (see :func:`edge.buffer.writes.extend_session`)."""
+    rows = c.execute(
+        "SELECT run_id, capture_session_id, first_seq, last_seq FROM seq_sessions"
+        " WHERE sensor_id = ? ORDER BY first_seq",
+        (sensor_id,),
+    ).fetchall()
+    pieces: list[tuple[str, str, int, int]] = []
+    for run_id, session_id, first, last in rows:
+        lo = first
+        for a, b in sorted(ranges):  # disjoint
+            if b < lo or a > last:
+                continue
+            if a > lo:
+                pieces.append((run_id, session_id, lo, a - 1))
+            pieces.append((*binding, max(a, lo), min(b, last)))
+            lo = min(b, last) + 1
+        if lo <= last:
+            pieces.append((run_id, session_id, lo, last))
+    joined: list[tuple[str, str, int, int]] = []
+    for p in pieces:
+        if joined and joined[-1][:2] == p[:2] and joined[-1][3] + 1 == p[2]:
+            joined[-1] = (*p[:2], joined[-1][2], p[3])
+        else:
+            joined.append(p)
+    c.execute("DELETE FROM seq_sessions WHERE sensor_id = ?", (sensor_id,))
+    c.executemany(
+        "INSERT INTO seq_sessions (sensor_id, run_id, capture_session_id, first_seq, last_seq)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(sensor_id, *p) for p in joined],
     )
 
 

@@ -100,16 +100,21 @@ def test_the_devices_page_shows_each_edge(
         assert r.status_code == 200, r.text
 
     # The climate chamber's PC went quiet (a period of 0.5 s, then 2 s of silence): stale,
-    # with a backlog an hour old and a clock 1.2 s off.
-    send(
-        "climate-chamber",
-        heartbeat(
-            {chamber_tc: sensor("disconnected", 1_234_567, 3900.0, dead=7)},
-            1_700_000_000,
-            0.5,
-            1200.0,
-        ),
+    # with a backlog an hour old and a clock 1.2 s off; its heartbeat had to be cut to size.
+    chamber_beat = heartbeat(
+        {chamber_tc: sensor("disconnected", 1_234_567, 3900.0, dead=7)},
+        1_700_000_000,
+        0.5,
+        1200.0,
     )
+    chamber_beat["truncated"] = {
+        "full_bytes": 1_400_000,
+        "limit_bytes": 524_288,
+        "reasons_cut_to": 100,
+        "sessions": 120,
+        "dead": 300,
+    }
+    send("climate-chamber", chamber_beat)
     time.sleep(2)
     send(
         "furnace-bench",
@@ -153,6 +158,14 @@ def test_the_devices_page_shows_each_edge(
     expect(chamber.locator(".clock.error")).to_contain_text("+1200.0 ms")
     expect(chamber.locator(".meter.hot")).to_have_count(1)
     expect(chamber.locator(".sensor-name")).to_have_text("TC-7 chamber wall")
+    cut = chamber.locator(".truncated")
+    expect(cut).to_have_text("heartbeat cut to 524 kB (of 1.4 MB)")
+    expect(cut).to_have_attribute(
+        "title",
+        "reasons cut to 100 characters; 120 older capture sessions not reported (not"
+        " accounted); 300 older dead-lettered ranges not reported (counted as unaccounted)",
+    )
+    expect(furnace.locator(".truncated")).to_have_count(0)
     # Its health: what the heartbeat said, and its silence (by the cloud's clock).
     expect(chamber.locator(".badge.health[data-rule=buffer_full]")).to_have_text("buffer 85% full")
     expect(chamber.locator(".badge.health[data-rule=clock_offset]")).to_have_text(

@@ -123,6 +123,34 @@ def test_an_edge_report_accounts_for_every_reading(api: Api, owner: Identity) ->
     assert got["dead_lettered"] == 10
 
 
+def test_dead_ranges_a_cut_report_left_out_count_as_unaccounted_and_say_so(
+    api: Api, owner: Identity
+) -> None:
+    """An edge whose heartbeat was cut to its size limit lists only its newest dead ranges:
+    the older ones' readings count as unaccounted (never a loss hidden), and the answer says
+    how many the report left out."""
+    ids = api.stack(owner)
+    assert send(api, ids, [[1, 10]], readings(1, 10), key="k").status_code == 202
+    report(
+        api,
+        owner,
+        ids,
+        {
+            "captured_upto": 30,
+            "sessions": [session_of(ids, 1, 30)],
+            "dead": [{"first": 21, "last": 30, "reason": "422 refused"}],
+            "left_out": {"sessions": 0, "dead": 1, "dead_readings": 10},  # 11..20
+        },
+    )
+    got = completeness(api, owner, ids["capture_session_id"])
+    assert (got["captured"], got["arrived"], got["dead_lettered"]) == (30, 10, 10)
+    assert got["unaccounted"] == 10
+    assert [(g["first"], g["last"]) for g in got["gaps"]] == [(11, 20)]
+    (sensor,) = got["sensors"]
+    assert sensor["dead_lettered_not_reported"] == 10
+    assert "left out 10 dead-lettered readings" in got["note"]
+
+
 def test_rows_deleted_by_hand_show_as_exactly_that_gap(api: Api, owner: Identity) -> None:
     ids = api.stack(owner)
     assert send(api, ids, [[1, 100]], readings(1, 100), key="a").status_code == 202

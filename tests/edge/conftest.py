@@ -10,6 +10,7 @@ import pytest
 
 from edge.buffer import Buffer
 from tests.edge.helpers import RealCloud
+from tests.support.services import postgres_database
 
 
 @pytest.fixture
@@ -33,3 +34,22 @@ def cloud(tmp_path: Path) -> Iterator[RealCloud]:
     c.start()
     yield c
     c.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cloud_on_each_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RealCloud]:
+    """The real cloud app in a subprocess on SQLite, and on a PostgreSQL database created and
+    dropped for the test."""
+    if request.param == "sqlite":
+        c = RealCloud(tmp_path)
+        c.start()
+        yield c
+        c.stop()
+        return
+    with postgres_database() as url:
+        c = RealCloud(tmp_path, url)
+        c.start()
+        try:
+            yield c
+        finally:
+            c.stop()  # before the database is dropped

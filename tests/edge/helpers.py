@@ -34,8 +34,13 @@ class MockCloudClient:
         self.handler = handler
 
     async def post(self, path: str, content: bytes, headers: Mapping[str, str]) -> Answer:
+        return await self.request("POST", path, content, headers)
+
+    async def request(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> Answer:
         request = httpx.Request(
-            "POST", f"http://cloud.test{path}", content=content, headers=headers
+            method, f"http://cloud.test{path}", content=content, headers=headers
         )
         try:
             return as_answer(self.handler(request))
@@ -91,12 +96,15 @@ class Bound:
 
 
 class RealCloud:
-    """``benchlink-cloud serve`` on SQLite in a subprocess; stop/start simulate an outage."""
+    """``benchlink-cloud serve`` in a subprocess, on a SQLite file of its own or on
+    ``database_url`` (a PostgreSQL database the caller made for it); stop/start simulate an
+    outage."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, database_url: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = tmp / "cloud.db"
+        self.database_url = database_url or f"sqlite:///{self.db}"
         self.log = tmp / "cloud.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -114,7 +122,8 @@ class RealCloud:
                     "--port",
                     str(self.port),
                     "--database-url",
-                    f"sqlite:///{self.db}",
+                    self.database_url,
+                    "--migrate",  # on PostgreSQL too (its default there is off)
                     "--log-level",
                     "warning",
                 ],

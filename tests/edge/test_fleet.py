@@ -8,19 +8,30 @@ import asyncio
 import json
 import logging
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from common.heartbeat import Heartbeat
-from edge.buffer import Buffer
+from common.heartbeat import MAX_HEARTBEAT_BYTES, Heartbeat
+from edge.buffer import Buffer, NewReading, Write
 from edge.clock import ClockEstimator, sample
+from edge.cloud_client import CloudClient
 from edge.config import load_config
 from edge.daemon import Daemon
-from edge.heartbeat import Heartbeats, state_path
-from tests.edge.helpers import Bound, EdgeProcess, RealCloud, running, wait_for, write_config
+from edge.heartbeat import MIN_HEARTBEAT_BYTES, Heartbeats, state_path
+from tests.edge.helpers import (
+    Bound,
+    EdgeProcess,
+    MockCloudClient,
+    RealCloud,
+    running,
+    wait_for,
+    write_config,
+)
 from tests.edge.test_integration_mqtt import connected, mqtt_sensor, topic
 from tests.support.mqtt import Publisher
 from tests.support.services import Broker
@@ -264,3 +275,143 @@ def test_the_time_endpoint_is_what_the_edge_samples(cloud: RealCloud) -> None:
     _, token = register_edge(cloud, a)
     r = httpx.get(cloud.url + "/api/v1/time", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200 and abs(r.json()["time_us"] / 1e6 - time.time()) < 5
+
+
+def crowded_buffer(path: Path, n_sensors: int, rounds: int = 200) -> tuple[Buffer, list[str]]:
+    """A buffer whose full heartbeat is well over the cloud's 1 MiB body limit: each sensor
+    captured one reading in each of ``rounds`` capture sessions, and each of those was
+    dead-lettered with a reason of its own, 500 characters long."""
+    buf = Buffer(path)
+    # thousands of small transactions: no fsync for each (a test's file, not a bench's)
+    buf.conn.execute("PRAGMA synchronous = OFF")
+    run = str(uuid.uuid4())
+    sessions = [str(uuid.uuid4()) for _ in range(rounds)]
+    sids = [str(uuid.uuid4()) for _ in range(n_sensors)]
+    for sid in sids:
+        buf.upsert_sensor(sid, "tok", "mqtt", run, sessions[0])
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    for k, session in enumerate(sessions):
+        for sid in sids:
+            buf.bind(sid, run, session)
+        buf.commit([Write([NewReading(sid, t0 + timedelta(seconds=k), 1.0) for sid in sids])])
+        for sid in sids:
+            buf.seal(sid, 10)
+            batch = buf.next_batch(sid)
+            assert batch is not None
+            buf.mark_dead(batch.id, f"422 refused #{k}: " + "why " * 125)
+    return buf, sids
+
+
+async def beat_once(beats: Heartbeats, cfg_path: Path) -> None:
+    async with CloudClient(load_config(cfg_path).cloud) as client:
+        beats.client = client
+        await beats.beat()
+
+
+def test_a_heartbeat_over_the_clouds_body_limit_is_cut_and_taken(
+    cloud: RealCloud, tmp_path: Path
+) -> None:
+    (a,) = cloud.bootstrap(1)
+    edge_id, token = register_edge(cloud, a)
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url=cloud.url,
+        buffer=tmp_path / "buffer.db",
+        sensors=[],
+        extra=edge_section(edge_id, token, heartbeat_s=30),
+    )
+    buf, sids = crowded_buffer(tmp_path / "buffer.db", n_sensors=10)
+    try:
+        beats = Heartbeats(load_config(cfg), buf, None, dict)
+        asyncio.run(beat_once(beats, cfg))
+        assert beats.last is not None
+        whole = len(beats.last.model_dump_json(exclude_none=True))
+        assert whole > 1024 * 1024  # as it was, the cloud would refuse it (413)
+        assert beats.sent == 1 and beats.limit == MAX_HEARTBEAT_BYTES
+    finally:
+        buf.close()
+    got = edge_in_cloud(cloud, a, edge_id)
+    assert got["state"] == "online"
+    hb = got["heartbeat"]
+    cut = hb["truncated"]  # the cloud keeps and shows what was left out
+    assert cut["full_bytes"] == whole and cut["limit_bytes"] == MAX_HEARTBEAT_BYTES
+    assert cut["reasons_cut_to"] == 100 and cut["dead"] > 0 and cut["sessions"] > 0
+    assert sorted(hb["sensors"]) == sorted(sids)  # every sensor still reports
+    for sid in sids:
+        seq = hb["sensors"][sid]["sequence"]
+        assert seq["captured_upto"] == 200
+        listed = {s["capture_session_id"] for s in seq["sessions"]}
+        left = seq["left_out"]
+        assert len(listed) + left["sessions"] == 200  # sessions whole, counted when left out
+        assert len(seq["dead"]) + left["dead"] == 200 and left["dead_readings"] == left["dead"]
+        assert all(len(d["reason"]) <= 100 for d in seq["dead"])
+    # at the bench, `status` keeps the whole document
+    local = json.loads(state_path(tmp_path / "buffer.db").read_text())["heartbeat"]
+    assert local.get("truncated") is None
+    assert len(local["sensors"][sids[0]]["sequence"]["dead"]) == 200
+
+
+def test_a_413_cuts_the_heartbeat_to_the_clouds_limit_said_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BENCHLINK_MAX_BODY_BYTES", str(64 * 1024))
+    cloud = RealCloud(tmp_path)
+    cloud.start()
+    try:
+        (a,) = cloud.bootstrap(1)
+        edge_id, token = register_edge(cloud, a)
+        cfg = write_config(
+            tmp_path / "edge.toml",
+            cloud_url=cloud.url,
+            buffer=tmp_path / "buffer.db",
+            sensors=[],
+            extra=edge_section(edge_id, token, heartbeat_s=30),
+        )
+        buf, _ = crowded_buffer(tmp_path / "buffer.db", n_sensors=2, rounds=100)
+        try:
+            beats = Heartbeats(load_config(cfg), buf, None, dict)
+            with caplog.at_level(logging.WARNING, "benchlink.edge"):
+                asyncio.run(beat_once(beats, cfg))
+                asyncio.run(beat_once(beats, cfg))
+        finally:
+            buf.close()
+        assert beats.sent == 2 and beats.limit == 64 * 1024
+        said = [r.message for r in caplog.records if "heartbeat" in r.message]
+        assert len(said) == 1, said
+        assert "413, its limit 65536 bytes" in said[0] and "cut to 65536 bytes" in said[0]
+        cut = edge_in_cloud(cloud, a, edge_id)["heartbeat"]["truncated"]
+        assert cut["limit_bytes"] == 64 * 1024
+    finally:
+        cloud.stop()
+
+
+def test_a_cloud_whose_limit_is_below_the_least_heartbeat_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cloud that refuses even the smallest cut (a body limit set below 16 KiB): the edge
+    does not shrink for ever; it says what to do, once, and keeps trying each period."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        detail = "request body over the 1024-byte limit"
+        return httpx.Response(413, json={"detail": detail, "status": 413})
+
+    cfg = write_config(
+        tmp_path / "edge.toml",
+        cloud_url="http://cloud.test",
+        buffer=tmp_path / "buffer.db",
+        sensors=[],
+        extra=edge_section(str(uuid.uuid4()), "t", heartbeat_s=30),
+    )
+    buf, _ = crowded_buffer(tmp_path / "buffer.db", n_sensors=1, rounds=100)
+    try:
+        beats = Heartbeats(load_config(cfg), buf, MockCloudClient(refuse), dict)
+        beats.clock.add(sample(0.0, 0.0, 0.0, 0.001))  # no clock sampling first
+        with caplog.at_level(logging.WARNING, "benchlink.edge"):
+            for _ in range(3):
+                asyncio.run(beats.beat())
+    finally:
+        buf.close()
+    said = [r.message for r in caplog.records if "heartbeat" in r.message]
+    assert beats.sent == 0 and beats.limit == MIN_HEARTBEAT_BYTES
+    assert len(said) == 2, said  # the cut, then the refusal of the smallest one
+    assert "raise the cloud's BENCHLINK_MAX_BODY_BYTES" in said[1]

@@ -169,3 +169,75 @@ def test_merge_joins_touching_ranges(pairs: list[tuple[int, int]]) -> None:
     merged = merge(ranges)
     assert {k for a, b in merged for k in range(a, b + 1)} == numbers
     assert all(merged[i][1] + 1 < merged[i + 1][0] for i in range(len(merged) - 1))
+
+
+S3 = "22222222-0000-0000-0000-000000000003"
+
+
+def test_a_rebound_dead_batch_takes_its_numbers_to_the_new_session(buf: Buffer) -> None:
+    """Numbers 4-6 were captured in S1, refused there, and moved to S2 by an operator: the
+    report says they went to S2, so S1's completeness no longer expects them."""
+    buf.commit([Write([reading(A, k) for k in range(3)])])
+    buf.seal(A, 3)
+    ok = buf.next_batch(A)
+    assert ok is not None
+    buf.mark_synced(ok.id, 3, 0)
+    buf.commit([Write([reading(A, k) for k in range(3, 9)])])
+    buf.seal(A, 3)  # 4-6 and 7-9
+    dead = buf.next_batch(A)
+    assert dead is not None
+    buf.mark_dead(dead.id, "422 capture session ended")
+    buf.bind(A, RUN, S2)
+    assert buf.retry_dead(sensor_id=A, rebind=True) == 1
+    rep = buf.sequence_report()[A]
+    assert [(s["capture_session_id"], s["first"], s["last"]) for s in rep["sessions"]] == [
+        (S1, 1, 3),
+        (S2, 4, 6),
+        (S1, 7, 9),
+    ]
+    assert rep["dead"] == [] and rep["waiting"] == [[4, 9]]
+    # the sensor's last segment is still S1's: its next reading starts one of S2
+    buf.commit([Write([reading(A, 9)])])
+    assert buf.sequence_report()[A]["sessions"][-1] == {
+        "run_id": RUN,
+        "capture_session_id": S2,
+        "first": 10,
+        "last": 10,
+    }
+
+
+def test_a_rebound_split_batch_moves_only_the_refused_numbers(buf: Buffer) -> None:
+    buf.commit([Write([reading(A, k) for k in range(6)])])
+    buf.seal(A, 10)
+    b = buf.next_batch(A)
+    assert b is not None
+    assert buf.split_batch(b.id, {1: "bad", 3: "bad"}, "422") is not None
+    buf.bind(A, RUN, S3)
+    assert buf.retry_dead(sensor_id=A, rebind=True) == 1
+    sessions = buf.sequence_report()[A]["sessions"]
+    assert [(s["capture_session_id"], s["first"], s["last"]) for s in sessions] == [
+        (S1, 1, 1),
+        (S3, 2, 2),
+        (S1, 3, 3),
+        (S3, 4, 4),
+        (S1, 5, 6),
+    ]
+
+
+def test_moving_numbers_back_joins_the_segments_again(buf: Buffer) -> None:
+    buf.commit([Write([reading(A, k) for k in range(6)])])
+    buf.seal(A, 2)
+    first = buf.next_batch(A)
+    assert first is not None
+    second = buf.next_batch(A, first.seq)
+    assert second is not None
+    buf.mark_dead(second.id, "404 run deleted")
+    buf.bind(A, RUN, S2)
+    buf.retry_dead(sensor_id=A, rebind=True)
+    again = buf.next_batch(A, first.seq)  # the same batch, under a new id
+    assert again is not None and again.id != second.id
+    buf.mark_dead(again.id, "404 session deleted")
+    buf.bind(A, RUN, S1)
+    buf.retry_dead(sensor_id=A, rebind=True)
+    sessions = buf.sequence_report()[A]["sessions"]
+    assert [(s["capture_session_id"], s["first"], s["last"]) for s in sessions] == [(S1, 1, 6)]

@@ -673,6 +673,18 @@ function healthBadge(c, names) {
   return h("span", { class: "badge health", dataset: { rule: c.rule }, title: `${c.rule}: ${c.value} past ${c.limit}, since ${fmtTime(c.since)}` }, text + who);
 }
 
+// What an edge left out of a heartbeat over its size limit (common/heartbeat.py, Truncated).
+function truncatedTitle(t) {
+  const parts = [];
+  if (t.reasons_cut_to) parts.push(`reasons cut to ${t.reasons_cut_to} characters`);
+  if (t.sessions) parts.push(`${t.sessions} older capture sessions not reported (not accounted)`);
+  if (t.dead) parts.push(`${t.dead} older dead-lettered ranges not reported (counted as unaccounted)`);
+  if (t.waiting_joined) parts.push(`waiting ranges joined for ${t.waiting_joined} sensors`);
+  if (t.sequence_reports) parts.push(`${t.sequence_reports} sensors without sequence report`);
+  if (t.sensors) parts.push(`${t.sensors} sensors left out`);
+  return parts.join("; ");
+}
+
 function edgeRow(e, names) {
   const hb = e.heartbeat;
   const sensors = hb ? Object.entries(hb.sensors) : [];
@@ -682,7 +694,9 @@ function edgeRow(e, names) {
   const clock = hb && hb.clock;
   const clockOff = clock && Math.abs(clock.offset_ms) > clock.max_offset_ms;
   return h("tr", { dataset: { edgeId: e.id, state: e.state } },
-    h("td", {}, h("strong", {}, e.name), h("div", { class: "muted" }, hb ? `${hb.host} · v${hb.version}` : "never reported")),
+    h("td", {}, h("strong", {}, e.name), h("div", { class: "muted" }, hb ? `${hb.host} · v${hb.version}` : "never reported"),
+      hb && hb.truncated ? h("div", { class: "error truncated", title: truncatedTitle(hb.truncated) },
+        `heartbeat cut to ${fmtBytes(hb.truncated.limit_bytes)} (of ${fmtBytes(hb.truncated.full_bytes)})`) : null),
     h("td", { class: "health" }, badge(e.state), (e.health || []).map((c) => h("div", {}, healthBadge(c, names)))),
     h("td", { class: "muted" }, e.heartbeat_at ? `${fmtAge(e.silent_s)} ago` : "—",
       e.heartbeat_at ? h("div", {}, fmtTime(e.heartbeat_at)) : null),
