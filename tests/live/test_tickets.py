@@ -14,8 +14,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from cloud.identity import Principal, Role
 from cloud.errors import Unauthenticated
+from cloud.identity import Principal, Role
 from cloud.live import tickets
 from tests.live.helpers import TICKET_SECRET, ingest, next_message, readings, ws_url
 from tests.support.cloud import Bench, CloudServer, bootstrap
