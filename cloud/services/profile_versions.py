@@ -86,6 +86,19 @@ def ingest_across(
     subs = {k: _sub(batch, idx, numbers) for k, idx in groups.items()}
     kept = {i for idx in groups.values() for i in idx}
     copies = tuple(numbers[i] for i in range(len(batch)) if i not in kept) if numbers else ()
+    values = _convert_parts(contexts, subs, groups)
+    done = _store_parts(db, ctx, batch, key, now, late, contexts, subs, groups, values, copies)
+    if isinstance(done, t.Ingested):  # the key's request committed meanwhile: its answer
+        return done
+    return _combined(batch, done)
+
+
+def _convert_parts(
+    contexts: dict[int, _Context], subs: dict[int, ReadingBatch], groups: dict[int, list[int]]
+) -> dict[int, list[float]]:
+    """Each part's values under its version; every reading refused by its version in one 422."""
+    from cloud.services import telemetry as t
+
     values: dict[int, list[float]] = {}
     errors: list[FieldError] = []
     for k, idx in groups.items():
@@ -100,6 +113,25 @@ def ingest_across(
             f"their timestamps: {errors[0].field} {errors[0].reason}",
             errors=sorted(errors, key=lambda e: int(e.field.split(".")[1])),
         )
+    return values
+
+
+def _store_parts(
+    db: Session,
+    ctx: _Context,
+    batch: ReadingBatch,
+    key: str | None,
+    now: datetime,
+    late: bool,
+    contexts: dict[int, _Context],
+    subs: dict[int, ReadingBatch],
+    groups: dict[int, list[int]],
+    values: dict[int, list[float]],
+    copies: tuple[int, ...],
+) -> list[Ingested] | Ingested:
+    """Each part stored as a batch of its version, linked to the first by its request id; the
+    first carries the key, the request's fingerprint and its copies' sequence numbers."""
+    from cloud.services import telemetry as t
 
     done: list[Ingested] = []
     request_id: int | None = None
@@ -118,6 +150,13 @@ def ingest_across(
         done.append(result)
         if n == 0 and key is not None:
             request_id = _mark_request(db, ctx, key)
+    return done
+
+
+def _combined(batch: ReadingBatch, done: list[Ingested]) -> Ingested:
+    """One answer for the request from its parts' answers."""
+    from cloud.services import telemetry as t
+
     answers = [r.answer for r in done]
     accepted = sum(a.accepted for a in answers)
     answer = answers[-1].model_copy(

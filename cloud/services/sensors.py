@@ -372,50 +372,10 @@ def _new_version(
     set would not be the current one, and readings arriving now would convert with an
     older one than the lab last chose."""
     validate_profile(body, display_unit, input_unit, at="")
-    now = datetime.now(UTC)
-    if effective_from is None:
-        effective_from = now
-    elif effective_from > now:
-        raise invalid(
-            "effective_from",
-            f"is in the future ({effective_from.isoformat()}, now {now.isoformat()}); "
-            "set a version when it applies",
-        )
     current = current_profile(db, sensor)
-    if effective_from <= current.effective_from:
-        raise Conflict(
-            f"effective_from {effective_from.isoformat()} is not after the current version "
-            f"{current.version!r}'s ({current.effective_from.isoformat()}); a new version "
-            "starts after the current one",
-            errors=[
-                FieldError(
-                    "effective_from",
-                    f"must be after {current.effective_from.isoformat()}, when the current "
-                    f"version {current.version!r} took effect",
-                )
-            ],
-        )
-    exists = db.scalars(
-        select(models.SensorProfile.id).where(
-            models.SensorProfile.sensor_id == sensor.id,
-            models.SensorProfile.version == body.version,
-        )
-    ).first()
-    if exists is not None:
-        raise Conflict(
-            f"profile version {body.version!r} already exists for this sensor; versions are "
-            "immutable, use a new one",
-            errors=[FieldError(at or "version", "already used")],
-        )
-    if display_unit != sensor.display_unit and sensor.alarm_rules:
-        # A rule's thresholds are numbers in the unit the sensor had when it was set: the
-        # same numbers against values in another unit would raise (or miss) alarms.
-        raise Conflict(
-            f"the sensor has {sensor.alarm_rules} alarm rule(s) whose thresholds are in "
-            f"{sensor.display_unit}; delete them before changing display_unit to "
-            f"{display_unit}, then set them again in the new unit",
-            errors=[FieldError("display_unit", "alarm rules are set in the current unit")],
-        )
+    effective_from = _effective_from(effective_from, current)
+    _refuse_used_version(db, sensor, body.version, at)
+    _refuse_unit_change_under_rules(sensor, display_unit)
     previous = sensor.profile_version
     to_reprocess = stored_since(db, sensor.id, effective_from)
     sensor.input_unit, sensor.display_unit = input_unit, display_unit
@@ -437,6 +397,61 @@ def _new_version(
         readings_to_reprocess=to_reprocess,
     )
     return to_reprocess
+
+
+def _effective_from(asked: datetime | None, current: models.SensorProfile) -> datetime:
+    """When a new version starts: now by default; never in the future, never at or before
+    the current version's start."""
+    now = datetime.now(UTC)
+    if asked is None:
+        asked = now
+    elif asked > now:
+        raise invalid(
+            "effective_from",
+            f"is in the future ({asked.isoformat()}, now {now.isoformat()}); "
+            "set a version when it applies",
+        )
+    if asked <= current.effective_from:
+        raise Conflict(
+            f"effective_from {asked.isoformat()} is not after the current version "
+            f"{current.version!r}'s ({current.effective_from.isoformat()}); a new version "
+            "starts after the current one",
+            errors=[
+                FieldError(
+                    "effective_from",
+                    f"must be after {current.effective_from.isoformat()}, when the current "
+                    f"version {current.version!r} took effect",
+                )
+            ],
+        )
+    return asked
+
+
+def _refuse_used_version(db: Session, sensor: models.Sensor, version: str, at: str) -> None:
+    exists = db.scalars(
+        select(models.SensorProfile.id).where(
+            models.SensorProfile.sensor_id == sensor.id,
+            models.SensorProfile.version == version,
+        )
+    ).first()
+    if exists is not None:
+        raise Conflict(
+            f"profile version {version!r} already exists for this sensor; versions are "
+            "immutable, use a new one",
+            errors=[FieldError(at or "version", "already used")],
+        )
+
+
+def _refuse_unit_change_under_rules(sensor: models.Sensor, display_unit: str) -> None:
+    if display_unit != sensor.display_unit and sensor.alarm_rules:
+        # A rule's thresholds are numbers in the unit the sensor had when it was set: the
+        # same numbers against values in another unit would raise (or miss) alarms.
+        raise Conflict(
+            f"the sensor has {sensor.alarm_rules} alarm rule(s) whose thresholds are in "
+            f"{sensor.display_unit}; delete them before changing display_unit to "
+            f"{display_unit}, then set them again in the new unit",
+            errors=[FieldError("display_unit", "alarm rules are set in the current unit")],
+        )
 
 
 # The version history in the order it was written; ids only grow, so the id alone is a
