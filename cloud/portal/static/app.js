@@ -521,7 +521,11 @@ function showTelemetry(box, liveState, session, sensors, notes) {
     socket.onopen = () => { liveState.className = "live-dot"; liveState.textContent = "● live"; };
     socket.onmessage = (msg) => {
       const m = JSON.parse(msg.data);
-      if (m.type === "readings" || m.type === "reading") {
+      // Where the stream starts (the resume point itself, or the commit position now): a
+      // connection that drops before the first reading then resumes without a gap.
+      if (m.type === "subscribed") {
+        if (m.id) lastEventId = m.id;
+      } else if (m.type === "readings" || m.type === "reading") {
         for (const r of m.type === "readings" ? m.items : [m]) {
           lastEventId = r.id;
           const sensor = sensors.find((s) => s.id === r.sensor_id) || { id: r.sensor_id, name: short(r.sensor_id), display_unit: r.unit };
