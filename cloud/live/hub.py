@@ -22,6 +22,10 @@
   a few hundred bytes per batch), else from the batch table in position order (a process
   that started after the id was given, forgot it, or has not dispatched it yet); a resume
   point older than ``resume_limit`` readings is answered with ``reset``.
+* A subscription starts at a commit position, ``"p<position>"`` (:func:`position_id`): the
+  highest this process has dispatched (else the database's newest). The stream delivers
+  what commits after it, and a client resumes from it as from a reading's id, so that a
+  connection dropped before its first reading misses nothing stored meanwhile.
 """
 
 from __future__ import annotations
@@ -208,6 +212,18 @@ def parse_event_id(event_id: str) -> tuple[int, int] | None:
         return None
 
 
+def position_id(position: int) -> str:
+    """The event id of a commit position: a resume point before any reading (``p<n>``)."""
+    return f"p{position}"
+
+
+def parse_position(event_id: str) -> int | None:
+    """The commit position of a :func:`position_id`, else None."""
+    digits = event_id[1:]
+    ok = event_id[:1] == "p" and digits.isascii() and digits.isdigit()
+    return int(digits) if ok else None
+
+
 @dataclass(frozen=True)
 class StreamFilter:
     """Which readings a client gets: all given ids must match, within one project."""
@@ -264,6 +280,9 @@ class Subscriber:
     skip: frozenset[int] = frozenset()
     #: The resume point's commit position: live batches at or before it were seen already.
     floor: int | None = None
+    #: The event id the stream goes on after: the resume point, else the commit position at
+    #: subscription (:func:`position_id`); None where none is known (a hub without a store).
+    start: str | None = None
     _batches: deque[list[LiveEvent]] = field(default_factory=deque)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -295,12 +314,13 @@ class Subscriber:
             self.pending += 1
             self._wakeup.set()
 
-    def resume_after(self, after: Sequence[BatchHeader]) -> None:
-        """The backlog will deliver ``after`` (the resume batch first, then what committed
-        after it): nothing of it, nor anything committed before it, may come live as well,
-        whether it is offered later or was queued while the resume point was looked up."""
+    def resume_after(self, after: Sequence[BatchHeader], floor: int | None) -> None:
+        """The backlog will deliver ``after`` (what committed after the commit position
+        ``floor``): nothing of it, nor anything committed at or before ``floor``, may come
+        live as well, whether it is offered later or was queued while the resume point was
+        looked up."""
         self.skip = frozenset(h.batch_id for h in after)
-        self.floor = after[0].position
+        self.floor = floor
         kept = [b for b in self._batches if self._wanted(b[0].header)]
         self._batches = deque(kept)
         self.pending = sum(len(b) for b in kept)
@@ -343,6 +363,18 @@ class Store(Protocol):
         unknown or not matched."""
         ...
 
+    def headers_since(
+        self, flt: StreamFilter, position: int, limit: int
+    ) -> list[BatchHeader] | None:
+        """The batches ``flt`` matches that committed after commit position ``position``, in
+        commit order, until they hold more than ``limit`` readings; None if no batch has
+        committed at ``position`` yet (not a position of this database)."""
+        ...
+
+    def position(self) -> int:
+        """The newest commit position (0 before the first batch)."""
+        ...
+
 
 class Bus(Protocol):
     """Carries batch headers to the hubs of every API process."""
@@ -382,6 +414,9 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Newest headers in announcement order, by batch id (dict order is that order).
         self._ring: OrderedDict[int, BatchHeader] = OrderedDict()
+        #: The highest commit position dispatched (or read from the database): where a new
+        #: subscription starts. None until known, and again after a resync.
+        self._position: int | None = None
         self._ring_size = ring_size
         self._by_project: dict[uuid.UUID, set[Subscriber]] = {}
         #: Set while nobody is subscribed (a shutdown waits for the streams to end).
@@ -533,6 +568,7 @@ class Hub:
         resumes after its last reading from the batch table, which has them all (loop
         thread)."""
         self._ring.clear()
+        self._position = None  # batches beyond it may have been missed: ask the database
         subs = self._subscribers()
         if subs:
             log.warning("live: %d subscribers cut off to resume from the database", len(subs))
@@ -546,6 +582,9 @@ class Hub:
         ring[header.batch_id] = header
         if len(ring) > self._ring_size:
             ring.popitem(last=False)
+        position = header.position
+        if position is not None and (self._position is None or position > self._position):
+            self._position = position
         subs = [s for s in self._by_project.get(header.project_id, ()) if s.filter.matches(header)]
         if not subs or not rows:
             return
@@ -587,16 +626,21 @@ class Hub:
     # --- out: subscribers -----------------------------------------------------------------
 
     async def subscribe(self, flt: StreamFilter, last_event_id: str | None = None) -> Subscriber:
-        """Register a client (loop thread). With ``last_event_id``, the events after it that
-        match are read from the database and delivered first; nothing announced meanwhile is
-        lost or delivered twice."""
+        """Register a client (loop thread). With ``last_event_id`` (a reading's id or a
+        :func:`position_id`), the events after it that match are read from the database and
+        delivered first; nothing announced meanwhile is lost or delivered twice. Otherwise,
+        or if that point is lost, the stream starts at the commit position now
+        (``sub.start``)."""
         sub = self.subscribe_now(flt)
-        if last_event_id:
-            try:
+        here = self._position  # before any wait: what is dispatched from now on is the sub's
+        try:
+            if last_event_id:
                 await self._resume(sub, last_event_id)
-            except BaseException:
-                self.unsubscribe(sub)
-                raise
+            if sub.start is None:
+                await self._start_at(sub, here)
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
         return sub
 
     def subscribe_now(self, flt: StreamFilter) -> Subscriber:
@@ -608,7 +652,44 @@ class Hub:
             sub.cut_off(reason="shutdown")
         return sub
 
+    async def _start_at(self, sub: Subscriber, position: int | None) -> None:
+        """Start the stream at ``position`` (else the database's newest): it delivers what
+        commits after it, which is what a resume from ``sub.start`` delivers too."""
+        if position is None:
+            if self.store is None:
+                return
+            # Nothing dispatched here yet (a new process, or after a resync). Batches
+            # dispatched while this is read are dropped by the floor if it counts them.
+            position = await asyncio.to_thread(self.store.position)
+            if self._position is None or position > self._position:
+                self._position = position
+        sub.resume_after((), position)
+        sub.start = position_id(position)
+
     async def _resume(self, sub: Subscriber, last_event_id: str) -> None:
+        """Fill ``sub.backlog`` with what follows ``last_event_id`` and start the stream
+        there; or mark the point lost (``resume_lost``)."""
+        position = parse_position(last_event_id)
+        if position is not None and self.store is not None:
+            await self._resume_at_position(sub, position)
+        else:
+            await self._resume_after_reading(sub, last_event_id)
+        if not sub.resume_lost:
+            sub.start = last_event_id
+
+    async def _resume_at_position(self, sub: Subscriber, position: int) -> None:
+        """What committed after a commit position (where a stream started), read from the
+        batch table: a client comes back with it seldom, and often to another process."""
+        assert self.store is not None
+        after = await asyncio.to_thread(
+            self.store.headers_since, sub.filter, position, self.resume_limit
+        )
+        if after is None or sum(h.count for h in after) > self.resume_limit:
+            sub.resume_lost = True
+            return
+        await self._replay(sub, after, position, 0)
+
+    async def _resume_after_reading(self, sub: Subscriber, last_event_id: str) -> None:
         point = parse_event_id(last_event_id)
         if point is None or self.store is None:
             sub.resume_lost = True
@@ -631,13 +712,21 @@ class Hub:
         ):
             sub.resume_lost = True
             return
-        # The backlog is everything after the point, in commit order; the live queue keeps
-        # only what committed later still (it is delivered after the backlog).
-        sub.resume_after(after)
+        await self._replay(sub, after, after[0].position, index + 1)
+
+    async def _replay(
+        self, sub: Subscriber, after: Sequence[BatchHeader], floor: int | None, skip: int
+    ) -> None:
+        """The backlog is ``after`` in commit order (less the first ``skip`` readings of its
+        first batch); the live queue keeps only what committed later still (it is delivered
+        after the backlog)."""
+        sub.resume_after(after, floor)
+        if not after:
+            return
         rows = await self._read(after)
         backlog: list[LiveEvent] = []
         for h in after:
-            start = index + 1 if h is after[0] else 0
+            start = skip if h is after[0] else 0
             backlog += events(h, rows.get(h.batch_id, []), start)
         sub.backlog = backlog
 

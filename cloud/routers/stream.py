@@ -2,8 +2,8 @@
 
 Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``event:``)::
 
-    {"type": "subscribed", "filter": {...}, "resumed_from": "<event id>" | null,
-     "batch": false}
+    {"type": "subscribed", "id": "p<position>" | "<event id>", "filter": {...},
+     "resumed_from": "<event id>" | null, "batch": false}
     {"type": "reading", "id": "<batch_id>-<index>", "batch_id": 1, "sensor_id": "...",
      "run_id": "...", "capture_session_id": "...", "timestamp": "...", "raw_value": 1.0,
      "value": 1.0, "unit": "°C", "late": false, "profile_version": "v1"}
@@ -28,6 +28,12 @@ client to handle (the portal uses it).
 A client resumes with SSE ``Last-Event-ID`` (or ``?last_event_id=`` on either endpoint): the
 readings after that id are read from the database (up to ``live_ring_size`` of them), then
 the stream follows live, without a gap or a reading twice.
+
+``subscribed`` carries an ``id`` too (SSE in its ``id:`` line): where the stream starts. A
+resumed stream starts at its resume point; any other at the commit position of the moment,
+``p<position>``, and delivers what commits after it. A client keeps it as its resume point
+until the first reading replaces it, so that a connection that drops before any reading has
+arrived resumes with the readings stored meanwhile (an EventSource does this by itself).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
-from cloud.live.hub import Hub, LiveEvent, SlowConsumer, StreamFilter, Subscriber, pump
+from cloud.live.hub import Hub, LiveEvent, SlowConsumer, Subscriber, pump
 from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
@@ -83,9 +89,11 @@ def _hub(conn: Request | WebSocket) -> Hub:
     return hub
 
 
-def _hello(flt: StreamFilter, resumed_from: str | None, batch: bool) -> dict[str, Any]:
+def _hello(sub: Subscriber, resumed_from: str | None, batch: bool) -> dict[str, Any]:
+    flt = sub.filter
     return {
         "type": "subscribed",
+        "id": sub.start,
         "filter": {k: str(v) if v else None for k, v in vars(flt).items()},
         "resumed_from": resumed_from,
         "batch": batch,
@@ -166,7 +174,7 @@ async def stream_websocket(ws: WebSocket) -> None:
     batch = _wants_batches(ws)
     sub = await hub.subscribe(flt, last)
     try:
-        await ws.send_json(_hello(flt, last, batch))
+        await ws.send_json(_hello(sub, last, batch))
         if sub.resume_lost:
             await ws.send_json({"type": "reset", "detail": RESET_DETAIL})
 
@@ -210,7 +218,9 @@ async def stream_websocket(ws: WebSocket) -> None:
 )
 async def stream_sse(request: Request) -> Response:
     """The same events as the WebSocket, as ``text/event-stream``; resumes after
-    ``Last-Event-ID`` (header, or ``last_event_id`` query parameter)."""
+    ``Last-Event-ID`` (header, or ``last_event_id`` query parameter): a reading's id, or the
+    ``id`` of the ``subscribed`` event (``p<position>``, where a stream starts before any
+    reading has arrived)."""
     try:
         who = await access.principal(request)
         flt = await access.stream_filter(request, who)
@@ -219,7 +229,7 @@ async def stream_sse(request: Request) -> Response:
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     sub = await _hub(request).subscribe(flt, last or None)
     batch = _wants_batches(request)
-    return EventStream(_hub(request), sub, _hello(flt, last or None, batch), batch=batch)
+    return EventStream(_hub(request), sub, _hello(sub, last or None, batch), batch=batch)
 
 
 def sse(data: str, *, event: str | None = None, ident: str | None = None) -> str:
@@ -248,7 +258,9 @@ class EventStream(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             write = _body_writer(send)
-            await write("retry: 2000\n\n" + sse(json.dumps(self.hello), event="subscribed"))
+            # Its id is where the stream starts: EventSource resumes from it by itself.
+            hello = sse(json.dumps(self.hello), event="subscribed", ident=self.hello["id"])
+            await write("retry: 2000\n\n" + hello)
             if self.sub.resume_lost:
                 await write(
                     sse(json.dumps({"type": "reset", "detail": RESET_DETAIL}), event="reset")

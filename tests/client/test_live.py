@@ -80,6 +80,67 @@ def test_live_resumes_after_a_dropped_connection_without_gaps_or_repeats(
     assert got[-1].unit == "°C" and got[-1].timestamp.tzinfo is not None
 
 
+@pytest.mark.parametrize(
+    ("outage", "first_reading"),
+    [("network", False), ("restart", False), ("restart", True)],
+    ids=["network-before-any-reading", "restart-before-any-reading", "restart-after-one"],
+)
+def test_live_resumes_with_what_was_stored_while_it_was_away(
+    cloud: CloudServer, client: Client, outage: str, first_reading: bool
+) -> None:
+    """Cut off (the network, or the cloud restarted) before any reading has arrived, or
+    after one: every reading stored meanwhile arrives once, in order, then it follows live."""
+    new = client.sensors.create(
+        "away",
+        type="t",
+        input_unit="mV",
+        display_unit="C",
+        profile={"kind": "linear", "payload": {"a": 1.0, "b": 0.0}},
+    )
+    session = client.experiments.create("e").runs.create().sessions.create()
+    got: list[Reading] = []
+    cfg = client.config
+
+    def send(values: list[float]) -> None:
+        send_readings(cloud.url, new.token, new.sensor.id, session, values)
+
+    with (
+        proxy_to(cloud.port) as network,
+        Client(network.url, user=cfg.user, project=cfg.project, retry=QUICK) as viewer,
+    ):
+
+        def consume() -> None:
+            for reading in viewer.live(sensor=new.sensor.id, timeout=60):
+                got.append(reading)
+                if reading.raw_value == 1000.0:
+                    return
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        assert network.messages.wait(30), "the stream never said it was subscribed"
+        time.sleep(0.3)  # the client has read that message
+        if first_reading:
+            send([-1.0])
+            deadline = time.monotonic() + 30
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.05)
+        network.cut()
+        if outage == "restart":
+            cloud.stop()
+            cloud.start()
+        send([1.0, 2.0])  # stored while the client cannot reach the cloud
+        send([3.0])
+        time.sleep(1)  # it tries to reconnect, and cannot
+        network.restore()
+        send([1000.0])
+        consumer.join(60)
+
+    assert not consumer.is_alive(), f"the stream stopped after {[r.raw_value for r in got]}"
+    expected = [1.0, 2.0, 3.0, 1000.0]
+    assert [r.raw_value for r in got] == ([-1.0, *expected] if first_reading else expected)
+    assert len({r.id for r in got}) == len(got)
+
+
 def test_live_follows_across_a_server_restart(cloud: CloudServer, client: Client) -> None:
     new = client.sensors.create(
         "restart",

@@ -212,3 +212,60 @@ async def test_a_watcher_whose_batch_could_not_be_read_is_cut_off_and_resumes(
         await ws.close()
     assert [m["raw_value"] for m in seen] == [1.0, 2.0, 3.0]
     assert cut_off == ["read_failed"]
+
+
+async def test_a_stream_resumes_from_where_it_started_on_a_process_started_later(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The client had no reading yet when its server went away: it resumes from the
+    position its stream started at, on a new process, and gets what was stored meanwhile."""
+    env = {"BENCHLINK_STREAM_TICKET_SECRET": TICKET_SECRET}
+    with CloudServer(pg_url, env=env, log_path=tmp_path / "a.log") as a:
+        bench = bootstrap(a.url)
+        await ingest(a.url, bench, [0.0])  # before the stream: not the client's
+        url = ws_url(a.url, sensor_id=bench.sensor_id)
+        async with connect(url, additional_headers=bench.headers) as ws:
+            hello = await next_message(ws)
+    with CloudServer(pg_url, env=env, log_path=tmp_path / "b.log") as b:
+        await ingest(b.url, bench, [1.0, 2.0])
+        await ingest(b.url, bench, [float(i) for i in range(3, 1503)])
+        resume = ws_url(b.url, sensor_id=bench.sensor_id, last_event_id=hello["id"])
+        async with connect(resume, additional_headers=bench.headers, max_size=None) as ws:
+            assert (await next_message(ws))["id"] == hello["id"]
+            missed = await readings(ws, 1502)
+            await ingest(b.url, bench, [-5.0])
+            live = await readings(ws, 1)
+            await nothing_more(ws, 0.3)
+        unknown = ws_url(b.url, sensor_id=bench.sensor_id, last_event_id="p999999999")
+        async with connect(unknown, additional_headers=bench.headers) as ws:
+            await next_message(ws)
+            assert (await next_message(ws))["type"] == "reset"
+    assert [m["raw_value"] for m in [*missed, *live]] == [*map(float, range(1, 1503)), -5.0]
+
+
+async def test_a_client_cut_off_before_its_first_reading_misses_nothing_of_the_outage(
+    two_servers: tuple[CloudServer, CloudServer], pg_url: str
+) -> None:
+    """As above (a process deaf for a while cuts its clients off), for a client that has
+    had no reading yet: it resumes from where its stream started."""
+    a, b = two_servers
+    database = str(make_url(pg_url).database)
+    bench = bootstrap(a.url)
+    ws = await connect(ws_url(b.url, sensor_id=bench.sensor_id), additional_headers=bench.headers)
+    try:
+        hello = await next_message(ws)
+        with _listen_outage(database):
+            await _listeners(database, 0)
+            await ingest(a.url, bench, [1.0, 2.0])  # b cannot hear of it
+        await _listeners(database, 2)
+        assert (await next_message(ws, 10))["reason"] == "resync"
+        await ws.close()
+        url = ws_url(b.url, sensor_id=bench.sensor_id, last_event_id=hello["id"])
+        ws = await connect(url, additional_headers=bench.headers)
+        assert (await next_message(ws))["resumed_from"] == hello["id"]
+        await ingest(a.url, bench, [3.0])
+        got = await readings(ws, 3)
+        await nothing_more(ws, 0.3)
+    finally:
+        await ws.close()
+    assert [m["raw_value"] for m in got] == [1.0, 2.0, 3.0]

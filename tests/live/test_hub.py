@@ -59,6 +59,7 @@ class DictStore:
         self.gate: threading.Event | None = None  # holds back both reads
         self.rows_gate: threading.Event | None = None  # holds back the rows' read
         self.reading_rows = threading.Event()
+        self.positions_read = 0
 
     def add(self, h: BatchHeader, base: float = 0.0) -> BatchHeader:
         self.batches[h.batch_id] = (h, rows(h.count, base))
@@ -83,6 +84,18 @@ class DictStore:
         since = next(k for k, h in order if h.batch_id == batch_id)
         out = [h for k, h in order if k >= since and flt.matches(h)]
         return out if out and out[0].batch_id == batch_id else None
+
+    def position(self) -> int:
+        self.positions_read += 1
+        return max((h.position or 0 for h, _ in self.batches.values()), default=0)
+
+    def headers_since(
+        self, flt: StreamFilter, position: int, limit: int
+    ) -> list[BatchHeader] | None:
+        if position > self.position():
+            return None
+        order = sorted((h.position or 0, h) for h, _ in self.batches.values())
+        return [h for k, h in order if k > position and flt.matches(h)]
 
 
 async def settle() -> None:
@@ -324,6 +337,70 @@ async def test_resume_follows_commit_positions_where_ids_disagree_with_them() ->
     # Resume after batch 2 (the one with the lower id), here from the ring: batch 4 only.
     again = await hub.subscribe(flt, last_event_id="2-1")
     assert [e.id for e in again.backlog] == ["4-0", "4-1"] and again.floor == 3
+    await hub.stop()
+
+
+async def test_a_stream_starts_at_the_highest_position_dispatched_and_resumes_from_it() -> None:
+    """A client that has had no reading yet resumes from where its stream started: what
+    committed after that position, once, whichever process it comes back to."""
+    store = DictStore()
+    hub = Hub(store=store, resume_limit=10)
+    await hub.start()
+    flt = StreamFilter(PROJECT, sensor_id=SENSOR)
+    # Positions 1 and 3 dispatched (2 is another sensor's): the stream starts at 3.
+    for b, position, sensor in ((1, 1, SENSOR), (2, 2, uuid.uuid4()), (3, 3, SENSOR)):
+        hub.dispatch(store.add(header(b, 2, sensor=sensor, position=position)), None)
+    sub = await hub.subscribe(flt)
+    assert sub.start == "p3" and store.positions_read == 0  # known here: no query
+    hub.dispatch(header(3, 2, position=3), rows(2))  # a repeated notification: not again
+    hub.dispatch(store.add(header(4, 2, position=4), base=40), rows(2, 40))
+    assert [ev.id for batch in sub._batches for ev in batch] == ["4-0", "4-1"]
+    hub.unsubscribe(sub)  # the connection drops before the client has read anything
+
+    store.add(header(5, 1, position=5), base=50)  # committed meanwhile, not dispatched yet
+    later = Hub(store=store, resume_limit=10)  # the client comes back to another process
+    await later.start()
+    back = await later.subscribe(flt, last_event_id="p3")
+    assert back.start == "p3" and not back.resume_lost
+    assert [e.id for e in back.backlog] == ["4-0", "4-1", "5-0"]
+    later.dispatch(header(5, 1, position=5), rows(1, 50))  # its notification, late
+    later.dispatch(header(6, 1, position=6), rows(1, 60))
+    assert [ev.id for batch in back._batches for ev in batch] == ["6-0"]
+    await hub.stop()
+    await later.stop()
+
+
+async def test_a_process_that_dispatched_nothing_asks_the_store_where_a_stream_starts() -> None:
+    store = DictStore()
+    for b in (1, 2):
+        store.add(header(b, 1, position=b))
+    hub = Hub(store=store)  # started after both: nothing dispatched here yet
+    await hub.start()
+    flt = StreamFilter(PROJECT, sensor_id=SENSOR)
+    first = await hub.subscribe(flt)
+    second = await hub.subscribe(flt)
+    assert (first.start, second.start, store.positions_read) == ("p2", "p2", 1)
+    hub.dispatch(header(2, 1, position=2), rows(1))  # this process is behind: not new
+    assert not first._batches
+    hub.resync()  # batches may have been missed: where a stream starts is asked again
+    store.add(header(3, 1, position=3))
+    assert (await hub.subscribe(flt)).start == "p3" and store.positions_read == 2
+    await hub.stop()
+
+
+async def test_a_position_not_reached_or_too_old_is_reset_and_the_stream_starts_now() -> None:
+    store = DictStore()
+    hub = Hub(store=store, resume_limit=100)
+    await hub.start()
+    flt = StreamFilter(PROJECT, sensor_id=SENSOR)
+    for b in range(1, 61):
+        hub.dispatch(store.add(header(b, 2, position=b)), None)
+    assert (await hub.subscribe(flt, last_event_id="p9")).resume_lost  # 102 readings after
+    kept = await hub.subscribe(flt, last_event_id="p10")  # 100: as many as it replays
+    assert not kept.resume_lost and len(kept.backlog) == 100 and kept.backlog[0].id == "11-0"
+    for bad in ("p61", "p-1", "p", "p1.5", "p٣"):  # not reached (another database), not one
+        lost = await hub.subscribe(flt, last_event_id=bad)
+        assert lost.resume_lost and lost.start == "p60" and not lost.backlog, bad
     await hub.stop()
 
 

@@ -234,3 +234,54 @@ async def test_batch_frames_carry_the_same_readings_as_one_frame_each(
     assert 2 <= len(frames) <= 3  # at most 1000 readings a message
     assert [m for f in frames for m in f["items"]] == expected
     assert sse_items == expected
+
+
+async def test_a_stream_closed_before_its_first_reading_resumes_from_where_it_started(
+    server: CloudServer, bench: Bench
+) -> None:
+    url = ws_url(server.url, sensor_id=bench.sensor_id)
+    async with connect(url, additional_headers=bench.headers) as ws:
+        hello = await next_message(ws)
+        await nothing_more(ws, 0.2)
+    assert hello["id"].startswith("p") and hello["resumed_from"] is None
+    # Nobody listens: these are stored after the stream started and before it resumes.
+    await ingest(server.url, bench, [1.0, 2.0])
+    await ingest(server.url, bench, [3.0])
+    resumed = ws_url(server.url, sensor_id=bench.sensor_id, last_event_id=hello["id"])
+    async with connect(resumed, additional_headers=bench.headers) as ws:
+        again = await next_message(ws)
+        missed = await readings(ws, 3)
+        await ingest(server.url, bench, [4.0])
+        live = await readings(ws, 1)
+        await nothing_more(ws, 0.3)
+    assert again["resumed_from"] == again["id"] == hello["id"]
+    assert [m["raw_value"] for m in [*missed, *live]] == [1.0, 2.0, 3.0, 4.0]
+    # A position no batch has reached (another database's): reset, and live from now on.
+    unknown = ws_url(server.url, sensor_id=bench.sensor_id, last_event_id="p999999999")
+    async with connect(unknown, additional_headers=bench.headers) as ws:
+        fresh = await next_message(ws)
+        assert (await next_message(ws))["type"] == "reset"
+        await ingest(server.url, bench, [5.0])
+        assert [m["raw_value"] for m in await readings(ws, 1)] == [5.0]
+    assert fresh["id"].startswith("p") and fresh["id"] != "p999999999"
+
+
+async def test_sse_subscribed_event_carries_where_it_started_and_last_event_id_resumes_there(
+    server: CloudServer, bench: Bench
+) -> None:
+    params = {"run_id": bench.run_id}
+    async with httpx.AsyncClient(base_url=server.url, headers=bench.headers, timeout=30) as c:
+        async with c.stream("GET", "/api/v1/telemetry/stream/sse", params=params) as r:
+            (hello,) = await take(sse_events(r), 1)
+        # What an EventSource would send on reconnecting: the last id it saw.
+        assert hello["event"] == "subscribed" and hello["id"] == hello["data"]["id"]
+        await ingest(server.url, bench, [1.0, 2.0])
+        resume = {"Last-Event-ID": hello["id"]}
+        async with c.stream(
+            "GET", "/api/v1/telemetry/stream/sse", params=params, headers=resume
+        ) as r:
+            events = sse_events(r)
+            (again,) = await take(events, 1)
+            missed = await take(events, 2)
+    assert again["id"] == hello["id"] and again["data"]["resumed_from"] == hello["id"]
+    assert [e["data"]["raw_value"] for e in missed] == [1.0, 2.0]

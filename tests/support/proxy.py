@@ -1,5 +1,7 @@
 """A TCP proxy that a test can cut: ``cut()`` drops every open connection and refuses new
-ones until ``restore()``, as a network outage between a client and the cloud would."""
+ones until ``restore()``, as a network outage between a client and the cloud would.
+``messages`` is set once a WebSocket's server has sent something after its handshake (its
+first message), so that a test can cut a stream that is open but has carried nothing yet."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Proxy:
         self._cut = False
         self._stopped = False
         self._threads: list[threading.Thread] = []
+        self.messages = threading.Event()
         self._spawn(self._accept)
 
     @property
@@ -50,14 +53,29 @@ class Proxy:
             with self._lock:
                 self._open |= {client, server}
             self._spawn(self._pump, client, server)
-            self._spawn(self._pump, server, client)
+            self._spawn(self._pump, server, client, True)
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, answers: bool = False) -> None:
+        sent: bytes | None = b"" if answers else None  # the server's bytes, while watched
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
+                if sent is not None:
+                    sent = self._watch(sent + data)
         for s in (source, sink):
             self._close(s)
+
+    def _watch(self, sent: bytes) -> bytes | None:
+        """What the server has sent so far; None once there is nothing more to watch for."""
+        end = sent.find(b"\r\n\r\n")
+        if end < 0:
+            return sent
+        if not sent.startswith(b"HTTP/1.1 101"):
+            return None  # not a WebSocket
+        if len(sent) > end + 4:
+            self.messages.set()
+            return None
+        return sent
 
     def _close(self, s: socket.socket) -> None:
         with self._lock:

@@ -101,8 +101,9 @@ class Client:
         timeout: float | None = None,
     ) -> Iterator[Reading]:
         """Readings from the live stream as they arrive; a dropped connection is resumed after
-        the last reading received, without gaps or repeats. ``timeout``: stop iterating after
-        that many seconds without a reading (default: never)."""
+        the last reading received (before the first, after the moment the stream started),
+        without gaps or repeats. ``timeout``: stop iterating after that many seconds without
+        a reading (default: never)."""
         from benchlink._live import follow
 
         return follow(

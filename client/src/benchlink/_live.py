@@ -3,8 +3,11 @@
 The server gives every reading an event id and, asked with ``?last_event_id=``, sends the
 readings after it before following live again. So the client remembers the id of the last
 reading it handed out and reconnects with it (after a jittered, capped wait): the stream
-goes on with the next reading, none missed and none twice. If the server no longer knows
-that point (too far behind), the stream says ``reset`` and :class:`LiveReset` is raised.
+goes on with the next reading, none missed and none twice. Before the first reading, the
+resume point is the ``id`` of the ``subscribed`` message (the commit position where the
+stream started), so readings stored while a connection that never carried one was down are
+not missed either. If the server no longer knows that point (too far behind), the stream
+says ``reset`` and :class:`LiveReset` is raised.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ class Reading:
         )
 
 
+@dataclass(frozen=True)
+class _Start:
+    """The ``subscribed`` message: ``id`` is where the stream starts (None from a server
+    older than that field)."""
+
+    id: str | None
+
+
 class _Dropped(Exception):
     """The connection ended (or the server cut us off): reconnect from the last reading."""
 
@@ -100,6 +111,9 @@ def follow(
                 base + urlencode(params), additional_headers=headers, max_size=2**24
             ) as ws:
                 for reading in _messages(ws, idle_timeout):
+                    if isinstance(reading, _Start):
+                        last = reading.id or last
+                        continue
                     failures, heard, last = 0, time.monotonic(), reading.id
                     yield reading
                 return  # idle for idle_timeout: the caller's iteration ends
@@ -114,7 +128,7 @@ def follow(
         failures += 1
 
 
-def _messages(ws: Any, idle_timeout: float | None) -> Iterator[Reading]:
+def _messages(ws: Any, idle_timeout: float | None) -> Iterator[Reading | _Start]:
     closed = need("websockets.exceptions").ConnectionClosed
     while True:
         try:
@@ -130,6 +144,8 @@ def _messages(ws: Any, idle_timeout: float | None) -> Iterator[Reading]:
         elif kind == "readings":
             for item in message["items"]:
                 yield Reading.from_json(item)
+        elif kind == "subscribed":
+            yield _Start(message.get("id"))
         elif kind == "reset":
             raise LiveReset(message.get("detail") or "the resume point is unknown")
         elif kind == "overflow":

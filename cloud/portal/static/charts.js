@@ -69,7 +69,11 @@ export function showTelemetry(box, liveState, session, sensors, ctx) {
     socket.onclose = () => { liveState.className = "live-dot off"; liveState.textContent = "○ reconnecting"; schedule(); };
   }
   function onMessage(m) {
-    if (m.type === "readings" || m.type === "reading") {
+    // Where the stream starts (the resume point itself, or the commit position now): a
+    // connection that drops before the first reading then resumes without a gap.
+    if (m.type === "subscribed") {
+      if (m.id) lastEventId = m.id;
+    } else if (m.type === "readings" || m.type === "reading") {
       for (const r of m.type === "readings" ? m.items : [m]) {
         lastEventId = r.id;
         const sensor = sensors.find((s) => s.id === r.sensor_id) || { id: r.sensor_id, name: short(r.sensor_id), display_unit: r.unit };
