@@ -47,8 +47,9 @@ from cloud.routers import (
     sensors,
     stream,
     telemetry,
+    webhooks,
 )
-from cloud.services import alarm_clock
+from cloud.services import alarm_clock, webhook_delivery
 from cloud.services import purge as deleted_purge
 from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
@@ -75,6 +76,7 @@ CHECKED_ROUTERS = (
     completeness,
     annotation_routes,
     alarm_routes,
+    webhooks,
     telemetry,
     metrics,
     events,
@@ -152,6 +154,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     sink.after_store.append(evaluator.after_store)
     app.state.health = evaluator
     alarm_clock.install(app)
+    webhook_delivery.install(app)
     _install_middleware(app, settings, stats, readers)
     return app
 

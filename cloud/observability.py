@@ -45,6 +45,12 @@ class Stats:
             "telemetry readings dropped: the sensor had them (same timestamp, same raw value)",
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "benchlink_webhook_attempts_total",
+            "webhook delivery attempts: delivered, retry (failed, tried again), failed (given up)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.replays = Counter(
             "benchlink_idempotent_replays_total",
             "responses replayed for a repeated key",

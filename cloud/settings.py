@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     delete_grace_s: int = Field(default=7 * 24 * 3600, ge=0)
     #: How often the fleet's health rules on silence are evaluated (seconds).
     health_every_s: float = Field(default=10.0, gt=0)
+    #: Webhooks: how often the deliverer looks for deliveries due (it is also woken by an
+    #: alarm transition), how long a receiver has to answer, the wait after the first failed
+    #: attempt (doubling, jittered, at most ``webhook_retry_max_s``), and how long after the
+    #: event a delivery is given up on (then ``failed``, and journaled).
+    webhook_every_s: float = Field(default=1.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_retry_base_s: float = Field(default=5.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    webhook_give_up_s: float = Field(default=24 * 3600.0, gt=0)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.

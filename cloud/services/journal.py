@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.pagination import decode, encode, int64
+from cloud.services import webhook_outbox
 from cloud.services.scope import get_in_project
 
 
@@ -44,6 +45,15 @@ def record(
             "actor": actor,
         },
     )
+    if kind in webhook_outbox.KINDS:  # a webhook may want it: owed in this same transaction
+        ids = {
+            "experiment_id": experiment_id,
+            "run_id": run_id,
+            "capture_session_id": capture_session_id,
+            "sensor_id": sensor_id,
+        }
+        data = _jsonable({"actor": actor, **ids, **payload})
+        webhook_outbox.enqueue(db, kind, project_id, data)
 
 
 _INSERT_EVENT = insert(cast(Table, models.Event.__table__))

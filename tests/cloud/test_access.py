@@ -63,6 +63,9 @@ def _sensor(who: Identity, _: dict[str, str]) -> Any:
     }
 
 
+#: Nothing listens on the discard port: the stack's alarm is owed to it and never delivered.
+WEBHOOK_URL = "http://127.0.0.1:9/benchlink"
+
 ENDPOINTS = [
     Endpoint("GET", "/api/v1/sensors", "viewer"),
     Endpoint("GET", "/api/v1/sensors/{sensor}", "viewer"),
@@ -160,6 +163,13 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/alarms", "viewer", query="?state=raised"),
     Endpoint("GET", "/api/v1/alarms/{alarm}", "viewer"),
     Endpoint("POST", "/api/v1/alarms/{alarm}/ack", "editor", lambda w, i: {"note": "seen"}),
+    Endpoint("POST", "/api/v1/webhooks", "owner", lambda w, i: {"url": WEBHOOK_URL}),
+    Endpoint("GET", "/api/v1/webhooks", "owner"),
+    Endpoint("GET", "/api/v1/webhooks/{webhook}", "owner"),
+    Endpoint("PATCH", "/api/v1/webhooks/{webhook}", "owner", lambda w, i: {"enabled": False}),
+    Endpoint("POST", "/api/v1/webhooks/{webhook}/rotate-secret", "owner"),
+    Endpoint("GET", "/api/v1/webhooks/{webhook}/deliveries", "owner"),
+    Endpoint("DELETE", "/api/v1/webhooks/{webhook}", "owner"),
     Endpoint("GET", "/api/v1/capture-sessions/{session}/completeness", "viewer"),
     Endpoint("GET", "/api/v1/runs/{run}/completeness", "viewer", query="?sensor_id={sensor}"),
 ]
@@ -224,6 +234,9 @@ def _stack(api: Api, who: Identity) -> dict[str, str]:
     )
     assert r.status_code == 201, r.text
     ids["rule"] = r.json()["id"]
+    r = api.post("/api/v1/webhooks", {"url": WEBHOOK_URL}, headers=who.headers())
+    assert r.status_code == 201, r.text
+    ids["webhook"] = r.json()["webhook"]["id"]
     ts = datetime.now(UTC).isoformat()
     assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
     r = api.get(f"/api/v1/runs/{s['run_id']}/alarms", headers=who.headers())
@@ -417,6 +430,7 @@ KEYS = (
     "edge",
     "rule",
     "alarm",
+    "webhook",
 )
 
 
