@@ -24,8 +24,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cloud.db import models
-from cloud.deps import Principal
 from cloud.errors import invalid
+from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, uid
 from cloud.schemas_webhooks import DeliveryStatus, WebhookIn, WebhookPatch
 from cloud.services import journal, webhook_signing
