@@ -47,12 +47,12 @@ Evaluation
 
 from __future__ import annotations
 
-import itertools
 import uuid
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -64,7 +64,9 @@ from cloud.errors import FieldError, InvalidInput, NotFound, invalid
 from cloud.pagination import Keyset, aware_datetime, uid
 from cloud.schemas_alarms import AckIn, AlarmRuleIn, AlarmRulePatch
 from cloud.services import journal
+from cloud.services.alarm_eval import Spec, State, evaluate
 from cloud.services.scope import get_in_project
+from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import StoredBatch, at
 
 AR, AL = models.AlarmRule, models.Alarm
@@ -86,121 +88,6 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fault": (),
 }
 _OPTIONAL = ("for_s", "hysteresis")
-
-
-# --- the evaluator (pure) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What the evaluator needs of a rule."""
-
-    kind: str
-    threshold: float | None = None
-    low: float | None = None
-    high: float | None = None
-    window_s: float | None = None
-    for_s: float = 0.0
-    hysteresis: float = 0.0
-
-
-@dataclass
-class State:
-    last_ts_us: int | None = None
-    holding_since_us: int | None = None
-    open: bool = False
-
-
-@dataclass(frozen=True)
-class Change:
-    """An alarm raised or cleared at a reading (index into the evaluated readings)."""
-
-    what: Literal["raise", "clear"]
-    index: int
-
-
-def rates(
-    stamps_us: Sequence[int], values: Sequence[float], window_s: float, before: int = 0
-) -> list[float | None]:
-    """The rate of change (units per second) at each reading from ``before`` on: from the
-    oldest reading within ``window_s`` before it (None: no other one in the window).
-    ``stamps_us`` ascending; the first ``before`` readings are history only."""
-    window = int(window_s * 1_000_000)
-    out: list[float | None] = []
-    j = 0
-    for i in range(before, len(stamps_us)):
-        t = stamps_us[i]
-        while stamps_us[j] < t - window:
-            j += 1
-        out.append(None if j == i else (values[i] - values[j]) * 1e6 / (t - stamps_us[j]))
-    return out
-
-
-def conditions(
-    spec: Spec, values: Sequence[float | None], metas: Sequence[dict[str, Any] | None]
-) -> tuple[list[bool], list[bool]]:
-    """For each reading: whether the rule's condition holds, and whether it clears an
-    open alarm. ``values`` are the rates for ``rate``."""
-    h = spec.hysteresis
-    k = spec.kind
-    if k == "fault":
-        cond = [bool(m and m.get("fault")) for m in metas]
-        return cond, [not c for c in cond]
-    if k == "above":
-        thr = spec.threshold
-        assert thr is not None
-        return [v > thr for v in values], [v < thr - h for v in values]  # type: ignore[operator]
-    if k == "below":
-        thr = spec.threshold
-        assert thr is not None
-        return [v < thr for v in values], [v > thr + h for v in values]  # type: ignore[operator]
-    if k == "outside":
-        lo, hi = spec.low, spec.high
-        assert lo is not None and hi is not None
-        return (
-            [v < lo or v > hi for v in values],  # type: ignore[operator]
-            [lo + h < v < hi - h for v in values],  # type: ignore[operator]
-        )
-    if k == "rate":
-        thr = spec.threshold
-        assert thr is not None
-        mags = [None if r is None else abs(r) for r in values]
-        return (
-            [m is not None and m > thr for m in mags],
-            [m is None or m < thr - h for m in mags],
-        )
-    raise ValueError(f"no reading condition for {k}")
-
-
-def step(
-    spec: Spec, state: State, stamps_us: Sequence[int], cond: list[bool], clear: list[bool]
-) -> list[Change]:
-    """Run the readings (ascending, all newer than ``state.last_ts_us``) through the rule;
-    ``state`` is updated in place. The common case (no alarm open, nothing holding, the
-    condition nowhere) is a single ``any`` over the conditions."""
-    if stamps_us:
-        state.last_ts_us = stamps_us[-1]
-    if not state.open and state.holding_since_us is None and not any(cond):
-        return []
-    hold = int(spec.for_s * 1_000_000)
-    changes: list[Change] = []
-    since, is_open = state.holding_since_us, state.open
-    for i, t in enumerate(stamps_us):
-        if is_open:
-            if clear[i]:
-                is_open, since = False, None
-                changes.append(Change("clear", i))
-            continue
-        if cond[i]:
-            if since is None:
-                since = t
-            if t - since >= hold:
-                is_open = True
-                changes.append(Change("raise", i))
-        else:
-            since = None
-    state.holding_since_us, state.open = (None if is_open else since), is_open
-    return changes
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -332,6 +219,13 @@ def delete_rule(
     return messages
 
 
+def release_run_alarms(db: Session, run_id: uuid.UUID) -> None:
+    """Before a purged run's alarms go: a sensor's rule whose open alarm is one of them has
+    none open any more (the evaluator takes ``open_alarm_id`` for an open alarm)."""
+    ids = select(AL.id).where(AL.run_id == run_id)
+    db.execute(update(AR).where(AR.open_alarm_id.in_(ids)).values(open_alarm_id=None))
+
+
 def purge_run_rules(db: Session, run_id: uuid.UUID) -> None:
     """A purged run's own rules go with it (its alarms went before)."""
     live = db.scalars(select(AR).where(AR.run_id == run_id, AR.deleted_at.is_(None))).all()
@@ -390,73 +284,132 @@ _RULES = Keyset(
 def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[str, Any]]:
     """Evaluate a stored batch against its sensor's rules (ingest transaction); the alarm
     transitions, as live messages to send after the commit."""
-    rules = _applicable(
-        db.scalars(
-            select(AR)
-            .where(
-                AR.sensor_id == rows.sensor_id,
-                AR.deleted_at.is_(None),
-                or_(AR.run_id.is_(None), AR.run_id == rows.run_id),
-            )
-            .order_by(AR.id)  # concurrent ingests lock the rows in one order
-            .with_for_update()
-        ).all()
-    )
+    rules = _applicable(_locked_rules(db, rows))
     if not rules:
         return []
-    stamps, order = rows.stamps_us, None
-    if any(a >= b for a, b in itertools.pairwise(stamps)):
-        order = sorted(range(len(stamps)), key=stamps.__getitem__)
-        stamps = [stamps[k] for k in order]
-    values = rows.values if order is None else [rows.values[k] for k in order]
-    metas = rows.metas if order is None else [rows.metas[k] for k in order]
+    readings = _InOrder.of(rows)
     now_us = utctime.micros(now)
     messages: list[dict[str, Any]] = []
     for rule in rules:
         if rule.kind == "stale":
-            # Silence is judged by arrival, on the cloud's clock (``last_ts_us`` holds it for
-            # this kind): a backlog of old readings draining after an outage, or a device
-            # whose clock is behind, is not silence while its readings keep arriving.
-            rule.last_session_id = rows.capture_session_id
-            rule.last_ts_us = max(rule.last_ts_us or 0, now_us)
-            if rule.open_alarm_id is not None:  # a reading: the sensor speaks again
-                open_alarm = db.get(AL, rule.open_alarm_id)
-                if open_alarm is not None:
-                    messages += _clear(db, open_alarm, now, values[-1])
-                rule.open_alarm_id = None
-            continue
-        start = 0
-        if rule.last_ts_us is not None and stamps[0] <= rule.last_ts_us:
-            start = next((k for k, t in enumerate(stamps) if t > rule.last_ts_us), len(stamps))
-        ts, vs, ms = stamps[start:], values[start:], metas[start:]
-        if not ts:
-            continue
-        rule.last_session_id = rows.capture_session_id
-        alarm = db.get(AL, rule.open_alarm_id) if rule.open_alarm_id is not None else None
-        spec = _spec(rule)
-        state = State(rule.last_ts_us, rule.holding_since_us, alarm is not None)
-        if rule.kind == "rate":
-            assert spec.window_s is not None
-            history = _history(db, rows.sensor_id, ts[0], spec.window_s, rule.last_ts_us)
-            hs = [h[0] for h in history] + ts
-            hv = [h[1] for h in history] + vs
-            cond, clear = conditions(spec, rates(hs, hv, spec.window_s, len(history)), ms)
+            messages += _heard(db, rule, rows, now, now_us, readings.values[-1])
         else:
-            cond, clear = conditions(spec, vs, ms)
-        for change in step(spec, state, ts, cond, clear):
-            t, v = ts[change.index], vs[change.index]
-            if change.what == "raise":
-                late = rows.late or now_us - t > _LATE_US
-                alarm, msg = _raise(db, rule, rows, at(t), v, late)
-                messages.append(msg)
-            else:
-                assert alarm is not None
-                messages += _clear(db, alarm, at(t), v)
-                alarm = None
-        rule.last_ts_us = state.last_ts_us
-        rule.holding_since_us = state.holding_since_us
-        rule.open_alarm_id = alarm.id if alarm is not None else None
+            messages += _evaluate_rule(db, rule, rows, readings, now_us)
     return messages
+
+
+def _locked_rules(db: Session, rows: StoredBatch) -> Sequence[models.AlarmRule]:
+    """The sensor's rules that may apply to the batch's run, locked to the commit: with
+    several API workers, two batches of one sensor are evaluated one after the other."""
+    return db.scalars(
+        select(AR)
+        .where(
+            AR.sensor_id == rows.sensor_id,
+            AR.deleted_at.is_(None),
+            or_(AR.run_id.is_(None), AR.run_id == rows.run_id),
+        )
+        .order_by(AR.id)  # concurrent ingests lock the rows in one order
+        .with_for_update()
+    ).all()
+
+
+@dataclass
+class _InOrder:
+    """A batch's readings in timestamp order, with the least and greatest value of each
+    tail evaluated (most rules evaluate the whole batch: worked out once for all)."""
+
+    stamps: list[int]
+    values: list[float]
+    metas: list[dict[str, Any] | None]
+    _bounds: dict[int, tuple[float, float]]
+
+    @classmethod
+    def of(cls, rows: StoredBatch) -> _InOrder:
+        stamps = rows.stamps_us
+        if sorted(stamps) == stamps:  # the usual batch (one C pass); timestamps are unique
+            return cls(stamps, rows.values, rows.metas, {})
+        order = sorted(range(len(stamps)), key=stamps.__getitem__)
+        return cls(
+            [stamps[k] for k in order],
+            [rows.values[k] for k in order],
+            [rows.metas[k] for k in order],
+            {},
+        )
+
+    def after(self, last_us: int | None) -> int:
+        """The index of the first reading newer than ``last_us``."""
+        if last_us is None or self.stamps[0] > last_us:
+            return 0
+        return bisect_right(self.stamps, last_us)
+
+    def bounds(self, start: int) -> tuple[float, float]:
+        got = self._bounds.get(start)
+        if got is None:
+            tail = self.values[start:] if start else self.values
+            got = self._bounds[start] = (min(tail), max(tail))
+        return got
+
+
+def _evaluate_rule(
+    db: Session, rule: models.AlarmRule, rows: StoredBatch, readings: _InOrder, now_us: int
+) -> list[dict[str, Any]]:
+    """One rule over the batch's readings newer than the newest it evaluated (older ones
+    arrived out of order: stored, not evaluated)."""
+    start = readings.after(rule.last_ts_us)
+    ts = readings.stamps[start:] if start else readings.stamps
+    if not ts:
+        return []
+    vs = readings.values[start:] if start else readings.values
+    ms = readings.metas[start:] if start else readings.metas
+    rule.last_session_id = rows.capture_session_id
+    spec = _spec(rule)
+    state = State(rule.last_ts_us, rule.holding_since_us, rule.open_alarm_id is not None)
+    history = None
+    if spec.kind == "rate":
+        assert spec.window_s is not None
+        history = _history(db, rows.sensor_id, ts[0], spec.window_s, rule.last_ts_us)
+    bounds = readings.bounds(start) if spec.kind != "fault" else None
+    messages: list[dict[str, Any]] = []
+    for change in evaluate(spec, state, ts, vs, ms, history, bounds):
+        t, v = ts[change.index], vs[change.index]
+        if change.what == "raise":
+            late = rows.late or now_us - t > _LATE_US
+            alarm, msg = _raise(db, rule, rows, at(t), v, late)
+            rule.open_alarm_id = alarm.id
+            messages.append(msg)
+        else:
+            messages += _clear_open(db, rule, at(t), v)
+    rule.last_ts_us = state.last_ts_us
+    rule.holding_since_us = state.holding_since_us
+    return messages
+
+
+def _heard(
+    db: Session,
+    rule: models.AlarmRule,
+    rows: StoredBatch,
+    now: datetime,
+    now_us: int,
+    value: float,
+) -> list[dict[str, Any]]:
+    """A stale rule's sensor spoke. Silence is judged by arrival, on the cloud's clock
+    (``last_ts_us`` holds it for this kind): a backlog of old readings draining after an
+    outage, or a device whose clock is behind, is not silence while its readings keep
+    arriving."""
+    rule.last_session_id = rows.capture_session_id
+    rule.last_ts_us = max(rule.last_ts_us or 0, now_us)
+    return _clear_open(db, rule, now, value)
+
+
+def _clear_open(
+    db: Session, rule: models.AlarmRule, cleared_at: datetime, value: float | None
+) -> list[dict[str, Any]]:
+    """Clear the rule's open alarm (loaded only now: most batches clear nothing)."""
+    if rule.open_alarm_id is None:
+        return []
+    alarm = db.get(AL, rule.open_alarm_id)
+    rule.open_alarm_id = None
+    return _clear(db, alarm, cleared_at, value) if alarm is not None else []
 
 
 def _applicable(rules: Sequence[models.AlarmRule]) -> list[models.AlarmRule]:
@@ -467,19 +420,13 @@ def _applicable(rules: Sequence[models.AlarmRule]) -> list[models.AlarmRule]:
 
 def _history(
     db: Session, sensor_id: uuid.UUID, first_us: int, window_s: float, last_us: int | None
-) -> list[tuple[int, float]]:
+) -> tuple[list[int], list[float]] | None:
     """Stored readings of the sensor in the window before ``first_us`` (for a rate), up to
     the newest one evaluated (later ones arrived out of order and are not evaluated)."""
     if last_us is None:
-        return []
-    T = models.TelemetryReading
-    lo = at(first_us - int(window_s * 1_000_000))
-    rows = db.execute(
-        select(T.ts, T.value)
-        .where(T.sensor_id == sensor_id, T.ts >= lo, T.ts <= at(min(last_us, first_us - 1)))
-        .order_by(T.ts)
-    ).all()
-    return [(utctime.micros(ts), float(v)) for ts, v in rows]
+        return None
+    lo = first_us - int(window_s * 1_000_000)
+    return telemetry_store(db).values_between(sensor_id, lo, min(last_us, first_us - 1))
 
 
 def _raise(
