@@ -49,13 +49,12 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, and_, bindparam, case, delete, exists, or_, select, text, update
+from sqlalchemy.orm import Session, aliased
 
 from cloud import utctime
 from cloud.db import models
@@ -88,6 +87,35 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fault": (),
 }
 _OPTIONAL = ("for_s", "hysteresis")
+
+
+class RuleLike(Protocol):
+    """A rule's definition: its row, or the evaluator's copy of it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def project_id(self) -> uuid.UUID: ...
+    @property
+    def sensor_id(self) -> uuid.UUID: ...
+    @property
+    def run_id(self) -> uuid.UUID | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def threshold(self) -> float | None: ...
+    @property
+    def low(self) -> float | None: ...
+    @property
+    def high(self) -> float | None: ...
+    @property
+    def window_s(self) -> float | None: ...
+    @property
+    def after_s(self) -> float | None: ...
+    @property
+    def for_s(self) -> float: ...
+    @property
+    def hysteresis(self) -> float: ...
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -234,7 +262,7 @@ def purge_run_rules(db: Session, run_id: uuid.UUID) -> None:
     db.execute(delete(AR).where(AR.run_id == run_id))
 
 
-def rule_dict(rule: models.AlarmRule) -> dict[str, Any]:
+def rule_dict(rule: RuleLike) -> dict[str, Any]:
     out: dict[str, Any] = {"id": str(rule.id), "kind": rule.kind}
     if rule.run_id is not None:
         out["run_id"] = str(rule.run_id)
@@ -245,7 +273,7 @@ def rule_dict(rule: models.AlarmRule) -> dict[str, Any]:
     return out
 
 
-def _spec(rule: models.AlarmRule) -> Spec:
+def _spec(rule: RuleLike) -> Spec:
     return Spec(
         kind=rule.kind,
         threshold=rule.threshold,
@@ -284,33 +312,106 @@ _RULES = Keyset(
 def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[str, Any]]:
     """Evaluate a stored batch against its sensor's rules (ingest transaction); the alarm
     transitions, as live messages to send after the commit."""
-    rules = _applicable(_locked_rules(db, rows))
-    if not rules:
-        return []
     readings = _InOrder.of(rows)
     now_us = utctime.micros(now)
     messages: list[dict[str, Any]] = []
-    for rule in rules:
-        if rule.kind == "stale":
-            messages += _heard(db, rule, rows, now, now_us, readings.values[-1])
+    changed: list[_Claimed] = []
+    for rule in _claim(db, rows, readings.stamps[-1], now_us):
+        before = (rule.holding_since_us, rule.open_alarm_id)
+        if rule.kind == "stale":  # the sensor speaks again
+            messages += _clear_open(db, rule, now, readings.values[-1])
         else:
             messages += _evaluate_rule(db, rule, rows, readings, now_us)
+        if (rule.holding_since_us, rule.open_alarm_id) != before:
+            changed.append(rule)
+    if changed:  # a hold begun or broken, an alarm raised or cleared: few batches do
+        db.execute(
+            update(_RULE_ROWS)
+            .where(_RULE_ROWS.c.id == bindparam("rid"))
+            .values(holding_since_us=bindparam("hold"), open_alarm_id=bindparam("open")),
+            [{"rid": r.id, "hold": r.holding_since_us, "open": r.open_alarm_id} for r in changed],
+        )
     return messages
 
 
-def _locked_rules(db: Session, rows: StoredBatch) -> Sequence[models.AlarmRule]:
-    """The sensor's rules that may apply to the batch's run, locked to the commit: with
-    several API workers, two batches of one sensor are evaluated one after the other."""
-    return db.scalars(
-        select(AR)
-        .where(
-            AR.sensor_id == rows.sensor_id,
-            AR.deleted_at.is_(None),
-            or_(AR.run_id.is_(None), AR.run_id == rows.run_id),
-        )
-        .order_by(AR.id)  # concurrent ingests lock the rows in one order
-        .with_for_update()
-    ).all()
+@dataclass
+class _Claimed:
+    """A rule as the evaluator needs it: its definition, its state, and ``last_ts_us``, the
+    newest reading it had evaluated before this batch."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    sensor_id: uuid.UUID
+    run_id: uuid.UUID | None
+    kind: str
+    threshold: float | None
+    low: float | None
+    high: float | None
+    window_s: float | None
+    after_s: float | None
+    for_s: float
+    hysteresis: float
+    holding_since_us: int | None
+    open_alarm_id: uuid.UUID | None
+    last_ts_us: int | None
+
+
+def _claimed(row: Any) -> _Claimed:
+    return _Claimed(*row)
+
+
+_COLUMNS = tuple(getattr(AR, f.name) for f in fields(_Claimed)[:-1])
+
+
+def _claim(db: Session, rows: StoredBatch, last_us: int, now_us: int) -> list[_Claimed]:
+    """The rules that apply to the batch (a run's, and the sensor's of the kinds the run has
+    none of), locked to the commit, each as it was before the batch, its newest reading
+    moved on to the batch's: nearly every batch changes that, and only that.
+
+    On PostgreSQL one statement locks the rows (in id order: concurrent ingests of a sensor
+    lock them in one order, so with several API workers two batches of one sensor are
+    evaluated one after the other, the second seeing the first's state), updates them and
+    returns them with their previous ``last_ts_us``. SQLite runs one writing transaction at
+    a time: a read, then the update."""
+    X = aliased(AR)
+    overridden = exists().where(
+        X.sensor_id == AR.sensor_id, X.run_id == rows.run_id, X.kind == AR.kind,
+        X.deleted_at.is_(None),
+    )  # fmt: skip
+    applies = and_(
+        AR.sensor_id == rows.sensor_id,
+        AR.deleted_at.is_(None),
+        or_(AR.run_id == rows.run_id, and_(AR.run_id.is_(None), ~overridden)),
+    )
+    # Stale rules keep the arrival (the cloud's clock); the others the newest reading, and
+    # the session it came in, when the batch has one newer than theirs.
+    newer = or_(AR.last_ts_us.is_(None), AR.last_ts_us < last_us)
+    stale = AR.kind == "stale"
+    moved = {
+        AR.last_ts_us: case(
+            (and_(stale, AR.last_ts_us > now_us), AR.last_ts_us),
+            (stale, now_us),
+            (newer, last_us),
+            else_=AR.last_ts_us,
+        ),
+        AR.last_session_id: case(
+            (or_(stale, newer), rows.capture_session_id), else_=AR.last_session_id
+        ),
+    }
+    if db.get_bind().dialect.name != "postgresql":
+        found = db.execute(select(*_COLUMNS, AR.last_ts_us).where(applies).order_by(AR.id))
+        claimed = [_claimed(row) for row in found]
+        db.execute(update(AR).where(applies).values(moved), execution_options=_CORE)
+        return claimed
+    prior = select(AR.id, AR.last_ts_us).where(applies).order_by(AR.id).with_for_update()
+    cte = prior.cte("prior")
+    claim = update(AR).where(AR.id == cte.c.id).values(moved).returning(*_COLUMNS, cte.c.last_ts_us)
+    return [_claimed(row) for row in db.execute(claim, execution_options=_CORE)]
+
+
+#: The rule rows are written as rows (no ORM object of them is loaded at ingest).
+_CORE = {"synchronize_session": False}
+_RULE_ROWS = cast(Table, AR.__table__)
 
 
 @dataclass
@@ -351,7 +452,7 @@ class _InOrder:
 
 
 def _evaluate_rule(
-    db: Session, rule: models.AlarmRule, rows: StoredBatch, readings: _InOrder, now_us: int
+    db: Session, rule: _Claimed, rows: StoredBatch, readings: _InOrder, now_us: int
 ) -> list[dict[str, Any]]:
     """One rule over the batch's readings newer than the newest it evaluated (older ones
     arrived out of order: stored, not evaluated)."""
@@ -361,7 +462,6 @@ def _evaluate_rule(
         return []
     vs = readings.values[start:] if start else readings.values
     ms = readings.metas[start:] if start else readings.metas
-    rule.last_session_id = rows.capture_session_id
     spec = _spec(rule)
     state = State(rule.last_ts_us, rule.holding_since_us, rule.open_alarm_id is not None)
     history = None
@@ -379,30 +479,12 @@ def _evaluate_rule(
             messages.append(msg)
         else:
             messages += _clear_open(db, rule, at(t), v)
-    rule.last_ts_us = state.last_ts_us
     rule.holding_since_us = state.holding_since_us
     return messages
 
 
-def _heard(
-    db: Session,
-    rule: models.AlarmRule,
-    rows: StoredBatch,
-    now: datetime,
-    now_us: int,
-    value: float,
-) -> list[dict[str, Any]]:
-    """A stale rule's sensor spoke. Silence is judged by arrival, on the cloud's clock
-    (``last_ts_us`` holds it for this kind): a backlog of old readings draining after an
-    outage, or a device whose clock is behind, is not silence while its readings keep
-    arriving."""
-    rule.last_session_id = rows.capture_session_id
-    rule.last_ts_us = max(rule.last_ts_us or 0, now_us)
-    return _clear_open(db, rule, now, value)
-
-
 def _clear_open(
-    db: Session, rule: models.AlarmRule, cleared_at: datetime, value: float | None
+    db: Session, rule: _Claimed, cleared_at: datetime, value: float | None
 ) -> list[dict[str, Any]]:
     """Clear the rule's open alarm (loaded only now: most batches clear nothing)."""
     if rule.open_alarm_id is None:
@@ -410,12 +492,6 @@ def _clear_open(
     alarm = db.get(AL, rule.open_alarm_id)
     rule.open_alarm_id = None
     return _clear(db, alarm, cleared_at, value) if alarm is not None else []
-
-
-def _applicable(rules: Sequence[models.AlarmRule]) -> list[models.AlarmRule]:
-    """A run's rules, and the sensor's of the kinds the run has none of."""
-    run_kinds = {r.kind for r in rules if r.run_id is not None}
-    return [r for r in rules if r.run_id is not None or r.kind not in run_kinds]
 
 
 def _history(
@@ -431,7 +507,7 @@ def _history(
 
 def _raise(
     db: Session,
-    rule: models.AlarmRule,
+    rule: RuleLike,
     rows: StoredBatch | None,
     raised_at: datetime,
     value: float | None,
