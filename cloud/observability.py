@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -57,6 +57,14 @@ class Stats:
             registry=self.registry,
         )
 
+        self.alarm_transitions = Counter(
+            "benchlink_alarm_transitions_total",
+            "alarm transitions committed, by the rule's kind and the transition"
+            " (raised, acknowledged, cleared)",
+            ["kind", "transition"],
+            registry=self.registry,
+        )
+
     def watch_edges(self, sessions: sessionmaker[Session]) -> None:
         """``benchlink_edges{state}``: edges by health, read from the database at each
         scrape (staleness is a matter of the time of reading, not of any write)."""
@@ -70,6 +78,13 @@ class Stats:
         self.duplicate_readings.inc(ingested.answer.duplicate)
         for published in ingested.publications():
             self.readings.inc(len(published.rows))
+
+    def alarms_committed(self, messages: list[dict[str, Any]]) -> None:
+        """Alarm transitions as their live messages say them (``type`` ``alarm.raised``...),
+        counted once their transaction committed: a rolled-back one never happened."""
+        for message in messages:
+            transition = message["type"].removeprefix("alarm.")
+            self.alarm_transitions.labels(message["kind"], transition).inc()
 
 
 class EdgeHealth(Collector):

@@ -1,5 +1,5 @@
 """The app's side of alarms: the ``stale`` evaluator run by the clock, and the alarm
-transitions handed to the live stream after their commit."""
+transitions handed to the live stream and counted (Prometheus) after their commit."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ def install(app: FastAPI) -> None:
             bus_up = hub is not None and hub.bus is not None and hub.bus.listening
 
         def after() -> None:
+            # The same messages the journal's events were written with: one place counts
+            # every transition, from ingest, the clock, an ack or a deleted rule.
+            app.state.stats.alarms_committed(messages)
             if hub is not None and not bus_up:
                 hub.notify_alarms_soon(messages)
             for listener in app.state.alarm_listeners:

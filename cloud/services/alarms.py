@@ -1,621 +1,62 @@
-"""Alarm rules on a sensor's converted values, evaluated at ingest, and the alarms they raise.
-
-Evaluation
-    Each stored batch is evaluated, in the ingest transaction, against the rules of its
-    sensor that apply to its run: the run's own rules, and the sensor's rules of the kinds
-    the run has none of (a run's rule overrides the sensor's of the same kind). A sensor
-    without rules costs nothing: ``sensors.alarm_rules`` (a count kept by this module) comes
-    with the ingest's one lookup, and 0 means no evaluation at all.
-
-    Readings are evaluated in timestamp order per rule. The evaluator's state lives in the
-    rule's row (``last_ts_us``, ``holding_since_us``, ``open_alarm_id``) and is read with
-    ``SELECT ... FOR UPDATE`` and written in the same transaction as the readings: a restart
-    loses nothing, and with several API workers two batches of one sensor are evaluated one
-    after the other (the second waits for the first's commit and sees its state). A retried
-    batch (the same Idempotency-Key, or readings already stored) stores no new readings and
-    is not evaluated again, so it never raises twice.
-
-    Hold time: the condition must hold on every reading from one at ``t0`` to one at ``t``
-    with ``t - t0 >= for_s`` (reading time, not arrival time). Hysteresis: an alarm clears
-    at the first reading back past the limit by ``hysteresis`` (``above``: below
-    ``threshold - hysteresis``; ``below``: above ``threshold + hysteresis``; ``outside``:
-    inside ``(low + hysteresis, high - hysteresis)``; ``rate``: a rate of magnitude below
-    ``threshold - hysteresis``). ``rate`` at a reading is the change from the oldest reading
-    within ``window_s`` before it (stored readings included), per second; a reading with no
-    other one in its window has no rate and clears. ``fault``: a reading whose meta has a
-    true ``fault`` (e.g. ``"open_circuit"``, as the decoders name probe faults) holds the
-    condition; one without clears it.
-
-    Late: an alarm is ``late`` when the reading that raised it reached the cloud more than
-    :data:`LATE_AFTER_S` after its timestamp (an edge that was offline sends its backlog
-    in order, so its alarms are raised with their real time and marked late), or came in a
-    late batch (after its capture session ended). Readings older than (or at) the newest one
-    a rule has evaluated arrive out of order: they are stored but not evaluated by that rule
-    (evaluating them would mean revising decisions already published); the answer of ingest
-    is unchanged.
-
-    ``stale`` is evaluated by the clock: :func:`stale_tick` (the app's periodic task) raises
-    an alarm for every stale rule whose sensor's last reading *arrived* more than ``after_s``
-    ago (the cloud's clock, kept in the rule's ``last_ts_us``) while that reading's capture
-    session still runs; raised at ``arrival + after_s``. The next reading to arrive clears
-    it. By arrival, not by the readings' timestamps: a backlog draining after an outage, or
-    a device whose clock is behind the cloud's, would otherwise flap between ticks. On
-    PostgreSQL the tick takes a transaction-level advisory lock, so one process evaluates at
-    a time whatever the number of workers; the rule row lock makes a second evaluation a
-    no-op in any case.
-"""
+"""Alarms: the rules of a sensor (:mod:`cloud.services.alarm_rules`), evaluated at ingest
+and by the clock (:mod:`cloud.services.alarm_evaluation`, the pure evaluator in
+:mod:`cloud.services.alarm_eval`), the alarms they raise and clear
+(:mod:`cloud.services.alarm_lifecycle`); here, the alarms listed and acknowledged, and
+the names the routers, ingest and the purge use from all of them."""
 
 from __future__ import annotations
 
-import itertools
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from cloud import utctime
 from cloud.db import models
-from cloud.errors import FieldError, InvalidInput, NotFound, invalid
+from cloud.errors import FieldError, InvalidInput
 from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, uid
-from cloud.schemas_alarms import AckIn, AlarmRuleIn, AlarmRulePatch
-from cloud.services import journal
+from cloud.schemas_alarms import AckIn
+from cloud.services.alarm_evaluation import LATE_AFTER_S, STALE_LOCK, evaluate_batch, stale_tick
+from cloud.services.alarm_lifecycle import journal_alarm, live_message
+from cloud.services.alarm_rules import (
+    NEEDS,
+    RULE_FIELDS,
+    create_rule,
+    delete_rule,
+    get_rule,
+    list_rules,
+    patch_rule,
+    purge_run_rules,
+    release_run_alarms,
+    rule_dict,
+)
 from cloud.services.scope import get_in_project
-from cloud.store.telemetry.base import StoredBatch, at
 
-AR, AL = models.AlarmRule, models.Alarm
-
-#: An alarm raised more than this long after its reading's timestamp is marked late.
-LATE_AFTER_S = 30.0
-_LATE_US = int(LATE_AFTER_S * 1_000_000)
-#: The advisory lock key of the stale evaluator (PostgreSQL): one process at a time.
-STALE_LOCK = 0x62_6C_61_6C  # "blal"
-
-RULE_FIELDS = ("threshold", "low", "high", "window_s", "after_s", "for_s", "hysteresis")
-#: The fields each kind needs; the others must be left out.
-NEEDS: dict[str, tuple[str, ...]] = {
-    "above": ("threshold",),
-    "below": ("threshold",),
-    "outside": ("low", "high"),
-    "rate": ("threshold", "window_s"),
-    "stale": ("after_s",),
-    "fault": (),
-}
-_OPTIONAL = ("for_s", "hysteresis")
-
-
-# --- the evaluator (pure) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """What the evaluator needs of a rule."""
-
-    kind: str
-    threshold: float | None = None
-    low: float | None = None
-    high: float | None = None
-    window_s: float | None = None
-    for_s: float = 0.0
-    hysteresis: float = 0.0
-
-
-@dataclass
-class State:
-    last_ts_us: int | None = None
-    holding_since_us: int | None = None
-    open: bool = False
-
-
-@dataclass(frozen=True)
-class Change:
-    """An alarm raised or cleared at a reading (index into the evaluated readings)."""
-
-    what: Literal["raise", "clear"]
-    index: int
-
-
-def rates(
-    stamps_us: Sequence[int], values: Sequence[float], window_s: float, before: int = 0
-) -> list[float | None]:
-    """The rate of change (units per second) at each reading from ``before`` on: from the
-    oldest reading within ``window_s`` before it (None: no other one in the window).
-    ``stamps_us`` ascending; the first ``before`` readings are history only."""
-    window = int(window_s * 1_000_000)
-    out: list[float | None] = []
-    j = 0
-    for i in range(before, len(stamps_us)):
-        t = stamps_us[i]
-        while stamps_us[j] < t - window:
-            j += 1
-        out.append(None if j == i else (values[i] - values[j]) * 1e6 / (t - stamps_us[j]))
-    return out
-
-
-def conditions(
-    spec: Spec, values: Sequence[float | None], metas: Sequence[dict[str, Any] | None]
-) -> tuple[list[bool], list[bool]]:
-    """For each reading: whether the rule's condition holds, and whether it clears an
-    open alarm. ``values`` are the rates for ``rate``."""
-    h = spec.hysteresis
-    k = spec.kind
-    if k == "fault":
-        cond = [bool(m and m.get("fault")) for m in metas]
-        return cond, [not c for c in cond]
-    if k == "above":
-        thr = spec.threshold
-        assert thr is not None
-        return [v > thr for v in values], [v < thr - h for v in values]  # type: ignore[operator]
-    if k == "below":
-        thr = spec.threshold
-        assert thr is not None
-        return [v < thr for v in values], [v > thr + h for v in values]  # type: ignore[operator]
-    if k == "outside":
-        lo, hi = spec.low, spec.high
-        assert lo is not None and hi is not None
-        return (
-            [v < lo or v > hi for v in values],  # type: ignore[operator]
-            [lo + h < v < hi - h for v in values],  # type: ignore[operator]
-        )
-    if k == "rate":
-        thr = spec.threshold
-        assert thr is not None
-        mags = [None if r is None else abs(r) for r in values]
-        return (
-            [m is not None and m > thr for m in mags],
-            [m is None or m < thr - h for m in mags],
-        )
-    raise ValueError(f"no reading condition for {k}")
-
-
-def step(
-    spec: Spec, state: State, stamps_us: Sequence[int], cond: list[bool], clear: list[bool]
-) -> list[Change]:
-    """Run the readings (ascending, all newer than ``state.last_ts_us``) through the rule;
-    ``state`` is updated in place. The common case (no alarm open, nothing holding, the
-    condition nowhere) is a single ``any`` over the conditions."""
-    if stamps_us:
-        state.last_ts_us = stamps_us[-1]
-    if not state.open and state.holding_since_us is None and not any(cond):
-        return []
-    hold = int(spec.for_s * 1_000_000)
-    changes: list[Change] = []
-    since, is_open = state.holding_since_us, state.open
-    for i, t in enumerate(stamps_us):
-        if is_open:
-            if clear[i]:
-                is_open, since = False, None
-                changes.append(Change("clear", i))
-            continue
-        if cond[i]:
-            if since is None:
-                since = t
-            if t - since >= hold:
-                is_open = True
-                changes.append(Change("raise", i))
-        else:
-            since = None
-    state.holding_since_us, state.open = (None if is_open else since), is_open
-    return changes
-
-
-# --- rules --------------------------------------------------------------------------------
-
-
-def _check(rule: models.AlarmRule) -> None:
-    """Per kind: the fields it needs are there, the others are not, and they make sense."""
-    errors: list[FieldError] = []
-    needs = NEEDS[rule.kind]
-    for name in RULE_FIELDS:
-        value = getattr(rule, name)
-        if name in needs and value is None:
-            errors.append(FieldError(name, f"is required by {rule.kind} rules"))
-        elif name not in needs and name not in _OPTIONAL and value is not None:
-            errors.append(
-                FieldError(
-                    name,
-                    f"is not used by {rule.kind} rules (they take "
-                    f"{', '.join(needs + _OPTIONAL) if needs else ', '.join(_OPTIONAL)})",
-                )
-            )
-    if rule.kind == "outside" and rule.low is not None and rule.high is not None:
-        if rule.low >= rule.high:
-            errors.append(FieldError("high", f"must be above low ({rule.low:g})"))
-        elif rule.hysteresis * 2 >= rule.high - rule.low:
-            errors.append(
-                FieldError("hysteresis", "must be under half of high - low (or it never clears)")
-            )
-    if rule.kind == "rate" and rule.threshold is not None:
-        if rule.threshold <= 0:
-            errors.append(FieldError("threshold", "must be a rate above 0 (units per second)"))
-        elif rule.hysteresis >= rule.threshold:
-            errors.append(FieldError("hysteresis", "must be under threshold (or it never clears)"))
-    if rule.kind in ("stale", "fault") and rule.hysteresis:
-        errors.append(FieldError("hysteresis", f"has no meaning for {rule.kind} rules"))
-    if rule.kind == "stale" and rule.for_s:
-        errors.append(FieldError("for_s", "has no meaning for stale rules (after_s is their hold)"))
-    if errors:
-        raise InvalidInput(
-            f"{len(errors)} problem(s) with this {rule.kind} rule: "
-            f"{errors[0].field} {errors[0].reason}",
-            errors=errors,
-        )
-
-
-def _count(db: Session, sensor_id: uuid.UUID, delta: int) -> None:
-    S = models.Sensor
-    db.execute(update(S).where(S.id == sensor_id).values(alarm_rules=S.alarm_rules + delta))
-
-
-def create_rule(
-    db: Session, caller: Principal, sensor_id: uuid.UUID, body: AlarmRuleIn
-) -> models.AlarmRule:
-    sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    if body.run_id is not None:
-        run = db.get(models.Run, body.run_id)
-        if run is None or run.project_id != caller.project_id or run.deleted_at is not None:
-            raise invalid("run_id", f"no run {body.run_id} in this project")
-    fields = body.model_dump(include=set(RULE_FIELDS))
-    rule = AR(
-        id=uuid.uuid4(),
-        project_id=caller.project_id,
-        sensor_id=sensor.id,
-        run_id=body.run_id,
-        kind=body.kind,
-        created_by=caller.user_id,
-        **fields,
-    )
-    _check(rule)
-    db.add(rule)
-    _count(db, sensor.id, 1)
-    db.flush()
-    _journal_rule(db, caller, "alarm_rule.created", rule, rule=rule_dict(rule))
-    return rule
-
-
-def list_rules(
-    db: Session, caller: Principal, sensor_id: uuid.UUID, limit: int, cursor: str | None
-) -> tuple[list[models.AlarmRule], str | None]:
-    get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    query = select(AR).where(AR.sensor_id == sensor_id, AR.deleted_at.is_(None))
-    return _RULES.page(db, query, limit, cursor)
-
-
-def get_rule(
-    db: Session, caller: Principal, sensor_id: uuid.UUID, rule_id: uuid.UUID, lock: bool = False
-) -> models.AlarmRule:
-    rule = get_in_project(db, AR, rule_id, caller.project_id, lock=lock)
-    if rule.sensor_id != sensor_id or rule.deleted_at is not None:
-        raise NotFound(f"alarm rule {rule_id} not found on sensor {sensor_id}")
-    return rule
-
-
-def patch_rule(
-    db: Session, caller: Principal, sensor_id: uuid.UUID, rule_id: uuid.UUID, body: AlarmRulePatch
-) -> models.AlarmRule:
-    rule = get_rule(db, caller, sensor_id, rule_id, lock=True)
-    changes = body.model_dump(exclude_unset=True)
-    for key in ("for_s", "hysteresis"):  # never null: null means "leave as it is"
-        if key in changes and changes[key] is None:
-            changes.pop(key)
-    for key, value in changes.items():
-        setattr(rule, key, value)
-    _check(rule)
-    # A new condition: what was holding under the old one holds under it no longer; an open
-    # alarm stays open until the new condition clears it.
-    rule.holding_since_us = None
-    rule.updated_at = datetime.now(UTC)
-    _journal_rule(db, caller, "alarm_rule.updated", rule, changes=changes)
-    return rule
-
-
-def delete_rule(
-    db: Session, caller: Principal, sensor_id: uuid.UUID, rule_id: uuid.UUID
-) -> list[dict[str, Any]]:
-    """The rule stops; its open alarm clears now (by the clock); its alarms stay. The
-    transition, as a live message."""
-    rule = get_rule(db, caller, sensor_id, rule_id, lock=True)
-    now = datetime.now(UTC)
-    messages: list[dict[str, Any]] = []
-    if rule.open_alarm_id is not None:
-        alarm = db.get(AL, rule.open_alarm_id, with_for_update=True)
-        if alarm is not None:
-            messages = _clear(db, alarm, now, None, actor=caller.actor, reason="rule deleted")
-    rule.open_alarm_id = None
-    rule.deleted_at = now
-    _count(db, rule.sensor_id, -1)
-    _journal_rule(db, caller, "alarm_rule.deleted", rule, rule=rule_dict(rule))
-    return messages
-
-
-def purge_run_rules(db: Session, run_id: uuid.UUID) -> None:
-    """A purged run's own rules go with it (its alarms went before)."""
-    live = db.scalars(select(AR).where(AR.run_id == run_id, AR.deleted_at.is_(None))).all()
-    for rule in live:
-        _count(db, rule.sensor_id, -1)
-    db.execute(delete(AR).where(AR.run_id == run_id))
-
-
-def rule_dict(rule: models.AlarmRule) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": str(rule.id), "kind": rule.kind}
-    if rule.run_id is not None:
-        out["run_id"] = str(rule.run_id)
-    for name in RULE_FIELDS:
-        value = getattr(rule, name)
-        if value is not None and (name in NEEDS[rule.kind] or name in _OPTIONAL):
-            out[name] = value
-    return out
-
-
-def _spec(rule: models.AlarmRule) -> Spec:
-    return Spec(
-        kind=rule.kind,
-        threshold=rule.threshold,
-        low=rule.low,
-        high=rule.high,
-        window_s=rule.window_s,
-        for_s=rule.for_s or 0.0,
-        hysteresis=rule.hysteresis or 0.0,
-    )
-
-
-def _journal_rule(
-    db: Session, caller: Principal, kind: str, r: models.AlarmRule, /, **payload: Any
-) -> None:
-    journal.record(
-        db,
-        kind,
-        project_id=caller.project_id,
-        actor=caller.actor,
-        run_id=r.run_id,
-        sensor_id=r.sensor_id,
-        alarm_rule_id=r.id,
-        **payload,
-    )
-
-
-_RULES = Keyset(
-    "alarm_rules", (AR.created_at, AR.id), (aware_datetime, uid),
-    lambda r: (r.created_at.isoformat(), r.id),
-)  # fmt: skip
-
-
-# --- evaluation at ingest -------------------------------------------------------------------
-
-
-def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[str, Any]]:
-    """Evaluate a stored batch against its sensor's rules (ingest transaction); the alarm
-    transitions, as live messages to send after the commit."""
-    rules = _applicable(
-        db.scalars(
-            select(AR)
-            .where(
-                AR.sensor_id == rows.sensor_id,
-                AR.deleted_at.is_(None),
-                or_(AR.run_id.is_(None), AR.run_id == rows.run_id),
-            )
-            .order_by(AR.id)  # concurrent ingests lock the rows in one order
-            .with_for_update()
-        ).all()
-    )
-    if not rules:
-        return []
-    stamps, order = rows.stamps_us, None
-    if any(a >= b for a, b in itertools.pairwise(stamps)):
-        order = sorted(range(len(stamps)), key=stamps.__getitem__)
-        stamps = [stamps[k] for k in order]
-    values = rows.values if order is None else [rows.values[k] for k in order]
-    metas = rows.metas if order is None else [rows.metas[k] for k in order]
-    now_us = utctime.micros(now)
-    messages: list[dict[str, Any]] = []
-    for rule in rules:
-        if rule.kind == "stale":
-            # Silence is judged by arrival, on the cloud's clock (``last_ts_us`` holds it for
-            # this kind): a backlog of old readings draining after an outage, or a device
-            # whose clock is behind, is not silence while its readings keep arriving.
-            rule.last_session_id = rows.capture_session_id
-            rule.last_ts_us = max(rule.last_ts_us or 0, now_us)
-            if rule.open_alarm_id is not None:  # a reading: the sensor speaks again
-                open_alarm = db.get(AL, rule.open_alarm_id)
-                if open_alarm is not None:
-                    messages += _clear(db, open_alarm, now, values[-1])
-                rule.open_alarm_id = None
-            continue
-        start = 0
-        if rule.last_ts_us is not None and stamps[0] <= rule.last_ts_us:
-            start = next((k for k, t in enumerate(stamps) if t > rule.last_ts_us), len(stamps))
-        ts, vs, ms = stamps[start:], values[start:], metas[start:]
-        if not ts:
-            continue
-        rule.last_session_id = rows.capture_session_id
-        alarm = db.get(AL, rule.open_alarm_id) if rule.open_alarm_id is not None else None
-        spec = _spec(rule)
-        state = State(rule.last_ts_us, rule.holding_since_us, alarm is not None)
-        if rule.kind == "rate":
-            assert spec.window_s is not None
-            history = _history(db, rows.sensor_id, ts[0], spec.window_s, rule.last_ts_us)
-            hs = [h[0] for h in history] + ts
-            hv = [h[1] for h in history] + vs
-            cond, clear = conditions(spec, rates(hs, hv, spec.window_s, len(history)), ms)
-        else:
-            cond, clear = conditions(spec, vs, ms)
-        for change in step(spec, state, ts, cond, clear):
-            t, v = ts[change.index], vs[change.index]
-            if change.what == "raise":
-                late = rows.late or now_us - t > _LATE_US
-                alarm, msg = _raise(db, rule, rows, at(t), v, late)
-                messages.append(msg)
-            else:
-                assert alarm is not None
-                messages += _clear(db, alarm, at(t), v)
-                alarm = None
-        rule.last_ts_us = state.last_ts_us
-        rule.holding_since_us = state.holding_since_us
-        rule.open_alarm_id = alarm.id if alarm is not None else None
-    return messages
-
-
-def _applicable(rules: Sequence[models.AlarmRule]) -> list[models.AlarmRule]:
-    """A run's rules, and the sensor's of the kinds the run has none of."""
-    run_kinds = {r.kind for r in rules if r.run_id is not None}
-    return [r for r in rules if r.run_id is not None or r.kind not in run_kinds]
-
-
-def _history(
-    db: Session, sensor_id: uuid.UUID, first_us: int, window_s: float, last_us: int | None
-) -> list[tuple[int, float]]:
-    """Stored readings of the sensor in the window before ``first_us`` (for a rate), up to
-    the newest one evaluated (later ones arrived out of order and are not evaluated)."""
-    if last_us is None:
-        return []
-    T = models.TelemetryReading
-    lo = at(first_us - int(window_s * 1_000_000))
-    rows = db.execute(
-        select(T.ts, T.value)
-        .where(T.sensor_id == sensor_id, T.ts >= lo, T.ts <= at(min(last_us, first_us - 1)))
-        .order_by(T.ts)
-    ).all()
-    return [(utctime.micros(ts), float(v)) for ts, v in rows]
-
-
-def _raise(
-    db: Session,
-    rule: models.AlarmRule,
-    rows: StoredBatch | None,
-    raised_at: datetime,
-    value: float | None,
-    late: bool,
-    *,
-    run_id: uuid.UUID | None = None,
-    session_id: uuid.UUID | None = None,
-) -> tuple[models.Alarm, dict[str, Any]]:
-    alarm = AL(
-        id=uuid.uuid4(),
-        project_id=rule.project_id,
-        rule_id=rule.id,
-        sensor_id=rule.sensor_id,
-        run_id=rows.run_id if rows is not None else run_id,
-        capture_session_id=rows.capture_session_id if rows is not None else session_id,
-        kind=rule.kind,
-        rule=rule_dict(rule),
-        state="raised",
-        raised_at=raised_at,
-        value=value,
-        late=late,
-        created_at=datetime.now(UTC),
-    )
-    db.add(alarm)
-    db.flush()
-    _journal_alarm(db, "alarm.raised", alarm, "system:alarms", value=value, late=late)
-    return alarm, live_message("alarm.raised", alarm)
-
-
-def _clear(
-    db: Session,
-    alarm: models.Alarm,
-    cleared_at: datetime,
-    value: float | None,
-    *,
-    actor: str = "system:alarms",
-    reason: str | None = None,
-) -> list[dict[str, Any]]:
-    if alarm.cleared_at is not None:
-        return []
-    alarm.cleared_at = cleared_at
-    alarm.cleared_value = value
-    alarm.state = "cleared"
-    extra = {"reason": reason} if reason else {}
-    _journal_alarm(db, "alarm.cleared", alarm, actor, value=value, **extra)
-    return [live_message("alarm.cleared", alarm)]
-
-
-def live_message(kind: str, alarm: models.Alarm) -> dict[str, Any]:
-    """An alarm transition as the live stream sends it."""
-    return {
-        "type": kind,
-        "alarm_id": str(alarm.id),
-        "project_id": str(alarm.project_id),
-        "rule_id": str(alarm.rule_id),
-        "sensor_id": str(alarm.sensor_id),
-        "run_id": str(alarm.run_id) if alarm.run_id else None,
-        "capture_session_id": str(alarm.capture_session_id) if alarm.capture_session_id else None,
-        "kind": alarm.kind,
-        "state": alarm.state,
-        "raised_at": alarm.raised_at.astimezone(UTC).isoformat(),
-        "value": alarm.value,
-        "late": alarm.late,
-        "cleared_at": alarm.cleared_at.astimezone(UTC).isoformat() if alarm.cleared_at else None,
-        "acknowledged_by": alarm.acknowledged_by,
-    }
-
-
-def _journal_alarm(db: Session, kind: str, alarm: models.Alarm, actor: str, **payload: Any) -> None:
-    run = db.get(models.Run, alarm.run_id) if alarm.run_id is not None else None
-    journal.record(
-        db,
-        kind,
-        project_id=alarm.project_id,
-        actor=actor,
-        experiment_id=run.experiment_id if run is not None else None,
-        run_id=alarm.run_id,
-        capture_session_id=alarm.capture_session_id,
-        sensor_id=alarm.sensor_id,
-        alarm_id=alarm.id,
-        alarm_rule_id=alarm.rule_id,
-        alarm_kind=alarm.kind,
-        raised_at=alarm.raised_at,
-        cleared_at=alarm.cleared_at,
-        **payload,
-    )
-
-
-# --- stale, by the clock ------------------------------------------------------------------
-
-
-def stale_tick(db: Session, now: datetime) -> list[dict[str, Any]]:
-    """Raise the alarm of every stale rule whose sensor has been silent for ``after_s``
-    while its last reading's capture session runs; the live messages."""
-    if db.get_bind().dialect.name == "postgresql":
-        got = db.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": STALE_LOCK})
-        if not got.scalar():
-            return []  # another process evaluates now
-    C = models.CaptureSession
-    candidates = db.scalars(
-        select(AR)
-        .join(C, C.id == AR.last_session_id)
-        .where(
-            AR.kind == "stale",
-            AR.deleted_at.is_(None),
-            AR.open_alarm_id.is_(None),
-            AR.last_ts_us.is_not(None),
-            C.status == "running",
-        )
-        .order_by(AR.id)
-        .with_for_update(of=AR)
-    ).all()
-    now_us = utctime.micros(now)
-    messages: list[dict[str, Any]] = []
-    for rule in candidates:
-        assert rule.last_ts_us is not None and rule.after_s is not None
-        due = rule.last_ts_us + int(rule.after_s * 1_000_000)
-        if rule.open_alarm_id is not None or now_us < due:
-            continue
-        session = db.get(C, rule.last_session_id)
-        assert session is not None
-        alarm, msg = _raise(
-            db, rule, None, at(due), None, now_us - due > _LATE_US,
-            run_id=session.run_id, session_id=session.id,
-        )  # fmt: skip
-        rule.open_alarm_id = alarm.id
-        messages.append(msg)
-    return messages
-
-
-# --- alarms -------------------------------------------------------------------------------
+__all__ = [
+    "LATE_AFTER_S",
+    "NEEDS",
+    "RULE_FIELDS",
+    "STALE_LOCK",
+    "acknowledge",
+    "create_rule",
+    "delete_rule",
+    "evaluate_batch",
+    "get",
+    "get_rule",
+    "list_for_run",
+    "list_in_project",
+    "list_rules",
+    "live_message",
+    "patch_rule",
+    "purge_run_rules",
+    "release_run_alarms",
+    "rule_dict",
+    "stale_tick",
+]
+
+AL = models.Alarm
 
 _BY_RAISED = Keyset(
     "alarms", (AL.raised_at, AL.id), (aware_datetime, uid),
@@ -683,5 +124,5 @@ def acknowledge(
     alarm.ack_note = body.note.strip() or None
     if alarm.state == "raised":
         alarm.state = "acknowledged"
-    _journal_alarm(db, "alarm.acknowledged", alarm, caller.actor, note=alarm.ack_note)
+    journal_alarm(db, "alarm.acknowledged", alarm, caller.actor, note=alarm.ack_note)
     return alarm, [live_message("alarm.acknowledged", alarm)]

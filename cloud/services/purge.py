@@ -98,6 +98,7 @@ def purge_run_rows(db: Session, run_id: uuid.UUID) -> None:
     """Delete the run and every row that belongs to it, children first (foreign keys)."""
     TB = models.TelemetryBatch
     batches = select(TB.id).where(TB.run_id == run_id)
+    alarms.release_run_alarms(db, run_id)
     db.execute(
         delete(models.TelemetryBatchCommit).where(models.TelemetryBatchCommit.batch_id.in_(batches))
     )

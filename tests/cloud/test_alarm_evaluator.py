@@ -1,7 +1,7 @@
 """The alarm evaluator against a brute-force reference: random sequences of readings, fed in
 random batches (the state carried from one to the next as the rule's row carries it), raise
 and clear at exactly the readings the reference names, for every kind, hold time and
-hysteresis."""
+hysteresis; batches decided from their least and greatest values alone among them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cloud.services.alarms import Spec, State, conditions, rates, step
+from cloud.services.alarm_eval import Spec, State, conditions, evaluate, quiet, step
 
 S = 1_000_000
 
@@ -80,24 +80,25 @@ def reference(
 
 def incremental(
     spec: Spec, ts: list[int], vs: list[float], metas: list[dict[str, Any] | None],
-    rng: random.Random,
+    rng: random.Random, quiets: list[bool],
 ) -> list[tuple[str, int]]:  # fmt: skip
     """The evaluator as ingest runs it: random batches, the state carried between them, a
-    rate computed from the readings stored before each batch and the batch's own."""
+    rate computed from the readings stored before each batch and the batch's own. Whether
+    each batch could be decided from its bounds alone goes to ``quiets``."""
     state = State()
     out: list[tuple[str, int]] = []
     i = 0
     while i < len(ts):
         j = min(len(ts), i + rng.randint(1, 7))
         bt, bv, bm = ts[i:j], vs[i:j], metas[i:j]
+        history = None
         if spec.kind == "rate":
             assert spec.window_s is not None
             h = [k for k in range(i) if ts[k] >= ts[i] - spec.window_s * S]
-            hs, hv = [ts[k] for k in h] + bt, [vs[k] for k in h] + bv
-            cond, clear = conditions(spec, rates(hs, hv, spec.window_s, len(h)), bm)
+            history = ([ts[k] for k in h], [vs[k] for k in h])
         else:
-            cond, clear = conditions(spec, bv, bm)
-        out += [(c.what, i + c.index) for c in step(spec, state, bt, cond, clear)]
+            quiets.append(quiet(spec, state, (min(bv), max(bv)), bm))
+        out += [(c.what, i + c.index) for c in evaluate(spec, state, bt, bv, bm, history)]
         assert state.last_ts_us == bt[-1]
         i = j
     return out
@@ -120,6 +121,7 @@ def _spec(kind: str, rng: random.Random) -> Spec:
 def test_every_kind_matches_the_reference(kind: str) -> None:
     rng = random.Random(f"alarms-{kind}")
     transitions = 0
+    quiets: list[bool] = []
     for _ in range(300):
         spec = _spec(kind, rng)
         n = rng.randint(1, 60)
@@ -133,15 +135,17 @@ def test_every_kind_matches_the_reference(kind: str) -> None:
             v = max(-6.0, min(6.0, v + rng.uniform(-1.5, 1.5)))
             vs.append(round(v, 1))
         metas: list[dict[str, Any] | None] = [
-            {"fault": "open_circuit"} if rng.random() < 0.4 else rng.choice([None, {}])
+            {"fault": "open_circuit"} if rng.random() < 0.4 else rng.choice([None, {}, {"gain": 2}])
             for _ in range(n)
         ]
         xs: list[Any] = reference_rates(ts, vs, spec.window_s or 1) if kind == "rate" else vs
         want = reference(spec, ts, xs, metas)
-        got = incremental(spec, ts, vs, metas, rng)
+        got = incremental(spec, ts, vs, metas, rng, quiets)
         assert got == want, (spec, ts, vs, metas)
         transitions += len(want)
     assert transitions > 100  # the sequences do raise and clear, many times
+    if kind != "rate":  # batches decided from their bounds, and batches walked, both many
+        assert quiets.count(True) > 100 and quiets.count(False) > 100, quiets.count(True)
 
 
 def test_hold_time_is_reading_time_and_a_break_restarts_it() -> None:

@@ -5,6 +5,7 @@ batch never raises twice; ``stale`` by the clock."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.app import create_app
-from cloud.services import alarm_clock
+from cloud.services import alarm_clock, purge
 from cloud.settings import Settings
 from tests.cloud.conftest import Api, Identity, assert_problem, make_client
 
@@ -154,6 +155,37 @@ def test_above_raises_after_the_hold_clears_past_hysteresis_and_is_acknowledged(
     assert sorted(kinds) == ["alarm.acknowledged", "alarm.cleared", "alarm.raised"]
 
 
+def _transitions(api: Api) -> dict[tuple[str, str], float]:
+    """``benchlink_alarm_transitions_total`` on /metrics, by (kind, transition)."""
+    out = {}
+    for line in api.get("/metrics").text.splitlines():
+        if line.startswith("benchlink_alarm_transitions_total{"):
+            labels, value = line.rsplit(" ", 1)
+            got = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            out[(got["kind"], got["transition"])] = float(value)
+    return out
+
+
+def test_each_transition_is_counted_on_metrics(api: Api) -> None:
+    owner = api.project()
+    ids = _stack(api, owner)
+    assert _rule(api, owner, ids["sensor_id"], kind="above", threshold=5).status_code == 201
+    assert _rule(api, owner, ids["sensor_id"], kind="fault").status_code == 201
+    assert _transitions(api) == {}
+    _send(api, ids, _readings([6, 7]))
+    [alarm] = _alarms(api, owner, ids["run_id"])
+    r = api.post(f"/api/v1/alarms/{alarm['id']}/ack", {"note": "seen"}, headers=owner.headers())
+    assert r.status_code == 200, r.text
+    fault = [{"fault": "open_circuit"}]
+    _send(api, ids, _readings([1], start=T0 + timedelta(seconds=2), metas=fault))
+    assert _transitions(api) == {
+        ("above", "raised"): 1,
+        ("above", "acknowledged"): 1,
+        ("above", "cleared"): 1,
+        ("fault", "raised"): 1,
+    }
+
+
 def test_cleared_then_acknowledged_and_a_live_reading_is_not_late(api: Api) -> None:
     owner = api.project()
     ids = _stack(api, owner)
@@ -240,6 +272,35 @@ def test_a_run_rule_overrides_the_sensor_rule_of_its_kind(api: Api) -> None:
     _send(api, ids, _readings([15, 25]))
     [alarm] = _alarms(api, owner, ids["run_id"])
     assert alarm["rule_id"] == r.json()["id"] and alarm["value"] == 25
+
+
+def test_a_purged_runs_open_alarm_leaves_the_sensor_rule_free_to_raise_again(
+    database_url: str,
+) -> None:
+    """The evaluator takes a rule with an open alarm id for an open alarm: a purge that
+    takes that alarm away must take the id away too."""
+    with make_client(database_url, delete_grace_s=3600) as client:
+        api = Api(client)
+        owner = api.project()
+        first = _stack(api, owner)
+        assert _rule(api, owner, first["sensor_id"], kind="above", threshold=5).status_code == 201
+        _send(api, first, _readings([6]))
+        assert [a["state"] for a in _alarms(api, owner, first["run_id"])] == ["raised"]
+        run, session = first["run_id"], first["capture_session_id"]
+        r = api.post(f"/api/v1/runs/{run}/capture-sessions/{session}/stop", {},
+                     headers=owner.headers())  # fmt: skip
+        assert r.status_code == 200, r.text
+        r = api.request("DELETE", f"/api/v1/runs/{run}", headers=owner.headers())
+        assert r.status_code == 200, r.text
+        later = datetime.now(UTC) + timedelta(seconds=3601)
+        assert purge.purge_expired(client.app.state.sessionmaker, timedelta(hours=1), now=later)
+
+        second = {**first, "run_id": api.run(owner, api.experiment(owner))}
+        second["capture_session_id"] = api.session(owner, second["run_id"])
+        api.backdate(second["capture_session_id"], datetime(2020, 1, 1, tzinfo=UTC))
+        _send(api, second, _readings([7], start=T0 + timedelta(seconds=10)))
+        [alarm] = _alarms(api, owner, second["run_id"])
+        assert alarm["state"] == "raised" and alarm["value"] == 7
 
 
 def test_stale_by_the_clock_and_cleared_by_the_next_reading(database_url: str) -> None:

@@ -190,6 +190,19 @@ class TelemetryStore(ABC):
             found.update((utctime.micros(ts), raw) for ts, raw in rows)
         return found
 
+    def values_between(
+        self, sensor_id: uuid.UUID, first_us: int, last_us: int
+    ) -> tuple[list[int], list[float]]:
+        """The sensor's stored readings from ``first_us`` to ``last_us`` (both included), in
+        time order: their timestamps (us since the epoch) and converted values."""
+        rows = self.conn.execute(
+            select(T.ts, T.value)
+            .where(T.sensor_id == sensor_id, T.ts >= at(first_us), T.ts <= at(last_us))
+            .order_by(T.ts)
+        ).all()
+        micros = utctime.micros
+        return [micros(ts) for ts, _ in rows], [value for _, value in rows]
+
     # --- reads ------------------------------------------------------------------------
 
     def plan_by_index(self) -> None:  # noqa: B027 (only PostgreSQL's planner needs telling)

@@ -1,0 +1,137 @@
+"""An alarm's transitions: raised (with the rule as it was), cleared, and the journal event
+and live message of each (acknowledged: :func:`cloud.services.alarms.acknowledge`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from cloud.db import models
+from cloud.services import journal
+from cloud.store.telemetry.base import StoredBatch
+
+AL = models.Alarm
+
+
+class RuleLike(Protocol):
+    """A rule's definition: its row, or the evaluator's copy of it."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def project_id(self) -> uuid.UUID: ...
+    @property
+    def sensor_id(self) -> uuid.UUID: ...
+    @property
+    def run_id(self) -> uuid.UUID | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def threshold(self) -> float | None: ...
+    @property
+    def low(self) -> float | None: ...
+    @property
+    def high(self) -> float | None: ...
+    @property
+    def window_s(self) -> float | None: ...
+    @property
+    def after_s(self) -> float | None: ...
+    @property
+    def for_s(self) -> float: ...
+    @property
+    def hysteresis(self) -> float: ...
+
+
+def raise_alarm(
+    db: Session,
+    rule: RuleLike,
+    snapshot: dict[str, Any],
+    rows: StoredBatch | None,
+    raised_at: datetime,
+    value: float | None,
+    late: bool,
+    *,
+    run_id: uuid.UUID | None = None,
+    session_id: uuid.UUID | None = None,
+) -> tuple[models.Alarm, dict[str, Any]]:
+    alarm = AL(
+        id=uuid.uuid4(),
+        project_id=rule.project_id,
+        rule_id=rule.id,
+        sensor_id=rule.sensor_id,
+        run_id=rows.run_id if rows is not None else run_id,
+        capture_session_id=rows.capture_session_id if rows is not None else session_id,
+        kind=rule.kind,
+        rule=snapshot,
+        state="raised",
+        raised_at=raised_at,
+        value=value,
+        late=late,
+        created_at=datetime.now(UTC),
+    )
+    db.add(alarm)
+    db.flush()
+    journal_alarm(db, "alarm.raised", alarm, "system:alarms", value=value, late=late)
+    return alarm, live_message("alarm.raised", alarm)
+
+
+def clear(
+    db: Session,
+    alarm: models.Alarm,
+    cleared_at: datetime,
+    value: float | None,
+    *,
+    actor: str = "system:alarms",
+    reason: str | None = None,
+) -> list[dict[str, Any]]:
+    if alarm.cleared_at is not None:
+        return []
+    alarm.cleared_at = cleared_at
+    alarm.cleared_value = value
+    alarm.state = "cleared"
+    extra = {"reason": reason} if reason else {}
+    journal_alarm(db, "alarm.cleared", alarm, actor, value=value, **extra)
+    return [live_message("alarm.cleared", alarm)]
+
+
+def live_message(kind: str, alarm: models.Alarm) -> dict[str, Any]:
+    """An alarm transition as the live stream sends it."""
+    return {
+        "type": kind,
+        "alarm_id": str(alarm.id),
+        "project_id": str(alarm.project_id),
+        "rule_id": str(alarm.rule_id),
+        "sensor_id": str(alarm.sensor_id),
+        "run_id": str(alarm.run_id) if alarm.run_id else None,
+        "capture_session_id": str(alarm.capture_session_id) if alarm.capture_session_id else None,
+        "kind": alarm.kind,
+        "state": alarm.state,
+        "raised_at": alarm.raised_at.astimezone(UTC).isoformat(),
+        "value": alarm.value,
+        "late": alarm.late,
+        "cleared_at": alarm.cleared_at.astimezone(UTC).isoformat() if alarm.cleared_at else None,
+        "acknowledged_by": alarm.acknowledged_by,
+    }
+
+
+def journal_alarm(db: Session, kind: str, alarm: models.Alarm, actor: str, **payload: Any) -> None:
+    run = db.get(models.Run, alarm.run_id) if alarm.run_id is not None else None
+    journal.record(
+        db,
+        kind,
+        project_id=alarm.project_id,
+        actor=actor,
+        experiment_id=run.experiment_id if run is not None else None,
+        run_id=alarm.run_id,
+        capture_session_id=alarm.capture_session_id,
+        sensor_id=alarm.sensor_id,
+        alarm_id=alarm.id,
+        alarm_rule_id=alarm.rule_id,
+        alarm_kind=alarm.kind,
+        raised_at=alarm.raised_at,
+        cleared_at=alarm.cleared_at,
+        **payload,
+    )
