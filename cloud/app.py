@@ -37,6 +37,7 @@ from cloud.routers import (
     edges,
     events,
     experiments,
+    jobs,
     me,
     metrics,
     ops,
@@ -48,7 +49,7 @@ from cloud.routers import (
     stream,
     telemetry,
 )
-from cloud.services import alarm_clock
+from cloud.services import alarm_clock, reprocess_runner
 from cloud.services import purge as deleted_purge
 from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
@@ -65,6 +66,7 @@ CHECKED_ROUTERS = (
     me,
     sensors,
     calibrations,
+    jobs,
     edges,
     clock,
     experiments,
@@ -152,6 +154,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     sink.after_store.append(evaluator.after_store)
     app.state.health = evaluator
     alarm_clock.install(app)
+    reprocess_runner.install(app)
     _install_middleware(app, settings, stats, readers)
     return app
 
