@@ -133,6 +133,7 @@ def _stored(api: Api, model: Any, *where: Any) -> int:
         return int(db.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 
+@pytest.mark.timeout(300 + N // 250)  # ~2 min a database at 100,000 on the shared machine
 def test_a_run_reprocessed_under_v3_reads_under_any_version(api: Api) -> None:
     who = api.project()
     ids, mid = _history(api, who, N)
