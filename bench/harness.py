@@ -58,6 +58,8 @@ class Sizes:
     cloud_workers: int = 2
     #: edges sending a heartbeat (and two clock samples) per 30 s period
     fleet_edges: int = 1000
+    #: readings of the run a reprocessing job re-derives
+    reprocess_readings: int = 1_000_000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -81,6 +83,7 @@ class Sizes:
             repeats=2,
             cloud_workers=1,
             fleet_edges=200,
+            reprocess_readings=4_000,
         )
 
 

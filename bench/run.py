@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import alarms, client, edge, export, fleet, ingest, live, query
+from bench import alarms, client, edge, export, fleet, ingest, live, query, reprocess
 from bench.harness import Row, Sizes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -39,6 +39,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
     "alarm_ingest": (
         ("alarm_ingest",),
         lambda s, logs, peers, done: [alarms.alarm_ingest(s, logs)],
+    ),
+    "reprocess": (
+        ("reprocess", "reprocess_ingest"),
+        lambda s, logs, peers, done: reprocess.reprocess(s, logs),
     ),
     "metrics_ingest": (
         ("metrics_ingest", "metrics_vs_mlflow"),

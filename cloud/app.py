@@ -37,6 +37,7 @@ from cloud.routers import (
     edges,
     events,
     experiments,
+    jobs,
     me,
     metrics,
     ops,
@@ -49,7 +50,7 @@ from cloud.routers import (
     telemetry,
     webhooks,
 )
-from cloud.services import alarm_clock, webhook_delivery
+from cloud.services import alarm_clock, reprocess_runner, webhook_delivery
 from cloud.services import purge as deleted_purge
 from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
@@ -66,6 +67,7 @@ CHECKED_ROUTERS = (
     me,
     sensors,
     calibrations,
+    jobs,
     edges,
     clock,
     experiments,
@@ -155,6 +157,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.health = evaluator
     alarm_clock.install(app)
     webhook_delivery.install(app)
+    reprocess_runner.install(app)
     _install_middleware(app, settings, stats, readers)
     return app
 

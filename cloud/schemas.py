@@ -426,6 +426,10 @@ class TelemetrySeries(BaseModel):
     points: list[ChartPoint]
     total: int
     downsampled: bool
+    #: The version whose values the chart shows where a reading has one: the one asked for
+    #: (``?profile_version=``), else the sensor's current version. A reading without a
+    #: value under it (never reprocessed under it) counts with its first value.
+    profile_version: str
 
 
 # --- annotations --------------------------------------------------------------------------

@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     webhook_retry_base_s: float = Field(default=5.0, gt=0)
     webhook_retry_max_s: float = Field(default=3600.0, gt=0)
     webhook_give_up_s: float = Field(default=24 * 3600.0, gt=0)
+    #: Reprocessing (cloud.services.reprocess_runner): readings converted per chunk, each
+    #: chunk one short write transaction (on SQLite ingest waits for it: keep it small).
+    reprocess_chunk: int = Field(default=5000, ge=1, le=100_000)
+    #: A pause between two chunks (seconds), to leave a loaded database more room for
+    #: ingest; 0: none.
+    reprocess_pause_s: float = Field(default=0.0, ge=0, le=60)
+    #: How often each process looks for jobs to run or resume (one accepted in the same
+    #: process starts at once).
+    reprocess_every_s: float = Field(default=2.0, gt=0)
     #: Secret that signs the short-lived stream tickets for browsers.
     stream_ticket_secret: str | None = None
     #: Live stream: undelivered events a client may have before it is dropped as too slow.

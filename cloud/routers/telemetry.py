@@ -20,13 +20,24 @@ from cloud.errors import FieldError, InvalidInput, PayloadTooLarge
 from cloud.idempotency import check_key as check_idempotency_key
 from cloud.identity import Principal
 from cloud.schemas import TelemetryPage, TelemetrySeries
-from cloud.services import columnar, telemetry, telemetry_export, telemetry_query
+from cloud.services import columnar, telemetry, telemetry_export, telemetry_query, versioned
 from cloud.services.scope import get_in_project
 from cloud.services.sensors import bearer_token
 from common.reading import ReadingBatch
 from common.wire import BodyRefused, TelemetryAccepted, TelemetryBatch, UtcDatetime, read_batch
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
+
+#: Which version's values a read answers (cloud.services.versioned).
+ProfileVersion = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=64,
+        description="read the values under this profile version where a reading has one"
+        " (reprocessed, or first converted by it); default: each sensor's current version",
+    ),
+]
 
 
 def _read_batch(raw: bytes) -> ReadingBatch:
@@ -106,6 +117,7 @@ def _filter(
     capture_session_id: uuid.UUID | None,
     since: UtcDatetime | None,
     until: UtcDatetime | None,
+    profile_version: str | None = None,
 ) -> telemetry_query.ReadingFilter:
     """The query's filter; a named run, sensor or session outside the project is 404, as
     everywhere else (an empty answer would not say that the id is wrong)."""
@@ -128,6 +140,7 @@ def _filter(
         since=since,
         until=until,
         hidden_runs=telemetry_query.hidden_runs(db, caller.project_id) if across_runs else (),
+        versions=versioned.wanted(db, caller.project_id, sensor_id, profile_version),
     )
 
 
@@ -142,9 +155,12 @@ def query_telemetry(
     until: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     cursor: str | None = None,
+    profile_version: ProfileVersion = None,
 ) -> TelemetryPage:
-    """Readings in time order, by run / sensor / capture session and time range [since, until)."""
-    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
+    """Readings in time order, by run / sensor / capture session and time range [since,
+    until); each with its value under ``profile_version`` where it has one (default: its
+    sensor's current version), else its first value, and the version its value is from."""
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until, profile_version)
     items, nxt = telemetry_query.query(db, f, limit, cursor)
     return TelemetryPage(items=items, next_cursor=nxt)
 
@@ -159,15 +175,22 @@ def telemetry_series(
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
     max_points: Annotated[int, Query(ge=2, le=20_000)] = 2000,
+    profile_version: ProfileVersion = None,
 ) -> Response:
     """One sensor's values for a chart, downsampled server-side to about ``max_points``
-    (min, max and mean per time bucket, so peaks are kept)."""
+    (min, max and mean per time bucket, so peaks are kept), under ``profile_version``
+    (default: the sensor's current version) where a reading has a value under it."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until, profile_version)
     points, total, down = telemetry_query.series(db, f, max_points)
+    version, unit = sensor.profile_version, sensor.display_unit
+    if profile_version is not None:  # that version's unit (a version may change it)
+        version = profile_version
+        units = telemetry_query.profile_units(db, caller.project_id, sensor.id)
+        unit = units.get((sensor.id, version), ("", unit))[1]
     # Encoded here, not by the response model: validating and dumping 2,000 pydantic points
     # was a third of a zoomed chart's time. The model still documents the answer.
-    series = telemetry_query.Series(sensor.id, sensor.display_unit, points, total, down)
+    series = telemetry_query.Series(sensor.id, unit, points, total, down, version)
     return Response(telemetry_query.encode_series(series), media_type="application/json")
 
 
@@ -200,14 +223,17 @@ def export(
     capture_session_id: uuid.UUID | None = None,
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
+    profile_version: ProfileVersion = None,
 ) -> StreamingResponse:
     """Readings in time order, streamed in constant memory whatever their number: by run,
     capture session or sensor and time range [since, until), as ``csv`` (for spreadsheets:
     text cells a spreadsheet would take for a formula start with a single quote),
     ``parquet`` or ``arrow`` (an Arrow IPC stream). Parquet and Arrow files describe
     themselves: their schema metadata ``benchlink`` holds the experiments, runs (params,
-    tags), capture sessions and sensors (units, conversion profiles) of the readings."""
-    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until)
+    tags), capture sessions and sensors (units, conversion profiles) of the readings. Each
+    reading's value is under ``profile_version`` where it has one (default: its sensor's
+    current version), and its ``profile_version`` column says which version it is from."""
+    f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until, profile_version)
     # Each reading's units are those of its own profile version: an export of a run mixes
     # sensors, and a sensor's units can change from one version to the next.
     unit_of = (
@@ -231,6 +257,18 @@ def export_csv(
     since: UtcDatetime | None = None,
     until: UtcDatetime | None = None,
     format: Annotated[Literal["csv"], Query(description="csv only, as the address says")] = "csv",
+    profile_version: ProfileVersion = None,
 ) -> StreamingResponse:
     """``GET /export?format=csv``, at its earlier address."""
-    return export(request, db, caller, "csv", run_id, sensor_id, capture_session_id, since, until)
+    return export(
+        request,
+        db,
+        caller,
+        "csv",
+        run_id,
+        sensor_id,
+        capture_session_id,
+        since,
+        until,
+        profile_version,
+    )

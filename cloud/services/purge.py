@@ -99,6 +99,13 @@ def purge_run_rows(db: Session, run_id: uuid.UUID) -> None:
     TB = models.TelemetryBatch
     batches = select(TB.id).where(TB.run_id == run_id)
     alarms.release_run_alarms(db, run_id)
+    # Values reprocessed from the run's readings, and jobs over the run alone: before the
+    # readings they name.
+    readings = select(models.TelemetryReading.id).where(models.TelemetryReading.run_id == run_id)
+    db.execute(
+        delete(models.ReprocessedValue).where(models.ReprocessedValue.reading_id.in_(readings))
+    )
+    db.execute(delete(models.ReprocessJob).where(models.ReprocessJob.run_id == run_id))
     db.execute(
         delete(models.TelemetryBatchCommit).where(models.TelemetryBatchCommit.batch_id.in_(batches))
     )

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.services import versioned
 from cloud.services.columnar import with_description
 from cloud.services.telemetry_description import Description
 from cloud.services.telemetry_query import ReadingFilter
@@ -123,6 +124,7 @@ def _keys(ids: Any) -> pa.Array:
 
 
 def _statement(f: ReadingFilter) -> Any:
+    value, version = versioned.value_columns(f.versions)
     return (
         select(
             T.ts,
@@ -130,10 +132,11 @@ def _statement(f: ReadingFilter) -> Any:
             T.run_id,
             T.capture_session_id,
             T.raw_value,
-            T.value,
-            T.profile_version,
+            value,
+            version,
             T.late,
         )
+        .select_from(versioned.source(f.versions))
         .where(*f.where())
         .order_by(T.ts, T.id)
     )

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
-from cloud.services import columnar, telemetry_description
+from cloud.services import columnar, telemetry_description, versioned
 from cloud.services.telemetry_query import ReadingFilter
 
 T = models.TelemetryReading
@@ -106,6 +106,7 @@ def csv_chunks(
     writer = csv.writer(buf)
     writer.writerow(HEADER)
     with read_snapshot(sessions, stall_timeout_s) as db:
+        value, version = versioned.value_columns(f.versions)
         result = db.execute(
             select(
                 T.ts,
@@ -113,10 +114,11 @@ def csv_chunks(
                 T.run_id,
                 T.capture_session_id,
                 T.raw_value,
-                T.value,
-                T.profile_version,
+                value,
+                version,
                 T.late,
             )
+            .select_from(versioned.source(f.versions))
             .where(*conds)
             .order_by(T.ts, T.id),
             execution_options={"stream_results": True, "yield_per": ROWS_PER_CHUNK},

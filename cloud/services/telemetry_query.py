@@ -18,8 +18,9 @@ from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import aware_datetime, decode, encode, int64
 from cloud.schemas import ReadingOut
 from cloud.services import telemetry_rollup as rollup
+from cloud.services import versioned
 from cloud.store.telemetry import telemetry_store
-from cloud.store.telemetry.base import Bucket, Spans
+from cloud.store.telemetry.base import Bucket, Spans, Values
 
 T = models.TelemetryReading
 
@@ -44,6 +45,9 @@ class Series(msgspec.Struct):
     points: list[ChartPoint]
     total: int
     downsampled: bool
+    #: the version whose values the chart shows where a reading has one (the one asked
+    #: for, else the sensor's current version); other readings count with their first value
+    profile_version: str
 
 
 encode_series = msgspec.json.Encoder().encode
@@ -59,6 +63,9 @@ class ReadingFilter:
     until: datetime | None = None
     #: Deleted runs whose readings a sensor-wide query must leave out (:func:`hidden_runs`).
     hidden_runs: tuple[uuid.UUID, ...] = ()
+    #: Sensors whose reprocessed values under a version are read instead of their first
+    #: values (:mod:`cloud.services.versioned`); empty: first values only.
+    versions: versioned.Wanted = ()
 
     def where(self) -> list[Any]:
         if self.run_id is None and self.sensor_id is None and self.capture_session_id is None:
@@ -91,7 +98,8 @@ def hidden_runs(db: Session, project_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
     )
 
 
-def _reading_out(r: Any) -> ReadingOut:
+def _reading_out(r: Any, reprocessed: dict[int, tuple[float, str]]) -> ReadingOut:
+    value, version = reprocessed.get(r.id) or (r.value, r.profile_version)
     return ReadingOut(
         id=r.id,
         sensor_id=r.sensor_id,
@@ -99,8 +107,8 @@ def _reading_out(r: Any) -> ReadingOut:
         capture_session_id=r.capture_session_id,
         timestamp=r.ts,
         raw_value=r.raw_value,
-        value=r.value,
-        profile_version=r.profile_version,
+        value=value,
+        profile_version=version,
         late=r.late,
         meta=r.meta,
     )
@@ -124,7 +132,11 @@ def query(
     else:
         rows = list(db.scalars(select(T).where(*conds).order_by(T.ts, T.id).limit(limit + 1)))
     nxt = encode(rows[limit - 1].ts.isoformat(), rows[limit - 1].id) if len(rows) > limit else None
-    return [_reading_out(r) for r in rows[:limit]], nxt
+    rows = rows[:limit]
+    # The page's reprocessed values looked up by id after the page is read: the page's
+    # plans stay those of the readings alone.
+    reprocessed = versioned.page_values(db, f.versions, rows)
+    return [_reading_out(r, reprocessed) for r in rows], nxt
 
 
 def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPoint], int, bool]:
@@ -161,15 +173,23 @@ def series(db: Session, f: ReadingFilter, max_points: int) -> tuple[list[ChartPo
     few, tmin, tmax = conn.execute(select(*head)).one()
     if few == 0:
         return [], 0, False
+    value, _ = versioned.value_columns(f.versions)
     if few <= max_points:
-        rows = conn.execute(select(T.ts, T.value).where(*conds).order_by(T.ts, T.id)).all()
+        rows = conn.execute(
+            select(T.ts, value)
+            .select_from(versioned.source(f.versions))
+            .where(*conds)
+            .order_by(T.ts, T.id)
+        ).all()
         return [ChartPoint(t, v, v, v, 1) for t, v in rows], len(rows), False
     grid = Grid.choose(utctime.micros(tmin), utctime.micros(tmax), max_points)
     per_bucket: list[Bucket] | None = None
-    if grid.level is not None and f.sensor_id is not None:
+    # The summaries hold first values: a chart of reprocessed values reads the readings.
+    if grid.level is not None and f.sensor_id is not None and not f.versions:
         per_bucket = _buckets_rollup(conn, f, conds, grid)
     if per_bucket is None:
-        per_bucket = store.buckets(conds, grid.spans())
+        values = Values(value, versioned.source(f.versions)) if f.versions else None
+        per_bucket = store.buckets(conds, grid.spans(), values)
     at = grid.middles([b[0] for b in per_bucket])
     points = [
         ChartPoint(_EPOCH + _US * us, s / n, lo, hi, n)  # no timedelta built per point

@@ -21,6 +21,8 @@ from tests.support.services import REPO, postgres_database, unavailable
 ROWS = {
     "telemetry_ingest": True,  # name -> has a ceiling
     "alarm_ingest": True,
+    "reprocess": True,
+    "reprocess_ingest": True,
     "metrics_ingest": True,
     "metrics_vs_mlflow": False,  # measured only with PEERS=1
     "edge_capture": True,

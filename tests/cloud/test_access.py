@@ -10,6 +10,7 @@ rule fails the suite instead of shipping untested.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -171,6 +172,16 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/webhooks/{webhook}/deliveries", "owner"),
     Endpoint("DELETE", "/api/v1/webhooks/{webhook}", "owner"),
     Endpoint("GET", "/api/v1/capture-sessions/{session}/completeness", "viewer"),
+    Endpoint(
+        "POST",
+        "/api/v1/sensors/{sensor}/reprocess",
+        "editor",
+        lambda w, i: {"profile_version": "v1"},
+    ),
+    Endpoint("GET", "/api/v1/jobs/{job}", "viewer"),
+    # Not journaled when the job ended before the call (a race with the runner): a cancel of
+    # an ended job changes nothing. tests/cloud/test_reprocess.py holds what a cancel records.
+    Endpoint("POST", "/api/v1/jobs/{job}/cancel", "editor", journals=False),
     Endpoint("GET", "/api/v1/runs/{run}/completeness", "viewer", query="?sensor_id={sensor}"),
 ]
 
@@ -239,6 +250,22 @@ def _stack(api: Api, who: Identity) -> dict[str, str]:
     ids["webhook"] = r.json()["webhook"]["id"]
     ts = datetime.now(UTC).isoformat()
     assert api.ingest(s, [{"timestamp": ts, "raw_value": 1.0}]).status_code == 202
+    r = api.post(
+        f"/api/v1/sensors/{s['sensor_id']}/reprocess",
+        {"profile_version": "v1"},
+        headers=who.headers(),
+    )
+    assert r.status_code == 202, r.text
+    ids["job"] = r.json()["id"]
+    # Its end is journaled by the app's runner: waited for, so that it does not land in the
+    # middle of a refused call's journal check.
+    deadline = time.monotonic() + 30
+    while api.get(f"/api/v1/jobs/{ids['job']}", headers=who.headers()).json()["status"] in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
     r = api.get(f"/api/v1/runs/{s['run_id']}/alarms", headers=who.headers())
     ids["alarm"] = r.json()["items"][0]["id"]  # the rule's alarm, raised by that reading
     return ids
@@ -431,6 +458,7 @@ KEYS = (
     "rule",
     "alarm",
     "webhook",
+    "job",
 )
 
 

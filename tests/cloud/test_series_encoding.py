@@ -19,7 +19,7 @@ def test_the_encoded_series_is_the_documented_one() -> None:
         q.ChartPoint(at, 1.5, 1.0, 2.0, 3),
         q.ChartPoint(at + timedelta(seconds=1), 2.0, 2.0, 2.0, 1),
     ]
-    series = q.Series(uuid.uuid4(), "°C", points, 4, True)
+    series = q.Series(uuid.uuid4(), "°C", points, 4, True, "v2")
     raw = q.encode_series(series)
     documented = schemas.TelemetrySeries.model_validate_json(raw)
     assert documented.model_dump_json().encode() == raw

@@ -63,3 +63,33 @@ def test_every_bash_block_runs_against_a_live_cloud(cloud: CloudServer, tmp_path
         assert float(value) == pytest.approx(convert(want_raw))
     versions = [line.split()[1:] for line in lines if line.startswith("version ")]
     assert versions[0] == ["v1", "1970-01-01T00:00:00Z"] and versions[1][0] == "v2"
+
+
+def test_recalibrating_history_reprocesses_and_keeps_both_values(
+    cloud: CloudServer, tmp_path: Path
+) -> None:
+    """The section's own answers (the whole page runs: it builds on the oven's readings)."""
+    script = ["set -euo pipefail"]
+    for i, body in enumerate(bash_blocks(), start=1):
+        script += [f"echo '{MARK} {i}' >&2", body]
+    env = {**os.environ, "BASE": cloud.url, "TMPDIR": str(tmp_path)}
+    env["PATH"] = without_venv(env["PATH"])
+    lines = run_as_new_user(script, env, MARK, timeout=120).stdout.splitlines()
+    assert "job succeeded 6 6 4 2 0 v1,v2" in lines
+    raws = [110.0, 111.0, 111.5, 112.0, 114.0, 115.0]
+    now = [line.split()[1:] for line in lines if line.startswith("now ")]
+    assert [(float(r), float(v), ver) for r, v, ver in now] == [
+        (r, pytest.approx(2.5 * r - 250), "v2") for r in raws
+    ]
+    first = [line.split()[1:] for line in lines if line.startswith("first ")]
+    v1 = lambda raw: 2.6 * raw - 260  # noqa: E731
+    v2 = lambda raw: 2.5 * raw - 250  # noqa: E731
+    want = [(r, v1(r), "v1") for r in raws[:4]] + [(r, v2(r), "v2") for r in raws[4:]]
+    assert [(float(r), float(v), ver) for r, v, ver in first] == [
+        (r, pytest.approx(v), ver) for r, v, ver in want
+    ]
+    header = lines.index("raw_value,value,profile_version")
+    assert lines[header + 1 : header + 3] == [
+        f"{raws[0]!r},{v2(raws[0])!r},v2",
+        f"{raws[1]!r},{v2(raws[1])!r},v2",
+    ]

@@ -128,6 +128,15 @@ class Spans:
     fine: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Values:
+    """Which value of each reading a chart aggregates: ``value`` over ``source`` (the
+    readings, or the readings joined to reprocessed values: :mod:`cloud.services.versioned`)."""
+
+    value: Any
+    source: Any
+
+
 class BatchRef(Protocol):
     """Where a stored batch's readings are (a live batch header has these)."""
 
@@ -240,8 +249,9 @@ class TelemetryStore(ABC):
         return found
 
     @abstractmethod
-    def buckets(self, conds: list[Any], spans: Spans) -> list[Bucket]:
-        """Sum, min, max and count of the values of ``conds`` per non-empty bucket, in order."""
+    def buckets(self, conds: list[Any], spans: Spans, values: Values | None = None) -> list[Bucket]:
+        """Sum, min, max and count of the values of ``conds`` per non-empty bucket, in order
+        (``values``: which value of each reading; default its first one)."""
 
     @abstractmethod
     def batch_rows(self, batches: Sequence[BatchRef]) -> dict[int, list[LiveRow]]:

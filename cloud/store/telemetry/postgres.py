@@ -44,6 +44,7 @@ from cloud.store.telemetry.base import (
     StoredBatch,
     T,
     TelemetryStore,
+    Values,
     at,
 )
 from cloud.utctime import isoformat_many
@@ -86,6 +87,8 @@ def _tuples(result: CursorResult[Any]) -> list[Bucket]:
 
 
 _READINGS = cast(Table, models.TelemetryReading.__table__)
+#: A chart of first values: the readings alone.
+_FIRST = Values(T.value, _READINGS)
 _BATCHES = cast(Table, models.TelemetryBatch.__table__)
 # The values as parameters of one statement built once: .values(**fields) makes a new
 # statement, and a new cache key to compute, for every request.
@@ -251,12 +254,13 @@ class PostgresStore(TelemetryStore):
         ts, rid = merged.selected_columns.ts, merged.selected_columns.id
         return list(self.conn.execute(merged.order_by(ts, rid).limit(n)))
 
-    def buckets(self, conds: list[Any], spans: Spans) -> list[Bucket]:
-        return (
-            self._buckets_scan(conds, spans) if spans.fine else self._buckets_lateral(conds, spans)
-        )
+    def buckets(self, conds: list[Any], spans: Spans, values: Values | None = None) -> list[Bucket]:
+        values = values or _FIRST
+        if spans.fine:
+            return self._buckets_scan(conds, spans, values)
+        return self._buckets_lateral(conds, spans, values)
 
-    def _buckets_lateral(self, conds: list[Any], spans: Spans) -> list[Bucket]:
+    def _buckets_lateral(self, conds: list[Any], spans: Spans, values: Values) -> list[Bucket]:
         # One index range scan per bucket (LATERAL), in time order, each aggregated on its
         # own: no per-row bucket arithmetic and no hash of the groups (the planner expected a
         # million of them). With ix_telemetry_session_sensor_ts covering ts, value and
@@ -278,13 +282,15 @@ class PostgresStore(TelemetryStore):
         hi = case(
             (k.c.k == count - 1, literal_column("'infinity'::timestamptz")), else_=edge(k.c.k + 1)
         )
+        value = values.value
         agg = (
             select(
-                func.sum(T.value).label("s"),
-                func.min(T.value).label("lo"),
-                func.max(T.value).label("hi"),
+                func.sum(value).label("s"),
+                func.min(value).label("lo"),
+                func.max(value).label("hi"),
                 func.count().label("n"),
             )
+            .select_from(values.source)
             .where(*conds, T.ts >= edge(k.c.k), T.ts < hi)
             .lateral("agg")
         )
@@ -298,7 +304,7 @@ class PostgresStore(TelemetryStore):
             )
         )
 
-    def _buckets_scan(self, conds: list[Any], spans: Spans) -> list[Bucket]:
+    def _buckets_scan(self, conds: list[Any], spans: Spans, values: Values) -> list[Bucket]:
         # 1 us cells span fewer than max_points cells of 10 ms (20 s for 2000 points), so
         # the readings are few enough for one range scan grouped by date_bin() (integer
         # microseconds, in C): cheaper than a range scan per bucket when the buckets hold a
@@ -308,14 +314,16 @@ class PostgresStore(TelemetryStore):
         stride = literal_column(f"interval '{span} microseconds'", Interval)
         t0 = bindparam("t0", at(start), type_=T.ts.type)
         b = func.date_bin(stride, T.ts, t0).label("b")
+        value = values.value
         grouped = (
             select(
                 b,
-                func.sum(T.value).label("s"),
-                func.min(T.value).label("lo"),
-                func.max(T.value).label("hi"),
+                func.sum(value).label("s"),
+                func.min(value).label("lo"),
+                func.max(value).label("hi"),
                 func.count().label("n"),
             )
+            .select_from(values.source)
             .where(*conds)
             .group_by(b)
             .subquery()

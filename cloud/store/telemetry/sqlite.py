@@ -24,6 +24,7 @@ from cloud.store.telemetry.base import (
     StoredBatch,
     T,
     TelemetryStore,
+    Values,
     at,
 )
 
@@ -117,9 +118,12 @@ class SqliteStore(TelemetryStore):
         ts, rid = merged.selected_columns.ts, merged.selected_columns.id
         return list(self.conn.execute(merged.order_by(ts, rid).limit(n)))
 
-    def buckets(self, conds: list[Any], spans: Spans) -> list[Bucket]:
+    def buckets(self, conds: list[Any], spans: Spans, values: Values | None = None) -> list[Bucket]:
         # No LATERAL: one small range query per bucket, which costs no round trip here.
-        stmt = select(func.sum(T.value), func.min(T.value), func.max(T.value), func.count())
+        v = values.value if values else T.value
+        stmt = select(func.sum(v), func.min(v), func.max(v), func.count())
+        if values is not None:
+            stmt = stmt.select_from(values.source)
         stmt = stmt.where(*conds, T.ts >= _LO, T.ts < _HI)
         out: list[Bucket] = []
         last = spans.count - 1

@@ -1,0 +1,150 @@
+"""The app's reprocessing runner: one background task per API process that runs the queued
+and unfinished jobs, oldest first, a chunk at a time (:mod:`cloud.services.reprocess_chunks`).
+
+One runner works at a time across processes: on PostgreSQL the one holding a session-level
+advisory lock (on a connection of its own, kept for as long as it runs jobs; a process that
+dies loses its connection and the lock with it, and another process's runner takes over at
+its next look); on SQLite, deployed as one process, there is no lock to take. Either way a
+chunk commits only if the job is as the chunk read it, so even two runners on one job
+would convert each reading once.
+
+A job interrupted by a restart (``running`` in the table, no runner on it) is picked up by
+the next look of any process: it resumes after the last committed chunk. A look happens
+every ``reprocess_every_s`` and at once when a job is accepted in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+from fastapi import FastAPI
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.db import models
+from cloud.services import reprocess, reprocess_chunks
+
+log = logging.getLogger("benchlink.cloud.reprocess")
+
+#: PostgreSQL advisory lock key of the runner ("bl reprc"): one runner at a time.
+RUNNER_LOCK = 0x626C_7265_7072_63
+
+
+class Runner:
+    def __init__(
+        self,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        readers: sessionmaker[Session],
+        chunk: int,
+        pause_s: float,
+    ) -> None:
+        self.engine, self.sessions, self.readers = engine, sessions, readers
+        self.chunk, self.pause_s = chunk, pause_s
+        #: set to look for work now; ``stopping``: end after the current chunk
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run_pending(self) -> int:
+        """Run every pending job to its end (blocking); how many were run. 0 when another
+        process's runner holds the lock."""
+        ran = 0
+        with self._one_runner() as held:
+            if not held:
+                return 0
+            while not self.stopping.is_set():
+                job_id = self._next_job()
+                if job_id is None:
+                    break
+                self.run_job(job_id)
+                ran += 1
+        return ran
+
+    def run_job(self, job_id: uuid.UUID) -> None:
+        reprocess_chunks.start(self.sessions, job_id)
+        try:
+            while not self.stopping.is_set():
+                if not reprocess_chunks.step(self.readers, self.sessions, job_id, self.chunk):
+                    return
+                if self.pause_s:
+                    time.sleep(self.pause_s)
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise  # the database is away: the job stays running, resumed next look
+            log.exception("reprocess job %s failed", job_id)
+            reprocess_chunks.fail(self.sessions, job_id, str(exc.orig or exc))
+        except Exception as exc:
+            log.exception("reprocess job %s failed", job_id)
+            reprocess_chunks.fail(self.sessions, job_id, f"{type(exc).__name__}: {exc}")
+
+    def _next_job(self) -> uuid.UUID | None:
+        J = models.ReprocessJob
+        with self.readers() as db:
+            return db.scalar(
+                select(J.id)
+                .where(J.status.in_(reprocess.PENDING))
+                .order_by(J.created_at, J.id)
+                .limit(1)
+            )
+
+    @contextlib.contextmanager
+    def _one_runner(self) -> Iterator[bool]:
+        if self.engine.dialect.name != "postgresql":
+            yield True
+            return
+        with self.engine.connect() as conn:
+            held = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RUNNER_LOCK}))
+            conn.commit()
+            try:
+                yield held
+            finally:
+                if held:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RUNNER_LOCK})
+                    conn.commit()
+
+
+def install(app: FastAPI) -> None:
+    settings = app.state.settings
+    runner = Runner(
+        app.state.engine,
+        app.state.sessionmaker,
+        app.state.read_sessionmaker,
+        settings.reprocess_chunk,
+        settings.reprocess_pause_s,
+    )
+    app.state.reprocess_runner = runner
+    task: asyncio.Task[None] | None = None
+
+    async def start(app: FastAPI) -> None:
+        nonlocal task
+        runner.stopping.clear()
+        task = asyncio.get_running_loop().create_task(
+            _loop(runner, settings.reprocess_every_s), name="reprocess-runner"
+        )
+
+    async def stop(app: FastAPI) -> None:
+        runner.stopping.set()
+        runner.wake.set()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.state.startup_hooks.append(start)
+    app.state.shutdown_hooks.append(stop)
+
+
+async def _loop(runner: Runner, every_s: float) -> None:
+    while not runner.stopping.is_set():
+        try:
+            await asyncio.to_thread(runner.run_pending)
+        except Exception:
+            log.exception("reprocess runner failed; it looks again in %.1f s", every_s)
+        await asyncio.to_thread(runner.wake.wait, every_s)
+        runner.wake.clear()
