@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -97,6 +97,37 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     if settings.create_schema:
         Base.metadata.create_all(engine)
 
+    # /docs and /redoc with Swagger UI and ReDoc served from the package, not a CDN.
+    app = FastAPIOffline(
+        title="benchlink cloud",
+        version="0.1.0",
+        description="Projects, experiments, runs, capture sessions, sensors, telemetry, "
+        "metrics and the event journal of laboratory bench data. User requests carry the "
+        "gateway's identity headers (X-User-Id, X-Project-Id, X-Project-Role, and "
+        "X-Gateway-Secret where it is set: 'Authorize' fills them in); sensors send their "
+        "token as a Bearer token. Errors are application/problem+json.",
+        lifespan=_lifespan(owned),
+        static_url=openapi.DOCS_STATIC_URL,
+        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
+    )
+    openapi.install(app)
+    _keep_state(app, settings, engine, sessions, readers, stats)
+    problems.install(app)
+    for module in CHECKED_ROUTERS:
+        app.include_router(module.router, dependencies=[Depends(deps.known_query_parameters)])
+    for module in UNCHECKED_ROUTERS:
+        app.include_router(module.router)
+    _install_services(app, settings, sessions)
+    _install_middleware(app, settings, stats, readers)
+    return app
+
+
+def _lifespan(
+    owned: list[Engine],
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's background tasks and start/stop hooks under one TaskGroup; the engines made
+    for the app are closed once they have all ended."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as tg:
@@ -116,20 +147,17 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         for owned_engine in owned:
             owned_engine.dispose()
 
-    # /docs and /redoc with Swagger UI and ReDoc served from the package, not a CDN.
-    app = FastAPIOffline(
-        title="benchlink cloud",
-        version="0.1.0",
-        description="Projects, experiments, runs, capture sessions, sensors, telemetry, "
-        "metrics and the event journal of laboratory bench data. User requests carry the "
-        "gateway's identity headers (X-User-Id, X-Project-Id, X-Project-Role, and "
-        "X-Gateway-Secret where it is set: 'Authorize' fills them in); sensors send their "
-        "token as a Bearer token. Errors are application/problem+json.",
-        lifespan=lifespan,
-        static_url=openapi.DOCS_STATIC_URL,
-        swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
-    )
-    openapi.install(app)
+    return lifespan
+
+
+def _keep_state(
+    app: FastAPI,
+    settings: Settings,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    readers: sessionmaker[Session],
+    stats: Stats,
+) -> None:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessions
@@ -143,11 +171,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
 
-    problems.install(app)
-    for module in CHECKED_ROUTERS:
-        app.include_router(module.router, dependencies=[Depends(deps.known_query_parameters)])
-    for module in UNCHECKED_ROUTERS:
-        app.include_router(module.router)
+
+def _install_services(app: FastAPI, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    """The live stream, the fleet's heartbeats and health, alarms, webhooks, reprocessing."""
     live.install(app, settings)
     sink = fleet.install(app)
     evaluator = health.Evaluator(
@@ -158,8 +184,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     alarm_clock.install(app)
     webhook_delivery.install(app)
     reprocess_runner.install(app)
-    _install_middleware(app, settings, stats, readers)
-    return app
 
 
 def _engines(
