@@ -51,8 +51,12 @@ RATE = 300  # messages per second from the device
 
 @pytest.fixture
 def cloud(tmp_path: Path) -> Iterator[CloudServer]:
-    with CloudServer(f"sqlite:///{tmp_path / 'cloud.db'}", log_path=tmp_path / "cloud.log") as c:
+    c = CloudServer(f"sqlite:///{tmp_path / 'cloud.db'}", log_path=tmp_path / "cloud.log")
+    c.start(timeout=120)  # a loaded machine took more than the default 30 s
+    try:
         yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture

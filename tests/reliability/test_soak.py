@@ -157,7 +157,7 @@ def test_soak_50_sensors_2_edges_5_viewers_and_chart_queries(
     # 100 s at this rate), connection pools, caches.
     seconds, warmup = scale(25, 600), scale(8, 120)
     cloud = CloudServer(pg_url, workers=2, own_group=True, log_path=tmp_path / "cloud.log")
-    cloud.start(timeout=60)
+    cloud.start(timeout=120)
     with ExitStack() as stack:
         stack.callback(cloud.kill_group)
         bench = bootstrap(cloud.url)
@@ -232,7 +232,7 @@ def soak(
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: all(v.subscribed or v.errors for v in viewers), 30, "the viewers")
+        wait_for(lambda: all(v.subscribed or v.errors for v in viewers), 60, "the viewers")
         rate = SENSORS * PER_SENSOR_HZ
         device = PacedDevice(broker.broker.host, broker.port, rate, message(sensors)).start()
         started_wall, sampler = time.time(), RssSampler(pids)
