@@ -114,10 +114,10 @@ GUARANTEES = [
     (
         "Under steady load memory and latency stay flat, with no error and exact counts",
         "10 minutes: 50 sensors at 4 readings/s each through 2 edges (MQTT), 5 live viewers"
-        " (3 WebSocket, 2 SSE), a chart query every 0.5 s; the cloud on PostgreSQL with 2"
-        " workers",
+        " (3 WebSocket, 2 SSE), a chart query every 0.5 s; the cloud on a private PostgreSQL"
+        " cluster with 2 workers",
         "RSS of every process from /proc and p99 latencies per 30 s window, least-squares"
-        " slopes after a 2-minute warm-up (the live rings fill; bounds: 1 MB/min, and a"
+        " slopes after a 2-minute warm-up (the live rings fill; bounds: 2 MB/min, and a"
         " tenth of the median p99 per minute); the database's rows"
         " and every viewer's readings against every publish the broker acknowledged",
     ),
@@ -151,8 +151,8 @@ NOT_PROMISED = [
     "TLS: the suite talks plain HTTP and MQTT over loopback; a TLS-terminating proxy or"
     " Mosquitto's TLS listener is not exercised by it.",
     "Flatness beyond the soak: its slopes are measured over 8 minutes at 200 readings/s; a"
-    " leak slower than the bound, or one that shows only at other rates or after hours,"
-    " would pass. The shared PostgreSQL server's own processes are not sampled.",
+    " leak slower than the bound (2 MB/min), or one that shows only at other rates or after"
+    " hours, would pass. PostgreSQL's own processes are not sampled.",
 ]
 
 

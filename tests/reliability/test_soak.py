@@ -1,12 +1,13 @@
 """Soak: steady ingest from 50 sensors through 2 edges, 5 live viewers and chart queries,
-against the real cloud (PostgreSQL, 2 workers). RSS of every process is sampled from /proc and
-the p99 latencies per window; their least-squares slopes are reported. No error anywhere, and
+against the real cloud (a private PostgreSQL cluster, 2 workers). RSS of every process is
+sampled from /proc and the p99 latencies per window; their least-squares slopes are reported. No error anywhere, and
 the counts are exact: every reading the broker acknowledged is stored once and reaches every
 viewer once.
 
-The long form runs 10 minutes and bounds the slopes tightly enough to catch a leak (a reading
-kept per reading: ~1 MB/min at 200 readings/s). The slice in ``make test`` runs about 30 s: too
-short to prove anything flat, it proves the harness and the exact counts, with loose bounds.
+The long form runs 10 minutes and bounds the RSS slopes at 2 MB/min per process: a small
+object kept per reading (a few hundred bytes at 200 readings/s) grows faster. The slice in
+``make test`` runs 25 s: too short to prove anything flat, it proves the harness and the exact
+counts, with loose bounds.
 
 The device publishes every sensor's readings with its own timestamp into a private Mosquitto;
 the edges run as deployed (sync every second). A reading's live latency is its arrival at a
@@ -48,6 +49,7 @@ from tests.reliability.soak import (
     windowed_p99,
 )
 from tests.support.cloud import Bench, CloudServer, bootstrap
+from tests.support.pgcluster import private_cluster
 from tests.support.services import RestartableMosquitto, restartable_mosquitto
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
@@ -55,7 +57,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.mqtt]
 SENSORS, EDGES, PER_SENSOR_HZ = 50, 2, 4.0
 VIEWERS = ("websocket", "websocket", "websocket", "sse", "sse")
 #: slopes allowed (long form / slice): a slice cannot prove flatness, only that it works
-RSS_SLOPE_MB_MIN = scale(50.0, 1.0)
+RSS_SLOPE_MB_MIN = scale(50.0, 2.0)
 #: a p99's slope as a share of its median window, per minute: 0.1 fails a p99 that doubles
 #: within the 8 measured minutes. Relative, because the machine is shared: the level follows
 #: the load of others, a trend of our own shows as growth against it.
@@ -136,6 +138,14 @@ def problems(tmp_path: Path, edges: list[EdgeProcess]) -> list[str]:
             if any(w in line for w in ("WARNING", "ERROR", "CRITICAL", "Traceback")):
                 out.append(f"{log.name}: {line[:300]}")
     return out
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A private PostgreSQL cluster: the machine's shared server ran out of connections
+    ("too many clients") under other tests, and the soak measures benchlink, not that."""
+    with private_cluster() as pg:
+        yield pg.url
 
 
 @pytest.fixture
@@ -242,7 +252,11 @@ def soak(
             load.append(float(Path("/proc/loadavg").read_text().split()[0]))
             time.sleep(scale(1.0, 5.0))
         acked = collections.Counter(device.stop())
-        wait_for(lambda: all(sum(v.got.values()) >= len(acked) for v in viewers), 120, "viewers")
+        wait_for(
+            lambda: all(v.errors or sum(v.got.values()) >= len(acked) for v in viewers),
+            120,
+            "every viewer to get every reading",
+        )
         time.sleep(1.0)  # a late copy would arrive now
     finally:
         stop.set()
