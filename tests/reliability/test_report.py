@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from tests.support.cloud import REPO
@@ -52,7 +53,26 @@ RUN = {
             "max_ms": 45,
             "rate": 200,
         },
+        {
+            "section": "soak",
+            "test": "soak",
+            "faults": {},
+            "readings": 60000,
+            "lost": 0,
+            "doubled": 0,
+            "minutes": 10.0,
+            "viewer_readings": 300000,
+            "chart_queries": 1190,
+            "errors": 0,
+            "rss_mb": {"edge 1": [61.2, 61.9]},
+            "rss_slope_mb_per_min": {"edge 1": 0.071},
+            "p99_ms": {"live": [1180, 1203]},
+            "p99_slope_ms_per_min": {"live": 2.5},
+            "p99_median_ms": {"live": 1190},
+            "load_average": [3.1, 4.2],
+        },
     ],
+    "also": {"tests/cloud/test_access.py": {"passed": 31, "skipped": 0}},
 }
 
 
@@ -62,10 +82,13 @@ def test_the_page_carries_the_runs_figures() -> None:
     assert "BENCHLINK_RELIABILITY_SEED=4242 make reliability" in page
     assert "| lose_response | 5 |" in page  # summed over the tests
     assert "| blackhole | 1 |" in page
-    assert "Readings checked: **1000** · lost: **0** · doubled: **0**" in page
+    assert "Readings checked: **61000** · lost: **0** · doubled: **0**" in page
     assert "at most **9 lines** (45 ms" in page
     assert "## Not promised" in page and "fsync" in page
     assert "12.6 min" in page
+    assert "| edge 1 | 61.2 | 61.9 | 0.071 |" in page  # the soak's memory, process by process
+    assert "| live | 1180 | 1203 | 2.5 |" in page
+    assert "| `tests/cloud/test_access.py` | 31 | 0 |" in page
 
 
 def test_make_reliability_runs_the_runner() -> None:
@@ -82,3 +105,20 @@ def test_the_committed_page_is_the_runners() -> None:
     for promise, _, _ in runner().GUARANTEES:
         assert promise in text, f"the page predates the guarantee: {promise}"
     assert "lost: **0** · doubled: **0**" in text
+
+
+def test_the_sections_run_from_their_areas_are_counted_by_outcome(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.cloud.test_access" name="test_a"/>'
+        '<testcase classname="tests.cloud.test_access" name="test_b"><skipped/></testcase>'
+        '<testcase classname="tests.edge.test_disk_full" name="test_c"><failure/></testcase>'
+        '<testcase classname="tests.edge.test_disk_full.TestX" name="test_d"/>'
+        '<testcase classname="tests.reliability.test_soak" name="test_e"/>'
+        "</testsuite></testsuites>"
+    )
+    assert runner().outcomes(junit) == {
+        "tests/edge/test_disk_full.py": {"failed": 1, "passed": 1},
+        "tests/cloud/test_access.py": {"passed": 1, "skipped": 1},
+    }

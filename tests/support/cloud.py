@@ -47,7 +47,9 @@ class CloudServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> CloudServer:
+    def start(self, timeout: float = 120.0) -> CloudServer:
+        # An upper bound only: on a loaded shared machine (load average 30 on 2 cores) a
+        # cloud with its migrations took more than 30 s to answer /readyz.
         inherited = os.environ if self.inherit_env else {}
         env = {**inherited, **self.env, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
