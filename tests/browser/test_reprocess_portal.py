@@ -5,6 +5,7 @@ version asked for. A viewer follows jobs but is offered neither Reprocess nor Ca
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -115,3 +116,49 @@ def test_reprocess_from_the_sensor_page_and_switch_versions_on_the_chart(
     expect(viewer.locator("[data-action=cancel-job]")).to_have_count(0)
     shot(viewer, artifacts, "reprocess-sensor-viewer")
     assert viewer.errors == []  # type: ignore[attr-defined]
+
+
+def test_an_editor_follows_a_running_job_and_cancels_it(
+    tmp_path: Path, browser: Browser, artifacts: Path
+) -> None:
+    # Chunks of 50 readings a second apart: the job runs long enough to be watched.
+    srv = CloudServer(
+        f"sqlite:///{tmp_path / 'cloud.db'}",
+        env={"BENCHLINK_DEV_IDENTITY": "1", "BENCHLINK_REPROCESS_CHUNK": "50",
+             "BENCHLINK_REPROCESS_PAUSE_S": "1"},
+        log_path=tmp_path / "server.log",
+    )  # fmt: skip
+    srv.start()
+    try:
+        lab = Lab(srv.url)
+        probe = lab.sensor("oven_probe", unit="C")
+        run = lab.run(lab.experiment("Oven"), "soak")
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+        session = lab.session(run, start)
+        lab.record(probe, run, session, start, 0.2, [50.0] * 1000)
+        lab.stop(run, session)
+        r = lab.c.put(
+            f"/api/v1/sensors/{probe[0]}/conversion-profile", headers=lab.headers(),
+            json={"version": "v2", "kind": "linear", "payload": {"a": 2.0}},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+
+        page = _open_as(browser, srv.url, lab, "editor")
+        _open_sensor(page, probe[0])
+        page.locator("#reprocess-form button[type=submit]").click()
+        job = page.locator("#reprocess-jobs tbody tr")
+        expect(job).to_have_attribute("data-status", "running")
+        # The progress moves while it runs (polled, not only drawn once).
+        expect(job.locator(".progress-text")).to_contain_text(re.compile(r" [1-9]\d* / 1,000"))
+        shot(page, artifacts, "reprocess-running")
+        job.locator("[data-action=cancel-job]").click()
+        expect(job).to_have_attribute("data-status", "cancelled")
+        expect(job.locator("[data-action=cancel-job]")).to_have_count(0)
+        done = int(job.locator(".progress-text").inner_text().split("/")[0].replace(",", ""))
+        assert 0 < done < 1000, done
+        job_id = job.get_attribute("data-job-id")
+        answer = lab.c.get(f"/api/v1/jobs/{job_id}", headers=lab.headers()).json()
+        assert (answer["status"], answer["progress"]["done"]) == ("cancelled", done)
+        assert page.errors == []  # type: ignore[attr-defined]
+    finally:
+        srv.stop()
