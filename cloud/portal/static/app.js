@@ -7,6 +7,7 @@ import {
   api, apiAll, errorPanel, can,
 } from "./core.js";
 import { showTelemetry } from "./charts.js";
+import { reprocessPanel } from "./reprocess.js";
 import { RunAlarms, showAlarms } from "./alarms.js";
 import { viewCompare } from "./compare.js";
 
@@ -1181,10 +1182,11 @@ async function viewSensor(view, id) {
       h("div", { class: "muted" }, `${s.type} · ${s.input_unit} → ${s.display_unit} · token ${s.token_status}`)),
       can("editor") ? actionBar(...sensorActions(s, h("div"), reload).filter((b) => b.dataset.action === "profile")) : null),
     h("div", { class: "panel" }, h("h2", {}, "Profile versions"),
-      h("p", { class: "muted" }, "Each version converts the readings stamped from its effective time up to the next one's, late readings too. Readings already stored keep the version that converted them."),
+      h("p", { class: "muted" }, "Each version converts the readings stamped from its effective time up to the next one's, late readings too. Readings already stored keep the version that converted them unless reprocessed (below)."),
       h("table", { id: "profile-versions" },
         h("thead", {}, h("tr", {}, ["Version", "Conversion", "Units", "Effective", "Set by"].map((t) => h("th", {}, t)))),
         h("tbody", {}, ...versionRows))),
+    reprocessPanel(s, versions),
     h("div", { class: "panel" }, h("h2", {}, "Calibration fits"),
       h("p", { class: "muted" }, `The ${SENSOR_FITS} newest, newest first; each proposes a profile version that corrects the one it fitted.`),
       fits.length

@@ -4,13 +4,14 @@
 // (finer data fetched for the window) or, while annotating, marks a range. Annotations and
 // alarm periods are drawn over the readings as bands.
 
-import { h, api, errorPanel, fmtInstant, fmtNum, short, colourOf, fade, hideLegendRows } from "./core.js";
+import { h, api, apiAll, errorPanel, fmtInstant, fmtNum, short, colourOf, fade, hideLegendRows } from "./core.js";
 import { alarmRule } from "./alarms.js";
 
 const HISTORY_POINTS = 1500;   // server-side downsampling target per sensor
 const LIVE_REFETCH = 20000;    // live points appended before the history is re-downsampled
 const HEIGHT = 260;
 const ALARM_RED = "#dc2626";
+const OVERLAY_COLOUR = "#ea580c";  // a second profile version over the first: apart from the palette's first
 
 // ctx: { notes, alarms, byUnit }. Returns the function that closes it all.
 export function showTelemetry(box, liveState, session, sensors, ctx) {
@@ -49,6 +50,13 @@ export function showTelemetry(box, liveState, session, sensors, ctx) {
     await Promise.all(sensors.map((s) => fetchSeries(s.id, session.id).then((data) => {
       if (!closed && data.total > 0) chartFor(s).setHistory(s.id, data);
     })));
+    // A sensor with several profile versions gets its chart's version switch (charts by
+    // unit mix sensors, so they keep each one's current version).
+    if (!ctx.byUnit) {
+      await Promise.all([...charts.values()].map((c) => apiAll(`/api/v1/sensors/${c.members[0].sensor.id}/conversion-profiles`)
+        .then((versions) => { if (!closed) c.offerVersions(versions.map((p) => p.version)); })
+        .catch((e) => console.error(e))));
+    }
     if (closed) return;
     if (!charts.size) box.append(h("div", { class: "empty" }, session.status === "running" ? "Waiting for readings…" : "No readings in this session."));
     if (session.status === "running") connect();
@@ -97,9 +105,10 @@ export function showTelemetry(box, liveState, session, sensors, ctx) {
   };
 }
 
-function fetchSeries(sensorId, sessionId, range = {}) {
+// version: a profile version's name, or "" for the sensor's current one.
+function fetchSeries(sensorId, sessionId, range = {}, version = "") {
   return api("/api/v1/telemetry/series", {
-    params: { sensor_id: sensorId, capture_session_id: sessionId, max_points: HISTORY_POINTS, ...range },
+    params: { sensor_id: sensorId, capture_session_id: sessionId, max_points: HISTORY_POINTS, profile_version: version, ...range },
   });
 }
 
@@ -129,13 +138,17 @@ class TelemetryChart {
     this.members = [];  // { sensor, cols, total, downsampled, live }
     this.zoomed = false;
     this.pending = false;
+    this.version = "";    // the profile version shown ("": the sensor's current one)
+    this.overlay = null;  // { version, cols: [x, value] } drawn over it, in another colour
+    this.shownVersion = null;  // the version the server says the values are under
+    this.versionBox = h("span", { class: "version-switch", hidden: true });
     this.title = h("span", { class: "chart-title" });
     this.count = h("span", { class: "points" });
     this.resetBtn = h("button", { class: "secondary", hidden: true, onclick: () => this.resetZoom() }, "Reset zoom");
     this.plotBox = h("div");
     this.alarmKey = h("ul", { class: "alarm-key", hidden: true });
     this.el = h("div", { class: "chart", dataset: { points: 0, unit, alarmBands: 0 } },
-      h("div", { class: "chart-head" }, this.title, h("span", { class: "chart-meta" }, this.count, this.resetBtn)),
+      h("div", { class: "chart-head" }, this.title, h("span", { class: "chart-meta" }, this.versionBox, this.count, this.resetBtn)),
       this.plotBox, this.alarmKey);
     if (this.grouped) this.el.dataset.group = "unit";
     this.offNotes = this.notes.onChange(() => this.plot?.redraw(false));
@@ -174,7 +187,8 @@ class TelemetryChart {
     const bands = [];
     this.members.forEach((m, i) => {
       const colour = colourOf(this.grouped ? i : 0);
-      const label = this.grouped ? `${m.sensor.name} (${this.unit})` : `value (${this.unit})`;
+      const label = this.grouped ? `${m.sensor.name} (${this.unit})`
+        : this.shownVersion ? `${this.shownVersion} (${this.unit})` : `value (${this.unit})`;
       series.push(
         { label, stroke: colour, width: 1.5, spanGaps: true, value: (u, v) => (v == null ? "—" : fmtNum(v)) },
         { label: "min", stroke: fade(colour, 0.3), width: 1, spanGaps: true, show: m.downsampled },
@@ -182,6 +196,10 @@ class TelemetryChart {
       );
       bands.push({ series: [3 * i + 3, 3 * i + 2], fill: fade(colour, 0.1) });
     });
+    if (this.overlay) {
+      series.push({ label: `${this.overlay.version} (${this.unit})`, stroke: OVERLAY_COLOUR, width: 1.5, dash: [6, 3],
+        spanGaps: true, value: (u, v) => (v == null ? "—" : fmtNum(v)) });
+    }
     this.plot = new uPlot({
       width: this.width(), height: HEIGHT,
       // setScale off: a drag zooms (onSelect) or, while annotating, marks a range instead.
@@ -198,11 +216,56 @@ class TelemetryChart {
     hideLegendRows(this.plot, this.members.flatMap((m, i) => [3 * i + 2, 3 * i + 3]));
   }
 
-  data() { return joined(this.members.map((m) => m.cols)); }
+  data() {
+    const tables = this.members.map((m) => m.cols);
+    if (this.overlay) tables.push(this.overlay.cols);
+    return tables.length === 1 ? tables[0] : uPlot.join(tables);
+  }
+
+  // The switch between the sensor's profile versions, and a second one to overlay; only
+  // for a sensor with more than one version.
+  offerVersions(versions) {
+    if (versions.length < 2) return;
+    const sensor = this.members[0].sensor;
+    const current = sensor.conversion_profile?.version || versions[versions.length - 1];
+    const pick = h("select", { class: "version-pick", "aria-label": "Profile version shown",
+      title: "Each reading's value under this version where it has one (reprocessed, or first converted by it); otherwise its first value",
+      onchange: () => this.setVersion(pick.value, over.value) },
+      h("option", { value: "" }, `current (${current})`),
+      ...versions.map((v) => h("option", { value: v }, v)));
+    const over = h("select", { class: "version-overlay", "aria-label": "Profile version overlaid",
+      onchange: () => this.setVersion(pick.value, over.value) },
+      h("option", { value: "" }, "no overlay"),
+      ...versions.map((v) => h("option", { value: v }, `overlay ${v}`)));
+    this.versionBox.replaceChildren("profile ", pick, " ", over);
+    this.versionBox.hidden = false;
+    this.el.dataset.versions = versions.join(" ");
+    // The legend names the version the values are under from now on.
+    this.shownVersion = this.members[0].version;
+    this.el.dataset.version = this.shownVersion || "";
+    this.build();
+    this.setHistory(sensor.id, this.members[0].answer);
+  }
+
+  async setVersion(version, overlay) {
+    const id = this.members[0].sensor.id;
+    const [main, extra] = await Promise.all([
+      fetchSeries(id, this.session.id, {}, version),
+      overlay ? fetchSeries(id, this.session.id, {}, overlay) : null,
+    ]);
+    this.version = version;
+    this.shownVersion = main.profile_version;
+    this.overlay = extra ? { version: extra.profile_version, cols: columns(extra.points).slice(0, 2) } : null;
+    this.build();
+    this.setHistory(id, main);
+    this.el.dataset.version = main.profile_version;
+    this.el.dataset.overlay = extra ? extra.profile_version : "";
+  }
 
   setHistory(sensorId, data) {
     const m = this.member(sensorId);
-    Object.assign(m, { cols: columns(data.points), downsampled: data.downsampled, total: data.total, live: 0 });
+    Object.assign(m, { cols: columns(data.points), downsampled: data.downsampled, total: data.total, live: 0,
+      version: data.profile_version, answer: data });
     const i = this.members.indexOf(m);
     this.plot.setSeries(3 * i + 2, { show: data.downsampled });
     this.plot.setSeries(3 * i + 3, { show: data.downsampled });
@@ -237,7 +300,8 @@ class TelemetryChart {
   }
 
   async reload() {
-    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id)));
+    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id, {}, this.version)));
+    if (this.overlay) this.overlay.cols = columns((await fetchSeries(this.members[0].sensor.id, this.session.id, {}, this.overlay.version)).points).slice(0, 2);
     this.zoomed = false;
     this.resetBtn.hidden = true;
     this.members.forEach((m, i) => this.setHistory(m.sensor.id, answers[i]));
@@ -254,9 +318,11 @@ class TelemetryChart {
     this.resetBtn.hidden = false;
     // Zooming fetches detail: the same number of points for the narrower window.
     const range = { since: new Date(since * 1000).toISOString(), until: new Date(until * 1000 + 1).toISOString() };
-    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id, range)));
+    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id, range, this.version)));
+    const tables = answers.map((a) => columns(a.points));
+    if (this.overlay) tables.push(columns((await fetchSeries(this.members[0].sensor.id, this.session.id, range, this.overlay.version)).points).slice(0, 2));
     if (!this.zoomed) return;  // reset while the detail was on its way
-    this.plot.setData(joined(answers.map((a) => columns(a.points))), false);
+    this.plot.setData(joined(tables), false);
     this.plot.setScale("x", { min: since, max: until });
   }
 
