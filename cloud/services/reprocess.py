@@ -39,28 +39,8 @@ def request(
 ) -> models.ReprocessJob:
     """Queue a job over the sensor's readings in the body's scope, as they are now."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    versions = list(db.scalars(select(P.version).where(P.sensor_id == sensor.id).order_by(P.id)))
-    if body.profile_version not in versions:
-        raise invalid(
-            "profile_version",
-            f"sensor {sensor.id} has no profile version {body.profile_version!r}"
-            f" (it has {', '.join(versions)})",
-        )
+    _refuse(db, sensor, body)
     run = get_in_project(db, models.Run, body.run_id, caller.project_id) if body.run_id else None
-    if body.since is not None and body.until is not None and body.since >= body.until:
-        raise invalid("until", "must be after since")
-    busy = db.scalar(
-        select(J.id).where(
-            J.sensor_id == sensor.id,
-            J.profile_version == body.profile_version,
-            J.status.in_(PENDING),
-        )
-    )
-    if busy is not None:
-        raise Conflict(
-            f"job {busy} is reprocessing this sensor under {body.profile_version} already;"
-            " wait for it to end or cancel it"
-        )
     max_id, first_ts, last_ts, total = db.execute(
         select(func.max(T.id), func.min(T.ts), func.max(T.ts), func.count()).where(
             *scope_of(sensor.id, body.run_id, body.since, body.until)
@@ -107,6 +87,32 @@ def request(
         total=total,
     )
     return job
+
+
+def _refuse(db: Session, sensor: models.Sensor, body: ReprocessIn) -> None:
+    """422 for a version the sensor does not have or an empty window; 409 while a job over the
+    same sensor and version is pending."""
+    versions = list(db.scalars(select(P.version).where(P.sensor_id == sensor.id).order_by(P.id)))
+    if body.profile_version not in versions:
+        raise invalid(
+            "profile_version",
+            f"sensor {sensor.id} has no profile version {body.profile_version!r}"
+            f" (it has {', '.join(versions)})",
+        )
+    if body.since is not None and body.until is not None and body.since >= body.until:
+        raise invalid("until", "must be after since")
+    busy = db.scalar(
+        select(J.id).where(
+            J.sensor_id == sensor.id,
+            J.profile_version == body.profile_version,
+            J.status.in_(PENDING),
+        )
+    )
+    if busy is not None:
+        raise Conflict(
+            f"job {busy} is reprocessing this sensor under {body.profile_version} already;"
+            " wait for it to end or cancel it"
+        )
 
 
 def scope_of(
