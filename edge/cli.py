@@ -187,7 +187,10 @@ def _send_all(cfg: EdgeConfig) -> FlushReport:
 
 
 def _print_report(report: FlushReport) -> int:
-    print(f"synced {report.synced} batch(es), dead-lettered {report.dead}, of {report.total}")
+    if report.total == 0:
+        print("synced 0 batch(es): nothing was waiting to be sent")
+    else:
+        print(f"synced {report.synced} batch(es), dead-lettered {report.dead}, of {report.total}")
     for sid, err in report.failed.items():
         print(f"sensor {sid}: gave up for now: {err}")
     return 1 if report.failed else 0
