@@ -146,6 +146,7 @@ def test_an_operator_follows_a_run_live_in_the_portal(
     page.locator("#exp-search").fill("heat")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Furnace heat-up")
+    expect(page).to_have_title("Experiments · benchlink")
     page.screenshot(path=str(artifacts / "portal-experiments.png"))
     rows.first.click()
 
@@ -157,6 +158,7 @@ def test_an_operator_follows_a_run_live_in_the_portal(
 
     # Run page: the running session #2 is selected, its history drawn, then it follows live.
     expect(page.locator(".session-tab")).to_have_count(2)
+    expect(page).to_have_title("ramp-80C · benchlink")  # the run's name, not its status badge
     expect(page.locator(".session-tab.selected")).to_have_attribute("data-ordinal", "2")
     chart = page.locator(f".chart[data-sensor-id='{demo.sensor}']")
     expect(chart).to_have_attribute("data-readings", "120")

@@ -120,10 +120,19 @@ async function route() {
       return;
     }
     try { await fn(view, ...m.slice(1)); } catch (e) { console.error(e); view.replaceChildren(errorPanel(e)); }
+    titleFromHeading(view);
     showPendingNotice();
     return;
   }
   view.replaceChildren(h("div", { class: "panel empty" }, "No such page."));
+}
+
+// The tab says which run or sensor it shows (several tabs open side by side): the page's
+// heading without its badges.
+function titleFromHeading(view) {
+  const first = view.querySelector("h1")?.firstChild;
+  const name = first && first.nodeType === Node.TEXT_NODE ? first.textContent.trim() : "";
+  document.title = name ? `${name} · benchlink` : "benchlink";
 }
 
 document.addEventListener("click", (ev) => {
