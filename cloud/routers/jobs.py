@@ -1,15 +1,17 @@
 """Reprocessing a sensor's history (``POST /sensors/{sensor_id}/reprocess``) and the jobs
-that do it (``/jobs/{job_id}``)."""
+that do it (``/jobs/{job_id}``, ``/sensors/{sensor_id}/jobs``)."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 
 from cloud.db.uow import after_commit
 from cloud.deps import DbSession, Editor, Viewer
-from cloud.schemas_jobs import JobOut, ReprocessIn
+from cloud.schemas import Page
+from cloud.schemas_jobs import JobOut, JobStatus, ReprocessIn
 from cloud.services import reprocess
 
 router = APIRouter(prefix="/api/v1", tags=["reprocessing"])
@@ -33,6 +35,21 @@ def reprocess_sensor(
     runner = request.app.state.reprocess_runner
     after_commit(db, runner.wake.set)  # this process's runner starts it at once
     return reprocess.to_out(job)
+
+
+@router.get("/sensors/{sensor_id}/jobs")
+def list_sensor_jobs(
+    sensor_id: uuid.UUID,
+    db: DbSession,
+    caller: Viewer,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> Page[JobOut]:
+    """The sensor's reprocessing jobs, newest first, whoever started them (``status``
+    narrows to one state, e.g. ``running``)."""
+    rows, nxt = reprocess.list_for_sensor(db, caller, sensor_id, status, limit, cursor)
+    return Page(items=[reprocess.to_out(j) for j in rows], next_cursor=nxt)
 
 
 @router.get("/jobs/{job_id}")

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from cloud.db import models
 from cloud.errors import Conflict, invalid
 from cloud.identity import Principal
+from cloud.pagination import Keyset, aware_datetime, uid
 from cloud.schemas_jobs import JobOut, JobProgress, ReprocessIn
 from cloud.services import journal
 from cloud.services.scope import get_in_project
@@ -134,6 +135,28 @@ def scope_of(
 
 def get(db: Session, caller: Principal, job_id: uuid.UUID) -> models.ReprocessJob:
     return get_in_project(db, J, job_id, caller.project_id)
+
+
+_NEWEST = Keyset(
+    "jobs", (J.created_at, J.id), (aware_datetime, uid),
+    lambda j: (j.created_at.isoformat(), j.id), descending=True,
+)  # fmt: skip
+
+
+def list_for_sensor(
+    db: Session,
+    caller: Principal,
+    sensor_id: uuid.UUID,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[models.ReprocessJob], str | None]:
+    """The sensor's jobs, newest first (whoever started them, from wherever)."""
+    get_in_project(db, models.Sensor, sensor_id, caller.project_id)
+    query = select(J).where(J.sensor_id == sensor_id)
+    if status is not None:
+        query = query.where(J.status == status)
+    return _NEWEST.page(db, query, limit, cursor)
 
 
 def cancel(db: Session, caller: Principal, job_id: uuid.UUID) -> models.ReprocessJob:

@@ -73,7 +73,7 @@ def test_reprocess_from_the_sensor_page_and_switch_versions_on_the_chart(
     expect(job).to_contain_text(f"{N} converted")
     expect(job.locator("[data-action=cancel-job]")).to_have_count(0)  # ended
     shot(page, artifacts, "reprocess-sensor-page")
-    # A reload keeps the jobs started in this browser session.
+    # A reload lists the sensor's jobs (the API's list, not this browser's memory).
     page.goto(f"{portal_server.url}/")
     _open_sensor(page, probe[0])
     expect(page.locator("#reprocess-jobs tbody tr")).to_have_attribute("data-status", "succeeded")
@@ -113,6 +113,8 @@ def test_reprocess_from_the_sensor_page_and_switch_versions_on_the_chart(
     _open_sensor(viewer, probe[0])
     expect(viewer.locator("#reprocessing")).to_be_visible()
     expect(viewer.locator("#reprocess-form")).to_have_count(0)
+    # Another browser, another role: the editor's job is listed there too.
+    expect(viewer.locator("#reprocess-jobs tbody tr")).to_have_attribute("data-status", "succeeded")
     expect(viewer.locator("[data-action=cancel-job]")).to_have_count(0)
     shot(viewer, artifacts, "reprocess-sensor-viewer")
     assert viewer.errors == []  # type: ignore[attr-defined]

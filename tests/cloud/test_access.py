@@ -179,6 +179,7 @@ ENDPOINTS = [
         lambda w, i: {"profile_version": "v1"},
     ),
     Endpoint("GET", "/api/v1/jobs/{job}", "viewer"),
+    Endpoint("GET", "/api/v1/sensors/{sensor}/jobs", "viewer"),
     # Not journaled when the job ended before the call (a race with the runner): a cancel of
     # an ended job changes nothing. tests/cloud/test_reprocess.py holds what a cancel records.
     Endpoint("POST", "/api/v1/jobs/{job}/cancel", "editor", journals=False),

@@ -331,3 +331,34 @@ def test_no_reading_in_scope_succeeds_at_once(api: Api) -> None:
     done = _wait(api, who, job["id"], _ended, timeout=30)
     assert done["status"] == "succeeded" and done["converted"] == 0
     assert json.loads(json.dumps(done["from_versions"])) == []
+
+
+def test_a_sensors_jobs_are_listed_newest_first_for_every_viewer(api: Api) -> None:
+    who = api.project()
+    ids, _ = _history(api, who, 40)
+    other, _ = _history(api, who, 10)  # another sensor's job is not in the list
+    _wait(
+        api,
+        who,
+        _reprocess(api, who, other["sensor_id"], {"profile_version": "v2"}).json()["id"],
+        _ended,
+        60,
+    )
+    first = _reprocess(api, who, ids["sensor_id"], {"profile_version": "v2"}).json()["id"]
+    _wait(api, who, first, _ended, timeout=60)
+    second = _reprocess(api, who, ids["sensor_id"], {"profile_version": "v3"}).json()["id"]
+    _wait(api, who, second, _ended, timeout=60)
+
+    path = f"/api/v1/sensors/{ids['sensor_id']}/jobs"
+    viewer = who.headers("viewer")
+    page = api.get(path, headers=viewer).json()
+    assert [j["id"] for j in page["items"]] == [second, first] and page["next_cursor"] is None
+    assert [j["profile_version"] for j in page["items"]] == ["v3", "v2"]
+    one = api.get(path, params={"limit": 1}, headers=viewer).json()
+    rest = api.get(path, params={"limit": 1, "cursor": one["next_cursor"]}, headers=viewer)
+    assert [j["id"] for j in one["items"] + rest.json()["items"]] == [second, first]
+    running = api.get(path, params={"status": "running"}, headers=viewer).json()
+    assert running["items"] == []
+    assert_problem(api.get(path, params={"status": "done"}, headers=viewer), 422, field="status")
+    stranger = api.project()
+    assert_problem(api.get(path, headers=stranger.headers()), 404)

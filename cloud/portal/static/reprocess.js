@@ -1,19 +1,13 @@
 // The sensor page's reprocessing: editors re-derive the sensor's stored readings under one
 // of its profile versions (POST /sensors/{id}/reprocess), and every role follows the jobs'
-// progress (GET /jobs/{id}, polled while a job runs). The API lists no sensor's jobs, so the
-// page shows the jobs started from it in this browser session (sessionStorage).
+// progress: the sensor's jobs (GET /sensors/{id}/jobs, whoever started them), each polled
+// (GET /jobs/{id}) while it runs.
 
 import { h, api, can, badge, fmtTime, short, onCleanup, errorPanel } from "./core.js";
 
 const POLL_MS = 1000;
+const SHOWN = 20;  // the newest jobs of the sensor
 const ACTIVE = new Set(["queued", "running"]);
-const storeKey = (sensorId) => `benchlink.reprocess-jobs.${sensorId}`;
-const storedJobs = (sensorId) => JSON.parse(sessionStorage.getItem(storeKey(sensorId)) || "[]");
-
-function remember(sensorId, jobId) {
-  const ids = storedJobs(sensorId).filter((id) => id !== jobId);
-  sessionStorage.setItem(storeKey(sensorId), JSON.stringify([jobId, ...ids].slice(0, 20)));
-}
 
 export function reprocessPanel(sensor, versions) {
   const list = h("tbody");
@@ -60,17 +54,18 @@ export function reprocessPanel(sensor, versions) {
   }
 
   const formError = h("div", { class: "form-error", role: "alert" });
-  const form = can("editor") ? reprocessForm(sensor, versions, formError, (job) => { remember(sensor.id, job.id); draw(job); schedule(); }) : null;
+  const form = can("editor") ? reprocessForm(sensor, versions, formError, (job) => { draw(job); schedule(); }) : null;
   const table = h("table", { id: "reprocess-jobs", hidden: true },
     h("thead", {}, h("tr", {}, ["Version", "Scope", "Status", "Progress", "Started", ""].map((t) => h("th", {}, t)))), list);
-  const empty = h("div", { class: "empty" }, "No reprocessing started from this page in this browser session.");
+  const empty = h("div", { class: "empty" }, "This sensor's readings have not been reprocessed.");
   const panel = h("div", { class: "panel", id: "reprocessing" }, h("h2", {}, "Reprocessing"),
-    h("p", { class: "muted" }, "Re-derives the stored readings from their raw values under a version; each reading keeps its first value too, and a run's chart can show either. Jobs started from this page in this browser session are listed here."),
+    h("p", { class: "muted" }, "Re-derives the stored readings from their raw values under a version; each reading keeps its first value too, and a run's chart can show either. The sensor's newest jobs are listed here, whoever started them."),
     form, formError,
     table, empty);
-  // The jobs this browser started here before, in the order they were started.
-  Promise.all(storedJobs(sensor.id).reverse().map((id) => api(`/api/v1/jobs/${id}`).catch(() => null)))
-    .then((jobs) => { for (const j of jobs) if (j && j.sensor_id === sensor.id) draw(j); schedule(); });
+  // Newest first from the API; drawn oldest first, as each row goes on top.
+  api(`/api/v1/sensors/${sensor.id}/jobs`, { params: { limit: SHOWN } })
+    .then((page) => { for (const j of [...page.items].reverse()) if (!rows.has(j.id)) draw(j); schedule(); })
+    .catch((e) => formError.replaceChildren(errorPanel(e)));
   return panel;
 }
 
