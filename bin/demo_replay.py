@@ -39,16 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from demo_seed import Api, ApiError
-from demo_sensor import (
-    DEFAULT_BASE_URL,
-    Signal,
-    TelemetryClient,
-    TelemetryRejected,
-    add_signal_arguments,
-    chunks,
-    generate,
-    signal_from,
-)
+from demo_sensor import DEFAULT_BASE_URL, add_signal_arguments, signal_from
+from demo_signal import Signal, generate
+from demo_telemetry import TelemetryClient, TelemetryRejected, chunks
 
 from common.cli import add_version, plain
 

@@ -31,284 +31,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from demo_seed import add_owner_options
+from demo_signal import PROFILES, Signal
+from demo_telemetry import (
+    Stats,
+    TelemetryClient,
+    TelemetryRejected,
+    problem_detail,
+    run_batch,
+    run_stream,
+)
 
 from common.cli import add_version, plain
-from common.wire import MAX_READINGS_PER_BATCH, TELEMETRY_PATH
-from edge.backoff import Backoff, parse_retry_after
-from hardware.thermocouple import emf_mv
+from common.wire import MAX_READINGS_PER_BATCH
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BASE_URL = os.environ.get("BASE", "http://localhost:8002")
-#: statuses worth another try: the server or a proxy is struggling, or the same key is in flight
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-
-
-# --- the signal ---------------------------------------------------------------------------
-
-
-def heat_profile(t: float, *, ambient_c: float = 25.0, setpoint_c: float = 420.0) -> float:
-    """A furnace heating up under a PID controller: an underdamped second-order step
-    (damping 0.7, so ~4.6 % overshoot near t = 88 s, settled after about two minutes)."""
-    zeta, omega = 0.7, 0.05
-    damped = omega * math.sqrt(1 - zeta**2)
-    envelope = math.exp(-zeta * omega * t)
-    shape = math.cos(damped * t) + zeta / math.sqrt(1 - zeta**2) * math.sin(damped * t)
-    return ambient_c + (setpoint_c - ambient_c) * (1.0 - envelope * shape)
-
-
-def cycle_profile(t: float, *, low_c: float = 120.0, high_c: float = 320.0) -> float:
-    """Thermal cycling: a slow sine between two plateaus (period two minutes)."""
-    mid, amp = (high_c + low_c) / 2, (high_c - low_c) / 2
-    return mid + amp * math.sin(2 * math.pi * t / 120.0)
-
-
-PROFILES: dict[str, Callable[[float], float]] = {"heat": heat_profile, "cycle": cycle_profile}
-
-
-@dataclass
-class Signal:
-    """Temperature over time turned into what the sensor reports, with measurement noise."""
-
-    profile: str = "heat"
-    thermocouple_type: str | None = None
-    cold_junction_c: float = 24.5
-    scale: float = 1.0
-    offset: float = 0.0
-    noise_c: float = 0.4
-    rng: random.Random = field(default_factory=random.Random)
-
-    def temperature(self, t: float) -> float:
-        return PROFILES[self.profile](t) + self.rng.gauss(0.0, self.noise_c)
-
-    def raw(self, t: float) -> float:
-        temp = self.temperature(t)
-        if self.thermocouple_type:
-            # What a voltmeter across the thermocouple reads: hot junction against the cold one.
-            tc = self.thermocouple_type
-            return round(emf_mv(tc, temp) - emf_mv(tc, self.cold_junction_c), 5)
-        return round((temp - self.offset) / self.scale, 4)
-
-    def meta(self, step: int) -> dict[str, Any]:
-        if self.thermocouple_type:
-            return {"step": step, "cold_junction_c": self.cold_junction_c}
-        return {"step": step}
-
-
-def reading(signal: Signal, at: datetime, t: float, step: int) -> dict[str, Any]:
-    return {
-        "timestamp": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "raw_value": signal.raw(t),
-        "meta": signal.meta(step),
-    }
-
-
-def generate(
-    signal: Signal, start: datetime, duration_s: float, rate_hz: float, first_step: int = 1
-) -> Iterator[dict[str, Any]]:
-    """``duration_s`` seconds of readings at ``rate_hz`` from ``start`` (already captured)."""
-    count = max(1, int(duration_s * rate_hz))
-    for i in range(count):
-        t = i / rate_hz
-        yield reading(signal, start + timedelta(seconds=t), t, first_step + i)
-
-
-# --- the client ---------------------------------------------------------------------------
-
-
-class TelemetryRejected(RuntimeError):
-    """The cloud refused a batch for good (4xx other than the retryable ones)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status = status
-        self.detail = detail
-
-
-@dataclass
-class Stats:
-    batches: int = 0
-    sent: int = 0
-    accepted: int = 0
-    late: int = 0
-    #: Copies of readings the sensor already had (same timestamp and raw value): dropped.
-    duplicate: int = 0
-    retries: int = 0
-    replayed: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def summary(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        return {
-            "batches": self.batches,
-            "sent": self.sent,
-            "accepted": self.accepted,
-            "late": self.late,
-            "duplicate": self.duplicate,
-            "retries": self.retries,
-            "replayed": self.replayed,
-            "duration_s": round(elapsed, 2),
-            "rate_per_s": round(self.sent / elapsed, 1),
-        }
-
-
-def _problem_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    return str(body.get("detail") or body) if isinstance(body, dict) else str(body)
-
-
-@dataclass
-class TelemetryClient:
-    """Posts batches for one sensor / run / capture session, retrying what is worth retrying."""
-
-    base_url: str
-    token: str
-    sensor_id: str
-    run_id: str
-    capture_session_id: str
-    max_retries: int = 8
-    backoff_initial_s: float = 0.25
-    backoff_max_s: float = 8.0
-    stats: Stats = field(default_factory=Stats)
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
-
-    def close(self) -> None:
-        self.http.close()
-
-    def body(self, readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "sensor_id": self.sensor_id,
-            "run_id": self.run_id,
-            "capture_session_id": self.capture_session_id,
-            "readings": list(readings),
-        }
-
-    def send(self, readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Send one batch (one Idempotency-Key for all its attempts); the 202 body."""
-        key = f"demo-sensor-{uuid.uuid4()}"
-        content = json.dumps(self.body(readings))
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Content-Type": "application/json",
-            "Idempotency-Key": key,
-        }
-        url = self.base_url.rstrip("/") + TELEMETRY_PATH
-        backoff = Backoff(self.backoff_initial_s, self.backoff_max_s)
-        for attempt in range(self.max_retries + 1):
-            response: httpx.Response | None = None
-            try:
-                response = self.http.post(url, content=content, headers=headers)
-            except httpx.TransportError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 202:
-                    return self._count(response, len(readings))
-                error = f"HTTP {response.status_code}: {_problem_detail(response)}"
-                if response.status_code not in RETRY_STATUSES:
-                    raise TelemetryRejected(response.status_code, _problem_detail(response))
-            if attempt == self.max_retries:
-                raise RuntimeError(f"gave up after {attempt + 1} attempts: {error}")
-            self.stats.retries += 1
-            time.sleep(self._delay(backoff, response))
-        raise AssertionError("unreachable")
-
-    def _delay(self, backoff: Backoff, response: httpx.Response | None) -> float:
-        hinted = parse_retry_after(response.headers.get("retry-after") if response else None)
-        if hinted is not None:
-            return min(hinted, self.backoff_max_s)
-        return backoff.next()
-
-    def _count(self, response: httpx.Response, n: int) -> dict[str, Any]:
-        body: dict[str, Any] = response.json()
-        self.stats.batches += 1
-        self.stats.sent += n
-        self.stats.accepted += int(body["accepted"])
-        self.stats.late += int(body["late"])
-        self.stats.duplicate += int(body.get("duplicate", 0))
-        if response.headers.get("idempotent-replayed") == "true":
-            self.stats.replayed += 1
-        return body
-
-
-def chunks(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-# --- modes --------------------------------------------------------------------------------
-
-
-def run_batch(
-    client: TelemetryClient,
-    signal: Signal,
-    *,
-    duration_s: float,
-    rate_hz: float,
-    batch_size: int,
-    start: datetime | None = None,
-) -> Stats:
-    """Send ``duration_s`` seconds of captured data, ending now unless ``start`` is given
-    (the caller keeps it inside the capture session)."""
-    begin = start or datetime.now(UTC) - timedelta(seconds=duration_s)
-    for batch in chunks(generate(signal, begin, duration_s, rate_hz), batch_size):
-        client.send(batch)
-    return client.stats
-
-
-def run_stream(
-    client: TelemetryClient,
-    signal: Signal,
-    *,
-    duration_s: float,
-    rate_hz: float,
-    batch_size: int,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_batch: Callable[[dict[str, Any]], None] | None = None,
-) -> Stats:
-    """Sample in real time for ``duration_s`` seconds (0: until stopped), sending as it goes."""
-    t0 = time.monotonic()
-    pending: list[dict[str, Any]] = []
-    step = 0
-    while not should_stop():
-        elapsed = time.monotonic() - t0
-        if duration_s and elapsed >= duration_s:
-            break
-        step += 1
-        pending.append(reading(signal, datetime.now(UTC), elapsed, step))
-        if len(pending) >= batch_size:
-            answer = client.send(pending)
-            pending = []
-            if on_batch:
-                on_batch(answer)
-        next_tick = t0 + step / rate_hz
-        time.sleep(max(0.0, next_tick - time.monotonic()))
-    if pending:
-        client.send(pending)
-    return client.stats
 
 
 # --- command line -------------------------------------------------------------------------
@@ -401,7 +148,7 @@ def _projects(args: argparse.Namespace, owner: str) -> list[str]:
     url = f"{args.base_url.rstrip('/')}/api/v1/projects"
     r = httpx.get(url, params={"limit": 500}, headers={"X-User-Id": owner}, timeout=30.0)
     if r.status_code != 200:
-        raise TelemetryRejected(r.status_code, _problem_detail(r))
+        raise TelemetryRejected(r.status_code, problem_detail(r))
     return [str(p["id"]) for p in r.json()["items"]]
 
 
@@ -417,13 +164,55 @@ def session_span(args: argparse.Namespace, owner: str) -> tuple[datetime, dateti
     if r is None:
         raise RuntimeError(f"the owner {owner} has no project; run bin/demo_seed.py first")
     if r.status_code != 200:
-        raise TelemetryRejected(r.status_code, _problem_detail(r))
+        raise TelemetryRejected(r.status_code, problem_detail(r))
     session = r.json()
     if not session.get("started_at"):
         raise RuntimeError(f"capture session {args.capture_session_id} has not started")
     start = datetime.fromisoformat(session["started_at"])
     stop = session.get("stopped_at")
     return start, datetime.fromisoformat(stop) if stop else datetime.now(UTC)
+
+
+def _batch_size(args: argparse.Namespace, rate: float) -> int:
+    default_size = max(1, int(rate // 2)) if args.mode == "stream" else 5000
+    return int(min(args.batch_size or default_size, MAX_READINGS_PER_BATCH))
+
+
+def _send_captured(
+    args: argparse.Namespace, client: TelemetryClient, owner: str, rate: float, batch_size: int
+) -> Stats:
+    """Batch mode: up to ``--duration`` seconds of data, inside the capture session."""
+    start, end = session_span(args, owner)
+    begin = max(start, end - timedelta(seconds=args.duration))
+    span = (end - begin).total_seconds()
+    if span < args.duration:
+        print(
+            f"demo_sensor: the capture session holds {span:.0f} s before"
+            f" {end.isoformat()}: sending {span:.0f} s of captured data, not"
+            f" {args.duration:g}",
+            file=sys.stderr,
+        )
+    return run_batch(
+        client,
+        signal_from(args),
+        duration_s=span,
+        rate_hz=rate,
+        batch_size=batch_size,
+        start=begin,
+    )
+
+
+def _print_summary(args: argparse.Namespace, stats: Stats) -> None:
+    summary = {"mode": args.mode, **stats.summary()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            "sent {sent} readings in {batches} batches: accepted {accepted}, late {late}, "
+            "duplicate {duplicate}, retries {retries}, {rate_per_s}/s over {duration_s} s".format(
+                **summary
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     rate = args.rate or (10.0 if args.mode == "stream" else 100.0)
-    default_size = max(1, int(rate // 2)) if args.mode == "stream" else 5000
-    batch_size = min(args.batch_size or default_size, MAX_READINGS_PER_BATCH)
+    batch_size = _batch_size(args, rate)
     client = TelemetryClient(
         args.base_url,
         args.token,
@@ -459,24 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             assert owner is not None  # checked above
-            start, end = session_span(args, owner)
-            begin = max(start, end - timedelta(seconds=args.duration))
-            span = (end - begin).total_seconds()
-            if span < args.duration:
-                print(
-                    f"demo_sensor: the capture session holds {span:.0f} s before"
-                    f" {end.isoformat()}: sending {span:.0f} s of captured data, not"
-                    f" {args.duration:g}",
-                    file=sys.stderr,
-                )
-            stats = run_batch(
-                client,
-                signal_from(args),
-                duration_s=span,
-                rate_hz=rate,
-                batch_size=batch_size,
-                start=begin,
-            )
+            stats = _send_captured(args, client, owner, rate, batch_size)
     except KeyboardInterrupt:
         stats = client.stats
     except (TelemetryRejected, RuntimeError, httpx.HTTPError) as exc:
@@ -485,16 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         client.close()
-    summary = {"mode": args.mode, **stats.summary()}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            "sent {sent} readings in {batches} batches: accepted {accepted}, late {late}, "
-            "duplicate {duplicate}, retries {retries}, {rate_per_s}/s over {duration_s} s".format(
-                **summary
-            )
-        )
+    _print_summary(args, stats)
     return 0
 
 

@@ -20,7 +20,7 @@ from cloud.deps import identify, refuse_repeated_identity
 from cloud.errors import FieldError, InvalidInput, Unauthenticated, invalid
 from cloud.identity import Principal
 from cloud.live import tickets
-from cloud.live.hub import StreamFilter
+from cloud.live.events import StreamFilter
 from cloud.services.scope import get_in_project
 from cloud.settings import Settings
 

@@ -1,19 +1,20 @@
 """The process-wide live hub: batch headers in, per-client bounded queues out.
 
-* A stored batch is announced by its :class:`BatchHeader` alone (ids, unit, count, first and
-  last timestamp). On SQLite the ingest's after-commit listener announces it in this process;
-  on PostgreSQL the ingest transaction NOTIFYs the header (:mod:`cloud.live.pgbus`) and every
-  process announces what its LISTEN connection receives.
+* A stored batch is announced by its :class:`~cloud.live.events.BatchHeader` alone (ids,
+  unit, count, first and last timestamp). On SQLite the ingest's after-commit listener
+  announces it in this process; on PostgreSQL the ingest transaction NOTIFYs the header
+  (:mod:`cloud.live.pgbus`) and every process announces what its LISTEN connection receives.
 * Rows are only wanted where someone watches: a process with no subscriber whose filter
   matches a header does nothing more with it. Otherwise it takes the rows the ingest left in
   this process (:meth:`Hub.keep`) or reads that batch back from the database, once however
   many subscribers match. Announced batches are dispatched strictly in announcement order
   (a read in flight holds back the batches behind it).
-* Every subscriber owns a bounded queue. A client that cannot keep up is not waited for: its
-  queue overflows, it is marked :class:`SlowConsumer` and disconnected with a notice; it can
-  reconnect with the last event id it saw and resume without a gap. The hub cuts clients off
-  the same way, with another ``reason``, when it cannot vouch for what they would get next
-  (a resync after a LISTEN outage, a failed read-back) and when the server shuts down.
+* Every subscriber owns a bounded queue (:mod:`cloud.live.subscriber`). A client that cannot
+  keep up is not waited for: its queue overflows, it is marked ``SlowConsumer`` and
+  disconnected with a notice; it can reconnect with the last event id it saw and resume
+  without a gap. The hub cuts clients off the same way, with another ``reason``, when it
+  cannot vouch for what they would get next (a resync after a LISTEN outage, a failed
+  read-back) and when the server shuts down.
 * Resume reads the readings after that id from the database. Event ids are
   ``"<batch_id>-<index in batch>"``, the same in every process. "After" means committed
   after: batches are dispatched in commit order, and each has a commit ``position``
@@ -22,367 +23,43 @@
   a few hundred bytes per batch), else from the batch table in position order (a process
   that started after the id was given, forgot it, or has not dispatched it yet); a resume
   point older than ``resume_limit`` readings is answered with ``reset``.
-* A subscription starts at a commit position, ``"p<position>"`` (:func:`position_id`): the
-  highest this process has dispatched (else the database's newest). The stream delivers
-  what commits after it, and a client resumes from it as from a reading's id, so that a
-  connection dropped before its first reading misses nothing stored meanwhile.
+* A subscription starts at a commit position, ``"p<position>"``
+  (:func:`~cloud.live.events.position_id`): the highest this process has dispatched (else
+  the database's newest). The stream delivers what commits after it, and a client resumes
+  from it as from a reading's id, so that a connection dropped before its first reading
+  misses nothing stored meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
-from typing import Any, Literal, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import msgspec
-
+from cloud.live.events import (
+    AlarmNotice,
+    BatchHeader,
+    LiveEvent,
+    Row,
+    StreamFilter,
+    events,
+    live_rows,
+    parse_event_id,
+    parse_position,
+    position_id,
+)
+from cloud.live.ports import Bus, Store
+from cloud.live.subscriber import Subscriber
 from cloud.services.telemetry import IngestedBatch
-from cloud.store.telemetry.base import LiveRow, StoredBatch
-from cloud.utctime import isoformat_many
-from common.reading import ENCODER
+from cloud.store.telemetry.base import StoredBatch
 
 log = logging.getLogger("benchlink.live")
-
-#: One reading as delivered: (timestamp ISO 8601 UTC, raw_value, value, late).
-Row = LiveRow
-
-
-@dataclass(frozen=True)
-class BatchHeader:
-    """What is common to every reading of a stored batch, and where to find its rows."""
-
-    batch_id: int
-    project_id: uuid.UUID
-    sensor_id: uuid.UUID
-    run_id: uuid.UUID
-    capture_session_id: uuid.UUID
-    unit: str
-    profile_version: str
-    count: int
-    first_ts: datetime
-    last_ts: datetime
-    #: Commit position (:mod:`cloud.live.positions`); None where it is not known.
-    position: int | None = None
-
-    @cached_property
-    def ids(self) -> tuple[str, str, str]:
-        """The sensor, run and session ids as text, made once per batch."""
-        return str(self.sensor_id), str(self.run_id), str(self.capture_session_id)
-
-    @classmethod
-    def of(cls, batch: IngestedBatch, position: int | None = None) -> BatchHeader:
-        return cls(
-            batch_id=batch.batch_id,
-            project_id=batch.project_id,
-            sensor_id=batch.sensor_id,
-            run_id=batch.run_id,
-            capture_session_id=batch.capture_session_id,
-            unit=batch.display_unit,
-            profile_version=batch.profile_version,
-            count=len(batch.rows),
-            first_ts=batch.first_ts,
-            last_ts=batch.last_ts,
-            position=position,
-        )
-
-
-def live_rows(batch: StoredBatch) -> list[Row]:
-    """The delivered form of a stored batch (the same as :mod:`cloud.live.store` reads back),
-    the timestamps from their microseconds (a fifth of ``isoformat``'s cost)."""
-    late = batch.late
-    return [
-        (ts, float(raw), float(value), late)
-        for ts, raw, value in zip(
-            isoformat_many(batch.stamps_us), batch.raw_values, batch.values, strict=True
-        )
-    ]
-
-
-class Message(msgspec.Struct, gc=False):
-    """One reading as a client gets it (``type`` first, as clients read it)."""
-
-    type: str
-    id: str
-    batch_id: int
-    sensor_id: str
-    run_id: str
-    capture_session_id: str
-    timestamp: str
-    raw_value: float
-    value: float
-    unit: str
-    late: bool
-    profile_version: str
-
-
-class LiveEvent:
-    """One reading as clients see it; encoded to JSON once, however many clients get it."""
-
-    __slots__ = ("_json", "header", "index", "row")
-    #: The SSE event name.
-    event = "reading"
-
-    def __init__(self, header: BatchHeader, index: int, row: Row) -> None:
-        self.header = header
-        self.index = index
-        self.row = row
-        self._json: str | None = None
-
-    @property
-    def id(self) -> str:
-        """``<batch_id>-<index in batch>``: the same in every process."""
-        return f"{self.header.batch_id}-{self.index}"
-
-    def message(self) -> Message:
-        h, (ts, raw, value, late) = self.header, self.row
-        sensor, run, session = h.ids
-        return Message(
-            "reading", self.id, h.batch_id, sensor, run, session, ts, raw, value, h.unit, late,
-            h.profile_version,
-        )  # fmt: skip
-
-    @property
-    def is_reading(self) -> bool:
-        return True
-
-    @property
-    def json(self) -> str:
-        """``message()`` as compact JSON, encoded once however many clients get it."""
-        if self._json is None:
-            self._json = ENCODER.encode(self.message()).decode()
-        return self._json
-
-
-class AlarmNotice(LiveEvent):
-    """An alarm transition (:func:`cloud.services.alarms.live_message`): delivered between
-    readings to the subscribers whose filter matches its sensor, run and session. It has no
-    event id: a client resumes after the last reading it saw, and an alarm missed while it was
-    away is in ``GET /alarms``."""
-
-    __slots__ = ()
-    event = "alarm"
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        raised = datetime.fromisoformat(message["raised_at"])
-        scope = BatchHeader(
-            batch_id=-1,
-            project_id=uuid.UUID(message["project_id"]),
-            sensor_id=uuid.UUID(message["sensor_id"]),
-            run_id=uuid.UUID(message["run_id"]) if message.get("run_id") else uuid.UUID(int=0),
-            capture_session_id=uuid.UUID(message["capture_session_id"])
-            if message.get("capture_session_id")
-            else uuid.UUID(int=0),
-            unit="",
-            profile_version="",
-            count=0,
-            first_ts=raised,
-            last_ts=raised,
-        )
-        super().__init__(scope, 0, ("", 0.0, 0.0, False))
-        self._json = json.dumps(message, separators=(",", ":"))
-
-    @property
-    def id(self) -> str:
-        return ""
-
-    @property
-    def is_reading(self) -> bool:
-        return False
-
-
-def events(header: BatchHeader, rows: Sequence[Row], start: int = 0) -> list[LiveEvent]:
-    """Events of ``rows[start:]`` of one batch."""
-    return [LiveEvent(header, i, rows[i]) for i in range(start, len(rows))]
-
-
-def parse_event_id(event_id: str) -> tuple[int, int] | None:
-    batch, sep, index = event_id.partition("-")
-    try:
-        return (int(batch), int(index)) if sep else None
-    except ValueError:
-        return None
-
-
-def position_id(position: int) -> str:
-    """The event id of a commit position: a resume point before any reading (``p<n>``)."""
-    return f"p{position}"
-
-
-def parse_position(event_id: str) -> int | None:
-    """The commit position of a :func:`position_id`, else None."""
-    digits = event_id[1:]
-    ok = event_id[:1] == "p" and digits.isascii() and digits.isdigit()
-    return int(digits) if ok else None
-
-
-@dataclass(frozen=True)
-class StreamFilter:
-    """Which readings a client gets: all given ids must match, within one project."""
-
-    project_id: uuid.UUID
-    sensor_id: uuid.UUID | None = None
-    run_id: uuid.UUID | None = None
-    capture_session_id: uuid.UUID | None = None
-
-    def matches(self, h: BatchHeader) -> bool:
-        return (
-            h.project_id == self.project_id
-            and (self.sensor_id is None or h.sensor_id == self.sensor_id)
-            and (self.run_id is None or h.run_id == self.run_id)
-            and (self.capture_session_id is None or h.capture_session_id == self.capture_session_id)
-        )
-
-
-#: Why a client is cut off. ``too_slow``: its queue overflowed; ``resync``: this process may
-#: have missed batches (its LISTEN connection was down); ``read_failed``: a batch it watches
-#: could not be read back; ``shutdown``: the server is stopping. All but the last are told
-#: with the overflow notice; in every case the client resumes by event id.
-CutOffReason = Literal["too_slow", "resync", "read_failed", "shutdown"]
-
-
-class SlowConsumer(Exception):
-    """The client is cut off (see ``reason``); it is disconnected and may resume by event id.
-    The name is the first reason's; the others came later and end the stream the same way."""
-
-    def __init__(self, dropped: int, reason: CutOffReason = "too_slow") -> None:
-        super().__init__(f"client cut off ({reason}): {dropped} events not delivered")
-        self.dropped = dropped
-        self.reason: CutOffReason = reason
-
-
-@dataclass(eq=False)
-class Subscriber:
-    """One client's bounded queue. The bound counts events, but a batch arriving at an
-    empty queue is always taken whole, so one large ingest batch never trips a healthy
-    client; a client with ``maxsize`` events still undelivered is too slow."""
-
-    filter: StreamFilter
-    maxsize: int
-    #: Events to deliver before the live queue (a resume read from the database).
-    backlog: list[LiveEvent] = field(default_factory=list)
-    #: The resume point is too old or unknown: the client must reload history.
-    resume_lost: bool = False
-    dropped: int = 0
-    pending: int = 0
-    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Why the client was cut off (the first reason given).
-    reason: CutOffReason = "too_slow"
-    #: Batches the resume backlog delivers; their live announcement is not delivered again.
-    skip: frozenset[int] = frozenset()
-    #: The resume point's commit position: live batches at or before it were seen already.
-    floor: int | None = None
-    #: The event id the stream goes on after: the resume point, else the commit position at
-    #: subscription (:func:`position_id`); None where none is known (a hub without a store).
-    start: str | None = None
-    _batches: deque[list[LiveEvent]] = field(default_factory=deque)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def _wanted(self, header: BatchHeader) -> bool:
-        return header.batch_id not in self.skip and (
-            self.floor is None or header.position is None or header.position > self.floor
-        )
-
-    def offer(self, batch: list[LiveEvent]) -> None:
-        if not self._wanted(batch[0].header):
-            return
-        if self.overflowed.is_set():
-            self.dropped += len(batch)
-        elif self.pending and self.pending + len(batch) > self.maxsize:
-            self.cut_off(len(batch))
-        else:
-            self._batches.append(batch)
-            self.pending += len(batch)
-            self._wakeup.set()
-
-    def notice(self, ev: LiveEvent) -> None:
-        """An alarm transition: queued like a batch of one, whatever came before it."""
-        if self.overflowed.is_set():
-            self.dropped += 1
-        elif self.pending and self.pending + 1 > self.maxsize:
-            self.cut_off(1)
-        else:
-            self._batches.append([ev])
-            self.pending += 1
-            self._wakeup.set()
-
-    def resume_after(self, after: Sequence[BatchHeader], floor: int | None) -> None:
-        """The backlog will deliver ``after`` (what committed after the commit position
-        ``floor``): nothing of it, nor anything committed at or before ``floor``, may come
-        live as well, whether it is offered later or was queued while the resume point was
-        looked up."""
-        self.skip = frozenset(h.batch_id for h in after)
-        self.floor = floor
-        kept = [b for b in self._batches if self._wanted(b[0].header)]
-        self._batches = deque(kept)
-        self.pending = sum(len(b) for b in kept)
-
-    def cut_off(self, dropped: int = 0, reason: CutOffReason = "too_slow") -> None:
-        """Disconnect the client (it resumes by event id). Wakes a pump waiting for events:
-        setting ``overflowed`` alone left an idle client connected and deaf for good."""
-        self.dropped += dropped
-        if not self.overflowed.is_set():
-            self.reason = reason
-        self.overflowed.set()
-        self._wakeup.set()
-
-    def cut_off_error(self) -> SlowConsumer:
-        return SlowConsumer(self.dropped, self.reason)
-
-    async def take(self) -> list[LiveEvent]:
-        """Everything queued, oldest first; waits while nothing is. Raises
-        :class:`SlowConsumer` once the client is cut off."""
-        while not self._batches:
-            if self.overflowed.is_set():
-                raise self.cut_off_error()
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        taken = [ev for batch in self._batches for ev in batch]
-        self._batches.clear()
-        self.pending = 0
-        return taken
-
-
-class Store(Protocol):
-    """Reads readings back from the database (blocking; called in a worker thread)."""
-
-    def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]: ...
-    def headers_after(
-        self, flt: StreamFilter, batch_id: int, limit: int
-    ) -> list[BatchHeader] | None:
-        """Batch ``batch_id`` and the batches ``flt`` matches that committed after it, in
-        commit order, until they hold more than ``limit`` readings; None if ``batch_id`` is
-        unknown or not matched."""
-        ...
-
-    def headers_since(
-        self, flt: StreamFilter, position: int, limit: int
-    ) -> list[BatchHeader] | None:
-        """The batches ``flt`` matches that committed after commit position ``position``, in
-        commit order, until they hold more than ``limit`` readings; None if no batch has
-        committed at ``position`` yet (not a position of this database)."""
-        ...
-
-    def position(self) -> int:
-        """The newest commit position (0 before the first batch)."""
-        ...
-
-
-class Bus(Protocol):
-    """Carries batch headers to the hubs of every API process."""
-
-    @property
-    def listening(self) -> bool: ...
-    async def start(self, hub: Hub) -> None: ...
-    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -755,54 +432,3 @@ class Hub:
     @property
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._by_project.values())
-
-
-SendEvents = Callable[[Sequence[LiveEvent]], Awaitable[None]]
-
-#: Events handed to one send call at most (a resume backlog goes out in slices). As many as
-#: the edge's default batch (``batch_size = 1000``): a batch split in two reached a client
-#: about 5 ms later for its second half.
-SEND_SLICE = 1000
-
-
-async def pump(
-    sub: Subscriber,
-    send: SendEvents,
-    *,
-    keepalive: Callable[[], Awaitable[None]] | None = None,
-    keepalive_s: float = 15.0,
-) -> None:
-    """Deliver a subscriber's events until cancelled; raises :class:`SlowConsumer` as soon as
-    its queue overflows, even while a send to a stalled client is still pending."""
-    backlog, sub.backlog = sub.backlog, []
-    await _send_all(sub, send, backlog)
-    while True:
-        if sub.overflowed.is_set():
-            raise sub.cut_off_error()
-        try:
-            async with asyncio.timeout(keepalive_s if keepalive else None):
-                taken = await sub.take()
-        except TimeoutError:
-            assert keepalive is not None
-            await keepalive()
-            continue
-        await _send_all(sub, send, taken)
-
-
-async def _send_all(sub: Subscriber, send: SendEvents, evs: Sequence[LiveEvent]) -> None:
-    for i in range(0, len(evs), SEND_SLICE):
-        await _send_or_overflow(sub, send, evs[i : i + SEND_SLICE])
-
-
-async def _send_or_overflow(sub: Subscriber, send: SendEvents, evs: Sequence[LiveEvent]) -> None:
-    sending = asyncio.ensure_future(send(evs))
-    overflow = asyncio.ensure_future(sub.overflowed.wait())
-    try:
-        await asyncio.wait({sending, overflow}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        overflow.cancel()
-        if not sending.done():
-            sending.cancel()
-    if sending.cancelled() or sub.overflowed.is_set():
-        raise sub.cut_off_error()
-    sending.result()

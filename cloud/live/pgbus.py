@@ -39,7 +39,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from cloud.live import positions
-from cloud.live.hub import BatchHeader, Hub
+from cloud.live.events import BatchHeader
+from cloud.live.hub import Hub
 
 log = logging.getLogger("benchlink.live")
 

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from cloud.db.engine import make_engine, make_sessionmaker
 from cloud.db.uow import after_commit
 from cloud.live import pgbus, positions
-from cloud.live.hub import BatchHeader, Hub
+from cloud.live.events import BatchHeader
+from cloud.live.hub import Hub
 from cloud.live.store import DatabaseStore
 from cloud.services.telemetry import IngestedBatch
 from cloud.settings import Settings

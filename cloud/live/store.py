@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
-from cloud.live.hub import BatchHeader, Row, StreamFilter
+from cloud.live.events import BatchHeader, Row, StreamFilter
 from cloud.store.telemetry import telemetry_store
 
 B, S = models.TelemetryBatch, models.Sensor

@@ -54,7 +54,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
-from cloud.live.hub import Hub, LiveEvent, SlowConsumer, Subscriber, pump
+from cloud.live.events import LiveEvent
+from cloud.live.hub import Hub
+from cloud.live.subscriber import SlowConsumer, Subscriber, pump
 from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])

@@ -15,6 +15,9 @@ from pathlib import Path
 import demo
 import httpx
 import pytest
+from demo_feed import log_metrics
+from demo_report import guide, summarize
+from demo_scene import Scene, set_the_scene
 from demo_seed import Api, seed
 from websockets.sync.client import connect
 
@@ -24,24 +27,24 @@ from tests.support.services import free_port, wait_port
 
 
 @pytest.fixture
-def scene(cloud: CloudServer, tmp_path: Path) -> Iterator[tuple[Api, demo.Scene]]:
+def scene(cloud: CloudServer, tmp_path: Path) -> Iterator[tuple[Api, Scene]]:
     owner = str(uuid.uuid4())
     seeded = seed(cloud.url, owner, need_tokens=True, tokens_file=tmp_path / "tokens.json")
     api = Api(cloud.url, owner, seeded.project_id)
     try:
-        yield api, demo.set_the_scene(api, seeded)
+        yield api, set_the_scene(api, seeded)
     finally:
         api.close()
 
 
 def test_the_summary_counts_every_event_not_one_page(
-    scene: tuple[Api, demo.Scene],
+    scene: tuple[Api, Scene],
 ) -> None:
     """The summary read one page of 1,000 events: 77 metrics events printed, 107 stored."""
     api, s = scene
     for step in range(1, 1052):
-        demo.log_metrics(api, s.run_id, range(step, step + 1))
-    summary = demo.summarize(api, s)
+        log_metrics(api, s.run_id, range(step, step + 1))
+    summary = summarize(api, s)
     every = api.items(f"/api/v1/experiments/{s.experiment_id}/events", limit=1000)
     assert len(every) > 1051
     assert summary["events"] == dict(Counter(e["kind"] for e in every))
@@ -49,11 +52,11 @@ def test_the_summary_counts_every_event_not_one_page(
 
 
 def test_the_printed_live_stream_commands_connect(
-    scene: tuple[Api, demo.Scene], capsys: pytest.CaptureFixture[str]
+    scene: tuple[Api, Scene], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The printed ws:// URL answered 401: it had no ticket."""
     api, s = scene
-    demo.guide(api, api.base_url, s, None)
+    guide(api, api.base_url, s, None)
     out = capsys.readouterr().out
     ws_url = re.search(r"live stream (ws://\S+)", out)
     assert ws_url and "ticket=" in ws_url[1]

@@ -312,10 +312,10 @@ def test_make_demo_goes_on_without_mqtt_when_the_broker_wants_a_password(
 ) -> None:
     """The demo's device and edge log in without a password; a broker set up as mosquitto/
     is refuses them, and the demo must say so rather than die on its first publish."""
-    import demo
+    from demo_mqtt import mqtt_broker
 
-    url, why = demo.mqtt_broker(f"mqtt://127.0.0.1:{broker}")
+    url, why = mqtt_broker(f"mqtt://127.0.0.1:{broker}")
     assert url is None and "refuses clients without a password" in why
-    assert demo.mqtt_broker(mosquitto.url) == (mosquitto.url, "")  # an open test broker
-    url, why = demo.mqtt_broker(f"mqtt://127.0.0.1:{free_port()}")
+    assert mqtt_broker(mosquitto.url) == (mosquitto.url, "")  # an open test broker
+    url, why = mqtt_broker(f"mqtt://127.0.0.1:{free_port()}")
     assert url is None and why.startswith("no broker at")

@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from demo_sensor import Signal, TelemetryClient, TelemetryRejected, generate, heat_profile
+from demo_signal import Signal, generate, heat_profile
+from demo_telemetry import TelemetryClient, TelemetryRejected
 
 from tests.demo.conftest import BIN, run_script
 from tests.support.cloud import CloudServer, backdate, bootstrap

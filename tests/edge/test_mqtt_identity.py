@@ -218,7 +218,7 @@ def test_the_session_expires_and_the_broker_stops_queueing(
 def test_the_demo_removes_its_edge_session(mosquitto: Broker) -> None:
     sys.path.insert(0, str(REPO / "bin"))
     try:
-        from demo import forget_mqtt_session
+        from demo_mqtt import forget_mqtt_session
     finally:
         sys.path.remove(str(REPO / "bin"))
     client_id = f"benchlink-demo-{uuid.uuid4()}"

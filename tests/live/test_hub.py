@@ -15,16 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cloud import utctime
-from cloud.live.hub import (
-    BatchHeader,
-    Hub,
-    LiveEvent,
-    Row,
-    SlowConsumer,
-    StreamFilter,
-    Subscriber,
-    pump,
-)
+from cloud.live.events import BatchHeader, LiveEvent, Row, StreamFilter
+from cloud.live.hub import Hub
+from cloud.live.subscriber import SlowConsumer, Subscriber, pump
 from cloud.store.telemetry.base import StoredBatch
 
 PROJECT, SENSOR, RUN, SESSION = (uuid.uuid4() for _ in range(4))
