@@ -164,6 +164,15 @@ def _download(c: httpx.Client, cloud: Cloud, fmt: str, run_id: str) -> dict[str,
     }
 
 
+def _warm(c: httpx.Client, fmt: str, sensor_id: str, workers: int) -> None:
+    """Empty exports just before a measured one, on the connection it will use: the worker
+    that serves it has its route and pyarrow loaded (the connection closes while the ceiling
+    reads, and the next one may reach a worker that never exported)."""
+    small = {"format": fmt, "sensor_id": sensor_id, "until": "2000-01-01T00:00:00Z"}
+    for _ in range(2 * workers):
+        c.get("/api/v1/telemetry/export", params=small).raise_for_status()
+
+
 def columnar(sizes: Sizes, logs: Path) -> list[Row]:
     """Parquet and Arrow exports of one run, in :data:`COLUMNAR_ROUNDS` rounds alternating
     with reads of the same rows by a raw cursor (the ceiling), one before each round and one
@@ -188,17 +197,10 @@ def columnar(sizes: Sizes, logs: Path) -> list[Row]:
         with bench.client() as c:
             c.base_url = httpx.URL(cloud.url)
             c.timeout = httpx.Timeout(1800)
-            for fmt in got:
-                small = {
-                    "format": fmt,
-                    "sensor_id": bench.sensor_id,
-                    "until": "2000-01-01T00:00:00Z",
-                }
-                for _ in range(2 * sizes.cloud_workers):  # warm every worker's route
-                    c.get("/api/v1/telemetry/export", params=small).raise_for_status()
             for _ in range(COLUMNAR_ROUNDS):
                 ceilings.append(cursor_read(url, bench.run_id))
                 for fmt, rounds in got.items():
+                    _warm(c, fmt, bench.sensor_id, sizes.cloud_workers)
                     rounds.append(_download(c, cloud, fmt, bench.run_id))
         ceilings.append(cursor_read(url, bench.run_id))
     assert all(rows == n for _, rows in ceilings), ceilings
