@@ -4,6 +4,7 @@ and the forms a reading is stored in (:func:`ts_text`, :func:`meta_text`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -83,8 +84,9 @@ class Write:
     source: str = ""
     #: a message of an at-least-once delivery (MQTT): the inbox drops its redelivered copy
     delivery: Delivery | None = None
-    #: device faults seen with these readings, committed in the same transaction
-    faults: list[NewFault] = field(default_factory=list)
+    #: device faults seen with these readings, committed in the same transaction (a tuple
+    #: by default: nothing allocated for the writes of every other reading)
+    faults: Sequence[NewFault] = ()
 
 
 @dataclass(frozen=True)
