@@ -76,5 +76,7 @@ async def _post(client: Poster, sensor_id: str, token: str, row: dict[str, Any])
     except TransportError as exc:
         return Outcome("retry", str(exc))
     outcome = classify(response)
-    # a 422 naming fields of the episode is no "readings.N" split: the episode is refused
-    return Outcome("dead", outcome.detail) if outcome.kind == "split" else outcome
+    # A 422 naming fields of the episode is no "readings.N" split, and a 409 conflict is a
+    # session not started: the episode is refused (a batch would be too, after its retries).
+    refused = outcome.kind == "split" or outcome.conflict
+    return Outcome("dead", outcome.detail) if refused else outcome

@@ -74,35 +74,48 @@ def record(
     sensor = _authenticate(db, token, sensor_id)
     run, session = _run_and_session(db, sensor, body)
     late = _window(session, body, now, future, skew)
-    last = body.last_timestamp
-    stored = db.get(SF, (sensor.id, body.episode_id), with_for_update=True)
+    key = (sensor.id, body.episode_id)
+    stored = db.get(SF, key, with_for_update=True)
     if stored is None:
         stored = _insert(db, sensor, body, now, late)
-        journal.record(
-            db,
-            "sensor.fault",
-            project_id=sensor.project_id,
-            actor=f"sensor:{sensor.id}",
-            experiment_id=run.experiment_id,
-            run_id=run.id,
-            capture_session_id=session.id,
-            sensor_id=sensor.id,
-            episode_id=body.episode_id,
-            fault_kind=body.kind,
-            first_timestamp=body.first_timestamp,
-            detail=body.detail,
-            late=late,
-        )
-        what = "new"
-    else:
-        _same_episode(stored, body)
-        if last <= stored.last_ts and body.count <= stored.count:
-            return Recorded(answer(stored, "unchanged"), [])
-        stored.last_ts, stored.count = max(stored.last_ts, last), max(stored.count, body.count)
-        stored.updated_at = now
-        what = "grown"
-    messages = evaluate_episode(db, stored, now)
-    return Recorded(answer(stored, what), messages)
+        if stored is not None:
+            _journal(db, sensor, run, session, body, late)
+            return Recorded(answer(stored, "new"), evaluate_episode(db, stored, now))
+        # a request racing this one (a retry) stored it first: this one is an update of it
+        stored = db.get(SF, key, with_for_update=True, populate_existing=True)
+        assert stored is not None
+    _same_episode(stored, body)
+    last = body.last_timestamp
+    if last <= stored.last_ts and body.count <= stored.count:
+        return Recorded(answer(stored, "unchanged"), [])
+    stored.last_ts, stored.count = max(stored.last_ts, last), max(stored.count, body.count)
+    stored.updated_at = now
+    return Recorded(answer(stored, "grown"), evaluate_episode(db, stored, now))
+
+
+def _journal(
+    db: Session,
+    sensor: models.Sensor,
+    run: models.Run,
+    session: models.CaptureSession,
+    body: FaultEpisode,
+    late: bool,
+) -> None:
+    journal.record(
+        db,
+        "sensor.fault",
+        project_id=sensor.project_id,
+        actor=f"sensor:{sensor.id}",
+        experiment_id=run.experiment_id,
+        run_id=run.id,
+        capture_session_id=session.id,
+        sensor_id=sensor.id,
+        episode_id=body.episode_id,
+        fault_kind=body.kind,
+        first_timestamp=body.first_timestamp,
+        detail=body.detail,
+        late=late,
+    )
 
 
 def _authenticate(db: Session, token: str, sensor_id: uuid.UUID) -> models.Sensor:
@@ -164,7 +177,8 @@ def _window(
 
 def _insert(
     db: Session, sensor: models.Sensor, body: FaultEpisode, now: datetime, late: bool
-) -> models.SensorFault:
+) -> models.SensorFault | None:
+    """The new episode's row; None when another request stored it first."""
     row = SF(
         sensor_id=sensor.id,
         episode_id=body.episode_id,
@@ -185,9 +199,7 @@ def _insert(
             db.add(row)
             db.flush()
     except IntegrityError:  # the same episode stored by a request racing this one
-        raise Conflict(
-            "this fault episode is being stored by another request; send it again"
-        ) from None
+        return None
     return row
 
 
