@@ -339,11 +339,15 @@ class SensorSync:
         before it was accepted; the prepared next batch is dropped after any other outcome
         (a split re-seals the queue, a retry sends the same batch again)."""
         buf = self.buffer
-        if (faults := await self.send_faults()) is not None:
-            return faults
-        ready = await buf.call(self._prepare, None)
-        if ready is None:
-            return None
+        while True:
+            if (faults := await self.send_faults()) is not None:
+                return faults
+            ready = await buf.call(self._prepare, None)
+            if ready is None:
+                return None
+            # a fault committed meanwhile may precede readings of this batch: it goes first
+            if self.sensor_id not in buf.fault_sensors:
+                break
         await buf.call(buf.mark_inflight, ready.batch.id)
         posting: asyncio.Future[Outcome] | None = None
         ahead: asyncio.Future[Ready | None] | None = None
