@@ -240,8 +240,19 @@ class SensorSync:
             self.buffer.seal, self.sensor_id, self.cfg.batch_size, older_than=older_than
         )
 
+    async def send_faults(self) -> Outcome | None:
+        """The sensor's device faults the cloud has not seen, sent before any later batch
+        (see :mod:`edge.sync_faults`); None when none is left, else the outcome to retry."""
+        if self.sensor_id not in self.buffer.fault_sensors:
+            return None
+        from edge.sync_faults import send_faults  # it builds on this module
+
+        return await send_faults(self.client, self.buffer, self.sensor_id)
+
     async def step(self) -> Outcome | None:
         """Send the next batch once; None when there is nothing to send."""
+        if (faults := await self.send_faults()) is not None:
+            return faults
         batch = await self.buffer.call(self.buffer.next_batch, self.sensor_id)
         if batch is None:
             return None
@@ -320,15 +331,23 @@ class SensorSync:
         """Send batches while there are any, one in flight, in order. While a batch is on its
         way, the next one is sealed, read and encoded, and the previous one recorded, so the
         wire is busy for more of the time (the buffer's work overlaps the cloud's). Return the
-        first outcome that is not "synced" (already recorded), or None when nothing is left.
+        first outcome that is not "synced" (already recorded), the "synced" one of the batch
+        after which a device fault came (sent first, at the next call), or None when nothing
+        is left.
 
         Order and exactly-once are those of :meth:`step`: a batch is posted only after the one
         before it was accepted; the prepared next batch is dropped after any other outcome
         (a split re-seals the queue, a retry sends the same batch again)."""
         buf = self.buffer
-        ready = await buf.call(self._prepare, None)
-        if ready is None:
-            return None
+        while True:
+            if (faults := await self.send_faults()) is not None:
+                return faults
+            ready = await buf.call(self._prepare, None)
+            if ready is None:
+                return None
+            # a fault committed meanwhile may precede readings of this batch: it goes first
+            if self.sensor_id not in buf.fault_sensors:
+                break
         await buf.call(buf.mark_inflight, ready.batch.id)
         posting: asyncio.Future[Outcome] | None = None
         ahead: asyncio.Future[Ready | None] | None = None
@@ -347,6 +366,8 @@ class SensorSync:
                 nxt = await ahead
                 posting = ahead = None
                 if outcome.kind != "synced":
+                    return await self.record(ready.batch, outcome)
+                if self.sensor_id in buf.fault_sensors:  # a fault came: before what follows it
                     return await self.record(ready.batch, outcome)
                 then = nxt.batch.id if nxt is not None else None
                 recording = asyncio.ensure_future(self.record(ready.batch, outcome, then))

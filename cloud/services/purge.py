@@ -111,6 +111,7 @@ def purge_run_rows(db: Session, run_id: uuid.UUID) -> None:
     )
     for model in (
         models.TelemetrySeqRange,
+        models.SensorFault,
         models.TelemetryReading,
         models.TelemetryRollup,
         models.TelemetryBatch,

@@ -9,6 +9,7 @@
 - :mod:`~edge.buffer.sensors`: sensors, tokens, bindings
 - :mod:`~edge.buffer.operator`: retry, replay, retention, dead-letter rotation
 - :mod:`~edge.buffer.reports`: status, gauges, the dead-letter list
+- :mod:`~edge.buffer.faults`: device faults, as episodes waiting for the cloud
 
 The modules hold the SQL; :class:`Buffer` opens the one transaction each public call runs in.
 """
@@ -31,6 +32,7 @@ from edge.buffer.records import (
     Batch,
     BufferFull,
     DeadLetter,
+    NewFault,
     NewReading,
     Write,
     WriteResult,
@@ -55,6 +57,7 @@ __all__ = [
     "BufferFull",
     "DeadLetter",
     "Delivery",
+    "NewFault",
     "NewReading",
     "Write",
     "WriteResult",

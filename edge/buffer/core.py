@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from edge.buffer import batches, operator, reports, sensors, sequence
+from edge.buffer import batches, faults, operator, reports, sensors, sequence
 from edge.buffer.records import INFLIGHT, PENDING, Batch, BufferFull, Write, WriteResult
 from edge.buffer.schema import migrate
 from edge.buffer.writes import commit_writes
@@ -88,6 +88,9 @@ class Buffer:
         self.conn = connect(self.path)
         self._executor: ThreadPoolExecutor | None = None
         self._edge_id: str | None = None
+        #: sensors with device faults the cloud has not seen: their sync sends those before
+        #: any later batch (see :mod:`edge.buffer.faults`); kept up to date by the commits
+        self.fault_sensors: set[str] = faults.waiting_sensors(self.conn)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -208,7 +211,7 @@ class Buffer:
         """Commit many writes in one transaction (one fsync) and say what became of each."""
         full = self._room()
         with self.tx() as c:
-            return commit_writes(c, writes, full, time.time())
+            return commit_writes(c, writes, full, time.time(), self.fault_sensors)
 
     def _room(self) -> BufferFull | None:
         """None when the budget and the disk have room, after pruning synced rows if they
@@ -316,6 +319,29 @@ class Buffer:
         with self.tx() as c:
             batches.mark_dead(c, batch_id, reason, time.time())
 
+    # -- device faults (see edge.buffer.faults) -------------------------------------------------
+
+    def unsent_faults(self, sensor_id: str) -> list[dict[str, Any]]:
+        """The sensor's fault episodes to send, oldest first; with none left, the sensor
+        leaves :attr:`fault_sensors` (on the buffer's thread, like the commits that add it)."""
+        with self.snapshot() as c:
+            todo = faults.unsent(c, sensor_id)
+        if not todo:
+            self.fault_sensors.discard(sensor_id)
+        return todo
+
+    def mark_fault_sent(self, episode: str, count: int) -> None:
+        with self.tx() as c:
+            faults.mark_sent(c, episode, count, time.time())
+
+    def mark_fault_retry(self, episode: str, error: str) -> None:
+        with self.tx() as c:
+            faults.mark_retry(c, episode, error)
+
+    def mark_fault_dead(self, episode: str, reason: str) -> None:
+        with self.tx() as c:
+            faults.mark_dead(c, episode, reason, time.time())
+
     # -- operator actions ------------------------------------------------------------------------
 
     def retry_dead(
@@ -340,8 +366,10 @@ class Buffer:
             return operator.requeue_range(c, since, until, sensor_id)
 
     def prune(self, retention_s: float) -> int:
-        """Delete synced batches (and their readings) older than the retention period."""
+        """Delete synced batches (and their readings) older than the retention period, and
+        the fault episodes the cloud has whole."""
         with self.tx() as c:
+            faults.prune(c, time.time() - retention_s)
             return operator.prune(c, time.time() - retention_s)
 
     def rotate_dead_letters(self, keep: int = MAX_DEAD_LETTERS) -> int:

@@ -4,6 +4,7 @@ and the forms a reading is stored in (:func:`ts_text`, :func:`meta_text`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -47,6 +48,22 @@ class NewReading:
 
 
 @dataclass(frozen=True)
+class NewFault:
+    """A device fault of one sensor (an open or shorted probe): no value, so not a reading.
+    Consecutive faults of one kind are one episode, named by the source at its first fault
+    (:mod:`edge.buffer.faults`); this is the part of it seen since the last commit."""
+
+    sensor_id: str
+    episode: str
+    kind: str
+    first_ts: datetime
+    last_ts: datetime
+    count: int = 1
+    #: the decoder's description of the fault (the device's own line for text protocols)
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     kind: str  # mqtt_payload | serial | batch | reading | write
     reason: str
@@ -67,6 +84,9 @@ class Write:
     source: str = ""
     #: a message of an at-least-once delivery (MQTT): the inbox drops its redelivered copy
     delivery: Delivery | None = None
+    #: device faults seen with these readings, committed in the same transaction (a tuple
+    #: by default: nothing allocated for the writes of every other reading)
+    faults: Sequence[NewFault] = ()
 
 
 @dataclass(frozen=True)

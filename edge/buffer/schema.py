@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable
 from typing import NamedTuple
 
+from edge.buffer import faults
+
 log = logging.getLogger("benchlink.edge.buffer")
 
 #: The tables as the first version made them; later migrations change them.
@@ -169,6 +171,11 @@ def sequence_numbers(c: sqlite3.Connection) -> None:
     )
 
 
+def sensor_faults(c: sqlite3.Connection) -> None:
+    """Device faults, as episodes waiting for the cloud (see :mod:`edge.buffer.faults`)."""
+    faults.create(c)
+
+
 def tables_and_unacked_inbox(c: sqlite3.Connection) -> None:
     tables(c)
     unacked_inbox(c)
@@ -185,6 +192,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("tables_and_unacked_inbox", tables_and_unacked_inbox),
     Migration("ranged_batches", ranged_batches),
     Migration("sequence_numbers", sequence_numbers),
+    Migration("sensor_faults", sensor_faults),
 )
 #: the version this code writes
 SCHEME = len(MIGRATIONS)

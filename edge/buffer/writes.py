@@ -9,10 +9,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from edge.buffer import faults as fault_rows
 from edge.buffer.inbox import Inbox
 from edge.buffer.records import (
     BufferFull,
     DeadLetter,
+    NewFault,
     NewReading,
     Write,
     WriteResult,
@@ -30,10 +32,12 @@ def commit_writes(
     writes: Sequence[Write],
     full: BufferFull | None,
     now: float,
+    faulted: set[str] | None = None,
 ) -> list[WriteResult | BufferFull]:
     """Store the writes and say what became of each: all refused with ``full``, or committed
     (readings the cloud would refuse, and those of unknown sensors, dead-lettered), or dropped
-    as a delivery's copy (see :mod:`edge.buffer.inbox`)."""
+    as a delivery's copy (see :mod:`edge.buffer.inbox`). The sensors whose device faults were
+    stored are added to ``faulted`` (see :mod:`edge.buffer.faults`)."""
     inbox = Inbox(c)
     bindings = {
         r[0]: (r[1], r[2])
@@ -44,6 +48,7 @@ def commit_writes(
     # arrival order): per-write statements cost more than the rows under load.
     rows: list[Row] = []
     dead: list[DeadLetter] = []
+    faults: list[NewFault] = []
     results: list[WriteResult | BufferFull] = []
     for w in writes:
         if full is not None:
@@ -54,6 +59,8 @@ def commit_writes(
             continue
         before, dead_before = len(rows), len(dead)
         dead += w.dead
+        if w.faults:
+            faults += w.faults
         _rows(w.readings, bindings, now, rows, dead, seqs)
         if w.delivery is not None:
             inbox.record(w.delivery, now)
@@ -65,6 +72,10 @@ def commit_writes(
         [(first + k, *row) for k, row in enumerate(rows)],
     )
     seqs.store(bindings)
+    if faults:
+        stored = fault_rows.store(c, faults, bindings, now)
+        if faulted is not None:
+            faulted |= stored
     insert_dead_letters(c, dead, now)
     inbox.flush()
     return results

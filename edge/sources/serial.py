@@ -1,10 +1,11 @@
 """Serial source: read a port (blocking pyserial, on a thread), decode lines, commit readings.
 
 Several sensors may share one port (CSV ``channel,value``): each takes its ``channel``; a port
-with one sensor and no channel takes every sample. Faults (open circuit, ...) are logged and
-counted, never stored as readings. A read error (unplugged adapter) closes the port, which is
-reopened with jittered capped backoff; readings are timestamped in UTC at the edge when the
-device sends no time.
+with one sensor and no channel takes every sample. Device faults (open circuit, ...) have no
+value: they are counted, and stored with the readings as fault episodes (consecutive faults
+of one kind, see :mod:`edge.buffer.faults`), which the sync sends to the cloud. A read error
+(unplugged adapter) closes the port, which is reopened with jittered capped backoff; readings
+are timestamped in UTC at the edge when the device sends no time.
 
 Lines are committed in small groups: the pump keeps reading while a commit is under way and
 hands the writer what it decoded at most :data:`COALESCE_S` after the first of them (or when the
@@ -39,7 +40,9 @@ import logging
 import re
 import termios
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -47,7 +50,7 @@ import serial
 from pydantic import Field, field_validator
 
 from edge.backoff import Backoff
-from edge.buffer import BufferFull, NewReading, Write, WriteResult
+from edge.buffer import BufferFull, NewFault, NewReading, Write, WriteResult
 from edge.config import SensorConfig
 from edge.metrics import EdgeMetrics
 from edge.sources.base import Source, SourceContext, SourceKind, register
@@ -139,6 +142,10 @@ class SerialSource:
         self._skipped_seen = 0
         #: the arrival time given to the last line without a device timestamp
         self._arrival = datetime.min.replace(tzinfo=UTC)
+        #: sensor -> (episode id, kind) of its fault episode still going on
+        self._episodes: dict[str, tuple[str, str]] = {}
+        #: the episodes' faults seen since the last hand-over to the writer, by episode id
+        self._faults: dict[str, NewFault] = {}
         self._inflight: collections.deque[asyncio.Future[WriteResult]] = collections.deque()
 
     def _sensor_for(self, channel: str | None) -> str | None:
@@ -199,18 +206,19 @@ class SerialSource:
                     data, partial = self._sync(data, partial)
                 if data:
                     self.backoff.reset()
+                    waiting = pending or self._faults
                     new = self._decode(decoder, data)
-                    if new and not pending:
+                    if not waiting and (new or self._faults):
                         since = time.monotonic()
                     pending += new
                 quiet = not data
-                if pending and (
+                if (pending or self._faults) and (
                     quiet or len(pending) >= MAX_GROUP or time.monotonic() - since >= COALESCE_S
                 ):
                     await self._commit(pending)
                     pending = []
         finally:
-            if pending:  # read from the port: keep them if the writer still takes writes
+            if pending or self._faults:  # read from the port: keep them if the writer takes
                 with contextlib.suppress(RuntimeError):
                     self._hand_over(pending)
 
@@ -248,6 +256,7 @@ class SerialSource:
             stamped += timedelta(milliseconds=offset_ms)
         now = max(stamped, self._arrival + timedelta(microseconds=1))
         readings: list[NewReading] = []
+        episodes = self._episodes
         try:
             items = decoder.feed(data)
         except Exception as exc:  # a decoder bug: lose this chunk, not the port or the daemon
@@ -257,13 +266,15 @@ class SerialSource:
             return []
         for item in items:
             if isinstance(item, Fault):
-                self.metrics.serial_faults.labels(item.kind).inc()
-                log.warning("%s: device fault %s: %s", self.port, item.kind, item.detail)
+                self._fault(item, now)
+                self._arrival, now = now, now + timedelta(microseconds=1)
                 continue
             sensor_id = self._sensor_for(item.channel)
             if sensor_id is None:
                 self.metrics.serial_skipped.labels(self.port).inc()
                 continue
+            if episodes and sensor_id in episodes:  # the probe reads again: the fault ended
+                self._fault_ended(sensor_id)
             meta = dict(item.meta) if item.meta else None
             if item.timestamp is None and offset_ms is not None:
                 meta = {**(meta or {}), "clock_offset_ms": offset_ms}
@@ -282,6 +293,35 @@ class SerialSource:
             self._skipped_seen = skipped
         return readings
 
+    def _fault(self, fault: Fault, at: datetime) -> None:
+        """Count the fault and add it to its sensor's episode: one that goes on grows, one of
+        another kind (or the first) starts -- logged then, not at each of its faults."""
+        self.metrics.serial_faults.labels(fault.kind).inc()
+        sensor_id = self._sensor_for(fault.channel)
+        if sensor_id is None:
+            log.warning("%s: device fault %s: %s", self.port, fault.kind, fault.detail)
+            return
+        going = self._episodes.get(sensor_id)
+        if going is None or going[1] != fault.kind:
+            going = self._episodes[sensor_id] = (str(uuid.uuid4()), fault.kind)
+            log.warning(
+                "%s: device fault %s (sensor %s): %s; stored until it ends",
+                self.port,
+                fault.kind,
+                sensor_id,
+                fault.detail,
+            )
+        seen = self._faults.get(going[0])
+        self._faults[going[0]] = (
+            NewFault(sensor_id, going[0], fault.kind, at, at, 1, fault.detail)
+            if seen is None
+            else replace(seen, last_ts=at, count=seen.count + 1)
+        )
+
+    def _fault_ended(self, sensor_id: str) -> None:
+        _, kind = self._episodes.pop(sensor_id)
+        log.info("%s: device fault %s of sensor %s ended (a reading)", self.port, kind, sensor_id)
+
     async def _commit(self, readings: list[NewReading]) -> None:
         """Hand the readings to the writer without waiting for the commit (the device is never
         acked); wait only when too many commits of this port are in flight."""
@@ -291,7 +331,10 @@ class SerialSource:
         self._hand_over(readings)
 
     def _hand_over(self, readings: list[NewReading]) -> None:
-        done = self.writer.enqueue(Write(readings=readings))
+        faults: list[NewFault] = []
+        if self._faults:
+            faults, self._faults = list(self._faults.values()), {}
+        done = self.writer.enqueue(Write(readings=readings, faults=faults))
         self._inflight.append(done)
         done.add_done_callback(lambda f: self._settled(f, len(readings)))
 

@@ -155,6 +155,7 @@ ENDPOINTS = [
     Endpoint("POST", "/api/v1/stream-tickets", "viewer", journals=False),
     Endpoint("POST", "/api/v1/sensors/{sensor}/alarm-rules", "editor", _rule),
     Endpoint("GET", "/api/v1/sensors/{sensor}/alarm-rules", "viewer"),
+    Endpoint("GET", "/api/v1/sensors/{sensor}/faults", "viewer"),
     Endpoint("GET", "/api/v1/sensors/{sensor}/alarm-rules/{rule}", "viewer"),
     Endpoint(
         "PATCH", "/api/v1/sensors/{sensor}/alarm-rules/{rule}", "editor", lambda w, i: {"for_s": 1}
@@ -193,6 +194,7 @@ OTHER_CREDENTIALS = {
     ("POST", "/api/v1/projects"): "a user (X-User-Id) without a project: test_gateway_secret",
     ("GET", "/api/v1/projects/{}"): "its members only: test_no_endpoint_reaches_*",
     ("POST", "/api/v1/telemetry"): "the sensor's own token: test_sensor_token_*, test_sensors",
+    ("POST", "/api/v1/sensors/{}/faults"): "the sensor's token: test_sensor_faults.py",
     ("PUT", "/api/v1/edges/{}/heartbeat"): "the edge's own token: tests/cloud/test_edges.py",
     ("GET", "/api/v1/time"): "any credential: tests/cloud/test_edges.py (clock)",
     ("GET", "/api/v1/telemetry/stream/sse"): "identity or a stream ticket: tests/live",

@@ -363,7 +363,9 @@ async def test_lines_read_at_one_instant_get_their_own_timestamps(
     assert len(stamps) == 50 and stamps == sorted(set(stamps))
 
 
-async def test_a_device_fault_is_counted_never_stored(buffer: Buffer, tmp_path: Path) -> None:
+async def test_a_device_fault_is_counted_never_stored_as_a_reading(
+    buffer: Buffer, tmp_path: Path
+) -> None:
     from hardware.protocols.max31855 import encode_frame
 
     port = tmp_path / "ttyTC"
@@ -383,3 +385,44 @@ async def test_a_device_fault_is_counted_never_stored(buffer: Buffer, tmp_path: 
     finally:
         dev.close()
     assert rows(buffer) == [(sid, 21.5), (sid, 22.0)]
+
+
+async def test_consecutive_faults_of_a_kind_are_one_episode_that_a_reading_ends(
+    buffer: Buffer, tmp_path: Path
+) -> None:
+    """An open probe reports a fault per line: one row per episode (kind, first and last
+    time, count), not per fault; another kind or a reading starts the next one. Each
+    episode lies between the readings around it, and the sensor is marked for its sync."""
+    from hardware.protocols.max31855 import encode_frame
+
+    port = tmp_path / "ttyTC"
+    dev = Pty(port)
+    sid = "00000000-0000-4000-8000-0000000000f2"
+    ok, open_, gnd = (
+        encode_frame(21.5, 24.0),
+        encode_frame(0.0, 24.0, faults=("open_circuit",)),
+        encode_frame(0.0, 24.0, faults=("short_to_gnd",)),
+    )
+    frames = [ok, *[open_] * 5, *[gnd] * 2, ok, *[open_] * 3, ok]
+    try:
+        async with capture(buffer, [serial_sensor(sid, port, "max31855-hex")], port) as src:
+            await wait_until(lambda: src.state == "open")
+            for f in frames:  # one line at a time, as a device sends them
+                dev.write(f"{f:08x}\n".encode())
+                await asyncio.sleep(0.01)
+            await wait_until(lambda: src.readings_committed == 3)
+    finally:
+        dev.close()
+    episodes = buffer.conn.execute(
+        "SELECT sensor_id, kind, count, first_ts, last_ts, sent_count FROM faults ORDER BY id"
+    ).fetchall()
+    assert [(e[0], e[1], e[2], e[5]) for e in episodes] == [
+        (sid, "open_circuit", 5, 0),
+        (sid, "short_to_gnd", 2, 0),
+        (sid, "open_circuit", 3, 0),
+    ]
+    stamps = [r[0] for r in buffer.conn.execute("SELECT ts FROM readings ORDER BY id")]
+    assert stamps[0] < episodes[0][3] < episodes[0][4] < episodes[1][3] <= episodes[1][4]
+    assert episodes[1][4] < stamps[1] < episodes[2][3] < episodes[2][4] < stamps[2]
+    assert buffer.fault_sensors == {sid}
+    assert [row["count"] for row in buffer.unsent_faults(sid)] == [5, 2, 3]

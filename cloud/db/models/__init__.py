@@ -8,7 +8,7 @@ so ``from cloud.db import models`` gives them all as ``models.X`` and ``Base.met
 (what Alembic compares and builds) holds every table.
 """
 
-from cloud.db.models.alarms import Alarm, AlarmRule
+from cloud.db.models.alarms import Alarm, AlarmRule, SensorFault
 from cloud.db.models.api_state import IdempotencyRecord, StreamTicketUse
 from cloud.db.models.base import NAMING, Base, BigId, TokenColumns, utcnow
 from cloud.db.models.catalog import (
@@ -53,6 +53,7 @@ __all__ = [
     "Run",
     "Sensor",
     "SensorCalibration",
+    "SensorFault",
     "SensorProfile",
     "StreamTicketUse",
     "TelemetryBatch",

@@ -1,4 +1,5 @@
-"""Alarm rules on sensors, with their evaluator's state, and the alarms they raise."""
+"""Alarm rules on sensors, with their evaluator's state, the alarms they raise, and the
+device faults that `fault` rules read."""
 
 from __future__ import annotations
 
@@ -76,3 +77,28 @@ class Alarm(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(100))
     ack_note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SensorFault(Base):
+    """An episode of a sensor's device faults (an open or shorted probe: no value), as its
+    sender last sent it (migration 0018): keyed by the sender's episode id, it only grows
+    (``last_ts``, ``count``), so a repeat stores nothing. No foreign key, like the sequence
+    ranges: a run's purge deletes its episodes with its readings."""
+
+    __tablename__ = "sensor_faults"
+    __table_args__ = (Index("ix_sensor_faults_sensor", "sensor_id", "first_ts"),)
+
+    sensor_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    episode_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    run_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    capture_session_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(200))
+    first_ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(BigInteger)
+    #: reached the cloud after its capture session ended
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
