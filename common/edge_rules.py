@@ -1,14 +1,16 @@
 """Wire model of a sensor's alarm rules as its edge pulls them
 (``GET /api/v1/sensors/{sensor_id}/edge-rules``, with the sensor's own token).
 
-Rules are in the sensor's display unit, so the edge also gets the conversion profile the
-cloud converts its readings with: the edge evaluates the value the cloud will store, with
-the same converter (:mod:`common.profiles`) and the same evaluator
+Rules are in the sensor's display unit, so the edge also gets the conversion profile
+versions the cloud converts its readings with (each from its ``effective_from``, as the
+cloud picks one by a reading's timestamp): the edge evaluates the value the cloud will
+store, with the same converter (:mod:`common.profiles`) and the same evaluator
 (:mod:`common.alarm_eval`). Unknown fields are ignored (a newer cloud may send more).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -17,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.alarm_eval import Spec
 
 RuleKind = Literal["above", "below", "outside", "rate", "stale", "fault"]
+
+#: most profile versions one answer carries (the newest; readings stamped before the oldest
+#: of them are not evaluated at the edge)
+MAX_PROFILES = 50
 
 #: the path an edge pulls a sensor's rules from ({sensor_id} filled in)
 EDGE_RULES_PATH = "/api/v1/sensors/{sensor_id}/edge-rules"
@@ -52,16 +58,21 @@ class EdgeRule(_Wire):
 
 
 class EdgeProfile(_Wire):
-    """The sensor's current conversion profile version and its units."""
+    """A conversion profile version of the sensor, its units, and the time from which
+    readings (by their timestamp) convert with it."""
 
     version: str
     kind: str
     payload: dict[str, Any]
     input_unit: str = ""
     display_unit: str = ""
+    effective_from: datetime
 
 
 class EdgeRules(_Wire):
     sensor_id: UUID
-    profile: EdgeProfile | None = None
+    #: the sensor's display unit, the unit of its rules' numbers
+    display_unit: str = ""
+    #: its profile versions, oldest first (the newest :data:`MAX_PROFILES`)
+    profiles: list[EdgeProfile] = Field(default_factory=list)
     rules: list[EdgeRule] = Field(default_factory=list)

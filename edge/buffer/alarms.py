@@ -73,11 +73,19 @@ class Rule:
 @dataclass
 class Sensor:
     sensor_id: str
-    converter: Converter | None
+    #: each profile version's start (ascending) and converter (None: not evaluated, e.g.
+    #: a version in another display unit than the rules')
+    effective: list[int]
+    converters: list[Converter | None]
     rules: list[Rule]
     #: recent (timestamp, value) readings, for ``rate`` rules (None: not read yet)
     history: deque[tuple[int, float]] | None = None
     window_us: int = 0
+
+    def converter_at(self, stamp: int) -> Converter | None:
+        """The converter of the version the cloud converts a reading stamped then with."""
+        i = bisect_right(self.effective, stamp) - 1
+        return self.converters[i] if i >= 0 else None
 
     def applying(self, run_id: str) -> list[Rule]:
         """The run's own rules, and the sensor's of the kinds the run has none of."""
@@ -135,9 +143,9 @@ class Evaluator:
                 last, hold, alarm = states.get(str(r.id), (None, None, None))
                 loaded.append(Rule(r, r.spec(), State(last, hold, alarm is not None), alarm))
             windows = [r.window_s or 0.0 for r in rules.rules if r.kind == "rate"]
-            self.sensors[sid] = Sensor(
-                sid, _converter(sid, rules), loaded, window_us=int(max(windows, default=0) * 1e6)
-            )
+            effective, converters = _converters(sid, rules)
+            window_us = int(max(windows, default=0) * 1e6)
+            self.sensors[sid] = Sensor(sid, effective, converters, loaded, window_us=window_us)
 
     # -- the group commit ------------------------------------------------------------------------
 
@@ -286,36 +294,46 @@ class Evaluator:
         return len(kept)
 
 
-def _converter(sensor_id: str, rules: EdgeRules) -> Converter | None:
-    p = rules.profile
-    if p is None:
-        return None
-    try:
-        return build_converter(p.kind, p.payload, p.display_unit, p.input_unit, lenient=True)
-    except (ProfileError, UnitMismatch) as exc:
-        log.warning(
-            "alarm rules of sensor %s not evaluated at the edge: its conversion profile %s"
-            " cannot be used here (%s)",
-            sensor_id,
-            p.version,
-            exc,
-        )
-        return None
+def _converters(sensor_id: str, rules: EdgeRules) -> tuple[list[int], list[Converter | None]]:
+    effective, converters = [], []
+    for p in rules.profiles:
+        effective.append(micros(p.effective_from))
+        if p.display_unit != rules.display_unit:
+            converters.append(None)  # as in the cloud: not in the rules' unit, not evaluated
+            continue
+        try:
+            converter = build_converter(
+                p.kind, p.payload, p.display_unit, p.input_unit, lenient=True
+            )
+        except (ProfileError, UnitMismatch) as exc:
+            log.warning(
+                "alarm rules of sensor %s: its readings converted by profile version %s are"
+                " not evaluated at the edge, the version cannot be used here (%s)",
+                sensor_id,
+                p.version,
+                exc,
+            )
+            converter = None
+        converters.append(converter)
+    return effective, converters
 
 
 def _converted(s: Sensor, readings: list[NewReading]) -> Readings | None:
-    """The readings as the cloud will store them (value in the display unit), in timestamp
-    order; those it would refuse are left out."""
-    if s.converter is None:
+    """The readings as the cloud will store them (value in the display unit, by the profile
+    version of their timestamp), in timestamp order; those it would refuse are left out."""
+    if not s.effective:
         return None
-    convert = s.converter.convert
+    newest_from, newest = s.effective[-1], s.converters[-1]
     out = Readings()
     for r in readings:
         try:
             if not math.isfinite(r.raw_value):
                 continue
-            value = convert(r.raw_value, r.meta)
             stamp = micros(r.timestamp)
+            converter = newest if stamp >= newest_from else s.converter_at(stamp)
+            if converter is None:
+                continue
+            value = converter.convert(r.raw_value, r.meta)
         except (ConversionError, TypeError, ValueError, OverflowError):
             continue
         out.stamps.append(stamp)

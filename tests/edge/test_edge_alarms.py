@@ -20,7 +20,12 @@ from edge.buffer import Buffer, NewReading, Write
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 #: raw mV -> display: 2 * raw + 1
 PROFILE = EdgeProfile(
-    version="1", kind="linear", payload={"a": 2.0, "b": 1.0}, input_unit="mV", display_unit="C"
+    version="1",
+    kind="linear",
+    payload={"a": 2.0, "b": 1.0},
+    input_unit="mV",
+    display_unit="C",
+    effective_from=datetime(1970, 1, 1, tzinfo=UTC),
 )
 
 
@@ -29,7 +34,9 @@ def rule(kind: str = "above", **fields: Any) -> EdgeRule:
 
 
 def pulled(sid: str, *rules: EdgeRule) -> EdgeRules:
-    return EdgeRules(sensor_id=uuid.UUID(sid), profile=PROFILE, rules=list(rules))
+    return EdgeRules(
+        sensor_id=uuid.UUID(sid), display_unit="C", profiles=[PROFILE], rules=list(rules)
+    )
 
 
 def capture(buf: Buffer, sid: str, raws: list[float], start_s: float = 0.0) -> None:
@@ -110,6 +117,38 @@ def test_without_rules_or_profile_nothing_is_evaluated(buffer: Buffer, sensor: s
     capture(buffer, sensor, [100.0], start_s=1)  # no profile: the cloud's value is unknown
     assert alarms(buffer) == []
     assert buffer.alarm_report()["rules"][sensor]["rules"] == 1
+
+
+def test_each_reading_converts_by_the_profile_version_of_its_timestamp(
+    buffer: Buffer, sensor: str
+) -> None:
+    """v1 (°F, before the rules' unit changed: not evaluated), v2 from second 10 (2x + 1 °C),
+    v3 from second 20 (x °C): the cloud converts a reading by its timestamp, so does the edge."""
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    versions = [
+        PROFILE.model_copy(update={"version": "1", "display_unit": "F", "effective_from": start}),
+        PROFILE.model_copy(update={"version": "2", "effective_from": T0 + timedelta(seconds=10)}),
+        PROFILE.model_copy(
+            update={
+                "version": "3",
+                "payload": {"a": 1.0},
+                "effective_from": T0 + timedelta(seconds=20),
+            }
+        ),
+    ]
+    above = rule(threshold=50.0, hysteresis=1.0)
+    rules = EdgeRules(
+        sensor_id=uuid.UUID(sensor), display_unit="C", profiles=versions, rules=[above]
+    )
+    buffer.set_rules(sensor, rules)
+    capture(buffer, sensor, [100.0], start_s=5)  # v1, in °F: not evaluated
+    assert alarms(buffer) == []
+    capture(buffer, sensor, [30.0, 10.0], start_s=15)  # v2: 61 (raised), 21 (cleared)
+    capture(buffer, sensor, [60.0], start_s=20)  # v3: 60 (raised)
+    assert [(a[1], a[2], a[4]) for a in alarms(buffer)] == [
+        (at(15), 61.0, 21.0),
+        (at(20), 60.0, None),
+    ]
 
 
 def test_rate_looks_back_over_stored_readings_after_a_restart(tmp_path: Path) -> None:
