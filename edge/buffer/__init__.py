@@ -9,6 +9,7 @@
 - :mod:`~edge.buffer.sensors`: sensors, tokens, bindings
 - :mod:`~edge.buffer.operator`: retry, replay, retention, dead-letter rotation
 - :mod:`~edge.buffer.reports`: status, gauges, the dead-letter list
+- :mod:`~edge.buffer.alarms`: alarm rules pulled from the cloud, evaluated at each commit
 
 The modules hold the SQL; :class:`Buffer` opens the one transaction each public call runs in.
 """
