@@ -109,6 +109,7 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
 #: Routes that authenticate by hand rather than through a dependency: who calls them.
 HAND_CHECKED = {
     ("post", "/api/v1/telemetry"): "sensor",
+    ("get", "/api/v1/sensors/{sensor_id}/edge-rules"): "sensor",
     ("get", "/api/v1/telemetry/stream/sse"): "identity",
     ("put", "/api/v1/edges/{edge_id}/heartbeat"): "edge",
     ("get", "/api/v1/time"): "clock",
