@@ -30,14 +30,16 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from common.alarm_eval import Spec, State, evaluate
 from common.edge_rules import EdgeRule, EdgeRules
-from common.profiles import ConversionError, Converter, ProfileError, UnitMismatch, build_converter
 from edge.buffer.records import NewReading, Write, WriteResult, ts_text
+
+if TYPE_CHECKING:
+    from common.profiles import Converter
 
 log = logging.getLogger("benchlink.edge.alarms")
 
@@ -301,6 +303,10 @@ class Evaluator:
 
 
 def _converters(sensor_id: str, rules: EdgeRules) -> tuple[list[int], list[Converter | None]]:
+    # Imported with the first rules only: the units' registry (pint) is megabytes that an
+    # edge without rules need not hold.
+    from common.profiles import build_converter
+
     effective, converters = [], []
     for p in rules.profiles:
         effective.append(micros(p.effective_from))
@@ -311,7 +317,7 @@ def _converters(sensor_id: str, rules: EdgeRules) -> tuple[list[int], list[Conve
             converter = build_converter(
                 p.kind, p.payload, p.display_unit, p.input_unit, lenient=True
             )
-        except (ProfileError, UnitMismatch) as exc:
+        except ValueError as exc:  # ProfileError, UnitMismatch
             log.warning(
                 "alarm rules of sensor %s: its readings converted by profile version %s are"
                 " not evaluated at the edge, the version cannot be used here (%s)",
@@ -340,7 +346,7 @@ def _converted(s: Sensor, readings: list[NewReading]) -> Readings | None:
             if converter is None:
                 continue
             value = converter.convert(r.raw_value, r.meta)
-        except (ConversionError, TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError):  # ConversionError is a ValueError
             continue
         out.stamps.append(stamp)
         out.values.append(value)
