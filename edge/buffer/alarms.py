@@ -307,7 +307,8 @@ def _converters(sensor_id: str, rules: EdgeRules) -> tuple[list[int], list[Conve
     # edge without rules need not hold.
     from common.profiles import build_converter
 
-    effective, converters = [], []
+    effective: list[int] = []
+    converters: list[Converter | None] = []
     for p in rules.profiles:
         effective.append(micros(p.effective_from))
         if p.display_unit != rules.display_unit:
