@@ -40,6 +40,8 @@ from bench.harness import (
     libpq,
     pg_database,
 )
+from common.edge_rules import EdgeProfile, EdgeRule, EdgeRules
+from edge.buffer import Buffer
 from tests.support.cloud import Bench, backdate, bootstrap
 from tests.support.services import Broker, free_port, private_mosquitto
 
@@ -225,7 +227,31 @@ def bare_subscriber(broker: Broker, topic: str, n: int) -> float:
         proc.wait(30)
 
 
-def capture(sizes: Sizes, logs: Path) -> Row:
+def seed_rules(buffer: Path, sensor: str) -> None:
+    """Two alarm rules cached for the sensor, as the daemon keeps them after a pull: an
+    ``above`` and a ``below`` one that the readings (20..21) never meet, the usual case."""
+    buf = Buffer(buffer)
+    try:
+        buf.upsert_sensor(sensor, "t", "mqtt", f"{NIL}a1", f"{NIL}b1")
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        profile = EdgeProfile(version="v1", kind="linear", payload={"a": 1.0}, effective_from=epoch)
+        rules = [
+            EdgeRule(id=uuid.uuid4(), kind="above", threshold=100.0, hysteresis=1.0),
+            EdgeRule(id=uuid.uuid4(), kind="below", threshold=0.0, for_s=5.0),
+        ]
+        buf.set_rules(
+            sensor, EdgeRules(sensor_id=uuid.UUID(sensor), profiles=[profile], rules=rules)
+        )
+    finally:
+        buf.close()
+
+
+def capture_rules(sizes: Sizes, logs: Path) -> Row:
+    """:func:`capture` with alarm rules cached for the sensor (evaluated at each commit)."""
+    return capture(sizes, logs, rules=True)
+
+
+def capture(sizes: Sizes, logs: Path, rules: bool = False) -> Row:
     """Alternate rounds of the bare subscriber and the daemon (which stays up), and take the
     median of each: the publisher and the broker share two cores with the subscriber, so one
     round of either can be off by a third."""
@@ -235,7 +261,7 @@ def capture(sizes: Sizes, logs: Path) -> Row:
     bare: list[float] = []
     edge: list[float] = []
     with private_mosquitto(REPO / "mosquitto" / "mosquitto.conf") as broker:
-        tmp = logs / "capture"
+        tmp = logs / ("capture_rules" if rules else "capture")
         tmp.mkdir(exist_ok=True)
         buffer, config = tmp / "buffer.db", tmp / "edge.toml"
         write_config(
@@ -253,6 +279,8 @@ def capture(sizes: Sizes, logs: Path) -> Row:
             ],
             broker,
         )
+        if rules:
+            seed_rules(buffer, sensor)
         daemon = Daemon(config, logs / "edge-capture.log")
         try:
             committed = f"SELECT count(*) FROM readings WHERE sensor_id = '{sensor}'"
@@ -281,8 +309,9 @@ def capture(sizes: Sizes, logs: Path) -> Row:
             daemon.stop()
     rate, ceiling = statistics.median(edge), statistics.median(bare)
     return Row(
-        name="edge_capture",
-        what="edge capture (MQTT QoS 1 -> buffer), readings/s",
+        name="edge_capture_rules" if rules else "edge_capture",
+        what=f"edge capture{' with 2 alarm rules' if rules else ''} (MQTT QoS 1 -> buffer),"
+        " readings/s",
         figure=rate,
         unit="readings/s",
         ceiling=ceiling,

@@ -49,6 +49,10 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], Runner]] = {
         lambda s, logs, peers, done: ingest.metrics_ingest(s, logs, peers),
     ),
     "edge_capture": (("edge_capture",), lambda s, logs, peers, done: [edge.capture(s, logs)]),
+    "edge_capture_rules": (
+        ("edge_capture_rules",),
+        lambda s, logs, peers, done: [edge.capture_rules(s, logs)],
+    ),
     "sync_drain": (
         ("sync_drain",),
         lambda s, logs, peers, done: [edge.sync_drain(s, logs, _figure(done, "telemetry_ingest"))],

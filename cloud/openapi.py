@@ -110,6 +110,7 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
 HAND_CHECKED = {
     ("post", "/api/v1/telemetry"): "sensor",
     ("post", "/api/v1/sensors/{sensor_id}/faults"): "sensor",
+    ("get", "/api/v1/sensors/{sensor_id}/edge-rules"): "sensor",
     ("get", "/api/v1/telemetry/stream/sse"): "identity",
     ("put", "/api/v1/edges/{edge_id}/heartbeat"): "edge",
     ("get", "/api/v1/time"): "clock",

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from common.cli import Parser, add_version
 from common.heartbeat import Heartbeat
@@ -62,8 +63,14 @@ def cmd_run(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
 def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     beat = local_heartbeat(cfg)
+    buf = _buffer(cfg)
+    try:
+        alarms = buf.alarm_report()
+    finally:
+        buf.close()
     if args.json:
-        print(beat.model_dump_json(indent=2))
+        # the heartbeat's document, and the alarms at the edge (not sent: the cloud has its own)
+        print(json.dumps({**beat.model_dump(mode="json"), "alarms": alarms}, indent=2))
         return 0
     b = beat.buffer
     print(f"buffer {b.path}: {b.used_bytes} of {b.max_bytes} bytes (when full: {b.full_policy})")
@@ -104,7 +111,34 @@ def cmd_status(cfg: EdgeConfig, args: argparse.Namespace) -> int:
             f"  {st.synced:>9}  {st.dead:>6}  {st.rate_per_s:>7}  {oldest:>8}"
             f"  {st.last_error or '-'}"
         )
+    print_alarms(alarms)
     return 0
+
+
+def print_alarms(report: dict[str, Any]) -> None:
+    """The rules cached per sensor, the alarms in force at the edge, the latest cleared."""
+    for sid, r in report["rules"].items():
+        print(f"alarm rules of {sid}: {r['rules']}, pulled from the cloud at {r['pulled_at']}")
+    if not report["rules"]:
+        print("alarm rules: none pulled from the cloud yet")
+    print(f"alarms in force at the edge: {len(report['in_force'])}")
+    for a in report["in_force"]:
+        print(
+            f"  RAISED  {a['sensor_id']}  {a['kind']:7}  rule {a['rule_id']}"
+            f"  value {_value(a['value'])}  at {a['raised_at']}"
+        )
+    if report["recent"]:
+        print("recently cleared:")
+    for a in report["recent"]:
+        print(
+            f"  cleared {a['sensor_id']}  {a['kind']:7}  rule {a['rule_id']}"
+            f"  raised {a['raised_at']} ({_value(a['value'])})"
+            f"  cleared {a['cleared_at']} ({_value(a['cleared_value'])})"
+        )
+
+
+def _value(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
 
 
 def local_heartbeat(cfg: EdgeConfig) -> Heartbeat:

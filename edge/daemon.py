@@ -19,6 +19,7 @@ import logging
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +31,7 @@ from edge.heartbeat import Heartbeats
 from edge.instance import BufferLock, Refused
 from edge.metrics import EdgeMetrics
 from edge.notify import notify, watchdog_interval
+from edge.rules import RulePuller
 from edge.sources import kinds
 from edge.sources.base import SourceContext
 from edge.sync import SensorSync
@@ -118,6 +120,20 @@ def _with_live_fields(cfg: EdgeConfig, sensors: list[SensorConfig]) -> EdgeConfi
     return cfg.model_copy(update={"sensors": [merged(s) for s in cfg.sensors]})
 
 
+def _both(
+    beats: Callable[[str, bool], None], rules: RulePuller | None
+) -> Callable[[str, bool], None]:
+    """A sync round's outcome, told to the heartbeats and to the rules' puller."""
+    if rules is None:
+        return beats
+
+    def told(sensor_id: str, answered: bool) -> None:
+        beats(sensor_id, answered)
+        rules.after_sync_round(sensor_id, answered)
+
+    return told
+
+
 class Daemon:
     def __init__(
         self,
@@ -138,6 +154,7 @@ class Daemon:
         self.config_path = config_path
         self._client = client
         self.syncs: dict[str, SensorSync] = {}
+        self.rules: RulePuller | None = None
         self._reloads: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()  # one reload at a time: each compares with the last
         self.metrics = EdgeMetrics()
@@ -309,9 +326,13 @@ class Daemon:
             lambda: self.sources,
             self.time_source,
         )
-        for sync in self.syncs.values():
-            sync.on_round = beats.after_sync_round
         rest = [tg.create_task(sync.run(), name=f"sync:{sid}") for sid, sync in self.syncs.items()]
+        rules = None
+        if isinstance(client, Requester):
+            rules = self.rules = RulePuller(self.buffer, client, list(self.syncs))
+            rest.append(tg.create_task(rules.run(), name="alarm-rules"))
+        for sync in self.syncs.values():
+            sync.on_round = _both(beats.after_sync_round, rules)
         rest.append(tg.create_task(self._maintenance(), name="maintenance"))
         rest.append(tg.create_task(self._watchdog(), name="watchdog"))
         rest.append(tg.create_task(beats.run(), name="heartbeat"))
@@ -364,6 +385,7 @@ class Daemon:
                 if time.monotonic() - last_prune > 60:
                     await self._prune()
                     last_prune = time.monotonic()
+                await self.buffer.call(self.buffer.stale_tick)
                 used, unsynced = await self.reader.call(self.reader.gauges)
                 self.metrics.buffer_bytes.set(used)
                 self.metrics.unsynced.set(unsynced)

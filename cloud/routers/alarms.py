@@ -19,6 +19,9 @@ from cloud.schemas_alarms import (
     AlarmState,
 )
 from cloud.services import alarms as service
+from cloud.services.alarm_edge import rules_for_edge
+from cloud.services.sensors import bearer_token
+from common.edge_rules import EdgeRules
 
 router = APIRouter(prefix="/api/v1", tags=["alarms"])
 
@@ -42,6 +45,17 @@ def list_rules(
 ) -> Page[AlarmRuleOut]:
     rows, nxt = service.list_rules(db, caller, sensor_id, limit, cursor)
     return Page(items=[AlarmRuleOut.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+@router.get(
+    "/sensors/{sensor_id}/edge-rules",
+    responses={401: {"description": "missing, unknown, rotated or revoked sensor token"}},
+)
+def edge_rules(sensor_id: uuid.UUID, request: Request, db: DbSession) -> EdgeRules:
+    """The sensor's rules and conversion profile, for its edge (``Authorization: Bearer
+    <sensor token>``): the edge evaluates them on what it captures, offline too, and posts
+    no alarm (the cloud raises each at ingest)."""
+    return rules_for_edge(db, bearer_token(request.headers.get("authorization")), sensor_id)
 
 
 @router.get("/sensors/{sensor_id}/alarm-rules/{rule_id}")

@@ -62,11 +62,11 @@ from sqlalchemy.orm import Session, aliased
 
 from cloud import utctime
 from cloud.db import models
-from cloud.services.alarm_eval import State, evaluate
 from cloud.services.alarm_lifecycle import clear, raise_alarm
 from cloud.services.alarm_rules import rule_dict, spec_of
 from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import StoredBatch, at
+from common.alarm_eval import State, evaluate
 
 AR, AL = models.AlarmRule, models.Alarm
 

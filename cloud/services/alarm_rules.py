@@ -17,9 +17,9 @@ from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, uid
 from cloud.schemas_alarms import AlarmRuleIn, AlarmRulePatch
 from cloud.services import journal
-from cloud.services.alarm_eval import Spec
 from cloud.services.alarm_lifecycle import RuleLike, clear
 from cloud.services.scope import get_in_project
+from common.alarm_eval import Spec
 
 AR, AL = models.AlarmRule, models.Alarm
 

@@ -1,6 +1,6 @@
 """Alarms: the rules of a sensor (:mod:`cloud.services.alarm_rules`), evaluated at ingest
 and by the clock (:mod:`cloud.services.alarm_evaluation`, the pure evaluator in
-:mod:`cloud.services.alarm_eval`), the alarms they raise and clear
+:mod:`common.alarm_eval`), the alarms they raise and clear
 (:mod:`cloud.services.alarm_lifecycle`); here, the alarms listed and acknowledged, and
 the names the routers, ingest and the purge use from all of them."""
 

@@ -10,6 +10,7 @@
 - :mod:`~edge.buffer.operator`: retry, replay, retention, dead-letter rotation
 - :mod:`~edge.buffer.reports`: status, gauges, the dead-letter list
 - :mod:`~edge.buffer.faults`: device faults, as episodes waiting for the cloud
+- :mod:`~edge.buffer.alarms`: alarm rules pulled from the cloud, evaluated at each commit
 
 The modules hold the SQL; :class:`Buffer` opens the one transaction each public call runs in.
 """

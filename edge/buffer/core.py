@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import sqlite3
 import time
@@ -19,10 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from edge.buffer import batches, faults, operator, reports, sensors, sequence
+from common.edge_rules import EdgeRules
+from edge.buffer import alarms, batches, faults, operator, reports, sensors, sequence
 from edge.buffer.records import INFLIGHT, PENDING, Batch, BufferFull, Write, WriteResult
 from edge.buffer.schema import migrate
 from edge.buffer.writes import commit_writes
+
+log = logging.getLogger("benchlink.edge.alarms")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -91,6 +95,9 @@ class Buffer:
         #: sensors with device faults the cloud has not seen: their sync sends those before
         #: any later batch (see :mod:`edge.buffer.faults`); kept up to date by the commits
         self.fault_sensors: set[str] = faults.waiting_sensors(self.conn)
+        #: the alarm rules cached for each sensor, evaluated at each commit
+        self.alarms = alarms.Evaluator()
+        self.alarms.load(self.conn)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -210,8 +217,17 @@ class Buffer:
     def commit(self, writes: Sequence[Write]) -> list[WriteResult | BufferFull]:
         """Commit many writes in one transaction (one fsync) and say what became of each."""
         full = self._room()
-        with self.tx() as c:
-            return commit_writes(c, writes, full, time.time(), self.fault_sensors)
+        try:
+            with self.tx() as c:
+                now = time.time()
+                results = commit_writes(c, writes, full, now, self.fault_sensors)
+                lines = self.alarms.after_writes(c, writes, results, now)
+        except BaseException:
+            self.alarms.dirty = True  # its state went back with the transaction
+            raise
+        for level, line in lines:
+            log.log(level, "%s", line)
+        return results
 
     def _room(self) -> BufferFull | None:
         """None when the budget and the disk have room, after pruning synced rows if they
@@ -240,6 +256,35 @@ class Buffer:
         return (
             margin > 0 and used - used_then < margin // 2 and time.monotonic() - at < DISK_CHECK_S
         )
+
+    # -- alarm rules (see :mod:`edge.buffer.alarms`) -------------------------------------------
+
+    def set_rules(self, sensor_id: str, rules: EdgeRules) -> int:
+        """Cache the sensor's rules as pulled from the cloud; the number of them."""
+        try:
+            with self.tx() as c:
+                return self.alarms.replace(c, sensor_id, rules, time.time())
+        except BaseException:
+            self.alarms.dirty = True
+            raise
+
+    def stale_tick(self) -> int:
+        """Raise the stale rules' alarms that are due by this PC's clock; how many."""
+        if not self.alarms.has_stale():
+            return 0  # no transaction (and no fsync) for nothing
+        try:
+            with self.tx() as c:
+                lines = self.alarms.stale_tick(c, time.time())
+        except BaseException:
+            self.alarms.dirty = True
+            raise
+        for level, line in lines:
+            log.log(level, "%s", line)
+        return len(lines)
+
+    def alarm_report(self) -> dict[str, Any]:
+        with self.snapshot() as c:
+            return alarms.report(c)
 
     # -- sealing and the send queue --------------------------------------------------------------
 

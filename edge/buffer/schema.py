@@ -176,6 +176,29 @@ def sensor_faults(c: sqlite3.Connection) -> None:
     faults.create(c)
 
 
+def alarm_rules(c: sqlite3.Connection) -> None:
+    """Alarm rules pulled from the cloud, their evaluator's state, and the alarms they raised
+    at the edge (see :mod:`edge.buffer.alarms`). ``alarm_sensors`` holds each sensor's pulled
+    document (rules and conversion profile) as JSON, so a daemon restarted without the cloud
+    evaluates the rules it last had."""
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS alarm_sensors (sensor_id TEXT PRIMARY KEY,"
+        " doc TEXT NOT NULL, pulled_at REAL NOT NULL)"
+    )
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS alarm_state (rule_id TEXT PRIMARY KEY,"
+        " sensor_id TEXT NOT NULL, rule TEXT NOT NULL, last_ts_us INTEGER,"
+        " holding_since_us INTEGER, open_alarm INTEGER)"
+    )
+    c.execute(
+        "CREATE TABLE IF NOT EXISTS edge_alarms (id INTEGER PRIMARY KEY,"
+        " sensor_id TEXT NOT NULL, rule_id TEXT NOT NULL, kind TEXT NOT NULL, run_id TEXT,"
+        " rule TEXT NOT NULL, raised_at TEXT NOT NULL, value REAL, cleared_at TEXT,"
+        " cleared_value REAL, cleared_why TEXT)"
+    )
+    c.execute("CREATE INDEX IF NOT EXISTS edge_alarms_open ON edge_alarms (cleared_at)")
+
+
 def tables_and_unacked_inbox(c: sqlite3.Connection) -> None:
     tables(c)
     unacked_inbox(c)
@@ -193,6 +216,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("ranged_batches", ranged_batches),
     Migration("sequence_numbers", sequence_numbers),
     Migration("sensor_faults", sensor_faults),
+    Migration("alarm_rules", alarm_rules),
 )
 #: the version this code writes
 SCHEME = len(MIGRATIONS)

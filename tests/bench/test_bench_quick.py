@@ -26,6 +26,7 @@ ROWS = {
     "metrics_ingest": True,
     "metrics_vs_mlflow": False,  # measured only with PEERS=1
     "edge_capture": True,
+    "edge_capture_rules": True,
     "sync_drain": True,
     "live_latency": False,
     "chart_query": True,

@@ -196,6 +196,7 @@ OTHER_CREDENTIALS = {
     ("POST", "/api/v1/telemetry"): "the sensor's own token: test_sensor_token_*, test_sensors",
     ("POST", "/api/v1/sensors/{}/faults"): "the sensor's token: test_sensor_faults.py",
     ("PUT", "/api/v1/edges/{}/heartbeat"): "the edge's own token: tests/cloud/test_edges.py",
+    ("GET", "/api/v1/sensors/{}/edge-rules"): "the sensor's own token: test_edge_rules.py",
     ("GET", "/api/v1/time"): "any credential: tests/cloud/test_edges.py (clock)",
     ("GET", "/api/v1/telemetry/stream/sse"): "identity or a stream ticket: tests/live",
     ("GET", "/healthz"): "anonymous (a liveness probe; says only ok)",

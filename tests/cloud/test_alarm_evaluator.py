@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cloud.services.alarm_eval import Spec, State, conditions, evaluate, quiet, step
+from common.alarm_eval import Spec, State, conditions, evaluate, quiet, step
 
 S = 1_000_000
 

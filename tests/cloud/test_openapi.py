@@ -75,6 +75,8 @@ def test_identity_headers_bearer_token_and_gateway_secret_are_declared(
     assert {"type": "http", "scheme": "bearer"}.items() <= schemes["SensorToken"].items()
     paths = spec["paths"]
     assert paths["/api/v1/telemetry"]["post"]["security"] == [{"SensorToken": []}]
+    edge_rules = paths["/api/v1/sensors/{sensor_id}/edge-rules"]["get"]
+    assert edge_rules["security"] == [{"SensorToken": []}]
     identity = {"UserId": [], "ProjectId": [], "ProjectRole": []}
     for method, path in (
         ("get", "/api/v1/experiments"),

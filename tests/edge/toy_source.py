@@ -1,6 +1,7 @@
 """A source that is no part of benchlink, as a third-party package would write one: each
 ``source = "toy"`` sensor counts 0, 1, 2, ... ``count - 1`` as its readings, one every
-``every_s`` seconds, then goes quiet.
+``every_s`` seconds, then goes quiet. ``behind_s``: its readings are stamped that long
+before they are captured (a device that stamps its own readings, its clock behind).
 
 Installed by an entry point (``benchlink.edge_sources``: ``toy = "tests.edge.toy_source"``);
 nothing under ``edge/`` names it.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import Field
@@ -24,6 +25,7 @@ class ToySensor(SensorConfig):
     source: Literal["toy"]
     count: int = Field(ge=1)
     every_s: float = Field(0.01, gt=0)
+    behind_s: float = Field(0.0, ge=0)
 
 
 class Counter:
@@ -33,7 +35,8 @@ class Counter:
     async def run(self) -> None:
         sid = str(self.sensor.sensor_id)
         for n in range(self.sensor.count):
-            reading = NewReading(sid, datetime.now(UTC), float(n), {"seq": n})
+            stamp = datetime.now(UTC) - timedelta(seconds=self.sensor.behind_s)
+            reading = NewReading(sid, stamp, float(n), {"seq": n})
             try:
                 await self.ctx.writer.submit(Write([reading]), source="toy")
             except BufferFull:
