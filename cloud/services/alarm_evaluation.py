@@ -16,7 +16,7 @@ Evaluation
     evaluated again, so it never raises twice. Cost: one statement locks the rules and moves
     their newest reading on (:func:`_claim`); a ``rate`` rule reads the readings in its
     window before the batch; a batch that holds, raises or clears writes those rules again.
-    Most batches cannot change a rule, which :func:`cloud.services.alarm_eval.quiet` sees
+    Most batches cannot change a rule, which :func:`common.alarm_eval.quiet` sees
     from the batch's least and greatest values.
 
     Hold time: the condition must hold on every reading from one at ``t0`` to one at ``t``

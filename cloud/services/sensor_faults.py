@@ -15,7 +15,7 @@ Evaluating
     (the probe reported nothing else meanwhile), so the episode is evaluated as faults at
     its first time, at its first time plus the rule's ``for_s`` when that falls inside it,
     and at its last time -- the points where the pure evaluator
-    (:func:`cloud.services.alarm_eval.evaluate`) can change its decision. The alarm is
+    (:func:`common.alarm_eval.evaluate`) can change its decision. The alarm is
     raised at the fault's time (late, like a reading's, when that is more than
     :data:`~cloud.services.alarm_evaluation.LATE_AFTER_S` ago or the session has ended);
     the rule's state (``last_ts_us``, ``holding_since_us``, ``open_alarm_id``) moves on as
@@ -40,13 +40,13 @@ from cloud import utctime
 from cloud.db import models
 from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, invalid
 from cloud.services import journal
-from cloud.services.alarm_eval import State, evaluate
 from cloud.services.alarm_evaluation import LATE_AFTER_S
 from cloud.services.alarm_lifecycle import raise_alarm
 from cloud.services.alarm_rules import rule_dict, spec_of
 from cloud.services.sensors import token_refused
 from cloud.services.tokens import hash_token
 from cloud.store.telemetry.base import at
+from common.alarm_eval import State, evaluate
 from common.faults import FaultEpisode, FaultStored
 
 AR, SF = models.AlarmRule, models.SensorFault
