@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import Edge
 from cloud.errors import NotFound
 from cloud.identity import Principal
 from cloud.schemas_completeness import (
@@ -170,10 +171,9 @@ def edge_reports(
     heartbeats (``pending``: heartbeats this process took and has not stored, by edge id,
     with ``body`` and ``at``). The newest one wins when two edges name the same pair."""
     beats: dict[uuid.UUID, tuple[dict[str, Any], datetime]] = {}
-    E = models.Edge
     pending = pending or {}
     for edge_id, body, at in db.execute(
-        select(E.id, E.heartbeat, E.heartbeat_at).where(E.project_id == project_id)
+        select(Edge.id, Edge.heartbeat, Edge.heartbeat_at).where(Edge.project_id == project_id)
     ):
         p = pending.get(edge_id)
         if p is not None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from cloud import utctime
 from cloud.db import models
+from cloud.db.models import Run, Sensor, SensorProfile, TelemetryBatch, TelemetryRollup
 from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import aware_datetime, decode, encode, int64
 from cloud.schemas import ReadingOut
@@ -92,9 +93,8 @@ class ReadingFilter:
 def hidden_runs(db: Session, project_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
     """The project's deleted runs (not yet purged). Usually none, and the filter then costs
     nothing; while there are some, a sensor's readings across runs are read without them."""
-    R = models.Run
     return tuple(
-        db.scalars(select(R.id).where(R.project_id == project_id, R.deleted_at.is_not(None)))
+        db.scalars(select(Run.id).where(Run.project_id == project_id, Run.deleted_at.is_not(None)))
     )
 
 
@@ -307,17 +307,16 @@ def _buckets_rollup(
     ]
     if lo_cell < hi_cell:
         a, b = _EPOCH + _US * (lo_cell * w), _EPOCH + _US * (hi_cell * w)
-        TB = models.TelemetryBatch
         # Literals, and the index's own predicate said again: the planners must see that the
         # partial index (rollup_level > 0) holds every batch asked for.
         unrolled = conn.execute(
-            select(TB.id, TB.first_ts, TB.last_ts)
+            select(TelemetryBatch.id, TelemetryBatch.first_ts, TelemetryBatch.last_ts)
             .where(
-                *_scope(TB, f),
-                TB.rollup_level > literal_column("0"),
-                TB.rollup_level > literal_column(str(int(grid.level))),
-                TB.last_ts >= a,
-                TB.first_ts < b,
+                *_scope(TelemetryBatch, f),
+                TelemetryBatch.rollup_level > literal_column("0"),
+                TelemetryBatch.rollup_level > literal_column(str(int(grid.level))),
+                TelemetryBatch.last_ts >= a,
+                TelemetryBatch.first_ts < b,
             )
             .limit(MAX_UNROLLED_BATCHES + 1)
         ).all()
@@ -327,11 +326,21 @@ def _buckets_rollup(
             and_(T.batch_id == bid, T.ts >= max(bf, a), T.ts <= bl, T.ts < b)
             for bid, bf, bl in unrolled
         ]
-        R = models.TelemetryRollup
-        k = ((R.cell - grid.base) // grid.m).label("k")
+        k = ((TelemetryRollup.cell - grid.base) // grid.m).label("k")
         for kk, n, s, lo, hi in conn.execute(
-            select(k, func.sum(R.n), func.sum(R.total), func.min(R.lo), func.max(R.hi))
-            .where(*_scope(R, f), R.level == grid.level, R.cell >= lo_cell, R.cell < hi_cell)
+            select(
+                k,
+                func.sum(TelemetryRollup.n),
+                func.sum(TelemetryRollup.total),
+                func.min(TelemetryRollup.lo),
+                func.max(TelemetryRollup.hi),
+            )
+            .where(
+                *_scope(TelemetryRollup, f),
+                TelemetryRollup.level == grid.level,
+                TelemetryRollup.cell >= lo_cell,
+                TelemetryRollup.cell < hi_cell,
+            )
             .group_by(k)
         ):
             whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
@@ -349,12 +358,16 @@ def profile_units(
 ) -> dict[tuple[uuid.UUID, str], tuple[str, str]]:
     """(input unit, display unit) of every profile version of the project's sensors (or of
     one sensor), by (sensor, version)."""
-    P, S = models.SensorProfile, models.Sensor
     q = (
-        select(P.sensor_id, P.version, P.input_unit, P.display_unit)
-        .join(S, S.id == P.sensor_id)
-        .where(S.project_id == project_id)
+        select(
+            SensorProfile.sensor_id,
+            SensorProfile.version,
+            SensorProfile.input_unit,
+            SensorProfile.display_unit,
+        )
+        .join(Sensor, Sensor.id == SensorProfile.sensor_id)
+        .where(Sensor.project_id == project_id)
     )
     if sensor_id is not None:
-        q = q.where(P.sensor_id == sensor_id)
+        q = q.where(SensorProfile.sensor_id == sensor_id)
     return {(s, v): (i, d) for s, v, i, d in db.execute(q)}
