@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from sqlalchemy import and_, func, literal_column, or_, select, union_all
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
 from cloud import utctime
@@ -292,6 +293,34 @@ def _buckets_rollup(
     batches not summarised at this level (``rollup_level`` above it)."""
     assert grid.level is not None and f.sensor_id is not None
     w = grid.width
+    cut, lo_cell, hi_cell = _cut_cells(f, grid)
+    whole: dict[int, list[Any]] = {}
+    extra: list[Any] = [
+        and_(T.ts >= _EPOCH + _US * (c * w), T.ts < _EPOCH + _US * ((c + 1) * w)) for c in cut
+    ]
+    if lo_cell < hi_cell:
+        a, b = _EPOCH + _US * (lo_cell * w), _EPOCH + _US * (hi_cell * w)
+        unrolled = _unrolled(conn, f, grid.level, a, b)
+        if len(unrolled) > MAX_UNROLLED_BATCHES:
+            return None
+        extra += [
+            and_(T.batch_id == bid, T.ts >= max(bf, a), T.ts <= bl, T.ts < b)
+            for bid, bf, bl in unrolled
+        ]
+        whole = _whole_cells(conn, f, grid, lo_cell, hi_cell)
+    if extra:
+        # One SELECT per range, not one with their OR: a plan of the OR reads the filter's
+        # whole span (all of since..until) and keeps what falls in the ranges.
+        parts = [select(T.ts, T.value).where(*conds, e) for e in extra]
+        for ts, v in conn.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
+            rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
+    return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
+
+
+def _cut_cells(f: ReadingFilter, grid: Grid) -> tuple[list[int], int, int]:
+    """The cells that ``since`` or ``until`` cut (the first, the last), and the whole cells
+    between them: ``[lo_cell, hi_cell)``."""
+    w = grid.width
     first, last = grid.first // w, grid.last // w  # the cells of the first and last reading
     cut: list[int] = []
     if f.since is not None and utctime.micros(f.since) > first * w:
@@ -299,34 +328,37 @@ def _buckets_rollup(
     if f.until is not None and utctime.micros(f.until) < (last + 1) * w and last not in cut:
         cut.append(last)
     lo_cell = first + 1 if first in cut else first
-    hi_cell = last if last in cut else last + 1  # whole cells: [lo_cell, hi_cell)
+    hi_cell = last if last in cut else last + 1
+    return cut, lo_cell, hi_cell
 
-    whole: dict[int, list[Any]] = {}
-    extra: list[Any] = [
-        and_(T.ts >= _EPOCH + _US * (c * w), T.ts < _EPOCH + _US * ((c + 1) * w)) for c in cut
-    ]
-    if lo_cell < hi_cell:
-        a, b = _EPOCH + _US * (lo_cell * w), _EPOCH + _US * (hi_cell * w)
-        # Literals, and the index's own predicate said again: the planners must see that the
-        # partial index (rollup_level > 0) holds every batch asked for.
-        unrolled = conn.execute(
-            select(TelemetryBatch.id, TelemetryBatch.first_ts, TelemetryBatch.last_ts)
-            .where(
-                *_scope(TelemetryBatch, f),
-                TelemetryBatch.rollup_level > literal_column("0"),
-                TelemetryBatch.rollup_level > literal_column(str(int(grid.level))),
-                TelemetryBatch.last_ts >= a,
-                TelemetryBatch.first_ts < b,
-            )
-            .limit(MAX_UNROLLED_BATCHES + 1)
-        ).all()
-        if len(unrolled) > MAX_UNROLLED_BATCHES:
-            return None
-        extra += [
-            and_(T.batch_id == bid, T.ts >= max(bf, a), T.ts <= bl, T.ts < b)
-            for bid, bf, bl in unrolled
-        ]
-        k = ((TelemetryRollup.cell - grid.base) // grid.m).label("k")
+
+def _unrolled(
+    conn: Connection, f: ReadingFilter, level: int, a: datetime, b: datetime
+) -> Sequence[Row[int, datetime, datetime]]:
+    """(id, first_ts, last_ts) of the batches in ``[a, b)`` not summarised at ``level``, up
+    to one more than :data:`MAX_UNROLLED_BATCHES`."""
+    # Literals, and the index's own predicate said again: the planners must see that the
+    # partial index (rollup_level > 0) holds every batch asked for.
+    return conn.execute(
+        select(TelemetryBatch.id, TelemetryBatch.first_ts, TelemetryBatch.last_ts)
+        .where(
+            *_scope(TelemetryBatch, f),
+            TelemetryBatch.rollup_level > literal_column("0"),
+            TelemetryBatch.rollup_level > literal_column(str(int(level))),
+            TelemetryBatch.last_ts >= a,
+            TelemetryBatch.first_ts < b,
+        )
+        .limit(MAX_UNROLLED_BATCHES + 1)
+    ).all()
+
+
+def _whole_cells(
+    conn: Connection, f: ReadingFilter, grid: Grid, lo_cell: int, hi_cell: int
+) -> dict[int, list[Any]]:
+    """The summaries of the whole cells ``[lo_cell, hi_cell)`` by bucket: [n, sum, min, max]."""
+    k = ((TelemetryRollup.cell - grid.base) // grid.m).label("k")
+    return {
+        int(kk): [int(n), float(s), float(lo), float(hi)]
         for kk, n, s, lo, hi in conn.execute(
             select(
                 k,
@@ -342,15 +374,8 @@ def _buckets_rollup(
                 TelemetryRollup.cell < hi_cell,
             )
             .group_by(k)
-        ):
-            whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
-    if extra:
-        # One SELECT per range, not one with their OR: a plan of the OR reads the filter's
-        # whole span (all of since..until) and keeps what falls in the ranges.
-        parts = [select(T.ts, T.value).where(*conds, e) for e in extra]
-        for ts, v in conn.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
-            rollup.add_to(whole, grid.bucket_of(utctime.micros(ts)), 1, v, v, v)
-    return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
+        )
+    }
 
 
 def profile_units(
