@@ -40,8 +40,8 @@ from bench.harness import (
     libpq,
     pg_database,
 )
-from tests.support.cloud import Bench, backdate, bootstrap
-from tests.support.services import Broker, free_port, private_mosquitto
+from bench.project import Bench, backdate, bootstrap
+from bench.services import Broker, free_port, private_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 NIL = "00000000-0000-4000-8000-0000000000"
