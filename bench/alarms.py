@@ -15,7 +15,7 @@ import psycopg
 
 from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all
 from bench.ingest import telemetry_bodies
-from tests.support.cloud import Bench, backdate, bootstrap
+from bench.project import Bench, backdate, bootstrap
 
 #: A slow wave, 15 .. 25 over 20 s of readings (10 kHz): the rules below raise and clear a
 #: few times a round, as alarms do (a rule that fires on every batch is a misconfigured one).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -17,10 +16,10 @@ import httpx
 import pyarrow as pa
 
 from bench.harness import Cloud, Row, Sizes, pg_database
+from bench.project import Bench, bootstrap
 from bench.store import Target
 from bench.store import store_readings as store
 from benchlink import Client
-from tests.support.cloud import Bench, bootstrap
 
 #: 10 kHz: one sensor's readings, as a fast thermocouple logger sends them.
 STEP_US = 100
@@ -60,8 +59,7 @@ def telemetry_read(sizes: Sizes, logs: Path) -> Row:
     n = sizes.client_readings
     with pg_database() as url, Cloud(url, 1, logs / "cloud-client.log") as cloud:
         bench = bootstrap(cloud.url)
-        target = Target(*(uuid.UUID(x) for x in (bench.project_id, bench.sensor_id,
-                          bench.run_id, bench.capture_session_id)))  # fmt: skip
+        target = Target.of(bench)
         start_us = (time.time_ns() // 1000 - 3 * 3_600_000_000) // STEP_US * STEP_US
         store(url, [target], start_us, STEP_US, range(n), lambda i: 20 + (i % 1000) / 100)
         print(f"   stored {n:,}", file=sys.stderr)

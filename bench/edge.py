@@ -40,10 +40,10 @@ from bench.harness import (
     libpq,
     pg_database,
 )
+from bench.project import Bench, backdate, bootstrap
+from bench.services import Broker, free_port, private_mosquitto
 from common.edge_rules import EdgeProfile, EdgeRule, EdgeRules
 from edge.buffer import Buffer
-from tests.support.cloud import Bench, backdate, bootstrap
-from tests.support.services import Broker, free_port, private_mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
 NIL = "00000000-0000-4000-8000-0000000000"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,9 +25,9 @@ from bench.harness import (
     pg_database,
 )
 from bench.ingest import store_readings
+from bench.project import Bench, bootstrap
 from bench.store import Target
 from bench.store import store_readings as store
-from tests.support.cloud import Bench, bootstrap
 
 #: The API's RSS may grow by less than this during an export of any size.
 MAX_GROWTH_MB = 60
@@ -184,8 +183,7 @@ def columnar(sizes: Sizes, logs: Path) -> list[Row]:
         Cloud(url, sizes.cloud_workers, logs / "cloud-columnar.log") as cloud,
     ):
         bench = bootstrap(cloud.url)
-        target = Target(*(uuid.UUID(x) for x in (bench.project_id, bench.sensor_id,
-                          bench.run_id, bench.capture_session_id)))  # fmt: skip
+        target = Target.of(bench)
         start_us = (time.time_ns() // 1000 - 3 * 3_600_000_000) // STEP_US * STEP_US
         t0 = time.perf_counter()
         store(url, [target], start_us, STEP_US, range(n), lambda i: 20 + (i % 1000) / 100)

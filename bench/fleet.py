@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import Cloud, MachineCpu, Row, Sizes, _send, cpu_seconds, pg_database
-from tests.support.cloud import bootstrap
+from bench.project import bootstrap
 
 PERIOD_S = 30.0
 CLIENTS = 8

@@ -1,8 +1,9 @@
 """Plumbing shared by the benchmarks: a throw-away PostgreSQL database, the cloud with N
 workers in a subprocess, peak RSS of a process tree, concurrent HTTP clients, results.
 
-Services come from ``tests/support`` (free ports, a private Mosquitto, bootstrap through the
-public API) so that the benchmarks and the integration tests start things the same way.
+Services come from ``bench/services.py`` and ``bench/project.py`` (free ports, a private
+Mosquitto, bootstrap through the public API), which ``tests/support`` uses as well: the
+benchmarks and the integration tests start things the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.support.services import free_port, wait_port
+from bench.services import free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_DSN = os.environ.get("BENCHLINK_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -17,8 +17,8 @@ import psycopg
 
 from bench.harness import Cloud, MachineCpu, Row, Sizes, libpq, pg_database, post_all
 from bench.peers import mlflow_server
+from bench.project import Bench, backdate, bootstrap
 from cloud.store.telemetry.postgres import COPY_TYPES
-from tests.support.cloud import Bench, backdate, bootstrap
 
 BATCH = 1000
 # The ceiling writes exactly what ingest writes: the same columns and types.

@@ -32,7 +32,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 
 from bench.harness import Cloud, Row, Sizes, pg_database
-from tests.support.cloud import Bench, bootstrap
+from bench.project import Bench, bootstrap
 
 SENDER = """
 import asyncio, gc, json, sys, time

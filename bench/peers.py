@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import PeakRss, libpq
-from tests.support.services import free_port
+from bench.services import free_port
 
 PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 MLFLOW_VENV = PEERS_DIR / "mlflow"

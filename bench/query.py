@@ -10,7 +10,6 @@ import math
 import statistics
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import psycopg
 
 from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all
 from bench.ingest import telemetry_bodies
+from bench.project import Bench, backdate, bootstrap
 from bench.store import Target, store_readings
-from tests.support.cloud import Bench, backdate, bootstrap
 
 
 def fill(url: str, cloud_url: str, bench: Bench, n: int, start: datetime) -> None:
@@ -206,11 +205,7 @@ def filters(sizes: Sizes, logs: Path) -> list[Row]:
     ):
         bench = bootstrap(cloud.url)
         sensor_ids = [bench.sensor_id, *_add_sensors(bench, SENSORS - 1)]
-        targets = [
-            Target(*(uuid.UUID(x) for x in (bench.project_id, s, bench.run_id)),
-                   uuid.UUID(bench.capture_session_id))
-            for s in sensor_ids
-        ]  # fmt: skip
+        targets = [Target.of(bench, s) for s in sensor_ids]
         start_us = (time.time_ns() // 1000 - 3 * 3_600_000_000) // STEP_US * STEP_US
         backdate(url, bench.capture_session_id, datetime.fromtimestamp(start_us / 1e6, UTC))
         charts: dict[str, dict[str, str | int]] = {

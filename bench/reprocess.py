@@ -18,8 +18,8 @@ import httpx
 
 from bench.harness import Cloud, Row, Sizes, pg_database, post_all
 from bench.ingest import copy_telemetry, telemetry_bodies
+from bench.project import Bench, backdate, bootstrap
 from bench.query import fill
-from tests.support.cloud import Bench, backdate, bootstrap
 
 V2 = {"version": "v2", "kind": "polynomial", "payload": {"coefficients": [0.5, 1.01, 1e-4]}}
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from bench.project import Bench
 from cloud import utctime
 from cloud.db import models
 from cloud.db.engine import make_engine
@@ -35,6 +36,16 @@ class Target:
     run_id: uuid.UUID
     capture_session_id: uuid.UUID
     profile_version: str = "v1"
+
+    @classmethod
+    def of(cls, bench: Bench, sensor_id: str | None = None) -> Target:
+        """The bootstrapped project's running session, for its sensor or ``sensor_id``."""
+        return cls(
+            uuid.UUID(bench.project_id),
+            uuid.UUID(sensor_id or bench.sensor_id),
+            uuid.UUID(bench.run_id),
+            uuid.UUID(bench.capture_session_id),
+        )
 
 
 def store_readings(

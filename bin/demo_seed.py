@@ -425,7 +425,7 @@ def human_lines(result: Seed) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -468,7 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--env", action="store_true", help="print shell `export` lines")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     owner = resolve_owner(args.owner_user_id, args.owner_file)
     try:
         tokens_file = args.tokens_file or tokens_beside(args.owner_file)

@@ -32,7 +32,7 @@ from fastapi import FastAPI
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.db import models
+from cloud.db.models import Edge
 from cloud.db.types import JSONType, UTCDateTime
 from cloud.db.uow import transaction
 
@@ -66,8 +66,7 @@ class HeartbeatSink:
     def lookup(self, token_hash: str) -> uuid.UUID | None:
         """The edge whose token this is (blocking: call from a worker thread)."""
         with self.sessions() as db:
-            E = models.Edge
-            edge_id = db.scalar(select(E.id).where(E.token_hash == token_hash))
+            edge_id = db.scalar(select(Edge.id).where(Edge.token_hash == token_hash))
         if edge_id is not None:
             if len(self._known) >= 100_000:
                 self._known.clear()
@@ -89,10 +88,9 @@ class HeartbeatSink:
         if not self.pending:
             return 0
         batch, self.pending = self.pending, {}
-        E = models.Edge
         stmt = (
-            update(E)
-            .where(E.id == bindparam("b_id"), E.token_hash == bindparam("b_token"))
+            update(Edge)
+            .where(Edge.id == bindparam("b_id"), Edge.token_hash == bindparam("b_token"))
             .values(
                 heartbeat=bindparam("b_body", type_=JSONType),
                 heartbeat_at=bindparam("b_at", type_=UTCDateTime),

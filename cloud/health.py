@@ -36,6 +36,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.db.models import Edge, Sensor
 from cloud.db.uow import transaction
 from cloud.services import journal
 
@@ -176,8 +177,9 @@ def _uuid(text: str | None) -> uuid.UUID | None:
 
 
 def expected_intervals(db: Session) -> dict[str, float]:
-    S = models.Sensor
-    rows = db.execute(select(S.id, S.expected_interval_s).where(S.expected_interval_s.isnot(None)))
+    rows = db.execute(
+        select(Sensor.id, Sensor.expected_interval_s).where(Sensor.expected_interval_s.isnot(None))
+    )
     return {str(sid): float(v) for sid, v in rows if v is not None}
 
 
@@ -234,16 +236,14 @@ class Evaluator:
             ):
                 return 0
             expected = expected_intervals(db)
-            E = models.Edge
-            rows = db.execute(select(E.id, E.heartbeat, E.heartbeat_at, E.health)).all()
-            for edge_id, body, at, health in rows:
+            rows = db.execute(select(Edge.id, Edge.heartbeat, Edge.heartbeat_at, Edge.health)).all()
+            for edge_id, stored_body, stored_at, health in rows:
                 p = pending.get(edge_id)
-                if p is not None:
-                    body, at = p.body, p.at
+                body, at = (stored_body, stored_at) if p is None else (p.body, p.at)
                 found = evaluate(body, at, expected, now)
                 if frozenset(found) == frozenset(health or {}):
                     continue
-                edge = db.get(E, edge_id, with_for_update=True, populate_existing=True)
+                edge = db.get(Edge, edge_id, with_for_update=True, populate_existing=True)
                 if edge is None:
                     continue
                 if p is None:  # as it is now, locked: a heartbeat may have been stored since

@@ -113,6 +113,17 @@ def _has_nul(body: bytes) -> bool:
     return b"\x00" in body or (b"\\u0000" in body and _JSON_NUL.search(body) is not None)
 
 
+def _as_json(scope: Scope) -> None:
+    """A body sent without a type, or as a form (``curl -d``), said to be the JSON it is."""
+    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if content_type in ("", "application/x-www-form-urlencoded"):
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+        headers.append((b"content-type", b"application/json"))
+        # In place: the router records the matched route in this very scope, and the
+        # timing middleware outside reads it from there.
+        scope["headers"] = headers
+
+
 class RequestBodyMiddleware:
     """Reads write requests' bodies under a size limit and treats them as JSON.
 
@@ -127,8 +138,7 @@ class RequestBodyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        if b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
+        elif b"%00" in scope.get("query_string", b"") or "\x00" in scope["path"]:
             await _refuse(
                 send,
                 InvalidInput(
@@ -136,10 +146,13 @@ class RequestBodyMiddleware:
                     errors=[FieldError("query", "contains a NUL character")],
                 ),
             )
-            return
-        if scope["method"] not in WRITE_METHODS:
+        elif scope["method"] not in WRITE_METHODS:
             await self.app(scope, receive, send)
-            return
+        else:
+            await self._write(scope, receive, send)
+
+    async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A write request: its body read whole under the limit, then handed on as JSON."""
         path: str = scope["path"]
         limit = (
             self.settings.telemetry_max_body_bytes
@@ -173,13 +186,8 @@ class RequestBodyMiddleware:
                 ),
             )
             return
-        content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if path.startswith("/api/") and content_type in ("", "application/x-www-form-urlencoded"):
-            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-            headers.append((b"content-type", b"application/json"))
-            # In place: the router records the matched route in this very scope, and the
-            # timing middleware outside reads it from there.
-            scope["headers"] = headers
+        if path.startswith("/api/"):
+            _as_json(scope)
         scope[BODY_KEY] = body
         sent = False
 

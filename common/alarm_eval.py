@@ -89,18 +89,28 @@ def quiet(spec: Spec, state: State, bounds: tuple[float, float], metas: Metas) -
     (Converted values are finite: no NaN to slip past a comparison.)"""
     if state.holding_since_us is not None:
         return False
+    if not state.open:
+        return _none_meets(spec, bounds, metas)
+    return _none_clears(spec, bounds)
+
+
+def _none_meets(spec: Spec, bounds: tuple[float, float], metas: Metas) -> bool:
+    lo, hi = bounds
+    k = spec.kind
+    if k == "fault":
+        return not any(metas)  # no meta at all, the usual reading: no fault either
+    if k == "above":
+        return hi <= _f(spec.threshold)
+    if k == "below":
+        return lo >= _f(spec.threshold)
+    if k == "outside":
+        return lo >= _f(spec.low) and hi <= _f(spec.high)
+    return False
+
+
+def _none_clears(spec: Spec, bounds: tuple[float, float]) -> bool:
     lo, hi = bounds
     k, h = spec.kind, spec.hysteresis
-    if not state.open:
-        if k == "fault":
-            return not any(metas)  # no meta at all, the usual reading: no fault either
-        if k == "above":
-            return hi <= _f(spec.threshold)
-        if k == "below":
-            return lo >= _f(spec.threshold)
-        if k == "outside":
-            return lo >= _f(spec.low) and hi <= _f(spec.high)
-        return False
     if k == "above":
         return lo >= _f(spec.threshold) - h
     if k == "below":

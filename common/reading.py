@@ -152,19 +152,27 @@ _DECODER = msgspec.json.Decoder(WireBatch)
 _SUBMICRO = re.compile(rb"\.\d{7,}[Zz+-]")
 
 
-def decode(raw: bytes) -> ReadingBatch | None:
-    """The batch in ``raw``, or None when :mod:`common.wire` must judge it: every refusal
-    (it words the reasons) and the lax spellings the contract also takes (``"2.5"`` for a
-    number, a timestamp that is before year 1 once in UTC, sub-microsecond digits)."""
+def _wire(raw: bytes) -> WireBatch | None:
+    """``raw`` as msgspec reads it, or None (see :func:`decode`)."""
     if len(raw) > 64 and _SUBMICRO.search(raw):
         return None
     try:
         batch = _DECODER.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
-    readings = batch.readings
-    if len(readings) > MAX_READINGS_PER_BATCH:
+    if len(batch.readings) > MAX_READINGS_PER_BATCH:
         return None  # 413, with its message
+    return batch
+
+
+def decode(raw: bytes) -> ReadingBatch | None:
+    """The batch in ``raw``, or None when :mod:`common.wire` must judge it: every refusal
+    (it words the reasons) and the lax spellings the contract also takes (``"2.5"`` for a
+    number, a timestamp that is before year 1 once in UTC, sub-microsecond digits)."""
+    batch = _wire(raw)
+    if batch is None:
+        return None
+    readings = batch.readings
     try:
         stamps = [r.timestamp.astimezone(UTC) for r in readings]
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC

@@ -97,20 +97,20 @@ class UnitError(ValueError):
     """A unit that cannot be parsed, or two units that do not convert into each other."""
 
 
-_REGISTRY: pint.UnitRegistry[Any] | None = None
-_REGISTRY_LOCK = threading.Lock()
+class _One:
+    registry: pint.UnitRegistry[Any] | None = None
+    lock = threading.Lock()
 
 
 def registry() -> pint.UnitRegistry[Any]:
     """The one registry, made on first use (loading pint's definitions takes a tenth of a
     second). One only: pint refuses to compare units of two registries, and ingest threads
     may ask for it at the same moment."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        with _REGISTRY_LOCK:
-            if _REGISTRY is None:
-                _REGISTRY = pint.UnitRegistry()
-    return _REGISTRY
+    if _One.registry is None:
+        with _One.lock:
+            if _One.registry is None:
+                _One.registry = pint.UnitRegistry()
+    return _One.registry
 
 
 @dataclass(frozen=True)

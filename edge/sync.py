@@ -117,15 +117,26 @@ def problem_reason(response: Answer) -> str:
 def classify(response: Answer) -> Outcome:
     status = response.status
     if status in (200, 201, 202):
-        try:
-            body = response.json()
-            return Outcome("synced", accepted=body.get("accepted"), late=body.get("late"))
-        except (ValueError, AttributeError):
-            return Outcome("synced")
+        return _synced(response)
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     reason = problem_reason(response)
     if status in (408, 429) or status >= 500:
         return Outcome("retry", reason, retry_after)
+    return _refused(response, reason, retry_after)
+
+
+def _synced(response: Answer) -> Outcome:
+    try:
+        body = response.json()
+        return Outcome("synced", accepted=body.get("accepted"), late=body.get("late"))
+    except (ValueError, AttributeError):
+        return Outcome("synced")
+
+
+def _refused(response: Answer, reason: str, retry_after: float | None) -> Outcome:
+    """A 4xx other than 408 and 429: retried (the batch's key in flight, a conflict), split
+    (readings refused) or dead."""
+    status = response.status
     try:
         body = response.json()
     except ValueError:

@@ -140,18 +140,7 @@ class Writer:
                     item.done.set_exception(RuntimeError("writer stopped"))
 
     async def _commit(self, group: list[_Pending]) -> None:
-        live: list[_Pending] = []
-        for p in group:
-            if p.writes[0].source in self.blocked and not p.probe:
-                if not p.done.done():
-                    full = self.full or BufferFull(self.buffer.max_bytes, self.buffer.max_bytes)
-                    self.refused_in_episode += len(p.writes)
-                    if p.many:
-                        p.done.set_result([full] * len(p.writes))
-                    else:
-                        p.done.set_exception(full)
-            else:
-                live.append(p)
+        live = self._unblocked(group)
         writes = [w for p in live for w in p.writes]
         self.committing_since = time.monotonic()
         try:
@@ -167,29 +156,41 @@ class Writer:
         for p in live:
             mine = results[at : at + len(p.writes)]
             at += len(p.writes)
-            source = p.writes[0].source
-            refused = next((r for r in mine if isinstance(r, BufferFull)), None)
-            if refused is not None and source:
-                self.blocked.add(source)
-            elif p.probe:
-                self.blocked.discard(source)
-            if refused is not None:
-                self._loud_full(refused, sum(isinstance(r, BufferFull) for r in mine))
-            dead = sum(r.dead for r in mine if isinstance(r, WriteResult))
-            if dead:
-                self.metrics.dead_lettered.labels("input").inc(dead)
-            if p.done.done():  # the submitter was cancelled
-                continue
-            if p.many:
-                failed = next((r for r in mine if isinstance(r, BaseException)), None)
-                if failed is not None and not isinstance(failed, BufferFull):
-                    p.done.set_exception(failed)
-                else:
-                    p.done.set_result(mine)
-            elif isinstance(mine[0], BaseException):
-                p.done.set_exception(mine[0])
+            self._note(p, mine)
+            if not p.done.done():  # else the submitter was cancelled
+                _answer(p, mine)
+
+    def _unblocked(self, group: list[_Pending]) -> list[_Pending]:
+        """The group but for the writes of blocked sources (a probe excepted): those are
+        refused at once, with the refusal that blocked them."""
+        live: list[_Pending] = []
+        for p in group:
+            if p.writes[0].source in self.blocked and not p.probe:
+                if not p.done.done():
+                    full = self.full or BufferFull(self.buffer.max_bytes, self.buffer.max_bytes)
+                    self.refused_in_episode += len(p.writes)
+                    if p.many:
+                        p.done.set_result([full] * len(p.writes))
+                    else:
+                        p.done.set_exception(full)
             else:
-                p.done.set_result(mine[0])
+                live.append(p)
+        return live
+
+    def _note(self, p: _Pending, mine: list[WriteResult | BufferFull | Exception]) -> None:
+        """What a submission's results say about its source (blocked, or free again) and the
+        buffer (full, dead letters)."""
+        source = p.writes[0].source
+        refused = next((r for r in mine if isinstance(r, BufferFull)), None)
+        if refused is not None and source:
+            self.blocked.add(source)
+        elif p.probe:
+            self.blocked.discard(source)
+        if refused is not None:
+            self._loud_full(refused, sum(isinstance(r, BufferFull) for r in mine))
+        dead = sum(r.dead for r in mine if isinstance(r, WriteResult))
+        if dead:
+            self.metrics.dead_lettered.labels("input").inc(dead)
 
     async def _commit_group(
         self, writes: list[Write]
@@ -294,6 +295,21 @@ class Writer:
         if self.state == "running":
             self.state = "draining"
             self.queue.put_nowait(None)
+
+
+def _answer(p: _Pending, mine: list[WriteResult | BufferFull | Exception]) -> None:
+    """Resolve a submission: several writes get their outcomes (a refusal among them is an
+    outcome, another failure raises); one write gets its result or raises its failure."""
+    if p.many:
+        failed = next((r for r in mine if isinstance(r, BaseException)), None)
+        if failed is not None and not isinstance(failed, BufferFull):
+            p.done.set_exception(failed)
+        else:
+            p.done.set_result(mine)
+    elif isinstance(mine[0], BaseException):
+        p.done.set_exception(mine[0])
+    else:
+        p.done.set_result(mine[0])
 
 
 def _show(write: Write) -> str:

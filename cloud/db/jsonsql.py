@@ -7,11 +7,11 @@ look at the JSON type first and give NULL for a value of another kind, which no 
 matches. They are compiled per dialect here, so the services that use them have no dialect
 branches of their own.
 
-- :class:`json_number` — the value at ``key`` if it is a JSON number, as a float.
-- :class:`json_text` — the value at ``key`` if it is a JSON string (or ``true``/``false``,
+- :class:`JsonNumber` — the value at ``key`` if it is a JSON number, as a float.
+- :class:`JsonText` — the value at ``key`` if it is a JSON string (or ``true``/``false``,
   spelled so), compared by code point on both databases (PostgreSQL: ``COLLATE "C"``, as
   SQLite's default), so that ordering does not depend on the server's locale.
-- :class:`json_array_has` — whether the JSON array column holds this string.
+- :class:`JsonArrayHas` — whether the JSON array column holds this string.
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ class _KeyFunction(FunctionElement[Any]):
         super().__init__(column, literal(key, String()))
 
 
-class json_number(_KeyFunction):  # an SQL function, named like one
+class JsonNumber(_KeyFunction):
     type = Float()
     name = "json_number"
     inherit_cache = True
 
 
-class json_text(_KeyFunction):
+class JsonText(_KeyFunction):
     type = String()
     name = "json_text"
     inherit_cache = True
 
 
-class json_array_has(_KeyFunction):
+class JsonArrayHas(_KeyFunction):
     type = Boolean()
     name = "json_array_has"
     inherit_cache = True
@@ -71,8 +71,8 @@ def _args(element: _KeyFunction) -> tuple[ColumnElement[Any], ColumnElement[Any]
     return column, key
 
 
-@compiles(json_number, "postgresql")
-def _number_pg(element: json_number, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(JsonNumber, "postgresql")
+def _number_pg(element: JsonNumber, compiler: SQLCompiler, **kw: Any) -> str:
     column, key = _args(element)
     value = column.op("->")(key)
     text = column.op("->>")(key)
@@ -80,8 +80,8 @@ def _number_pg(element: json_number, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(expr, **kw)
 
 
-@compiles(json_number, "sqlite")
-def _number_sqlite(element: json_number, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(JsonNumber, "sqlite")
+def _number_sqlite(element: JsonNumber, compiler: SQLCompiler, **kw: Any) -> str:
     column, key = _args(element)
     path = _sqlite_path(key)
     kind = func.json_type(column, path)
@@ -89,8 +89,8 @@ def _number_sqlite(element: json_number, compiler: SQLCompiler, **kw: Any) -> st
     return compiler.process(expr, **kw)
 
 
-@compiles(json_text, "postgresql")
-def _text_pg(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(JsonText, "postgresql")
+def _text_pg(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
     column, key = _args(element)
     value = column.op("->")(key)
     text = column.op("->>")(key)
@@ -98,8 +98,8 @@ def _text_pg(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
     return f'({compiler.process(expr, **kw)}) COLLATE "C"'
 
 
-@compiles(json_text, "sqlite")
-def _text_sqlite(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(JsonText, "sqlite")
+def _text_sqlite(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
     column, key = _args(element)
     path = _sqlite_path(key)
     kind = func.json_type(column, path)
@@ -110,15 +110,15 @@ def _text_sqlite(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(expr, **kw)
 
 
-@compiles(json_array_has, "postgresql")
-def _has_pg(element: json_array_has, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(JsonArrayHas, "postgresql")
+def _has_pg(element: JsonArrayHas, compiler: SQLCompiler, **kw: Any) -> str:
     column, item = _args(element)
     expr = column.op("@>")(func.jsonb_build_array(item))
     return compiler.process(expr, **kw)
 
 
-@compiles(json_array_has, "sqlite")
-def _has_sqlite(element: json_array_has, compiler: SQLCompiler, **kw: Any) -> str:
+@compiles(JsonArrayHas, "sqlite")
+def _has_sqlite(element: JsonArrayHas, compiler: SQLCompiler, **kw: Any) -> str:
     column, item = _args(element)
     return (
         f"EXISTS (SELECT 1 FROM json_each({compiler.process(column, **kw)}) AS j"

@@ -179,30 +179,9 @@ async def stream_websocket(ws: WebSocket) -> None:
         await ws.send_json(_hello(sub, last, batch))
         if sub.resume_lost:
             await ws.send_json({"type": "reset", "detail": RESET_DETAIL})
-
-        async def send(events: Sequence[LiveEvent]) -> None:
-            if batch:
-                for group in grouped(events):
-                    await ws.send_text(
-                        readings_message(group) if group[0].is_reading else group[0].json
-                    )
-                return
-            for ev in events:
-                await ws.send_text(ev.json)
-
-        async def until_closed() -> None:
-            while (await ws.receive())["type"] != "websocket.disconnect":
-                pass
-
-        await _first_done(pump(sub, send), until_closed())
+        await _first_done(pump(sub, _ws_sender(ws, batch)), _until_closed(ws))
     except SlowConsumer as exc:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1):
-                if exc.reason == "shutdown":
-                    await ws.close(CLOSE_GOING_AWAY, "server shutting down")
-                else:
-                    await ws.send_json(_overflow(exc))
-                    await ws.close(CLOSE_TOO_SLOW, _OVERFLOW_DETAIL[exc.reason])
+        await _cut_off(ws, exc)
     except WebSocketDisconnect:
         pass
     finally:
@@ -211,6 +190,38 @@ async def stream_websocket(ws: WebSocket) -> None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     await ws.close()
+
+
+def _ws_sender(ws: WebSocket, batch: bool) -> Callable[[Sequence[LiveEvent]], Awaitable[None]]:
+    """What the pump calls with the events ready: a frame each, or a frame per group."""
+
+    async def send(events: Sequence[LiveEvent]) -> None:
+        if batch:
+            for group in grouped(events):
+                await ws.send_text(
+                    readings_message(group) if group[0].is_reading else group[0].json
+                )
+            return
+        for ev in events:
+            await ws.send_text(ev.json)
+
+    return send
+
+
+async def _until_closed(ws: WebSocket) -> None:
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def _cut_off(ws: WebSocket, exc: SlowConsumer) -> None:
+    """Close a stream the hub dropped: going away (shutdown), or overflow then 4008."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1):
+            if exc.reason == "shutdown":
+                await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+            else:
+                await ws.send_json(_overflow(exc))
+                await ws.close(CLOSE_TOO_SLOW, _OVERFLOW_DETAIL[exc.reason])
 
 
 @router.get(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,17 @@ _NOTIFY = text(f"SELECT pg_notify('{ALARM_CHANNEL}', :payload)")
 def install(app: FastAPI) -> None:
     #: Called with each transaction's alarm transitions after its commit (any thread).
     app.state.alarm_listeners = []
+    announce = _announcer(app)
+    app.state.announce_alarms = announce
+
+    def in_transaction(db: Session, batch: IngestedBatch) -> None:
+        announce(db, batch.alarms)
+
+    app.state.ingest_tx_listeners.append(in_transaction)
+    _run_clock(app)
+
+
+def _announcer(app: FastAPI) -> Callable[[Session, list[dict[str, Any]]], None]:
     postgres = app.state.engine.dialect.name == "postgresql"
 
     def announce(db: Session, messages: list[dict[str, Any]]) -> None:
@@ -60,12 +72,11 @@ def install(app: FastAPI) -> None:
 
         after_commit(db, after)
 
-    app.state.announce_alarms = announce
+    return announce
 
-    def in_transaction(db: Session, batch: IngestedBatch) -> None:
-        announce(db, batch.alarms)
 
-    app.state.ingest_tx_listeners.append(in_transaction)
+def _run_clock(app: FastAPI) -> None:
+    """The stale rules' clock, a task from the app's start to its stop."""
     task: asyncio.Task[None] | None = None
 
     async def start(app: FastAPI) -> None:

@@ -141,10 +141,10 @@ def _claim(db: Session, rows: StoredBatch, last_us: int, now_us: int) -> list[_C
     evaluated one after the other, the second seeing the first's state), updates them and
     returns them with their previous ``last_ts_us``. SQLite runs one writing transaction at
     a time: a read, then the update."""
-    X = aliased(AR)
+    run_rule = aliased(AR)
     overridden = exists().where(
-        X.sensor_id == AR.sensor_id, X.run_id == rows.run_id, X.kind == AR.kind,
-        X.deleted_at.is_(None),
+        run_rule.sensor_id == AR.sensor_id, run_rule.run_id == rows.run_id,
+        run_rule.kind == AR.kind, run_rule.deleted_at.is_(None),
     )  # fmt: skip
     applies = and_(
         AR.sensor_id == rows.sensor_id,
@@ -283,16 +283,16 @@ def stale_tick(db: Session, now: datetime) -> list[dict[str, Any]]:
         got = db.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": STALE_LOCK})
         if not got.scalar():
             return []  # another process evaluates now
-    C = models.CaptureSession
+    sessions = models.CaptureSession
     candidates = db.scalars(
         select(AR)
-        .join(C, C.id == AR.last_session_id)
+        .join(sessions, sessions.id == AR.last_session_id)
         .where(
             AR.kind == "stale",
             AR.deleted_at.is_(None),
             AR.open_alarm_id.is_(None),
             AR.last_ts_us.is_not(None),
-            C.status == "running",
+            sessions.status == "running",
         )
         .order_by(AR.id)
         .with_for_update(of=AR)
@@ -304,7 +304,7 @@ def stale_tick(db: Session, now: datetime) -> list[dict[str, Any]]:
         due = rule.last_ts_us + int(rule.after_s * 1_000_000)
         if rule.open_alarm_id is not None or now_us < due:
             continue
-        session = db.get(C, rule.last_session_id)
+        session = db.get(sessions, rule.last_session_id)
         assert session is not None
         alarm, msg = raise_alarm(
             db, rule, rule_dict(rule), None, at(due), None, now_us - due > _LATE_US,

@@ -38,6 +38,16 @@ _OPTIONAL = ("for_s", "hysteresis")
 
 def _check(rule: models.AlarmRule) -> None:
     """Per kind: the fields it needs are there, the others are not, and they make sense."""
+    errors = _fields_of_kind(rule) + _values_of_kind(rule)
+    if errors:
+        raise InvalidInput(
+            f"{len(errors)} problem(s) with this {rule.kind} rule: "
+            f"{errors[0].field} {errors[0].reason}",
+            errors=errors,
+        )
+
+
+def _fields_of_kind(rule: models.AlarmRule) -> list[FieldError]:
     errors: list[FieldError] = []
     needs = NEEDS[rule.kind]
     for name in RULE_FIELDS:
@@ -52,6 +62,11 @@ def _check(rule: models.AlarmRule) -> None:
                     f"{', '.join(needs + _OPTIONAL) if needs else ', '.join(_OPTIONAL)})",
                 )
             )
+    return errors
+
+
+def _values_of_kind(rule: models.AlarmRule) -> list[FieldError]:
+    errors: list[FieldError] = []
     if rule.kind == "outside" and rule.low is not None and rule.high is not None:
         if rule.low >= rule.high:
             errors.append(FieldError("high", f"must be above low ({rule.low:g})"))
@@ -68,17 +83,14 @@ def _check(rule: models.AlarmRule) -> None:
         errors.append(FieldError("hysteresis", f"has no meaning for {rule.kind} rules"))
     if rule.kind == "stale" and rule.for_s:
         errors.append(FieldError("for_s", "has no meaning for stale rules (after_s is their hold)"))
-    if errors:
-        raise InvalidInput(
-            f"{len(errors)} problem(s) with this {rule.kind} rule: "
-            f"{errors[0].field} {errors[0].reason}",
-            errors=errors,
-        )
+    return errors
 
 
 def _count(db: Session, sensor_id: uuid.UUID, delta: int) -> None:
-    S = models.Sensor
-    db.execute(update(S).where(S.id == sensor_id).values(alarm_rules=S.alarm_rules + delta))
+    sensor = models.Sensor
+    db.execute(
+        update(sensor).where(sensor.id == sensor_id).values(alarm_rules=sensor.alarm_rules + delta)
+    )
 
 
 def create_rule(

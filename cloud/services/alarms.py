@@ -89,11 +89,13 @@ def list_in_project(
     cursor: str | None,
 ) -> tuple[list[models.Alarm], str | None]:
     """The project's alarms, newest raised first; those of deleted runs left out."""
-    R = models.Run
+    run = models.Run
     query = (
         select(AL)
-        .outerjoin(R, R.id == AL.run_id)
-        .where(AL.project_id == caller.project_id, or_(AL.run_id.is_(None), R.deleted_at.is_(None)))
+        .outerjoin(run, run.id == AL.run_id)
+        .where(
+            AL.project_id == caller.project_id, or_(AL.run_id.is_(None), run.deleted_at.is_(None))
+        )
     )
     if state is not None:
         query = query.where(AL.state == state)

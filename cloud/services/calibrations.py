@@ -14,6 +14,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import SensorCalibration, TelemetryReading
 from cloud.errors import NotFound, invalid
 from cloud.identity import Principal
 from cloud.pagination import newest_first
@@ -140,10 +141,19 @@ def _widened(
     db: Session, sensor: models.Sensor, since: datetime, until: datetime
 ) -> tuple[datetime, datetime]:
     """[since, until] out to the sensor's last reading before and first one after it."""
-    R = models.TelemetryReading
-    mine = and_(R.sensor_id == sensor.id, *_visible(db, sensor))
-    before = db.scalar(select(R.ts).where(mine, R.ts < since).order_by(R.ts.desc()).limit(1))
-    after = db.scalar(select(R.ts).where(mine, R.ts > until).order_by(R.ts).limit(1))
+    mine = and_(TelemetryReading.sensor_id == sensor.id, *_visible(db, sensor))
+    before = db.scalar(
+        select(TelemetryReading.ts)
+        .where(mine, TelemetryReading.ts < since)
+        .order_by(TelemetryReading.ts.desc())
+        .limit(1)
+    )
+    after = db.scalar(
+        select(TelemetryReading.ts)
+        .where(mine, TelemetryReading.ts > until)
+        .order_by(TelemetryReading.ts)
+        .limit(1)
+    )
     return before or since, after or until
 
 
@@ -164,11 +174,15 @@ def _converted(
     """The sensor's readings in [since, until] in time order, converted by its current
     profile (the values a correction of that profile applies to); and how many it could
     not convert."""
-    R = models.TelemetryReading
     rows = db.execute(
-        select(R.ts, R.raw_value, R.meta)
-        .where(R.sensor_id == sensor.id, R.ts >= since, R.ts <= until, *_visible(db, sensor))
-        .order_by(R.ts)
+        select(TelemetryReading.ts, TelemetryReading.raw_value, TelemetryReading.meta)
+        .where(
+            TelemetryReading.sensor_id == sensor.id,
+            TelemetryReading.ts >= since,
+            TelemetryReading.ts <= until,
+            *_visible(db, sensor),
+        )
+        .order_by(TelemetryReading.ts)
         .limit(most + 1)
     ).all()
     if len(rows) > most:
@@ -310,5 +324,10 @@ def list_fits(
 ) -> tuple[Sequence[models.SensorCalibration], str | None]:
     """The sensor's fits, newest first."""
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
-    C = models.SensorCalibration
-    return newest_first(db, select(C).where(C.sensor_id == sensor.id), C, limit, cursor)
+    return newest_first(
+        db,
+        select(SensorCalibration).where(SensorCalibration.sensor_id == sensor.id),
+        SensorCalibration,
+        limit,
+        cursor,
+    )

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import CaptureSession, Experiment, Run
 from cloud.errors import Conflict, FieldError, NotFound, invalid
 from cloud.identity import Principal
 from cloud.pagination import Keyset, aware_datetime, int32, uid
@@ -211,20 +212,19 @@ def list_in_project(
 ) -> tuple[list[tuple[models.CaptureSession, models.Run, models.Experiment]], str | None]:
     """Capture sessions across runs (the portal's Tests page), newest first. A run or
     experiment of another project is 404, as everywhere, not an empty list."""
-    CS, R, E = models.CaptureSession, models.Run, models.Experiment
     q = (
-        select(CS, R, E)
-        .join(R, R.id == CS.run_id)
-        .join(E, E.id == R.experiment_id)
-        .where(CS.project_id == caller.project_id, R.deleted_at.is_(None))
+        select(CaptureSession, Run, Experiment)
+        .join(Run, Run.id == CaptureSession.run_id)
+        .join(Experiment, Experiment.id == Run.experiment_id)
+        .where(CaptureSession.project_id == caller.project_id, Run.deleted_at.is_(None))
     )
     if status is not None:
-        q = q.where(CS.status == status)
+        q = q.where(CaptureSession.status == status)
     if run_id is not None:
-        get_in_project(db, R, run_id, caller.project_id)
-        q = q.where(CS.run_id == run_id)
+        get_in_project(db, Run, run_id, caller.project_id)
+        q = q.where(CaptureSession.run_id == run_id)
     if experiment_id is not None:
-        get_in_project(db, E, experiment_id, caller.project_id)
-        q = q.where(R.experiment_id == experiment_id)
+        get_in_project(db, Experiment, experiment_id, caller.project_id)
+        q = q.where(Run.experiment_id == experiment_id)
     rows, nxt = PROJECT_SESSIONS.page(db, q, limit, cursor)
     return [(s, r, e) for s, r, e in rows], nxt

@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import Edge
 from cloud.errors import NotFound
 from cloud.identity import Principal
 from cloud.schemas_completeness import (
@@ -170,10 +171,9 @@ def edge_reports(
     heartbeats (``pending``: heartbeats this process took and has not stored, by edge id,
     with ``body`` and ``at``). The newest one wins when two edges name the same pair."""
     beats: dict[uuid.UUID, tuple[dict[str, Any], datetime]] = {}
-    E = models.Edge
     pending = pending or {}
     for edge_id, body, at in db.execute(
-        select(E.id, E.heartbeat, E.heartbeat_at).where(E.project_id == project_id)
+        select(Edge.id, Edge.heartbeat, Edge.heartbeat_at).where(Edge.project_id == project_id)
     ):
         p = pending.get(edge_id)
         if p is not None:
@@ -266,45 +266,9 @@ def session_answer(
     sensor_id: uuid.UUID | None = None,
 ) -> SessionCompleteness:
     held = _held(db, session.id)
-    unnumbered = _unnumbered(db, session.id)
-    sid_text = str(session.id)
-    # every (sensor, epoch) with numbers in this session, on either side of the wire
-    keys = set(held)
-    for key, r in reports.items():
-        if any(str(s.capture_session_id) == sid_text for s in r.seq.sessions):
-            keys.add(key)
-    sensors: list[SensorCompleteness] = []
-    gaps: list[tuple[uuid.UUID, uuid.UUID, list[int]]] = []
-    for sensor, epoch in sorted(keys, key=lambda k: (str(k[0]), str(k[1]))):
-        if sensor_id is not None and sensor != sensor_id:
-            continue
-        one, holes = _sensor(
-            held.get((sensor, epoch), Held()), reports.get((sensor, epoch)), sid_text
-        )
-        one_out = SensorCompleteness(sensor_id=sensor, epoch=epoch, **one)
-        sensors.append(one_out)
-        gaps += [(sensor, epoch, h) for h in holes]
+    sensors, gaps = _numbered(held, reports, str(session.id), sensor_id)
     numbered = {s.sensor_id for s in sensors}
-    for sensor, n in sorted(unnumbered.items(), key=lambda kv: str(kv[0])):
-        if sensor_id is not None and sensor != sensor_id:
-            continue
-        match = next((s for s in sensors if s.sensor_id == sensor), None)
-        if match is not None:
-            match.arrived_without_edge_accounting += n
-        else:
-            sensors.append(
-                SensorCompleteness(
-                    sensor_id=sensor,
-                    epoch=None,
-                    edge_report=False,
-                    captured=None,
-                    arrived=0,
-                    arrived_without_edge_accounting=n,
-                    waiting=0,
-                    dead_lettered=0,
-                    unaccounted=None,
-                )
-            )
+    _add_unnumbered(sensors, _unnumbered(db, session.id), sensor_id)
     numbered_known = all(s.edge_report for s in sensors if s.sensor_id in numbered)
     reported = [s for s in sensors if s.epoch is not None]
     without = sum(s.arrived_without_edge_accounting for s in sensors)
@@ -334,6 +298,61 @@ def session_answer(
         gaps_truncated=len(gaps) > MAX_GAPS,
         sensors=sensors,
     )
+
+
+def _numbered(
+    held: Mapping[tuple[uuid.UUID, uuid.UUID], Held],
+    reports: Mapping[tuple[uuid.UUID, uuid.UUID], Report],
+    sid_text: str,
+    sensor_id: uuid.UUID | None,
+) -> tuple[list[SensorCompleteness], list[tuple[uuid.UUID, uuid.UUID, list[int]]]]:
+    """Each (sensor, epoch) with numbers in this session, on either side of the wire, and
+    the gaps in their numbers."""
+    keys = set(held)
+    for key, r in reports.items():
+        if any(str(s.capture_session_id) == sid_text for s in r.seq.sessions):
+            keys.add(key)
+    sensors: list[SensorCompleteness] = []
+    gaps: list[tuple[uuid.UUID, uuid.UUID, list[int]]] = []
+    for sensor, epoch in sorted(keys, key=lambda k: (str(k[0]), str(k[1]))):
+        if sensor_id is not None and sensor != sensor_id:
+            continue
+        one, holes = _sensor(
+            held.get((sensor, epoch), Held()), reports.get((sensor, epoch)), sid_text
+        )
+        one_out = SensorCompleteness(sensor_id=sensor, epoch=epoch, **one)
+        sensors.append(one_out)
+        gaps += [(sensor, epoch, h) for h in holes]
+    return sensors, gaps
+
+
+def _add_unnumbered(
+    sensors: list[SensorCompleteness],
+    unnumbered: Mapping[uuid.UUID, int],
+    sensor_id: uuid.UUID | None,
+) -> None:
+    """Readings that arrived without sequence numbers: added to their sensor's entry, or an
+    entry of their own for a sensor with none numbered."""
+    for sensor, n in sorted(unnumbered.items(), key=lambda kv: str(kv[0])):
+        if sensor_id is not None and sensor != sensor_id:
+            continue
+        match = next((s for s in sensors if s.sensor_id == sensor), None)
+        if match is not None:
+            match.arrived_without_edge_accounting += n
+        else:
+            sensors.append(
+                SensorCompleteness(
+                    sensor_id=sensor,
+                    epoch=None,
+                    edge_report=False,
+                    captured=None,
+                    arrived=0,
+                    arrived_without_edge_accounting=n,
+                    waiting=0,
+                    dead_lettered=0,
+                    unaccounted=None,
+                )
+            )
 
 
 def _note(kind: str, without: int, numbered_known: bool, not_reported: int = 0) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import Edge
 from cloud.edge_schemas import EdgeIn, EdgeOut, EdgeState
 from cloud.errors import Conflict, Unauthenticated
 from cloud.fleet import Pending
@@ -71,19 +72,20 @@ def register(db: Session, caller: Principal, body: EdgeIn) -> tuple[models.Edge,
 
 
 def _unique_name(db: Session, project_id: uuid.UUID, name: str) -> None:
-    E = models.Edge
-    if db.scalar(select(E.id).where(E.project_id == project_id, E.name == name)) is not None:
+    if (
+        db.scalar(select(Edge.id).where(Edge.project_id == project_id, Edge.name == name))
+        is not None
+    ):
         raise Conflict(f"an edge named {name!r} already exists in this project")
 
 
 def list_edges(
     db: Session, caller: Principal, *, name: str | None, limit: int, cursor: str | None
 ) -> tuple[Sequence[models.Edge], str | None]:
-    E = models.Edge
-    q = select(E).where(E.project_id == caller.project_id)
+    q = select(Edge).where(Edge.project_id == caller.project_id)
     if name is not None:
-        q = q.where(E.name == normalize_name(name))
-    return newest_first(db, q, E, limit, cursor)
+        q = q.where(Edge.name == normalize_name(name))
+    return newest_first(db, q, Edge, limit, cursor)
 
 
 def rotate(db: Session, caller: Principal, edge_id: uuid.UUID) -> tuple[models.Edge, str]:
@@ -120,8 +122,7 @@ def token_refused(token: str | None) -> Unauthenticated:
 
 def counts_by_state(db: Session, now: datetime) -> dict[EdgeState, int]:
     """How many edges are in each state (the cloud's Prometheus gauge), all projects."""
-    E = models.Edge
-    rows = db.execute(select(E.heartbeat_at, E.heartbeat["heartbeat_s"].as_float()))
+    rows = db.execute(select(Edge.heartbeat_at, Edge.heartbeat["heartbeat_s"].as_float()))
     counts: dict[EdgeState, int] = {"never": 0, "online": 0, "stale": 0}
     for at, period in rows:
         if at is None:

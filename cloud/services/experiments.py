@@ -8,6 +8,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import Experiment
 from cloud.errors import Conflict
 from cloud.identity import Principal
 from cloud.pagination import newest_first
@@ -19,8 +20,8 @@ from cloud.services.scope import get_in_project, require_project
 def clean_tags(tags: list[str]) -> list[str]:
     """Tags as stored: trimmed, empty ones dropped, duplicates once, each at most 100 long."""
     seen: dict[str, None] = {}
-    for tag in tags:
-        tag = tag.strip()
+    for given in tags:
+        tag = given.strip()
         if tag:
             seen.setdefault(tag[:100], None)
     return list(seen)
@@ -69,22 +70,25 @@ def list_experiments(
     limit: int,
     cursor: str | None,
 ) -> tuple[Sequence[models.Experiment], str | None]:
-    E = models.Experiment
-    query = select(E).where(E.project_id == caller.project_id, E.deleted_at.is_(None))
+    query = select(Experiment).where(
+        Experiment.project_id == caller.project_id, Experiment.deleted_at.is_(None)
+    )
     if status is not None:
-        query = query.where(E.status == status)
+        query = query.where(Experiment.status == status)
     elif not include_archived:
-        query = query.where(E.status != "archived")
+        query = query.where(Experiment.status != "archived")
     for tag in tags:
         query = query.where(
-            E.id.in_(
+            Experiment.id.in_(
                 select(models.ExperimentTag.experiment_id).where(models.ExperimentTag.tag == tag)
             )
         )
     if q:
         pattern = f"%{q.strip()}%"
-        query = query.where(or_(E.name.ilike(pattern), E.description.ilike(pattern)))
-    return newest_first(db, query, E, limit, cursor)
+        query = query.where(
+            or_(Experiment.name.ilike(pattern), Experiment.description.ilike(pattern))
+        )
+    return newest_first(db, query, Experiment, limit, cursor)
 
 
 def patch(

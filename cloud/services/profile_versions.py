@@ -62,7 +62,9 @@ def ingest_across(
 ) -> Ingested:
     """Store ``batch``, some of whose readings are stamped before the current version's
     ``effective_from``: each reading converted with the version effective at its timestamp."""
-    from cloud.services import telemetry as t  # it calls this module: imported at use
+    # it calls this module: imported at use. Its ingest steps are private to it (SLF001
+    # below) until telemetry.py's split (split14) gives them public names.
+    from cloud.services import telemetry as t
 
     versions = _versions(db, ctx, max(batch.timestamps))
     starts = [v.effective_from for v in versions]
@@ -71,7 +73,7 @@ def ingest_across(
     # Copies inside the request first, so that a 422 names readings by their request index.
     keep: Sequence[int] = range(len(batch))
     if len(set(stamps_us)) != len(stamps_us):
-        keep = t._first_of_each_timestamp(batch.raw_values, stamps_us)
+        keep = t._first_of_each_timestamp(batch.raw_values, stamps_us)  # noqa: SLF001
     groups: dict[int, list[int]] = {}
     for i in keep:
         # A reading before the first version (stamped before 1970) takes the first.
@@ -79,10 +81,10 @@ def ingest_across(
     contexts = {k: _with_version(ctx, versions[k]) for k in groups}
     if len(groups) == 1:  # every reading under one (earlier) version: one ordinary batch
         (k,) = groups
-        return t._store_batch(db, contexts[k], batch, key, now, late)
+        return t._store_batch(db, contexts[k], batch, key, now, late)  # noqa: SLF001
 
     # Each part carries its readings' own sequence numbers (completeness counts them).
-    numbers = None if batch.seq_ranges is None else t._numbers(batch.seq_ranges)
+    numbers = None if batch.seq_ranges is None else t._numbers(batch.seq_ranges)  # noqa: SLF001
     subs = {k: _sub(batch, idx, numbers) for k, idx in groups.items()}
     kept = {i for idx in groups.values() for i in idx}
     copies = tuple(numbers[i] for i in range(len(batch)) if i not in kept) if numbers else ()
@@ -104,7 +106,7 @@ def _convert_parts(
     for k, idx in groups.items():
         vctx = contexts[k]
         try:
-            values[k] = t._convert(t._converter(vctx), vctx, subs[k], idx)
+            values[k] = t._convert(t._converter(vctx), vctx, subs[k], idx)  # noqa: SLF001
         except InvalidInput as exc:
             errors.extend(exc.errors or [])
     if errors:
@@ -144,7 +146,7 @@ def _store_parts(
             request=batch,
             seq_copies=copies if n == 0 else (),
         )
-        result = t._store_batch(db, contexts[k], subs[k], key if n == 0 else None, now, late, part)
+        result = t._store_batch(db, contexts[k], subs[k], key if n == 0 else None, now, late, part)  # noqa: SLF001
         if result.replayed:  # the key's request committed meanwhile: its answer, ours unstored
             return result._replace(answer=result.answer.model_copy(update=_whole(batch, result)))
         done.append(result)

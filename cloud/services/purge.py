@@ -19,6 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.db.models import TelemetryBatch
 from cloud.services import alarms, journal
 
 log = logging.getLogger("benchlink.cloud.purge")
@@ -96,8 +97,7 @@ def _purge_run_alone(db: Session, run_id: uuid.UUID, cutoff: datetime) -> int:
 
 def purge_run_rows(db: Session, run_id: uuid.UUID) -> None:
     """Delete the run and every row that belongs to it, children first (foreign keys)."""
-    TB = models.TelemetryBatch
-    batches = select(TB.id).where(TB.run_id == run_id)
+    batches = select(TelemetryBatch.id).where(TelemetryBatch.run_id == run_id)
     alarms.release_run_alarms(db, run_id)
     # Values reprocessed from the run's readings, and jobs over the run alone: before the
     # readings they name.

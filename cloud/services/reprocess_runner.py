@@ -28,7 +28,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from cloud.db import models
+from cloud.db.models import ReprocessJob
 from cloud.services import reprocess, reprocess_chunks
 
 log = logging.getLogger("benchlink.cloud.reprocess")
@@ -85,12 +85,11 @@ class Runner:
             reprocess_chunks.fail(self.sessions, job_id, f"{type(exc).__name__}: {exc}")
 
     def _next_job(self) -> uuid.UUID | None:
-        J = models.ReprocessJob
         with self.readers() as db:
             return db.scalar(
-                select(J.id)
-                .where(J.status.in_(reprocess.PENDING))
-                .order_by(J.created_at, J.id)
+                select(ReprocessJob.id)
+                .where(ReprocessJob.status.in_(reprocess.PENDING))
+                .order_by(ReprocessJob.created_at, ReprocessJob.id)
                 .limit(1)
             )
 

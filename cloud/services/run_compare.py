@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import CaptureSession, Sensor
 from cloud.errors import invalid
 from cloud.identity import Principal
 from cloud.schemas import normalize_name
@@ -55,9 +56,10 @@ def compare(
     max_points: int,
     window: Window | None = None,
 ) -> Comparison:
-    S = models.Sensor
     found = db.scalars(
-        select(S).where(S.project_id == caller.project_id, S.name == normalize_name(sensor))
+        select(Sensor).where(
+            Sensor.project_id == caller.project_id, Sensor.name == normalize_name(sensor)
+        )
     ).one_or_none()
     if found is None:
         raise invalid("sensor", f"no sensor named {sensor!r} in this project")
@@ -110,6 +112,7 @@ def _one(
 
 def _session_start(db: Session, run_id: uuid.UUID) -> datetime | None:
     """When the run's first capture session started (None before any has)."""
-    C = models.CaptureSession
-    start: datetime | None = db.scalar(select(func.min(C.started_at)).where(C.run_id == run_id))
+    start: datetime | None = db.scalar(
+        select(func.min(CaptureSession.started_at)).where(CaptureSession.run_id == run_id)
+    )
     return start

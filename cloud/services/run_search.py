@@ -47,7 +47,8 @@ from sqlalchemy.orm import Session, outerjoin
 
 from cloud import utctime
 from cloud.db import models
-from cloud.db.jsonsql import json_array_has, json_number, json_text
+from cloud.db.jsonsql import JsonArrayHas, JsonNumber, JsonText
+from cloud.db.models import Sensor, TelemetryBatch, TelemetryReading, TelemetryRollup
 from cloud.db.types import UTCDateTime
 from cloud.errors import FieldError, InvalidInput
 from cloud.identity import Principal
@@ -87,7 +88,7 @@ def search(
         conds.append(R.experiment_id.in_(s.experiment_ids))
     if s.statuses:
         conds.append(R.status.in_(s.statuses))
-    conds += [json_array_has(R.tags, tag) for tag in dict.fromkeys(s.tags)]
+    conds += [JsonArrayHas(R.tags, tag) for tag in dict.fromkeys(s.tags)]
     conds += [_compare(summaries, t) for t in s.terms]
     keys, parsers = _sort_keys(summaries, s.sort)
     found = (
@@ -131,7 +132,7 @@ def _compare(summaries: _Telemetry, term: Term) -> ColumnElement[bool]:
     op = _OPS[term.op]
     f, value = term.field, term.value
     if f.kind == "param":
-        typed = json_number if isinstance(value, float) else json_text
+        typed = JsonNumber if isinstance(value, float) else JsonText
         return op(typed(R.params, f.name), value)  # type: ignore[no-any-return]
     return op(_number(summaries, f), value)  # type: ignore[no-any-return]
 
@@ -175,7 +176,7 @@ def _sort_keys(
     if f.kind == "created_at":
         return [], []
     if f.kind == "param":
-        number, words = json_number(R.params, f.name), json_text(R.params, f.name)
+        number, words = JsonNumber(R.params, f.name), JsonText(R.params, f.name)
         ranks = (2, 1, 0) if desc else (0, 1, 2)  # numbers, then text, then none
         rank = case((number.is_not(None), ranks[0]), (words.is_not(None), ranks[1]), else_=ranks[2])
         return (
@@ -209,10 +210,11 @@ class _Telemetry:
             named.setdefault(s.sort.field.name, "sort")
         if not named:
             return cls({})
-        S = models.Sensor
         ids = dict(
             db.execute(
-                select(S.name, S.id).where(S.project_id == project_id, S.name.in_(named))
+                select(Sensor.name, Sensor.id).where(
+                    Sensor.project_id == project_id, Sensor.name.in_(named)
+                )
             ).all()
         )
         missing = [
@@ -241,37 +243,42 @@ class _Telemetry:
 
 def _per_run(sensor_id: uuid.UUID, alias: str) -> Subquery:
     """count (n), sum (total), min (lo) and max (hi) of the sensor's readings per run."""
-    TR, TB, T = models.TelemetryRollup, models.TelemetryBatch, models.TelemetryReading
     rolled = (
         select(
-            TR.run_id.label("run_id"),
-            func.sum(TR.n).label("n"),
-            func.sum(TR.total).label("total"),
-            func.min(TR.lo).label("lo"),
-            func.max(TR.hi).label("hi"),
+            TelemetryRollup.run_id.label("run_id"),
+            func.sum(TelemetryRollup.n).label("n"),
+            func.sum(TelemetryRollup.total).label("total"),
+            func.min(TelemetryRollup.lo).label("lo"),
+            func.max(TelemetryRollup.hi).label("hi"),
         )
-        .where(TR.sensor_id == sensor_id, TR.level == COARSEST)
-        .group_by(TR.run_id)
+        .where(TelemetryRollup.sensor_id == sensor_id, TelemetryRollup.level == COARSEST)
+        .group_by(TelemetryRollup.run_id)
     )
     in_batch = and_(
-        T.capture_session_id == TB.capture_session_id,
-        T.sensor_id == TB.sensor_id,
-        T.ts >= TB.first_ts,
-        T.ts <= TB.last_ts,
-        T.batch_id == TB.id,
+        TelemetryReading.capture_session_id == TelemetryBatch.capture_session_id,
+        TelemetryReading.sensor_id == TelemetryBatch.sensor_id,
+        TelemetryReading.ts >= TelemetryBatch.first_ts,
+        TelemetryReading.ts <= TelemetryBatch.last_ts,
+        TelemetryReading.batch_id == TelemetryBatch.id,
     )
     # Literals, and the partial index's own predicate said again, so that the planners see
     # that ix_telemetry_batches_unrolled holds every batch asked for.
     unrolled = (
-        select(T.run_id, func.count(T.id), func.sum(T.value), func.min(T.value), func.max(T.value))
-        .select_from(TB)
-        .join(T, in_batch)
-        .where(
-            TB.sensor_id == sensor_id,
-            TB.rollup_level > literal_column("0"),
-            TB.rollup_level > literal_column(str(COARSEST)),
+        select(
+            TelemetryReading.run_id,
+            func.count(TelemetryReading.id),
+            func.sum(TelemetryReading.value),
+            func.min(TelemetryReading.value),
+            func.max(TelemetryReading.value),
         )
-        .group_by(T.run_id)
+        .select_from(TelemetryBatch)
+        .join(TelemetryReading, in_batch)
+        .where(
+            TelemetryBatch.sensor_id == sensor_id,
+            TelemetryBatch.rollup_level > literal_column("0"),
+            TelemetryBatch.rollup_level > literal_column(str(COARSEST)),
+        )
+        .group_by(TelemetryReading.run_id)
     )
     both = union_all(rolled, unrolled).subquery()
     return (

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import Run
 from cloud.errors import Conflict, DomainError, FieldError
 from cloud.identity import Principal
 from cloud.pagination import newest_first
@@ -58,11 +59,10 @@ def list_runs(
     cursor: str | None,
 ) -> tuple[Sequence[models.Run], str | None]:
     get_in_project(db, models.Experiment, experiment_id, caller.project_id)
-    R = models.Run
-    q = select(R).where(R.experiment_id == experiment_id, R.deleted_at.is_(None))
+    q = select(Run).where(Run.experiment_id == experiment_id, Run.deleted_at.is_(None))
     if status is not None:
-        q = q.where(R.status == status)
-    return newest_first(db, q, R, limit, cursor)
+        q = q.where(Run.status == status)
+    return newest_first(db, q, Run, limit, cursor)
 
 
 def change_status(db: Session, caller: Principal, run: models.Run, status: str) -> None:

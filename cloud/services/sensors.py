@@ -9,6 +9,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import Sensor, SensorProfile, TelemetryReading
 from cloud.errors import Conflict, FieldError, InvalidInput, Unauthenticated, invalid
 from cloud.identity import Principal
 from cloud.pagination import Keyset, int64, newest_first
@@ -186,15 +187,14 @@ def list_sensors(
     cursor: str | None,
 ) -> tuple[Sequence[models.Sensor], str | None]:
     """The project's sensors, newest first; ``name`` is exact (unique in a project)."""
-    S = models.Sensor
-    q = select(S).where(S.project_id == caller.project_id)
+    q = select(Sensor).where(Sensor.project_id == caller.project_id)
     if name is not None:
-        q = q.where(S.name == normalize_name(name))
+        q = q.where(Sensor.name == normalize_name(name))
     if sensor_type is not None:
-        q = q.where(S.type == sensor_type)
+        q = q.where(Sensor.type == sensor_type)
     if token_status is not None:
-        q = q.where(S.token_status == token_status)
-    return newest_first(db, q, S, limit, cursor)
+        q = q.where(Sensor.token_status == token_status)
+    return newest_first(db, q, Sensor, limit, cursor)
 
 
 def to_outs(db: Session, sensors: Sequence[models.Sensor]) -> list[SensorOut]:
@@ -202,11 +202,16 @@ def to_outs(db: Session, sensors: Sequence[models.Sensor]) -> list[SensorOut]:
     (not one per sensor)."""
     if not sensors:
         return []
-    P, S = models.SensorProfile, models.Sensor
     current = db.scalars(
-        select(P)
-        .join(S, and_(S.id == P.sensor_id, S.profile_version == P.version))
-        .where(S.id.in_([s.id for s in sensors]))
+        select(SensorProfile)
+        .join(
+            Sensor,
+            and_(
+                Sensor.id == SensorProfile.sensor_id,
+                Sensor.profile_version == SensorProfile.version,
+            ),
+        )
+        .where(Sensor.id.in_([s.id for s in sensors]))
     )
     by_sensor = {p.sensor_id: p for p in current}
     return [_out(s, by_sensor[s.id]) for s in sensors]
@@ -343,10 +348,11 @@ def set_profile(
 def stored_since(db: Session, sensor_id: uuid.UUID, since: datetime) -> int:
     """How many of the sensor's stored readings are stamped at or after ``since`` (one range
     of the sensor-and-timestamp index; none for a version effective from now)."""
-    T = models.TelemetryReading
     return (
         db.scalar(
-            select(func.count()).select_from(T).where(T.sensor_id == sensor_id, T.ts >= since)
+            select(func.count())
+            .select_from(TelemetryReading)
+            .where(TelemetryReading.sensor_id == sensor_id, TelemetryReading.ts >= since)
         )
         or 0
     )

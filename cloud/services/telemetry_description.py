@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cloud.db import models
+from cloud.db.models import CaptureSession, SensorProfile
 from cloud.services.telemetry_query import ReadingFilter
 
 T = models.TelemetryReading
@@ -72,9 +73,12 @@ def describe(db: Session, f: ReadingFilter) -> Description:
         db, models.Experiment, {r.experiment_id for r in runs}, models.Experiment.created_at
     )
     sensors = _by_ids(db, models.Sensor, set(sensor_ids), models.Sensor.name)
-    P = models.SensorProfile
     profiles = list(
-        db.scalars(select(P).where(P.sensor_id.in_(sensor_ids)).order_by(P.sensor_id, P.id))
+        db.scalars(
+            select(SensorProfile)
+            .where(SensorProfile.sensor_id.in_(sensor_ids))
+            .order_by(SensorProfile.sensor_id, SensorProfile.id)
+        )
     )
     return Description(f, experiments, runs, sessions, sensors, profiles)
 
@@ -88,16 +92,17 @@ def _by_ids(db: Session, model: Any, ids: Iterable[uuid.UUID], order: Any) -> li
 
 def _sessions(db: Session, f: ReadingFilter) -> list[models.CaptureSession]:
     """The capture sessions whose readings the filter can take."""
-    CS = models.CaptureSession
-    q = select(CS).where(CS.project_id == f.project_id)
+    q = select(CaptureSession).where(CaptureSession.project_id == f.project_id)
     if f.capture_session_id is not None:
-        q = q.where(CS.id == f.capture_session_id)
+        q = q.where(CaptureSession.id == f.capture_session_id)
     elif f.run_id is not None:
-        q = q.where(CS.run_id == f.run_id)
+        q = q.where(CaptureSession.run_id == f.run_id)
     else:  # a sensor's: each session probed once in ix_telemetry_session_sensor_ts
-        probe = exists().where(T.capture_session_id == CS.id, T.sensor_id == f.sensor_id)
+        probe = exists().where(
+            T.capture_session_id == CaptureSession.id, T.sensor_id == f.sensor_id
+        )
         q = q.where(probe)
-    return list(db.scalars(q.order_by(CS.run_id, CS.ordinal_number)))
+    return list(db.scalars(q.order_by(CaptureSession.run_id, CaptureSession.ordinal_number)))
 
 
 def _session_sensors(conn: Connection, session_id: uuid.UUID) -> list[uuid.UUID]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 from sqlalchemy import and_, func, literal_column, or_, select, union_all
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 
 from cloud import utctime
 from cloud.db import models
+from cloud.db.models import Run, Sensor, SensorProfile, TelemetryBatch, TelemetryRollup
 from cloud.errors import FieldError, InvalidInput
 from cloud.pagination import aware_datetime, decode, encode, int64
 from cloud.schemas import ReadingOut
@@ -92,9 +94,8 @@ class ReadingFilter:
 def hidden_runs(db: Session, project_id: uuid.UUID) -> tuple[uuid.UUID, ...]:
     """The project's deleted runs (not yet purged). Usually none, and the filter then costs
     nothing; while there are some, a sensor's readings across runs are read without them."""
-    R = models.Run
     return tuple(
-        db.scalars(select(R.id).where(R.project_id == project_id, R.deleted_at.is_not(None)))
+        db.scalars(select(Run.id).where(Run.project_id == project_id, Run.deleted_at.is_not(None)))
     )
 
 
@@ -292,49 +293,21 @@ def _buckets_rollup(
     batches not summarised at this level (``rollup_level`` above it)."""
     assert grid.level is not None and f.sensor_id is not None
     w = grid.width
-    first, last = grid.first // w, grid.last // w  # the cells of the first and last reading
-    cut: list[int] = []
-    if f.since is not None and utctime.micros(f.since) > first * w:
-        cut.append(first)
-    if f.until is not None and utctime.micros(f.until) < (last + 1) * w and last not in cut:
-        cut.append(last)
-    lo_cell = first + 1 if first in cut else first
-    hi_cell = last if last in cut else last + 1  # whole cells: [lo_cell, hi_cell)
-
+    cut, lo_cell, hi_cell = _cut_cells(f, grid)
     whole: dict[int, list[Any]] = {}
     extra: list[Any] = [
         and_(T.ts >= _EPOCH + _US * (c * w), T.ts < _EPOCH + _US * ((c + 1) * w)) for c in cut
     ]
     if lo_cell < hi_cell:
         a, b = _EPOCH + _US * (lo_cell * w), _EPOCH + _US * (hi_cell * w)
-        TB = models.TelemetryBatch
-        # Literals, and the index's own predicate said again: the planners must see that the
-        # partial index (rollup_level > 0) holds every batch asked for.
-        unrolled = conn.execute(
-            select(TB.id, TB.first_ts, TB.last_ts)
-            .where(
-                *_scope(TB, f),
-                TB.rollup_level > literal_column("0"),
-                TB.rollup_level > literal_column(str(int(grid.level))),
-                TB.last_ts >= a,
-                TB.first_ts < b,
-            )
-            .limit(MAX_UNROLLED_BATCHES + 1)
-        ).all()
+        unrolled = _unrolled(conn, f, grid.level, a, b)
         if len(unrolled) > MAX_UNROLLED_BATCHES:
             return None
         extra += [
             and_(T.batch_id == bid, T.ts >= max(bf, a), T.ts <= bl, T.ts < b)
             for bid, bf, bl in unrolled
         ]
-        R = models.TelemetryRollup
-        k = ((R.cell - grid.base) // grid.m).label("k")
-        for kk, n, s, lo, hi in conn.execute(
-            select(k, func.sum(R.n), func.sum(R.total), func.min(R.lo), func.max(R.hi))
-            .where(*_scope(R, f), R.level == grid.level, R.cell >= lo_cell, R.cell < hi_cell)
-            .group_by(k)
-        ):
-            whole[int(kk)] = [int(n), float(s), float(lo), float(hi)]
+        whole = _whole_cells(conn, f, grid, lo_cell, hi_cell)
     if extra:
         # One SELECT per range, not one with their OR: a plan of the OR reads the filter's
         # whole span (all of since..until) and keeps what falls in the ranges.
@@ -344,17 +317,82 @@ def _buckets_rollup(
     return [(kk, s, lo, hi, n) for kk, (n, s, lo, hi) in sorted(whole.items())]
 
 
+def _cut_cells(f: ReadingFilter, grid: Grid) -> tuple[list[int], int, int]:
+    """The cells that ``since`` or ``until`` cut (the first, the last), and the whole cells
+    between them: ``[lo_cell, hi_cell)``."""
+    w = grid.width
+    first, last = grid.first // w, grid.last // w  # the cells of the first and last reading
+    cut: list[int] = []
+    if f.since is not None and utctime.micros(f.since) > first * w:
+        cut.append(first)
+    if f.until is not None and utctime.micros(f.until) < (last + 1) * w and last not in cut:
+        cut.append(last)
+    lo_cell = first + 1 if first in cut else first
+    hi_cell = last if last in cut else last + 1
+    return cut, lo_cell, hi_cell
+
+
+def _unrolled(
+    conn: Connection, f: ReadingFilter, level: int, a: datetime, b: datetime
+) -> Sequence[Row[int, datetime, datetime]]:
+    """(id, first_ts, last_ts) of the batches in ``[a, b)`` not summarised at ``level``, up
+    to one more than :data:`MAX_UNROLLED_BATCHES`."""
+    # Literals, and the index's own predicate said again: the planners must see that the
+    # partial index (rollup_level > 0) holds every batch asked for.
+    return conn.execute(
+        select(TelemetryBatch.id, TelemetryBatch.first_ts, TelemetryBatch.last_ts)
+        .where(
+            *_scope(TelemetryBatch, f),
+            TelemetryBatch.rollup_level > literal_column("0"),
+            TelemetryBatch.rollup_level > literal_column(str(int(level))),
+            TelemetryBatch.last_ts >= a,
+            TelemetryBatch.first_ts < b,
+        )
+        .limit(MAX_UNROLLED_BATCHES + 1)
+    ).all()
+
+
+def _whole_cells(
+    conn: Connection, f: ReadingFilter, grid: Grid, lo_cell: int, hi_cell: int
+) -> dict[int, list[Any]]:
+    """The summaries of the whole cells ``[lo_cell, hi_cell)`` by bucket: [n, sum, min, max]."""
+    k = ((TelemetryRollup.cell - grid.base) // grid.m).label("k")
+    return {
+        int(kk): [int(n), float(s), float(lo), float(hi)]
+        for kk, n, s, lo, hi in conn.execute(
+            select(
+                k,
+                func.sum(TelemetryRollup.n),
+                func.sum(TelemetryRollup.total),
+                func.min(TelemetryRollup.lo),
+                func.max(TelemetryRollup.hi),
+            )
+            .where(
+                *_scope(TelemetryRollup, f),
+                TelemetryRollup.level == grid.level,
+                TelemetryRollup.cell >= lo_cell,
+                TelemetryRollup.cell < hi_cell,
+            )
+            .group_by(k)
+        )
+    }
+
+
 def profile_units(
     db: Session, project_id: uuid.UUID, sensor_id: uuid.UUID | None = None
 ) -> dict[tuple[uuid.UUID, str], tuple[str, str]]:
     """(input unit, display unit) of every profile version of the project's sensors (or of
     one sensor), by (sensor, version)."""
-    P, S = models.SensorProfile, models.Sensor
     q = (
-        select(P.sensor_id, P.version, P.input_unit, P.display_unit)
-        .join(S, S.id == P.sensor_id)
-        .where(S.project_id == project_id)
+        select(
+            SensorProfile.sensor_id,
+            SensorProfile.version,
+            SensorProfile.input_unit,
+            SensorProfile.display_unit,
+        )
+        .join(Sensor, Sensor.id == SensorProfile.sensor_id)
+        .where(Sensor.project_id == project_id)
     )
     if sensor_id is not None:
-        q = q.where(P.sensor_id == sensor_id)
+        q = q.where(SensorProfile.sensor_id == sensor_id)
     return {(s, v): (i, d) for s, v, i, d in db.execute(q)}

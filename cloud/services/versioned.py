@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import FromClause
 
 from cloud.db import models
+from cloud.db.models import Sensor, SensorProfile
 from cloud.errors import invalid
 
 T, V, J = models.TelemetryReading, models.ReprocessedValue, models.ReprocessJob
@@ -39,25 +40,29 @@ def wanted(
     version asked for (default: each one's current version)."""
     if requested is not None:
         _check_exists(db, project_id, sensor_id, requested)
-    S = models.Sensor
     q = select(J.sensor_id, J.profile_version).where(J.project_id == project_id, J.converted > 0)
     if sensor_id is not None:
         q = q.where(J.sensor_id == sensor_id)
     if requested is not None:
         q = q.where(J.profile_version == requested)
     else:
-        q = q.join(S, S.id == J.sensor_id).where(J.profile_version == S.profile_version)
+        q = q.join(Sensor, Sensor.id == J.sensor_id).where(
+            J.profile_version == Sensor.profile_version
+        )
     return tuple(sorted({(s, v) for s, v in db.execute(q.distinct())}))
 
 
 def _check_exists(
     db: Session, project_id: uuid.UUID, sensor_id: uuid.UUID | None, version: str
 ) -> None:
-    P, S = models.SensorProfile, models.Sensor
-    q = select(P.id).join(S, S.id == P.sensor_id).where(S.project_id == project_id)
-    q = q.where(P.version == version)
+    q = (
+        select(SensorProfile.id)
+        .join(Sensor, Sensor.id == SensorProfile.sensor_id)
+        .where(Sensor.project_id == project_id)
+    )
+    q = q.where(SensorProfile.version == version)
     if sensor_id is not None:
-        q = q.where(P.sensor_id == sensor_id)
+        q = q.where(SensorProfile.sensor_id == sensor_id)
     if db.scalar(q.limit(1)) is None:
         whose = f"sensor {sensor_id}" if sensor_id is not None else "no sensor of the project"
         raise invalid("profile_version", f"{whose} has no profile version {version!r}")

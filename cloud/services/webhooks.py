@@ -105,13 +105,14 @@ def patch(
 ) -> models.Webhook:
     hook = get(db, caller, webhook_id, lock=True)
     changes: dict[str, Any] = {}
-    for key, value in body.model_dump(exclude_unset=True).items():
-        if value is None:  # null means "leave as it is"
+    for key, given in body.model_dump(exclude_unset=True).items():
+        if given is None:  # null means "leave as it is"
             continue
+        value = given
         if key == "url":
-            value = check_url(value)
+            value = check_url(given)
         elif key == "kinds":
-            value = _unique(value)
+            value = _unique(given)
         setattr(hook, key, value)
         changes[key] = value
     hook.updated_at = datetime.now(UTC)

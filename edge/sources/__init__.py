@@ -19,14 +19,18 @@ from edge.sources.base import SourceKind, registered
 ENTRY_POINT_GROUP = "benchlink.edge_sources"
 
 _failed: dict[str, str] = {}
-_loaded = False
+
+
+class _Modules:
+    #: set before the import: a module that asks for the kinds as it is imported gets those
+    #: registered so far, not a second import of every module
+    loaded = False
 
 
 def kinds() -> dict[str, SourceKind[Any]]:
     """Every source kind: the built-ins and those installed under the entry point group."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
+    if not _Modules.loaded:
+        _Modules.loaded = True
         for module in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{module.name}")
         for point in entry_points(group=ENTRY_POINT_GROUP):

@@ -72,15 +72,27 @@ class ArduinoThermocoupleDecoder(LineDecoder):
             self._fault_announced = False
             return [self._fault(fault_kind(m.group(2)), text)]
         out += self._flush_announced()
-        if _SOMETHING_WRONG.fullmatch(text):
-            return [*out, self._fault("open_circuit", text)]
-        if _INIT_ERROR.fullmatch(text):
-            return [*out, self._fault("device_fault", f"sensor did not initialise: {text}")]
-        if _BANNER.fullmatch(text):
-            return out
+        status = self._status(text)
+        if status is not None:
+            return [*out, *status]
         if m is None or key is None:
             return [*out, self._reading(text, text)]
-        value = m.group(2).strip()
+        return self._keyed(key, m.group(2).strip(), text, out)
+
+    def _status(self, text: str) -> list[Sample | Fault] | None:
+        """What a status line of the board says (the banner: nothing); None for other lines."""
+        if _SOMETHING_WRONG.fullmatch(text):
+            return [self._fault("open_circuit", text)]
+        if _INIT_ERROR.fullmatch(text):
+            return [self._fault("device_fault", f"sensor did not initialise: {text}")]
+        if _BANNER.fullmatch(text):
+            return []
+        return None
+
+    def _keyed(
+        self, key: str, value: str, text: str, out: list[Sample | Fault]
+    ) -> list[Sample | Fault]:
+        """A ``key: value`` line after ``out`` (faults announced before it)."""
         if key in _INTERNAL_KEYS:
             if value.lower() in _NOT_A_NUMBER:
                 self._cold_junction_c = None

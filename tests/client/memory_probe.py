@@ -53,17 +53,16 @@ def pages() -> int:
     return sum(len(page) for page in run.data.telemetry_batches(progress=progress))
 
 
-frame_bytes = 0
+frame_size = {"bytes": 0}
 
 
 def frame() -> int:
-    global frame_bytes
     df = run.telemetry(progress=progress)
-    frame_bytes = int(df.memory_usage(deep=True).sum())
+    frame_size["bytes"] = int(df.memory_usage(deep=True).sum())
     return len(df)
 
 
 # Pages first: the frame's memory, once freed, would be there for them to reuse.
 out = {"batches": measure(pages), "frame": measure(frame)}
-out["frame"]["frame_bytes"] = frame_bytes
+out["frame"]["frame_bytes"] = frame_size["bytes"]
 print(json.dumps(out))

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from cloud.db import models
+from cloud.db.models import Metric, Sensor, TelemetryBatch, TelemetryReading, TelemetryRollup
 from tests.cloud.conftest import LONG_AGO, Api, Identity
 
 SENSORS = ("probe", "jacket")
@@ -164,22 +164,33 @@ class Builder:
         """What a database upgraded to migration 0004 holds for batches stored before it: no
         summaries, ``rollup_level`` NOT_ROLLED (7). Batches stored after add summaries again."""
         sensor, session = uuid.UUID(ids["sensor_id"]), uuid.UUID(ids["capture_session_id"])
-        TR, TB = models.TelemetryRollup, models.TelemetryBatch
         with self.api.c.app.state.sessionmaker.begin() as db:
-            db.execute(delete(TR).where(TR.sensor_id == sensor, TR.capture_session_id == session))
             db.execute(
-                update(TB)
-                .where(TB.sensor_id == sensor, TB.capture_session_id == session)
+                delete(TelemetryRollup).where(
+                    TelemetryRollup.sensor_id == sensor,
+                    TelemetryRollup.capture_session_id == session,
+                )
+            )
+            db.execute(
+                update(TelemetryBatch)
+                .where(
+                    TelemetryBatch.sensor_id == sensor, TelemetryBatch.capture_session_id == session
+                )
                 .values(rollup_level=7)
             )
 
     def truth(self, w: World) -> None:
-        T, M, S = models.TelemetryReading, models.Metric, models.Sensor
         with self.api.c.app.state.sessionmaker() as db:
-            rows = db.execute(select(T.run_id, S.name, T.value).join(S, S.id == T.sensor_id)).all()
+            rows = db.execute(
+                select(TelemetryReading.run_id, Sensor.name, TelemetryReading.value).join(
+                    Sensor, Sensor.id == TelemetryReading.sensor_id
+                )
+            ).all()
             for run_id, name, value in rows:
                 w.readings.setdefault((str(run_id), name), []).append(value)
-            points = db.execute(select(M.run_id, M.name, M.step, M.id, M.value)).all()
+            points = db.execute(
+                select(Metric.run_id, Metric.name, Metric.step, Metric.id, Metric.value)
+            ).all()
         by: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for run_id, name, step, ident, value in points:
             by[(str(run_id), name)].append((step, ident, value))

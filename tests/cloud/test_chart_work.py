@@ -167,7 +167,7 @@ def test_a_chart_reads_what_it_draws_not_what_is_stored(
     "fields",
     [("capture_session_id",), ("run_id",), ("sensor_id",), ("sensor_id", "capture_session_id"),
      ("sensor_id", "run_id")],
-    ids=lambda f: "+".join(f),
+    ids="+".join,
 )  # fmt: skip
 def test_the_first_page_reads_the_page(
     api: Api, recorded: dict[str, Any], database_url: str, fields: tuple[str, ...]

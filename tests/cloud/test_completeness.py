@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select
 
-from cloud.db import models
+from cloud.db.models import TelemetryReading, TelemetrySeqRange
 from tests.cloud.conftest import FORM, Api, Identity, assert_problem
 from tests.cloud.test_edges import beat, put_beat, register
 
@@ -158,10 +158,9 @@ def test_rows_deleted_by_hand_show_as_exactly_that_gap(api: Api, owner: Identity
     report(api, owner, ids, {"captured_upto": 200, "sessions": [session_of(ids, 1, 200)]})
     assert completeness(api, owner, ids["capture_session_id"])["unaccounted"] == 0
     # someone deletes readings 120..129 of the second batch in the database
-    TR = models.TelemetryReading
     gone = [T0 + timedelta(milliseconds=k) for k in range(120, 130)]
     with api.c.app.state.sessionmaker.begin() as db:
-        n = db.execute(delete(TR).where(TR.ts.in_(gone))).rowcount
+        n = db.execute(delete(TelemetryReading).where(TelemetryReading.ts.in_(gone))).rowcount
     assert n == 10
     got = completeness(api, owner, ids["capture_session_id"])
     assert (got["captured"], got["arrived"], got["unaccounted"]) == (200, 190, 10)
@@ -176,9 +175,8 @@ def test_an_idempotent_retry_changes_no_count(api: Api, owner: Identity) -> None
     ids = api.stack(owner)
     for _ in range(3):
         assert send(api, ids, [[1, 50]], readings(1, 50), key="same").status_code == 202
-    SR = models.TelemetrySeqRange
     with api.c.app.state.sessionmaker() as db:
-        assert db.scalar(select(func.count()).select_from(SR)) == 1
+        assert db.scalar(select(func.count()).select_from(TelemetrySeqRange)) == 1
     got = completeness(api, owner, ids["capture_session_id"])
     assert got["arrived"] == 50 and got["gaps"] == []
 

@@ -44,8 +44,8 @@ def refs(node: Any) -> Iterator[str]:
 def resolve(spec: dict[str, Any], ref: str) -> Any:
     assert ref.startswith("#/"), f"{ref}: only references inside the document"
     node: Any = spec
-    for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
+    for escaped in ref[2:].split("/"):
+        part = escaped.replace("~1", "/").replace("~0", "~")
         assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
         node = node[part]
     return node

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from cloud.db import models
+from cloud.db.models import ReprocessedValue, ReprocessJob
 from tests.cloud.conftest import Api, Identity, assert_problem, make_client
 
 N = int(os.environ.get("BENCHLINK_REPROCESS_READINGS", "100000"))
@@ -151,8 +151,7 @@ def test_a_run_reprocessed_under_v3_reads_under_any_version(api: Api) -> None:
     assert done["from_versions"] == ["v1", "v2"]
     assert done["started_at"] and done["finished_at"] and done["error"] is None
     # Each reading converted once, by this job: one stored value each.
-    V = models.ReprocessedValue
-    assert _stored(api, V, V.job_id == uuid.UUID(job["id"])) == N
+    assert _stored(api, ReprocessedValue, ReprocessedValue.job_id == uuid.UUID(job["id"])) == N
 
     # The default is the sensor's current version, v3: every value, each saying so.
     seen = 0
@@ -230,8 +229,10 @@ def test_cancel_leaves_each_reading_with_one_coherent_version(database_url: str)
         time.sleep(0.3)  # the runner's next chunk, if it were to store one
         again = api.get(f"/api/v1/jobs/{job['id']}", headers=who.headers()).json()
         assert again == cancelled
-        V = models.ReprocessedValue
-        assert _stored(api, V, V.job_id == uuid.UUID(job["id"])) == reached
+        assert (
+            _stored(api, ReprocessedValue, ReprocessedValue.job_id == uuid.UUID(job["id"]))
+            == reached
+        )
         # Up to where it got: v3; after it: the first values. Nothing in between.
         cut = datetime.fromisoformat(got)
         for r in _pages(api, who, sensor_id=sensor):
@@ -305,8 +306,7 @@ def test_refusals(database_url: str) -> None:
         # Another request while it runs: 409 naming it.
         r = api.post(url, {"profile_version": "v3"}, headers=who.headers())
         assert first_job["id"] in assert_problem(r, 409)["detail"]
-        J = models.ReprocessJob
-        assert _stored(api, J, J.sensor_id == uuid.UUID(sensor)) == 1
+        assert _stored(api, ReprocessJob, ReprocessJob.sensor_id == uuid.UUID(sensor)) == 1
         # Reads of a version the sensor does not have.
         r = api.get(
             "/api/v1/telemetry",

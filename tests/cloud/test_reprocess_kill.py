@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from cloud.db import models
 from cloud.db.engine import make_engine
+from cloud.db.models import ReprocessedValue, ReprocessJob, TelemetryReading
 from tests.support.cloud import Bench, CloudServer, backdate, bootstrap
 
 N = 30_000
@@ -31,8 +31,9 @@ def _job_row(url: str, job_id: str) -> Any:
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            J = models.ReprocessJob
-            row = conn.execute(select(J).where(J.id == uuid.UUID(job_id))).one()
+            row = conn.execute(
+                select(ReprocessJob).where(ReprocessJob.id == uuid.UUID(job_id))
+            ).one()
             return row
     finally:
         engine.dispose()
@@ -40,14 +41,13 @@ def _job_row(url: str, job_id: str) -> Any:
 
 def _values(url: str, job_id: str) -> dict[int, float]:
     """The job's stored values by reading index (its timestamp's, in ms from the first)."""
-    T, V = models.TelemetryReading, models.ReprocessedValue
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(T.ts, V.value)
-                .join(V, V.reading_id == T.id)
-                .where(V.job_id == uuid.UUID(job_id))
+                select(TelemetryReading.ts, ReprocessedValue.value)
+                .join(ReprocessedValue, ReprocessedValue.reading_id == TelemetryReading.id)
+                .where(ReprocessedValue.job_id == uuid.UUID(job_id))
             ).all()
     finally:
         engine.dispose()

@@ -117,7 +117,7 @@ def random_sort(rng: random.Random) -> tuple[str, tuple[str, str, str], bool]:
 def encoded(rng: random.Random, part: str) -> str:
     """A comparison as sent: as written (but a + is a space in a query string: %2B), or
     percent-encoded whole, operator included."""
-    if part.split("=")[0] in ("tag", "status", "experiment_id") or rng.random() < 0.5:
+    if part.split("=", 1)[0] in ("tag", "status", "experiment_id") or rng.random() < 0.5:
         return part.replace("+", "%2B")
     return quote(part, safe="")
 

@@ -16,6 +16,7 @@ from sqlalchemy import column, insert, select, table
 
 from cloud.db import models
 from cloud.db.engine import make_engine
+from cloud.db.models import Sensor, SensorProfile
 from cloud.migrate import downgrade, upgrade
 from hardware.thermocouple import compensated_temperature_c
 from tests.cloud.conftest import Api, Identity, make_client
@@ -102,16 +103,18 @@ def _as_of_0004(model: Any, names: tuple[str, ...]) -> Any:
 
 def _units(url: str) -> dict[str, Any]:
     engine = make_engine(url)
-    S, P = models.Sensor, models.SensorProfile
     try:
         with engine.connect() as conn:
-            sensors = {r.name: (r.input_unit, r.display_unit) for r in conn.execute(select(S))}
+            sensors = {r.name: (r.input_unit, r.display_unit) for r in conn.execute(select(Sensor))}
             profiles = {
                 (name, version): (i, d)
                 for name, version, i, d in conn.execute(
-                    select(S.name, P.version, P.input_unit, P.display_unit).join(
-                        S, S.id == P.sensor_id
-                    )
+                    select(
+                        Sensor.name,
+                        SensorProfile.version,
+                        SensorProfile.input_unit,
+                        SensorProfile.display_unit,
+                    ).join(Sensor, Sensor.id == SensorProfile.sensor_id)
                 )
             }
     finally:

@@ -31,12 +31,13 @@ DEVICE_B = str(uuid.uuid4())
 def broker_config(text: str, tmp: Path, port: int) -> str:
     """A broker config of the repo with the port, paths and logging of this test."""
     lines = []
-    for line in text.splitlines():
-        if line.startswith("listener "):
+    for given in text.splitlines():
+        line = given
+        if given.startswith("listener "):
             line = f"listener {port} 127.0.0.1"
-        elif line.startswith("persistence_location "):
+        elif given.startswith("persistence_location "):
             line = f"persistence_location {tmp}/"
-        elif line.startswith(("log_dest ", "log_type ")):
+        elif given.startswith(("log_dest ", "log_type ")):
             continue
         lines.append(line.replace("/run/benchlink-mosquitto", str(tmp)))
     return "\n".join([*lines, "log_dest stderr", ""])
@@ -259,8 +260,8 @@ def test_the_readmes_password_file_logs_in_through_the_compose_service(tmp_path:
     typed = {"benchlink-edge": "edge-pw", DEVICE_A: "device-a-pw"}
     commands = readme_password_commands()
     assert len(commands) == 3
-    for line in commands:
-        line = line.replace("mosquitto/passwords", str(passwords))
+    for command in commands:
+        line = command.replace("mosquitto/passwords", str(passwords))
         line = line.replace("5a0c2c1e-0000-4000-8000-000000000001", DEVICE_A)
         line = line.replace("<sensor id>", DEVICE_B).replace("<password>", "device-b-pw")
         user = shlex.split(line)[-1]

@@ -10,16 +10,16 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from bench.services import Broker, ServiceUnavailable, free_port, wait_port
+from bench.services import private_mosquitto as bench_mosquitto
 
 PG_ADMIN_DSN = os.environ.get("BENCHLINK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[2]
@@ -35,21 +35,6 @@ def unavailable(what: str, reason: str) -> None:
     if services_required():
         pytest.fail(message + " (BENCHLINK_REQUIRE_SERVICES=1)", pytrace=False)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @contextlib.contextmanager
@@ -73,61 +58,17 @@ def postgres_database(options: str = "") -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@dataclass
-class Broker:
-    host: str
-    port: int
-    topic_prefix: str
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-
 @contextlib.contextmanager
 def private_mosquitto(config: Path | None = None) -> Iterator[Broker]:
-    """Start ``mosquitto`` on a free port with the project's limits; stop it afterwards.
-
-    The machine's shared broker keeps Debian's ``max_queued_messages 1000``, which drops QoS 1
-    messages for a slow subscriber, so tests that push many messages use their own.
-    """
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-    if binary is None:
-        unavailable("Mosquitto", "the mosquitto binary is not installed")
-        raise AssertionError("unreachable")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="benchlink-mosq-") as tmp:
-        conf = Path(tmp) / "mosquitto.conf"
-        lines = [
-            f"listener {port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {tmp}/",
-            "max_queued_messages 0",
-            "max_queued_bytes 0",
-            "max_inflight_messages 1000",  # as mosquitto/mosquitto.conf: bounded edge memory
-            "log_dest stderr",
-            "log_type error",
-        ]
-        if config is not None:
-            lines.append(f"# based on {config}")
-        conf.write_text("\n".join(lines) + "\n")
-        proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE)
+    """:func:`bench.services.private_mosquitto`, skipped (laptop) or failed (CI) when it
+    cannot start."""
+    with contextlib.ExitStack() as stack:
         try:
-            if not wait_port("127.0.0.1", port):
-                proc.kill()
-                unavailable(
-                    "Mosquitto", f"did not start: {proc.stderr.read() if proc.stderr else ''}"
-                )
-            yield Broker("127.0.0.1", port, f"benchlink-test/{uuid.uuid4().hex[:10]}")
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            broker = stack.enter_context(bench_mosquitto(config))
+        except ServiceUnavailable as exc:
+            unavailable(exc.what, exc.reason)
+            raise
+        yield broker
 
 
 def shared_mosquitto() -> Broker:

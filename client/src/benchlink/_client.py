@@ -11,7 +11,7 @@ import httpx
 
 from benchlink._config import Config
 from benchlink._http import Http, Retry
-from benchlink._models import Deleted, Ref, ref
+from benchlink._models import Deleted, Ref
 from benchlink._resources import Experiments, Projects, Runs, Sensors
 
 if TYPE_CHECKING:
@@ -126,7 +126,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _sensor_id(self, sensor: Ref) -> str:
-        """A sensor's id; given by name (or id text), looked up (a name not found: 404)."""
-        return self.sensors.get(sensor).id if isinstance(sensor, str) else ref(sensor)

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from benchlink import _times
 from benchlink._exceptions import LiveReset, error_for
 from benchlink._frames import need
-from benchlink._models import Ref, ref
+from benchlink._models import Ref, ref, sensor_ref
 
 if TYPE_CHECKING:
     from benchlink._client import Client
@@ -92,7 +92,7 @@ def follow(
     ws_sync = need("websockets.sync.client")
     unreachable = (OSError, need("websockets.exceptions").WebSocketException)
     query = {
-        "sensor_id": None if sensor is None else client._sensor_id(sensor),
+        "sensor_id": None if sensor is None else sensor_ref(client, sensor),
         "run_id": None if run is None else ref(run),
         "capture_session_id": None if session is None else ref(session),
         "batch": "true",

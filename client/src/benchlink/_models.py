@@ -32,6 +32,11 @@ def ref(value: Ref) -> str:
     return str(uuid.UUID(str(ident)))
 
 
+def sensor_ref(client: Client, sensor: Ref) -> str:
+    """A sensor's id; given by name (or id text), looked up (a name not found: 404)."""
+    return client.sensors.get(sensor).id if isinstance(sensor, str) else ref(sensor)
+
+
 @dataclass
 class Project:
     id: str

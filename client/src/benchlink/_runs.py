@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from benchlink import _export, _listed, _times
 from benchlink._frames import FRAMES, Columns, Frame, micros, need
-from benchlink._models import Ref
+from benchlink._models import Ref, sensor_ref
 
 if TYPE_CHECKING:
     from benchlink._client import Client
@@ -45,7 +45,7 @@ class RunData:
 
         return {
             "run_id": self.run_id,
-            "sensor_id": None if sensor is None else self._client._sensor_id(sensor),
+            "sensor_id": None if sensor is None else sensor_ref(self._client, sensor),
             "capture_session_id": None if session is None else ref(session),
             "since": None if since is None else _times.wire(since),
             "until": None if until is None else _times.wire(until),

@@ -40,10 +40,11 @@ def readings(
 ) -> Iterator[pa.RecordBatch]:
     """The export's batches as the frame's columns; of one profile version if given (the
     export has no such filter: it is applied here, a batch at a time)."""
-    for batch in batches:
+    for given in batches:
+        batch = given
         if profile_version is not None:
-            versions = batch.column("profile_version").dictionary_decode()
-            batch = batch.filter(pc.equal(versions, profile_version))
+            versions = given.column("profile_version").dictionary_decode()
+            batch = given.filter(pc.equal(versions, profile_version))
         columns = [batch.column(src) for src, _ in READINGS]
         yield pa.RecordBatch.from_arrays(columns, schema=schema)
 

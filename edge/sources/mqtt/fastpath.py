@@ -142,6 +142,11 @@ class BurstClient(aiomqtt.Client):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def manual_acks(self) -> None:
+        """Leave the PUBACKs to :meth:`ack_all` (paho would ack each message on receipt)."""
+        # PRIVATE aiomqtt: Client._client (the paho client it built); aiomqtt has no option
+        self._client.manual_ack_set(True)
+
     @property
     def queued(self) -> int:
         return len(self._arrived)
@@ -177,5 +182,6 @@ class BurstClient(aiomqtt.Client):
         if not mids:
             return
         packet = b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
-        # PRIVATE paho: Client._packet_queue(command, packet, mid, qos), what its ack() calls
-        self._client._packet_queue(PUBACK, packet, 0, 1)
+        # PRIVATE paho: Client._packet_queue(command, packet, mid, qos), what its ack() calls;
+        # paho has no public way to queue one write of many acks (bench/edge.py: capture)
+        self._client._packet_queue(PUBACK, packet, 0, 1)  # noqa: SLF001

@@ -226,7 +226,7 @@ class MqttSource:
             keepalive=self.cfg.keepalive_s,
             tls_context=tls,
         )
-        client._client.manual_ack_set(True)
+        client.manual_acks()
         return client
 
     def _tls(self) -> ssl.SSLContext | None:
