@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from cloud.db import models
 from cloud.services.alarm_rules import NEEDS
-from cloud.services.telemetry import authenticate
+from cloud.services.ingest_context import authenticate
 from common.edge_rules import MAX_PROFILES, EdgeProfile, EdgeRule, EdgeRules
 
 AR, P = models.AlarmRule, models.SensorProfile

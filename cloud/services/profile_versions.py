@@ -24,11 +24,13 @@ from sqlalchemy.orm import Session
 from cloud import utctime
 from cloud.db import models
 from cloud.errors import FieldError, InvalidInput
+from cloud.services import ingest_context
 from common.reading import ReadingBatch, to_ranges
 from common.wire import TelemetryAccepted
 
 if TYPE_CHECKING:
-    from cloud.services.telemetry import Ingested, _Context
+    from cloud.services.ingest_context import Context
+    from cloud.services.telemetry import Ingested
 
 P, B = models.SensorProfile, models.TelemetryBatch
 
@@ -54,7 +56,7 @@ class Part:
 
 def ingest_across(
     db: Session,
-    ctx: _Context,
+    ctx: Context,
     batch: ReadingBatch,
     key: str | None,
     now: datetime,
@@ -62,9 +64,7 @@ def ingest_across(
 ) -> Ingested:
     """Store ``batch``, some of whose readings are stamped before the current version's
     ``effective_from``: each reading converted with the version effective at its timestamp."""
-    # it calls this module: imported at use. Its ingest steps are private to it (SLF001
-    # below) until telemetry.py's split (split14) gives them public names.
-    from cloud.services import telemetry as t
+    from cloud.services import telemetry as t  # it calls this module: imported at use
 
     versions = _versions(db, ctx, max(batch.timestamps))
     starts = [v.effective_from for v in versions]
@@ -73,7 +73,7 @@ def ingest_across(
     # Copies inside the request first, so that a 422 names readings by their request index.
     keep: Sequence[int] = range(len(batch))
     if len(set(stamps_us)) != len(stamps_us):
-        keep = t._first_of_each_timestamp(batch.raw_values, stamps_us)  # noqa: SLF001
+        keep = t.first_of_each_timestamp(batch.raw_values, stamps_us)
     groups: dict[int, list[int]] = {}
     for i in keep:
         # A reading before the first version (stamped before 1970) takes the first.
@@ -81,10 +81,10 @@ def ingest_across(
     contexts = {k: _with_version(ctx, versions[k]) for k in groups}
     if len(groups) == 1:  # every reading under one (earlier) version: one ordinary batch
         (k,) = groups
-        return t._store_batch(db, contexts[k], batch, key, now, late)  # noqa: SLF001
+        return t.store_batch(db, contexts[k], batch, key, now, late)
 
     # Each part carries its readings' own sequence numbers (completeness counts them).
-    numbers = None if batch.seq_ranges is None else t._numbers(batch.seq_ranges)  # noqa: SLF001
+    numbers = None if batch.seq_ranges is None else t.numbers(batch.seq_ranges)
     subs = {k: _sub(batch, idx, numbers) for k, idx in groups.items()}
     kept = {i for idx in groups.values() for i in idx}
     copies = tuple(numbers[i] for i in range(len(batch)) if i not in kept) if numbers else ()
@@ -96,17 +96,15 @@ def ingest_across(
 
 
 def _convert_parts(
-    contexts: dict[int, _Context], subs: dict[int, ReadingBatch], groups: dict[int, list[int]]
+    contexts: dict[int, Context], subs: dict[int, ReadingBatch], groups: dict[int, list[int]]
 ) -> dict[int, list[float]]:
     """Each part's values under its version; every reading refused by its version in one 422."""
-    from cloud.services import telemetry as t
-
     values: dict[int, list[float]] = {}
     errors: list[FieldError] = []
     for k, idx in groups.items():
         vctx = contexts[k]
         try:
-            values[k] = t._convert(t._converter(vctx), vctx, subs[k], idx)  # noqa: SLF001
+            values[k] = ingest_context.convert(ingest_context.converter(vctx), vctx, subs[k], idx)
         except InvalidInput as exc:
             errors.extend(exc.errors or [])
     if errors:
@@ -120,12 +118,12 @@ def _convert_parts(
 
 def _store_parts(
     db: Session,
-    ctx: _Context,
+    ctx: Context,
     batch: ReadingBatch,
     key: str | None,
     now: datetime,
     late: bool,
-    contexts: dict[int, _Context],
+    contexts: dict[int, Context],
     subs: dict[int, ReadingBatch],
     groups: dict[int, list[int]],
     values: dict[int, list[float]],
@@ -146,7 +144,7 @@ def _store_parts(
             request=batch,
             seq_copies=copies if n == 0 else (),
         )
-        result = t._store_batch(db, contexts[k], subs[k], key if n == 0 else None, now, late, part)  # noqa: SLF001
+        result = t.store_batch(db, contexts[k], subs[k], key if n == 0 else None, now, late, part)
         if result.replayed:  # the key's request committed meanwhile: its answer, ours unstored
             return result._replace(answer=result.answer.model_copy(update=_whole(batch, result)))
         done.append(result)
@@ -184,7 +182,7 @@ def _whole(batch: ReadingBatch, result: Ingested) -> dict[str, int]:
     return {"duplicate": len(batch) - result.answer.accepted}
 
 
-def _versions(db: Session, ctx: _Context, until: datetime) -> list[models.SensorProfile]:
+def _versions(db: Session, ctx: Context, until: datetime) -> list[models.SensorProfile]:
     """The sensor's versions effective by ``until``, oldest first (the first, effective from
     the epoch, always among them)."""
     return list(
@@ -196,7 +194,7 @@ def _versions(db: Session, ctx: _Context, until: datetime) -> list[models.Sensor
     )
 
 
-def _with_version(ctx: _Context, v: models.SensorProfile) -> _Context:
+def _with_version(ctx: Context, v: models.SensorProfile) -> Context:
     return ctx._replace(
         profile_version=v.version,
         profile_kind=v.kind,
@@ -224,7 +222,7 @@ def _sub(batch: ReadingBatch, indices: list[int], numbers: list[int] | None) -> 
     )
 
 
-def _mark_request(db: Session, ctx: _Context, key: str) -> int:
+def _mark_request(db: Session, ctx: Context, key: str) -> int:
     """Name the batch holding ``key`` as its request's (the other parts name it too)."""
     first = db.scalars(
         select(B.id).where(B.sensor_id == ctx.sensor_id, B.idempotency_key == key)

@@ -38,13 +38,12 @@ from sqlalchemy.orm import Session, aliased
 
 from cloud import utctime
 from cloud.db import models
-from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound, invalid
+from cloud.errors import Conflict, FieldError, InvalidInput, NotFound, invalid
 from cloud.services import journal
 from cloud.services.alarm_evaluation import LATE_AFTER_S
 from cloud.services.alarm_lifecycle import raise_alarm
 from cloud.services.alarm_rules import rule_dict, spec_of
-from cloud.services.sensors import token_refused
-from cloud.services.tokens import hash_token
+from cloud.services.ingest_context import authenticate
 from cloud.store.telemetry.base import at
 from common.alarm_eval import State, evaluate
 from common.faults import FaultEpisode, FaultStored
@@ -71,7 +70,7 @@ def record(
     skew: timedelta,
 ) -> Recorded:
     """Store the episode (or its growth) and evaluate what is new of it."""
-    sensor = _authenticate(db, token, sensor_id)
+    sensor = authenticate(db, token, sensor_id)
     run, session = _run_and_session(db, sensor, body)
     late = _window(session, body, now, future, skew)
     key = (sensor.id, body.episode_id)
@@ -116,17 +115,6 @@ def _journal(
         detail=body.detail,
         late=late,
     )
-
-
-def _authenticate(db: Session, token: str, sensor_id: uuid.UUID) -> models.Sensor:
-    found = db.scalars(
-        select(models.Sensor).where(models.Sensor.token_hash == hash_token(token))
-    ).first()
-    if found is None:
-        raise token_refused(token)
-    if found.id != sensor_id:
-        raise Forbidden("this token belongs to another sensor than the one in the path")
-    return found
 
 
 def _run_and_session(

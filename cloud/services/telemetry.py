@@ -12,19 +12,25 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, false, select, update
+from sqlalchemy import Table, update
 from sqlalchemy.orm import Session
 
 from cloud import utctime
 from cloud.db import models
-from cloud.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
-from cloud.services import alarms, journal, profile_versions, telemetry_rollup
-from cloud.services.sensors import hash_token, token_refused
+from cloud.errors import Conflict, FieldError, InvalidInput, NotFound
+from cloud.services import (
+    alarms,
+    ingest_answers,
+    ingest_context,
+    journal,
+    profile_versions,
+    telemetry_rollup,
+)
+from cloud.services.ingest_context import Context
 from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import RollupKey, StoredBatch, TelemetryStore
-from common.profiles import ConversionError, Converter, build_converter
 from common.reading import ReadingBatch, to_ranges
-from common.wire import TelemetryAccepted, legacy_fingerprint
+from common.wire import TelemetryAccepted
 
 
 @dataclass(frozen=True)
@@ -43,183 +49,6 @@ class IngestedBatch:
     rows: StoredBatch
     #: Alarm transitions the batch caused (live messages, sent after the commit).
     alarms: list[dict[str, Any]] = field(default_factory=list)
-
-
-#: Converters by (sensor, profile version, units): versions are immutable, so a key names
-#: one converter for good, its unit conversions worked out once. Bounded by clearing;
-#: rebuilding one is cheap.
-_CONVERTERS: dict[tuple[uuid.UUID, str, str, str], Converter] = {}
-
-
-def _converter(ctx: _Context) -> Converter:
-    key = (ctx.sensor_id, ctx.profile_version, ctx.input_unit, ctx.display_unit)
-    converter = _CONVERTERS.get(key)
-    if converter is None:
-        if len(_CONVERTERS) >= 4096:
-            _CONVERTERS.clear()
-        assert ctx.profile_kind is not None and ctx.profile_payload is not None
-        # Lenient: units were checked when the version was stored; a version from before
-        # units were checked (migration 0005 reports those) converts as it always did.
-        converter = build_converter(
-            ctx.profile_kind, ctx.profile_payload, ctx.display_unit, ctx.input_unit, lenient=True
-        )
-        _CONVERTERS[key] = converter
-    return converter
-
-
-def authenticate(db: Session, token: str | None, sensor_id: uuid.UUID) -> models.Sensor:
-    if not token:
-        raise token_refused(token)
-    sensor = db.scalars(
-        select(models.Sensor).where(models.Sensor.token_hash == hash_token(token))
-    ).first()
-    if sensor is None:
-        raise token_refused(token)
-    if sensor.id != sensor_id:
-        raise Forbidden("this token belongs to another sensor than sensor_id")
-    return sensor
-
-
-S, R, C, P, B = (
-    models.Sensor,
-    models.Run,
-    models.CaptureSession,
-    models.SensorProfile,
-    models.TelemetryBatch,
-)
-
-#: What ingest needs to know, as plain columns: loading four ORM entities per request was
-#: a sixth of a small batch's cost. ``prev_*`` is the batch already stored under the
-#: request's Idempotency-Key, if any.
-_CONTEXT_COLUMNS = (
-    S.id.label("sensor_id"),
-    S.project_id,
-    P.input_unit,
-    P.display_unit,
-    S.profile_version,
-    S.alarm_rules,
-    R.id.label("run_id"),
-    R.project_id.label("run_project_id"),
-    R.experiment_id,
-    R.deleted_at.label("run_deleted_at"),
-    C.id.label("session_id"),
-    C.run_id.label("session_run_id"),
-    C.status,
-    C.started_at,
-    C.stopped_at,
-    P.kind.label("profile_kind"),
-    P.payload.label("profile_payload"),
-    P.effective_from.label("profile_effective_from"),
-    B.id.label("prev_id"),
-    B.fingerprint.label("prev_fingerprint"),
-    B.count.label("prev_count"),
-    B.late.label("prev_late"),
-    B.profile_version.label("prev_profile_version"),
-    B.first_ts.label("prev_first_ts"),
-    B.last_ts.label("prev_last_ts"),
-    B.request_batch_id.label("prev_request_id"),
-)
-
-
-class _Context(NamedTuple):
-    sensor_id: uuid.UUID
-    project_id: uuid.UUID
-    input_unit: str
-    display_unit: str
-    profile_version: str
-    alarm_rules: int
-    run_id: uuid.UUID | None
-    run_project_id: uuid.UUID | None
-    experiment_id: uuid.UUID | None
-    run_deleted_at: datetime | None
-    session_id: uuid.UUID | None
-    session_run_id: uuid.UUID | None
-    status: str | None
-    started_at: datetime | None
-    stopped_at: datetime | None
-    profile_kind: str | None
-    profile_payload: dict[str, Any] | None
-    #: From when the sensor's current version converts (ingest's one extra column: a batch
-    #: stamped from then on, the common case, needs no other version).
-    profile_effective_from: datetime | None
-    prev_id: int | None
-    prev_fingerprint: str | None
-    prev_count: int | None
-    prev_late: int | None
-    prev_profile_version: str | None
-    prev_first_ts: datetime | None
-    prev_last_ts: datetime | None
-    prev_request_id: int | None
-    #: The display unit of the sensor's current version: alarm rules are set in it (a part
-    #: of a request converted by an older version in another unit is not evaluated).
-    current_display_unit: str | None = None
-
-
-def _lookup(db: Session, token: str | None, batch: ReadingBatch, key: str | None) -> _Context:
-    """The sensor of ``token`` with the batch's run, session, the sensor's current profile
-    and the batch stored under ``key``, in one round trip. The checks on them are the
-    caller's, in the same order as ever."""
-    if not token:
-        authenticate(db, token, batch.sensor_id)  # raises the 401
-    # No key: join nothing (``idempotency_key = NULL`` would be no match anyway, but say so).
-    same_key = and_(B.sensor_id == S.id, B.idempotency_key == key) if key else false()
-    row = db.execute(
-        select(*_CONTEXT_COLUMNS)
-        .select_from(S)
-        .outerjoin(R, R.id == batch.run_id)
-        .outerjoin(C, C.id == batch.capture_session_id)
-        .outerjoin(P, and_(P.sensor_id == S.id, P.version == S.profile_version))
-        .outerjoin(B, same_key)
-        .where(S.token_hash == hash_token(token or ""))
-        .limit(1)
-    ).first()
-    if row is None or row.sensor_id != batch.sensor_id:
-        authenticate(db, token, batch.sensor_id)  # raises the 401 or 403 it always did
-    assert row is not None
-    return _Context(*row)
-
-
-def _window(
-    ctx: _Context, batch: ReadingBatch, now: datetime, future: timedelta, skew: timedelta
-) -> bool:
-    """Whether the batch's readings are late (all or none: it depends on the session only);
-    raises, naming each one, if a reading falls outside the session's time: from its start
-    minus ``skew`` (the bench PC's clock may lag) to now plus ``future`` while it runs, to
-    its stop once it ended (late data)."""
-    if ctx.status == "draft":
-        raise Conflict(
-            f"capture session {ctx.session_id} has not started (draft); start it before sending"
-        )
-    stamps = batch.timestamps
-    start = ctx.started_at
-    assert start is not None
-    earliest = start - skew
-    if ctx.status == "running":
-        latest, late = now + future, False
-        after = "is in the future"
-    else:
-        assert ctx.stopped_at is not None
-        latest, late = ctx.stopped_at, True
-        after = (
-            f"capture session ended ({ctx.status}); only readings inside its window "
-            f"{earliest.isoformat()}..{latest.isoformat()} are accepted"
-        )
-    if min(stamps) >= earliest and max(stamps) <= latest:  # two passes in C: the common case
-        return late
-    before = (
-        f"is before its capture session started ({start.isoformat()}); readings from "
-        f"{earliest.isoformat()} on are accepted (clock skew tolerance {skew.total_seconds():g} s)"
-    )
-    errors = [
-        FieldError(f"readings.{i}.timestamp", before if ts < earliest else after)
-        for i, ts in enumerate(stamps)
-        if not earliest <= ts <= latest
-    ]
-    raise InvalidInput(
-        f"{len(errors)} of {len(stamps)} readings cannot be accepted: "
-        f"{errors[0].field} {errors[0].reason}",
-        errors=errors,  # every bad reading: a sender can set those aside and resend the rest
-    )
 
 
 class Ingested(NamedTuple):
@@ -249,7 +78,7 @@ def ingest(
     """Store a batch. A sensor has one reading per timestamp: a copy of a stored reading (same
     timestamp, same raw value) is dropped and counted as ``duplicate``; another value at a
     stored timestamp is refused (422 naming the reading)."""
-    ctx = _lookup(db, token, batch, idempotency_key)
+    ctx = ingest_context.lookup(db, token, batch, idempotency_key)
     ctx = ctx._replace(current_display_unit=ctx.display_unit)
     # A deleted run takes no readings (its sessions are stopped before it can be deleted; a
     # late batch from an offline edge is refused like any for an unknown run).
@@ -258,21 +87,20 @@ def ingest(
     if ctx.session_id is None or ctx.session_run_id != ctx.run_id:
         raise NotFound(f"capture session {batch.capture_session_id} not found in run {ctx.run_id}")
     if ctx.prev_id is not None:  # stored before under this key: the same batch, or a 422
-        _same_batch(ctx.prev_fingerprint, batch)
-        if ctx.prev_request_id is not None:  # stored in parts, one per profile version
-            return Ingested(_accepted_parts(db, ctx.prev_request_id, len(batch)), None, True)
-        return Ingested(_accepted(_previous_of(ctx), len(batch)), None, True)
+        ingest_answers.same_batch(ctx.prev_fingerprint, batch)
+        previous = ingest_answers.previous_of(ctx)
+        return Ingested(ingest_answers.replayed(db, previous, len(batch)), None, True)
     now = datetime.now(UTC)
-    late = _window(ctx, batch, now, future_tolerance, clock_skew)
+    late = ingest_context.window(ctx, batch, now, future_tolerance, clock_skew)
     assert ctx.profile_effective_from is not None
     if min(batch.timestamps) < ctx.profile_effective_from:  # some under earlier versions
         return profile_versions.ingest_across(db, ctx, batch, idempotency_key, now, late)
-    return _store_batch(db, ctx, batch, idempotency_key, now, late)
+    return store_batch(db, ctx, batch, idempotency_key, now, late)
 
 
-def _store_batch(
+def store_batch(
     db: Session,
-    ctx: _Context,
+    ctx: Context,
     batch: ReadingBatch,
     idempotency_key: str | None,
     now: datetime,
@@ -291,13 +119,11 @@ def _store_batch(
     if new_id is None:
         # Another request with this key committed between our lookup and our insert (a
         # retry racing the original): it stored the readings; answer as a replay.
-        previous = _previous(
+        previous = ingest_answers.previous(
             db, ctx.sensor_id, idempotency_key or "", part.request if part else batch
         )
         assert previous is not None
-        if previous.request_batch_id is not None:
-            return Ingested(_accepted_parts(db, previous.request_batch_id, len(batch)), None, True)
-        return Ingested(_accepted(previous, len(batch)), None, True)
+        return Ingested(ingest_answers.replayed(db, previous, len(batch)), None, True)
     rows = replace(readings, batch_id=new_id)
     if part is not None:
         origin = [part.indices[k] for k in origin] if origin else part.indices
@@ -311,7 +137,7 @@ def _store_batch(
     record = models.TelemetryBatch(id=new_id, **fields)
     _journal(db, ctx, record, len(batch))
     if not rows:  # every reading was a copy: nothing to summarise or to publish
-        return Ingested(_accepted(record, len(batch)), None, False)
+        return Ingested(ingest_answers.accepted(record, len(batch)), None, False)
     # Last: concurrent ingests of this sensor and session share the coarse cells' rows, and
     # each holds them locked from here to its commit.
     store.add_rollups(RollupKey(ctx.sensor_id, rows.capture_session_id, rows.run_id), cells)
@@ -320,8 +146,15 @@ def _store_batch(
     # already wait for each other there.
     in_rule_unit = ctx.display_unit == (ctx.current_display_unit or ctx.display_unit)
     raised = alarms.evaluate_batch(db, rows, now) if ctx.alarm_rules and in_rule_unit else []
-    published = IngestedBatch(
-        batch_id=new_id,
+    published = _publication(ctx, record, rows, raised)
+    return Ingested(ingest_answers.accepted(record, len(batch)), published, False)
+
+
+def _publication(
+    ctx: Context, record: models.TelemetryBatch, rows: StoredBatch, raised: list[dict[str, Any]]
+) -> IngestedBatch:
+    return IngestedBatch(
+        batch_id=record.id,
         project_id=ctx.project_id,
         sensor_id=ctx.sensor_id,
         run_id=rows.run_id,
@@ -333,7 +166,6 @@ def _store_batch(
         rows=rows,
         alarms=raised,
     )
-    return Ingested(_accepted(record, len(batch)), published, False)
 
 
 _SEQ_RANGES = cast(Table, models.TelemetrySeqRange.__table__)
@@ -355,7 +187,7 @@ def _store_seq_ranges(
     else:
         kept = rows.seqs or []
         stored = to_ranges(kept)
-        dropped = set(_numbers(batch.seq_ranges)) - set(kept)
+        dropped = set(numbers(batch.seq_ranges)) - set(kept)
         copies = to_ranges(sorted(dropped.union(extra_copies)))
     shared = {
         "batch_id": batch_id,
@@ -374,29 +206,15 @@ def _store_seq_ranges(
     )
 
 
-def _numbers(ranges: list[tuple[int, int]]) -> list[int]:
+def numbers(ranges: list[tuple[int, int]]) -> list[int]:
     """The numbers of ascending ranges, in order (C-level: no Python loop per reading)."""
     if len(ranges) == 1:
         return list(range(ranges[0][0], ranges[0][1] + 1))
     return list(itertools.chain.from_iterable(range(a, b + 1) for a, b in ranges))
 
 
-def _previous_of(ctx: _Context) -> models.TelemetryBatch:
-    """The batch stored under the request's key, as the lookup found it (transient)."""
-    return models.TelemetryBatch(
-        count=ctx.prev_count,
-        late=ctx.prev_late,
-        sensor_id=ctx.sensor_id,
-        run_id=ctx.run_id,
-        capture_session_id=ctx.session_id,
-        profile_version=ctx.prev_profile_version,
-        first_ts=ctx.prev_first_ts,
-        last_ts=ctx.prev_last_ts,
-    )
-
-
 def _readings(
-    ctx: _Context, batch: ReadingBatch, late: bool, part: profile_versions.Part | None = None
+    ctx: Context, batch: ReadingBatch, late: bool, part: profile_versions.Part | None = None
 ) -> tuple[StoredBatch, list[int] | None]:
     """The batch's readings converted, one per timestamp (batch id still 0), and the index
     in the batch of each one kept when some were copies (None: all kept). A ``part`` has no
@@ -416,20 +234,22 @@ def _readings(
         timestamps=batch.timestamps,
         stamps_us=stamps_us,
         raw_values=batch.raw_values,
-        values=part.values if part is not None else _convert(_converter(ctx), ctx, batch),
+        values=part.values
+        if part is not None
+        else ingest_context.convert(ingest_context.converter(ctx), ctx, batch),
         metas=batch.metas,
-        seqs=None if batch.seq_ranges is None else _numbers(batch.seq_ranges),
+        seqs=None if batch.seq_ranges is None else numbers(batch.seq_ranges),
     )
     if part is not None:
         return rows, None
     if len(set(stamps_us)) == len(stamps_us):  # the common case, one pass in C
         return rows, None
-    origin = _first_of_each_timestamp(batch.raw_values, stamps_us)
+    origin = first_of_each_timestamp(batch.raw_values, stamps_us)
     return rows.only(origin), origin
 
 
 def _batch_fields(
-    ctx: _Context,
+    ctx: Context,
     batch: ReadingBatch,
     rows: StoredBatch,
     key: str | None,
@@ -474,7 +294,7 @@ def _recount(
     return cells
 
 
-def _journal(db: Session, ctx: _Context, record: models.TelemetryBatch, received: int) -> None:
+def _journal(db: Session, ctx: Context, record: models.TelemetryBatch, received: int) -> None:
     journal.record(
         db,
         "telemetry.ingested",
@@ -493,7 +313,7 @@ def _journal(db: Session, ctx: _Context, record: models.TelemetryBatch, received
     )
 
 
-def _first_of_each_timestamp(raws: list[float], stamps_us: list[int]) -> list[int]:
+def first_of_each_timestamp(raws: list[float], stamps_us: list[int]) -> list[int]:
     """The index of each reading that is the first of its timestamp: a later one with the
     same raw value is a copy, dropped; a 422 names each later one with another value."""
     first: dict[int, int] = {}
@@ -555,87 +375,3 @@ def _store_new(store: TelemetryStore, rows: StoredBatch, origin: list[int] | Non
     if errors:
         raise _refused(errors, "another value at the timestamp of a stored reading")
     return rows.only([k for k, us in enumerate(micros) if us in inserted])
-
-
-def _convert(
-    converter: Converter, ctx: _Context, batch: ReadingBatch, indices: list[int] | None = None
-) -> list[float]:
-    """Every reading in the sensor's display unit; a 422 names each one that cannot be (by
-    ``indices``, its index in the request, when ``batch`` is a part of one)."""
-    convert = converter.convert
-    try:  # the common case in one comprehension; the loop below only to name the failures
-        return [convert(raw, meta) for raw, meta in zip(batch.raw_values, batch.metas, strict=True)]
-    except ConversionError:
-        pass
-    errors = []
-    for i, (raw, meta) in enumerate(zip(batch.raw_values, batch.metas, strict=True)):
-        try:
-            convert(raw, meta)
-        except ConversionError as exc:
-            at = indices[i] if indices is not None else i
-            errors.append(FieldError(f"readings.{at}.raw_value", str(exc)))
-    raise InvalidInput(
-        f"{len(errors)} readings cannot be converted by profile {ctx.profile_version} "
-        f"({ctx.profile_kind}): {errors[0].reason}",
-        errors=errors,  # every bad reading: a sender can set those aside and resend the rest
-    )
-
-
-def _previous(
-    db: Session, sensor_id: uuid.UUID, key: str, batch: ReadingBatch
-) -> models.TelemetryBatch | None:
-    """The batch already stored under ``key``; 422 if that key carried another batch."""
-    previous = db.scalars(
-        select(models.TelemetryBatch).where(
-            models.TelemetryBatch.sensor_id == sensor_id,
-            models.TelemetryBatch.idempotency_key == key,
-        )
-    ).first()
-    if previous is not None:
-        _same_batch(previous.fingerprint, batch)
-    return previous
-
-
-def _same_batch(stored: str | None, batch: ReadingBatch) -> None:
-    """A key names one batch: 422 when it comes back with another one."""
-    if stored is None:  # stored without one
-        return
-    same = (
-        stored == batch.fingerprint()
-        if stored.startswith("2:")
-        else stored == legacy_fingerprint(batch)
-    )
-    if not same:
-        raise InvalidInput(
-            "this Idempotency-Key already carried another batch of this sensor",
-            errors=[FieldError("header.Idempotency-Key", "already used for another batch")],
-        )
-
-
-def _accepted_parts(db: Session, request_id: int, received: int) -> TelemetryAccepted:
-    """The answer to a request stored in parts (one batch per profile version): their
-    counts summed, the version of its newest reading."""
-    parts = list(
-        db.scalars(
-            select(models.TelemetryBatch).where(
-                models.TelemetryBatch.request_batch_id == request_id
-            )
-        )
-    )
-    return profile_versions.combined_answer(parts, received)
-
-
-def _accepted(record: models.TelemetryBatch, received: int) -> TelemetryAccepted:
-    """The answer to a batch of ``received`` readings of which ``record.count`` were stored
-    (the others were copies of stored readings)."""
-    return TelemetryAccepted(
-        accepted=record.count,
-        late=record.late,
-        duplicate=received - record.count,
-        sensor_id=record.sensor_id,
-        run_id=record.run_id,
-        capture_session_id=record.capture_session_id,
-        profile_version=record.profile_version,
-        first_timestamp=record.first_ts,
-        last_timestamp=record.last_ts,
-    )
