@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db.models import Edge
@@ -84,33 +84,28 @@ class HeartbeatSink:
         self.pending[edge_id] = Pending(token_hash, body, datetime.now(UTC))
 
     def flush(self) -> int:
-        """Store what came in (blocking); return how many heartbeats."""
+        """Store what came in (blocking); return how many heartbeats were stored.
+
+        Each API process flushes on its own timer, so an edge's heartbeats taken by two
+        processes can reach the database out of order: one is stored only over an older one
+        (by the time it was taken), else an earlier state -- fewer readings captured, a
+        dead letter not yet reported -- would replace a later one."""
         if not self.pending:
             return 0
         batch, self.pending = self.pending, {}
-        stmt = (
-            update(Edge)
-            .where(Edge.id == bindparam("b_id"), Edge.token_hash == bindparam("b_token"))
-            .values(
-                heartbeat=bindparam("b_body", type_=JSONType),
-                heartbeat_at=bindparam("b_at", type_=UTCDateTime),
-            )
-        )
-        rows = [
-            {"b_id": edge_id, "b_token": p.token_hash, "b_body": p.body, "b_at": p.at}
-            for edge_id, p in batch.items()
-        ]
         try:
             with contextlib.contextmanager(transaction)(self.sessions) as db:
-                db.connection().execute(stmt, rows)
+                newer = _newer_than_stored(db, batch)
+                if newer:
+                    db.connection().execute(_STORE, [_row(e, p) for e, p in newer.items()])
                 for hook in self.after_store:
-                    hook(db, batch)
+                    hook(db, newer)
         except Exception:
             # Put them back unless a newer one came meanwhile: the next flush tries again.
             for edge_id, p in batch.items():
                 self.pending.setdefault(edge_id, p)
             raise
-        return len(rows)
+        return len(newer)
 
     async def run(self) -> None:
         while True:
@@ -119,6 +114,59 @@ class HeartbeatSink:
                 await asyncio.to_thread(self.flush)
             except Exception:  # the database is away: keep the latest, try again
                 log.warning("storing %d heartbeat(s) failed; retrying", len(self.pending))
+
+
+#: one statement for every heartbeat of a flush (executemany); the WHERE holds the token (a
+#: rotated one no longer matches) and the order (nothing older replaces what is stored)
+_AT = bindparam("b_at", type_=UTCDateTime)
+_STORE = (
+    update(Edge)
+    .where(
+        Edge.id == bindparam("b_id"),
+        Edge.token_hash == bindparam("b_token"),
+        or_(Edge.heartbeat_at.is_(None), Edge.heartbeat_at < _AT),
+    )
+    .values(
+        heartbeat=bindparam("b_body", type_=JSONType),
+        heartbeat_at=_AT,
+    )
+)
+
+
+def _row(edge_id: uuid.UUID, p: Pending) -> dict[str, Any]:
+    return {"b_id": edge_id, "b_token": p.token_hash, "b_body": p.body, "b_at": p.at}
+
+
+def _newer_than_stored(db: Session, batch: dict[uuid.UUID, Pending]) -> dict[uuid.UUID, Pending]:
+    """The heartbeats of ``batch`` that will be stored: their edge's token still matches and
+    nothing newer is stored. The rows are locked (PostgreSQL; SQLite writes one at a time),
+    in id order so that two processes flushing the same edges cannot deadlock, and the
+    health rules (``after_store``) see exactly what was stored."""
+    stored = {
+        edge_id: (token_hash, at)
+        for edge_id, token_hash, at in db.execute(
+            select(Edge.id, Edge.token_hash, Edge.heartbeat_at)
+            .where(Edge.id.in_(list(batch)))
+            .order_by(Edge.id)
+            .with_for_update()
+        )
+    }
+    newer: dict[uuid.UUID, Pending] = {}
+    for edge_id, p in batch.items():
+        token_hash, at = stored.get(edge_id, (None, None))
+        if token_hash == p.token_hash and (at is None or at < p.at):
+            newer[edge_id] = p
+    return newer
+
+
+def newest(
+    body: dict[str, Any] | None, at: datetime | None, pending: Pending | None
+) -> tuple[dict[str, Any] | None, datetime | None]:
+    """The newer of an edge's stored heartbeat and the one this process holds unstored
+    (``pending``): another API process may have stored a newer one since this one came."""
+    if pending is not None and (at is None or pending.at >= at):
+        return pending.body, pending.at
+    return body, at
 
 
 def install(app: FastAPI) -> HeartbeatSink:

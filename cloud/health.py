@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.db import models
 from cloud.db.models import Edge, Sensor
 from cloud.db.uow import transaction
+from cloud.fleet import newest
 from cloud.services import journal
 
 log = logging.getLogger("benchlink.cloud")
@@ -236,17 +237,20 @@ class Evaluator:
             ):
                 return 0
             expected = expected_intervals(db)
-            rows = db.execute(select(Edge.id, Edge.heartbeat, Edge.heartbeat_at, Edge.health)).all()
+            # in id order, as the heartbeat flush locks them: two lockers never wait on each other
+            rows = db.execute(
+                select(Edge.id, Edge.heartbeat, Edge.heartbeat_at, Edge.health).order_by(Edge.id)
+            ).all()
             for edge_id, stored_body, stored_at, health in rows:
                 p = pending.get(edge_id)
-                body, at = (stored_body, stored_at) if p is None else (p.body, p.at)
+                body, at = newest(stored_body, stored_at, p)
                 found = evaluate(body, at, expected, now)
                 if frozenset(found) == frozenset(health or {}):
                     continue
                 edge = db.get(Edge, edge_id, with_for_update=True, populate_existing=True)
                 if edge is None:
                     continue
-                if p is None:  # as it is now, locked: a heartbeat may have been stored since
+                if body is stored_body:  # as it is now, locked: one may have been stored since
                     found = evaluate(edge.heartbeat, edge.heartbeat_at, expected, now)
                 before = frozenset(edge.health or {})
                 current = apply(db, edge, found, RULES, now)

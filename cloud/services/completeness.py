@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from cloud.db import models
 from cloud.db.models import Edge
 from cloud.errors import NotFound
+from cloud.fleet import newest
 from cloud.identity import Principal
 from cloud.schemas_completeness import (
     MAX_GAPS,
@@ -175,11 +176,9 @@ def edge_reports(
     for edge_id, body, at in db.execute(
         select(Edge.id, Edge.heartbeat, Edge.heartbeat_at).where(Edge.project_id == project_id)
     ):
-        p = pending.get(edge_id)
-        if p is not None:
-            beats[edge_id] = (p.body, p.at)
-        elif body is not None and at is not None:
-            beats[edge_id] = (body, at)
+        latest, latest_at = newest(body, at, pending.get(edge_id))
+        if latest is not None and latest_at is not None:
+            beats[edge_id] = (latest, latest_at)
     out: dict[tuple[uuid.UUID, uuid.UUID], Report] = {}
     for body, at in beats.values():
         for sid, state in (body.get("sensors") or {}).items():

@@ -18,7 +18,7 @@ from cloud.db import models
 from cloud.db.models import Edge
 from cloud.edge_schemas import EdgeIn, EdgeOut, EdgeState
 from cloud.errors import Conflict, Unauthenticated
-from cloud.fleet import Pending
+from cloud.fleet import Pending, newest
 from cloud.identity import Principal
 from cloud.pagination import newest_first
 from cloud.schemas import normalize_name
@@ -42,10 +42,9 @@ def health(
 
 
 def to_out(edge: models.Edge, pending: Pending | None = None) -> EdgeOut:
-    """``pending``: a heartbeat taken by this process and not yet stored (it is newer)."""
+    """``pending``: a heartbeat taken by this process and not yet stored."""
     fields = {c: getattr(edge, c) for c in EdgeOut.model_fields if hasattr(edge, c)}
-    if pending is not None:
-        fields.update(heartbeat=pending.body, heartbeat_at=pending.at)
+    fields["heartbeat"], fields["heartbeat_at"] = newest(edge.heartbeat, edge.heartbeat_at, pending)
     state, silent = health(fields["heartbeat_at"], fields["heartbeat"], datetime.now(UTC))
     conditions = sorted((edge.health or {}).values(), key=lambda c: (c["since"], c["rule"]))
     return EdgeOut.model_validate(

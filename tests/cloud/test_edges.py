@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from cloud.db import models
 from cloud.fleet import HeartbeatSink
+from cloud.services.tokens import hash_token
 from common.heartbeat import Heartbeat
 from tests.cloud.conftest import Api, Identity, assert_problem
 
@@ -161,10 +162,36 @@ def test_a_heartbeat_with_a_token_revoked_meanwhile_is_not_stored(
             .values(token_hash=None, token_status="revoked", heartbeat=None, heartbeat_at=None)
         )
     assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200  # remembered
-    assert sink.flush() == 1
+    assert sink.flush() == 0
     with api.c.app.state.sessionmaker() as db:
         row = db.get(models.Edge, uuid.UUID(edge_id))
         assert row is not None and row.heartbeat is None
+
+
+def test_an_older_heartbeat_flushed_by_another_process_does_not_replace_a_newer_one(
+    api: Api, owner: Identity
+) -> None:
+    """Two API processes, each writing behind on its own timer: the edge's next heartbeat
+    went to the other process, which stored it first. The older one, flushed after, must
+    not replace it (it said fewer readings captured, no dead letter yet), and the process
+    still holding it answers with the newer stored one."""
+    edge_id, token = register(api, owner)
+    this = api.c.app.state.heartbeats = HeartbeatSink(api.c.app.state.sessionmaker)
+    other = HeartbeatSink(api.c.app.state.sessionmaker)
+    seen: list[set[uuid.UUID]] = []
+    this.after_store.append(lambda db, stored: seen.append(set(stored)))
+    assert put_beat(api, edge_id, token, beat(edge_id, host="older")).status_code == 200
+    newer = Heartbeat.model_validate(beat(edge_id, host="newer")).model_dump(mode="json")
+    token_hash = hash_token(token)
+    other.keep(uuid.UUID(edge_id), token_hash, newer)
+    assert other.flush() == 1
+    got = api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()
+    assert got["heartbeat"]["host"] == "newer"  # not this process's older one
+    assert this.flush() == 0 and seen == [set()]
+    with api.c.app.state.sessionmaker() as db:
+        row = db.get(models.Edge, uuid.UUID(edge_id))
+        assert row is not None and row.heartbeat is not None
+        assert row.heartbeat["host"] == "newer"
 
 
 def test_heartbeat_credentials(api: Api, owner: Identity) -> None:
