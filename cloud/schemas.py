@@ -430,6 +430,10 @@ class TelemetrySeries(BaseModel):
     #: (``?profile_version=``), else the sensor's current version. A reading without a
     #: value under it (never reprocessed under it) counts with its first value.
     profile_version: str
+    #: Asked with ``?live=true``: the event id to open the live stream with
+    #: (``last_event_id``) so that it picks up where this history ends, without a gap
+    #: (a batch committed meanwhile may be in both; a chart keeps one of each timestamp).
+    live_from: str | None = None
 
 
 # --- annotations --------------------------------------------------------------------------

@@ -22,6 +22,16 @@ def after_commit(session: Session, fn: Callable[[], None]) -> None:
     session.info.setdefault(_HOOKS, []).append(fn)
 
 
+def one_snapshot(session: Session) -> None:
+    """Make the session's transaction, not begun yet, read one snapshot throughout: what one
+    statement sees, the next sees too, and nothing committed in between (PostgreSQL's
+    REPEATABLE READ; a SQLite transaction in WAL mode is one snapshot already)."""
+    if session.get_bind().dialect.name == "postgresql":
+        if session.in_transaction():
+            raise RuntimeError("one_snapshot() must come before the transaction's first statement")
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:

@@ -26,8 +26,10 @@ merely behind ignores live batches at or before it (``Subscriber.floor``).
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
+
+from cloud.db.models import TelemetryBatchCommit
 
 #: The advisory lock key ("benchlnk" in ASCII): one lock per database for every ingest.
 LOCK_KEY = 0x62656E63686C6E6B
@@ -61,3 +63,11 @@ def record(db: Session, batch_id: int) -> int:
     """SQLite: the batch's position (writers are serialized, the table's order is commit
     order)."""
     return int(db.execute(RECORD, {"batch_id": batch_id}).scalar_one())
+
+
+def newest(db: Session) -> int:
+    """The newest commit position (0 before the first batch). Read before a history, it is
+    where the live stream picks up without a gap: every batch at or below it is committed and
+    visible to the reads after it (a batch committing meanwhile may be in both: an overlap,
+    never a hole)."""
+    return int(db.scalar(select(func.max(TelemetryBatchCommit.position))) or 0)

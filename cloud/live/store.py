@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.live import positions
 from cloud.live.events import BatchHeader, Row, StreamFilter
 from cloud.store.telemetry import telemetry_store
 
@@ -30,7 +31,7 @@ class DatabaseStore:
         """The newest commit position (0 before the first batch): a snapshot that sees it
         sees every lower one (:mod:`cloud.live.positions`)."""
         with self.sessions() as db:
-            return int(db.execute(select(func.max(K.position))).scalar() or 0)
+            return positions.newest(db)
 
     def headers_after(
         self, flt: StreamFilter, batch_id: int, limit: int

@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from cloud.db import models
-from cloud.db.uow import after_commit, transaction
+from cloud.db.uow import after_commit, one_snapshot, transaction
 from cloud.deps import DbSession, SettingsDep, Viewer
 from cloud.errors import FieldError, InvalidInput, PayloadTooLarge
 from cloud.idempotency import check_key as check_idempotency_key
 from cloud.identity import Principal
+from cloud.live import positions
+from cloud.live.events import position_id
 from cloud.schemas import TelemetryPage, TelemetrySeries
 from cloud.services import columnar, telemetry, telemetry_export, telemetry_query, versioned
 from cloud.services.scope import get_in_project
@@ -176,10 +178,16 @@ def telemetry_series(
     until: UtcDatetime | None = None,
     max_points: Annotated[int, Query(ge=2, le=20_000)] = 2000,
     profile_version: ProfileVersion = None,
+    live: bool = False,
 ) -> Response:
     """One sensor's values for a chart, downsampled server-side to about ``max_points``
     (min, max and mean per time bucket, so peaks are kept), under ``profile_version``
-    (default: the sensor's current version) where a reading has a value under it."""
+    (default: the sensor's current version) where a reading has a value under it. With
+    ``live=true`` also ``live_from``: where the live stream continues this history."""
+    live_from = None
+    if live:  # the newest position and the points from one snapshot: the history holds
+        one_snapshot(db)  # exactly the batches up to it, the stream goes on after it
+        live_from = position_id(positions.newest(db))
     sensor = get_in_project(db, models.Sensor, sensor_id, caller.project_id)
     f = _filter(db, caller, run_id, sensor_id, capture_session_id, since, until, profile_version)
     points, total, down = telemetry_query.series(db, f, max_points)
@@ -190,7 +198,7 @@ def telemetry_series(
         unit = units.get((sensor.id, version), ("", unit))[1]
     # Encoded here, not by the response model: validating and dumping 2,000 pydantic points
     # was a third of a zoomed chart's time. The model still documents the answer.
-    series = telemetry_query.Series(sensor.id, unit, points, total, down, version)
+    series = telemetry_query.Series(sensor.id, unit, points, total, down, version, live_from)
     return Response(telemetry_query.encode_series(series), media_type="application/json")
 
 

@@ -50,6 +50,8 @@ class Series(msgspec.Struct):
     #: the version whose values the chart shows where a reading has one (the one asked
     #: for, else the sensor's current version); other readings count with their first value
     profile_version: str
+    #: asked with ``live=true``: the live stream's resume point for this history
+    live_from: str | None = None
 
 
 encode_series = msgspec.json.Encoder().encode

@@ -3,9 +3,12 @@ yet resumes from where it started, so the readings stored while it was away are 
 
 from __future__ import annotations
 
-from playwright.sync_api import Browser, expect
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
-from tests.browser.test_portal import TIMEOUT_MS, Demo
+from playwright.sync_api import Browser, Route, expect
+
+from tests.browser.test_portal import TIMEOUT_MS, Demo, _set_identity
 from tests.support.cloud import CloudServer
 from tests.support.proxy import proxy_to
 
@@ -44,4 +47,75 @@ def test_a_chart_cut_off_before_its_first_reading_gets_what_was_stored_meanwhile
         expect(page.locator("#live-state")).to_have_text("● live")
         demo.ingest(session, 30, 10, ago_s=10)  # and it follows live again
         expect(chart).to_have_attribute("data-readings", "40")
+    assert errors == []
+
+
+def test_readings_stored_between_the_history_and_the_stream_are_charted_once(
+    portal_server: CloudServer, browser: Browser
+) -> None:
+    """The run page reads each sensor's history, then opens the live stream. Readings stored
+    in between are charted (the stream goes on from where the earliest history ends), and
+    those a later history already holds are not counted twice."""
+    demo = Demo(portal_server.url)
+    session = demo.session(1)
+    demo.ingest(session, 0, 50, ago_s=60)
+    second, token = demo._sensor("TC-2 door")
+
+    def ingest_second(n: int, ago_s: float) -> None:
+        t0 = datetime.now(UTC) - timedelta(seconds=ago_s)
+        readings = [
+            {"timestamp": (t0 + timedelta(milliseconds=100 * i)).isoformat(), "raw_value": 1}
+            for i in range(n)
+        ]
+        r = demo.c.post(
+            "/api/v1/telemetry",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"sensor_id": second, "run_id": demo.run, "capture_session_id": session,
+                  "readings": readings},
+        )  # fmt: skip
+        assert r.status_code == 202, r.text
+
+    ingest_second(10, ago_s=50)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(portal_server.url + "/")
+    _set_identity(page, demo)
+    series: list[Route] = []
+    tickets: list[Route] = []
+
+    def hold(into: list[Route]) -> Callable[[Route], None]:
+        # a function of our own: Playwright marks its handlers, which a bound builtin refuses
+        def handler(route: Route) -> None:
+            into.append(route)
+
+        return handler
+
+    page.route(f"**/api/v1/telemetry/series?*sensor_id={demo.sensor}*", hold(series))
+    page.route("**/api/v1/stream-tickets", hold(tickets))
+    page.goto(f"{portal_server.url}/runs/{demo.run}")
+
+    first_chart = page.locator(f".chart[data-sensor-id='{demo.sensor}']")
+    second_chart = page.locator(f".chart[data-sensor-id='{second}']")
+    expect(second_chart).to_have_attribute("data-readings", "10")  # its history is read
+    ingest_second(5, ago_s=40)  # after the second sensor's history
+    demo.ingest(session, 50, 5, ago_s=30)  # after it too, and before the first one's
+    assert len(series) == 1
+    series[0].continue_()
+    expect(first_chart).to_have_attribute("data-readings", "55")
+    demo.ingest(session, 55, 7, ago_s=20)  # after every history, before the stream
+    deadline = datetime.now(UTC) + timedelta(seconds=TIMEOUT_MS / 1000)
+    while not tickets and datetime.now(UTC) < deadline:
+        page.wait_for_timeout(50)
+    assert len(tickets) == 1, "the page never asked for a stream"
+    tickets[0].continue_()
+    expect(page.locator("#live-state")).to_have_text("● live")
+    expect(first_chart).to_have_attribute("data-readings", "62")
+    expect(second_chart).to_have_attribute("data-readings", "15")
+    demo.ingest(session, 62, 3, ago_s=10)  # and it follows live
+    expect(first_chart).to_have_attribute("data-readings", "65")
+    page.wait_for_timeout(500)  # nothing counted twice arrives late
+    expect(first_chart).to_have_attribute("data-readings", "65")
+    expect(second_chart).to_have_attribute("data-readings", "15")
     assert errors == []

@@ -461,3 +461,33 @@ def test_the_list_by_every_filter_and_window(
             ]
             cursor = body["next_cursor"]
         assert got == expected[:2100], (name, window)
+
+
+def test_a_live_history_says_where_the_stream_goes_on(
+    api: Api, owner: Identity, ids: dict[str, str]
+) -> None:
+    """``live=true``: ``live_from`` is the commit position of the newest batch the history
+    holds (the portal opens the live stream there); without it, no position is read."""
+
+    def live_from(**params: str) -> Any:
+        r = api.get(
+            "/api/v1/telemetry/series",
+            params={"sensor_id": ids["sensor_id"], **params},
+            headers=owner.headers("viewer"),
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["live_from"]
+
+    assert live_from() is None
+    send(api, ids, [(BASE, 1.0), (BASE + US, 2.0)])
+    first = live_from(live="true")
+    assert first.startswith("p") and int(first[1:]) >= 1
+    send(api, ids, [(BASE + 2 * US, 3.0)])
+    second = live_from(live="true", capture_session_id=ids["capture_session_id"])
+    assert int(second[1:]) == int(first[1:]) + 1
+    r = api.get(
+        "/api/v1/telemetry/series",
+        params={"sensor_id": ids["sensor_id"], "live": "maybe"},
+        headers=owner.headers(),
+    )
+    assert r.status_code == 422 and "live" in r.text

@@ -47,9 +47,17 @@ export function showTelemetry(box, liveState, session, sensors, ctx) {
 
   (async () => {
     // Every sensor's history is asked for at once, and each is drawn as soon as it arrives.
-    await Promise.all(sensors.map((s) => fetchSeries(s.id, session.id).then((data) => {
+    // A running session's histories each say where the live stream goes on from them; the
+    // stream starts at the earliest, so nothing stored between a history and the stream is
+    // missing (what a later history already holds comes again and is dropped by append).
+    const live = session.status === "running";
+    let liveFrom = null;
+    await Promise.all(sensors.map((s) => fetchSeries(s.id, session.id, {}, "", live).then((data) => {
+      const at = positionOf(data.live_from);
+      if (at !== null && (liveFrom === null || at < liveFrom)) liveFrom = at;
       if (!closed && data.total > 0) chartFor(s).setHistory(s.id, data);
     })));
+    if (liveFrom !== null && !lastEventId) lastEventId = `p${liveFrom}`;
     // A sensor with several profile versions gets its chart's version switch (charts by
     // unit mix sensors, so they keep each one's current version).
     if (!ctx.byUnit) {
@@ -105,11 +113,19 @@ export function showTelemetry(box, liveState, session, sensors, ctx) {
   };
 }
 
-// version: a profile version's name, or "" for the sensor's current one.
-function fetchSeries(sensorId, sessionId, range = {}, version = "") {
+// version: a profile version's name, or "" for the sensor's current one; live: also ask
+// where the live stream goes on from this history (live_from).
+function fetchSeries(sensorId, sessionId, range = {}, version = "", live = false) {
   return api("/api/v1/telemetry/series", {
-    params: { sensor_id: sensorId, capture_session_id: sessionId, max_points: HISTORY_POINTS, profile_version: version, ...range },
+    params: { sensor_id: sensorId, capture_session_id: sessionId, max_points: HISTORY_POINTS, profile_version: version,
+      ...(live ? { live: "true" } : {}), ...range },
   });
+}
+
+// The commit position of a stream resume point ("p123"), else null.
+function positionOf(eventId) {
+  const m = /^p(\d+)$/.exec(eventId || "");
+  return m ? Number(m[1]) : null;
 }
 
 // Points as uPlot columns: x (s), value, min, max.
@@ -278,6 +294,9 @@ class TelemetryChart {
     const [xs, vs, lo, hi] = m.cols;
     let i = xs.length;
     while (i > 0 && xs[i - 1] > x) i--;  // late readings land in place
+    // A sensor has one reading per timestamp: one charted already (its history overlapped
+    // the stream's start, or a resumed stream sent it again) is not counted twice.
+    if (i > 0 && xs[i - 1] === x) return;
     xs.splice(i, 0, x); vs.splice(i, 0, r.value); lo.splice(i, 0, r.value); hi.splice(i, 0, r.value);
     m.total += 1;
     m.live += 1;
