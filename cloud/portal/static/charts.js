@@ -4,7 +4,7 @@
 // (finer data fetched for the window) or, while annotating, marks a range. Annotations and
 // alarm periods are drawn over the readings as bands.
 
-import { h, api, apiAll, errorPanel, fmtInstant, fmtNum, short, colourOf, fade, hideLegendRows } from "./core.js";
+import { h, api, apiAll, errorPanel, fmtInstant, fmtNum, short, colourOf, fade, hideLegendRows, TIME_AXIS } from "./core.js";
 import { alarmRule } from "./alarms.js";
 
 const HISTORY_POINTS = 1500;   // server-side downsampling target per sensor
@@ -221,7 +221,7 @@ class TelemetryChart {
       // setScale off: a drag zooms (onSelect) or, while annotating, marks a range instead.
       cursor: { drag: { x: true, y: false, setScale: false } },
       scales: { x: { time: true } },
-      axes: [{}, { label: this.unit, size: 60 }],
+      axes: [TIME_AXIS, { label: this.unit, size: 60 }],
       series, bands,
       hooks: {
         setSelect: [(u) => this.onSelect(u)],

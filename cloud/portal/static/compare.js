@@ -4,7 +4,7 @@
 // Everything it shows is in its URL, so it can be shared and reloaded:
 //   /compare?run=ID&run=ID&sensor=NAME&metric=NAME&axis=run|time
 
-import { h, api, badge, short, fmtInstant, fmtNum, fmtTime, colourOf, fade, onCleanup, apiAll } from "./core.js";
+import { h, api, badge, short, fmtInstant, fmtNum, fmtTime, colourOf, fade, onCleanup, apiAll, TIME_AXIS } from "./core.js";
 
 const SENSOR_POINTS = 1000;   // per run; a zoomed window gets as many again
 const METRIC_POINTS = 2000;
@@ -223,7 +223,7 @@ class CompareChart {
     });
     const xAxis = relative
       ? { label: "time since the session started", space: 70, values: (u, splits, ax, space, incr) => splits.map((v) => fmtSince(v, tickDecimals(incr))) }
-      : sensor ? { label: "time (this browser's time zone)" } : { label: "step" };
+      : sensor ? { ...TIME_AXIS, label: "time (this browser's time zone)" } : { label: "step" };
     return {
       width: this.width(), height: HEIGHT, series, bands, legend: { show: false },
       scales: { x: { time: sensor && !relative } },

@@ -27,6 +27,25 @@ export const fmtClock = (iso) => new Date(iso).toLocaleTimeString();
 export const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
   year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
   second: "2-digit", fractionalSecondDigits: 3, hour12: false });
+// A time axis's ticks (uPlot's table: the smallest step, the tick's format, the second line's
+// at a new year, ..., a new day, ..., a new hour or minute, concatenated). uPlot's own puts
+// the time of day under the first tick of each new minute, which overlaps the date under
+// the first tick on a chart of a minute or less; here a second's ticks carry their minute
+// and only a new day gets a second line. 24-hour, as the legend's time (fmtInstant).
+const DAY = 86400;
+export const TIME_AXIS = {
+  space: 80,
+  values: [
+    [365 * DAY, "{YYYY}", null, null, null, null, null, null, 1],
+    [28 * DAY, "{MMM}", "\n{YYYY}", null, null, null, null, null, 1],
+    [DAY, "{M}/{D}", "\n{YYYY}", null, null, null, null, null, 1],
+    [3600, "{HH}:00", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
+    [60, "{HH}:{mm}", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
+    [1, "{HH}:{mm}:{ss}", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
+    [0.001, "{HH}:{mm}:{ss}.{fff}", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
+  ],
+};
+
 export const short = (id) => (id ? String(id).slice(0, 8) : "");
 export const badge = (status) => h("span", { class: `badge ${status}` }, status);
 export const fmtNum = (v) => (Math.abs(v) >= 1000 || Number.isInteger(v) ? String(v) : v.toFixed(3));
