@@ -185,6 +185,8 @@ class Daemon:
                 str(s.run_id),
                 str(s.capture_session_id),
             )
+        for sid in self.buffer.keep_rules_of(str(s.sensor_id) for s in self.cfg.sensors):
+            log.info("alarm rules of sensor %s: dropped, it is no longer in this config", sid)
 
     def stop(self) -> None:
         self._stop.set()

@@ -301,6 +301,26 @@ class Evaluator:
         self.dirty = True  # read back at the next use, on the buffer's thread
         return len(kept)
 
+    def forget(self, c: sqlite3.Connection, keep: set[str], now: float) -> list[str]:
+        """Drop the cached rules of the sensors not in ``keep`` (gone from this edge's
+        config) and clear their alarms in force: a sensor the edge no longer reads is not
+        silent, and its ``stale`` rule must not raise. The sensors dropped."""
+        gone = [
+            sid for (sid,) in c.execute("SELECT sensor_id FROM alarm_sensors") if sid not in keep
+        ]
+        when = at(int(now * 1e6))
+        for sid in gone:
+            for (alarm,) in c.execute(
+                "SELECT open_alarm FROM alarm_state WHERE sensor_id = ? AND open_alarm IS NOT NULL",
+                (sid,),
+            ).fetchall():
+                _close(c, alarm, when, None, "sensor removed from this edge's config")
+            c.execute("DELETE FROM alarm_state WHERE sensor_id = ?", (sid,))
+            c.execute("DELETE FROM alarm_sensors WHERE sensor_id = ?", (sid,))
+        if gone:
+            self.dirty = True  # read back at the next use, on the buffer's thread
+        return gone
+
 
 def _converters(sensor_id: str, rules: EdgeRules) -> tuple[list[int], list[Converter | None]]:
     # Imported with the first rules only: the units' registry (pint) is megabytes that an

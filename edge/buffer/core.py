@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -264,6 +264,15 @@ class Buffer:
         try:
             with self.tx() as c:
                 return self.alarms.replace(c, sensor_id, rules, time.time())
+        except BaseException:
+            self.alarms.dirty = True
+            raise
+
+    def keep_rules_of(self, sensor_ids: Iterable[str]) -> list[str]:
+        """Drop the cached rules of every sensor not in ``sensor_ids``; the ones dropped."""
+        try:
+            with self.tx() as c:
+                return self.alarms.forget(c, set(sensor_ids), time.time())
         except BaseException:
             self.alarms.dirty = True
             raise

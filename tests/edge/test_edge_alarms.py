@@ -199,3 +199,23 @@ def test_a_rolled_back_commit_leaves_the_state_of_the_last_commit(
     assert alarms(buffer) == []
     capture(buffer, sensor, [50.0])  # committed this time: raised now, once
     assert [a[2] for a in alarms(buffer)] == [101.0]
+
+
+def test_a_sensor_gone_from_the_config_keeps_no_rules_and_raises_nothing(
+    buffer: Buffer, sensor: str
+) -> None:
+    """Rules cached for a sensor the edge no longer reads (taken out of its config) are
+    dropped when the daemon starts: its alarms in force clear, and its ``stale`` rule does not
+    raise for a sensor that is merely gone."""
+    buffer.set_rules(sensor, pulled(sensor, rule("stale", after_s=0.2), rule(threshold=20.0)))
+    capture(buffer, sensor, [50.0])  # 101 > 20: raised
+    assert len(buffer.alarm_report()["in_force"]) == 1
+    assert buffer.keep_rules_of([sensor]) == []  # still configured: nothing changes
+    assert buffer.keep_rules_of([str(uuid.uuid4())]) == [sensor]
+    time.sleep(0.3)
+    assert buffer.stale_tick() == 0
+    report = buffer.alarm_report()
+    assert report["rules"] == {} and report["in_force"] == []
+    why = buffer.conn.execute("SELECT cleared_why FROM edge_alarms").fetchall()
+    assert why == [("sensor removed from this edge's config",)]
+    assert buffer.keep_rules_of([]) == []  # nothing left to drop
