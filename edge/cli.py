@@ -175,7 +175,7 @@ def cmd_bind(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     buf = _buffer(cfg)
     try:
         buf.bind(args.sensor, args.run_id, args.capture_session_id)
-        moved = buf.retry_dead(sensor_id=args.sensor, rebind=True) if args.move_dead else 0
+        moved = buf.retry_dead(sensor_id=args.sensor, rebind=True).batches if args.move_dead else 0
     except KeyError:
         print(f"unknown sensor {args.sensor} (is it in the config, and has the daemon run?)")
         return 2
@@ -250,9 +250,13 @@ def cmd_dead_letter(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         current_tokens(buf, cfg)
         n = buf.retry_dead(args.ids or None, sensor_id=args.sensor, rebind=args.rebind)
         if args.rebind:
-            print(f"{n} batch(es) moved to their sensor's current binding, queued (new ids)")
+            print(
+                f"{n.batches} batch(es) moved to their sensor's current binding, queued (new ids)"
+            )
         else:
-            print(f"{n} batch(es) queued again (same batch ids)")
+            print(f"{n.batches} batch(es) queued again (same batch ids)")
+        if n.episodes:
+            print(f"{n.episodes} device-fault episode(s) queued again (same episode ids)")
         return 0
     finally:
         buf.close()

@@ -429,7 +429,9 @@ class SensorSync:
                     continue
                 if outcome is None:
                     self.state = "idle"
-                    await self._sleep(tick)
+                    # episodes another process queued again (`dead-letter retry`) go now
+                    if not await self.buffer.call(self.buffer.recheck_faults, self.sensor_id):
+                        await self._sleep(tick)
                 elif outcome.kind == "retry":
                     self.state = "backoff"
                     delay = self.retry_delay(outcome)

@@ -404,15 +404,29 @@ class Buffer:
         *,
         sensor_id: str | None = None,
         rebind: bool = False,
-    ) -> int:
-        """Put dead-lettered batches back in the queue.
+    ) -> operator.Retried:
+        """Put dead-lettered batches and device-fault episodes back in the queue.
 
         Without ``rebind``: same id, same readings (after e.g. a rotated token). With
         ``rebind``: the readings move to their sensor's *current* run / capture session (see
         ``bind``) and the batch gets a new id -- nothing was stored under the old key (a
-        definitive 4xx), and a key reused with another body is refused by the cloud."""
+        definitive 4xx), and a key reused with another body is refused by the cloud. An
+        episode keeps its id either way (the cloud keeps nothing of a refused one)."""
         with self.tx() as c:
-            return operator.retry_dead(c, ids, sensor_id, rebind, time.time())
+            retried = operator.retry_dead(c, ids, sensor_id, rebind, time.time())
+            if retried.episodes:
+                self.fault_sensors |= faults.waiting_sensors(c)
+            return retried
+
+    def recheck_faults(self, sensor_id: str) -> bool:
+        """Whether the sensor has fault episodes to send that this process did not know of
+        (queued again by ``dead-letter retry`` from another process); they are then sent."""
+        if sensor_id in self.fault_sensors:
+            return True
+        waiting = faults.has_unsent(self.conn, sensor_id)
+        if waiting:
+            self.fault_sensors.add(sensor_id)
+        return waiting
 
     def requeue_range(self, since: str, until: str, sensor_id: str | None = None) -> int:
         """Mark the synced batches that overlap [since, until] for sending again."""

@@ -116,12 +116,47 @@ def mark_dead(c: sqlite3.Connection, episode: str, reason: str, now: float) -> N
     )
 
 
+def episode_of(payload: str) -> str:
+    """The episode id in a dead letter's payload (as :func:`mark_dead` writes it)."""
+    return payload.split(" ", 1)[0].removeprefix("episode=")
+
+
+def retry(c: sqlite3.Connection, episode: str, *, rebind: bool) -> int:
+    """Send a refused episode again (same id: the cloud stores nothing twice); with
+    ``rebind`` under its sensor's current run and capture session. 1 if it was refused."""
+    if rebind:
+        c.execute(
+            "UPDATE faults SET (run_id, capture_session_id) = (SELECT s.run_id,"
+            " s.capture_session_id FROM sensors s WHERE s.sensor_id = faults.sensor_id)"
+            " WHERE episode = ? AND state = ?",
+            (episode, DEAD),
+        )
+    return int(
+        c.execute(
+            "UPDATE faults SET state = ?, last_error = NULL WHERE episode = ? AND state = ?",
+            (OK, episode, DEAD),
+        ).rowcount
+    )
+
+
 def prune(c: sqlite3.Connection, cutoff: float) -> int:
     """Delete the episodes the cloud has whole, last changed at or before ``cutoff``."""
     return int(
         c.execute(
             "DELETE FROM faults WHERE sent_count >= count AND updated <= ?", (cutoff,)
         ).rowcount
+    )
+
+
+def has_unsent(c: sqlite3.Connection, sensor_id: str) -> bool:
+    """Whether the sensor has an episode to send (one probe of the ``faults_unsent`` index)."""
+    return (
+        c.execute(
+            "SELECT 1 FROM faults WHERE sensor_id = ? AND sent_count < count AND state = 'ok'"
+            " LIMIT 1",
+            (sensor_id,),
+        ).fetchone()
+        is not None
     )
 
 

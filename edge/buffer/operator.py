@@ -7,10 +7,19 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+from edge.buffer import faults
 from edge.buffer.batches import members, seq_ranges
 from edge.buffer.records import DEAD, PENDING, SYNCED
+
+
+class Retried(NamedTuple):
+    """What a retry of dead letters queued again."""
+
+    batches: int
+    #: device-fault episodes the cloud refused (:mod:`edge.buffer.faults`)
+    episodes: int
 
 
 def retry_dead(
@@ -19,9 +28,9 @@ def retry_dead(
     sensor_id: str | None,
     rebind: bool,
     now: float,
-) -> int:
+) -> Retried:
     """See :meth:`edge.buffer.Buffer.retry_dead`."""
-    where = "kind = 'batch' AND retried_at IS NULL"
+    where = "kind IN ('batch', 'fault') AND retried_at IS NULL"
     params: list[Any] = []
     if ids:
         where += f" AND id IN ({','.join('?' * len(ids))})"
@@ -29,17 +38,24 @@ def retry_dead(
     if sensor_id is not None:
         where += " AND sensor_id = ?"
         params.append(sensor_id)
-    picked = c.execute(f"SELECT id, batch_id FROM dead_letter WHERE {where}", params).fetchall()
-    for dl_id, batch_id in picked:
-        if rebind:
+    picked = c.execute(
+        f"SELECT id, kind, batch_id, payload FROM dead_letter WHERE {where}", params
+    ).fetchall()
+    batches = episodes = 0
+    for dl_id, kind, batch_id, payload in picked:
+        if kind == "fault":
+            episodes += faults.retry(c, faults.episode_of(payload), rebind=rebind)
+        elif rebind:
             _rebind(c, batch_id)
+            batches += 1
         else:
             c.execute(
                 "UPDATE batches SET state = ?, attempts = 0 WHERE id = ? AND state = ?",
                 (PENDING, batch_id, DEAD),
             )
+            batches += 1
         c.execute("UPDATE dead_letter SET retried_at = ? WHERE id = ?", (now, dl_id))
-    return len(picked)
+    return Retried(batches, episodes)
 
 
 def _rebind(c: sqlite3.Connection, batch_id: str) -> None:

@@ -175,8 +175,8 @@ def test_dead_letter_retry_and_replay_requeue(buffer: Buffer, sensor: str) -> No
     assert b2 is not None and b2.id != b1.id  # a dead batch does not block the next
     buffer.mark_synced(b2.id, 2, 0)
     assert buffer.status()["sensors"][sensor]["dead"] == 2
-    assert buffer.retry_dead() == 1
-    assert buffer.retry_dead() == 0
+    assert buffer.retry_dead().batches == 1
+    assert buffer.retry_dead().batches == 0
     again = buffer.next_batch(sensor)
     assert again is not None and again.id == b1.id and again.state == PENDING
     buffer.mark_synced(b1.id, 2, 0)
@@ -409,7 +409,7 @@ def test_a_split_ranged_batch_keeps_its_place_and_its_refused_reading_stays_out(
     buffer.seal(sensor, 3)
     assert _send_all(buffer, sensor) == [[0.0, 2.0], [3.0, 4.0, 5.0], [6.0]]
     # the refused reading goes again on its own when an operator retries it
-    assert buffer.retry_dead(rebind=True) == 1
+    assert buffer.retry_dead(rebind=True).batches == 1
     assert _send_all(buffer, sensor) == [[1.0]]
     assert buffer.prune(retention_s=0) == 4
     assert buffer.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0
@@ -477,7 +477,7 @@ def test_a_buffer_of_the_first_scheme_keeps_its_batches_and_seals_the_rest(
             " VALUES (0, 'batch', ?, 'B', '401')",
             (sid,),
         )
-        assert buf.retry_dead(rebind=True) == 1
+        assert buf.retry_dead(rebind=True).batches == 1
         assert _send_all(buf, sid) == [[4.0, 6.0]]
         assert buf.seal(other, 10) == 1 and _send_all(buf, other) == [[3.0]]
         buf.commit([Write([NewReading(sid, T0, 9.0)])])

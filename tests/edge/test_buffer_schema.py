@@ -64,7 +64,7 @@ def test_a_buffer_written_by_the_previous_release_goes_on_where_it_was(tmp_path:
         dup = Delivery((7, "d" * 64), "c2", redelivered=True)
         (res,) = buf.commit([Write([NewReading(B, T0, 5.0)], delivery=dup)])
         assert not isinstance(res, Exception) and res.duplicate
-        assert buf.retry_dead(sensor_id=B) == 1
+        assert buf.retry_dead(sensor_id=B).batches == 1
         assert [values for _, values in _send_all(buf, B)] == [[0.0, 1.0]]
         # the readings that were in the file are pre-sequence (sent without numbers); the
         # first one committed after the upgrade is its sensor's number 1

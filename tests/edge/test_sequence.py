@@ -188,7 +188,7 @@ def test_a_rebound_dead_batch_takes_its_numbers_to_the_new_session(buf: Buffer) 
     assert dead is not None
     buf.mark_dead(dead.id, "422 capture session ended")
     buf.bind(A, RUN, S2)
-    assert buf.retry_dead(sensor_id=A, rebind=True) == 1
+    assert buf.retry_dead(sensor_id=A, rebind=True).batches == 1
     rep = buf.sequence_report()[A]
     assert [(s["capture_session_id"], s["first"], s["last"]) for s in rep["sessions"]] == [
         (S1, 1, 3),
@@ -213,7 +213,7 @@ def test_a_rebound_split_batch_moves_only_the_refused_numbers(buf: Buffer) -> No
     assert b is not None
     assert buf.split_batch(b.id, {1: "bad", 3: "bad"}, "422") is not None
     buf.bind(A, RUN, S3)
-    assert buf.retry_dead(sensor_id=A, rebind=True) == 1
+    assert buf.retry_dead(sensor_id=A, rebind=True).batches == 1
     sessions = buf.sequence_report()[A]["sessions"]
     assert [(s["capture_session_id"], s["first"], s["last"]) for s in sessions] == [
         (S1, 1, 1),

@@ -236,7 +236,7 @@ async def test_dead_batches_move_to_the_new_binding(buffer: Buffer, sensor: str)
     old = cloud.requests[0].headers["Idempotency-Key"]
     run2, ses2 = str(uuid.uuid4()), str(uuid.uuid4())
     buffer.bind(sensor, run2, ses2)
-    assert buffer.retry_dead(sensor_id=sensor, rebind=True) == 1
+    assert buffer.retry_dead(sensor_id=sensor, rebind=True).batches == 1
     assert await drain(syncer(buffer, sensor, cloud)) == ["synced"]
     sent = cloud.requests[1]
     assert sent.headers["Idempotency-Key"] != old
