@@ -13,7 +13,9 @@ Most batches change nothing but the rule's newest reading: no alarm open, nothin
 and no value past the limit, or an alarm open and no value back past its limit. For the
 value kinds that is decided from the batch's least and greatest values alone
 (:func:`quiet`), without a pass per reading; ``tests/cloud/test_alarm_evaluator.py`` holds
-:func:`evaluate` to a brute-force reference.
+:func:`evaluate` to a brute-force reference. The others, if long enough, are decided on
+arrays (:mod:`common.alarm_fast`), which ``tests/cloud/test_alarm_fast.py`` holds to the walk
+here.
 """
 
 from __future__ import annotations
@@ -54,6 +56,11 @@ class Change:
 
 Metas = Sequence[dict[str, Any] | None]
 
+#: Batches of at least this many readings that their bounds do not settle are decided on
+#: arrays (:mod:`common.alarm_fast`, the same answers); shorter ones are walked, where
+#: converting them would cost more than it saves.
+ARRAYS_FROM = 64
+
 
 def evaluate(
     spec: Spec,
@@ -69,16 +76,22 @@ def evaluate(
     (``rate`` only); ``bounds``: ``(min(values), max(values))`` if the caller has them."""
     if not stamps_us:
         return []
+    if spec.kind != "rate":
+        if spec.kind != "fault" and bounds is None:
+            bounds = (min(values), max(values))
+        if quiet(spec, state, bounds or (0.0, 0.0), metas):
+            state.last_ts_us = stamps_us[-1]
+            return []
+    if len(stamps_us) >= ARRAYS_FROM:
+        # Imported here: it imports this module, and numpy only when a batch needs it.
+        from common.alarm_fast import evaluate_arrays
+
+        return evaluate_arrays(spec, state, stamps_us, values, metas, history)
     if spec.kind == "rate":
         assert spec.window_s is not None
         hs, hv = history or ([], [])
         at = rates(hs + stamps_us, hv + values, spec.window_s, len(hs))
         return step(spec, state, stamps_us, *conditions(spec, at, metas))
-    if spec.kind != "fault" and bounds is None:
-        bounds = (min(values), max(values))
-    if quiet(spec, state, bounds or (0.0, 0.0), metas):
-        state.last_ts_us = stamps_us[-1]
-        return []
     return step(spec, state, stamps_us, *conditions(spec, values, metas))
 
 

@@ -55,10 +55,12 @@ import uuid
 from bisect import bisect_right
 from dataclasses import dataclass, fields
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 
 from cloud import utctime
 from cloud.db import models
@@ -128,9 +130,6 @@ def _claimed(row: Any) -> _Claimed:
     return _Claimed(*row)
 
 
-_COLUMNS = tuple(getattr(AR, f.name) for f in fields(_Claimed)[:-1])
-
-
 def _claim(db: Session, rows: StoredBatch, last_us: int, now_us: int) -> list[_Claimed]:
     """The rules that apply to the batch (a run's, and the sensor's of the kinds the run has
     none of), locked to the commit, each as it was before the batch, its newest reading
@@ -140,45 +139,69 @@ def _claim(db: Session, rows: StoredBatch, last_us: int, now_us: int) -> list[_C
     lock them in one order, so with several API workers two batches of one sensor are
     evaluated one after the other, the second seeing the first's state), updates them and
     returns them with their previous ``last_ts_us``. SQLite runs one writing transaction at
-    a time: a read, then the update."""
-    run_rule = aliased(AR)
+    a time: a read, then the update. The statements are built once (:func:`_statements`),
+    their parameters bound per batch."""
+    params = {
+        "b_sensor": rows.sensor_id,
+        "b_run": rows.run_id,
+        "b_session": rows.capture_session_id,
+        "b_last_us": last_us,
+        "b_now_us": now_us,
+    }
+    conn = db.connection()
+    if conn.dialect.name != "postgresql":
+        found, move = _statements(False)
+        claimed = [_claimed(row) for row in conn.execute(found, params)]
+        conn.execute(move, params)
+        return claimed
+    claim, _ = _statements(True)
+    return [_claimed(row) for row in conn.execute(claim, params)]
+
+
+@cache
+def _statements(postgresql: bool) -> tuple[Executable, Executable]:
+    """The claim's statements: on PostgreSQL the one that locks, moves on and returns (twice:
+    one shape for both), elsewhere the read and the update. Core statements on the rules'
+    table with bound parameters, built once (and so compiled once): building them per batch
+    cost more than running them."""
+    t, run_rule = _RULE_ROWS, _RULE_ROWS.alias("run_rule")
     overridden = exists().where(
-        run_rule.sensor_id == AR.sensor_id, run_rule.run_id == rows.run_id,
-        run_rule.kind == AR.kind, run_rule.deleted_at.is_(None),
+        run_rule.c.sensor_id == t.c.sensor_id, run_rule.c.run_id == bindparam("b_run"),
+        run_rule.c.kind == t.c.kind, run_rule.c.deleted_at.is_(None),
     )  # fmt: skip
     applies = and_(
-        AR.sensor_id == rows.sensor_id,
-        AR.deleted_at.is_(None),
-        or_(AR.run_id == rows.run_id, and_(AR.run_id.is_(None), ~overridden)),
+        t.c.sensor_id == bindparam("b_sensor"),
+        t.c.deleted_at.is_(None),
+        or_(t.c.run_id == bindparam("b_run"), and_(t.c.run_id.is_(None), ~overridden)),
     )
     # Stale rules keep the arrival (the cloud's clock); the others the newest reading, and
     # the session it came in, when the batch has one newer than theirs.
-    newer = or_(AR.last_ts_us.is_(None), AR.last_ts_us < last_us)
-    stale = AR.kind == "stale"
+    stamp = t.c.last_ts_us.type  # typed: a bound value in a CASE has no column to go by
+    last_us, now_us = bindparam("b_last_us", type_=stamp), bindparam("b_now_us", type_=stamp)
+    newer = or_(t.c.last_ts_us.is_(None), t.c.last_ts_us < last_us)
+    stale = t.c.kind == "stale"
     moved = {
-        AR.last_ts_us: case(
-            (and_(stale, AR.last_ts_us > now_us), AR.last_ts_us),
+        "last_ts_us": case(
+            (and_(stale, t.c.last_ts_us > now_us), t.c.last_ts_us),
             (stale, now_us),
             (newer, last_us),
-            else_=AR.last_ts_us,
+            else_=t.c.last_ts_us,
         ),
-        AR.last_session_id: case(
-            (or_(stale, newer), rows.capture_session_id), else_=AR.last_session_id
+        "last_session_id": case(
+            (or_(stale, newer), bindparam("b_session", type_=t.c.last_session_id.type)),
+            else_=t.c.last_session_id,
         ),
     }
-    if db.get_bind().dialect.name != "postgresql":
-        found = db.execute(select(*_COLUMNS, AR.last_ts_us).where(applies).order_by(AR.id))
-        claimed = [_claimed(row) for row in found]
-        db.execute(update(AR).where(applies).values(moved), execution_options=_CORE)
-        return claimed
-    prior = select(AR.id, AR.last_ts_us).where(applies).order_by(AR.id).with_for_update()
+    columns = [t.c[f.name] for f in fields(_Claimed)[:-1]]
+    if not postgresql:
+        found = select(*columns, t.c.last_ts_us).where(applies).order_by(t.c.id)
+        return found, update(t).where(applies).values(moved)
+    prior = select(t.c.id, t.c.last_ts_us).where(applies).order_by(t.c.id).with_for_update()
     cte = prior.cte("prior")
-    claim = update(AR).where(AR.id == cte.c.id).values(moved).returning(*_COLUMNS, cte.c.last_ts_us)
-    return [_claimed(row) for row in db.execute(claim, execution_options=_CORE)]
+    claim = update(t).where(t.c.id == cte.c.id).values(moved).returning(*columns, cte.c.last_ts_us)
+    return claim, claim
 
 
-#: The rule rows are written as rows (no ORM object of them is loaded at ingest).
-_CORE = {"synchronize_session": False}
 _RULE_ROWS = cast(Table, AR.__table__)
 
 
