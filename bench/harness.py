@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,17 +347,56 @@ async def post_all(
     kept-alive connections stay with whichever worker accepted them first (often one worker
     takes them all). Connecting per request lets an idle worker take the next one, as a load
     balancer in front of the workers would; the handshake costs both sides a little."""
-    url = httpx.URL(base_url)
-    host, port = url.host, url.port or 80
-    requests = [_request(host, port, path, b, h) for b, h in zip(bodies, headers, strict=True)]
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(len(requests)):
-        queue.put_nowait(i)
+    host, port = _host_port(base_url)
+    queue = _requests(host, port, path, zip(bodies, headers, strict=True))
+    return await _post_queues(base_url, path, [queue] * clients, expect, sampler)
 
-    async def worker() -> None:
-        while not queue.empty():
-            i = queue.get_nowait()
-            status, answer = await _send(host, port, requests[i])
+
+async def post_streams(
+    base_url: str,
+    path: str,
+    streams: Sequence[Sequence[tuple[bytes, dict[str, str]]]],
+    expect: int,
+    sampler: PeakRss | None = None,
+) -> float:
+    """POST each stream's bodies (with their headers) in order, one at a time, one client
+    per stream, the streams concurrently (as edges sync each sensor's batches); return the
+    elapsed seconds. The same client as :func:`post_all`."""
+    host, port = _host_port(base_url)
+    queues = [_requests(host, port, path, stream) for stream in streams]
+    return await _post_queues(base_url, path, queues, expect, sampler)
+
+
+def _host_port(base_url: str) -> tuple[str, int]:
+    url = httpx.URL(base_url)
+    return url.host, url.port or 80
+
+
+def _requests(
+    host: str, port: int, path: str, sent: Iterable[tuple[bytes, dict[str, str]]]
+) -> asyncio.Queue[bytes]:
+    """The requests, built before the clock starts, in a queue."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body, headers in sent:
+        queue.put_nowait(_request(host, port, path, body, headers))
+    return queue
+
+
+async def _post_queues(
+    base_url: str,
+    path: str,
+    queues: Sequence[asyncio.Queue[bytes]],
+    expect: int,
+    sampler: PeakRss | None,
+) -> float:
+    """One client per queue, each sending its queue's requests one after the other (a queue
+    shared by several clients: whichever is free takes the next)."""
+    host, port = _host_port(base_url)
+    clients = len(queues)
+
+    async def worker(requests: asyncio.Queue[bytes]) -> None:
+        while not requests.empty():
+            status, answer = await _send(host, port, requests.get_nowait())
             if status != expect:
                 raise RuntimeError(f"POST {path}: {answer[:700]!r}")
 
@@ -372,8 +411,8 @@ async def post_all(
     started = time.perf_counter()
     try:
         async with asyncio.TaskGroup() as tg:
-            for _ in range(clients):
-                tg.create_task(worker())
+            for queue in queues:
+                tg.create_task(worker(queue))
     finally:
         watcher.cancel()
     return time.perf_counter() - started
