@@ -84,13 +84,16 @@ def _round(cloud: Cloud, bench: Bench, n: int, start: datetime, clients: int) ->
     return n / elapsed
 
 
-def _round_in_order(cloud: Cloud, benches: list[Bench], per: int, start: datetime) -> float:
+def _round_in_order(cloud: Cloud, benches: list[Bench], per: int, start: datetime, k: int) -> float:
     """``per`` readings into each sensor, each sensor's batches in order from its own client.
-    Sensor j gets the j-th part of the wave the one-sensor round sends: together they see
-    what one sensor sees, and raise about as often as that wave sent in order does."""
+    Each sensor's wave goes on from round to round (round ``k`` from reading ``k * per`` of
+    it), the sensors' phases spread over the period: together they see as much of the wave
+    as the one sensor does, each as one continuous stream, so they raise about as often as
+    the wave sent in order does."""
     streams = []
     for j, b in enumerate(benches):
-        bodies = telemetry_bodies(b, per, start, functools.partial(_shifted, j * per))
+        shift = k * per + j * PERIOD // len(benches)
+        bodies = telemetry_bodies(b, per, start, functools.partial(_shifted, shift))
         streams.append(list(zip(bodies, _headers(b, len(bodies)), strict=True)))
     assert cloud.rss is not None
     elapsed = asyncio.run(post_streams(cloud.url, "/api/v1/telemetry", streams, 202, cloud.rss))
@@ -144,8 +147,8 @@ def alarm_ingest(sizes: Sizes, logs: Path) -> Row:
             at = start + timedelta(minutes=20 * k)
             one.without.append(_round(cloud, plain[0], n, at, sizes.ingest_clients))
             one.with_rules.append(_round(cloud, ruled[0], n, at, sizes.ingest_clients))
-            eight.without.append(_round_in_order(cloud, plain8, per, at))
-            eight.with_rules.append(_round_in_order(cloud, ruled8, per, at))
+            eight.without.append(_round_in_order(cloud, plain8, per, at, k))
+            eight.with_rules.append(_round_in_order(cloud, ruled8, per, at, k))
         raised_one, raised_eight = _alarms(url, ruled), _alarms(url, ruled8)
         assert raised_eight > 0, "the rules raised nothing: the row would measure no evaluation"
         return _row(sizes, n, per, one, eight, (raised_one, raised_eight), cloud.rss.mb)
