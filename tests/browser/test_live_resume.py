@@ -62,18 +62,7 @@ def test_readings_stored_between_the_history_and_the_stream_are_charted_once(
     second, token = demo._sensor("TC-2 door")
 
     def ingest_second(n: int, ago_s: float) -> None:
-        t0 = datetime.now(UTC) - timedelta(seconds=ago_s)
-        readings = [
-            {"timestamp": (t0 + timedelta(milliseconds=100 * i)).isoformat(), "raw_value": 1}
-            for i in range(n)
-        ]
-        r = demo.c.post(
-            "/api/v1/telemetry",
-            headers={"Authorization": f"Bearer {token}"},
-            json={"sensor_id": second, "run_id": demo.run, "capture_session_id": session,
-                  "readings": readings},
-        )  # fmt: skip
-        assert r.status_code == 202, r.text
+        demo.ingest(session, 0, n, ago_s=ago_s, sensor=(second, token))
 
     ingest_second(10, ago_s=50)
     page = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -80,7 +80,18 @@ class Demo:
             f"/api/v1/runs/{self.run}/capture-sessions/{session}/stop", {"status": "succeeded"}
         )
 
-    def ingest(self, session: str, start: int, n: int, *, ago_s: float) -> None:
+    def ingest(
+        self,
+        session: str,
+        start: int,
+        n: int,
+        *,
+        ago_s: float,
+        sensor: tuple[str, str] | None = None,
+    ) -> None:
+        """``n`` readings 100 ms apart from ``ago_s`` ago, for the demo's sensor or for
+        ``sensor`` (its id and token)."""
+        sensor_id, token = sensor or (self.sensor, self.token)
         t0 = datetime.now(UTC) - timedelta(seconds=ago_s)
         readings = [
             {
@@ -91,9 +102,9 @@ class Demo:
         ]
         r = self.c.post(
             "/api/v1/telemetry",
-            headers={"Authorization": f"Bearer {self.token}"},
+            headers={"Authorization": f"Bearer {token}"},
             json={
-                "sensor_id": self.sensor,
+                "sensor_id": sensor_id,
                 "run_id": self.run,
                 "capture_session_id": session,
                 "readings": readings,
@@ -268,17 +279,7 @@ def test_each_chart_is_drawn_as_soon_as_its_history_arrives(
     session = demo.session(1)
     demo.ingest(session, 0, 50, ago_s=30)
     second, token = demo._sensor("TC-2 door")
-    readings = [
-        {"timestamp": (datetime.now(UTC) - timedelta(seconds=20 - i)).isoformat(), "raw_value": 1}
-        for i in range(10)
-    ]
-    r = demo.c.post(
-        "/api/v1/telemetry",
-        headers={"Authorization": f"Bearer {token}"},
-        json={"sensor_id": second, "run_id": demo.run, "capture_session_id": session,
-              "readings": readings},
-    )  # fmt: skip
-    assert r.status_code == 202, r.text
+    demo.ingest(session, 0, 10, ago_s=20, sensor=(second, token))
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(TIMEOUT_MS)
