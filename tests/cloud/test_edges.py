@@ -176,8 +176,8 @@ def test_an_older_heartbeat_flushed_by_another_process_does_not_replace_a_newer_
     not replace it (it said fewer readings captured, no dead letter yet), and the process
     still holding it answers with the newer stored one."""
     edge_id, token = register(api, owner)
-    this = api.c.app.state.heartbeats = HeartbeatSink(api.c.app.state.sessionmaker)
-    other = HeartbeatSink(api.c.app.state.sessionmaker)
+    this = api.services.heartbeats = HeartbeatSink(api.services.sessionmaker)
+    other = HeartbeatSink(api.services.sessionmaker)
     seen: list[set[uuid.UUID]] = []
     this.after_store.append(lambda db, stored: seen.append(set(stored)))
     assert put_beat(api, edge_id, token, beat(edge_id, host="older")).status_code == 200
@@ -188,7 +188,7 @@ def test_an_older_heartbeat_flushed_by_another_process_does_not_replace_a_newer_
     got = api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()
     assert got["heartbeat"]["host"] == "newer"  # not this process's older one
     assert this.flush() == 0 and seen == [set()]
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         row = db.get(models.Edge, uuid.UUID(edge_id))
         assert row is not None and row.heartbeat is not None
         assert row.heartbeat["host"] == "newer"
