@@ -15,6 +15,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud import deps, fleet, health, logfilter, openapi, problems
+from cloud.container import AppContainer, app_container, keep
+from cloud.db import models
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
 from cloud.idempotency import IdempotencyStore
@@ -113,14 +115,24 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": False},
     )
     openapi.install(app)
-    _keep_state(app, settings, engine, sessions, readers, stats)
+    services = AppContainer(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessions,
+        read_sessionmaker=readers,
+        stats=stats,
+        idempotency=IdempotencyStore(settings, sessions),
+        sensor_gate=TokenGate(readers),
+        clock_gate=TokenGate(readers, tables=(models.Edge, models.Sensor)),
+    )
+    keep(app, services)
     problems.install(app)
     for module in CHECKED_ROUTERS:
         app.include_router(module.router, dependencies=[Depends(deps.known_query_parameters)])
     for module in UNCHECKED_ROUTERS:
         app.include_router(module.router)
-    _install_services(app, settings, sessions)
-    _install_middleware(app, settings, stats, readers)
+    _install_services(services)
+    _install_middleware(app, services)
     return app
 
 
@@ -132,16 +144,17 @@ def _lifespan(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = app_container(app)
         async with asyncio.TaskGroup() as tg:
             purge = tg.create_task(_purge_loop(app), name="periodic-purge")
-            rules = tg.create_task(app.state.health.run(), name="fleet-health")
-            for start in app.state.startup_hooks:
-                await start(app)
+            rules = tg.create_task(services.health.run(), name="fleet-health")
+            for start in services.startup_hooks:
+                await start()
             try:
                 yield
             finally:
-                for stop in reversed(app.state.shutdown_hooks):
-                    await stop(app)
+                for stop in reversed(services.shutdown_hooks):
+                    await stop()
                 purge.cancel()
                 rules.cancel()
         # After the purge task has ended: pooled connections (sockets, SQLite files) are
@@ -152,40 +165,20 @@ def _lifespan(
     return lifespan
 
 
-def _keep_state(
-    app: FastAPI,
-    settings: Settings,
-    engine: Engine,
-    sessions: sessionmaker[Session],
-    readers: sessionmaker[Session],
-    stats: Stats,
-) -> None:
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.sessionmaker = sessions
-    app.state.read_sessionmaker = readers
-    app.state.stats = stats
-    app.state.idempotency = IdempotencyStore(settings, sessions)
-    #: Called with each stored telemetry batch after its commit (the live stream subscribes).
-    app.state.ingest_listeners = []
-    #: Called with (session, batch) inside the ingest transaction, before its commit.
-    app.state.ingest_tx_listeners = []
-    app.state.startup_hooks = []
-    app.state.shutdown_hooks = []
-
-
-def _install_services(app: FastAPI, settings: Settings, sessions: sessionmaker[Session]) -> None:
+def _install_services(services: AppContainer) -> None:
     """The live stream, the fleet's heartbeats and health, alarms, webhooks, reprocessing."""
-    live.install(app, settings)
-    sink = fleet.install(app)
+    live.install(services)
+    sink = fleet.install(services)
     evaluator = health.Evaluator(
-        sessions, every_s=settings.health_every_s, pending=lambda: sink.pending
+        services.sessionmaker,
+        every_s=services.settings.health_every_s,
+        pending=lambda: sink.pending,
     )
     sink.after_store.append(evaluator.after_store)
-    app.state.health = evaluator
-    alarm_clock.install(app)
-    webhook_delivery.install(app)
-    reprocess_runner.install(app)
+    services.health = evaluator
+    alarm_clock.install(services)
+    webhook_delivery.install(services)
+    reprocess_runner.install(services)
 
 
 def _engines(
@@ -207,16 +200,15 @@ def _engines(
     return engine, sessions, readers, owned
 
 
-def _install_middleware(
-    app: FastAPI, settings: Settings, stats: Stats, readers: sessionmaker[Session]
-) -> None:
+def _install_middleware(app: FastAPI, services: AppContainer) -> None:
     # Outermost last: timing sees everything, a telemetry sender is authenticated before its
     # body is read, bodies are read before idempotency hashes them.
+    settings, stats = services.settings, services.stats
     app.add_middleware(
-        IdempotencyMiddleware, settings=settings, store=app.state.idempotency, stats=stats
+        IdempotencyMiddleware, settings=settings, store=services.idempotency, stats=stats
     )
     app.add_middleware(RequestBodyMiddleware, settings=settings)
-    app.add_middleware(TelemetryAuthMiddleware, gate=TokenGate(readers))
+    app.add_middleware(TelemetryAuthMiddleware, gate=services.sensor_gate)
     app.add_middleware(TimingMiddleware, stats=stats)
 
 
@@ -238,8 +230,9 @@ async def _purge_once(app: FastAPI) -> None:
     except Exception:
         log.exception("idempotency purge failed")
     try:
-        grace = timedelta(seconds=app.state.settings.delete_grace_s)
-        await asyncio.to_thread(deleted_purge.purge_expired, app.state.sessionmaker, grace)
+        services = app_container(app)
+        grace = timedelta(seconds=services.settings.delete_grace_s)
+        await asyncio.to_thread(deleted_purge.purge_expired, services.sessionmaker, grace)
     except Exception:
         log.exception("purge of deleted runs and experiments failed")
 

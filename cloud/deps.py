@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import HTTPConnection
 
 from cloud import idempotency
-from cloud.db.uow import transaction
+from cloud.container import container
+from cloud.db.uow import per_request
 from cloud.errors import DomainError, FieldError, Forbidden, InvalidInput, Unauthenticated, invalid
 from cloud.identity import Principal, Role, User
 from cloud.settings import Settings
@@ -39,14 +40,13 @@ _IDENTITY_LOWER = {name.lower().encode("latin-1"): name for name in IDENTITY_HEA
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return container(request).settings
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    state = request.app.state
+    services = container(request)
     reads_only = request.method in ("GET", "HEAD")
-    yield from transaction(state.read_sessionmaker if reads_only else state.sessionmaker)
+    yield from per_request(services.read_sessionmaker if reads_only else services.sessionmaker)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import FastAPI
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.container import AppContainer
 from cloud.db.models import Edge
 from cloud.db.types import JSONType, UTCDateTime
-from cloud.db.uow import transaction
+from cloud.db.uow import read_only, transaction
 
 log = logging.getLogger("benchlink.cloud")
 
@@ -65,7 +65,7 @@ class HeartbeatSink:
 
     def lookup(self, token_hash: str) -> uuid.UUID | None:
         """The edge whose token this is (blocking: call from a worker thread)."""
-        with self.sessions() as db:
+        with read_only(self.sessions) as db:
             edge_id = db.scalar(select(Edge.id).where(Edge.token_hash == token_hash))
         if edge_id is not None:
             if len(self._known) >= 100_000:
@@ -94,7 +94,7 @@ class HeartbeatSink:
             return 0
         batch, self.pending = self.pending, {}
         try:
-            with contextlib.contextmanager(transaction)(self.sessions) as db:
+            with transaction(self.sessions) as db:
                 newer = _newer_than_stored(db, batch)
                 if newer:
                     db.connection().execute(_STORE, [_row(e, p) for e, p in newer.items()])
@@ -169,16 +169,16 @@ def newest(
     return body, at
 
 
-def install(app: FastAPI) -> HeartbeatSink:
-    sink = HeartbeatSink(app.state.sessionmaker)
-    app.state.heartbeats = sink
+def install(services: AppContainer) -> HeartbeatSink:
+    sink = HeartbeatSink(services.sessionmaker)
+    services.heartbeats = sink
     task: asyncio.Task[None] | None = None
 
-    async def start(app: FastAPI) -> None:
+    async def start() -> None:
         nonlocal task
         task = asyncio.get_running_loop().create_task(sink.run(), name="heartbeat-flush")
 
-    async def stop(app: FastAPI) -> None:
+    async def stop() -> None:
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,6 +186,6 @@ def install(app: FastAPI) -> HeartbeatSink:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(sink.flush)
 
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    services.startup_hooks.append(start)
+    services.shutdown_hooks.append(stop)
     return sink

@@ -25,7 +25,6 @@ a silence opened by another one may be ended by the next periodic round rather t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -229,7 +228,7 @@ class Evaluator:
         now = self.now()
         pending = dict(self.pending())
         changes = 0
-        with contextlib.contextmanager(transaction)(self.sessions) as db:
+        with transaction(self.sessions) as db:
             postgres = db.get_bind().dialect.name == "postgresql"
             # SQLite: one writer at a time already (BEGIN IMMEDIATE), no lock to take.
             if postgres and not db.scalar(

@@ -17,7 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
+from cloud.container import container
 from cloud.db.models import IdempotencyRecord
+from cloud.db.uow import transaction
 from cloud.errors import FieldError, IdempotencyInFlight, IdempotencyKeyReused, invalid
 from cloud.settings import Settings
 
@@ -65,7 +67,7 @@ class IdempotencyStore:
     def claim(self, principal: str, key: str, fingerprint: str) -> _Claim:
         now = datetime.now(UTC)
         for _ in range(3):
-            with self.sessions.begin() as db:
+            with transaction(self.sessions) as db:
                 rec = db.get(IdempotencyRecord, (principal, key), with_for_update=True)
                 if rec is not None and rec.expires_at <= now:
                     db.delete(rec)
@@ -109,14 +111,14 @@ class IdempotencyStore:
             for k, v in headers
             if k.lower() in (b"content-type", b"location", b"retry-after")
         ]
-        with self.sessions.begin() as db:
+        with transaction(self.sessions) as db:
             rec = db.get(IdempotencyRecord, (principal, key))
             if rec is not None:
                 rec.state, rec.status_code = "done", status
                 rec.response_headers, rec.response_body = kept, body
 
     def release(self, principal: str, key: str) -> None:
-        with self.sessions.begin() as db:
+        with transaction(self.sessions) as db:
             db.execute(
                 delete(IdempotencyRecord).where(
                     IdempotencyRecord.principal == principal,
@@ -126,7 +128,7 @@ class IdempotencyStore:
             )
 
     def purge_expired(self) -> int:
-        with self.sessions.begin() as db:
+        with transaction(self.sessions) as db:
             result = db.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= datetime.now(UTC))
             )
@@ -140,7 +142,7 @@ def claim(conn: HTTPConnection, principal: str) -> None:
     pending: PendingKey | None = conn.scope.get(SCOPE_KEY)
     if pending is None or pending.principal is not None:
         return
-    store: IdempotencyStore = conn.app.state.idempotency
+    store = container(conn).idempotency
     result = store.claim(principal, pending.key, pending.fingerprint)
     if result.outcome == "mismatch":
         raise IdempotencyKeyReused(

@@ -34,10 +34,11 @@ def current(database_url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     from cloud.db.engine import make_engine
+    from cloud.db.uow import read_connection
 
     engine = make_engine(database_url)
     try:
-        with engine.connect() as conn:
+        with read_connection(engine) as conn:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cloud.db.uow import read_only
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,7 +111,7 @@ class EdgeHealth(Collector):
             labels=["state"],
         )
         try:
-            with self.sessions() as db:
+            with read_only(self.sessions) as db:
                 counts = counts_by_state(db, datetime.now(UTC))
                 by_rule = counts_by_rule(db)
         except Exception:  # a scrape while the database is down: the gauge is absent

@@ -14,27 +14,28 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import HTTPConnection
 
+from cloud.container import AppContainer, container
 from cloud.db import models
 from cloud.db.models import StreamTicketUse
+from cloud.db.uow import read_only, transaction
 from cloud.deps import identify, refuse_repeated_identity
 from cloud.errors import FieldError, InvalidInput, Unauthenticated, invalid
 from cloud.identity import Principal
 from cloud.live import tickets
 from cloud.live.events import StreamFilter
 from cloud.services.scope import get_in_project
-from cloud.settings import Settings
 
 log = logging.getLogger("benchlink.live")
 
 FILTER_KEYS = ("sensor_id", "run_id", "capture_session_id")
 
 
-def ticket_secret(app: Any) -> bytes:
+def ticket_secret(services: AppContainer) -> bytes:
     """The deployment's ticket secret; without one configured, a random per-process secret
     (fine for one process; several processes must share ``BENCHLINK_STREAM_TICKET_SECRET``)."""
-    secret: bytes | None = getattr(app.state, "stream_ticket_secret", None)
+    secret = services.stream_ticket_secret
     if secret is None:
-        settings: Settings = app.state.settings
+        settings = services.settings
         if settings.stream_ticket_secret:
             secret = settings.stream_ticket_secret.encode()
         else:
@@ -43,7 +44,7 @@ def ticket_secret(app: Any) -> bytes:
                 "BENCHLINK_STREAM_TICKET_SECRET is not set: stream tickets are valid only on "
                 "the process that issued them"
             )
-        app.state.stream_ticket_secret = secret
+        services.stream_ticket_secret = secret
     return secret
 
 
@@ -51,18 +52,19 @@ async def principal(conn: HTTPConnection) -> Principal:
     refuse_repeated_identity(conn)
     ticket = conn.query_params.get("ticket")
     if ticket is not None:
-        said = tickets.claims(ticket_secret(conn.app), ticket)
-        await asyncio.to_thread(spend, conn.app.state.sessionmaker, said)
+        services = container(conn)
+        said = tickets.claims(ticket_secret(services), ticket)
+        await asyncio.to_thread(spend, services.sessionmaker, said)
         return said.principal
     # The same header rules as every REST route (gateway secret, 401 / 422).
-    return identify(conn, conn.app.state.settings)
+    return identify(conn, container(conn).settings)
 
 
 def spend(sessions: Any, said: tickets.Claims) -> None:
     """Record the ticket as used, in the database every API process shares; a ticket used
     before is refused. Spent tickets are forgotten once expired (none is older than that)."""
     now = datetime.now(UTC)
-    with sessions.begin() as db:
+    with transaction(sessions) as db:
         db.execute(delete(StreamTicketUse).where(StreamTicketUse.expires_at < now))
         try:
             with db.begin_nested():
@@ -96,12 +98,12 @@ async def stream_filter(conn: HTTPConnection, who: Principal) -> StreamFilter:
             errors=[FieldError("sensor_id", "one of sensor_id, run_id, capture_session_id")],
         )
     flt = StreamFilter(project_id=who.project_id, **ids)
-    await asyncio.to_thread(_check_in_project, conn.app.state.sessionmaker, flt)
+    await asyncio.to_thread(_check_in_project, container(conn).sessionmaker, flt)
     return flt
 
 
 def _check_in_project(sessions: Any, flt: StreamFilter) -> None:
-    with sessions() as db:
+    with read_only(sessions) as db:
         for model, ident in (
             (models.Sensor, flt.sensor_id),
             (models.Run, flt.run_id),

@@ -1,7 +1,7 @@
 """Fan-out across API processes on PostgreSQL: LISTEN/NOTIFY of batch headers.
 
 The ingest transaction itself NOTIFYs channel ``benchlink_telemetry`` with the batch's
-header (:func:`notify`, an ``app.state.ingest_tx_listeners`` entry): PostgreSQL delivers it
+header (:func:`notify`, an ``AppContainer.ingest_tx_listeners`` entry): PostgreSQL delivers it
 at the commit and only if the commit happens, so a stored batch is never left unannounced
 and no extra connection or transaction is spent. Every process, the ingesting one included,
 announces what its LISTEN connection receives, so all processes see batches in one order
@@ -33,11 +33,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 
-import psycopg
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from cloud.db.uow import listen_connection
 from cloud.live import positions
 from cloud.live.events import BatchHeader
 from cloud.live.hub import Hub
@@ -144,9 +144,7 @@ class PostgresBus:
         attempt = 0
         while self.state == "running":
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout)
-                ) as conn:
+                async with listen_connection(self.dsn, self.connect_timeout) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {ALARM_CHANNEL}")
                     self._listening.set()

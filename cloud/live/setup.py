@@ -11,10 +11,9 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-from fastapi import FastAPI
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from cloud.container import AppContainer
 from cloud.db.engine import make_engine, make_sessionmaker
 from cloud.db.uow import after_commit
 from cloud.live import pgbus, positions
@@ -22,13 +21,12 @@ from cloud.live.events import BatchHeader
 from cloud.live.hub import Hub
 from cloud.live.store import DatabaseStore
 from cloud.services.telemetry import IngestedBatch
-from cloud.settings import Settings
 
 
-def install(app: FastAPI, settings: Settings) -> Hub:
-    engine: Engine = app.state.engine
+def install(services: AppContainer) -> Hub:
+    settings, engine = services.settings, services.engine
     postgres = engine.dialect.name == "postgresql"
-    reads = app.state.read_sessionmaker
+    reads = services.read_sessionmaker
     if postgres:
         # A few connections of its own, without the pool's pre-ping: a batch read back is
         # then one round trip, not two, and the stream never waits for a request's slot.
@@ -42,7 +40,7 @@ def install(app: FastAPI, settings: Settings) -> Hub:
         queue_size=settings.live_queue_size,
         resume_limit=settings.live_ring_size,
     )
-    app.state.live_hub = hub
+    services.live_hub = hub
 
     def in_transaction(db: Session, batch: IngestedBatch) -> None:
         """The last statement of the ingest transaction: the batch's commit position (and on
@@ -57,23 +55,23 @@ def install(app: FastAPI, settings: Settings) -> Hub:
             header = BatchHeader.of(batch, positions.record(db, batch.batch_id))
         after_commit(db, partial(hub.on_commit, header, batch))
 
-    app.state.ingest_tx_listeners.append(in_transaction)
+    services.ingest_tx_listeners.append(in_transaction)
 
     uninstall: Callable[[], None] = lambda: None  # noqa: E731
 
-    async def start(app: FastAPI) -> None:
+    async def start() -> None:
         nonlocal uninstall
-        await hub.start(pgbus.PostgresBus(app.state.engine) if postgres else None)
+        await hub.start(pgbus.PostgresBus(engine) if postgres else None)
         uninstall = close_streams_on_signal(hub)
 
-    async def stop(app: FastAPI) -> None:
+    async def stop() -> None:
         uninstall()
         await hub.stop()
         if postgres:
             live_engine.dispose()
 
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    services.startup_hooks.append(start)
+    services.shutdown_hooks.append(stop)
     return hub
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.db.uow import read_only
 from cloud.live import positions
 from cloud.live.events import BatchHeader, Row, StreamFilter
 from cloud.store.telemetry import telemetry_store
@@ -24,13 +25,13 @@ class DatabaseStore:
         self.sessions = sessions
 
     def rows(self, headers: Sequence[BatchHeader]) -> dict[int, list[Row]]:
-        with self.sessions() as db:
+        with read_only(self.sessions) as db:
             return telemetry_store(db).batch_rows(headers)
 
     def position(self) -> int:
         """The newest commit position (0 before the first batch): a snapshot that sees it
         sees every lower one (:mod:`cloud.live.positions`)."""
-        with self.sessions() as db:
+        with read_only(self.sessions) as db:
             return positions.newest(db)
 
     def headers_after(
@@ -41,7 +42,7 @@ class DatabaseStore:
         readings; None if ``batch_id`` is not the first of them. Not by batch id: a batch
         with a lower id may commit later, one with a higher id earlier."""
         since = select(K.position).where(K.batch_id == batch_id).scalar_subquery()
-        with self.sessions() as db:
+        with read_only(self.sessions) as db:
             out = _collect(db, _matching(flt).where(K.position >= since), flt, limit)
         return out if out and out[0].batch_id == batch_id else None
 
@@ -52,7 +53,7 @@ class DatabaseStore:
         commit order, until they hold more than ``limit`` readings; None if no batch has
         committed at ``position`` yet: a position from another database (or made up) would
         otherwise silence every live batch up to it."""
-        with self.sessions() as db:
+        with read_only(self.sessions) as db:
             newest = db.execute(select(func.max(K.position))).scalar() or 0
             if position > newest:
                 return None

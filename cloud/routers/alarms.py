@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
+from cloud.container import container
 from cloud.deps import DbSession, Editor, Viewer
 from cloud.schemas import Page
 from cloud.schemas_alarms import (
@@ -77,7 +78,7 @@ def delete_rule(
     request: Request, sensor_id: uuid.UUID, rule_id: uuid.UUID, db: DbSession, caller: Editor
 ) -> Response:
     """The rule stops; an alarm of it still raised is cleared; its alarms are kept."""
-    request.app.state.announce_alarms(db, service.delete_rule(db, caller, sensor_id, rule_id))
+    container(request).announce_alarms(db, service.delete_rule(db, caller, sensor_id, rule_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -121,5 +122,5 @@ def acknowledge(
 ) -> AlarmOut:
     """Acknowledge the alarm with a note (the caller is recorded); once per alarm."""
     alarm, messages = service.acknowledge(db, caller, alarm_id, body)
-    request.app.state.announce_alarms(db, messages)
+    container(request).announce_alarms(db, messages)
     return AlarmOut.model_validate(alarm)

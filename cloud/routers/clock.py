@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from cloud.db import models
+from cloud.container import container
 from cloud.deps import get_settings, identify
 from cloud.edge_schemas import ServerTime, now_us
 from cloud.errors import Unauthenticated
@@ -23,13 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["operations"])
 
 
 def _gate(request: Request) -> TokenGate:
-    state = request.app.state
-    gate: TokenGate | None = getattr(state, "clock_gate", None)
-    if gate is None:
-        gate = state.clock_gate = TokenGate(
-            state.read_sessionmaker, tables=(models.Edge, models.Sensor)
-        )
-    return gate
+    return container(request).clock_gate
 
 
 @router.get("/time")

@@ -7,6 +7,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
+from cloud.container import container
 from cloud.deps import DbSession, Viewer
 from cloud.schemas_completeness import RunCompleteness, SessionCompleteness
 from cloud.services import completeness
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api/v1", tags=["completeness"])
 
 def _pending(request: Request) -> dict[uuid.UUID, object]:
     """Heartbeats this process took and has not stored yet (read your writes)."""
-    return dict(request.app.state.heartbeats.pending)
+    return dict(container(request).heartbeats.pending)
 
 
 @router.get("/capture-sessions/{session_id}/completeness")

@@ -6,11 +6,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from cloud.container import container
 from cloud.db import models
 from cloud.deps import DbSession, Owner, Viewer, same_project
 from cloud.edge_schemas import EdgeIn, EdgeOut, EdgeWithToken, ServerTime, now_us
 from cloud.errors import Forbidden, invalid
-from cloud.fleet import HeartbeatSink, Pending
+from cloud.fleet import Pending
 from cloud.routers.sensors import secret_response
 from cloud.schemas import Page
 from cloud.services import edges
@@ -59,7 +60,7 @@ def get_edge(edge_id: uuid.UUID, request: Request, db: DbSession, caller: Viewer
 
 def _pending(request: Request) -> dict[uuid.UUID, Pending]:
     """The heartbeats this process took and has not stored yet (read your writes)."""
-    sink: HeartbeatSink = request.app.state.heartbeats
+    sink = container(request).heartbeats
     return dict(sink.pending)
 
 
@@ -69,14 +70,14 @@ def rotate_token(
 ) -> EdgeWithToken:
     """Issue a new token; the old one stops working at once."""
     edge, token = edges.rotate(db, caller, edge_id)
-    request.app.state.heartbeats.forget(edge_id)
+    container(request).heartbeats.forget(edge_id)
     return EdgeWithToken(edge=edges.to_out(edge), token=token)
 
 
 @router.post("/{edge_id}/revoke-token")
 def revoke_token(edge_id: uuid.UUID, request: Request, db: DbSession, caller: Owner) -> EdgeOut:
     edge = edges.revoke(db, caller, edge_id)
-    request.app.state.heartbeats.forget(edge_id)
+    container(request).heartbeats.forget(edge_id)
     return edges.to_out(edge)
 
 
@@ -92,7 +93,7 @@ async def heartbeat(edge_id: uuid.UUID, body: Heartbeat, request: Request) -> Se
     token = bearer_token(request.headers.get("authorization"))
     if not token:
         raise edges.token_refused(None)
-    sink: HeartbeatSink = request.app.state.heartbeats
+    sink = container(request).heartbeats
     token_hash = hash_token(token)
     owner = sink.remembered(token_hash) or await run_in_threadpool(sink.lookup, token_hash)
     if owner is None:

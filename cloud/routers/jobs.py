@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
+from cloud.container import container
 from cloud.db.uow import after_commit
 from cloud.deps import DbSession, Editor, Viewer
 from cloud.schemas import Page
@@ -32,7 +33,7 @@ def reprocess_sensor(
     and ``?profile_version=`` for another. Readings stored after this call are not in the
     job (ingest converted them with the version effective at their timestamps)."""
     job = reprocess.request(db, caller, sensor_id, body)
-    runner = request.app.state.reprocess_runner
+    runner = container(request).reprocess_runner
     after_commit(db, runner.wake.set)  # this process's runner starts it at once
     return reprocess.to_out(job)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 
+from cloud.container import container
 from cloud.db import models
 from cloud.deps import DbSession, Editor, Viewer
 from cloud.schemas import MetricsAccepted, MetricSeries, MetricsIn, MetricSummary
@@ -73,7 +74,7 @@ def export_metrics(
     whatever their number, as ``csv``, ``parquet`` or ``arrow``; the Parquet and Arrow
     schema metadata ``benchlink`` holds the run (params, tags) and its experiment."""
     get_in_project(db, models.Run, run_id, caller.project_id)
-    state = request.app.state
+    state = container(request)
     rows = metrics_export.count_points(db, run_id, name)
     return metrics_export.response(
         state.read_sessionmaker, run_id, name, format, state.settings.export_stall_timeout_s, rows

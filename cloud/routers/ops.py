@@ -5,6 +5,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from cloud.container import container
+from cloud.db.uow import read_connection
 from cloud.migrate import current_revisions, head_revisions
 
 router = APIRouter(tags=["operations"])
@@ -20,10 +22,10 @@ def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     """The database answers and its schema is at this version's migration head. One
     read of ``alembic_version`` per probe, as cheap as a ping, so nothing is cached."""
-    state = request.app.state
+    engine = container(request).engine
 
     def schema() -> frozenset[str]:
-        with state.engine.connect() as conn:
+        with read_connection(engine) as conn:
             return current_revisions(conn)
 
     try:
@@ -51,5 +53,5 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 def prometheus(request: Request) -> Response:
     return Response(
-        generate_latest(request.app.state.stats.registry), media_type=CONTENT_TYPE_LATEST
+        generate_latest(container(request).stats.registry), media_type=CONTENT_TYPE_LATEST
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from cloud.container import container
 from cloud.errors import NotFound
-from cloud.settings import Settings
 
 STATIC = Path(__file__).resolve().parent.parent / "portal" / "static"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -82,7 +82,7 @@ def run_page(run_id: uuid.UUID) -> FileResponse:
 
 @router.get("/portal/config.json")
 def portal_config(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
+    settings = container(request).settings
     config: dict[str, object] = {
         "dev_identity": settings.dev_identity,
         "environment": settings.environment,

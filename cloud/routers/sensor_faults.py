@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from cloud.container import container
 from cloud.db import models
 from cloud.deps import DbSession, SettingsDep, Viewer
 from cloud.services import sensor_faults as service
@@ -21,11 +22,8 @@ router = APIRouter(prefix="/api/v1", tags=["sensors"])
 
 
 def _gate(request: Request) -> TokenGate:
-    state = request.app.state
-    gate: TokenGate | None = getattr(state, "fault_gate", None)
-    if gate is None:
-        gate = state.fault_gate = TokenGate(state.read_sessionmaker)
-    return gate
+    # The telemetry middleware's gate: the same question (is this some sensor's token?).
+    return container(request).sensor_gate
 
 
 async def sensor_token(request: Request) -> str:
@@ -73,7 +71,7 @@ def record_fault(
         timedelta(seconds=settings.future_tolerance_s),
         timedelta(seconds=settings.clock_skew_tolerance_s),
     )
-    request.app.state.announce_alarms(db, done.alarms)
+    container(request).announce_alarms(db, done.alarms)
     return done.answer
 
 

@@ -51,6 +51,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from cloud.container import container
 from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
@@ -80,14 +81,14 @@ def issue_stream_ticket(request: Request, caller: Viewer) -> StreamTicketOut:
     """A ticket for ``?ticket=`` on the stream endpoints, valid for a minute and for one
     stream (ask for a new one on every reconnection), carrying the caller's project, user and
     role (browsers cannot set headers on WebSocket/EventSource)."""
-    ticket = tickets.issue(access.ticket_secret(request.app), caller)
+    ticket = tickets.issue(access.ticket_secret(container(request)), caller)
     return StreamTicketOut(
         ticket=ticket.text, expires_at=ticket.expires_at, expires_in=tickets.TICKET_TTL_S
     )
 
 
 def _hub(conn: Request | WebSocket) -> Hub:
-    hub: Hub = conn.app.state.live_hub
+    hub = container(conn).live_hub
     return hub
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from cloud.container import container
 from cloud.db import models
 from cloud.db.uow import after_commit, one_snapshot, transaction
 from cloud.deps import DbSession, SettingsDep, Viewer
@@ -83,8 +83,9 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
     check_idempotency_key(key)
     tolerance = timedelta(seconds=settings.future_tolerance_s)
     skew = timedelta(seconds=settings.clock_skew_tolerance_s)
-    listeners = request.app.state.ingest_listeners
-    tx_listeners = request.app.state.ingest_tx_listeners
+    services = container(request)
+    listeners = services.ingest_listeners
+    tx_listeners = services.ingest_tx_listeners
 
     def work() -> telemetry.Ingested:
         # Parsed here, in the worker thread the transaction needs anyway: a large body's parse
@@ -93,7 +94,7 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         # The request's one transaction (cloud.db.uow), opened, committed and followed by its
         # after-commit hooks in this one worker-thread call: as a DbSession dependency it
         # took two more thread hops per request, which small live batches feel.
-        with contextmanager(transaction)(request.app.state.sessionmaker) as db:
+        with transaction(services.sessionmaker) as db:
             done = telemetry.ingest(db, token, batch, key, tolerance, skew)
             # New readings only: copies are not broadcast again. A request split between
             # profile versions publishes one batch per version.
@@ -105,7 +106,7 @@ async def ingest(request: Request, response: Response, settings: SettingsDep) ->
         return done
 
     done = await run_in_threadpool(work)
-    request.app.state.stats.readings_ingested(done)
+    services.stats.readings_ingested(done)
     if done.replayed:  # this key's batch was stored before: the same answer again
         response.headers["Idempotent-Replayed"] = "true"
     return done.answer
@@ -247,7 +248,7 @@ def export(
     unit_of = (
         telemetry_query.profile_units(db, caller.project_id, sensor_id) if format == "csv" else {}
     )
-    state = request.app.state
+    state = container(request)
     rows = telemetry_export.count_readings(db, f)
     return telemetry_export.response(
         state.read_sessionmaker, f, format, unit_of, state.settings.export_stall_timeout_s, rows

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
 from cloud.db.models import TelemetryBatch
+from cloud.db.uow import transaction
 from cloud.services import alarms, journal
 
 log = logging.getLogger("benchlink.cloud.purge")
@@ -33,7 +34,7 @@ def purge_expired(
     """Purge what was deleted more than ``grace`` ago; the number of runs and experiments
     purged."""
     cutoff = (now or datetime.now(UTC)) - grace
-    with sessions.begin() as db:
+    with transaction(sessions) as db:
         experiments = list(db.scalars(select(E.id).where(E.deleted_at < cutoff)))
         runs = list(
             db.scalars(
@@ -42,10 +43,10 @@ def purge_expired(
         )
     done = 0
     for experiment_id in experiments:
-        with sessions.begin() as db:
+        with transaction(sessions) as db:
             done += _purge_experiment(db, experiment_id, cutoff)
     for run_id in runs:
-        with sessions.begin() as db:
+        with transaction(sessions) as db:
             done += _purge_run_alone(db, run_id, cutoff)
     return done
 

@@ -24,7 +24,6 @@ effective at their timestamps when they arrived.
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,7 +34,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
-from cloud.db.uow import transaction
+from cloud.db.uow import discard, read_only, transaction
 from cloud.services import reprocess
 from cloud.store.telemetry import telemetry_store
 from common.profiles import ConversionError, Converter, build_converter
@@ -87,7 +86,7 @@ class Chunk:
 
 def start(sessions: sessionmaker[Session], job_id: uuid.UUID) -> None:
     """queued -> running (no-op if it is running already, or ended)."""
-    with _tx(sessions) as db:
+    with transaction(sessions) as db:
         db.execute(
             update(J)
             .where(J.id == job_id, J.status == "queued")
@@ -103,7 +102,7 @@ def step(
     chunk = _read(readers, job_id, size)
     if chunk is None:
         return False  # not running (cancelled, ended, or gone)
-    with _tx(writers) as db:
+    with transaction(writers) as db:
         moved = _changed(
             db,
             update(J)
@@ -118,7 +117,7 @@ def step(
             ),
         )
         if moved != 1:  # cancelled, or another runner moved it: store nothing
-            db.rollback()
+            discard(db)
             return True
         if chunk.ids:
             _store(db, job_id, chunk)
@@ -137,7 +136,7 @@ def step(
 
 def fail(sessions: sessionmaker[Session], job_id: uuid.UUID, error: str) -> None:
     """Mark a running job failed, saying why (its chunks so far stay stored)."""
-    with _tx(sessions) as db:
+    with transaction(sessions) as db:
         failed = _changed(
             db,
             update(J)
@@ -152,7 +151,7 @@ def fail(sessions: sessionmaker[Session], job_id: uuid.UUID, error: str) -> None
 
 def _read(readers: sessionmaker[Session], job_id: uuid.UUID, size: int) -> Chunk | None:
     """The job's next readings, converted (None: the job is not running)."""
-    with readers() as db:
+    with read_only(readers) as db:
         job = db.get(J, job_id)
         if job is None or job.status != "running":
             return None
@@ -240,9 +239,6 @@ def _store(db: Session, job_id: uuid.UUID, chunk: Chunk) -> None:
             f"{len(chunk.ids) - result.rowcount} readings of this chunk were converted by"
             " this job already"
         )
-
-
-_tx = contextmanager(transaction)
 
 
 def _changed(db: Session, statement: Any) -> int:

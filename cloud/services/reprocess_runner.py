@@ -23,12 +23,13 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from fastapi import FastAPI
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.container import AppContainer
 from cloud.db.models import ReprocessJob
+from cloud.db.uow import advisory_lock, read_only
 from cloud.services import reprocess, reprocess_chunks
 
 log = logging.getLogger("benchlink.cloud.reprocess")
@@ -85,7 +86,7 @@ class Runner:
             reprocess_chunks.fail(self.sessions, job_id, f"{type(exc).__name__}: {exc}")
 
     def _next_job(self) -> uuid.UUID | None:
-        with self.readers() as db:
+        with read_only(self.readers) as db:
             return db.scalar(
                 select(ReprocessJob.id)
                 .where(ReprocessJob.status.in_(reprocess.PENDING))
@@ -98,45 +99,38 @@ class Runner:
         if self.engine.dialect.name != "postgresql":
             yield True
             return
-        with self.engine.connect() as conn:
-            held = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": RUNNER_LOCK}))
-            conn.commit()
-            try:
-                yield held
-            finally:
-                if held:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RUNNER_LOCK})
-                    conn.commit()
+        with advisory_lock(self.engine, RUNNER_LOCK) as held:
+            yield held
 
 
-def install(app: FastAPI) -> None:
-    settings = app.state.settings
+def install(services: AppContainer) -> None:
+    settings = services.settings
     runner = Runner(
-        app.state.engine,
-        app.state.sessionmaker,
-        app.state.read_sessionmaker,
+        services.engine,
+        services.sessionmaker,
+        services.read_sessionmaker,
         settings.reprocess_chunk,
         settings.reprocess_pause_s,
     )
-    app.state.reprocess_runner = runner
+    services.reprocess_runner = runner
     task: asyncio.Task[None] | None = None
 
-    async def start(app: FastAPI) -> None:
+    async def start() -> None:
         nonlocal task
         runner.stopping.clear()
         task = asyncio.get_running_loop().create_task(
             _loop(runner, settings.reprocess_every_s), name="reprocess-runner"
         )
 
-    async def stop(app: FastAPI) -> None:
+    async def stop() -> None:
         runner.stopping.set()
         runner.wake.set()
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    services.startup_hooks.append(start)
+    services.shutdown_hooks.append(stop)
 
 
 async def _loop(runner: Runner, every_s: float) -> None:

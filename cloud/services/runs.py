@@ -150,15 +150,13 @@ def batch_status(
 ) -> list[BatchStatusResult]:
     results = []
     for run_id in dict.fromkeys(run_ids):
-        nested = db.begin_nested()  # one run's failure leaves the others applied
         try:
-            run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
-            change_status(db, caller, run, status)
-            db.flush()
-            nested.commit()
+            with db.begin_nested():  # one run's failure leaves the others applied
+                run = get_in_project(db, models.Run, run_id, caller.project_id, lock=True)
+                change_status(db, caller, run, status)
+                db.flush()
             results.append(BatchStatusResult(run_id=run_id, ok=True, status=run.status))
         except DomainError as exc:
-            nested.rollback()
             results.append(
                 BatchStatusResult(
                     run_id=run_id,

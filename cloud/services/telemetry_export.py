@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.db.uow import read_only
 from cloud.services import columnar, telemetry_description, versioned
 from cloud.services.telemetry_query import ReadingFilter
 
@@ -86,7 +87,7 @@ def read_snapshot(sessions: sessionmaker[Session], stall_timeout_s: float) -> It
     that PostgreSQL ends the transaction (idle_in_transaction_session_timeout), so that no
     reader holds a snapshot, and vacuum back, for as long as it likes. SQLite's read
     transaction is a snapshot of the WAL from its first read."""
-    with sessions() as db:  # closing it rolls the read-only transaction back
+    with read_only(sessions) as db:  # never committed: closing it rolls it back
         if db.get_bind().dialect.name == "postgresql":
             db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             ms = str(max(1, int(stall_timeout_s * 1000)))  # is_local: for this transaction

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
+from cloud.db.uow import read_only
 
 
 class HoldsToken(Protocol):
@@ -89,7 +90,7 @@ class TokenGate:
 
     def lookup(self, token_hash: str) -> bool:
         """Ask the database (blocking: call from a worker thread)."""
-        with self.sessions() as db:
+        with read_only(self.sessions) as db:
             found = any(
                 db.scalar(select(t.id).where(t.token_hash == token_hash)) is not None
                 for t in self.tables

@@ -35,17 +35,16 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from fastapi import FastAPI
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.container import AppContainer
 from cloud.db import models
-from cloud.db.uow import transaction
+from cloud.db.uow import read_only, transaction
 from cloud.services import journal, webhook_signing, webhooks
 from cloud.settings import Settings
 
@@ -367,36 +366,29 @@ class Deliverer:
                 return
 
     def _anything_due(self) -> bool:
-        with self.readers() as db:
+        with read_only(self.readers) as db:
             query = select(D.id).join(W, W.id == D.webhook_id).where(*due(datetime.now(UTC)))
             return db.scalar(query.where(W.enabled.is_(True)).limit(1)) is not None
 
     def _claim(self) -> list[Job]:
-        with contextmanager(transaction)(self.sessions) as db:
+        with transaction(self.sessions) as db:
             return claim(db, datetime.now(UTC), self.policy)
 
     def _finish(self, job: Job, outcome: Outcome, skipped: list[uuid.UUID]) -> str | None:
-        with contextmanager(transaction)(self.sessions) as db:
+        with transaction(self.sessions) as db:
             return finish(db, job, outcome, datetime.now(UTC), self.policy, skipped)
 
 
-def install(app: FastAPI) -> None:
+def install(services: AppContainer) -> None:
     """The deliverer runs while the app does; alarm transitions wake it at their commit."""
-    attempts = app.state.stats.webhook_attempts
+    attempts = services.stats.webhook_attempts
     deliverer = Deliverer(
-        app.state.sessionmaker,
-        app.state.read_sessionmaker,
-        Policy.of(app.state.settings),
+        services.sessionmaker,
+        services.read_sessionmaker,
+        Policy.of(services.settings),
         counted=lambda outcome: attempts.labels(outcome=outcome).inc(),
     )
-    app.state.webhook_deliverer = deliverer
-    app.state.alarm_listeners.append(lambda _messages: deliverer.wake())
-
-    async def start(app: FastAPI) -> None:
-        await deliverer.start()
-
-    async def stop(app: FastAPI) -> None:
-        await deliverer.stop()
-
-    app.state.startup_hooks.append(start)
-    app.state.shutdown_hooks.append(stop)
+    services.webhook_deliverer = deliverer
+    services.alarm_listeners.append(lambda _messages: deliverer.wake())
+    services.startup_hooks.append(deliverer.start)
+    services.shutdown_hooks.append(deliverer.stop)

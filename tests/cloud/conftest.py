@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from cloud.app import create_app
+from cloud.container import AppContainer, app_container
 from cloud.db import models
 from cloud.migrate import upgrade
 from cloud.settings import Settings
@@ -62,6 +63,11 @@ class Api:
 
     def __init__(self, client: TestClient) -> None:
         self.c = client
+
+    @property
+    def services(self) -> AppContainer:
+        """The app's container (its sessions, hub, sinks, listeners)."""
+        return app_container(self.c.app)
 
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         return self.c.request(method, url, **kw)
@@ -135,7 +141,7 @@ class Api:
     def backdate(self, session_id: str, started_at: datetime) -> None:
         """Say a capture session started at ``started_at``. The API starts a session now, and
         takes only readings from then on: a test with fixed timestamps needs an older one."""
-        with self.c.app.state.sessionmaker.begin() as db:
+        with self.services.sessionmaker.begin() as db:
             db.execute(
                 update(models.CaptureSession)
                 .where(models.CaptureSession.id == uuid.UUID(session_id))

@@ -164,7 +164,7 @@ class Builder:
         """What a database upgraded to migration 0004 holds for batches stored before it: no
         summaries, ``rollup_level`` NOT_ROLLED (7). Batches stored after add summaries again."""
         sensor, session = uuid.UUID(ids["sensor_id"]), uuid.UUID(ids["capture_session_id"])
-        with self.api.c.app.state.sessionmaker.begin() as db:
+        with self.api.services.sessionmaker.begin() as db:
             db.execute(
                 delete(TelemetryRollup).where(
                     TelemetryRollup.sensor_id == sensor,
@@ -180,7 +180,7 @@ class Builder:
             )
 
     def truth(self, w: World) -> None:
-        with self.api.c.app.state.sessionmaker() as db:
+        with self.api.services.sessionmaker() as db:
             rows = db.execute(
                 select(TelemetryReading.run_id, Sensor.name, TelemetryReading.value).join(
                     Sensor, Sensor.id == TelemetryReading.sensor_id

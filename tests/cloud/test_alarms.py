@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.app import create_app
+from cloud.container import app_container
 from cloud.services import alarm_clock, purge
 from cloud.settings import Settings
 from tests.cloud.conftest import Api, Identity, assert_problem, make_client
@@ -293,7 +294,9 @@ def test_a_purged_runs_open_alarm_leaves_the_sensor_rule_free_to_raise_again(
         r = api.request("DELETE", f"/api/v1/runs/{run}", headers=owner.headers())
         assert r.status_code == 200, r.text
         later = datetime.now(UTC) + timedelta(seconds=3601)
-        assert purge.purge_expired(client.app.state.sessionmaker, timedelta(hours=1), now=later)
+        assert purge.purge_expired(
+            app_container(client.app).sessionmaker, timedelta(hours=1), now=later
+        )
 
         second = {**first, "run_id": api.run(owner, api.experiment(owner))}
         second["capture_session_id"] = api.session(owner, second["run_id"])
@@ -307,7 +310,7 @@ def test_stale_by_the_clock_and_cleared_by_the_next_reading(database_url: str) -
     app = create_app(Settings(database_url=database_url))
     # The app's own periodic evaluation (by the real clock) stays out of the way of the
     # evaluations at the instants this test chooses.
-    app.state.stale_every_s = 3600
+    app_container(app).stale_every_s = 3600
     with TestClient(app) as client:
         _stale_by_the_clock(Api(client))
 
@@ -318,17 +321,21 @@ def _stale_by_the_clock(api: Api) -> None:
     owner = api.project()
     ids = _stack(api, owner)
     assert _rule(api, owner, ids["sensor_id"], kind="stale", after_s=30).status_code == 201
-    app = api.c.app
+    services = api.services
     now = datetime.now(UTC)
-    assert alarm_clock.tick(app, now + timedelta(minutes=5)) == []  # no reading yet: not watched
+    assert (
+        alarm_clock.tick(services, now + timedelta(minutes=5)) == []
+    )  # no reading yet: not watched
     before = datetime.now(UTC)
     _send(api, ids, _readings([1, 2]))  # stamped at T0, months ago: a backlog arriving
     after = datetime.now(UTC)
     ms = timedelta(milliseconds=1)
-    assert alarm_clock.tick(app, before + timedelta(seconds=30) - ms) == []  # < 30 s of silence
-    [msg] = alarm_clock.tick(app, after + timedelta(seconds=30) + ms)
+    assert (
+        alarm_clock.tick(services, before + timedelta(seconds=30) - ms) == []
+    )  # < 30 s of silence
+    [msg] = alarm_clock.tick(services, after + timedelta(seconds=30) + ms)
     assert msg["type"] == "alarm.raised" and msg["kind"] == "stale"
-    assert alarm_clock.tick(app, after + timedelta(minutes=9)) == []  # raised once
+    assert alarm_clock.tick(services, after + timedelta(minutes=9)) == []  # raised once
     [alarm] = _alarms(api, owner, ids["run_id"])
     raised = datetime.fromisoformat(alarm["raised_at"])
     assert before + timedelta(seconds=29) < raised <= after + timedelta(seconds=30)
@@ -341,7 +348,7 @@ def _stale_by_the_clock(api: Api) -> None:
     stop = f"/api/v1/runs/{ids['run_id']}/capture-sessions/{ids['capture_session_id']}/stop"
     r = api.post(stop, None, headers=owner.headers())
     assert r.status_code in (200, 201), r.text
-    assert alarm_clock.tick(app, after + timedelta(hours=1)) == []
+    assert alarm_clock.tick(services, after + timedelta(hours=1)) == []
 
 
 def test_concurrent_ingests_of_one_sensor_raise_one_alarm(database_url: str) -> None:
@@ -396,7 +403,7 @@ def test_project_list_pages_and_refuses_an_unknown_state(api: Api, state: str) -
 
 def test_the_app_evaluates_stale_rules_by_itself(database_url: str) -> None:
     app = create_app(Settings(database_url=database_url))
-    app.state.stale_every_s = 0.05
+    app_container(app).stale_every_s = 0.05
     with TestClient(app) as client:
         api = Api(client)
         owner = api.project()

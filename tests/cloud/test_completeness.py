@@ -159,7 +159,7 @@ def test_rows_deleted_by_hand_show_as_exactly_that_gap(api: Api, owner: Identity
     assert completeness(api, owner, ids["capture_session_id"])["unaccounted"] == 0
     # someone deletes readings 120..129 of the second batch in the database
     gone = [T0 + timedelta(milliseconds=k) for k in range(120, 130)]
-    with api.c.app.state.sessionmaker.begin() as db:
+    with api.services.sessionmaker.begin() as db:
         n = db.execute(delete(TelemetryReading).where(TelemetryReading.ts.in_(gone))).rowcount
     assert n == 10
     got = completeness(api, owner, ids["capture_session_id"])
@@ -175,7 +175,7 @@ def test_an_idempotent_retry_changes_no_count(api: Api, owner: Identity) -> None
     ids = api.stack(owner)
     for _ in range(3):
         assert send(api, ids, [[1, 50]], readings(1, 50), key="same").status_code == 202
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         assert db.scalar(select(func.count()).select_from(TelemetrySeqRange)) == 1
     got = completeness(api, owner, ids["capture_session_id"])
     assert got["arrived"] == 50 and got["gaps"] == []

@@ -91,7 +91,7 @@ def test_register_shows_the_token_once_and_keeps_its_hash(api: Api, owner: Ident
     assert "token" not in body and body["token_status"] == "active"
     assert body["state"] == "never" and body["heartbeat"] is None
     assert token not in got.text and body["token_preview"] == f"{token[:8]}…{token[-4:]}"
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         row = db.get(models.Edge, uuid.UUID(edge_id))
         assert row is not None and row.token_hash == hashlib.sha256(token.encode()).hexdigest()
     listed = api.get("/api/v1/edges", headers=owner.headers()).json()["items"]
@@ -135,7 +135,7 @@ def test_a_heartbeat_is_kept_and_shown(api: Api, owner: Identity) -> None:
     deadline = time.monotonic() + 10
     stored = None
     while time.monotonic() < deadline:
-        with api.c.app.state.sessionmaker() as db:
+        with api.services.sessionmaker() as db:
             stored = db.get(models.Edge, uuid.UUID(edge_id))
             # The first may be stored already (a flush between the two PUTs): wait for the last.
             if stored is not None and (stored.heartbeat or {}).get("host") == "bench-pc-2":
@@ -152,10 +152,10 @@ def test_a_heartbeat_with_a_token_revoked_meanwhile_is_not_stored(
     checked against the token when it is stored."""
     edge_id, token = register(api, owner)
     # A sink of its own, without the app's flush task: this test says when heartbeats go.
-    sink = api.c.app.state.heartbeats = HeartbeatSink(api.c.app.state.sessionmaker)
+    sink = api.services.heartbeats = HeartbeatSink(api.services.sessionmaker)
     assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200
     sink.flush()
-    with api.c.app.state.sessionmaker.begin() as db:  # revoked by another API process
+    with api.services.sessionmaker.begin() as db:  # revoked by another API process
         db.execute(
             update(models.Edge)
             .where(models.Edge.id == uuid.UUID(edge_id))
@@ -163,7 +163,7 @@ def test_a_heartbeat_with_a_token_revoked_meanwhile_is_not_stored(
         )
     assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200  # remembered
     assert sink.flush() == 0
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         row = db.get(models.Edge, uuid.UUID(edge_id))
         assert row is not None and row.heartbeat is None
 
@@ -176,8 +176,8 @@ def test_an_older_heartbeat_flushed_by_another_process_does_not_replace_a_newer_
     not replace it (it said fewer readings captured, no dead letter yet), and the process
     still holding it answers with the newer stored one."""
     edge_id, token = register(api, owner)
-    this = api.c.app.state.heartbeats = HeartbeatSink(api.c.app.state.sessionmaker)
-    other = HeartbeatSink(api.c.app.state.sessionmaker)
+    this = api.services.heartbeats = HeartbeatSink(api.services.sessionmaker)
+    other = HeartbeatSink(api.services.sessionmaker)
     seen: list[set[uuid.UUID]] = []
     this.after_store.append(lambda db, stored: seen.append(set(stored)))
     assert put_beat(api, edge_id, token, beat(edge_id, host="older")).status_code == 200
@@ -188,7 +188,7 @@ def test_an_older_heartbeat_flushed_by_another_process_does_not_replace_a_newer_
     got = api.get(f"/api/v1/edges/{edge_id}", headers=owner.headers()).json()
     assert got["heartbeat"]["host"] == "newer"  # not this process's older one
     assert this.flush() == 0 and seen == [set()]
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         row = db.get(models.Edge, uuid.UUID(edge_id))
         assert row is not None and row.heartbeat is not None
         assert row.heartbeat["host"] == "newer"
@@ -241,8 +241,8 @@ def test_rotate_and_revoke(api: Api, owner: Identity) -> None:
 
 
 def _silence(api: Api, edge_id: str, seconds: float) -> None:
-    api.c.app.state.heartbeats.flush()  # what this process holds, stored now
-    with api.c.app.state.sessionmaker.begin() as db:
+    api.services.heartbeats.flush()  # what this process holds, stored now
+    with api.services.sessionmaker.begin() as db:
         db.execute(
             update(models.Edge)
             .where(models.Edge.id == uuid.UUID(edge_id))
@@ -300,7 +300,7 @@ def test_a_revoked_edge_token_gets_no_time(api: Api, owner: Identity) -> None:
 def test_tokens_are_hashed_the_same_way_for_sensors(api: Api, owner: Identity) -> None:
     """Sensors' tokens went to the shared module: still stored as their hash, still work."""
     ids = api.stack(owner)
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         stored = db.scalar(
             select(models.Sensor.token_hash).where(models.Sensor.id == uuid.UUID(ids["sensor_id"]))
         )

@@ -35,7 +35,7 @@ def owner(api: Api) -> Identity:
 @pytest.fixture
 def clock(api: Api) -> Clock:
     clock = Clock()
-    api.c.app.state.health.now = clock
+    api.services.health.now = clock
     return clock
 
 
@@ -43,10 +43,10 @@ def clock(api: Api) -> Clock:
 def sink(api: Api) -> HeartbeatSink:
     """A sink without the app's flush task, wired to the app's evaluator: the test says when
     heartbeats are stored."""
-    app = api.c.app
-    sink = app.state.heartbeats = HeartbeatSink(app.state.sessionmaker)
-    sink.after_store.append(app.state.health.after_store)
-    app.state.health.pending = lambda: sink.pending
+    services = api.services
+    sink = services.heartbeats = HeartbeatSink(services.sessionmaker)
+    sink.after_store.append(services.health.after_store)
+    services.health.pending = lambda: sink.pending
     return sink
 
 
@@ -102,7 +102,7 @@ def test_heartbeat_rules_start_and_end_with_events(
     sink.flush()
     assert len(health_events(api, owner)) == 3
     # The periodic round agrees with what the heartbeat gave: nothing changes either.
-    assert api.c.app.state.health.round() == 0
+    assert api.services.health.round() == 0
 
     # A healthy heartbeat ends them, each with its event.
     assert put_beat(api, edge_id, token, beat(edge_id)).status_code == 200
@@ -126,7 +126,7 @@ def test_silence_rules_by_the_clock(
     body["sensors"] = {sid: {**next(iter(body["sensors"].values())), "last_reading_age_s": 1.0}}
     assert put_beat(api, edge_id, token, body).status_code == 200
     sink.flush()
-    evaluator = api.c.app.state.health
+    evaluator = api.services.health
 
     clock.shift = timedelta(seconds=15)  # the sensor: 16 s without a reading, under 10 x 2 s
     assert evaluator.round() == 0
@@ -168,7 +168,7 @@ def test_a_heartbeat_not_yet_stored_counts_for_the_round(
     clock.shift = timedelta(seconds=2)
     put_beat(api, edge_id, token, beat(edge_id, heartbeat_s=1))  # held, not stored
     clock.shift = timedelta(seconds=2.5)  # 2.5 s after the held one: under 3 x 1 s
-    assert api.c.app.state.health.round() == 0
+    assert api.services.health.round() == 0
 
 
 def test_two_processes_record_each_start_once(
@@ -183,7 +183,7 @@ def test_two_processes_record_each_start_once(
     sink.flush()
     later = Clock()
     later.shift = timedelta(seconds=60)
-    sessions = api.c.app.state.sessionmaker
+    sessions = api.services.sessionmaker
     evaluators = [Evaluator(sessions, now=later) for _ in range(2)]
     start = threading.Barrier(2)
     done: list[int] = []

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
+from cloud.container import app_container
 from cloud.db.models import IdempotencyRecord
 from tests.cloud.conftest import Api, assert_problem, make_client
 
@@ -117,7 +118,7 @@ def test_keys_are_shared_across_processes_expire_and_leases_are_taken_over(
         replay = api_b.post("/api/v1/experiments", body, headers=h)
         assert replay.headers["idempotent-replayed"] == "true"
         assert replay.json()["id"] == first.json()["id"]
-        sessions = a.app.state.sessionmaker  # type: ignore[attr-defined]
+        sessions = app_container(a.app).sessionmaker
         # Expired keys are forgotten: the request runs again.
         with sessions.begin() as db:
             db.execute(
@@ -198,7 +199,7 @@ def test_tokens_never_rest_in_the_idempotency_store(api: Api) -> None:
         f"/api/v1/sensors/{sid}/rotate-token",
         headers={**owner.headers(), "Idempotency-Key": "rot-1"},
     ).json()["token"]
-    with api.c.app.state.sessionmaker() as db:  # type: ignore[attr-defined]
+    with api.services.sessionmaker() as db:
         stored = b"".join(r.response_body or b"" for r in db.scalars(select(IdempotencyRecord)))
     assert token.encode() not in stored and rotated.encode() not in stored
     replay = api.post(

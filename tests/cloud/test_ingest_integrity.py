@@ -61,7 +61,7 @@ def test_the_same_reading_from_two_batches_is_stored_once_and_counted(
     api: Api, owner: Identity, ids: dict[str, str]
 ) -> None:
     published: list[int] = []
-    api.c.app.state.ingest_listeners.append(lambda batch: published.append(len(batch.rows)))  # type: ignore[attr-defined]
+    api.services.ingest_listeners.append(lambda batch: published.append(len(batch.rows)))
     # A dense batch (summarised) and a second edge's copy of it, plus one new reading.
     first = [at(i, float(i % 7)) for i in range(400)]
     r = api.ingest(ids, first, key="edge-a-1")

@@ -284,7 +284,7 @@ def test_a_unit_change_takes_effect_from_a_time_too(api: Api) -> None:
 def test_each_part_of_a_split_batch_is_published_with_its_version_and_unit(api: Api) -> None:
     """The live stream (an ingest listener) gets one batch per version, after the commit."""
     got: list[Any] = []
-    api.c.app.state.ingest_listeners.append(got.append)  # type: ignore[attr-defined]
+    api.services.ingest_listeners.append(got.append)
     owner = api.project()
     ids = api.stack(owner)
     body = {**V2, "display_unit": "K", "payload": {"a": 1.0, "b": 273.15}}

@@ -129,7 +129,7 @@ def _chart(api: Api, who: Identity, sensor: str, **params: str) -> dict[str, Any
 
 
 def _stored(api: Api, model: Any, *where: Any) -> int:
-    with api.c.app.state.sessionmaker() as db:
+    with api.services.sessionmaker() as db:
         return int(db.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 

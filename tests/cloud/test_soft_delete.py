@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Column, create_engine, func, select
 
 from cloud import app as cloud_app
+from cloud.container import app_container
 from cloud.db.models import Base
 from cloud.services import purge
 from tests.cloud.conftest import Api, Identity, assert_problem, make_client
@@ -256,7 +257,7 @@ def test_purge_removes_every_row_of_a_run_and_of_an_experiment(database_url: str
         assert api.ingest(kept, _readings(5)).status_code == 202
         h = owner.headers()
         assert api.request("DELETE", f"/api/v1/runs/{b['run_id']}", headers=h).status_code == 200
-        sessions = client.app.state.sessionmaker
+        sessions = app_container(client.app).sessionmaker
         assert _rows_of(database_url, [b["run_id"]], None)  # still there, restorable
 
         # Within the grace period nothing goes.

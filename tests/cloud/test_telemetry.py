@@ -234,7 +234,7 @@ def test_batch_key_deduplicates_even_without_the_idempotency_record(
     readings = [{"timestamp": ts(-1), "raw_value": 1.0}, {"timestamp": ts(), "raw_value": 2.0}]
     first = api.ingest(ids, readings, key="batch-0001")
     assert first.status_code == 202
-    with api.c.app.state.sessionmaker.begin() as db:  # type: ignore[attr-defined]
+    with api.services.sessionmaker.begin() as db:
         db.execute(delete(IdempotencyRecord))
     again = api.ingest(ids, readings, key="batch-0001")
     assert again.status_code == 202 and again.json() == first.json()
@@ -363,7 +363,7 @@ def test_a_key_reused_for_another_batch_is_refused(
     token = r.json()["token"]
     same = api.ingest(ids, first, key="b-1", token=token)  # a new principal: no record
     assert same.status_code == 202 and same.json()["accepted"] == 1
-    with api.c.app.state.sessionmaker.begin() as db:  # type: ignore[attr-defined]
+    with api.services.sessionmaker.begin() as db:
         db.execute(delete(IdempotencyRecord))
     other = [{"timestamp": ts(-1), "raw_value": 2.0}, {"timestamp": ts(), "raw_value": 3.0}]
     assert_problem(api.ingest(ids, other, key="b-1", token=token), 422, "header.Idempotency-Key")
@@ -472,7 +472,7 @@ def test_a_key_stored_by_the_first_release_still_recognises_its_batch(
     body = json.dumps({**{k: ids[k] for k in ("sensor_id", "run_id", "capture_session_id")}})
     model = TelemetryBatch.model_validate_json(body[:-1] + f',"readings":{json.dumps(readings)}}}')
     legacy = hashlib.sha256(model.model_dump_json().encode()).hexdigest()  # as 0.1 stored it
-    with api.c.app.state.sessionmaker.begin() as db:  # type: ignore[attr-defined]
+    with api.services.sessionmaker.begin() as db:
         db.execute(update(StoredBatch).values(fingerprint=legacy))
     again = api.ingest(ids, readings, key="old-1")
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from cloud.container import app_container
 from cloud.db import models
 from cloud.services import journal, webhook_delivery, webhook_signing
 from cloud.services.webhook_delivery import Job, Policy
@@ -276,7 +277,7 @@ def test_a_transition_rolled_back_sends_nothing(database_url: str, receiver: Rec
         project = uuid.UUID(owner.project_id)
 
         # The outbox row lives and dies with the transaction of the event.
-        sessions = client.app.state.sessionmaker
+        sessions = app_container(client.app).sessionmaker
         with sessions() as db:
             journal.record(db, "alarm.raised", project_id=project, actor="test", value=1.0)
             db.rollback()
@@ -291,7 +292,7 @@ def test_a_transition_rolled_back_sends_nothing(database_url: str, receiver: Rec
         def fail(_db: Any, _batch: Any) -> None:
             raise RuntimeError("the ingest fails after evaluating its alarms")
 
-        listeners = client.app.state.ingest_tx_listeners
+        listeners = app_container(client.app).ingest_tx_listeners
         listeners.append(fail)
         with contextlib.suppress(RuntimeError):
             r = api.ingest(ids, _readings([6]))

@@ -80,15 +80,13 @@ class SqliteStore(TelemetryStore):
         # The savepoint on the connection the insert runs on: the session's begin_nested()
         # emits none before the session itself next asks for its connection, so a failed
         # executemany kept the rows before the duplicate (and the batch said it stored none).
-        nested = self.conn.begin_nested()
         try:
-            self.conn.execute(insert(models.TelemetryReading), rows.rows())
+            with self.conn.begin_nested():  # rolled back on the error, which goes on
+                self.conn.execute(insert(models.TelemetryReading), rows.rows())
         except IntegrityError as exc:
-            nested.rollback()
             if _TAKEN not in str(exc.orig):
                 raise
             return False
-        nested.commit()
         return True
 
     def write_free(self, rows: StoredBatch) -> set[int]:
