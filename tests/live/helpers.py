@@ -18,10 +18,22 @@ from tests.support.cloud import Bench
 TICKET_SECRET = "live-tests-shared-ticket-secret"
 
 
-def stamps(n: int, *, ago_s: float = 60.0) -> list[str]:
-    """``n`` increasing timestamps in the recent past (a millisecond apart)."""
+#: each sensor's last timestamp given (see :func:`stamps`)
+_last: dict[str, datetime] = {}
+
+
+def stamps(n: int, *, ago_s: float = 60.0, sensor: str = "") -> list[str]:
+    """``n`` increasing timestamps in the recent past (a millisecond apart), after the last
+    ones given for ``sensor``: two batches sent within their own span (100 readings span
+    100 ms) would otherwise share timestamps, which the cloud refuses (one reading per sensor
+    and timestamp)."""
     base = datetime.now(UTC) - timedelta(seconds=ago_s)
-    return [(base + timedelta(milliseconds=i)).isoformat() for i in range(n)]
+    if sensor in _last:
+        base = max(base, _last[sensor] + timedelta(milliseconds=1))
+    out = [base + timedelta(milliseconds=i) for i in range(n)]
+    if out:
+        _last[sensor] = out[-1]
+    return [t.isoformat() for t in out]
 
 
 async def ingest(
@@ -41,7 +53,11 @@ async def ingest(
         "capture_session_id": capture_session_id or bench.capture_session_id,
         "readings": [
             {"timestamp": ts, "raw_value": v}
-            for ts, v in zip(stamps(len(values), ago_s=ago_s), values, strict=True)
+            for ts, v in zip(
+                stamps(len(values), ago_s=ago_s, sensor=sensor_id or bench.sensor_id),
+                values,
+                strict=True,
+            )
         ],
     }
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as c:
