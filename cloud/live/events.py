@@ -91,6 +91,9 @@ class Message(msgspec.Struct, gc=False):
     unit: str
     late: bool
     profile_version: str
+    #: The commit position of its batch (:mod:`cloud.live.positions`): a client that read a
+    #: history with ``live=true`` drops the readings at or before that history's ``live_from``.
+    position: int | None
 
 
 class LiveEvent:
@@ -116,7 +119,7 @@ class LiveEvent:
         sensor, run, session = h.ids
         return Message(
             "reading", self.id, h.batch_id, sensor, run, session, ts, raw, value, h.unit, late,
-            h.profile_version,
+            h.profile_version, h.position,
         )  # fmt: skip
 
     @property

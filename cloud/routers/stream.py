@@ -6,7 +6,7 @@ Messages (JSON, one reading each; SSE puts the id in ``id:`` and the type in ``e
      "resumed_from": "<event id>" | null, "batch": false}
     {"type": "reading", "id": "<batch_id>-<index>", "batch_id": 1, "sensor_id": "...",
      "run_id": "...", "capture_session_id": "...", "timestamp": "...", "raw_value": 1.0,
-     "value": 1.0, "unit": "°C", "late": false, "profile_version": "v1"}
+     "value": 1.0, "unit": "°C", "late": false, "profile_version": "v1", "position": 7}
     {"type": "readings", "items": [<reading>, ...]}   with ?batch=true, instead of the above
     {"type": "reset", "detail": "..."}      resume point unknown or too old: reload history
     {"type": "overflow", "dropped": n, "reason": "...", "detail": "..."}
@@ -28,6 +28,11 @@ client to handle (the portal uses it).
 A client resumes with SSE ``Last-Event-ID`` (or ``?last_event_id=`` on either endpoint): the
 readings after that id are read from the database (up to ``live_ring_size`` of them), then
 the stream follows live, without a gap or a reading twice.
+
+A reading's ``position`` is the commit position of its batch (what ``p<position>`` counts).
+A client that drew several sensors' histories read with ``GET /telemetry/series?live=true``
+opens one stream at the earliest ``live_from`` and drops each sensor's readings whose position
+is at or before that sensor's own ``live_from``: each reading is then drawn exactly once.
 
 ``subscribed`` carries an ``id`` too (SSE in its ``id:`` line): where the stream starts. A
 resumed stream starts at its resume point; any other at the commit position of the moment,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from playwright.sync_api import Browser, Route, expect
+import pytest
+from playwright.sync_api import APIResponse, Browser, Route, expect
 
 from tests.browser.test_portal import TIMEOUT_MS, Demo, _set_identity
 from tests.support.cloud import CloudServer
@@ -50,15 +51,18 @@ def test_a_chart_cut_off_before_its_first_reading_gets_what_was_stored_meanwhile
     assert errors == []
 
 
+@pytest.mark.parametrize("history", [50, 1600], ids=["every-reading", "downsampled"])
 def test_readings_stored_between_the_history_and_the_stream_are_charted_once(
-    portal_server: CloudServer, browser: Browser
+    portal_server: CloudServer, browser: Browser, history: int
 ) -> None:
     """The run page reads each sensor's history, then opens the live stream. Readings stored
     in between are charted (the stream goes on from where the earliest history ends), and
-    those a later history already holds are not counted twice."""
+    those a later history already holds are not counted twice — also when that history is
+    downsampled (its points are not the readings' timestamps: the readings' commit positions
+    say what it holds)."""
     demo = Demo(portal_server.url)
     session = demo.session(1)
-    demo.ingest(session, 0, 50, ago_s=60)
+    demo.ingest(session, 0, history, ago_s=60 + history / 10)
     second, token = demo._sensor("TC-2 door")
 
     def ingest_second(n: int, ago_s: float) -> None:
@@ -92,19 +96,70 @@ def test_readings_stored_between_the_history_and_the_stream_are_charted_once(
     demo.ingest(session, 50, 5, ago_s=30)  # after it too, and before the first one's
     assert len(series) == 1
     series[0].continue_()
-    expect(first_chart).to_have_attribute("data-readings", "55")
-    demo.ingest(session, 55, 7, ago_s=20)  # after every history, before the stream
+    expect(first_chart).to_have_attribute("data-readings", str(history + 5))
+    demo.ingest(session, history + 5, 7, ago_s=20)  # after every history, before the stream
     deadline = datetime.now(UTC) + timedelta(seconds=TIMEOUT_MS / 1000)
     while not tickets and datetime.now(UTC) < deadline:
         page.wait_for_timeout(50)
     assert len(tickets) == 1, "the page never asked for a stream"
     tickets[0].continue_()
     expect(page.locator("#live-state")).to_have_text("● live")
-    expect(first_chart).to_have_attribute("data-readings", "62")
+    expect(first_chart).to_have_attribute("data-readings", str(history + 12))
     expect(second_chart).to_have_attribute("data-readings", "15")
-    demo.ingest(session, 62, 3, ago_s=10)  # and it follows live
-    expect(first_chart).to_have_attribute("data-readings", "65")
+    demo.ingest(session, history + 12, 3, ago_s=10)  # and it follows live
+    expect(first_chart).to_have_attribute("data-readings", str(history + 15))
     page.wait_for_timeout(500)  # nothing counted twice arrives late
-    expect(first_chart).to_have_attribute("data-readings", "65")
+    expect(first_chart).to_have_attribute("data-readings", str(history + 15))
     expect(second_chart).to_have_attribute("data-readings", "15")
     assert errors == []
+
+
+def test_a_chart_reloading_its_history_keeps_the_readings_streamed_meanwhile(
+    portal_server: CloudServer, browser: Browser
+) -> None:
+    """Past 20,000 live readings a chart reads its history again (downsampled anew). Readings
+    the stream delivers while that history is on its way are kept: the history holds what
+    committed before its snapshot, and the page appends the rest over it."""
+    demo = Demo(portal_server.url)
+    session = demo.session(1)
+    demo.ingest(session, 0, 10, ago_s=120)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(portal_server.url + "/")
+    _set_identity(page, demo)
+    asked: list[Route] = []
+    held: list[tuple[Route, APIResponse]] = []
+
+    def history(route: Route) -> None:
+        asked.append(route)
+        if len(asked) == 1:  # the page's first history
+            route.continue_()
+        else:  # the reload's: answered from the database now, handed to the page later
+            held.append((route, route.fetch()))
+
+    page.route(f"**/api/v1/telemetry/series?*sensor_id={demo.sensor}*", history)
+    page.goto(f"{portal_server.url}/runs/{demo.run}")
+    chart = page.locator(f".chart[data-sensor-id='{demo.sensor}']")
+    expect(chart).to_have_attribute("data-readings", "10")
+    expect(page.locator("#live-state")).to_have_text("● live")
+    for k in range(21):  # 21,000 live readings, 1 ms apart: the chart reloads its history
+        demo.ingest(session, 10 + 1000 * k, 1000, ago_s=110 - 2 * k, step_ms=1)
+    expect(chart).to_have_attribute("data-readings", "21010")
+    deadline = datetime.now(UTC) + timedelta(seconds=TIMEOUT_MS / 1000)
+    while not held and datetime.now(UTC) < deadline:
+        page.wait_for_timeout(50)
+    assert len(held) == 1, "the chart never reloaded its history"
+    demo.ingest(session, 21_010, 3, ago_s=20)  # streamed while the reload is on its way
+    expect(chart).to_have_attribute("data-readings", "21013")
+    route, answer = held[0]
+    # what had committed when the reload was asked for (the last batches may not have)
+    assert 20_010 <= answer.json()["total"] <= 21_010
+    route.fulfill(response=answer)
+    page.wait_for_timeout(500)  # the reload is applied
+    expect(chart).to_have_attribute("data-readings", "21013")
+    assert chart.get_attribute("data-points") != "21013"  # downsampled anew
+    demo.ingest(session, 21_013, 2, ago_s=10)  # and it follows live
+    expect(chart).to_have_attribute("data-readings", "21015")
+    assert len(asked) == 2 and errors == []

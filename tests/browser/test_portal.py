@@ -88,14 +88,15 @@ class Demo:
         *,
         ago_s: float,
         sensor: tuple[str, str] | None = None,
+        step_ms: float = 100,
     ) -> None:
-        """``n`` readings 100 ms apart from ``ago_s`` ago, for the demo's sensor or for
+        """``n`` readings ``step_ms`` apart from ``ago_s`` ago, for the demo's sensor or for
         ``sensor`` (its id and token)."""
         sensor_id, token = sensor or (self.sensor, self.token)
         t0 = datetime.now(UTC) - timedelta(seconds=ago_s)
         readings = [
             {
-                "timestamp": (t0 + timedelta(milliseconds=100 * i)).isoformat(),
+                "timestamp": (t0 + timedelta(milliseconds=step_ms * i)).isoformat(),
                 "raw_value": 0.5 + (start + i) * 0.01 + 0.05 * math.sin((start + i) / 7),
             }
             for i in range(n)

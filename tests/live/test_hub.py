@@ -403,7 +403,7 @@ def test_an_event_is_encoded_once_for_every_client_with_the_contract_s_encoder()
     assert ev.message().id == "9-4" and ev.message().late is True
     odd = BatchHeader(3, PROJECT, SENSOR, RUN, SESSION, '°C "x"', "v\\1", 2, T0, T0)
     for h, row in [
-        (header(9), ("2026-01-01T00:00:00+00:00", 1.0, 33.8, True)),
+        (header(9, position=41), ("2026-01-01T00:00:00+00:00", 1.0, 33.8, True)),
         (odd, ("2026-01-01T00:00:00.123456+00:00", -1e-300, 1e300, False)),
     ]:
         ev = LiveEvent(h, 1, row)
@@ -420,6 +420,7 @@ def test_an_event_is_encoded_once_for_every_client_with_the_contract_s_encoder()
             "unit": h.unit,
             "late": row[3],
             "profile_version": h.profile_version,
+            "position": h.position,
         }
         assert list(json.loads(ev.json))[:2] == ["type", "id"]
 

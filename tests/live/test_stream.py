@@ -52,6 +52,9 @@ async def test_websocket_pushes_every_reading_in_order_with_converted_values(
     assert len(set(ids)) == len(ids)
     batches = [int(i.split("-")[0]) for i in ids]
     assert batches == sorted(batches)
+    # each reading names its batch's commit position: one per batch, growing with each batch
+    positions = [m["position"] for m in [first, *got]]
+    assert [positions[0], *positions[1::100]] == sorted(set(positions)) and len(set(positions)) == 4
     assert got[0]["timestamp"].endswith("+00:00")
 
 

@@ -154,6 +154,9 @@ class TelemetryChart {
     this.members = [];  // { sensor, cols, total, downsampled, live }
     this.zoomed = false;
     this.pending = false;
+    this.queue = Promise.resolve();  // histories fetched anew, one after the other (refetch)
+    this.held = null;       // while one is on its way: the stream's readings, applied again after it
+    this.reloading = null;  // the reload queued or on its way
     this.version = "";    // the profile version shown ("": the sensor's current one)
     this.overlay = null;  // { version, cols: [x, value] } drawn over it, in another colour
     this.shownVersion = null;  // the version the server says the values are under
@@ -263,25 +266,54 @@ class TelemetryChart {
     this.setHistory(sensor.id, this.members[0].answer);
   }
 
-  async setVersion(version, overlay) {
+  setVersion(version, overlay) {
     const id = this.members[0].sensor.id;
-    const [main, extra] = await Promise.all([
-      fetchSeries(id, this.session.id, {}, version),
-      overlay ? fetchSeries(id, this.session.id, {}, overlay) : null,
-    ]);
-    this.version = version;
-    this.shownVersion = main.profile_version;
-    this.overlay = extra ? { version: extra.profile_version, cols: columns(extra.points).slice(0, 2) } : null;
-    this.build();
-    this.setHistory(id, main);
-    this.el.dataset.version = main.profile_version;
-    this.el.dataset.overlay = extra ? extra.profile_version : "";
+    return this.refetch(async () => {
+      const [main, extra] = await Promise.all([
+        fetchSeries(id, this.session.id, {}, version, this.live()),
+        overlay ? fetchSeries(id, this.session.id, {}, overlay) : null,
+      ]);
+      return () => {
+        this.version = version;
+        this.shownVersion = main.profile_version;
+        this.overlay = extra ? { version: extra.profile_version, cols: columns(extra.points).slice(0, 2) } : null;
+        this.build();
+        this.setHistory(id, main);
+        this.el.dataset.version = main.profile_version;
+        this.el.dataset.overlay = extra ? extra.profile_version : "";
+      };
+    });
+  }
+
+  live() { return this.session.status === "running"; }
+
+  // Histories fetched anew while the stream goes on (a reload, another profile version):
+  // load() fetches and returns what applies the answers. The readings the stream delivers
+  // meanwhile are drawn at once and held, then appended again over the new histories, which
+  // drop those a history holds already (at or before its live_from): none is lost, none is
+  // counted twice. One at a time; an error is logged, and the chart stays as it was.
+  refetch(load) {
+    const run = this.queue.then(async () => {
+      this.held = [];
+      try {
+        const apply = await load();
+        const held = this.held;
+        this.held = null;
+        apply();
+        for (const [id, r] of held) this.append(id, r);
+      } finally {
+        this.held = null;
+      }
+    }).catch((e) => console.error(e));
+    this.queue = run;
+    return run;
   }
 
   setHistory(sensorId, data) {
     const m = this.member(sensorId);
+    // floor: the commit position this history holds the readings up to (live=true), or null.
     Object.assign(m, { cols: columns(data.points), downsampled: data.downsampled, total: data.total, live: 0,
-      version: data.profile_version, answer: data });
+      version: data.profile_version, answer: data, floor: positionOf(data.live_from) });
     const i = this.members.indexOf(m);
     this.plot.setSeries(3 * i + 2, { show: data.downsampled });
     this.plot.setSeries(3 * i + 3, { show: data.downsampled });
@@ -290,6 +322,10 @@ class TelemetryChart {
 
   append(sensorId, r) {
     const m = this.member(sensorId);
+    // In the sensor's history already: the stream starts at the earliest of the page's
+    // histories, and a reading committed before this one's live_from is drawn in it.
+    if (m.floor != null && r.position != null && r.position <= m.floor) return;
+    this.held?.push([sensorId, r]);
     const x = Date.parse(r.timestamp) / 1000;
     const [xs, vs, lo, hi] = m.cols;
     let i = xs.length;
@@ -300,7 +336,7 @@ class TelemetryChart {
     xs.splice(i, 0, x); vs.splice(i, 0, r.value); lo.splice(i, 0, r.value); hi.splice(i, 0, r.value);
     m.total += 1;
     m.live += 1;
-    if (m.live > LIVE_REFETCH) { this.reload(); return; }
+    if (m.live > LIVE_REFETCH && !this.reloading) { this.reload(); return; }
     if (!this.pending) {
       this.pending = true;
       requestAnimationFrame(() => { this.pending = false; this.redraw(!this.zoomed); });
@@ -318,12 +354,21 @@ class TelemetryChart {
       (downsampled ? ` · ${data[0].length.toLocaleString()} points shown (downsampled, min–max shaded)` : "");
   }
 
-  async reload() {
-    const answers = await Promise.all(this.members.map((m) => fetchSeries(m.sensor.id, this.session.id, {}, this.version)));
-    if (this.overlay) this.overlay.cols = columns((await fetchSeries(this.members[0].sensor.id, this.session.id, {}, this.overlay.version)).points).slice(0, 2);
-    this.zoomed = false;
-    this.resetBtn.hidden = true;
-    this.members.forEach((m, i) => this.setHistory(m.sensor.id, answers[i]));
+  reload() {
+    const run = this.refetch(async () => {
+      const members = [...this.members];  // a sensor joining meanwhile keeps what it has
+      const answers = await Promise.all(members.map((m) => fetchSeries(m.sensor.id, this.session.id, {}, this.version, this.live())));
+      const overlay = this.overlay && await fetchSeries(members[0].sensor.id, this.session.id, {}, this.overlay.version);
+      return () => {
+        if (overlay && this.overlay) this.overlay.cols = columns(overlay.points).slice(0, 2);
+        this.zoomed = false;
+        this.resetBtn.hidden = true;
+        members.forEach((m, i) => this.setHistory(m.sensor.id, answers[i]));
+      };
+    });
+    this.reloading = run;
+    run.then(() => { if (this.reloading === run) this.reloading = null; });
+    return run;
   }
 
   async onSelect(u) {
