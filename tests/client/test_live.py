@@ -161,8 +161,10 @@ def test_live_follows_across_a_server_restart(cloud: CloudServer, client: Client
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
     deadline = time.monotonic() + 30
-    while not got and time.monotonic() < deadline:
-        _send(cloud, new.token, new.sensor.id, session, float(len(got)))
+    sent = 0.0  # until the stream carries one; each a value of its own (a slow first arrival
+    while not got and time.monotonic() < deadline:  # meant two 0.0 readings: "twice")
+        _send(cloud, new.token, new.sensor.id, session, sent)
+        sent += 1
         time.sleep(0.2)
     cloud.stop()  # closes the stream (1001, going away)
     cloud.start()
