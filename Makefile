@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: install test check fmt demo bench reliability clean
 
 # The Python client (client/, importable as benchlink) is its own distribution; installed
-# editable with every extra so the tests and the tutorial use it as users do.
+# editable with every extra so the tests and the tutorial use it as users do. setuptools
+# warns on every editable install of a flat layout that folders named like its packages may
+# shadow them: here those folders are the packages, so the warning only hides real output.
 $(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e './client[all]'
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(BIN)/python -m pip install --quiet -e '.[dev]' -e './client[all]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,7 +13,7 @@ import httpx
 from playwright.sync_api import Browser, expect
 
 from tests.browser.test_devices import SCREENS, heartbeat, sensor
-from tests.browser.test_portal import TIMEOUT_MS, Demo, _set_identity
+from tests.browser.test_portal import Demo, open_as_viewer
 from tests.support.cloud import CloudServer
 
 
@@ -70,12 +70,7 @@ def test_the_run_page_shows_each_sessions_completeness(
     )
     assert r.status_code == 200, r.text
 
-    page = browser.new_page(viewport={"width": 1440, "height": 900})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(portal_server.url + "/")
-    _set_identity(page, demo)
+    page, errors = open_as_viewer(browser, portal_server.url, demo, width=1440, height=900)
     page.goto(f"{portal_server.url}/runs/{demo.run}")
     lines = page.locator("#completeness .completeness-line")
     expect(lines).to_have_count(2)

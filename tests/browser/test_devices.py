@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.test_portal import TIMEOUT_MS, Demo, _set_identity
+from tests.browser.test_portal import Demo, open_as_viewer
 from tests.support.cloud import CloudServer
 
 SCREENS = Path("/work/notes/screens")
@@ -129,12 +129,7 @@ def test_the_devices_page_shows_each_edge(
         ),
     )
 
-    page = browser.new_page(viewport={"width": 1440, "height": 700})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(portal_server.url + "/")
-    _set_identity(page, demo)
+    page, errors = open_as_viewer(browser, portal_server.url, demo, width=1440, height=700)
     page.locator("a[data-nav=devices]").click()
     rows = page.locator("#devices-table tr[data-edge-id]")
     expect(rows).to_have_count(3)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.sync_api import APIResponse, Browser, Route, expect
 
-from tests.browser.test_portal import TIMEOUT_MS, Demo, _set_identity
+from tests.browser.test_portal import TIMEOUT_MS, Demo, open_as_viewer
 from tests.support.cloud import CloudServer
 from tests.support.proxy import proxy_to
 
@@ -69,12 +69,7 @@ def test_readings_stored_between_the_history_and_the_stream_are_charted_once(
         demo.ingest(session, 0, n, ago_s=ago_s, sensor=(second, token))
 
     ingest_second(10, ago_s=50)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(portal_server.url + "/")
-    _set_identity(page, demo)
+    page, errors = open_as_viewer(browser, portal_server.url, demo)
     series: list[Route] = []
     tickets: list[Route] = []
 
@@ -123,12 +118,7 @@ def test_a_chart_reloading_its_history_keeps_the_readings_streamed_meanwhile(
     demo = Demo(portal_server.url)
     session = demo.session(1)
     demo.ingest(session, 0, 10, ago_s=120)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(portal_server.url + "/")
-    _set_identity(page, demo)
+    page, errors = open_as_viewer(browser, portal_server.url, demo)
     asked: list[Route] = []
     held: list[tuple[Route, APIResponse]] = []
 

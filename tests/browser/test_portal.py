@@ -134,6 +134,20 @@ def _set_identity(page: Page, demo: Demo) -> None:
     expect(page.locator("#identity-summary")).to_contain_text("demo_project")
 
 
+def open_as_viewer(
+    browser: Browser, url: str, demo: Demo, width: int = 1280, height: int = 900
+) -> tuple[Page, list[str]]:
+    """A page on the portal at ``url`` as the demo's viewer, and the list its uncaught errors
+    go to."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "/")
+    _set_identity(page, demo)
+    return page, errors
+
+
 def test_an_operator_follows_a_run_live_in_the_portal(
     portal_server: CloudServer, browser: Browser, artifacts: Path
 ) -> None:
@@ -145,12 +159,7 @@ def test_an_operator_follows_a_run_live_in_the_portal(
     demo.ingest(second, 300, 120, ago_s=40)
     demo.metrics(0, 40)
 
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(portal_server.url + "/")
-    _set_identity(page, demo)
+    page, errors = open_as_viewer(browser, portal_server.url, demo, width=1440, height=1000)
 
     # Experiments: search narrows the list to demo_project's heat-up experiment.
     rows = page.locator("tr[data-experiment-id]")
@@ -282,12 +291,7 @@ def test_each_chart_is_drawn_as_soon_as_its_history_arrives(
     second, token = demo._sensor("TC-2 door")
     demo.ingest(session, 0, 10, ago_s=20, sensor=(second, token))
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(portal_server.url + "/")
-    _set_identity(page, demo)
+    page, errors = open_as_viewer(browser, portal_server.url, demo)
     held: list[Route] = []
 
     def hold(route: Route) -> None:  # answered below, once the other chart is drawn
