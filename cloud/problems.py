@@ -104,6 +104,15 @@ def database_unavailable() -> Unavailable:
     )
 
 
+def server_stopping() -> Unavailable:
+    """A stream asked for while the server stops: the client reconnects (to this server once
+    it is back, or to another) and resumes after the last event id it received."""
+    return Unavailable(
+        "the server is shutting down; reconnect with the last event id to resume",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:

@@ -63,7 +63,7 @@ from cloud.live import access, tickets
 from cloud.live.events import LiveEvent
 from cloud.live.hub import Hub
 from cloud.live.subscriber import SlowConsumer, Subscriber, pump
-from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
+from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for, server_stopping
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 
@@ -177,6 +177,9 @@ async def stream_websocket(ws: WebSocket) -> None:
         await ws.send_denial_response(problem_for(database_unavailable()))
         return
     hub = _hub(ws)
+    if hub.closing:  # the server is stopping: not a stream cut off as soon as it opens
+        await ws.send_denial_response(problem_for(server_stopping()))
+        return
     await ws.accept()
     last = ws.query_params.get("last_event_id")
     batch = _wants_batches(ws)
@@ -245,8 +248,11 @@ async def stream_sse(request: Request) -> Response:
         flt = await access.stream_filter(request, who)
     except DomainError as exc:
         return problem_for(exc)
+    hub = _hub(request)
+    if hub.closing:
+        return problem_for(server_stopping())
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    sub = await _hub(request).subscribe(flt, last or None)
+    sub = await hub.subscribe(flt, last or None)
     batch = _wants_batches(request)
     return EventStream(_hub(request), sub, _hello(sub, last or None, batch), batch=batch)
 
