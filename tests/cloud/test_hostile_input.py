@@ -60,6 +60,32 @@ def test_a_lone_surrogate_in_tags_is_422(api: Api) -> None:
     assert r.status_code == 200 and r.json()["tags"] == ["\U0001f600"], r.text
 
 
+def test_a_lone_surrogate_in_a_text_field_is_422_and_other_text_is_kept(api: Api) -> None:
+    owner = api.project()
+    run = api.run(owner, api.experiment(owner))
+    h = {**owner.headers(), "Content-Type": "application/json"}
+    point = '{{"name": {name}, "step": 1, "value": 2.5, "unit": {unit}}}'
+    cases = [
+        ("/api/v1/experiments", f'{{"name": {LONE}}}', "name"),
+        (
+            f"/api/v1/runs/{run}/metrics",
+            f'{{"metrics": [{point.format(name=LONE, unit="null")}]}}',
+            "metrics",
+        ),
+        (
+            f"/api/v1/runs/{run}/metrics",
+            '{"metrics": [' + point.format(name='"ok"', unit='"\\udfff"') + "]}",
+            "metrics",
+        ),
+    ]
+    for path, body, field in cases:
+        assert_problem(api.request("POST", path, content=body, headers=h), 422, field)
+    # Text that is not ASCII, a surrogate pair among it, goes through the same check.
+    body = '{"metrics": [' + point.format(name='"temp \\u00b0 \\ud83d\\ude00"', unit="null") + "]}"
+    r = api.request("POST", f"/api/v1/runs/{run}/metrics", content=body, headers=h)
+    assert r.status_code == 201 and r.json()["names"] == ["temp \u00b0 \U0001f600"], r.text
+
+
 @pytest.mark.parametrize("blank", [" ", "\t\n", "\u200b\u200b", "\u3164", "\x01\x02", "\ufeff "])
 def test_names_of_nothing_visible_are_422(api: Api, blank: str) -> None:
     owner = api.project()
