@@ -138,6 +138,9 @@ def test_live_resumes_with_what_was_stored_while_it_was_away(
     assert not consumer.is_alive(), f"the stream stopped after {[r.raw_value for r in got]}"
     expected = [1.0, 2.0, 3.0, 1000.0]
     assert [r.raw_value for r in got] == ([-1.0, *expected] if first_reading else expected)
+    # one commit position a batch ([1.0, 2.0] were sent together), growing batch by batch
+    positions = [r.position for r in got[-4:]]
+    assert positions[0] == positions[1] < positions[2] < positions[3], positions
     assert len({r.id for r in got}) == len(got)
 
 

@@ -37,7 +37,9 @@ RETRY_HANDSHAKE = frozenset({429, 502, 503, 504})
 
 @dataclass(frozen=True)
 class Reading:
-    """One reading as the stream sends it; ``id`` is its event id (the resume point)."""
+    """One reading as the stream sends it; ``id`` is its event id (the resume point);
+    ``position`` is its batch's commit position (readings stored together share it, later
+    batches have greater ones; None from a server older than the field)."""
 
     id: str
     sensor_id: str
@@ -49,6 +51,7 @@ class Reading:
     unit: str
     late: bool
     profile_version: str
+    position: int | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Reading:
@@ -65,6 +68,7 @@ class Reading:
             d.get("unit") or "",
             bool(d.get("late")),
             d.get("profile_version") or "",
+            d.get("position"),
         )
 
 
