@@ -89,7 +89,11 @@ def serve_options(args: argparse.Namespace, owner: str) -> list[str]:
 
 def start_cloud(children: Children, args: argparse.Namespace, owner: str) -> str:
     if port_open(args.host, args.port):
-        raise RuntimeError(f"something already listens on {args.host}:{args.port}; use --port")
+        other = args.port + 1
+        raise RuntimeError(
+            f"something already listens on {args.host}:{args.port} (another demo?): stop it, or "
+            f'pick another port: --port {other} (with make: make demo DEMO_ARGS="--port {other}")'
+        )
     url = f"http://{args.host}:{args.port}"
     argv = [PYTHON, "-m", "cloud.cli", "serve", *serve_options(args, owner), "--no-migrate"]
     wait_ready(url, children.start("cloud", [*argv, "--log-level", "warning"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -179,6 +180,23 @@ def test_make_demo_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     out, summary = run_demo(tmp_path, pg_url)
     assert "migrated empty -> " in out
     check_database(pg_url, summary, broker_up())
+
+
+def test_a_second_demo_on_a_port_in_use_says_how_to_pick_another(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            demo_argv(tmp_path, f"sqlite:///{tmp_path / 'demo.db'}", port),
+            cwd=REPO,
+            env={**os.environ, "DURATION": "5"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    assert f"already listens on 127.0.0.1:{port}" in out, out
+    assert f'make demo DEMO_ARGS="--port {port + 1}"' in out, out
 
 
 def test_ctrl_c_wraps_up_and_stops_every_child(tmp_path: Path) -> None:
