@@ -4,6 +4,7 @@ that grows while readings are ingested, the metric chart and the live journal.""
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,6 +193,11 @@ def test_an_operator_follows_a_run_live_in_the_portal(
     expect(page.locator("#journal li[data-kind='telemetry.ingested']")).to_have_count(2)
     expect(page.locator("#journal li[data-kind='capture_session.started']")).to_have_count(2)
     expect(page.locator("#journal li[data-kind='metrics.logged']")).to_have_count(1)
+    # Every time on the page on a 24-hour clock, as the charts' axes: the journal's, the
+    # run's start, the sessions' (the browser's locale is en-US, whose default is 12-hour).
+    expect(journal.first.locator("time")).to_have_text(re.compile(r"^\d{2}:\d{2}:\d{2}$"))
+    expect(page.locator(".session-tab.selected")).to_contain_text(re.compile(r" \d{2}:\d{2}:"))
+    expect(page.locator("body")).not_to_contain_text(re.compile(r"\d (AM|PM)\b"))
     before = journal.count()
 
     # Readings ingested while the page is open make the chart grow, batch by batch.

@@ -21,12 +21,15 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-export const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
-export const fmtClock = (iso) => new Date(iso).toLocaleTimeString();
+// 24-hour throughout, as the charts' axes and the legend's time: a page that mixed "4:41 AM"
+// in its journal with "04:41" on its axes made the reader convert. h23, not hour12: false,
+// which some engines render as "24:05" after midnight.
+export const fmtTime = (iso) => (iso ? new Date(iso).toLocaleString(undefined, { hourCycle: "h23" }) : "—");
+export const fmtClock = (iso) => new Date(iso).toLocaleTimeString(undefined, { hourCycle: "h23" });
 // A reading's time to the millisecond (readings come many a second), in the browser's zone.
 export const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
   year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
-  second: "2-digit", fractionalSecondDigits: 3, hour12: false });
+  second: "2-digit", fractionalSecondDigits: 3, hourCycle: "h23" });
 // A time axis's ticks (uPlot's table: the smallest step, the tick's format, the second line's
 // at a new year, ..., a new day, ..., a new hour or minute, concatenated). uPlot's own puts
 // the time of day under the first tick of each new minute, which overlaps the date under
