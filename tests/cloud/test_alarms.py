@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from pytest_mock import MockerFixture
 
 from cloud.app import create_app
 from cloud.container import app_container
-from cloud.services import alarm_clock, purge
+from cloud.services import alarm_clock, alarm_evaluation, purge
 from cloud.settings import Settings
 from tests.cloud.conftest import Api, Identity, assert_problem, make_client
 
@@ -376,6 +379,73 @@ def test_concurrent_ingests_of_one_sensor_raise_one_alarm(database_url: str) -> 
         assert errors == []
         alarms = _alarms(api_a, owner, ids["run_id"])
         assert len(alarms) == 1 and alarms[0]["state"] == "raised"
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_rate_sees_the_batch_it_waited_for(database_url: str, mocker: MockerFixture) -> None:
+    """A batch that waited for the rule's lock while another batch of its sensor was
+    evaluated sees that batch's readings in its rate window: the window is read after the
+    lock, never from a snapshot older than it (a claim statement that also read the window
+    would read it from the snapshot it took before waiting)."""
+    with make_client(database_url) as a, make_client(database_url) as b:
+        api_a, api_b = Api(a), Api(b)
+        owner = api_a.project()
+        ids = _stack(api_a, owner)
+        r = _rule(api_a, owner, ids["sensor_id"], kind="rate", threshold=5, window_s=2)
+        assert r.status_code == 201, r.text
+        _send(api_a, ids, _readings([0]))
+        # The second batch in another run: nothing else of the first's (the summaries of
+        # one session) makes it wait before the rule's lock.
+        run = api_a.run(owner, api_a.experiment(owner))
+        other = {**ids, "run_id": run, "capture_session_id": api_a.session(owner, run)}
+        api_a.backdate(other["capture_session_id"], datetime(2020, 1, 1, tzinfo=UTC))
+        # The first stops between its claim and its commit, holding the rule's row.
+        claimed, go_on = threading.Event(), threading.Event()
+        evaluate_rule = alarm_evaluation._evaluate_rule
+
+        def held(*args: Any) -> Any:
+            if not claimed.is_set():  # the first batch only
+                claimed.set()
+                assert go_on.wait(30)
+            return evaluate_rule(*args)
+
+        mocker.patch.object(alarm_evaluation, "_evaluate_rule", side_effect=held)
+        answers: list[Any] = []
+
+        def send(api: Api, to: dict[str, str], value: float, at_s: float) -> None:
+            answers.append(api.ingest(to, _readings([value], start=T0 + timedelta(seconds=at_s))))
+
+        first = threading.Thread(target=send, args=(api_a, ids, 0, 2.5))
+        first.start()
+        assert claimed.wait(30)
+        # 0 at 2.5 s, then 10 at 3 s: 20 C/s over the window from 1 s. Without the reading
+        # at 2.5 s the window holds none and there is no rate.
+        second = threading.Thread(target=send, args=(api_b, other, 10, 3))
+        second.start()
+        _wait_for_a_lock_wait(database_url)
+        go_on.set()
+        first.join(30)
+        second.join(30)
+        assert [x.status_code for x in answers] == [202, 202], [x.text for x in answers]
+        [alarm] = _alarms(api_a, owner, run)
+        assert alarm["kind"] == "rate" and alarm["raised_at"] == "2026-03-01T10:00:03Z"
+        assert alarm["value"] == 10
+
+
+def _wait_for_a_lock_wait(database_url: str) -> None:
+    """Until a session of the database waits for a row lock (its statement has begun)."""
+    deadline = time.monotonic() + 30
+    dsn = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row and row[0]:
+                return
+            assert time.monotonic() < deadline, "the second batch never waited for the rule"
+            time.sleep(0.02)
 
 
 @pytest.mark.parametrize("state", ["raised", "nonsense"])

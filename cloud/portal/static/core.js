@@ -30,23 +30,46 @@ export const fmtClock = (iso) => new Date(iso).toLocaleTimeString(undefined, { h
 export const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
   year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
   second: "2-digit", fractionalSecondDigits: 3, hourCycle: "h23" });
-// A time axis's ticks (uPlot's table: the smallest step, the tick's format, the second line's
-// at a new year, ..., a new day, ..., a new hour or minute, concatenated). uPlot's own puts
-// the time of day under the first tick of each new minute, which overlaps the date under
-// the first tick on a chart of a minute or less; here a second's ticks carry their minute
-// and only a new day gets a second line. 24-hour, as the legend's time (fmtInstant).
+// A time axis's tick labels (uPlot calls this with the ticks, in seconds, and their step):
+// the time of day, 24-hour as the legend's (fmtInstant), to the precision the step needs;
+// under the first tick and under the first of each new day, the date as this browser's
+// locale writes it, as the page's other dates (7.12.2026, 12/7/2026, 2026/12/7), never one
+// fixed order. A second's
+// ticks carry their minute, and only a new day gets a second line (uPlot's own table puts
+// the time of day under each new minute, over the date on a chart of a minute or less).
 const DAY = 86400;
+const dateOf = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "numeric", day: "numeric" });
+const dayOf = new Intl.DateTimeFormat(undefined, { month: "numeric", day: "numeric" });
+const monthOf = new Intl.DateTimeFormat(undefined, { month: "short" });
+const two = (n) => String(n).padStart(2, "0");
+// Decimals of a sub-second step: 0.5 -> 1, 0.25 -> 2, 0.001 -> 3 (uPlot's steps are such).
+const decimals = (step) => Math.min(3, (String(+step.toFixed(3)).split(".")[1] || "").length);
+
+function tickLabel(d, step) {
+  if (step >= 365 * DAY) return String(d.getFullYear());
+  if (step >= 28 * DAY) return monthOf.format(d);
+  if (step >= DAY) return dayOf.format(d);
+  const hm = `${two(d.getHours())}:${two(d.getMinutes())}`;
+  if (step >= 60) return step >= 3600 ? `${two(d.getHours())}:00` : hm;
+  const hms = `${hm}:${two(d.getSeconds())}`;
+  if (step >= 1) return hms;
+  return `${hms}.${String(d.getMilliseconds()).padStart(3, "0").slice(0, decimals(step))}`;
+}
+
 export const TIME_AXIS = {
   space: 80,
-  values: [
-    [365 * DAY, "{YYYY}", null, null, null, null, null, null, 1],
-    [28 * DAY, "{MMM}", "\n{YYYY}", null, null, null, null, null, 1],
-    [DAY, "{M}/{D}", "\n{YYYY}", null, null, null, null, null, 1],
-    [3600, "{HH}:00", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
-    [60, "{HH}:{mm}", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
-    [1, "{HH}:{mm}:{ss}", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
-    [0.001, "{HH}:{mm}:{ss}.{fff}", "\n{MM}/{DD}/{YYYY}", null, "\n{MM}/{DD}", null, null, null, 1],
-  ],
+  values: (u, splits, axisIdx, space, step) => {
+    let last = null; // the year (steps of a day or more) or the date of the previous tick
+    return splits.map((s) => {
+      if (s === null || s === undefined) return null;
+      const d = new Date(Math.round(s * 1000));
+      const label = tickLabel(d, step);
+      const under = step >= DAY ? (step >= 365 * DAY ? null : String(d.getFullYear())) : dateOf.format(d);
+      const first = under !== last;
+      last = under;
+      return under !== null && first ? `${label}\n${under}` : label;
+    });
+  },
 };
 
 export const short = (id) => (id ? String(id).slice(0, 8) : "");
