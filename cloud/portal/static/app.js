@@ -14,6 +14,9 @@ import { viewCompare } from "./compare.js";
 const IDENTITY_KEY = "benchlink.identity";
 const JOURNAL_POLL_MS = 2000;
 const METRICS_POLL_MS = 4000;
+// A running session's completeness line follows its batches (the journal reports them), at
+// most this often: the counts move with every batch, the line needs to be current, not exact.
+const COMPLETENESS_REFRESH_MS = 3000;
 
 // --- identity ----------------------------------------------------------------------------
 
@@ -367,9 +370,14 @@ async function viewRun(view, runId) {
 
   const stopMetrics = showMetrics(metricsBox, run);
   onCleanup(stopMetrics);
+  let completenessDue = null;
+  onCleanup(() => clearTimeout(completenessDue));
   const stopJournal = showJournal(journal, runId, async (ev) => {
-    // Keep the session list, run status and alarms in step with what the journal reports
-    // (a finished session has no live stream to say an alarm cleared).
+    // Keep the session list, run status, completeness and alarms in step with what the
+    // journal reports (a finished session has no live stream to say an alarm cleared).
+    if (ev.kind === "telemetry.ingested" && completenessDue === null) {
+      completenessDue = setTimeout(() => { completenessDue = null; drawCompleteness(); }, COMPLETENESS_REFRESH_MS);
+    }
     if (ev.kind.startsWith("alarm.")) await alarms.load();
     if (ev.kind.startsWith("capture_session.") || ev.kind.startsWith("run.")) {
       const [fresh, r] = await Promise.all([apiAll(`/api/v1/runs/${runId}/capture-sessions`), api(`/api/v1/runs/${runId}`)]);
@@ -572,6 +580,16 @@ function describe(ev) {
   return Object.entries(p).filter(([, v]) => typeof v !== "object").slice(0, 3).map(([k, v]) => `${k}: ${v}`).join(" · ");
 }
 
+// "90 readings in 3 batches · TC-1 furnace"; of several sensors, each one's readings:
+// "150 readings in 12 batches · TC-1 furnace 90, TC-2 door 60".
+function foldLine(fold) {
+  const names = fold.sensors.size === 1
+    ? sensorLabel([...fold.sensors.keys()][0])
+    : [...fold.sensors].map(([id, n]) => `${sensorLabel(id)} ${n.toLocaleString()}`).join(", ");
+  return `${fold.count.toLocaleString()} readings` + (fold.late ? ` (${fold.late.toLocaleString()} late)` : "") +
+    ` in ${fold.batches} batches · ${names}`;
+}
+
 function showJournal(list, runId, onEvent) {
   let lastId = null;
   let timer = null;
@@ -579,27 +597,30 @@ function showJournal(list, runId, onEvent) {
   const item = (ev, fresh) => h("li", { class: fresh ? "fresh" : null, dataset: { kind: ev.kind, eventId: ev.id } },
     h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)),
     h("div", {}, h("div", { class: "kind" }, ev.kind), h("div", { class: "detail" }, describe(ev))));
-  // A sensor sending batch after batch would fill the journal with one line each: consecutive
-  // telemetry.ingested events of one sensor read as one line that keeps count.
+  // Sensors sending batch after batch would fill the journal with one line each, and a run's
+  // sensors take turns: consecutive telemetry.ingested events, of any of its sensors, read as
+  // one line that keeps count (per sensor when there are several), and the run's other events
+  // (sessions, metrics, alarms, notes) stay in sight between them.
   function add(ev, fresh) {
     const top = list.firstElementChild;
     const fold = top?._fold;
-    if (ev.kind === "telemetry.ingested" && fold && fold.sensor === ev.sensor_id) {
-      const p = ev.payload || {};
+    const p = ev.payload || {};
+    if (ev.kind === "telemetry.ingested" && fold) {
       fold.batches += 1; fold.count += p.count || 0; fold.late += p.late || 0;
+      fold.sensors.set(ev.sensor_id, (fold.sensors.get(ev.sensor_id) || 0) + (p.count || 0));
       top.dataset.eventId = ev.id;
       top.dataset.batches = String(fold.batches);
+      top.dataset.sensors = String(fold.sensors.size);
       top.querySelector("time").replaceWith(h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)));
-      top.querySelector(".detail").textContent = `${fold.count.toLocaleString()} readings` +
-        (fold.late ? ` (${fold.late.toLocaleString()} late)` : "") + ` in ${fold.batches} batches · ${sensorLabel(ev.sensor_id)}`;
+      top.querySelector(".detail").textContent = foldLine(fold);
       if (fresh) top.classList.add("fresh");
       return;
     }
     const li = item(ev, fresh);
     if (ev.kind === "telemetry.ingested") {
-      const p = ev.payload || {};
-      li._fold = { sensor: ev.sensor_id, batches: 1, count: p.count || 0, late: p.late || 0 };
+      li._fold = { sensors: new Map([[ev.sensor_id, p.count || 0]]), batches: 1, count: p.count || 0, late: p.late || 0 };
       li.dataset.batches = "1";
+      li.dataset.sensors = "1";
     }
     list.prepend(li);
   }

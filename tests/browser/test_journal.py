@@ -1,0 +1,47 @@
+"""The run page while several sensors send: their batches take turns in the event journal, and
+one line per batch (or per run of one sensor's) would push the run's other events out of sight;
+and the session's completeness line keeps up with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playwright.sync_api import Browser, expect
+
+from tests.browser.test_portal import Demo, open_as_viewer
+from tests.support.cloud import CloudServer
+
+
+def test_batches_of_sensors_taking_turns_read_as_one_line(
+    portal_server: CloudServer, browser: Browser, artifacts: Path
+) -> None:
+    demo = Demo(portal_server.url)
+    session = demo.session(1)
+    door = demo._sensor("TC-2 door")
+    demo.ingest(session, 0, 10, ago_s=60)
+    page, errors = open_as_viewer(browser, portal_server.url, demo, width=1280, height=900)
+    page.goto(f"{portal_server.url}/runs/{demo.run}")
+    ingested = page.locator("#journal li[data-kind='telemetry.ingested']")
+    expect(ingested).to_have_count(1)
+
+    # While the page is open: furnace, door, furnace, door; then a metric; then the door.
+    for k in range(2):
+        demo.ingest(session, 10 + 30 * k, 30, ago_s=50 - 10 * k)
+        demo.ingest(session, 20 * k, 20, ago_s=50 - 10 * k, sensor=door)
+    expect(ingested.first).to_have_attribute("data-batches", "5")
+    expect(ingested).to_have_count(1)
+    expect(ingested.first).to_have_attribute("data-sensors", "2")
+    expect(ingested.first.locator(".detail")).to_have_text(
+        "110 readings in 5 batches · TC-1 furnace 70, TC-2 door 40"
+    )
+    demo.metrics(0, 10)
+    expect(page.locator("#journal li[data-kind='metrics.logged']")).to_have_count(1)
+    demo.ingest(session, 40, 25, ago_s=20, sensor=door)
+    expect(ingested).to_have_count(2)  # the metric stays between them
+    expect(ingested.first).to_contain_text("25 readings · TC-2 door")
+    kinds = page.locator("#journal li").evaluate_all("els => els.map(e => e.dataset.kind)")
+    # The session's completeness line follows the batches too, not only the page's load.
+    expect(page.locator("#completeness li")).to_contain_text("135 arrived", timeout=15_000)
+    assert kinds[:3] == ["telemetry.ingested", "metrics.logged", "telemetry.ingested"], kinds
+    page.screenshot(path=str(artifacts / "portal-journal.png"))
+    assert errors == []
