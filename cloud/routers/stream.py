@@ -254,7 +254,7 @@ async def stream_sse(request: Request) -> Response:
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     sub = await hub.subscribe(flt, last or None)
     batch = _wants_batches(request)
-    return EventStream(_hub(request), sub, _hello(sub, last or None, batch), batch=batch)
+    return EventStream(hub, sub, _hello(sub, last or None, batch), batch=batch)
 
 
 def sse(data: str, *, event: str | None = None, ident: str | None = None) -> str:
