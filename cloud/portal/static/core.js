@@ -34,9 +34,9 @@ export const fmtInstant = (s) => new Date(s * 1000).toLocaleString(undefined, {
 // the time of day, 24-hour as the legend's (fmtInstant), to the precision the step needs;
 // under the first tick and under the first of each new day, the date as this browser's
 // locale writes it, as the page's other dates (7.12.2026, 12/7/2026, 2026/12/7), never one
-// fixed order. A second's
-// ticks carry their minute, and only a new day gets a second line (uPlot's own table puts
-// the time of day under each new minute, over the date on a chart of a minute or less).
+// fixed order. A second's ticks carry their minute, and only a new day gets a second line
+// (uPlot's own table puts the time of day under each new minute, over the date on a chart
+// of a minute or less).
 const DAY = 86400;
 const dateOf = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "numeric", day: "numeric" });
 const dayOf = new Intl.DateTimeFormat(undefined, { month: "numeric", day: "numeric" });
