@@ -23,7 +23,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class Change:
 
 
 Metas = Sequence[dict[str, Any] | None]
+#: The readings before a batch within a rate's window, ascending: timestamps and values, as
+#: lists (the edge keeps them) or arrays (the cloud reads them from its store).
+History: TypeAlias = (
+    "tuple[list[int], list[float]] | tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]"
+)
 
 #: Batches of at least this many readings that their bounds do not settle are decided on
 #: arrays (:mod:`common.alarm_fast`, the same answers); shorter ones are walked, where
@@ -68,7 +77,7 @@ def evaluate(
     stamps_us: list[int],
     values: list[float],
     metas: Metas,
-    history: tuple[list[int], list[float]] | None = None,
+    history: History | None = None,
     bounds: tuple[float, float] | None = None,
 ) -> list[Change]:
     """Run the readings (ascending, all newer than ``state.last_ts_us``) through the rule;
@@ -89,10 +98,19 @@ def evaluate(
         return evaluate_arrays(spec, state, stamps_us, values, metas, history)
     if spec.kind == "rate":
         assert spec.window_s is not None
-        hs, hv = history or ([], [])
+        hs, hv = _listed(history)
         at = rates(hs + stamps_us, hv + values, spec.window_s, len(hs))
         return step(spec, state, stamps_us, *conditions(spec, at, metas))
     return step(spec, state, stamps_us, *conditions(spec, values, metas))
+
+
+def _listed(history: History | None) -> tuple[list[int], list[float]]:
+    if history is None:
+        return [], []
+    hs, hv = history
+    if isinstance(hs, list) and isinstance(hv, list):
+        return hs, hv
+    return [int(t) for t in hs], [float(v) for v in hv]
 
 
 def quiet(spec: Spec, state: State, bounds: tuple[float, float], metas: Metas) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from common.alarm_eval import Change, Metas, Spec, State, conditions, step
+from common.alarm_eval import Change, History, Metas, Spec, State, conditions, step
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -146,17 +146,21 @@ def evaluate_arrays(
     stamps_us: Sequence[int],
     values: Sequence[float],
     metas: Metas,
-    history: tuple[list[int], list[float]] | None = None,
+    history: History | None = None,
 ) -> list[Change]:
     """:func:`common.alarm_eval.evaluate`'s decisions for a batch it did not settle from its
     bounds, on arrays (same arguments)."""
     ts = np.array(stamps_us, dtype=np.int64)
     if spec.kind == "rate":
         assert spec.window_s is not None
-        hs, hv = history or ([], [])
-        all_ts = np.array(hs + list(stamps_us), dtype=np.int64) if hs else ts
-        all_vs = np.array(hv + list(values), dtype=np.float64)
-        xs = rates(all_ts, all_vs, spec.window_s, len(hs))
+        vs = np.asarray(values, dtype=np.float64)
+        if history is not None and len(history[0]):
+            all_ts = np.concatenate((np.asarray(history[0], dtype=np.int64), ts))
+            all_vs = np.concatenate((np.asarray(history[1], dtype=np.float64), vs))
+        else:
+            all_ts, all_vs = ts, vs
+        before = len(all_ts) - len(ts)
+        xs = rates(all_ts, all_vs, spec.window_s, before)
     else:
         xs = np.array(values, dtype=np.float64)
     cond, clear = decisions(spec, xs, metas)

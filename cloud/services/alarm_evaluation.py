@@ -67,7 +67,7 @@ from cloud.db import models
 from cloud.services.alarm_lifecycle import clear, raise_alarm
 from cloud.services.alarm_rules import rule_dict, spec_of
 from cloud.store.telemetry import telemetry_store
-from cloud.store.telemetry.base import StoredBatch, at
+from cloud.store.telemetry.base import StoredBatch, Window, at
 from common.alarm_eval import State, evaluate
 
 AR, AL = models.AlarmRule, models.Alarm
@@ -287,7 +287,7 @@ def _clear_open(
 
 def _history(
     db: Session, sensor_id: uuid.UUID, first_us: int, window_s: float, last_us: int | None
-) -> tuple[list[int], list[float]] | None:
+) -> Window | None:
     """Stored readings of the sensor in the window before ``first_us`` (for a rate), up to
     the newest one evaluated (later ones arrived out of order and are not evaluated)."""
     if last_us is None:

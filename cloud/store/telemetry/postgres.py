@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 from sqlalchemy import (
@@ -45,10 +45,16 @@ from cloud.store.telemetry.base import (
     T,
     TelemetryStore,
     Values,
+    Window,
     at,
+    empty_window,
+    in_time_order,
 )
 from cloud.utctime import isoformat_many
 from common.reading import ENCODER
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: PostgreSQL types of :data:`COLUMNS`, for binary COPY.
 COPY_TYPES = [
@@ -126,13 +132,23 @@ _BATCH_ROWS = (
     " AND batch_id = %s ORDER BY id"
 )
 
-#: A sensor's readings in a time range, in order (``values_between``), as two arrays: one
-#: row, whose int8[] and float8[] psycopg loads in C.
+#: A sensor's readings in a time range (``values_between``), in index order, as two arrays
+#: in PostgreSQL's binary array format (``array_send``) that numpy reads whole: no number is
+#: formatted, converted to numeric or made a Python object on the way (an alarm's rate reads
+#: a window of them per batch; ``extract(epoch ...)``, exact but numeric, would cost more
+#: than the read itself: bench/README.md).
 _VALUES_BETWEEN = (
-    "SELECT array_agg((extract(epoch FROM ts) * 1000000)::int8 ORDER BY ts),"
-    " array_agg(value ORDER BY ts) FROM telemetry_readings"
-    " WHERE sensor_id = %s AND ts BETWEEN %s AND %s"
+    "SELECT array_send(array_agg(ts)), array_send(array_agg(value)) FROM ("
+    "SELECT ts, value FROM telemetry_readings"
+    " WHERE sensor_id = %s AND ts BETWEEN %s AND %s ORDER BY ts) AS window_readings"
 )
+
+#: ``array_send``'s header: dimensions, has-NULLs flag, element type, then per dimension
+#: its length and lower bound.
+_ARRAY_HEADER = struct.Struct(">iiiii")
+_TIMESTAMPTZ_OID, _FLOAT8_OID = 1184, 701
+#: 2000-01-01, where PostgreSQL's binary timestamps count from, in Unix microseconds.
+_PG_EPOCH_US = 946_684_800_000_000
 
 
 def copy_data(rows: StoredBatch) -> bytes:
@@ -172,6 +188,19 @@ def copy_data(rows: StoredBatch) -> bytes:
     return b"".join(parts)
 
 
+def _sent_array(data: bytes, oid: int, element: str) -> npt.NDArray[Any]:
+    """The elements of a one-dimensional array without NULLs of an 8-byte type, from its
+    ``array_send`` bytes: after the header, each element is its length (4 bytes) and its
+    value (8, big-endian)."""
+    ndim, has_nulls, elem_oid, n, _ = _ARRAY_HEADER.unpack_from(data)
+    if ndim != 1 or has_nulls or elem_oid != oid or len(data) != _ARRAY_HEADER.size + 12 * n:
+        raise ValueError(f"not a one-dimensional array of type {oid} without NULLs")
+    import numpy as np
+
+    cells = np.dtype([("length", ">i4"), ("value", element)])
+    return np.frombuffer(data, cells, offset=_ARRAY_HEADER.size)["value"]
+
+
 class PostgresStore(TelemetryStore):
     @property
     def _pg(self) -> Any:
@@ -202,17 +231,17 @@ class PostgresStore(TelemetryStore):
         written = self.conn.execute(_INSERT_FREE, rows.rows()).scalars()
         return {utctime.micros(ts) for ts in written}
 
-    def values_between(
-        self, sensor_id: uuid.UUID, first_us: int, last_us: int
-    ) -> tuple[list[int], list[float]]:
-        # The timestamps as the int8 they are in the table, on the driver's cursor: the
-        # C loaders, no datetime per row (an alarm's rate reads a window of them per batch).
-        with self._pg.cursor() as cur:
+    def values_between(self, sensor_id: uuid.UUID, first_us: int, last_us: int) -> Window:
+        import numpy as np  # at the first rate rule's batch, not when the app is built (RSS)
+
+        with self._pg.cursor(binary=True) as cur:
             cur.execute(_VALUES_BETWEEN, (sensor_id, at(first_us), at(last_us)))
             row = cur.fetchone()
         if row is None or row[0] is None:  # no reading in the range
-            return [], []
-        return row[0], row[1]
+            return empty_window()
+        stamps = _sent_array(row[0], _TIMESTAMPTZ_OID, ">i8").astype(np.int64) + _PG_EPOCH_US
+        values = _sent_array(row[1], _FLOAT8_OID, ">f8").astype(np.float64)
+        return in_time_order(stamps, values)
 
     def add_rollups(self, key: RollupKey, cells: Sequence[Cell]) -> None:
         if not cells:
