@@ -157,6 +157,13 @@ def test_above_raises_after_the_hold_clears_past_hysteresis_and_is_acknowledged(
     events = api.get(f"/api/v1/runs/{ids['run_id']}/events", headers=owner.headers()).json()
     kinds = [e["kind"] for e in events["items"] if e["kind"].startswith("alarm.")]
     assert sorted(kinds) == ["alarm.acknowledged", "alarm.cleared", "alarm.raised"]
+    # The rule's updated_at is when someone changed it: its readings, holds and alarms
+    # leave it as it was; a PATCH moves it.
+    rule_url = f"/api/v1/sensors/{ids['sensor_id']}/alarm-rules/{rule['id']}"
+    assert api.get(rule_url, headers=owner.headers()).json()["updated_at"] == rule["updated_at"]
+    patched = api.patch(rule_url, {"threshold": 860}, headers=owner.headers("editor"))
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["updated_at"] > rule["updated_at"]
 
 
 def _transitions(api: Api) -> dict[tuple[str, str], float]:
@@ -323,7 +330,8 @@ def _stale_by_the_clock(api: Api) -> None:
     arrive now are not silence now."""
     owner = api.project()
     ids = _stack(api, owner)
-    assert _rule(api, owner, ids["sensor_id"], kind="stale", after_s=30).status_code == 201
+    rule = _rule(api, owner, ids["sensor_id"], kind="stale", after_s=30)
+    assert rule.status_code == 201, rule.text
     services = api.services
     now = datetime.now(UTC)
     assert (
@@ -339,6 +347,8 @@ def _stale_by_the_clock(api: Api) -> None:
     [msg] = alarm_clock.tick(services, after + timedelta(seconds=30) + ms)
     assert msg["type"] == "alarm.raised" and msg["kind"] == "stale"
     assert alarm_clock.tick(services, after + timedelta(minutes=9)) == []  # raised once
+    rules = api.get(f"/api/v1/sensors/{ids['sensor_id']}/alarm-rules", headers=owner.headers())
+    assert [r["updated_at"] for r in rules.json()["items"]] == [rule.json()["updated_at"]]
     [alarm] = _alarms(api, owner, ids["run_id"])
     raised = datetime.fromisoformat(alarm["raised_at"])
     assert before + timedelta(seconds=29) < raised <= after + timedelta(seconds=30)

@@ -36,7 +36,9 @@ class AlarmRule(Base):
     hysteresis: Mapped[float] = mapped_column(Float, default=0.0)
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: When the rule was last changed (set by a PATCH): not on every write of the row, which
+    #: the evaluator's state below changes with nearly every batch of the sensor's readings.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Evaluator state. The newest reading evaluated (us since the epoch) and its session;
     #: since when the condition has held without a break (None: it does not hold); the
