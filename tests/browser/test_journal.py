@@ -34,14 +34,27 @@ def test_batches_of_sensors_taking_turns_read_as_one_line(
     expect(ingested.first.locator(".detail")).to_have_text(
         "110 readings in 5 batches · TC-1 furnace 70, TC-2 door 40"
     )
+    # A script logging a metric at every step: one line too, that keeps count.
+    metrics = page.locator("#journal li[data-kind='metrics.logged']")
     demo.metrics(0, 10)
-    expect(page.locator("#journal li[data-kind='metrics.logged']")).to_have_count(1)
+    expect(metrics.first.locator(".detail")).to_have_text("loss · 10 points · steps 0–9")
+    demo.metrics(10, 11)
+    expect(metrics.first).to_have_attribute("data-batches", "2")
+    expect(metrics.first.locator(".detail")).to_have_text(
+        "loss · 11 points · steps 0–10 · 2 requests"
+    )
+    expect(metrics).to_have_count(1)
     demo.ingest(session, 40, 25, ago_s=20, sensor=door)
-    expect(ingested).to_have_count(2)  # the metric stays between them
+    expect(ingested).to_have_count(2)  # the metrics stay between them
     expect(ingested.first).to_contain_text("25 readings · TC-2 door")
+    demo.metrics(11, 12)
+    expect(metrics).to_have_count(2)
+    expect(metrics.first.locator(".detail")).to_have_text("loss · 1 point · step 11")
     kinds = page.locator("#journal li").evaluate_all("els => els.map(e => e.dataset.kind)")
     # The session's completeness line follows the batches too, not only the page's load.
     expect(page.locator("#completeness li")).to_contain_text("135 arrived", timeout=15_000)
-    assert kinds[:3] == ["telemetry.ingested", "metrics.logged", "telemetry.ingested"], kinds
+    assert kinds[:4] == [
+        "metrics.logged", "telemetry.ingested", "metrics.logged", "telemetry.ingested"
+    ], kinds
     page.screenshot(path=str(artifacts / "portal-journal.png"))
     assert errors == []

@@ -555,7 +555,7 @@ const sensorLabel = (id) => sensorNames.get(id) || `sensor ${short(id)}`;
 
 const KIND_LABELS = {
   "telemetry.ingested": (p, ev) => `${p.count} reading${p.count === 1 ? "" : "s"}${p.late ? ` (${p.late} late)` : ""} · ${sensorLabel(ev.sensor_id)}`,
-  "metrics.logged": (p) => `${(p.names || []).join(", ")} · ${p.count} points` + (p.steps ? ` · steps ${p.steps[0]}–${p.steps[1]}` : ""),
+  "metrics.logged": (p) => metricsLine(p.names || [], p.count, p.steps),
   "run.status_changed": (p) => `${p.previous} → ${p.status}`,
   "capture_session.started": (p) => `session #${p.ordinal_number} ${p.status}`,
   "capture_session.created": (p) => `session #${p.ordinal_number} ${p.status}`,
@@ -580,15 +580,49 @@ function describe(ev) {
   return Object.entries(p).filter(([, v]) => typeof v !== "object").slice(0, 3).map(([k, v]) => `${k}: ${v}`).join(" · ");
 }
 
-// "90 readings in 3 batches · TC-1 furnace"; of several sensors, each one's readings:
-// "150 readings in 12 batches · TC-1 furnace 90, TC-2 door 60".
-function foldLine(fold) {
-  const names = fold.sensors.size === 1
-    ? sensorLabel([...fold.sensors.keys()][0])
-    : [...fold.sensors].map(([id, n]) => `${sensorLabel(id)} ${n.toLocaleString()}`).join(", ");
-  return `${fold.count.toLocaleString()} readings` + (fold.late ? ` (${fold.late.toLocaleString()} late)` : "") +
-    ` in ${fold.batches} batches · ${names}`;
+const plural = (n, one) => `${n.toLocaleString()} ${one}${n === 1 ? "" : "s"}`;
+
+// "loss, acc · 24 points · steps 1–12"; "loss · 1 point · step 7".
+function metricsLine(names, count, steps) {
+  const span = !steps ? "" : steps[0] === steps[1] ? ` · step ${steps[0]}` : ` · steps ${steps[0]}–${steps[1]}`;
+  return `${names.join(", ")} · ${plural(count || 0, "point")}${span}`;
 }
+
+// Runs of one kind of event the journal reads as one line that keeps count: sensors sending
+// batch after batch (a run's sensors take turns), a script logging metrics every step. Each
+// would otherwise fill the journal with a line per request and push the run's other events
+// (sessions, alarms, notes) out of sight.
+const FOLDS = {
+  // "90 readings in 3 batches · TC-1 furnace"; of several sensors, each one's readings, by
+  // name: "150 readings in 12 batches · TC-1 furnace 90, TC-2 door 60".
+  "telemetry.ingested": {
+    start: () => ({ sensors: new Map(), batches: 0, count: 0, late: 0 }),
+    add(fold, p, ev) {
+      fold.batches += 1; fold.count += p.count || 0; fold.late += p.late || 0;
+      fold.sensors.set(ev.sensor_id, (fold.sensors.get(ev.sensor_id) || 0) + (p.count || 0));
+    },
+    line(fold) {
+      const names = fold.sensors.size === 1
+        ? sensorLabel([...fold.sensors.keys()][0])
+        : [...fold.sensors].map(([id, n]) => [sensorLabel(id), n])
+          .sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => `${name} ${n.toLocaleString()}`).join(", ");
+      return `${plural(fold.count, "reading")}` + (fold.late ? ` (${fold.late.toLocaleString()} late)` : "") +
+        ` in ${fold.batches} batches · ${names}`;
+    },
+    data: (fold) => ({ batches: String(fold.batches), sensors: String(fold.sensors.size) }),
+  },
+  // "loss, acc · 48 points · steps 1–24 · 24 requests".
+  "metrics.logged": {
+    start: () => ({ names: new Set(), batches: 0, count: 0, steps: null }),
+    add(fold, p) {
+      fold.batches += 1; fold.count += p.count || 0;
+      for (const name of p.names || []) fold.names.add(name);
+      if (p.steps) fold.steps = fold.steps ? [Math.min(fold.steps[0], p.steps[0]), Math.max(fold.steps[1], p.steps[1])] : [...p.steps];
+    },
+    line: (fold) => `${metricsLine([...fold.names].sort(), fold.count, fold.steps)} · ${fold.batches} requests`,
+    data: (fold) => ({ batches: String(fold.batches) }),
+  },
+};
 
 function showJournal(list, runId, onEvent) {
   let lastId = null;
@@ -597,30 +631,23 @@ function showJournal(list, runId, onEvent) {
   const item = (ev, fresh) => h("li", { class: fresh ? "fresh" : null, dataset: { kind: ev.kind, eventId: ev.id } },
     h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)),
     h("div", {}, h("div", { class: "kind" }, ev.kind), h("div", { class: "detail" }, describe(ev))));
-  // Sensors sending batch after batch would fill the journal with one line each, and a run's
-  // sensors take turns: consecutive telemetry.ingested events, of any of its sensors, read as
-  // one line that keeps count (per sensor when there are several), and the run's other events
-  // (sessions, metrics, alarms, notes) stay in sight between them.
   function add(ev, fresh) {
     const top = list.firstElementChild;
-    const fold = top?._fold;
     const p = ev.payload || {};
-    if (ev.kind === "telemetry.ingested" && fold) {
-      fold.batches += 1; fold.count += p.count || 0; fold.late += p.late || 0;
-      fold.sensors.set(ev.sensor_id, (fold.sensors.get(ev.sensor_id) || 0) + (p.count || 0));
-      top.dataset.eventId = ev.id;
-      top.dataset.batches = String(fold.batches);
-      top.dataset.sensors = String(fold.sensors.size);
+    const spec = FOLDS[ev.kind];
+    if (spec && top?._fold && top.dataset.kind === ev.kind) {  // one more of the top line's run
+      spec.add(top._fold, p, ev);
+      Object.assign(top.dataset, spec.data(top._fold), { eventId: ev.id });
       top.querySelector("time").replaceWith(h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)));
-      top.querySelector(".detail").textContent = foldLine(fold);
+      top.querySelector(".detail").textContent = spec.line(top._fold);
       if (fresh) top.classList.add("fresh");
       return;
     }
     const li = item(ev, fresh);
-    if (ev.kind === "telemetry.ingested") {
-      li._fold = { sensors: new Map([[ev.sensor_id, p.count || 0]]), batches: 1, count: p.count || 0, late: p.late || 0 };
-      li.dataset.batches = "1";
-      li.dataset.sensors = "1";
+    if (spec) {
+      li._fold = spec.start();
+      spec.add(li._fold, p, ev);
+      Object.assign(li.dataset, spec.data(li._fold));
     }
     list.prepend(li);
   }
