@@ -54,7 +54,10 @@ def test_batches_of_sensors_taking_turns_read_as_one_line(
     # The session's completeness line follows the batches too, not only the page's load.
     expect(page.locator("#completeness li")).to_contain_text("135 arrived", timeout=15_000)
     assert kinds[:4] == [
-        "metrics.logged", "telemetry.ingested", "metrics.logged", "telemetry.ingested"
+        "metrics.logged",
+        "telemetry.ingested",
+        "metrics.logged",
+        "telemetry.ingested",
     ], kinds
     page.screenshot(path=str(artifacts / "portal-journal.png"))
     assert errors == []
