@@ -34,7 +34,8 @@ def test_batches_of_sensors_taking_turns_read_as_one_line(
     expect(ingested.first.locator(".detail")).to_have_text(
         "110 readings in 5 batches · TC-1 furnace 70, TC-2 door 40"
     )
-    # A script logging a metric at every step: one line too, that keeps count.
+    # A script logging a metric at every step: one line too, that keeps count; the two
+    # routine lines take turns at the top while nothing else happens.
     metrics = page.locator("#journal li[data-kind='metrics.logged']")
     demo.metrics(0, 10)
     expect(metrics.first.locator(".detail")).to_have_text("loss · 10 points · steps 0–9")
@@ -43,21 +44,31 @@ def test_batches_of_sensors_taking_turns_read_as_one_line(
     expect(metrics.first.locator(".detail")).to_have_text(
         "loss · 11 points · steps 0–10 · 2 requests"
     )
-    expect(metrics).to_have_count(1)
     demo.ingest(session, 40, 25, ago_s=20, sensor=door)
-    expect(ingested).to_have_count(2)  # the metrics stay between them
-    expect(ingested.first).to_contain_text("25 readings · TC-2 door")
+    expect(ingested.first.locator(".detail")).to_have_text(
+        "135 readings in 6 batches · TC-1 furnace 70, TC-2 door 65"
+    )
+    journal = page.locator("#journal li")
+    kinds = "els => els.map(e => e.dataset.kind)"
+    expect(journal.first).to_have_attribute("data-kind", "telemetry.ingested")
+    assert journal.evaluate_all(kinds)[:2] == ["telemetry.ingested", "metrics.logged"]
+    # Another event ends the routine run: what comes after it starts new lines.
+    demo._post(
+        f"/api/v1/runs/{demo.run}/annotations",
+        {"start": "2026-01-01T00:00:00Z", "text": "door opened"},
+    )
+    expect(journal.first).to_have_attribute("data-kind", "annotation.created")
     demo.metrics(11, 12)
     expect(metrics).to_have_count(2)
     expect(metrics.first.locator(".detail")).to_have_text("loss · 1 point · step 11")
-    kinds = page.locator("#journal li").evaluate_all("els => els.map(e => e.dataset.kind)")
+    expect(ingested).to_have_count(1)
+    assert journal.evaluate_all(kinds)[:4] == [
+        "metrics.logged",
+        "annotation.created",
+        "telemetry.ingested",
+        "metrics.logged",
+    ]
     # The session's completeness line follows the batches too, not only the page's load.
     expect(page.locator("#completeness li")).to_contain_text("135 arrived", timeout=15_000)
-    assert kinds[:4] == [
-        "metrics.logged",
-        "telemetry.ingested",
-        "metrics.logged",
-        "telemetry.ingested",
-    ], kinds
     page.screenshot(path=str(artifacts / "portal-journal.png"))
     assert errors == []

@@ -588,10 +588,11 @@ function metricsLine(names, count, steps) {
   return `${names.join(", ")} · ${plural(count || 0, "point")}${span}`;
 }
 
-// Runs of one kind of event the journal reads as one line that keeps count: sensors sending
+// Routine events the journal reads as one line per kind that keeps count: sensors sending
 // batch after batch (a run's sensors take turns), a script logging metrics every step. Each
 // would otherwise fill the journal with a line per request and push the run's other events
-// (sessions, alarms, notes) out of sight.
+// (sessions, alarms, notes) out of sight. Until such another event comes, the routine lines
+// at the top are updated and the newest moves up; after it, new routine lines begin.
 const FOLDS = {
   // "90 readings in 3 batches · TC-1 furnace"; of several sensors, each one's readings, by
   // name: "150 readings in 12 batches · TC-1 furnace 90, TC-2 door 60".
@@ -635,12 +636,15 @@ function showJournal(list, runId, onEvent) {
     const top = list.firstElementChild;
     const p = ev.payload || {};
     const spec = FOLDS[ev.kind];
-    if (spec && top?._fold && top.dataset.kind === ev.kind) {  // one more of the top line's run
-      spec.add(top._fold, p, ev);
-      Object.assign(top.dataset, spec.data(top._fold), { eventId: ev.id });
-      top.querySelector("time").replaceWith(h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)));
-      top.querySelector(".detail").textContent = spec.line(top._fold);
-      if (fresh) top.classList.add("fresh");
+    let line = top;  // this kind's line among the routine lines at the top
+    while (line?._fold && line.dataset.kind !== ev.kind) line = line.nextElementSibling;
+    if (spec && line?._fold) {
+      spec.add(line._fold, p, ev);
+      Object.assign(line.dataset, spec.data(line._fold), { eventId: ev.id });
+      line.querySelector("time").replaceWith(h("time", { datetime: ev.created_at, title: fmtTime(ev.created_at) }, fmtClock(ev.created_at)));
+      line.querySelector(".detail").textContent = spec.line(line._fold);
+      if (fresh) line.classList.add("fresh");
+      if (line !== top) list.prepend(line);
       return;
     }
     const li = item(ev, fresh);
