@@ -14,6 +14,9 @@ router = APIRouter(prefix="/api/v1", tags=["events"])
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
 AfterId = Annotated[int | None, Query(ge=0, le=2**63 - 1)]
+#: Kinds left out (repeatable): a page of what is not routine, e.g. a run's journal without
+#: its ``telemetry.ingested`` and ``metrics.logged``.
+ExcludeKind = Annotated[list[str] | None, Query(max_length=20)]
 
 
 def _page(rows: list[models.Event], nxt: str | None) -> Page[EventOut]:
@@ -28,6 +31,7 @@ def project_events(
     run_id: uuid.UUID | None = None,
     capture_session_id: uuid.UUID | None = None,
     kind: str | None = None,
+    exclude_kind: ExcludeKind = None,
     after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
@@ -40,6 +44,7 @@ def project_events(
         run_id=run_id,
         capture_session_id=capture_session_id,
         kind=kind,
+        exclude_kinds=exclude_kind,
         after_id=after_id,
         limit=limit,
         cursor=cursor,
@@ -53,6 +58,7 @@ def run_events(
     db: DbSession,
     caller: Viewer,
     kind: str | None = None,
+    exclude_kind: ExcludeKind = None,
     after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
@@ -63,6 +69,7 @@ def run_events(
             caller.project_id,
             run_id=run_id,
             kind=kind,
+            exclude_kinds=exclude_kind,
             after_id=after_id,
             limit=limit,
             cursor=cursor,
@@ -76,6 +83,7 @@ def experiment_events(
     db: DbSession,
     caller: Viewer,
     kind: str | None = None,
+    exclude_kind: ExcludeKind = None,
     after_id: AfterId = None,
     limit: Limit = 100,
     cursor: str | None = None,
@@ -86,6 +94,7 @@ def experiment_events(
             caller.project_id,
             experiment_id=experiment_id,
             kind=kind,
+            exclude_kinds=exclude_kind,
             after_id=after_id,
             limit=limit,
             cursor=cursor,

@@ -79,6 +79,7 @@ def list_events(
     run_id: uuid.UUID | None = None,
     capture_session_id: uuid.UUID | None = None,
     kind: str | None = None,
+    exclude_kinds: list[str] | None = None,
     after_id: int | None = None,
     limit: int = 100,
     cursor: str | None = None,
@@ -100,6 +101,8 @@ def list_events(
         q = q.where(models.Event.capture_session_id == capture_session_id)
     if kind is not None:
         q = q.where(models.Event.kind == kind)
+    if exclude_kinds:
+        q = q.where(models.Event.kind.not_in(exclude_kinds))
     if after_id is not None:
         q = q.where(models.Event.id > after_id)
     key = decode(cursor, int64)

@@ -72,3 +72,34 @@ def test_batches_of_sensors_taking_turns_read_as_one_line(
     expect(page.locator("#completeness li")).to_contain_text("135 arrived", timeout=15_000)
     page.screenshot(path=str(artifacts / "portal-journal.png"))
     assert errors == []
+
+
+def test_a_long_runs_sessions_and_notes_are_in_the_journal_among_its_batches(
+    portal_server: CloudServer, browser: Browser
+) -> None:
+    """The page loads the newest hundred events: in a run that has sent more batches than
+    that since its session started, the session's start and a note are still shown."""
+    demo = Demo(portal_server.url)
+    session = demo.session(1)
+    demo._post(
+        f"/api/v1/runs/{demo.run}/annotations",
+        {"start": "2026-01-01T00:00:00Z", "text": "probe fitted"},
+    )
+    for k in range(120):
+        demo.ingest(session, k, 1, ago_s=200 - k)
+    demo.metrics(0, 3)
+    page, errors = open_as_viewer(browser, portal_server.url, demo, width=1280, height=900)
+    page.goto(f"{portal_server.url}/runs/{demo.run}")
+    journal = page.locator("#journal li")
+    expect(page.locator("#journal li[data-kind='annotation.created']")).to_contain_text(
+        "probe fitted"
+    )
+    expect(page.locator("#journal li[data-kind='capture_session.started']")).to_have_count(1)
+    expect(page.locator("#journal li[data-kind='run.created']")).to_have_count(1)
+    # The routine events after the note read as one line each, the newest hundred counted.
+    ingested = page.locator("#journal li[data-kind='telemetry.ingested']")
+    expect(ingested).to_have_count(1)
+    expect(ingested.first).to_have_attribute("data-batches", "99")
+    kinds = journal.evaluate_all("els => els.map(e => e.dataset.kind)")
+    assert kinds[:3] == ["metrics.logged", "telemetry.ingested", "annotation.created"], kinds
+    assert errors == []

@@ -656,9 +656,16 @@ function showJournal(list, runId, onEvent) {
     list.prepend(li);
   }
   async function first() {
-    const page = await api(`/api/v1/runs/${runId}/events`, { params: { limit: 100 } });
+    // The newest events, and the newest of the others: a long run's last hundred events
+    // are all readings and metrics, and its sessions, alarms and notes would be out of reach.
+    const url = `/api/v1/runs/${runId}/events`;
+    const [page, notable] = await Promise.all([
+      api(url, { params: { limit: 100 } }),
+      api(url, { params: { limit: 100, exclude_kind: Object.keys(FOLDS) } }),
+    ]);
+    const byId = new Map([...notable.items, ...page.items].map((ev) => [ev.id, ev]));
     list.replaceChildren();
-    for (const ev of [...page.items].reverse()) add(ev, false);  // newest first: oldest added first
+    for (const ev of [...byId.values()].sort((a, b) => a.id - b.id)) add(ev, false);  // oldest first
     lastId = page.items.length ? page.items[0].id : 0;
   }
   async function poll() {
