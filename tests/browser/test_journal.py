@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from tests.browser.test_portal import Demo, open_as_viewer
 from tests.support.cloud import CloudServer
@@ -89,11 +89,35 @@ def test_a_long_runs_sessions_and_notes_are_in_the_journal_among_its_batches(
         demo.ingest(session, k, 1, ago_s=200 - k)
     demo.metrics(0, 3)
     page, errors = open_as_viewer(browser, portal_server.url, demo, width=1280, height=900)
+    written: list[str] = []
+    held: list[Route] = []
+
+    def events(route: Route) -> None:
+        """The page's first two reads: the newest events answered, then another note
+        written, then the others read (they see it: so does the poll after them)."""
+        url = route.request.url
+        if "after_id" in url:
+            route.continue_()
+        elif "exclude_kind" in url:
+            held.append(route) if not written else route.continue_()
+        else:
+            response = route.fetch()
+            note = {"start": "2026-01-02T00:00:00Z", "text": "written meanwhile"}
+            written.append(demo._post(f"/api/v1/runs/{demo.run}/annotations", note)["id"])
+            route.fulfill(response=response)
+            for other in held:
+                other.continue_()
+
+    page.route("**/api/v1/runs/*/events?*", events)
     page.goto(f"{portal_server.url}/runs/{demo.run}")
     journal = page.locator("#journal li")
-    expect(page.locator("#journal li[data-kind='annotation.created']")).to_contain_text(
+    expect(page.locator("#journal li[data-kind='annotation.created']").last).to_contain_text(
         "probe fitted"
     )
+    meanwhile = page.locator("#journal li[data-kind='annotation.created']", has_text="meanwhile")
+    expect(meanwhile).to_have_count(1)
+    page.wait_for_timeout(2500)  # a poll or two later: still once
+    expect(meanwhile).to_have_count(1)
     expect(page.locator("#journal li[data-kind='capture_session.started']")).to_have_count(1)
     expect(page.locator("#journal li[data-kind='run.created']")).to_have_count(1)
     # The routine events after the note read as one line each, the newest hundred counted.
@@ -101,5 +125,10 @@ def test_a_long_runs_sessions_and_notes_are_in_the_journal_among_its_batches(
     expect(ingested).to_have_count(1)
     expect(ingested.first).to_have_attribute("data-batches", "99")
     kinds = journal.evaluate_all("els => els.map(e => e.dataset.kind)")
-    assert kinds[:3] == ["metrics.logged", "telemetry.ingested", "annotation.created"], kinds
+    assert kinds[:4] == [
+        "annotation.created",
+        "metrics.logged",
+        "telemetry.ingested",
+        "annotation.created",
+    ], kinds
     assert errors == []

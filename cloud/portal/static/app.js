@@ -663,10 +663,13 @@ function showJournal(list, runId, onEvent) {
       api(url, { params: { limit: 100 } }),
       api(url, { params: { limit: 100, exclude_kind: Object.keys(FOLDS) } }),
     ]);
-    const byId = new Map([...notable.items, ...page.items].map((ev) => [ev.id, ev]));
+    // Polling goes on from the first page's newest: one the second request saw beyond it
+    // (written between the two) comes with the poll, not twice.
+    lastId = page.items.length ? page.items[0].id : 0;
+    const older = notable.items.filter((ev) => ev.id <= lastId);
+    const byId = new Map([...older, ...page.items].map((ev) => [ev.id, ev]));
     list.replaceChildren();
     for (const ev of [...byId.values()].sort((a, b) => a.id - b.id)) add(ev, false);  // oldest first
-    lastId = page.items.length ? page.items[0].id : 0;
   }
   async function poll() {
     const page = await api(`/api/v1/runs/${runId}/events`, { params: { after_id: lastId, limit: 200 } });
