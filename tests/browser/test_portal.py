@@ -205,13 +205,15 @@ def test_an_operator_follows_a_run_live_in_the_portal(
         demo.ingest(second, 420 + 30 * k, 30, ago_s=20 - 5 * k)
         expect(chart).to_have_attribute("data-readings", str(150 + 30 * k))
     assert int(chart.get_attribute("data-points") or 0) == 210
-    # ... and the journal shows the new batches without a reload, one line for the three
-    # batches in a row of one sensor.
+    # ... and the journal shows the new batches without a reload: the session's readings'
+    # line, among the routine lines at the top (its first batch, the metrics), keeps count
+    # and moves up.
     ingested = page.locator("#journal li[data-kind='telemetry.ingested']")
-    expect(ingested).to_have_count(3)
-    expect(ingested.first).to_have_attribute("data-batches", "3")
-    expect(ingested.first).to_contain_text("90 readings in 3 batches · TC-1 furnace")
-    assert journal.count() == before + 1
+    expect(ingested.first).to_have_attribute("data-batches", "4")
+    expect(ingested).to_have_count(2)
+    expect(ingested.first).to_contain_text("210 readings in 4 batches · TC-1 furnace")
+    expect(journal.first).to_have_attribute("data-kind", "telemetry.ingested")
+    assert journal.count() == before
     demo.metrics(40, 60)
     expect(metric).to_have_attribute("data-points", "60")
     page.wait_for_timeout(300)
