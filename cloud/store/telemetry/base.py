@@ -235,7 +235,7 @@ class TelemetryStore(ABC):
         ).all()
         micros = utctime.micros
         stamps = np.array([micros(ts) for ts, _ in rows], dtype=np.int64)
-        return in_time_order(stamps, np.array([value for _, value in rows], dtype=np.float64))
+        return stamps, np.array([value for _, value in rows], dtype=np.float64)
 
     # --- reads ------------------------------------------------------------------------
 
