@@ -70,7 +70,7 @@ from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import StoredBatch, Window, at
 from common.alarm_eval import State, evaluate
 
-AR, AL = models.AlarmRule, models.Alarm
+AR = models.AlarmRule
 
 #: An alarm raised more than this long after its reading's timestamp is marked late.
 LATE_AFTER_S = 30.0
@@ -166,7 +166,7 @@ def _statements(postgresql: bool) -> tuple[Executable, Executable]:
     cost more than running them."""
     t, run_rule = _RULE_ROWS, _RULE_ROWS.alias("run_rule")
     overridden = exists().where(
-        run_rule.c.sensor_id == t.c.sensor_id, run_rule.c.run_id == bindparam("b_run"),
+        run_rule.c.sensor_id == bindparam("b_sensor"), run_rule.c.run_id == bindparam("b_run"),
         run_rule.c.kind == t.c.kind, run_rule.c.deleted_at.is_(None),
     )  # fmt: skip
     applies = and_(
@@ -277,12 +277,11 @@ def _evaluate_rule(
 def _clear_open(
     db: Session, rule: _Claimed, cleared_at: datetime, value: float | None
 ) -> list[dict[str, Any]]:
-    """Clear the rule's open alarm (loaded only now: most batches clear nothing)."""
+    """Clear the rule's open alarm."""
     if rule.open_alarm_id is None:
         return []
-    alarm = db.get(AL, rule.open_alarm_id)
-    rule.open_alarm_id = None
-    return clear(db, alarm, cleared_at, value) if alarm is not None else []
+    alarm_id, rule.open_alarm_id = rule.open_alarm_id, None
+    return clear(db, alarm_id, cleared_at, value)
 
 
 def _history(

@@ -164,9 +164,9 @@ def delete_rule(
     now = datetime.now(UTC)
     messages: list[dict[str, Any]] = []
     if rule.open_alarm_id is not None:
-        alarm = db.get(AL, rule.open_alarm_id, with_for_update=True)
-        if alarm is not None:
-            messages = clear(db, alarm, now, None, actor=caller.actor, reason="rule deleted")
+        messages = clear(
+            db, rule.open_alarm_id, now, None, actor=caller.actor, reason="rule deleted"
+        )
     rule.open_alarm_id = None
     rule.deleted_at = now
     _count(db, rule.sensor_id, -1)
