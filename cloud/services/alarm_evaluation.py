@@ -14,8 +14,9 @@ Evaluation
     (the second waits for the first's commit and sees its state). A retried batch (the same
     Idempotency-Key, or readings already stored) stores no new readings and is not
     evaluated again, so it never raises twice. Cost: one statement locks the rules and moves
-    their newest reading on (:func:`_claim`); a ``rate`` rule reads the readings in its
-    window before the batch; a batch that holds, raises or clears writes those rules again.
+    their newest reading on, and on PostgreSQL reads a ``rate`` rule's window of readings
+    before the batch with it (:mod:`cloud.store.alarm_claims`); a batch that holds, raises or
+    clears writes those rules again.
     Most batches cannot change a rule, which :func:`common.alarm_eval.quiet` sees
     from the batch's least and greatest values.
 
@@ -53,19 +54,18 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, or_, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
 
 from cloud import utctime
 from cloud.db import models
 from cloud.services.alarm_lifecycle import clear, raise_alarm
 from cloud.services.alarm_rules import rule_dict, spec_of
+from cloud.store.alarm_claims import Claimed, claim
 from cloud.store.telemetry import telemetry_store
 from cloud.store.telemetry.base import StoredBatch, Window, at
 from common.alarm_eval import State, evaluate
@@ -85,8 +85,8 @@ def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[s
     readings = _InOrder.of(rows)
     now_us = utctime.micros(now)
     messages: list[dict[str, Any]] = []
-    changed: list[_Claimed] = []
-    for rule in _claim(db, rows, readings.stamps[-1], now_us):
+    changed: list[Claimed] = []
+    for rule in claim(db, rows, readings.stamps[0], readings.stamps[-1], now_us):
         before = (rule.holding_since_us, rule.open_alarm_id)
         if rule.kind == "stale":  # the sensor speaks again
             messages += _clear_open(db, rule, now, readings.values[-1])
@@ -102,104 +102,6 @@ def evaluate_batch(db: Session, rows: StoredBatch, now: datetime) -> list[dict[s
             [{"rid": r.id, "hold": r.holding_since_us, "open": r.open_alarm_id} for r in changed],
         )
     return messages
-
-
-@dataclass
-class _Claimed:
-    """A rule as the evaluator needs it: its definition, its state, and ``last_ts_us``, the
-    newest reading it had evaluated before this batch."""
-
-    id: uuid.UUID
-    project_id: uuid.UUID
-    sensor_id: uuid.UUID
-    run_id: uuid.UUID | None
-    kind: str
-    threshold: float | None
-    low: float | None
-    high: float | None
-    window_s: float | None
-    after_s: float | None
-    for_s: float
-    hysteresis: float
-    holding_since_us: int | None
-    open_alarm_id: uuid.UUID | None
-    last_ts_us: int | None
-
-
-def _claimed(row: Any) -> _Claimed:
-    return _Claimed(*row)
-
-
-def _claim(db: Session, rows: StoredBatch, last_us: int, now_us: int) -> list[_Claimed]:
-    """The rules that apply to the batch (a run's, and the sensor's of the kinds the run has
-    none of), locked to the commit, each as it was before the batch, its newest reading
-    moved on to the batch's: nearly every batch changes that, and only that.
-
-    On PostgreSQL one statement locks the rows (in id order: concurrent ingests of a sensor
-    lock them in one order, so with several API workers two batches of one sensor are
-    evaluated one after the other, the second seeing the first's state), updates them and
-    returns them with their previous ``last_ts_us``. SQLite runs one writing transaction at
-    a time: a read, then the update. The statements are built once (:func:`_statements`),
-    their parameters bound per batch."""
-    params = {
-        "b_sensor": rows.sensor_id,
-        "b_run": rows.run_id,
-        "b_session": rows.capture_session_id,
-        "b_last_us": last_us,
-        "b_now_us": now_us,
-    }
-    conn = db.connection()
-    if conn.dialect.name != "postgresql":
-        found, move = _statements(False)
-        claimed = [_claimed(row) for row in conn.execute(found, params)]
-        conn.execute(move, params)
-        return claimed
-    claim, _ = _statements(True)
-    return [_claimed(row) for row in conn.execute(claim, params)]
-
-
-@cache
-def _statements(postgresql: bool) -> tuple[Executable, Executable]:
-    """The claim's statements: on PostgreSQL the one that locks, moves on and returns (twice:
-    one shape for both), elsewhere the read and the update. Core statements on the rules'
-    table with bound parameters, built once (and so compiled once): building them per batch
-    cost more than running them."""
-    t, run_rule = _RULE_ROWS, _RULE_ROWS.alias("run_rule")
-    overridden = exists().where(
-        run_rule.c.sensor_id == bindparam("b_sensor"), run_rule.c.run_id == bindparam("b_run"),
-        run_rule.c.kind == t.c.kind, run_rule.c.deleted_at.is_(None),
-    )  # fmt: skip
-    applies = and_(
-        t.c.sensor_id == bindparam("b_sensor"),
-        t.c.deleted_at.is_(None),
-        or_(t.c.run_id == bindparam("b_run"), and_(t.c.run_id.is_(None), ~overridden)),
-    )
-    # Stale rules keep the arrival (the cloud's clock); the others the newest reading, and
-    # the session it came in, when the batch has one newer than theirs.
-    stamp = t.c.last_ts_us.type  # typed: a bound value in a CASE has no column to go by
-    last_us, now_us = bindparam("b_last_us", type_=stamp), bindparam("b_now_us", type_=stamp)
-    newer = or_(t.c.last_ts_us.is_(None), t.c.last_ts_us < last_us)
-    stale = t.c.kind == "stale"
-    moved = {
-        "last_ts_us": case(
-            (and_(stale, t.c.last_ts_us > now_us), t.c.last_ts_us),
-            (stale, now_us),
-            (newer, last_us),
-            else_=t.c.last_ts_us,
-        ),
-        "last_session_id": case(
-            (or_(stale, newer), bindparam("b_session", type_=t.c.last_session_id.type)),
-            else_=t.c.last_session_id,
-        ),
-    }
-    columns = [t.c[f.name] for f in fields(_Claimed)[:-1]]
-    if not postgresql:
-        found = select(*columns, t.c.last_ts_us).where(applies).order_by(t.c.id)
-        return found, update(t).where(applies).values(moved)
-    prior = select(t.c.id, t.c.last_ts_us).where(applies).order_by(t.c.id).with_for_update()
-    cte = prior.cte("prior")
-    claim = update(t).where(t.c.id == cte.c.id).values(moved).returning(*columns, cte.c.last_ts_us)
-    return claim, claim
 
 
 _RULE_ROWS = cast(Table, AR.__table__)
@@ -243,7 +145,7 @@ class _InOrder:
 
 
 def _evaluate_rule(
-    db: Session, rule: _Claimed, rows: StoredBatch, readings: _InOrder, now_us: int
+    db: Session, rule: Claimed, rows: StoredBatch, readings: _InOrder, now_us: int
 ) -> list[dict[str, Any]]:
     """One rule over the batch's readings newer than the newest it evaluated (older ones
     arrived out of order: stored, not evaluated)."""
@@ -258,7 +160,11 @@ def _evaluate_rule(
     history = None
     if spec.kind == "rate":
         assert spec.window_s is not None
-        history = _history(db, rows.sensor_id, ts[0], spec.window_s, rule.last_ts_us)
+        history = (
+            rule.window  # read with the claim: the batch is newer than all the rule evaluated
+            if rule.window is not None
+            else _history(db, rows.sensor_id, ts[0], spec.window_s, rule.last_ts_us)
+        )
     bounds = readings.bounds(start) if spec.kind != "fault" else None
     messages: list[dict[str, Any]] = []
     for change in evaluate(spec, state, ts, vs, ms, history, bounds):
@@ -275,7 +181,7 @@ def _evaluate_rule(
 
 
 def _clear_open(
-    db: Session, rule: _Claimed, cleared_at: datetime, value: float | None
+    db: Session, rule: Claimed, cleared_at: datetime, value: float | None
 ) -> list[dict[str, Any]]:
     """Clear the rule's open alarm."""
     if rule.open_alarm_id is None:

@@ -58,9 +58,10 @@ def raise_alarm(
     run_id: uuid.UUID | None = None,
     session_id: uuid.UUID | None = None,
 ) -> tuple[models.Alarm, dict[str, Any]]:
-    """Insert the alarm (one Core statement: an ORM object flushed here cost three times
-    as much, and the ingest that raises it holds its sensor's rules locked meanwhile); the
-    alarm as a detached object (its fields, for the journal and the live message)."""
+    """Insert the alarm; the alarm as an object outside the session (its fields, for the
+    journal and the live message). A Core statement: nothing reads the alarm back in the
+    ingest that raises it, and the ORM's flush of it was a third of a transition's cost
+    while that ingest holds its sensor's rules locked (bench/README.md)."""
     fields = {
         "id": uuid.uuid4(),
         "project_id": rule.project_id,

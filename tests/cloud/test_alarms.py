@@ -395,8 +395,8 @@ def test_concurrent_ingests_of_one_sensor_raise_one_alarm(database_url: str) -> 
 def test_a_rate_sees_the_batch_it_waited_for(database_url: str, mocker: MockerFixture) -> None:
     """A batch that waited for the rule's lock while another batch of its sensor was
     evaluated sees that batch's readings in its rate window: the window is read after the
-    lock, never from a snapshot older than it (a claim statement that also read the window
-    would read it from the snapshot it took before waiting)."""
+    lock, never from a snapshot older than it (the claim statement, which reads the window
+    with the lock when it can, took its snapshot before waiting: the window is read again)."""
     with make_client(database_url) as a, make_client(database_url) as b:
         api_a, api_b = Api(a), Api(b)
         owner = api_a.project()

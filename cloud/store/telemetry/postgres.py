@@ -147,8 +147,6 @@ _VALUES_BETWEEN = (
 #: its length and lower bound.
 _ARRAY_HEADER = struct.Struct(">iiiii")
 _TIMESTAMPTZ_OID, _FLOAT8_OID = 1184, 701
-#: 2000-01-01, where PostgreSQL's binary timestamps count from, in Unix microseconds.
-_PG_EPOCH_US = 946_684_800_000_000
 
 
 def copy_data(rows: StoredBatch) -> bytes:
@@ -186,6 +184,17 @@ def copy_data(rows: StoredBatch) -> bytes:
             append(row + tail + struct.pack(">ib", len(doc) + 1, 1) + doc + seq)
     append(_COPY_TRAILER)
     return b"".join(parts)
+
+
+def sent_window(stamps: bytes | None, values: bytes | None) -> Window:
+    """A window of readings from its timestamps and values as ``array_send`` sends them
+    (:data:`_VALUES_BETWEEN`'s columns; NULL, as an aggregate of no rows is: none)."""
+    if stamps is None or values is None:
+        return empty_window()
+    import numpy as np  # at the first rate rule's batch, not when the app is built (RSS)
+
+    ts = _sent_array(stamps, _TIMESTAMPTZ_OID, ">i8").astype(np.int64) + _PG_EPOCH_US
+    return in_time_order(ts, _sent_array(values, _FLOAT8_OID, ">f8").astype(np.float64))
 
 
 def _sent_array(data: bytes, oid: int, element: str) -> npt.NDArray[Any]:
@@ -232,16 +241,10 @@ class PostgresStore(TelemetryStore):
         return {utctime.micros(ts) for ts in written}
 
     def values_between(self, sensor_id: uuid.UUID, first_us: int, last_us: int) -> Window:
-        import numpy as np  # at the first rate rule's batch, not when the app is built (RSS)
-
         with self._pg.cursor(binary=True) as cur:
             cur.execute(_VALUES_BETWEEN, (sensor_id, at(first_us), at(last_us)))
             row = cur.fetchone()
-        if row is None or row[0] is None:  # no reading in the range
-            return empty_window()
-        stamps = _sent_array(row[0], _TIMESTAMPTZ_OID, ">i8").astype(np.int64) + _PG_EPOCH_US
-        values = _sent_array(row[1], _FLOAT8_OID, ">f8").astype(np.float64)
-        return in_time_order(stamps, values)
+        return sent_window(*row) if row is not None else empty_window()
 
     def add_rollups(self, key: RollupKey, cells: Sequence[Cell]) -> None:
         if not cells:
