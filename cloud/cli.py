@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 import os
+import secrets
 import socket
 import sys
 
@@ -148,6 +149,11 @@ def _serve(args: argparse.Namespace, settings: Settings, url: str) -> None:
         os.environ["BENCHLINK_DEV_IDENTITY_USER"] = str(settings.dev_identity_user)
     if settings.dev_identity_project:
         os.environ["BENCHLINK_DEV_IDENTITY_PROJECT"] = settings.dev_identity_project
+    if not settings.stream_ticket_secret:
+        # The workers of this one server verify each other's stream tickets: one secret for
+        # all of them, for as long as it runs (each would otherwise make up its own, and a
+        # browser's ticket would open its stream on one worker in N).
+        os.environ["BENCHLINK_STREAM_TICKET_SECRET"] = secrets.token_urlsafe(32)
     uvicorn.run(
         "cloud.asgi:app",
         host=args.host,
@@ -183,19 +189,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchlink-cloud: {taken}", file=sys.stderr)
             return 1
     url = normalize_database_url(settings.database_url)
+    migrate = args.command == "migrate" or (
+        args.migrate if args.migrate is not None else make_url(url).get_backend_name() == "sqlite"
+    )
+    from cloud.migrate import behind_head, upgrade
+
+    if not migrate:
+        # Not served half-built: every request and background task would fail on a table
+        # that is not there. Checked before logging is set up: one line, no migration chatter.
+        behind = behind_head(url)
+        if behind is not None:
+            shown = make_url(url).render_as_string(hide_password=True)
+            print(
+                f"benchlink-cloud: {behind}: run `benchlink-cloud migrate --database-url "
+                f"{shown}` first, or serve with --migrate",
+                file=sys.stderr,
+            )
+            return 1
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    from cloud.migrate import upgrade
-
     if args.command == "migrate":
         upgrade(url)
         print(f"migrated {make_url(url).render_as_string(hide_password=True)} to head")
         return 0
-    migrate = (
-        args.migrate if args.migrate is not None else make_url(url).get_backend_name() == "sqlite"
-    )
     if migrate:
         upgrade(url)
     _serve(args, settings, url)

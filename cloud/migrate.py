@@ -52,6 +52,31 @@ def head_revisions() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
+def behind_head(database_url: str) -> str | None:
+    """Why this code cannot serve the database as it is (its schema not at head), or None:
+    at head, or not reachable now (the server starts anyway; ``/readyz`` says so)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud.db.engine import make_engine
+    from cloud.db.uow import read_connection
+
+    engine = make_engine(database_url)
+    try:
+        with read_connection(engine) as conn:
+            found = current_revisions(conn)
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+    heads = head_revisions()
+    if found == heads:
+        return None
+    return (
+        f"the database schema is at {', '.join(sorted(found)) or 'none (never migrated)'}, "
+        f"this version needs {', '.join(sorted(heads))}"
+    )
+
+
 def current_revisions(conn: Connection) -> frozenset[str]:
     from alembic.runtime.migration import MigrationContext
 

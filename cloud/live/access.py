@@ -32,7 +32,8 @@ FILTER_KEYS = ("sensor_id", "run_id", "capture_session_id")
 
 def ticket_secret(services: AppContainer) -> bytes:
     """The deployment's ticket secret; without one configured, a random per-process secret
-    (fine for one process; several processes must share ``BENCHLINK_STREAM_TICKET_SECRET``)."""
+    (fine for one process; several processes must share ``BENCHLINK_STREAM_TICKET_SECRET``,
+    which ``benchlink-cloud serve`` sets for its own workers when it is not set)."""
     secret = services.stream_ticket_secret
     if secret is None:
         settings = services.settings

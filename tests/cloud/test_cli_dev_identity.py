@@ -47,3 +47,23 @@ def test_a_port_already_taken_is_one_line_before_anything_starts(tmp_path: Path)
     assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
     assert "another process holds that port" in lines[0] and "--port" in lines[0]
     assert not db.exists()  # nothing migrated or started
+
+
+def test_a_database_not_migrated_is_one_line_before_anything_starts(pg_url: str) -> None:
+    """On PostgreSQL serve does not migrate unless asked (an operator runs the migrations
+    once): a database behind this version is refused in one line that says what to run."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cloud.cli", "serve", "--port", str(port), "--database-url", pg_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "never migrated" in lines[0] and "this version needs" in lines[0]
+    assert "benchlink-cloud migrate --database-url" in lines[0] and "--migrate" in lines[0]

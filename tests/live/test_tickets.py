@@ -143,3 +143,28 @@ def test_a_ticket_opens_one_stream_only_across_processes(tmp_path: Path, pg_url:
     assert "/api/v1/telemetry/stream/sse?" in logs and "ticket=[redacted]" in logs, logs
     for ticket in issued:
         assert ticket.split(".")[0] not in logs and ticket.split(".")[1] not in logs
+
+
+def test_the_workers_of_one_server_take_each_others_tickets(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --workers 2`` with no ticket secret configured: every ticket opens its stream,
+    whichever worker issued it and whichever one the stream reaches."""
+    monkeypatch.delenv("BENCHLINK_STREAM_TICKET_SECRET", raising=False)
+    with CloudServer(pg_url, workers=2, log_path=tmp_path / "cloud.log") as server:
+        bench = bootstrap(server.url)
+
+        async def scenario() -> list[int]:
+            answers = []
+            for _ in range(12):  # each on new connections: the kernel spreads them
+                ticket = (await _ticket(server, bench.headers)).json()["ticket"]
+                params = {"run_id": bench.run_id, "ticket": ticket}
+                async with (
+                    httpx.AsyncClient(base_url=server.url) as c,
+                    c.stream("GET", "/api/v1/telemetry/stream/sse", params=params) as sse,
+                ):
+                    answers.append(sse.status_code)
+            return answers
+
+        assert asyncio.run(scenario()) == [200] * 12
+    assert "valid only on the process that issued them" not in (tmp_path / "cloud.log").read_text()
