@@ -19,6 +19,7 @@ from cloud.container import AppContainer, app_container, keep
 from cloud.db import models
 from cloud.db.engine import is_sqlite, make_engine, make_sessionmaker
 from cloud.db.models import Base
+from cloud.db.outage import RoundLog
 from cloud.idempotency import IdempotencyStore
 from cloud.live import setup as live
 from cloud.middleware import (
@@ -59,6 +60,9 @@ from cloud.services.sensors import TokenGate
 from cloud.settings import Settings
 
 log = logging.getLogger("benchlink.cloud")
+#: The periodic purges' failures (a process's tasks, whichever app runs them).
+_IDEMPOTENCY_PURGE = RoundLog(log, "idempotency purge")
+_DELETED_PURGE = RoundLog(log, "purge of deleted runs and experiments")
 
 PURGE_EVERY_S = 600
 
@@ -230,14 +234,18 @@ async def _purge_once(app: FastAPI) -> None:
             removed = await asyncio.to_thread(mw.purge_expired)
             if removed:
                 log.info("purged %d expired idempotency keys", removed)
-    except Exception:
-        log.exception("idempotency purge failed")
+    except Exception as exc:
+        _IDEMPOTENCY_PURGE.failed(exc, "tried again next time")
+    else:
+        _IDEMPOTENCY_PURGE.succeeded()
     try:
         services = app_container(app)
         grace = timedelta(seconds=services.settings.delete_grace_s)
         await asyncio.to_thread(deleted_purge.purge_expired, services.sessionmaker, grace)
-    except Exception:
-        log.exception("purge of deleted runs and experiments failed")
+    except Exception as exc:
+        _DELETED_PURGE.failed(exc, "tried again next time")
+    else:
+        _DELETED_PURGE.succeeded()
 
 
 def _find_idempotency(app: FastAPI) -> IdempotencyMiddleware | None:

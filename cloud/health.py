@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import models
 from cloud.db.models import Edge, Sensor
+from cloud.db.outage import RoundLog
 from cloud.db.uow import transaction
 from cloud.fleet import newest
 from cloud.services import journal
@@ -258,12 +259,15 @@ class Evaluator:
         return changes
 
     async def run(self) -> None:
+        rounds = RoundLog(log, "fleet health evaluation")
         while True:
             await asyncio.sleep(self.every_s)
             try:
                 await asyncio.to_thread(self.round)
-            except Exception:  # the database is away: the next round tries again
-                log.exception("fleet health evaluation failed; trying again next round")
+            except Exception as exc:
+                rounds.failed(exc, "trying again next round")
+            else:
+                rounds.succeeded()
 
 
 def counts_by_rule(db: Session) -> dict[str, int]:

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cloud.container import AppContainer
+from cloud.db.outage import RoundLog
 from cloud.db.uow import after_commit, transaction
 from cloud.live.pgbus import ALARM_CHANNEL
 from cloud.services import alarms
@@ -88,12 +89,15 @@ def _run_clock(services: AppContainer) -> None:
 
 
 async def _loop(services: AppContainer) -> None:
+    rounds = RoundLog(log, "stale alarm evaluation")
     while True:
         await asyncio.sleep(services.stale_every_s)
         try:
             await asyncio.to_thread(tick, services)
-        except Exception:
-            log.exception("stale alarm evaluation failed; tried again next time")
+        except Exception as exc:
+            rounds.failed(exc, "tried again next time")
+        else:
+            rounds.succeeded()
 
 
 def tick(services: AppContainer, now: datetime | None = None) -> list[dict[str, Any]]:

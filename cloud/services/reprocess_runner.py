@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.container import AppContainer
 from cloud.db.models import ReprocessJob
+from cloud.db.outage import RoundLog
 from cloud.db.uow import advisory_lock, read_only
 from cloud.services import reprocess, reprocess_chunks
 
@@ -134,10 +135,13 @@ def install(services: AppContainer) -> None:
 
 
 async def _loop(runner: Runner, every_s: float) -> None:
+    rounds = RoundLog(log, "reprocess runner")
     while not runner.stopping.is_set():
         try:
             await asyncio.to_thread(runner.run_pending)
-        except Exception:
-            log.exception("reprocess runner failed; it looks again in %.1f s", every_s)
+        except Exception as exc:
+            rounds.failed(exc, f"it looks again in {every_s:.1f} s")
+        else:
+            rounds.succeeded()
         await asyncio.to_thread(runner.wake.wait, every_s)
         runner.wake.clear()

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.container import AppContainer
 from cloud.db import models
+from cloud.db.outage import RoundLog
 from cloud.db.uow import read_only, transaction
 from cloud.services import journal, webhook_signing, webhooks
 from cloud.settings import Settings
@@ -322,12 +323,15 @@ class Deliverer:
         self._loop = self._task = self._client = None
 
     async def _run(self, wake: asyncio.Event) -> None:
+        rounds = RoundLog(log, "webhook delivery")
         while True:
             try:
                 busy = await self.tick() >= self.policy.batch
-            except Exception:
-                log.exception("webhook delivery failed; tried again next time")
+            except Exception as exc:
+                rounds.failed(exc, "tried again next time")
                 busy = False
+            else:
+                rounds.succeeded()
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.policy.every_s):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +110,44 @@ def test_readyz_on_a_never_migrated_database(pg_url: str, tmp_path: Path) -> Non
         body = r.json()
         assert body["status"] == "unavailable" and "never migrated" in body["detail"]
         assert "run the migrations" in body["detail"]
+
+
+def test_background_tasks_say_an_outage_in_one_line_each_and_its_end(
+    migrated_pg: str, tmp_path: Path
+) -> None:
+    """A real server's periodic tasks (reprocess runner, webhook delivery, fleet health)
+    while PostgreSQL refuses connections: one warning line each when they meet it, one when
+    it is back, no traceback every round."""
+    from tests.support.cloud import CloudServer
+
+    name = make_url(migrated_pg).database
+    log = tmp_path / "cloud.log"
+    env = {"BENCHLINK_REPROCESS_EVERY_S": "0.3", "BENCHLINK_WEBHOOK_EVERY_S": "0.3",
+           "BENCHLINK_HEALTH_EVERY_S": "0.3"}  # fmt: skip
+    tasks = ("reprocess runner", "webhook delivery", "fleet health evaluation")
+    with CloudServer(migrated_pg, env=env, log_path=log):
+        with _admin() as admin:
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        _wait_for(log, [f"{t}: the database is out of reach" for t in tasks])
+        time.sleep(2)  # several more rounds of each, still refused
+        with _admin() as admin:
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        _wait_for(log, [f"{t}: the database is back" for t in tasks])
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    for t in tasks:
+        assert text.count(f"{t}: the database is out of reach") == 1, text[-3000:]
+
+
+def _wait_for(log: Path, needles: list[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if all(n in text for n in needles):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not logged: {[n for n in needles if n not in text]}\n{text[-3000:]}")
