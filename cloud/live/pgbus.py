@@ -148,6 +148,8 @@ class PostgresBus:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     await conn.execute(f"LISTEN {ALARM_CHANNEL}")
                     self._listening.set()
+                    if attempt:
+                        log.warning("live LISTEN connection back")
                     attempt = 0
                     # Whatever was committed while nobody here listened was never announced
                     # here: those subscribers resume from the database.
@@ -165,7 +167,10 @@ class PostgresBus:
                 # Not only connection errors: a loop that died while still marked as
                 # listening would leave this process deaf for good, and silently so.
                 self._listening.clear()
-                log.warning("live LISTEN connection lost (%r); reconnecting", exc)
+                # One line per outage, not per attempt (the retries back off to seconds).
+                (log.warning if attempt == 0 else log.debug)(
+                    "live LISTEN connection lost (%r); reconnecting", exc
+                )
                 await asyncio.sleep(_backoff(attempt))
                 attempt += 1
 

@@ -115,9 +115,9 @@ def test_readyz_on_a_never_migrated_database(pg_url: str, tmp_path: Path) -> Non
 def test_background_tasks_say_an_outage_in_one_line_each_and_its_end(
     migrated_pg: str, tmp_path: Path
 ) -> None:
-    """A real server's periodic tasks (reprocess runner, webhook delivery, fleet health)
-    while PostgreSQL refuses connections: one warning line each when they meet it, one when
-    it is back, no traceback every round."""
+    """A real server's periodic tasks (reprocess runner, webhook delivery, fleet health) and
+    its live LISTEN connection while PostgreSQL refuses connections: one warning line each
+    when they meet it, one when it is back, no traceback or line every round."""
     from tests.support.cloud import CloudServer
 
     name = make_url(migrated_pg).database
@@ -137,10 +137,12 @@ def test_background_tasks_say_an_outage_in_one_line_each_and_its_end(
         with _admin() as admin:
             admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
         _wait_for(log, [f"{t}: the database is back" for t in tasks])
+        _wait_for(log, ["live LISTEN connection back"])
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
     for t in tasks:
         assert text.count(f"{t}: the database is out of reach") == 1, text[-3000:]
+    assert text.count("live LISTEN connection lost") == 1, text[-3000:]
 
 
 def _wait_for(log: Path, needles: list[str], timeout: float = 30) -> None:
