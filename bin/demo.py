@@ -17,7 +17,8 @@
 
 Every child (cloud, simulator, edge) runs in its own process group, so Ctrl-C reaches only
 this script, which wraps up through the still-running cloud and then stops them all. A second
-Ctrl-C skips the wrap-up. Logs: ``<state-dir>/logs/``.
+Ctrl-C skips the wrap-up. Logs: ``<state-dir>/logs/``, with ``demo.log``: all this script
+said, also after its stdout is gone.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -43,7 +45,7 @@ import httpx
 from demo_children import PYTHON, REPO, Children, child_env, port_open, wait_ready
 from demo_feed import Producers, metrics_while_running, stream_scenario_sensor
 from demo_mqtt import forget_mqtt_session, mqtt_broker, publish_mqtt
-from demo_report import guide, print_summary, say, summarize, wrap_up
+from demo_report import guide, keep_transcript, print_summary, say, summarize, wrap_up
 from demo_scene import (
     Scene,
     edge_argv,
@@ -276,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     children = Children(args.state_dir / "logs")
+    keep_transcript(children.log_dir / "demo.log")
     stop = threading.Event()
     install_signals(stop)
     try:
@@ -283,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         say(f"{exc}: stopping at once")
         return 130
-    except (RuntimeError, ApiError, httpx.HTTPError, subprocess.CalledProcessError) as exc:
+    except (RuntimeError, ApiError, httpx.HTTPError, subprocess.SubprocessError) as exc:
         say(f"demo: {exc}")
         say(f"logs: {children.log_dir}")
         return 1
+    except Exception:  # a defect: its traceback also where a closed stdout cannot lose it
+        say(traceback.format_exc().rstrip(), terminal=False)
+        raise
     finally:
         children.stop_all()
 

@@ -8,17 +8,33 @@ import shlex
 import sys
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from demo_feed import log_metrics
 from demo_scene import Scene
 from demo_seed import PROJECT_NAME, Api
 
+_transcripts: list[TextIO] = []
 
-def say(message: str = "") -> None:
+
+def keep_transcript(path: Path) -> None:
+    """Also append every line the demo says to ``path``: once stdout is gone it is the only
+    place the wrap-up, or the error that stopped it, can still be read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _transcripts.append(path.open("a", encoding="utf-8"))
+    say(f"== make demo, {datetime.now(UTC).isoformat(timespec='seconds')} ==", terminal=False)
+
+
+def say(message: str = "", *, terminal: bool = True) -> None:
     """Print a line. Once stdout is gone (``make demo | tee demo.log`` and Ctrl-C, which stops
     tee too), go on without it: the wrap-up must still stop the session, close the run and
     write summary.json."""
+    for transcript in _transcripts:
+        transcript.write(message + "\n")
+        transcript.flush()
+    if not terminal:
+        return
     try:
         print(message, flush=True)
     except (BrokenPipeError, ValueError):  # ValueError: stdout was closed

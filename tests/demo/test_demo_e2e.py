@@ -260,7 +260,17 @@ def test_ctrl_c_wraps_up_when_its_output_is_gone(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=120)
     assert not wait_port("127.0.0.1", port, timeout=0.5)
-    summary = json.loads((tmp_path / "state" / "summary.json").read_text())
+    logs = tmp_path / "state" / "logs"
+    transcript = (logs / "demo.log").read_text()
+    summary_file = tmp_path / "state" / "summary.json"
+    assert summary_file.exists(), f"exit {proc.returncode}; the demo said:\n{transcript}" + "".join(
+        f"\n--- {log.name}:\n{log.read_text()[-3000:]}" for log in sorted(logs.glob("*.log"))
+    )
+    assert proc.returncode == 0, transcript
+    # What it said after tee was gone is in its transcript: the wrap-up, and where to browse.
+    assert "SIGINT: wrapping up" in transcript
+    assert "Everything stays in" in transcript.split("SIGINT: wrapping up")[1]
+    summary = json.loads(summary_file.read_text())
     assert summary["statuses"] == {
         "capture_session": "succeeded",
         "run": "succeeded",
