@@ -58,26 +58,41 @@ def anonymous_refused(host: str, port: int, timeout: float = 5.0) -> str | None:
 
 def publish_mqtt(scene: Scene, url: str, stop: threading.Event) -> None:
     """A device on the chamber: JSON readings on its own topic, QoS 1, twice a second."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    publish_readings(scene.seed.sensor("chamber_mqtt").id, url, stop)
 
-    chamber = scene.seed.sensor("chamber_mqtt").id
-    topic = f"benchlink/sensors/{chamber}/readings"
+
+def publish_readings(
+    sensor_id: str, url: str, stop: threading.Event, period_s: float = 0.5
+) -> None:
+    """Publish a reading of ``sensor_id`` every ``period_s`` until ``stop``, as a device does:
+    the first once the broker let it in (paho refuses a publish before its CONNACK, which a
+    busy machine delays past the first reading), and through a broker that goes away: paho
+    keeps a QoS 1 message it could not send and sends it once it is back in."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+    topic = f"benchlink/sensors/{sensor_id}/readings"
     parts = urlsplit(url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-device-{chamber[:8]}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-device-{sensor_id[:8]}")
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, reason, p: None if reason.is_failure else connected.set()
     client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
     client.loop_start()
     signal_ = Signal(profile="cycle", noise_c=0.3)
     try:
+        if not connected.wait(30):
+            raise RuntimeError(f"MQTT: {url} did not let the demo device in within 30 s")
         step, t0 = 0, time.monotonic()
-        while not stop.wait(0.5):
+        while not stop.wait(period_s):
             step += 1
             reading = {
                 "timestamp": datetime.now(UTC).isoformat(),
                 "raw_value": signal_.raw(time.monotonic() - t0),
                 "meta": {"step": step},
             }
-            client.publish(topic, json.dumps(reading), qos=1).wait_for_publish(10)
+            info = client.publish(topic, json.dumps(reading), qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_NO_CONN:  # else: held until reconnected
+                info.wait_for_publish(10)
     finally:
         client.loop_stop()
         client.disconnect()
