@@ -19,11 +19,12 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from cloud.db.models import IdempotencyRecord
+from cloud.db.outage import DATABASE_DOWN
 from cloud.deps import refuse_repeated_identity
 from cloud.errors import DomainError, FieldError, InvalidInput, PayloadTooLarge
 from cloud.idempotency import SCOPE_KEY as IDEMPOTENCY_SCOPE_KEY
 from cloud.idempotency import IdempotencyStore, PendingKey, Replay, check_key
-from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for
+from cloud.problems import database_unavailable, problem_for
 from cloud.services.sensors import TokenGate, bearer_token, hash_token, token_refused
 from cloud.settings import Settings
 from common.wire import TELEMETRY_PATH

@@ -10,17 +10,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud.db.outage import DATABASE_DOWN
 from cloud.errors import DomainError, FieldError, Unavailable
 
 log = logging.getLogger("benchlink.cloud")
 
-#: What SQLAlchemy raises when the database cannot be reached (refused, lost, not accepting
-#: connections, pool exhausted): the request may succeed later.
-DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 #: Seconds a client is told to wait when the database cannot be reached.
 UNAVAILABLE_RETRY_AFTER_S = 5
 

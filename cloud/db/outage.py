@@ -6,10 +6,24 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+#: What SQLAlchemy raises when the database cannot be reached or cannot take the statement
+#: now (refused, lost, not accepting connections, pool exhausted, a deadlock): the same work
+#: may succeed later (a request answers 503 with Retry-After; a job is resumed).
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 #: PostgreSQL's "connection exception" class and its shutdown / not-yet-accepting codes.
 _UNREACHABLE_STATES = ("57P01", "57P02", "57P03")
+
+
+def retry_later(exc: BaseException) -> bool:
+    """Whether the work that raised ``exc`` may succeed if tried again later: one of
+    :data:`DATABASE_DOWN`, or any error on a connection the pool found dead."""
+    return isinstance(exc, DATABASE_DOWN) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 def unreachable(exc: BaseException) -> bool:

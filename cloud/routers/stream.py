@@ -57,13 +57,14 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from cloud.container import container
+from cloud.db.outage import DATABASE_DOWN
 from cloud.deps import Viewer
 from cloud.errors import DomainError
 from cloud.live import access, tickets
 from cloud.live.events import LiveEvent
 from cloud.live.hub import Hub
 from cloud.live.subscriber import SlowConsumer, Subscriber, pump
-from cloud.problems import DATABASE_DOWN, database_unavailable, problem_for, server_stopping
+from cloud.problems import database_unavailable, problem_for, server_stopping
 
 router = APIRouter(prefix="/api/v1", tags=["live telemetry"])
 

@@ -24,12 +24,12 @@ import uuid
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.container import AppContainer
 from cloud.db.models import ReprocessJob
-from cloud.db.outage import RoundLog
+from cloud.db.outage import RoundLog, retry_later
 from cloud.db.uow import advisory_lock, read_only
 from cloud.services import reprocess, reprocess_chunks
 
@@ -77,14 +77,12 @@ class Runner:
                     return
                 if self.pause_s:
                     time.sleep(self.pause_s)
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        except Exception as exc:
+            if retry_later(exc):
                 raise  # the database is away: the job stays running, resumed next look
             log.exception("reprocess job %s failed", job_id)
-            reprocess_chunks.fail(self.sessions, job_id, str(exc.orig or exc))
-        except Exception as exc:
-            log.exception("reprocess job %s failed", job_id)
-            reprocess_chunks.fail(self.sessions, job_id, f"{type(exc).__name__}: {exc}")
+            why = str(exc.orig or exc) if isinstance(exc, DBAPIError) else None
+            reprocess_chunks.fail(self.sessions, job_id, why or f"{type(exc).__name__}: {exc}")
 
     def _next_job(self) -> uuid.UUID | None:
         with read_only(self.readers) as db:
