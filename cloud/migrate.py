@@ -68,13 +68,22 @@ def behind_head(database_url: str) -> str | None:
         return None
     finally:
         engine.dispose()
+    return schema_gap(found)
+
+
+def schema_gap(found: frozenset[str]) -> str | None:
+    """How a schema at revisions ``found`` differs from this version's, or None (at head)."""
     heads = head_revisions()
     if found == heads:
         return None
     return (
-        f"the database schema is at {', '.join(sorted(found)) or 'none (never migrated)'}, "
+        f"the database schema is at {shown_revisions(found)}, "
         f"this version needs {', '.join(sorted(heads))}"
     )
+
+
+def shown_revisions(found: frozenset[str]) -> str:
+    return ", ".join(sorted(found)) or "none (never migrated)"
 
 
 def current_revisions(conn: Connection) -> frozenset[str]:

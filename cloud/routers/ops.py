@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cloud.container import container
 from cloud.db.uow import read_connection
-from cloud.migrate import current_revisions, head_revisions
+from cloud.migrate import current_revisions, schema_gap, shown_revisions
 
 router = APIRouter(tags=["operations"])
 
@@ -34,16 +34,14 @@ async def readyz(request: Request) -> JSONResponse:
         return JSONResponse(
             {"status": "unavailable", "database": str(exc).splitlines()[0]}, status_code=503
         )
-    heads = head_revisions()
-    if current != heads:
-        found = ", ".join(sorted(current)) or "none (never migrated)"
+    gap = schema_gap(current)
+    if gap is not None:
         return JSONResponse(
             {
                 "status": "unavailable",
                 "database": "ok",
-                "schema": found,
-                "detail": f"the database schema is at {found}, this version needs "
-                f"{', '.join(sorted(heads))}: run the migrations (benchlink-cloud migrate)",
+                "schema": shown_revisions(current),
+                "detail": f"{gap}: run the migrations (benchlink-cloud migrate)",
             },
             status_code=503,
         )
