@@ -28,8 +28,17 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from bench.harness import Cloud, Row, Sizes, libpq, pg_database, post_all, post_streams
-from bench.ingest import telemetry_bodies
+from bench.harness import (
+    Cloud,
+    Row,
+    Sizes,
+    libpq,
+    pg_database,
+    post_all,
+    post_streams,
+    postgres_cpu,
+)
+from bench.ingest import BATCH, telemetry_bodies
 from bench.project import Bench, backdate, bootstrap
 
 #: A slow wave, 15 .. 25 over 20 s of readings (10 kHz): the rules below raise and clear a
@@ -138,9 +147,38 @@ def _setup(url: str, base_url: str, count: int, rules: bool, start: datetime) ->
 class _Rates:
     without: list[float] = field(default_factory=list)
     with_rules: list[float] = field(default_factory=list)
+    #: per round of each side: CPU milliseconds per batch of the API and of PostgreSQL
+    cpu: dict[str, list[tuple[float, float | None]]] = field(
+        default_factory=lambda: {"without": [], "with_rules": []}
+    )
 
     def ratio(self) -> float:
         return statistics.median(self.with_rules) / statistics.median(self.without)
+
+    def cpu_per_batch(self) -> dict[str, dict[str, float | None]]:
+        """The median of each side's rounds: where the rules' cost went (the API's Python
+        or the database), which the rates alone do not say."""
+        out: dict[str, dict[str, float | None]] = {}
+        for side, rounds in self.cpu.items():
+            pg = [p for _, p in rounds if p is not None]
+            out[side] = {
+                "api_ms": round(statistics.median(a for a, _ in rounds), 2) if rounds else None,
+                "postgres_ms": round(statistics.median(pg), 2) if pg else None,
+            }
+        return out
+
+
+class _Cpu:
+    """CPU the API and the database's backends use over one round, per batch sent."""
+
+    def __init__(self, cloud: Cloud, url: str) -> None:
+        self.cloud, self.url = cloud, url
+        self.api, self.pg = cloud.cpu_seconds(), postgres_cpu(url)
+
+    def per_batch(self, batches: int) -> tuple[float, float | None]:
+        api, pg = self.cloud.cpu_seconds(), postgres_cpu(self.url)
+        pg_ms = None if pg is None or self.pg is None else (pg - self.pg) * 1000 / batches
+        return (api - self.api) * 1000 / batches, pg_ms
 
 
 def alarm_ingest(sizes: Sizes, logs: Path) -> Row:
@@ -160,12 +198,15 @@ def alarm_ingest(sizes: Sizes, logs: Path) -> Row:
         assert cloud.rss is not None
         cloud.rss.reset()
         one, eight = _Rates(), _Rates()
+        batches = SENSORS * math.ceil(per / BATCH)
         for k in range(rounds):
             at = start + timedelta(minutes=20 * k)
-            sides = [(plain8, eight.without), (ruled8, eight.with_rules)]
-            for many, rates in sides if k % 2 == 0 else sides[::-1]:
+            sides = [("without", plain8, eight.without), ("with_rules", ruled8, eight.with_rules)]
+            for side, many, rates in sides if k % 2 == 0 else sides[::-1]:
                 _checkpoint(url)
+                cpu = _Cpu(cloud, url)
                 rates.append(_round_in_order(cloud, many, per, at, k))
+                eight.cpu[side].append(cpu.per_batch(batches))
         # The worst case in rounds of its own, after the figure's: interleaved with them, its
         # bursts on one sensor slowed the figure's round that followed, more on one side
         # than the other (bench/README.md).
@@ -196,10 +237,13 @@ def _row(
         "with_rules_rounds": [round(r) for r in one.with_rules],
         "without_rounds": [round(r) for r in one.without],
     }
+    cpu = eight.cpu_per_batch()
     print(
         f"alarm_ingest: {SENSORS} sensors in order {rate:,.0f} vs {ceiling:,.0f} readings/s"
-        f" = {eight.ratio():.1%} ({raised[1]} alarms); worst case, 1 sensor from"
-        f" {sizes.ingest_clients} concurrent clients {worst['with_rules']:,} vs"
+        f" = {eight.ratio():.1%} ({raised[1]} alarms; CPU ms per batch with vs without rules:"
+        f" API {cpu['with_rules']['api_ms']} vs {cpu['without']['api_ms']}, PostgreSQL"
+        f" {cpu['with_rules']['postgres_ms']} vs {cpu['without']['postgres_ms']}); worst case,"
+        f" 1 sensor from {sizes.ingest_clients} concurrent clients {worst['with_rules']:,} vs"
         f" {worst['without']:,} = {one.ratio():.1%} ({raised[0]} alarms)",
         flush=True,
     )
@@ -221,6 +265,7 @@ def _row(
             "alarms_raised": raised[1],
             "with_rules_rounds": [round(r) for r in eight.with_rules],
             "without_rounds": [round(r) for r in eight.without],
+            "cpu_ms_per_batch": cpu,
             "worst_case": worst,
         },
     )

@@ -19,8 +19,6 @@ from bench.harness import (
     MachineCpu,
     Row,
     Sizes,
-    _children,
-    cpu_seconds,
     libpq,
     pg_database,
 )
@@ -131,19 +129,13 @@ def cursor_read(url: str, run_id: str) -> tuple[float, int]:
             return time.perf_counter() - started, rows
 
 
-def _api_cpu(cloud: Cloud) -> float:
-    """CPU seconds the API's processes (server and workers) have used so far."""
-    assert cloud.proc is not None
-    return sum(cpu_seconds(p) for p in [cloud.proc.pid, *_children(cloud.proc.pid)])
-
-
 def _download(c: httpx.Client, cloud: Cloud, fmt: str, run_id: str) -> dict[str, float]:
     """One export read to the end: seconds, bytes, the API's RSS growth, the API's CPU
     seconds and how busy the machine was meanwhile."""
     assert cloud.rss is not None
     cloud.rss.reset()
     before = cloud.rss.mb
-    cpu = _api_cpu(cloud)
+    cpu = cloud.cpu_seconds()
     machine = MachineCpu()
     size = 0
     started = time.perf_counter()
@@ -158,7 +150,7 @@ def _download(c: httpx.Client, cloud: Cloud, fmt: str, run_id: str) -> dict[str,
         "bytes": size,
         "growth": peak - before,
         "peak": peak,
-        "api_cpu_s": _api_cpu(cloud) - cpu,
+        "api_cpu_s": cloud.cpu_seconds() - cpu,
         "busy": machine.busy(),
     }
 

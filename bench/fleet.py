@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import Cloud, MachineCpu, Row, Sizes, _send, cpu_seconds, pg_database
+from bench.harness import Cloud, MachineCpu, Row, Sizes, _send, pg_database
 from bench.project import bootstrap
 
 PERIOD_S = 30.0
@@ -94,13 +94,6 @@ async def _all(host: str, port: int, requests: list[tuple[bytes, int]]) -> None:
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
 
 
-def _api_cpu(cloud: Cloud) -> float:
-    from bench.harness import _children
-
-    assert cloud.proc is not None
-    return sum(cpu_seconds(p) for p in [cloud.proc.pid, *_children(cloud.proc.pid)])
-
-
 def heartbeats(sizes: Sizes, logs: Path) -> Row:
     n = sizes.fleet_edges
     with pg_database() as url, Cloud(url, 1, logs / "cloud-fleet.log") as cloud:
@@ -123,12 +116,12 @@ def heartbeats(sizes: Sizes, logs: Path) -> Row:
         figures, ceilings = [], []
         machine = MachineCpu()
         for _ in range(sizes.repeats):
-            before = _api_cpu(cloud)
+            before = cloud.cpu_seconds()
             asyncio.run(_all(host, port, floor))
-            ceilings.append(_api_cpu(cloud) - before)
-            before = _api_cpu(cloud)
+            ceilings.append(cloud.cpu_seconds() - before)
+            before = cloud.cpu_seconds()
             asyncio.run(_all(host, port, period))
-            figures.append(_api_cpu(cloud) - before)
+            figures.append(cloud.cpu_seconds() - before)
         busy = machine.busy()
         # Medians, as telemetry_ingest: on a shared two-core machine one round can be off 3x.
         # Scaled to the target's fleet (exact at full size; --quick measures fewer edges).

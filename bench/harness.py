@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from sqlalchemy.engine import make_url
 
 from bench.services import free_port, wait_port
 
@@ -194,6 +195,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu(database_url: str) -> float | None:
+    """CPU seconds used so far by this machine's PostgreSQL backends connected to the
+    database of ``database_url`` (None: none seen here, e.g. a server on another host). A
+    backend shows its database in its process title."""
+    name = make_url(database_url).database
+    title = f" {name} ".encode()
+    seen, total = False, 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if title in (entry / "cmdline").read_bytes().replace(b"\0", b" ") + b" ":
+                seen = True
+                total += cpu_seconds(int(entry.name))
+    return total if seen else None
+
+
 class MachineCpu:
     """Share of the machine's CPU time that was busy (not idle, not waiting on I/O) between
     construction and :meth:`busy`: says whether a figure was bound by the CPU."""
@@ -276,6 +294,11 @@ class Cloud:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("cloud did not become ready")
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the API's processes (server and workers) have used so far."""
+        assert self.proc is not None
+        return sum(cpu_seconds(p) for p in [self.proc.pid, *_children(self.proc.pid)])
 
     def worker_cpu(self) -> list[float]:
         """CPU seconds of each worker process so far (how evenly the load was spread)."""
