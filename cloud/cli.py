@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate = args.command == "migrate" or (
         args.migrate if args.migrate is not None else make_url(url).get_backend_name() == "sqlite"
     )
-    from cloud.migrate import behind_head, upgrade
+    from cloud.migrate import behind_head, upgrade, upgrade_for_serve
 
     if not migrate:
         # Not served half-built: every request and background task would fail on a table
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"migrated {make_url(url).render_as_string(hide_password=True)} to head")
         return 0
     if migrate:
-        upgrade(url)
+        upgrade_for_serve(url)
     _serve(args, settings, url)
     return 0
 

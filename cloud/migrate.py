@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 
@@ -55,6 +56,33 @@ def head_revisions() -> frozenset[str]:
 def behind_head(database_url: str) -> str | None:
     """Why this code cannot serve the database as it is (its schema not at head), or None:
     at head, or not reachable now (the server starts anyway; ``/readyz`` says so)."""
+    found = _revisions_of(database_url)
+    return None if found is None else schema_gap(found)
+
+
+def upgrade_for_serve(database_url: str) -> None:
+    """Migrate the database to head as ``serve --migrate`` does, and say what was done in
+    one line (nothing when it was at head), without Alembic's lines unless logging is at
+    DEBUG: a first start printed twenty of them, and every start two."""
+    alembic = logging.getLogger("alembic")
+    level = alembic.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        alembic.setLevel(logging.WARNING)
+    try:
+        found = _revisions_of(database_url)
+        if found is not None and schema_gap(found) is None:
+            return
+        upgrade(database_url)
+    finally:
+        alembic.setLevel(level)
+    was = "" if found is None else f" from {shown_revisions(found)}"
+    logging.getLogger("benchlink.cloud").info(
+        "migrated the database%s to %s", was, ", ".join(sorted(head_revisions()))
+    )
+
+
+def _revisions_of(database_url: str) -> frozenset[str] | None:
+    """The revisions the database is at; None if it cannot be reached now."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from cloud.db.engine import make_engine
@@ -63,12 +91,11 @@ def behind_head(database_url: str) -> str | None:
     engine = make_engine(database_url)
     try:
         with read_connection(engine) as conn:
-            found = current_revisions(conn)
+            return current_revisions(conn)
     except SQLAlchemyError:
         return None
     finally:
         engine.dispose()
-    return schema_gap(found)
 
 
 def schema_gap(found: frozenset[str]) -> str | None:

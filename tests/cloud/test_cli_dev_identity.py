@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.support.cloud import REPO
+from tests.support.services import free_port, wait_port
 
 
 def test_a_bad_dev_identity_user_is_one_line() -> None:
@@ -67,3 +68,35 @@ def test_a_database_not_migrated_is_one_line_before_anything_starts(pg_url: str)
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "never migrated" in lines[0] and "this version needs" in lines[0]
     assert "benchlink-cloud migrate --database-url" in lines[0] and "--migrate" in lines[0]
+
+
+def _serve_until_up(port: int, database_url: str) -> str:
+    """Start serve, wait for its port, stop it: what it logged."""
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "cloud.cli", "serve", "--port", str(port),
+            "--database-url", database_url,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert wait_port("127.0.0.1", port, timeout=60), "serve did not start"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    return out
+
+
+def test_serve_says_it_migrated_in_one_line_and_then_nothing(tmp_path: Path) -> None:
+    """On SQLite serve migrates by itself: a new database is one line saying so, not
+    Alembic's line per migration (twenty) and its two set-up lines; at head, nothing."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    first = _serve_until_up(free_port(), url)
+    assert "alembic" not in first, first
+    said = [line for line in first.splitlines() if "migrated the database" in line]
+    assert len(said) == 1 and "from none (never migrated) to 00" in said[0], first
+    again = _serve_until_up(free_port(), url)
+    assert "alembic" not in again and "migrated" not in again, again
