@@ -1,5 +1,6 @@
 """Alarm evaluation's cost at ingest: the same batches into sensors with five rules and into
-sensors without, in alternating rounds on one cloud; the figure is the ratio of the two rates.
+sensors without, taking turns of a few batches on one cloud; the figure is the ratio of the
+two rates.
 
 Two workloads, both measured and reported:
 
@@ -21,6 +22,7 @@ import functools
 import math
 import statistics
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +42,9 @@ from bench.harness import (
 )
 from bench.ingest import BATCH, telemetry_bodies
 from bench.project import Bench, backdate, bootstrap
+
+#: One client's requests: each a body and its headers.
+Stream = list[tuple[bytes, dict[str, str]]]
 
 #: A slow wave, 15 .. 25 over 20 s of readings (10 kHz): the rules below raise and clear a
 #: few times a round, as alarms do (a rule that fires on every batch is a misconfigured one).
@@ -94,20 +99,58 @@ def _round(cloud: Cloud, bench: Bench, n: int, start: datetime, clients: int) ->
     return n / elapsed
 
 
-def _round_in_order(cloud: Cloud, benches: list[Bench], per: int, start: datetime, k: int) -> float:
-    """``per`` readings into each sensor, each sensor's batches in order from its own client.
-    Each sensor's wave goes on from round to round (round ``k`` from reading ``k * per`` of
-    it), the sensors' phases spread over the period: together they see as much of the wave
-    as the one sensor does, each as one continuous stream, so they raise about as often as
-    the wave sent in order does."""
+#: Batches of each sensor in one turn of a side. The sides take turns of this size through
+#: each round (a turn is about half a second here): this machine's speed moves by a fifth
+#: from one few-second stretch to the next, and sides measured in whole rounds of their own
+#: (as this row was until the eighteenth session) drew it independently, so that the same
+#: ingest on both sides measured anywhere from 88% to 114% of itself. In turns this short
+#: both sides see the same stretches (bench/README.md has the figures).
+TURN = 2
+
+
+def _turns(benches: list[Bench], per: int, start: datetime, k: int) -> list[list[Stream]]:
+    """``per`` readings into each sensor, each sensor's batches in order from its own
+    client, cut into turns of :data:`TURN` batches of each sensor. Each sensor's wave goes on
+    from round to round (round ``k`` from reading ``k * per`` of it), the sensors' phases
+    spread over the period: together they see as much of the wave as the one sensor does,
+    each as one continuous stream, so they raise about as often as the wave sent in order
+    does."""
     streams = []
     for j, b in enumerate(benches):
         shift = k * per + j * PERIOD // len(benches)
         bodies = telemetry_bodies(b, per, start, functools.partial(_shifted, shift))
         streams.append(list(zip(bodies, _headers(b, len(bodies)), strict=True)))
+    batches = len(streams[0])
+    return [[s[lo : lo + TURN] for s in streams] for lo in range(0, batches, TURN)]
+
+
+def _turn(cloud: Cloud, streams: list[Stream]) -> float:
+    """One turn: each stream's batches in order, the streams concurrently; the seconds."""
     assert cloud.rss is not None
-    elapsed = asyncio.run(post_streams(cloud.url, "/api/v1/telemetry", streams, 202, cloud.rss))
-    return per * len(benches) / elapsed
+    return asyncio.run(post_streams(cloud.url, "/api/v1/telemetry", streams, 202, cloud.rss))
+
+
+def _round_in_turns(
+    cloud: Cloud, url: str, sides: dict[str, list[Bench]], per: int, start: datetime, k: int,
+    rates: _Rates,
+) -> None:  # fmt: skip
+    """Round ``k`` of the figure: ``per`` readings into each sensor of both sides, the sides
+    taking turns; each side's rate and CPU per batch appended to ``rates``."""
+    at = start + timedelta(minutes=20 * k)
+    turns = {side: _turns(benches, per, at, k) for side, benches in sides.items()}
+    seconds = dict.fromkeys(sides, 0.0)
+    cpu = {side: _Cpu(cloud, url) for side in sides}
+    _checkpoint(url)
+    # The side that goes first alternates turn by turn, and from round to round the one
+    # that starts (right after the checkpoint, whose first writes cost more).
+    for t in range(len(turns["without"])):
+        for side in ("without", "with_rules") if (t + k) % 2 == 0 else ("with_rules", "without"):
+            with cpu[side].counting():
+                seconds[side] += _turn(cloud, turns[side][t])
+    batches = SENSORS * math.ceil(per / BATCH)
+    for side in sides:
+        getattr(rates, side).append(per * SENSORS / seconds[side])
+        rates.cpu[side].append(cpu[side].per_batch(batches))
 
 
 def _shifted(by: int, i: int) -> float:
@@ -169,24 +212,32 @@ class _Rates:
 
 
 class _Cpu:
-    """CPU the API and the database's backends use over one round, per batch sent."""
+    """CPU the API and the database's backends use over one side's turns, per batch sent."""
 
     def __init__(self, cloud: Cloud, url: str) -> None:
         self.cloud, self.url = cloud, url
-        self.api, self.pg = cloud.cpu_seconds(), postgres_cpu(url)
+        self.api, self.pg = 0.0, 0.0
+        self.pg_known = True
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        api, pg = self.cloud.cpu_seconds(), postgres_cpu(self.url)
+        yield
+        after = postgres_cpu(self.url)
+        self.api += self.cloud.cpu_seconds() - api
+        if pg is None or after is None:
+            self.pg_known = False
+        else:
+            self.pg += after - pg
 
     def per_batch(self, batches: int) -> tuple[float, float | None]:
-        api, pg = self.cloud.cpu_seconds(), postgres_cpu(self.url)
-        pg_ms = None if pg is None or self.pg is None else (pg - self.pg) * 1000 / batches
-        return (api - self.api) * 1000 / batches, pg_ms
+        pg_ms = self.pg * 1000 / batches if self.pg_known else None
+        return self.api * 1000 / batches, pg_ms
 
 
 def alarm_ingest(sizes: Sizes, logs: Path) -> Row:
-    # Twice the rounds of the other ingest rows, each of half their readings: the medians
-    # are over six rounds a side instead of three, for the same readings in all. In each
-    # pair of rounds the side that goes first alternates (without, with; then with,
-    # without), so that what drifts over a run (the table and its indexes growing,
-    # autovacuum, checkpoints) weighs on both sides alike.
+    # Twice the rounds of the other ingest rows, each of half their readings, for the same
+    # readings in all; within a round the sides take turns (:data:`TURN`).
     rounds, n = 2 * sizes.ingest_rounds, sizes.ingest_readings // 2
     per = n // SENSORS
     with pg_database() as url, Cloud(url, sizes.cloud_workers, logs / "cloud-alarms.log") as cloud:
@@ -198,15 +249,9 @@ def alarm_ingest(sizes: Sizes, logs: Path) -> Row:
         assert cloud.rss is not None
         cloud.rss.reset()
         one, eight = _Rates(), _Rates()
-        batches = SENSORS * math.ceil(per / BATCH)
+        sides = {"without": plain8, "with_rules": ruled8}
         for k in range(rounds):
-            at = start + timedelta(minutes=20 * k)
-            sides = [("without", plain8, eight.without), ("with_rules", ruled8, eight.with_rules)]
-            for side, many, rates in sides if k % 2 == 0 else sides[::-1]:
-                _checkpoint(url)
-                cpu = _Cpu(cloud, url)
-                rates.append(_round_in_order(cloud, many, per, at, k))
-                eight.cpu[side].append(cpu.per_batch(batches))
+            _round_in_turns(cloud, url, sides, per, start, k, eight)
         # The worst case in rounds of its own, after the figure's: interleaved with them, its
         # bursts on one sensor slowed the figure's round that followed, more on one side
         # than the other (bench/README.md).

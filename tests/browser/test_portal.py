@@ -365,3 +365,23 @@ def test_a_run_is_exported_from_its_page(
     # A CSV's lines are counted against the readings the export announced.
     expect(progress).to_have_attribute("data-done", "true")
     expect(progress).to_contain_text("100% · 50 of 50 readings")
+
+
+def test_a_server_without_a_gateway_or_dev_identity_says_how_to_try_it(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """The README's plain `serve` has no gateway in front of it and no development identity:
+    the portal says so, and names the option that lets one look around on one's own machine,
+    instead of only the API's "missing X-User-Id header"."""
+    srv = CloudServer(f"sqlite:///{tmp_path / 'cloud.db'}", log_path=tmp_path / "server.log")
+    srv.start()
+    try:
+        page = browser.new_page()
+        page.goto(f"{srv.url}/")
+        panel = page.locator(".panel.error")
+        expect(panel).to_contain_text("X-User-Id", timeout=TIMEOUT_MS)
+        expect(panel).to_contain_text("sign in there")
+        expect(panel).to_contain_text("--dev-identity")
+        page.close()
+    finally:
+        srv.stop()

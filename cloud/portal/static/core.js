@@ -132,7 +132,11 @@ export async function apiAll(path, { params, ...opts } = {}) {
 
 export function errorPanel(err) {
   const hint = err.status === 401 || err.status === 422
-    ? (state.config.dev_identity ? "Set a development identity (top right)." : "Sign in through the gateway.")
+    ? (state.config.dev_identity
+      ? "Set a development identity (top right)."
+      : "This server takes who you are from the gateway in front of it: sign in there. "
+        + "Trying benchlink on your own machine? Restart the server with --dev-identity "
+        + "(a demo only: whoever reaches it acts as an owner).")
     : "";
   return h("div", { class: "panel error" }, `${err.message}`, hint ? h("div", { class: "muted" }, hint) : null);
 }
