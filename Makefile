@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml client/pyproject.toml
 install: $(STAMP)
 
 # Set up and run the whole test suite.
+# Two workers, each test file on one of them (a file's module fixtures stay in one process);
+# PYTEST_JOBS= runs them in one process.
+PYTEST_JOBS ?= -n 2 --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 # Lint and type-check: the same script locally and in CI.
 check: $(STAMP)

@@ -86,25 +86,40 @@ def _headers(bench: Bench, count: int) -> list[dict[str, str]]:
     ]
 
 
-def _round(cloud: Cloud, bench: Bench, n: int, start: datetime, clients: int) -> float:
-    """One sensor's ``n`` readings from ``clients`` concurrent clients (the worst case)."""
-    bodies = telemetry_bodies(bench, n, start, wave)
+def _worst_round(
+    cloud: Cloud, url: str, sides: dict[str, Bench], n: int, start: datetime, k: int,
+    clients: int, rates: _Rates,
+) -> None:  # fmt: skip
+    """Round ``k`` of the worst case: each side's one sensor gets ``n`` readings from
+    ``clients`` concurrent clients, the sides taking turns of :data:`TURN` batches a client
+    as the figure's do; each side's rate appended to ``rates``."""
+    at = start + timedelta(minutes=20 * k)
+    sent = {}
+    for side, bench in sides.items():
+        bodies = telemetry_bodies(bench, n, at, wave)
+        sent[side] = (bodies, _headers(bench, len(bodies)))
+    seconds = dict.fromkeys(sides, 0.0)
+    size = TURN * clients
     assert cloud.rss is not None
-    elapsed = asyncio.run(
-        post_all(
-            cloud.url, "/api/v1/telemetry", bodies, _headers(bench, len(bodies)), clients, 202,
-            cloud.rss,
-        )
-    )  # fmt: skip
-    return n / elapsed
+    _checkpoint(url)
+    for t, lo in enumerate(range(0, len(sent["without"][0]), size)):
+        for side in ("without", "with_rules") if (t + k) % 2 == 0 else ("with_rules", "without"):
+            bodies, headers = sent[side]
+            seconds[side] += asyncio.run(
+                post_all(
+                    cloud.url, "/api/v1/telemetry", bodies[lo : lo + size],
+                    headers[lo : lo + size], clients, 202, cloud.rss,
+                )
+            )  # fmt: skip
+    for side in sides:
+        getattr(rates, side).append(n / seconds[side])
 
 
 #: Batches of each sensor in one turn of a side. The sides take turns of this size through
-#: each round (a turn is about half a second here): this machine's speed moves by a fifth
-#: from one few-second stretch to the next, and sides measured in whole rounds of their own
-#: (as this row was until the eighteenth session) drew it independently, so that the same
-#: ingest on both sides measured anywhere from 88% to 114% of itself. In turns this short
-#: both sides see the same stretches (bench/README.md has the figures).
+#: each round: a machine's speed can move from one few-second stretch to the next, and
+#: sides measured in whole rounds of their own drew it independently (the same ingest on
+#: both sides measured far from 100% of itself); in short turns both sides see the same
+#: stretches (bench/README.md has the figures).
 TURN = 2
 
 
@@ -255,12 +270,9 @@ def alarm_ingest(sizes: Sizes, logs: Path) -> Row:
         # The worst case in rounds of its own, after the figure's: interleaved with them, its
         # bursts on one sensor slowed the figure's round that followed, more on one side
         # than the other (bench/README.md).
+        singles = {"without": plain[0], "with_rules": ruled[0]}
         for k in range(rounds):
-            at = start + timedelta(minutes=20 * k)
-            worst = [(plain, one.without), (ruled, one.with_rules)]
-            for single, rates in worst if k % 2 == 0 else worst[::-1]:
-                _checkpoint(url)
-                rates.append(_round(cloud, single[0], n, at, sizes.ingest_clients))
+            _worst_round(cloud, url, singles, n, start, k, sizes.ingest_clients, one)
         raised_one, raised_eight = _alarms(url, ruled), _alarms(url, ruled8)
         assert raised_eight > 0, "the rules raised nothing: the row would measure no evaluation"
         return _row(sizes, n, per, one, eight, (raised_one, raised_eight), cloud.rss.mb)
