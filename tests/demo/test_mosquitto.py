@@ -187,7 +187,9 @@ def test_a_device_cannot_read_other_readings(broker: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("user", "password"), [(None, None), (DEVICE_A, "wrong"), ("nobody", "secret-a")]
+    ("user", "password"),
+    [(None, None), (DEVICE_A, "wrong"), ("nobody", "secret-a")],
+    ids=["anonymous", "wrong-password", "unknown-user"],  # the same on every xdist worker
 )
 def test_anonymous_and_wrong_credentials_are_refused(
     broker: int, user: str | None, password: str | None
