@@ -103,7 +103,7 @@ def _worst_round(
     assert cloud.rss is not None
     _checkpoint(url)
     for t, lo in enumerate(range(0, len(sent["without"][0]), size)):
-        for side in ("without", "with_rules") if (t + k) % 2 == 0 else ("with_rules", "without"):
+        for side in _in_turn_order(t, k):
             bodies, headers = sent[side]
             seconds[side] += asyncio.run(
                 post_all(
@@ -139,6 +139,13 @@ def _turns(benches: list[Bench], per: int, start: datetime, k: int) -> list[list
     return [[s[lo : lo + TURN] for s in streams] for lo in range(0, batches, TURN)]
 
 
+def _in_turn_order(t: int, k: int) -> tuple[str, str]:
+    """The sides in the order they go in turn ``t`` of round ``k``: alternating turn by
+    turn, and from round to round the one that starts (right after the checkpoint, whose
+    first writes cost more)."""
+    return ("without", "with_rules") if (t + k) % 2 == 0 else ("with_rules", "without")
+
+
 def _turn(cloud: Cloud, streams: list[Stream]) -> float:
     """One turn: each stream's batches in order, the streams concurrently; the seconds."""
     assert cloud.rss is not None
@@ -156,10 +163,8 @@ def _round_in_turns(
     seconds = dict.fromkeys(sides, 0.0)
     cpu = {side: _Cpu(cloud, url) for side in sides}
     _checkpoint(url)
-    # The side that goes first alternates turn by turn, and from round to round the one
-    # that starts (right after the checkpoint, whose first writes cost more).
     for t in range(len(turns["without"])):
-        for side in ("without", "with_rules") if (t + k) % 2 == 0 else ("with_rules", "without"):
+        for side in _in_turn_order(t, k):
             with cpu[side].counting():
                 seconds[side] += _turn(cloud, turns[side][t])
     batches = SENSORS * math.ceil(per / BATCH)
