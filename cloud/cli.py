@@ -168,8 +168,25 @@ def _serve(args: argparse.Namespace, settings: Settings, url: str) -> None:
     )
 
 
+#: The commands, whose options may also be written before their name.
+COMMANDS = ("serve", "migrate")
+
+
+def command_first(argv: list[str]) -> list[str]:
+    """The arguments with the command's name first: options written before it are the
+    command's (``benchlink-cloud --dev-identity serve`` is ``serve --dev-identity``), as the
+    edge's command line takes ``--config`` on either side. Unchanged when the command comes
+    first or a top-level option (``--help``, ``--version``) comes before it."""
+    for i, arg in enumerate(argv):
+        if arg in COMMANDS:
+            return [arg, *argv[:i], *argv[i + 1 :]]
+        if arg in ("-h", "--help", "--version"):
+            break
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(command_first(sys.argv[1:] if argv is None else argv))
     overrides = {}
     if args.database_url:
         overrides["database_url"] = args.database_url
