@@ -68,24 +68,13 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @contextlib.contextmanager
-def read_only(factory: sessionmaker[Session], *, snapshot: bool = False) -> Iterator[Session]:
-    """A session for reads (``snapshot``: all of them from one snapshot, as
-    :func:`one_snapshot`). On PostgreSQL its transaction is READ ONLY (a write fails), and it
-    ends with a COMMIT, not a rollback: psycopg forgets every statement it prepared on a
-    connection that rolls back, so the pool's connections, shared with ingest, would plan
-    ingest's statements again after each of the periodic readers' polls."""
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads: never committed; closing it ends its transaction."""
     session = factory()
     try:
-        if session.get_bind().dialect.name == "postgresql":
-            options: dict[str, object] = {"postgresql_readonly": True}
-            if snapshot:
-                options["isolation_level"] = "REPEATABLE READ"
-            session.connection(execution_options=options)
         yield session
-        if session.in_transaction():
-            session.commit()
     finally:
-        session.close()  # after an error: rolls back
+        session.close()
 
 
 def discard(session: Session) -> None:

@@ -87,8 +87,9 @@ def read_snapshot(sessions: sessionmaker[Session], stall_timeout_s: float) -> It
     that PostgreSQL ends the transaction (idle_in_transaction_session_timeout), so that no
     reader holds a snapshot, and vacuum back, for as long as it likes. SQLite's read
     transaction is a snapshot of the WAL from its first read."""
-    with read_only(sessions, snapshot=True) as db:
+    with read_only(sessions) as db:  # never committed: closing it rolls it back
         if db.get_bind().dialect.name == "postgresql":
+            db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             ms = str(max(1, int(stall_timeout_s * 1000)))  # is_local: for this transaction
             db.execute(select(func.set_config("idle_in_transaction_session_timeout", ms, True)))
         yield db
